@@ -1,0 +1,18 @@
+//! tcpool: a multi-client TCP server, client and load generator.
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | [`pool`] | a fixed set of worker threads fed through one bounded hand-off queue; knows no TCP |
+//! | [`server`] | the server: acceptor, workers, session registry, modes, console, shutdown |
+//!
+//! The quickest way in is [`serve`]: bind with [`server::bind`], hand it a [`Config`] and a
+//! [`Shutdown`], and it serves until the shutdown is triggered. [`Server`] adds a custom
+//! [`Handler`], the session [`Registry`](server::Registry) and the operator console.
+
+pub mod pool;
+pub mod server;
+
+pub use server::{Config, Handler, Mode, Overflow, Server, Shutdown, Summary, serve};
+
+/// The port tcpool serves and connects to by default: the seed programs' port.
+pub const DEFAULT_PORT: u16 = 8900;

@@ -1,0 +1,469 @@
+//! The multi-client server: [`serve`] and [`Server`], its [`Config`] and [`Summary`].
+//!
+//! ```text
+//!  listener ──► acceptor ──► hand-off queue (--backlog) ──► worker 1..N (mio poller each)
+//!                  │ registers                                   │ owns its sessions
+//!                  ▼                                             ▼
+//!              registry ◄──── console, chat relay, stats, shutdown (through outboxes)
+//! ```
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | [`acceptor`] | the blocking accept loop: limits, registration, hand-off or `busy` |
+//! | `worker` | one worker's event loop: reading, replying, flushing, closing |
+//! | [`registry`] | the shared map of sessions and the server-wide counts |
+//! | [`session`] | a session's shared handle (counters, outbox) and the worker's own state |
+//! | [`protocol`] | pure framing: messages, line endings, `quit`, safe display of peer text |
+//! | [`shutdown`] | the idempotent shutdown trigger |
+//! | [`modes`] | the [`Handler`] trait and echo, chat and manual modes |
+//! | [`console`] | operator commands on stdin |
+//!
+//! [`Server::run`] returns once a shutdown was triggered and every session was closed (or the
+//! shutdown deadline passed), with a [`Summary`] of what was served.
+
+pub mod acceptor;
+pub mod console;
+pub mod modes;
+pub mod protocol;
+pub mod registry;
+pub mod session;
+pub mod shutdown;
+mod worker;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel;
+
+pub use console::{Console, Printer};
+pub use modes::{Context, Handler, Mode};
+pub use protocol::{LineEnding, Message};
+pub use registry::{Registry, Stats};
+pub use session::{SessionHandle, SessionId, Traffic};
+pub use shutdown::Shutdown;
+
+use acceptor::{Acceptor, Closer};
+use worker::Worker;
+
+/// The listen socket's kernel backlog: how many finished handshakes the kernel queues before
+/// `accept()` (std's fixed value is 128).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// The default `--max-conns`.
+pub const DEFAULT_MAX_CONNS: usize = 10_000;
+
+/// Descriptors kept free for everything that is not a session: stdio, the listener, each
+/// worker's poller and waker, log files, the shutdown wake-up connection.
+const RESERVED_FDS: usize = 32;
+
+/// What the acceptor does while the hand-off queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Stop accepting: new clients wait in the kernel's queue until a worker catches up.
+    #[default]
+    Wait,
+    /// Answer `busy` and close.
+    Reject,
+}
+
+impl fmt::Display for Overflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Overflow::Wait => "wait",
+            Overflow::Reject => "reject",
+        })
+    }
+}
+
+/// The server's limits and behaviour. Every field has a safe default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Worker threads; 0 means one per CPU.
+    pub workers: usize,
+    /// Connections accepted but not yet adopted by a worker (`--backlog`, default 4).
+    pub backlog: usize,
+    /// Sessions served at once; beyond it a client gets `busy`. `None`: the default,
+    /// [`DEFAULT_MAX_CONNS`], lowered to what the descriptor limit covers. An explicit value is
+    /// kept even when the limit cannot cover it (with a warning).
+    pub max_conns: Option<usize>,
+    /// What the server replies.
+    pub mode: Mode,
+    /// What the acceptor does while the backlog is full.
+    pub overflow: Overflow,
+    /// Sessions with no input for this long are closed; `None`: never (the default).
+    pub idle_timeout: Option<Duration>,
+    /// The longest partial line held for a line-based peer in chat and manual mode (64 KiB).
+    pub max_line: usize,
+    /// The most bytes that may be queued for one session (1 MiB); a reader that falls further
+    /// behind is disconnected.
+    pub outbox_limit: usize,
+    /// How long a graceful shutdown may take (5 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 0,
+            backlog: 4,
+            max_conns: None,
+            mode: Mode::Echo,
+            overflow: Overflow::Wait,
+            idle_timeout: None,
+            max_line: 64 * 1024,
+            outbox_limit: 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// The number of worker threads this config asks for (resolving 0 to the CPU count).
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// What a server run served, returned by [`Server::run`] and printed at exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Sessions served in all.
+    pub sessions: u64,
+    /// The most at once.
+    pub peak: usize,
+    /// Connections answered `busy`.
+    pub rejected: u64,
+    /// Messages and bytes, in and out.
+    pub traffic: Traffic,
+    /// How long the server ran.
+    pub uptime: Duration,
+    /// The shutdown deadline passed before every session was closed.
+    pub forced: bool,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.traffic;
+        write!(
+            f,
+            "tcpool served {} session(s) in {} (peak {} at once, {} rejected): \
+             {} message(s) in and {} out, {} byte(s) in and {} out.",
+            self.sessions,
+            console::human_duration(self.uptime),
+            self.peak,
+            self.rejected,
+            t.messages_in,
+            t.messages_out,
+            t.bytes_in,
+            t.bytes_out,
+        )?;
+        if self.forced {
+            f.write_str(" Some sessions were still closing at the shutdown deadline.")?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds a listener on `addr` with the kernel backlog set to [`LISTEN_BACKLOG`] and
+/// `SO_REUSEADDR`, so a restarted server can bind at once.
+///
+/// # Errors
+///
+/// The bind's error, such as the address being in use.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Shared by the acceptor and every worker for the whole run.
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) config: Config,
+    /// `config.max_conns` resolved against the descriptor limit.
+    pub(crate) max_conns: usize,
+}
+
+/// A server ready to run: a listener, a config, a handler and the handles others use to
+/// reach it ([`Server::registry`], [`Server::shutdown`]).
+///
+/// # Examples
+///
+/// Serve echo on a free port, talk to it, shut it down:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::net::TcpStream;
+/// use tcpool::server::{bind, Config, Server};
+///
+/// let server = Server::new(bind("127.0.0.1:0".parse()?)?, Config::default());
+/// let addr = server.local_addr()?;
+/// let shutdown = server.shutdown();
+/// let running = std::thread::spawn(move || server.run());
+///
+/// let mut client = TcpStream::connect(addr)?;
+/// client.write_all(b"hello")?;
+/// let mut reply = [0; 5];
+/// client.read_exact(&mut reply)?;
+/// assert_eq!(&reply, b"hello");
+///
+/// shutdown.trigger();
+/// let mut goodbye = Vec::new();
+/// client.read_to_end(&mut goodbye)?;
+/// assert_eq!(goodbye, b"quit"); // no terminator: the client never sent one
+/// let summary = running.join().unwrap()?;
+/// assert_eq!(summary.sessions, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server {
+    listener: TcpListener,
+    config: Config,
+    handler: Option<Arc<dyn Handler>>,
+    printer: Printer,
+    registry: Registry,
+    shutdown: Shutdown,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Server {
+    /// A server on `listener` (blocking, as [`bind`] makes it) with the handler of
+    /// `config.mode`, printing operator output to stdout.
+    pub fn new(listener: TcpListener, config: Config) -> Self {
+        let registry = Registry::new(config.outbox_limit);
+        Server {
+            listener,
+            config,
+            handler: None,
+            printer: Printer::stdout(),
+            registry,
+            shutdown: Shutdown::new(),
+        }
+    }
+
+    /// Replies with `handler` instead of the mode's.
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Prints operator output (manual mode's client lines) through `printer`.
+    pub fn printer(mut self, printer: Printer) -> Self {
+        self.printer = printer;
+        self
+    }
+
+    /// Obeys `shutdown` instead of a shutdown of its own.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// The shutdown handle: trigger it to stop the server gracefully.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// The registry of sessions.
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    /// The address the listener is bound to (with the real port when bound to port 0).
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpListener::local_addr`].
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// An operator console for this server.
+    pub fn console(&self) -> Console {
+        Console::new(
+            self.registry.clone(),
+            self.shutdown.clone(),
+            self.config.mode,
+            self.printer.clone(),
+        )
+    }
+
+    /// Serves until the shutdown is triggered, then closes every session gracefully within
+    /// `config.shutdown_timeout` and returns what was served.
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot start: the listener cannot be read, a poller or thread cannot
+    /// be created. Once serving, errors concern single sessions and are logged.
+    pub fn run(self) -> io::Result<Summary> {
+        let Server {
+            listener,
+            config,
+            handler,
+            printer,
+            registry,
+            shutdown,
+        } = self;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(false)?;
+        let workers = config.worker_count();
+        let max_conns = fit_max_conns(config.max_conns, workers);
+        let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
+        let shared = Arc::new(Shared {
+            registry: registry.clone(),
+            handler,
+            shutdown: shutdown.clone(),
+            config: config.clone(),
+            max_conns,
+        });
+
+        let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
+            Worker::new(i, Arc::clone(&shared))
+        })?;
+        let wakers = pool.wakers();
+        shutdown.on_trigger(move || wakers.wake_all());
+        shutdown.on_trigger(move || wake_acceptor(addr));
+
+        let (closer, closer_thread) = Closer::spawn()?;
+        let acceptor = Acceptor {
+            listener,
+            shared: Arc::clone(&shared),
+            submitter: pool.submitter(),
+            closer,
+        };
+        let (acceptor_done, acceptor_stopped) = channel::bounded::<()>(0);
+        let acceptor_thread =
+            thread::Builder::new()
+                .name("tcpool-acceptor".into())
+                .spawn(move || {
+                    let _done = acceptor_done;
+                    acceptor.run();
+                });
+        let acceptor_thread = match acceptor_thread {
+            Ok(thread) => thread,
+            Err(e) => {
+                shutdown.trigger();
+                return Err(e);
+            }
+        };
+        log::info!(
+            "listening on {addr} (mode={} workers={workers} backlog={} max-conns={max_conns} overflow={})",
+            config.mode,
+            config.backlog,
+            config.overflow
+        );
+
+        shutdown.wait();
+        let started = shutdown.triggered_at().unwrap_or_else(Instant::now);
+        let deadline = started + config.shutdown_timeout;
+        log::info!(
+            "shutting down: sessions={} timeout={:?}",
+            registry.len(),
+            config.shutdown_timeout
+        );
+        // Nobody sends on this channel: it disconnects when the acceptor returns.
+        let acceptor_done = acceptor_stopped.recv_deadline(deadline)
+            == Err(channel::RecvTimeoutError::Disconnected);
+        if acceptor_done {
+            let _ = acceptor_thread.join();
+        } else {
+            log::warn!("acceptor did not stop before the shutdown deadline");
+        }
+        let joined = pool.join_timeout(deadline.saturating_duration_since(Instant::now()));
+        if let Err(e) = &joined {
+            log::warn!("shutdown deadline passed: {e}; their sessions are dropped");
+        }
+        if acceptor_done {
+            // Its sender went with the acceptor: the closer drains what it has and returns.
+            let _ = closer_thread.join();
+        }
+        let stats = registry.stats();
+        let summary = Summary {
+            sessions: stats.total,
+            peak: stats.peak,
+            rejected: stats.rejected,
+            traffic: stats.traffic,
+            uptime: stats.uptime,
+            forced: joined.is_err() || !acceptor_done,
+        };
+        log::info!("stopped after {:?}", started.elapsed());
+        Ok(summary)
+    }
+}
+
+/// Serves on `listener` with `config` until `shutdown` is triggered. The one-call way in;
+/// see [`Server`] for a custom handler, the registry or the console.
+///
+/// # Errors
+///
+/// As [`Server::run`].
+pub fn serve(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<Summary> {
+    Server::new(listener, config).with_shutdown(shutdown).run()
+}
+
+/// Unblocks the acceptor's `accept()` by connecting to the listener; the acceptor sees the
+/// shutdown flag and discards the connection.
+fn wake_acceptor(addr: SocketAddr) {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    if let Err(e) =
+        TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), Duration::from_secs(1))
+    {
+        log::debug!("acceptor wake-up connection failed: error={e}");
+    }
+}
+
+/// Raises the soft descriptor limit toward the hard one, then fits `max_conns` to it: the
+/// default is lowered with a warning, an explicit value is kept with a warning.
+pub fn fit_max_conns(max_conns: Option<usize>, workers: usize) -> usize {
+    let wanted = max_conns.unwrap_or(DEFAULT_MAX_CONNS);
+    let reserved = RESERVED_FDS + 2 * workers;
+    let limit = match rlimit::increase_nofile_limit((wanted + reserved) as u64) {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(e) => {
+            log::warn!("cannot read the file descriptor limit: error={e}");
+            return wanted;
+        }
+    };
+    let fits = limit.saturating_sub(reserved);
+    if wanted <= fits {
+        return wanted;
+    }
+    match max_conns {
+        Some(explicit) => {
+            log::warn!(
+                "max-conns {explicit} kept, but the file descriptor limit ({limit}) covers about {fits} sessions"
+            );
+            explicit
+        }
+        None => {
+            let lowered = fits.max(1);
+            log::warn!(
+                "max-conns lowered from {wanted} to {lowered} to fit the file descriptor limit ({limit})"
+            );
+            lowered
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! What the server replies: the [`Handler`] trait and the three built-in [`Mode`]s.
+//!
+//! A worker cuts each read into messages (see [`protocol`](super::protocol)) and hands every
+//! message to the server's handler with a [`Context`]: the session it came from, the registry,
+//! and a reply buffer that goes back to that session as one write once the read is handled.
+//! Messages for other sessions go through their outboxes ([`Registry::broadcast`],
+//! [`Registry::send_line`]), never through their sockets. `quit` never reaches a handler: the
+//! worker ends the session itself.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use super::console::Printer;
+use super::protocol::{LineEnding, Message, escape};
+use super::registry::Registry;
+use super::session::{CloseReason, SessionHandle, SessionId, Speech};
+
+/// The reply logic of a server. One handler serves every session, from every worker thread
+/// at once; per-session state belongs in the [`SessionHandle`] or behind the handler's own
+/// lock.
+///
+/// A handler that panics ends the session it was handling (logged as an error); the worker
+/// and every other session go on.
+///
+/// # Examples
+///
+/// An upper-casing server (`examples/upper.rs` is the runnable version):
+///
+/// ```
+/// use tcpool::server::{Context, Handler, Message};
+///
+/// struct Upper;
+///
+/// impl Handler for Upper {
+///     fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
+///         let text = String::from_utf8_lossy(message.text).to_uppercase();
+///         ctx.send_line(&text);
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Whether a partial line waits for its end (`true`, the default) or is handed on at once
+    /// as an incomplete [`Message`] (echo).
+    fn holds_partial_lines(&self) -> bool {
+        true
+    }
+
+    /// A session was adopted by a worker. Replies sent here greet the peer.
+    fn on_open(&self, _ctx: &mut Context<'_>) {}
+
+    /// The peer sent `message`.
+    fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>);
+
+    /// The session has ended; replies sent here are discarded.
+    fn on_close(&self, _ctx: &mut Context<'_>) {}
+}
+
+/// What a handler may do while handling one session's message.
+pub struct Context<'a> {
+    session: &'a Arc<SessionHandle>,
+    registry: &'a Registry,
+    reply: &'a mut Vec<u8>,
+    replies: u64,
+    close: Option<CloseReason>,
+    shutting_down: bool,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("session", &self.session.id())
+            .field("reply_len", &self.reply.len())
+            .finish()
+    }
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        session: &'a Arc<SessionHandle>,
+        registry: &'a Registry,
+        reply: &'a mut Vec<u8>,
+        shutting_down: bool,
+    ) -> Self {
+        Context {
+            session,
+            registry,
+            reply,
+            replies: 0,
+            close: None,
+            shutting_down,
+        }
+    }
+
+    /// The session being handled.
+    pub fn session(&self) -> &Arc<SessionHandle> {
+        self.session
+    }
+
+    /// Its id.
+    pub fn id(&self) -> SessionId {
+        self.session.id()
+    }
+
+    /// The line ending this session is answered with.
+    pub fn line_ending(&self) -> LineEnding {
+        self.session.line_ending()
+    }
+
+    /// Every session, for relaying and lookups.
+    pub fn registry(&self) -> &Registry {
+        self.registry
+    }
+
+    /// Whether the server is shutting down (skip notices nobody will read).
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Sends exactly `bytes` back to this session as a message.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reply.extend_from_slice(bytes);
+        self.replies += 1;
+    }
+
+    /// Sends `bytes` back without counting a message: part of a line still being received.
+    pub fn send_partial(&mut self, bytes: &[u8]) {
+        self.reply.extend_from_slice(bytes);
+    }
+
+    /// Sends `text` back followed by the session's own line ending.
+    pub fn send_line(&mut self, text: &str) {
+        self.reply.extend_from_slice(text.as_bytes());
+        self.reply
+            .extend_from_slice(self.session.line_ending().as_bytes());
+        self.replies += 1;
+    }
+
+    /// Ends this session after the replies: they are flushed, then `quit` is sent.
+    pub fn close(&mut self) {
+        self.close = Some(CloseReason::Kicked);
+    }
+
+    pub(crate) fn replies(&self) -> u64 {
+        self.replies
+    }
+
+    pub(crate) fn close_requested(&self) -> Option<CloseReason> {
+        self.close
+    }
+}
+
+/// The built-in reply logic, chosen with `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The exact bytes received, at once. The load-test target.
+    #[default]
+    Echo,
+    /// Each message goes to every other session as `<#ID> text`, with join and leave notices.
+    Chat,
+    /// The seed's behaviour: the operator reads `client#ID>> text` and types the replies.
+    Manual,
+}
+
+impl Mode {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Chat => "chat",
+            Mode::Manual => "manual",
+        }
+    }
+
+    /// The handler for this mode; manual mode shows client messages through `printer`.
+    pub fn handler(self, printer: Printer) -> Arc<dyn Handler> {
+        match self {
+            Mode::Echo => Arc::new(Echo),
+            Mode::Chat => Arc::new(Chat),
+            Mode::Manual => Arc::new(Manual { printer }),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "echo" => Ok(Mode::Echo),
+            "chat" => Ok(Mode::Chat),
+            "manual" => Ok(Mode::Manual),
+            other => Err(format!(
+                "unknown mode {other:?}: expected echo, chat or manual"
+            )),
+        }
+    }
+}
+
+/// Echo: every read's bytes go back unchanged, in one write, at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl Handler for Echo {
+    fn holds_partial_lines(&self) -> bool {
+        false
+    }
+
+    fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
+        if message.complete {
+            ctx.send(message.raw);
+        } else {
+            ctx.send_partial(message.raw);
+        }
+    }
+}
+
+/// Chat: a relay between every connected session.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Chat;
+
+/// The longest nickname `/nick` accepts, in characters.
+pub const MAX_NICK: usize = 32;
+
+impl Chat {
+    /// Queues `text` for every session but `except`, each in its own line ending; a session
+    /// that has not spoken yet gets `\n` so that notices do not run together.
+    fn relay(registry: &Registry, except: Option<SessionId>, text: &str) {
+        let variants: [Arc<[u8]>; 3] = [
+            LineEnding::None.terminate(text.as_bytes()).into(),
+            LineEnding::Lf.terminate(text.as_bytes()).into(),
+            LineEnding::CrLf.terminate(text.as_bytes()).into(),
+        ];
+        registry.broadcast(except, |h| {
+            let ending = match h.speech() {
+                Speech::Silent => LineEnding::Lf,
+                Speech::Spoken(ending) => ending,
+            };
+            Arc::clone(&variants[ending as usize])
+        });
+    }
+
+    /// Checks a `/nick` argument: 1 to [`MAX_NICK`] characters, no spaces or controls, and not
+    /// shaped like a session number.
+    fn valid_nick(name: &str) -> Result<(), &'static str> {
+        if name.is_empty() || name.chars().count() > MAX_NICK {
+            return Err("a nickname is 1 to 32 characters");
+        }
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        {
+            return Err("a nickname has no spaces, control characters or <>");
+        }
+        if name.starts_with('#') || name.starts_with('*') {
+            return Err("a nickname does not start with # or *");
+        }
+        Ok(())
+    }
+}
+
+impl Handler for Chat {
+    fn on_open(&self, ctx: &mut Context<'_>) {
+        let notice = format!("* #{} joined", ctx.id());
+        Chat::relay(ctx.registry(), Some(ctx.id()), &notice);
+    }
+
+    fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
+        let text = String::from_utf8_lossy(message.text);
+        if let Some(arg) = text.strip_prefix("/nick ") {
+            let name = arg.trim();
+            match Chat::valid_nick(name) {
+                Ok(()) => {
+                    let old = ctx.session().display_name();
+                    ctx.session().set_nick(Some(name.to_owned()));
+                    ctx.send_line(&format!("* you are now {name}"));
+                    let notice = format!("* {old} is now {name}");
+                    Chat::relay(ctx.registry(), Some(ctx.id()), &notice);
+                }
+                Err(why) => ctx.send_line(&format!("* nick refused: {why}")),
+            }
+            return;
+        }
+        let line = format!("<{}> {}", ctx.session().display_name(), text);
+        Chat::relay(ctx.registry(), Some(ctx.id()), &line);
+    }
+
+    fn on_close(&self, ctx: &mut Context<'_>) {
+        if !ctx.shutting_down() {
+            let notice = format!("* {} left", ctx.session().display_name());
+            Chat::relay(ctx.registry(), Some(ctx.id()), &notice);
+        }
+    }
+}
+
+/// Manual: the operator reads every message and answers on the console.
+#[derive(Debug, Clone)]
+pub struct Manual {
+    printer: Printer,
+}
+
+impl Manual {
+    /// A manual handler showing client messages through `printer`.
+    pub fn new(printer: Printer) -> Self {
+        Manual { printer }
+    }
+}
+
+impl Handler for Manual {
+    fn on_open(&self, ctx: &mut Context<'_>) {
+        let peer = ctx.session().peer();
+        self.printer
+            .print(&format!("* client#{} connected from {peer}", ctx.id()));
+    }
+
+    fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
+        ctx.registry().set_last_speaker(ctx.id());
+        self.printer
+            .print(&format!("client#{}>> {}", ctx.id(), escape(message.text)));
+    }
+
+    fn on_close(&self, ctx: &mut Context<'_>) {
+        if !ctx.shutting_down() {
+            self.printer.print(&format!("* client#{} left", ctx.id()));
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Who is connected: the shared map from [`SessionId`] to [`SessionHandle`], and the
+//! server-wide counts behind `/stats` and the shutdown summary.
+//!
+//! The acceptor registers each session and the owning worker unregisters it when it ends;
+//! the console, the chat relay and shutdown find sessions here and talk to them through their
+//! outboxes. The map's lock is held only to look up or copy out handles, never while queueing
+//! a message or waking a worker.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use rayon::prelude::*;
+
+use super::session::{CloseReason, Counters, SendError, SessionHandle, SessionId, Traffic};
+
+/// Below this many recipients a broadcast queues on one thread; above it, rayon spreads the
+/// work. Measured with `cargo bench --bench pool -- broadcast`: see the README.
+const PARALLEL_BROADCAST_MIN: usize = 4096;
+
+/// A cheap-to-clone handle to the server's session registry.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sessions: RwLock<HashMap<SessionId, Arc<SessionHandle>>>,
+    next_id: AtomicU64,
+    started: Instant,
+    outbox_limit: usize,
+    live: AtomicUsize,
+    peak: AtomicUsize,
+    total: AtomicU64,
+    rejected: AtomicU64,
+    /// Connections accepted and handed to the pool, not yet adopted by a worker.
+    backlog: AtomicUsize,
+    /// Traffic of sessions that have ended.
+    ended: Counters,
+    /// The session that spoke last (0: none yet); manual mode answers it by default.
+    last_speaker: AtomicU64,
+}
+
+/// One line of `/list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's id.
+    pub id: SessionId,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The nickname, if the peer set one.
+    pub nick: Option<String>,
+    /// How long it has been connected.
+    pub connected_for: Duration,
+    /// Its traffic so far.
+    pub traffic: Traffic,
+}
+
+/// The server-wide counts behind `/stats` and the shutdown summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Time since the server started.
+    pub uptime: Duration,
+    /// Sessions connected now (including those waiting in the backlog).
+    pub sessions: usize,
+    /// The most sessions connected at once.
+    pub peak: usize,
+    /// Sessions ever registered.
+    pub total: u64,
+    /// Connections answered `busy`.
+    pub rejected: u64,
+    /// Connections accepted but not yet adopted by a worker.
+    pub backlog: usize,
+    /// Traffic of every session, ended or not.
+    pub traffic: Traffic,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("sessions", &self.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry whose sessions may each have `outbox_limit` bytes queued.
+    pub fn new(outbox_limit: usize) -> Self {
+        Registry {
+            inner: Arc::new(Inner {
+                sessions: RwLock::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                started: Instant::now(),
+                outbox_limit,
+                live: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+                total: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+                backlog: AtomicUsize::new(0),
+                ended: Counters::default(),
+                last_speaker: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Registers a new session for `peer` under the next id.
+    pub fn register(&self, peer: SocketAddr) -> Arc<SessionHandle> {
+        let id = SessionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let handle = Arc::new(SessionHandle::new(id, peer, self.inner.outbox_limit));
+        self.inner.sessions.write().insert(id, Arc::clone(&handle));
+        let live = self.inner.live.fetch_add(1, Ordering::Relaxed) + 1;
+        self.inner.peak.fetch_max(live, Ordering::Relaxed);
+        self.inner.total.fetch_add(1, Ordering::Relaxed);
+        handle
+    }
+
+    /// Removes an ended session, keeping its traffic in the totals.
+    pub fn unregister(&self, id: SessionId) {
+        let removed = self.inner.sessions.write().remove(&id);
+        if let Some(handle) = removed {
+            self.inner.ended.add(handle.traffic());
+            self.inner.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sessions connected now.
+    pub fn len(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Whether no session is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The session with this id, if it is connected.
+    pub fn get(&self, id: SessionId) -> Option<Arc<SessionHandle>> {
+        self.inner.sessions.read().get(&id).cloned()
+    }
+
+    /// Every connected session, by id.
+    pub fn handles(&self) -> Vec<Arc<SessionHandle>> {
+        let mut all: Vec<_> = self.inner.sessions.read().values().cloned().collect();
+        all.sort_unstable_by_key(|h| h.id());
+        all
+    }
+
+    /// One [`SessionInfo`] per connected session, by id.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        self.handles()
+            .iter()
+            .map(|h| SessionInfo {
+                id: h.id(),
+                peer: h.peer(),
+                nick: h.nick(),
+                connected_for: h.connected_for(),
+                traffic: h.traffic(),
+            })
+            .collect()
+    }
+
+    /// The counts now.
+    pub fn stats(&self) -> Stats {
+        let live: Traffic = {
+            let sessions = self.inner.sessions.read();
+            sessions
+                .values()
+                .map(|h| h.traffic())
+                .fold(Traffic::default(), |a, b| a + b)
+        };
+        Stats {
+            uptime: self.inner.started.elapsed(),
+            sessions: self.len(),
+            peak: self.inner.peak.load(Ordering::Relaxed),
+            total: self.inner.total.load(Ordering::Relaxed),
+            rejected: self.inner.rejected.load(Ordering::Relaxed),
+            backlog: self.inner.backlog.load(Ordering::Relaxed),
+            traffic: self.inner.ended.load() + live,
+        }
+    }
+
+    /// Queues `message` for session `id` (one write, exactly these bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::NoSuchSession`] for an unknown id, else as [`SessionHandle::send`].
+    pub fn send(&self, id: SessionId, message: Arc<[u8]>) -> Result<(), SendError> {
+        self.get(id).ok_or(SendError::NoSuchSession)?.send(message)
+    }
+
+    /// Queues `text` for session `id` in that session's own line ending.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::send`].
+    pub fn send_line(&self, id: SessionId, text: &str) -> Result<(), SendError> {
+        let handle = self.get(id).ok_or(SendError::NoSuchSession)?;
+        handle.send(handle.line_ending().terminate(text.as_bytes()).into())
+    }
+
+    /// Queues a message for every session but `except`, composed per recipient by `compose`
+    /// (so each gets its own line ending). Returns how many sessions took it. Never blocks on
+    /// a slow reader: one whose outbox overflows is dropped.
+    pub fn broadcast<F>(&self, except: Option<SessionId>, compose: F) -> usize
+    where
+        F: Fn(&SessionHandle) -> Arc<[u8]> + Sync,
+    {
+        let recipients = self.handles();
+        let deliver = |h: &Arc<SessionHandle>| {
+            usize::from(Some(h.id()) != except && h.send(compose(h)).is_ok())
+        };
+        if recipients.len() >= PARALLEL_BROADCAST_MIN {
+            recipients.par_iter().map(deliver).sum()
+        } else {
+            recipients.iter().map(deliver).sum()
+        }
+    }
+
+    /// Asks session `id` to end with `quit`; `false` if there is no such session or it was
+    /// already ending.
+    pub fn kick(&self, id: SessionId) -> bool {
+        self.get(id)
+            .is_some_and(|h| h.request_close(CloseReason::Kicked))
+    }
+
+    /// Counts a connection answered `busy`.
+    pub fn note_rejected(&self) {
+        self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn backlog_in(&self) {
+        self.inner.backlog.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn backlog_out(&self) {
+        self.inner.backlog.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records that session `id` spoke last.
+    pub fn set_last_speaker(&self, id: SessionId) {
+        self.inner.last_speaker.store(id.0, Ordering::Relaxed);
+    }
+
+    /// The session that spoke last, if it is still connected.
+    pub fn last_speaker(&self) -> Option<SessionId> {
+        match self.inner.last_speaker.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(SessionId(id)).filter(|&id| self.get(id).is_some()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn ids_are_never_reused() {
+        let registry = Registry::new(1024);
+        let a = registry.register(peer(1)).id();
+        registry.unregister(a);
+        let b = registry.register(peer(2)).id();
+        assert_ne!(a, b);
+        assert_eq!(registry.len(), 1);
+        assert_eq!(registry.stats().total, 2);
+        assert_eq!(registry.stats().peak, 1);
+    }
+
+    #[test]
+    fn ended_sessions_keep_their_traffic_in_the_totals() {
+        let registry = Registry::new(1024);
+        let h = registry.register(peer(1));
+        h.counters().bytes_in.fetch_add(10, Ordering::Relaxed);
+        h.counters().messages_in.fetch_add(2, Ordering::Relaxed);
+        let before = registry.stats().traffic;
+        registry.unregister(h.id());
+        assert_eq!(registry.stats().traffic, before);
+        assert_eq!(before.bytes_in, 10);
+        assert_eq!(before.messages_in, 2);
+    }
+
+    #[test]
+    fn outbox_overflow_refuses_and_closes() {
+        let registry = Registry::new(10);
+        let h = registry.register(peer(1));
+        assert_eq!(registry.send(h.id(), Arc::from(&b"12345"[..])), Ok(()));
+        assert_eq!(h.queued_bytes(), 5);
+        assert_eq!(
+            registry.send(h.id(), Arc::from(&b"123456"[..])),
+            Err(SendError::Overflow)
+        );
+        assert_eq!(
+            registry.send(h.id(), Arc::from(&b"1"[..])),
+            Err(SendError::Closing)
+        );
+        assert_eq!(
+            registry.send(SessionId(99), Arc::from(&b"1"[..])),
+            Err(SendError::NoSuchSession)
+        );
+    }
+
+    #[test]
+    fn broadcast_skips_the_sender_and_uses_each_line_ending() {
+        let registry = Registry::new(1024);
+        let a = registry.register(peer(1));
+        let b = registry.register(peer(2));
+        let c = registry.register(peer(3));
+        c.set_speech(crate::server::protocol::LineEnding::CrLf);
+        let n = registry.broadcast(Some(a.id()), |h| h.line_ending().terminate(b"hi").into());
+        assert_eq!(n, 2);
+        assert_eq!(a.queued_bytes(), 0);
+        assert_eq!(b.queued_bytes(), 2);
+        assert_eq!(c.queued_bytes(), 4);
+    }
+
+    #[test]
+    fn kick_is_once() {
+        let registry = Registry::new(1024);
+        let h = registry.register(peer(1));
+        assert!(registry.kick(h.id()));
+        assert!(!registry.kick(h.id()));
+        assert!(!registry.kick(SessionId(42)));
+    }
+
+    #[test]
+    fn last_speaker_must_still_be_connected() {
+        let registry = Registry::new(1024);
+        let h = registry.register(peer(1));
+        assert_eq!(registry.last_speaker(), None);
+        registry.set_last_speaker(h.id());
+        assert_eq!(registry.last_speaker(), Some(h.id()));
+        registry.unregister(h.id());
+        assert_eq!(registry.last_speaker(), None);
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Registry>();
+        assert_send_sync::<SessionHandle>();
+    }
+}

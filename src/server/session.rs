@@ -1,0 +1,552 @@
+//! One connected client: the part every thread may touch and the part only its worker owns.
+//!
+//! [`SessionHandle`] is shared through the [`Registry`](super::Registry): identity, counters,
+//! the line ending the peer speaks, and the bounded outbox through which the console, the chat
+//! relay and shutdown talk to the session. Whoever queues a message posts the session to its
+//! worker's [`Mailbox`]; only the worker writes to the socket.
+//!
+//! [`Session`] is the worker's own: the socket, the message splitter and the bytes accepted
+//! for sending that the socket has not taken yet. An idle session holds no buffers: the worker
+//! reads into one buffer it shares among all its sessions.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::protocol::{LineEnding, Splitter};
+
+/// A session's number: assigned in order of arrival, never reused within one server run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim_start_matches('#').parse().map(SessionId)
+    }
+}
+
+/// Why the server ended a session; shown in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent `quit`.
+    Quit,
+    /// The peer closed its side.
+    PeerClosed,
+    /// The connection failed (reset, broken pipe...).
+    Error,
+    /// The operator sent `/kick` or `@ID quit`.
+    Kicked,
+    /// No input for `--idle-timeout`.
+    Idle,
+    /// More than `--outbox-limit` bytes were queued for a peer that does not read.
+    Overflow,
+    /// The handler panicked on this session's input.
+    HandlerPanic,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Whether the server says goodbye with `quit` (it does whenever it ends the session).
+    pub fn says_quit(self) -> bool {
+        !matches!(
+            self,
+            CloseReason::Quit | CloseReason::PeerClosed | CloseReason::Error
+        )
+    }
+
+    /// The word used in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Quit => "quit",
+            CloseReason::PeerClosed => "peer-closed",
+            CloseReason::Error => "error",
+            CloseReason::Kicked => "kicked",
+            CloseReason::Idle => "idle-timeout",
+            CloseReason::Overflow => "outbox-overflow",
+            CloseReason::HandlerPanic => "handler-panic",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a message could not be queued for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// No session has that id (it never existed or has ended).
+    NoSuchSession,
+    /// The session is being closed and takes no new messages.
+    Closing,
+    /// The message would take the session's outbox past `--outbox-limit`; the session is
+    /// being dropped.
+    Overflow,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::NoSuchSession => "no such session",
+            SendError::Closing => "session is closing",
+            SendError::Overflow => "outbox full: session dropped",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Byte and message counts, updated by the owning worker, read by anyone.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bytes read from the peer.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to the peer.
+    pub bytes_out: AtomicU64,
+    /// Messages received (seed-style reads and complete lines).
+    pub messages_in: AtomicU64,
+    /// Messages sent (echoed messages, replies, relayed lines, notices).
+    pub messages_out: AtomicU64,
+}
+
+/// A plain copy of [`Counters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes read from peers.
+    pub bytes_in: u64,
+    /// Bytes written to peers.
+    pub bytes_out: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+}
+
+impl Counters {
+    /// The counts now.
+    pub fn load(&self) -> Traffic {
+        Traffic {
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds `t` to these counts.
+    pub fn add(&self, t: Traffic) {
+        self.bytes_in.fetch_add(t.bytes_in, Ordering::Relaxed);
+        self.bytes_out.fetch_add(t.bytes_out, Ordering::Relaxed);
+        self.messages_in.fetch_add(t.messages_in, Ordering::Relaxed);
+        self.messages_out
+            .fetch_add(t.messages_out, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Add for Traffic {
+    type Output = Traffic;
+
+    fn add(self, o: Traffic) -> Traffic {
+        Traffic {
+            bytes_in: self.bytes_in + o.bytes_in,
+            bytes_out: self.bytes_out + o.bytes_out,
+            messages_in: self.messages_in + o.messages_in,
+            messages_out: self.messages_out + o.messages_out,
+        }
+    }
+}
+
+/// A worker's doorbell: the sessions that have something queued or a close request, and the
+/// way to wake the worker's poller.
+pub(crate) struct Mailbox {
+    posted: Mutex<Vec<(usize, SessionId)>>,
+    waker: mio::Waker,
+}
+
+impl Mailbox {
+    pub(crate) fn new(waker: mio::Waker) -> Self {
+        Mailbox {
+            posted: Mutex::new(Vec::new()),
+            waker,
+        }
+    }
+
+    /// Tells the worker that session `id` (its slot `token`) wants attention.
+    fn post(&self, token: usize, id: SessionId) {
+        let first = {
+            let mut posted = self.posted.lock();
+            posted.push((token, id));
+            posted.len() == 1
+        };
+        if first {
+            self.wake();
+        }
+    }
+
+    /// Wakes the worker's poller. Failing to wake (never seen in practice) is logged.
+    pub(crate) fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::error!("worker wake-up failed: error={e}");
+        }
+    }
+
+    /// Moves everything posted so far into `into`.
+    pub(crate) fn take(&self, into: &mut Vec<(usize, SessionId)>) {
+        std::mem::swap(&mut *self.posted.lock(), into);
+    }
+}
+
+impl fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("posted", &self.posted.lock().len())
+            .finish()
+    }
+}
+
+/// Messages queued for a session from outside its worker.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<Arc<[u8]>>,
+    /// The worker that adopted the session, and the session's slot there; `None` while the
+    /// session waits in the backlog (the adopting worker looks at the outbox anyway).
+    owner: Option<(Arc<Mailbox>, usize)>,
+    /// The session was already posted to its worker and the worker has not looked yet.
+    posted: bool,
+    /// Set when someone asked the worker to end the session; no message is queued after it.
+    close: Option<CloseReason>,
+}
+
+/// The shared part of a session, held by the registry and by the session's worker.
+pub struct SessionHandle {
+    id: SessionId,
+    peer: SocketAddr,
+    connected_at: Instant,
+    counters: Counters,
+    /// [`Speech`] as a byte, published by the worker whenever the peer's framing changes.
+    speech: AtomicU8,
+    nick: Mutex<Option<String>>,
+    outbox: Mutex<Outbox>,
+    /// Bytes queued for the peer and not yet written: the outbox plus what the worker took
+    /// from it. Checked against `outbox_limit` on every push.
+    queued_bytes: AtomicUsize,
+    outbox_limit: usize,
+}
+
+/// What a session has shown of its framing so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speech {
+    /// It has not sent anything yet.
+    Silent,
+    /// It has spoken, seed-style or in lines.
+    Spoken(LineEnding),
+}
+
+impl SessionHandle {
+    pub(crate) fn new(id: SessionId, peer: SocketAddr, outbox_limit: usize) -> Self {
+        SessionHandle {
+            id,
+            peer,
+            connected_at: Instant::now(),
+            counters: Counters::default(),
+            speech: AtomicU8::new(0),
+            nick: Mutex::new(None),
+            outbox: Mutex::new(Outbox::default()),
+            queued_bytes: AtomicUsize::new(0),
+            outbox_limit,
+        }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// How long the session has been connected.
+    pub fn connected_for(&self) -> Duration {
+        self.connected_at.elapsed()
+    }
+
+    /// Its traffic so far.
+    pub fn traffic(&self) -> Traffic {
+        self.counters.load()
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// What the peer has shown of its framing.
+    pub fn speech(&self) -> Speech {
+        match self.speech.load(Ordering::Relaxed) {
+            0 => Speech::Silent,
+            1 => Speech::Spoken(LineEnding::None),
+            2 => Speech::Spoken(LineEnding::Lf),
+            _ => Speech::Spoken(LineEnding::CrLf),
+        }
+    }
+
+    /// The line ending the server answers this session with: none for a seed-style session
+    /// (or one that has not spoken), else the ending of its first line.
+    pub fn line_ending(&self) -> LineEnding {
+        match self.speech() {
+            Speech::Silent => LineEnding::None,
+            Speech::Spoken(ending) => ending,
+        }
+    }
+
+    pub(crate) fn set_speech(&self, ending: LineEnding) {
+        let code = match ending {
+            LineEnding::None => 1,
+            LineEnding::Lf => 2,
+            LineEnding::CrLf => 3,
+        };
+        self.speech.store(code, Ordering::Relaxed);
+    }
+
+    /// The nickname the peer chose with `/nick`, if any.
+    pub fn nick(&self) -> Option<String> {
+        self.nick.lock().clone()
+    }
+
+    /// Sets or clears the nickname.
+    pub fn set_nick(&self, nick: Option<String>) {
+        *self.nick.lock() = nick;
+    }
+
+    /// The name shown for this session in chat: its nickname, or `#ID`.
+    pub fn display_name(&self) -> String {
+        match &*self.nick.lock() {
+            Some(nick) => nick.clone(),
+            None => format!("#{}", self.id),
+        }
+    }
+
+    /// Bytes queued for the peer and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Queues `message` to be written to the peer as one write, and tells the session's
+    /// worker. Never blocks on the peer.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closing`] when the session is ending; [`SendError::Overflow`] when the
+    /// message would take the queue past the outbox limit — the session is then dropped.
+    pub fn send(&self, message: Arc<[u8]>) -> Result<(), SendError> {
+        let mut outbox = self.outbox.lock();
+        if outbox.close.is_some() {
+            return Err(SendError::Closing);
+        }
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        if queued + message.len() > self.outbox_limit {
+            outbox.close = Some(CloseReason::Overflow);
+            self.post(&mut outbox);
+            return Err(SendError::Overflow);
+        }
+        self.queued_bytes
+            .fetch_add(message.len(), Ordering::Relaxed);
+        outbox.queue.push_back(message);
+        self.post(&mut outbox);
+        Ok(())
+    }
+
+    /// Asks the worker to end the session (with `quit`, after what is already queued).
+    /// Returns `false` if it was already ending.
+    pub fn request_close(&self, reason: CloseReason) -> bool {
+        let mut outbox = self.outbox.lock();
+        if outbox.close.is_some() {
+            return false;
+        }
+        outbox.close = Some(reason);
+        self.post(&mut outbox);
+        true
+    }
+
+    /// Called with the outbox locked: posts the session to its worker unless already posted.
+    fn post(&self, outbox: &mut Outbox) {
+        if outbox.posted {
+            return;
+        }
+        if let Some((mailbox, token)) = &outbox.owner {
+            outbox.posted = true;
+            mailbox.post(*token, self.id);
+        }
+    }
+
+    /// Worker side: the session now lives in `mailbox`'s worker at slot `token`.
+    pub(crate) fn adopt(&self, mailbox: Arc<Mailbox>, token: usize) {
+        self.outbox.lock().owner = Some((mailbox, token));
+    }
+
+    /// Worker side: moves the queued messages into `into` and returns the close request
+    /// pending, if any. With `seal`, the outbox takes nothing more from now on.
+    pub(crate) fn take_outbox(
+        &self,
+        into: &mut VecDeque<Chunk>,
+        seal: Option<CloseReason>,
+    ) -> Option<CloseReason> {
+        let mut outbox = self.outbox.lock();
+        outbox.posted = false;
+        into.extend(outbox.queue.drain(..).map(Chunk::Queued));
+        let requested = outbox.close;
+        if let Some(reason) = seal {
+            outbox.close.get_or_insert(reason);
+        }
+        requested
+    }
+
+    /// Worker side: `n` bytes of queued messages reached the socket.
+    pub(crate) fn sent_queued(&self, n: usize) {
+        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("speech", &self.speech())
+            .field("queued_bytes", &self.queued_bytes())
+            .finish()
+    }
+}
+
+/// Bytes accepted for sending, written as one write each (a partly taken one is finished
+/// later, in order).
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// A reply composed by the worker itself (an echo, a handler's reply).
+    Own(Vec<u8>),
+    /// A message from the outbox; counts against the outbox limit until written.
+    Queued(Arc<[u8]>),
+    /// A fixed text the server composes: the closing `quit` in the session's line ending.
+    Static(&'static [u8]),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Own(v) => v,
+            Chunk::Queued(a) => a,
+            Chunk::Static(s) => s,
+        }
+    }
+}
+
+/// Where a session is in its life, as its worker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading and replying.
+    Open,
+    /// Ending: writing what is pending (and `quit`), input discarded. Dropped at `deadline`.
+    Flushing {
+        reason: CloseReason,
+        deadline: Instant,
+    },
+    /// Write side shut; discarding input until EOF or `until`, so that closing with unread
+    /// input does not reset the connection and wipe out the goodbye.
+    Draining { reason: CloseReason, until: Instant },
+}
+
+/// The worker's own part of a session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) handle: Arc<SessionHandle>,
+    pub(crate) stream: mio::net::TcpStream,
+    pub(crate) splitter: Splitter,
+    /// Accepted for sending, not yet written; the front chunk may be partly written.
+    pub(crate) pending: VecDeque<Chunk>,
+    /// How much of the front chunk was written.
+    pub(crate) written: usize,
+    pub(crate) phase: Phase,
+    pub(crate) last_input: Instant,
+    /// The read loop stopped with input left (budget spent or back-pressure).
+    pub(crate) read_more: bool,
+}
+
+impl Session {
+    pub(crate) fn new(
+        handle: Arc<SessionHandle>,
+        stream: mio::net::TcpStream,
+        splitter: Splitter,
+    ) -> Self {
+        Session {
+            handle,
+            stream,
+            splitter,
+            pending: VecDeque::new(),
+            written: 0,
+            phase: Phase::Open,
+            last_input: Instant::now(),
+            read_more: false,
+        }
+    }
+
+    /// Writes pending chunks, each with its own write call, until done or the socket is full.
+    /// Returns `Ok(true)` when nothing is left pending.
+    pub(crate) fn flush(&mut self) -> std::io::Result<bool> {
+        use std::io::Write;
+        while let Some(chunk) = self.pending.front() {
+            let bytes = &chunk.bytes()[self.written..];
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.handle
+                        .counters
+                        .bytes_out
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    if n < bytes.len() {
+                        self.written += n;
+                        continue;
+                    }
+                    if let Some(Chunk::Queued(q)) = self.pending.pop_front() {
+                        self.handle.sent_queued(q.len());
+                    }
+                    self.written = 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.pending.capacity() > 16 {
+            self.pending.shrink_to(4);
+        }
+        Ok(true)
+    }
+
+    /// Discards what is still queued for the peer (the session is being dropped unflushed).
+    pub(crate) fn discard_pending(&mut self) {
+        for chunk in self.pending.drain(..) {
+            if let Chunk::Queued(q) = chunk {
+                self.handle.sent_queued(q.len());
+            }
+        }
+        self.written = 0;
+    }
+}

@@ -1,0 +1,724 @@
+//! One worker's loop: a mio poller over every session the worker owns.
+//!
+//! A worker adopts connections from the pool's hand-off queue, reads each one when it is
+//! readable, cuts the input into messages, lets the handler answer, and writes the answer
+//! back as one write. It never blocks on a peer: a session whose answer the socket will not
+//! take is not read again until the answer is out (back-pressure), so a peer that sends
+//! without reading costs at most one read's worth of memory. Messages queued from other
+//! threads arrive through the session's outbox, announced in the worker's [`Mailbox`].
+//!
+//! Ending a session (shutdown, kick, idle timeout, outbox overflow, handler panic) follows the
+//! wire contract: flush what was queued, send `quit` as a write of its own in the session's
+//! line ending, shut the write side, drain input for up to [`DRAIN`], close. At shutdown
+//! every session starts this at once, bounded by the shutdown deadline.
+
+use std::io::{self, Read};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::Shared;
+use super::modes::Context;
+use super::protocol::{Flow, LineEnding, Message, Splitter, escape};
+use super::session::{
+    Chunk, CloseReason, Mailbox, Phase, Session, SessionHandle, SessionId, Speech,
+};
+use crate::pool::{Inbox, Notify};
+
+/// How long a closing session's input is drained after its write side is shut.
+pub(crate) const DRAIN: Duration = Duration::from_millis(250);
+
+/// The worker's shared read buffer; also the most one read hands to the handler.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Reads per session per readiness event, so one busy peer cannot starve the others.
+const READ_BUDGET: usize = 16;
+
+/// How often the loop looks at closing sessions' deadlines while any are closing.
+const CLOSING_TICK: Duration = Duration::from_millis(10);
+
+const WAKE: Token = Token(usize::MAX);
+
+/// A connection accepted and registered by the acceptor, on its way to a worker.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) stream: std::net::TcpStream,
+    pub(crate) handle: Arc<SessionHandle>,
+}
+
+impl Notify for Mailbox {
+    fn notify(&self) {
+        self.wake();
+    }
+}
+
+pub(crate) struct Worker {
+    index: usize,
+    poll: Poll,
+    mailbox: Arc<Mailbox>,
+    shared: Arc<Shared>,
+    sessions: Slab<Session>,
+    buf: Box<[u8]>,
+    reply: Vec<u8>,
+    /// Sessions posted to the mailbox, taken in one swap.
+    posted: Vec<(usize, SessionId)>,
+    /// Sessions whose read loop stopped with input left because the budget ran out.
+    again: Vec<usize>,
+    /// Sessions in [`Phase::Flushing`] or [`Phase::Draining`], for their deadlines.
+    closing: Vec<usize>,
+    /// Set when the worker saw the shutdown: the moment every session must be gone by.
+    stopping: Option<Instant>,
+    next_idle_scan: Option<Instant>,
+}
+
+impl Worker {
+    pub(crate) fn new(index: usize, shared: Arc<Shared>) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKE)?;
+        let next_idle_scan = shared
+            .config
+            .idle_timeout
+            .map(|t| Instant::now() + idle_scan_interval(t));
+        Ok(Worker {
+            index,
+            poll,
+            mailbox: Arc::new(Mailbox::new(waker)),
+            shared,
+            sessions: Slab::new(),
+            buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            reply: Vec::new(),
+            posted: Vec::new(),
+            again: Vec::new(),
+            closing: Vec::new(),
+            stopping: None,
+            next_idle_scan,
+        })
+    }
+
+    fn run_loop(&mut self, inbox: &Inbox<Conn>) {
+        let mut events = Events::with_capacity(1024);
+        let mut inbox_open = true;
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("worker {} cannot poll: error={e}", self.index);
+                break;
+            }
+            for event in events.iter() {
+                if event.token() == WAKE {
+                    continue;
+                }
+                let t = event.token().0;
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    self.on_writable(t);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(t);
+                }
+            }
+            while inbox_open {
+                match inbox.try_take() {
+                    Ok(Some(conn)) => self.adopt(conn),
+                    Ok(None) => break,
+                    Err(_closed) => inbox_open = false,
+                }
+            }
+            self.deliver_posted();
+            for t in std::mem::take(&mut self.again) {
+                if self.sessions.contains(t) {
+                    self.on_readable(t);
+                }
+            }
+            if self.stopping.is_none() && self.shared.shutdown.is_triggered() {
+                self.begin_shutdown();
+            }
+            self.check_deadlines();
+            if !inbox_open && self.sessions.is_empty() {
+                break;
+            }
+        }
+        // Only reached early if polling itself failed: let every session go.
+        for t in self.sessions.iter().map(|(t, _)| t).collect::<Vec<_>>() {
+            self.remove(t);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut timeout = None;
+        if !self.closing.is_empty() || self.stopping.is_some() {
+            timeout = Some(CLOSING_TICK);
+        }
+        if let Some(at) = self.next_idle_scan {
+            let until = at.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(until, |t: Duration| t.min(until)));
+        }
+        timeout
+    }
+
+    fn adopt(&mut self, conn: Conn) {
+        let Conn { stream, handle } = conn;
+        self.shared.registry.backlog_out();
+        let id = handle.id();
+        if let Err(e) = stream.set_nonblocking(true) {
+            log::warn!("session {id} dropped: peer={} error={e}", handle.peer());
+            self.shared.registry.unregister(id);
+            return;
+        }
+        let mut stream = TcpStream::from_std(stream);
+        let entry = self.sessions.vacant_entry();
+        let t = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(t),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("session {id} dropped: peer={} error={e}", handle.peer());
+            self.shared.registry.unregister(id);
+            return;
+        }
+        handle.adopt(Arc::clone(&self.mailbox), t);
+        let splitter = if self.shared.handler.holds_partial_lines() {
+            Splitter::holding(self.shared.config.max_line)
+        } else {
+            Splitter::passing()
+        };
+        log::debug!(
+            "session {id} opened: peer={} worker={}",
+            handle.peer(),
+            self.index
+        );
+        entry.insert(Session::new(handle, stream, splitter));
+        self.call_handler(t, |handler, ctx| handler.on_open(ctx));
+        if self.stopping.is_some() {
+            self.begin_close(t, CloseReason::Shutdown);
+        } else {
+            self.service_outbox(t);
+        }
+    }
+
+    fn on_readable(&mut self, t: usize) {
+        let Some(session) = self.sessions.get(t) else {
+            return;
+        };
+        match session.phase {
+            Phase::Open => self.read_open(t),
+            Phase::Flushing { .. } | Phase::Draining { .. } => self.drain_input(t),
+        }
+    }
+
+    fn read_open(&mut self, t: usize) {
+        for _ in 0..READ_BUDGET {
+            let Some(session) = self.sessions.get_mut(t) else {
+                return;
+            };
+            if session.phase != Phase::Open {
+                return;
+            }
+            if !session.pending.is_empty() {
+                // Back-pressure: read again once the socket took what is pending.
+                session.read_more = true;
+                return;
+            }
+            session.read_more = false;
+            match session.stream.read(&mut self.buf) {
+                Ok(0) => return self.on_eof(t),
+                Ok(n) => {
+                    session.last_input = Instant::now();
+                    self.on_input(t, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail(t, &e),
+            }
+        }
+        if let Some(session) = self.sessions.get_mut(t) {
+            session.read_more = true;
+            self.again.push(t);
+        }
+    }
+
+    /// Handles the `n` bytes just read into the shared buffer for session `t`.
+    fn on_input(&mut self, t: usize, n: usize) {
+        let Worker {
+            sessions,
+            buf,
+            reply,
+            shared,
+            ..
+        } = self;
+        let session = &mut sessions[t];
+        let handle = &session.handle;
+        handle
+            .counters()
+            .bytes_in
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        reply.clear();
+        let data = &buf[..n];
+        let mut ctx = Context::new(
+            handle,
+            &shared.registry,
+            reply,
+            shared.shutdown.is_triggered(),
+        );
+        let mut received = 0u64;
+        let splitter = &mut session.splitter;
+        let handler = &shared.handler;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            splitter.feed(data, &mut |message| {
+                if message.complete {
+                    received += 1;
+                }
+                // Publish the peer's framing before the handler composes anything for it.
+                if handle.speech() == Speech::Silent && message.complete {
+                    handle.set_speech(LineEnding::None);
+                }
+                handler.on_message(&mut ctx, message);
+            })
+        }));
+        let ending = session.splitter.line_ending();
+        if ending != LineEnding::None && handle.line_ending() != ending {
+            handle.set_speech(ending);
+        }
+        let replies = ctx.replies();
+        let close = ctx.close_requested();
+        let counters = handle.counters();
+        let flow = match outcome {
+            Ok(flow) => flow,
+            Err(panic) => {
+                log::error!(
+                    "session {} handler panicked: peer={} panic={} input={}",
+                    handle.id(),
+                    handle.peer(),
+                    escape(panic_text(&panic).as_bytes()),
+                    escape(&data[..data.len().min(64)])
+                );
+                self.reply.clear();
+                self.begin_close(t, CloseReason::HandlerPanic);
+                return;
+            }
+        };
+        let quit = flow == Flow::Quit;
+        counters.messages_in.fetch_add(
+            received + u64::from(quit),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        counters
+            .messages_out
+            .fetch_add(replies, std::sync::atomic::Ordering::Relaxed);
+        if !self.reply.is_empty() {
+            let bytes = std::mem::take(&mut self.reply);
+            self.send_own(t, &bytes);
+            self.reply = bytes;
+        }
+        if quit {
+            self.begin_close(t, CloseReason::Quit);
+        } else if let Some(reason) = close {
+            self.begin_close(t, reason);
+        }
+    }
+
+    /// Sends bytes the worker composed for session `t`: written at once if nothing is
+    /// pending, the rest kept in order for when the socket takes more.
+    fn send_own(&mut self, t: usize, bytes: &[u8]) {
+        let session = &mut self.sessions[t];
+        if !session.pending.is_empty() {
+            session.pending.push_back(Chunk::Own(bytes.to_vec()));
+            return;
+        }
+        session.pending.push_back(Chunk::Own(Vec::new()));
+        // Write straight from `bytes`; only what the socket does not take is copied.
+        match write_some(&mut session.stream, bytes) {
+            Ok(n) => {
+                session
+                    .handle
+                    .counters()
+                    .bytes_out
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                if n == bytes.len() {
+                    session.pending.pop_back();
+                } else if let Some(Chunk::Own(rest)) = session.pending.back_mut() {
+                    rest.extend_from_slice(&bytes[n..]);
+                }
+            }
+            Err(e) => self.fail(t, &e),
+        }
+    }
+
+    fn on_eof(&mut self, t: usize) {
+        // A held partial line is a message at end of input.
+        let mut held = None;
+        let flow = self.sessions[t]
+            .splitter
+            .finish(&mut |m| held = Some(m.text.to_vec()));
+        if let Some(text) = held {
+            self.sessions[t]
+                .handle
+                .counters()
+                .messages_in
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let message = Message {
+                raw: &text,
+                text: &text,
+                complete: true,
+            };
+            self.call_handler(t, |handler, ctx| handler.on_message(ctx, message));
+        }
+        let reason = if flow == Flow::Quit {
+            CloseReason::Quit
+        } else {
+            CloseReason::PeerClosed
+        };
+        self.begin_close(t, reason);
+    }
+
+    /// Runs a handler callback for session `t` outside the read path (open, close, end of
+    /// input), sending its replies; a panic ends the session.
+    fn call_handler(&mut self, t: usize, f: impl FnOnce(&dyn super::Handler, &mut Context<'_>)) {
+        let Some(session) = self.sessions.get(t) else {
+            return;
+        };
+        let handle = Arc::clone(&session.handle);
+        let mut reply = std::mem::take(&mut self.reply);
+        reply.clear();
+        let shutting_down = self.shared.shutdown.is_triggered();
+        let outcome = {
+            let mut ctx = Context::new(&handle, &self.shared.registry, &mut reply, shutting_down);
+            let handler = &*self.shared.handler;
+            catch_unwind(AssertUnwindSafe(|| {
+                f(handler, &mut ctx);
+                (ctx.replies(), ctx.close_requested())
+            }))
+        };
+        match outcome {
+            Ok((replies, close)) => {
+                handle
+                    .counters()
+                    .messages_out
+                    .fetch_add(replies, std::sync::atomic::Ordering::Relaxed);
+                if !reply.is_empty() {
+                    self.send_own(t, &reply);
+                }
+                self.reply = reply;
+                if let Some(reason) = close {
+                    self.begin_close(t, reason);
+                }
+            }
+            Err(panic) => {
+                log::error!(
+                    "session {} handler panicked: peer={} panic={}",
+                    handle.id(),
+                    handle.peer(),
+                    escape(panic_text(&panic).as_bytes())
+                );
+                self.reply = reply;
+                self.begin_close(t, CloseReason::HandlerPanic);
+            }
+        }
+    }
+
+    fn on_writable(&mut self, t: usize) {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
+        match session.flush() {
+            Ok(true) => match session.phase {
+                Phase::Open if session.read_more => self.read_open(t),
+                Phase::Flushing { reason, .. } => self.shut_write(t, reason),
+                _ => {}
+            },
+            Ok(false) => {}
+            Err(e) => self.fail(t, &e),
+        }
+    }
+
+    fn deliver_posted(&mut self) {
+        let mut posted = std::mem::take(&mut self.posted);
+        self.mailbox.take(&mut posted);
+        for &(t, id) in &posted {
+            if self.sessions.get(t).is_some_and(|s| s.handle.id() == id) {
+                self.service_outbox(t);
+            }
+        }
+        posted.clear();
+        self.posted = posted;
+    }
+
+    /// Moves session `t`'s queued messages into its pending writes, writes what the socket
+    /// takes, and acts on a close request.
+    fn service_outbox(&mut self, t: usize) {
+        let session = &mut self.sessions[t];
+        if session.phase != Phase::Open {
+            return;
+        }
+        let before = session.pending.len();
+        let close = session.handle.take_outbox(&mut session.pending, None);
+        let queued = (session.pending.len() - before) as u64;
+        session
+            .handle
+            .counters()
+            .messages_out
+            .fetch_add(queued, std::sync::atomic::Ordering::Relaxed);
+        if let Some(reason) = close {
+            if reason == CloseReason::Overflow {
+                log::warn!(
+                    "session {} dropped: peer={} reason=outbox-overflow queued_bytes={} limit={}",
+                    session.handle.id(),
+                    session.handle.peer(),
+                    session.handle.queued_bytes(),
+                    self.shared.config.outbox_limit
+                );
+            }
+            self.begin_close(t, reason);
+        } else if queued > 0 {
+            self.on_writable(t);
+        }
+    }
+
+    /// Starts ending session `t`: what is queued is flushed, then `quit` (when the server is
+    /// the one ending it), then the write side is shut and input drained.
+    fn begin_close(&mut self, t: usize, reason: CloseReason) {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
+        if session.phase != Phase::Open {
+            return;
+        }
+        if reason == CloseReason::Error {
+            return self.remove(t);
+        }
+        let handle = &session.handle;
+        let before = session.pending.len();
+        handle.take_outbox(&mut session.pending, Some(reason));
+        let queued = (session.pending.len() - before) as u64;
+        if reason.says_quit() {
+            session
+                .pending
+                .push_back(Chunk::Static(quit_line(handle.line_ending())));
+        }
+        handle.counters().messages_out.fetch_add(
+            queued + u64::from(reason.says_quit()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let linger = self.shared.config.shutdown_timeout;
+        let deadline = self.stopping.unwrap_or_else(|| Instant::now() + linger);
+        session.phase = Phase::Flushing { reason, deadline };
+        self.closing.push(t);
+        self.on_writable(t);
+    }
+
+    fn shut_write(&mut self, t: usize, reason: CloseReason) {
+        let session = &mut self.sessions[t];
+        let _ = session.stream.shutdown(std::net::Shutdown::Write);
+        let until = Instant::now() + DRAIN;
+        session.phase = Phase::Draining { reason, until };
+        self.drain_input(t);
+    }
+
+    /// Reads and discards input from a closing session; at end of input a draining session
+    /// is closed.
+    fn drain_input(&mut self, t: usize) {
+        for _ in 0..READ_BUDGET {
+            let Some(session) = self.sessions.get_mut(t) else {
+                return;
+            };
+            match session.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    if matches!(session.phase, Phase::Draining { .. }) {
+                        self.remove(t);
+                    }
+                    // Flushing: the peer half-closed; keep writing until done.
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.remove(t),
+            }
+        }
+    }
+
+    fn fail(&mut self, t: usize, error: &io::Error) {
+        if let Some(session) = self.sessions.get(t) {
+            log::debug!(
+                "session {} failed: peer={} error={error}",
+                session.handle.id(),
+                session.handle.peer()
+            );
+        }
+        self.remove(t);
+    }
+
+    fn begin_shutdown(&mut self) {
+        let started = self
+            .shared
+            .shutdown
+            .triggered_at()
+            .unwrap_or_else(Instant::now);
+        // Leave the server a little of its deadline to join threads and print the summary.
+        let timeout = self.shared.config.shutdown_timeout;
+        let deadline = started + timeout.mul_f64(0.9);
+        self.stopping = Some(deadline);
+        let open: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Open)
+            .map(|(t, _)| t)
+            .collect();
+        log::debug!("worker {} closing {} session(s)", self.index, open.len());
+        for t in open {
+            self.begin_close(t, CloseReason::Shutdown);
+        }
+    }
+
+    fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        if !self.closing.is_empty() {
+            let stopping = self.stopping;
+            let mut closing = std::mem::take(&mut self.closing);
+            closing.retain(|&t| {
+                let Some(session) = self.sessions.get(t) else {
+                    return false;
+                };
+                let due = match session.phase {
+                    Phase::Open => return false,
+                    Phase::Flushing { deadline, .. } => deadline.min(stopping.unwrap_or(deadline)),
+                    Phase::Draining { until, .. } => until.min(stopping.unwrap_or(until)),
+                };
+                if now < due {
+                    return true;
+                }
+                if let Phase::Flushing { reason, .. } = session.phase {
+                    log::debug!(
+                        "session {} closed before its goodbye was out: peer={} reason={reason} pending_bytes={}",
+                        session.handle.id(),
+                        session.handle.peer(),
+                        session.pending.iter().map(chunk_len).sum::<usize>()
+                    );
+                }
+                self.remove(t);
+                false
+            });
+            // `remove` may not push; anything begun meanwhile was appended to `self.closing`.
+            closing.append(&mut self.closing);
+            closing.sort_unstable();
+            closing.dedup();
+            self.closing = closing;
+        }
+        if let (Some(at), Some(timeout)) = (self.next_idle_scan, self.shared.config.idle_timeout) {
+            if now >= at {
+                self.next_idle_scan = Some(now + idle_scan_interval(timeout));
+                let idle: Vec<usize> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.phase == Phase::Open && now - s.last_input >= timeout)
+                    .map(|(t, _)| t)
+                    .collect();
+                for t in idle {
+                    let handle = &self.sessions[t].handle;
+                    log::warn!(
+                        "session {} dropped: peer={} reason=idle-timeout idle_for={:?}",
+                        handle.id(),
+                        handle.peer(),
+                        timeout
+                    );
+                    self.begin_close(t, CloseReason::Idle);
+                }
+            }
+        }
+    }
+
+    /// Closes session `t` now and forgets it.
+    fn remove(&mut self, t: usize) {
+        if !self.sessions.contains(t) {
+            return;
+        }
+        self.call_handler(t, |handler, ctx| handler.on_close(ctx));
+        let Some(mut session) = self.sessions.try_remove(t) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut session.stream);
+        session.discard_pending();
+        let reason = match session.phase {
+            Phase::Open => CloseReason::Error,
+            Phase::Flushing { reason, .. } | Phase::Draining { reason, .. } => reason,
+        };
+        let handle = &session.handle;
+        let traffic = handle.traffic();
+        log::debug!(
+            "session {} closed: peer={} reason={reason} duration={:?} bytes_in={} bytes_out={}",
+            handle.id(),
+            handle.peer(),
+            handle.connected_for(),
+            traffic.bytes_in,
+            traffic.bytes_out
+        );
+        self.shared.registry.unregister(handle.id());
+    }
+}
+
+impl crate::pool::Worker<Conn> for Worker {
+    fn notifier(&self) -> Arc<dyn Notify> {
+        Arc::clone(&self.mailbox) as Arc<dyn Notify>
+    }
+
+    fn run(mut self, inbox: Inbox<Conn>) {
+        self.run_loop(&inbox);
+        log::debug!("worker {} stopped", self.index);
+    }
+}
+
+/// `quit` in the given line ending, as a static buffer.
+fn quit_line(ending: LineEnding) -> &'static [u8] {
+    match ending {
+        LineEnding::None => b"quit",
+        LineEnding::Lf => b"quit\n",
+        LineEnding::CrLf => b"quit\r\n",
+    }
+}
+
+fn chunk_len(chunk: &Chunk) -> usize {
+    match chunk {
+        Chunk::Own(v) => v.len(),
+        Chunk::Queued(q) => q.len(),
+        Chunk::Static(s) => s.len(),
+    }
+}
+
+fn idle_scan_interval(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// Writes as much of `bytes` as the socket takes now.
+fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    use std::io::Write;
+    let mut done = 0;
+    while done < bytes.len() {
+        match stream.write(&bytes[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-text panic)".to_owned()
+    }
+}
