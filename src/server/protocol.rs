@@ -167,6 +167,20 @@ impl Splitter {
         self.ending
     }
 
+    /// The line ending the session will have once `data` is fed: the caller can publish it
+    /// before any reply to `data` is composed.
+    pub fn ending_after(&self, data: &[u8]) -> LineEnding {
+        if self.ending != LineEnding::None {
+            return self.ending;
+        }
+        match data.iter().position(|&b| b == b'\n') {
+            None => LineEnding::None,
+            Some(0) if self.held.last() == Some(&b'\r') => LineEnding::CrLf,
+            Some(i) if i > 0 && data[i - 1] == b'\r' => LineEnding::CrLf,
+            Some(_) => LineEnding::Lf,
+        }
+    }
+
     /// Bytes held for an unfinished message.
     pub fn held_len(&self) -> usize {
         self.held.len()
@@ -180,18 +194,9 @@ impl Splitter {
     /// Cuts one read's `data` into messages, handing each to `sink` in order.
     /// Returns [`Flow::Quit`] at a `quit` message, which is not handed to `sink`.
     pub fn feed(&mut self, data: &[u8], sink: &mut dyn FnMut(Message<'_>)) -> Flow {
+        self.ending = self.ending_after(data);
         if self.ending == LineEnding::None {
-            match data.iter().position(|&b| b == b'\n') {
-                None => return self.feed_seed(data, sink),
-                Some(i) => {
-                    let cr = if i > 0 {
-                        data[i - 1] == b'\r'
-                    } else {
-                        self.held.last() == Some(&b'\r')
-                    };
-                    self.ending = if cr { LineEnding::CrLf } else { LineEnding::Lf };
-                }
-            }
+            return self.feed_seed(data, sink);
         }
         if self.hold {
             self.feed_lines_holding(data, sink)

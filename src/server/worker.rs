@@ -269,25 +269,20 @@ impl Worker {
             reply,
             shared.shutdown.is_triggered(),
         );
+        // Publish the peer's framing before the handler composes anything for it.
+        let ending = session.splitter.ending_after(data);
+        if handle.speech() != Speech::Spoken(ending) {
+            handle.set_speech(ending);
+        }
         let mut received = 0u64;
         let splitter = &mut session.splitter;
         let handler = &shared.handler;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             splitter.feed(data, &mut |message| {
-                if message.complete {
-                    received += 1;
-                }
-                // Publish the peer's framing before the handler composes anything for it.
-                if handle.speech() == Speech::Silent && message.complete {
-                    handle.set_speech(LineEnding::None);
-                }
+                received += u64::from(message.complete);
                 handler.on_message(&mut ctx, message);
             })
         }));
-        let ending = session.splitter.line_ending();
-        if ending != LineEnding::None && handle.line_ending() != ending {
-            handle.set_speech(ending);
-        }
         let replies = ctx.replies();
         let close = ctx.close_requested();
         let counters = handle.counters();

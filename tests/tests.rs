@@ -1,0 +1,11 @@
+//! The one integration-test root: every test starts a real server on 127.0.0.1 (port 0) and
+//! talks real TCP to it. Themed modules below; shared helpers in `support`.
+
+#![allow(unreachable_pub)] // modules of a test binary: `pub` only shares between them
+
+mod support;
+
+mod concurrency;
+mod seed;
+mod shutdown;
+mod wire;
