@@ -4,11 +4,13 @@
 //! | --- | --- |
 //! | [`pool`] | a fixed set of worker threads fed through one bounded hand-off queue; knows no TCP |
 //! | [`server`] | the server: acceptor, workers, session registry, modes, console, shutdown |
+//! | [`client`] | the clients: `talk` (interactive, seed-compatible) and `bench` (load generator) |
 //!
 //! The quickest way in is [`serve`]: bind with [`server::bind`], hand it a [`Config`] and a
 //! [`Shutdown`], and it serves until the shutdown is triggered. [`Server`] adds a custom
 //! [`Handler`], the session [`Registry`](server::Registry) and the operator console.
 
+pub mod client;
 pub mod pool;
 pub mod server;
 

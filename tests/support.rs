@@ -345,3 +345,96 @@ pub fn wait_line(lines: &Mutex<Vec<String>>, what: &str, pred: impl Fn(&str) -> 
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Collects a child's raw output as text on a background thread (for output without
+/// newlines, such as prompts).
+pub fn collect_text(mut out: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+/// Waits until `text` contains `needle`.
+pub fn wait_text(text: &Mutex<String>, needle: &str) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !text.lock().unwrap().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {needle:?} in {:?}",
+            text.lock().unwrap()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A port that was free a moment ago (for programs that cannot bind port 0 themselves).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on 127.0.0.1:`port`, reading /proc/net/tcp rather than
+/// connecting (a connection would be taken by a one-client server).
+pub fn wait_listening(port: u16) {
+    let needle = format!("0100007F:{port:04X} 00000000:0000 0A");
+    wait_until(&format!("a listener on port {port}"), || {
+        std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| t.contains(&needle))
+    });
+}
+
+/// Waits for a child with a deadline, killing it if it hangs; returns its exit code.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child did not exit within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads from `stream` until exactly `want` has arrived (fails on anything else).
+pub fn expect_bytes(stream: &mut TcpStream, want: &[u8]) {
+    let got = read_n(stream, want.len());
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(want),
+        "unexpected bytes"
+    );
+}
+
+/// Asserts that nothing arrives on `stream` within `quiet`.
+pub fn expect_silence(stream: &mut TcpStream, quiet: Duration) {
+    stream.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => panic!("connection closed"),
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+}

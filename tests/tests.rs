@@ -5,7 +5,10 @@
 
 mod support;
 
+mod chat;
 mod concurrency;
+mod console;
 mod seed;
 mod shutdown;
+mod talk;
 mod wire;

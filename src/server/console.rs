@@ -277,12 +277,12 @@ impl Console {
             return "no sessions".into();
         }
         let mut out = format!(
-            "{:>6}  {:<21}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  nick",
+            "{:>6}  {:<21}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  nick / state",
             "id", "peer", "connected", "msgs in", "bytes in", "msgs out", "bytes out"
         );
         for s in sessions {
             out.push_str(&format!(
-                "\n{:>6}  {:<21}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  {}",
+                "\n{:>6}  {:<21}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  {}{}",
                 format!("#{}", s.id),
                 s.peer.to_string(),
                 human_duration(s.connected_for),
@@ -294,6 +294,7 @@ impl Console {
                     .as_deref()
                     .map(|n| escape(n.as_bytes()))
                     .unwrap_or_default(),
+                if s.closing { " (closing)" } else { "" },
             ));
         }
         out

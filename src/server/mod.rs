@@ -308,13 +308,24 @@ impl Server {
     }
 
     /// Serves until the shutdown is triggered, then closes every session gracefully within
-    /// `config.shutdown_timeout` and returns what was served.
+    /// `config.shutdown_timeout` and returns what was served. The same as
+    /// [`Server::start`] followed by [`Running::wait`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::start`].
+    pub fn run(self) -> io::Result<Summary> {
+        self.start()?.wait()
+    }
+
+    /// Starts serving: the workers, the acceptor and the shutdown hooks are running and the
+    /// `listening on` line is logged when this returns.
     ///
     /// # Errors
     ///
     /// When the server cannot start: the listener cannot be read, a poller or thread cannot
     /// be created. Once serving, errors concern single sessions and are logged.
-    pub fn run(self) -> io::Result<Summary> {
+    pub fn start(self) -> io::Result<Running> {
         let Server {
             listener,
             config,
@@ -339,6 +350,13 @@ impl Server {
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
             Worker::new(i, Arc::clone(&shared))
         })?;
+        let (counted, timeout) = (registry.clone(), config.shutdown_timeout);
+        shutdown.on_trigger(move || {
+            log::info!(
+                "shutting down: sessions={} timeout={timeout:?}",
+                counted.len()
+            );
+        });
         let wakers = pool.wakers();
         shutdown.on_trigger(move || wakers.wake_all());
         shutdown.on_trigger(move || wake_acceptor(addr));
@@ -371,16 +389,69 @@ impl Server {
             config.backlog,
             config.overflow
         );
+        Ok(Running {
+            addr,
+            registry,
+            shutdown,
+            shutdown_timeout: config.shutdown_timeout,
+            pool,
+            acceptor_thread,
+            acceptor_stopped,
+            closer_thread,
+        })
+    }
+}
 
+/// A started server: it serves until its shutdown is triggered; [`Running::wait`] then
+/// returns the [`Summary`].
+pub struct Running {
+    addr: SocketAddr,
+    registry: Registry,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
+    pool: crate::pool::Pool<worker::Conn>,
+    acceptor_thread: thread::JoinHandle<()>,
+    /// Disconnects when the acceptor thread returns (nobody ever sends on it).
+    acceptor_stopped: channel::Receiver<()>,
+    closer_thread: thread::JoinHandle<()>,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .field("sessions", &self.registry.len())
+            .finish()
+    }
+}
+
+impl Running {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Blocks until the shutdown is triggered, then waits (at most the shutdown timeout) for
+    /// every session to be closed and every thread to stop, and returns what was served.
+    ///
+    /// # Errors
+    ///
+    /// None at present: a deadline that passed is reported in [`Summary::forced`]. The
+    /// `Result` leaves room for failures a future version may report.
+    pub fn wait(self) -> io::Result<Summary> {
+        let Running {
+            registry,
+            shutdown,
+            shutdown_timeout,
+            pool,
+            acceptor_thread,
+            acceptor_stopped,
+            closer_thread,
+            ..
+        } = self;
         shutdown.wait();
         let started = shutdown.triggered_at().unwrap_or_else(Instant::now);
-        let deadline = started + config.shutdown_timeout;
-        log::info!(
-            "shutting down: sessions={} timeout={:?}",
-            registry.len(),
-            config.shutdown_timeout
-        );
-        // Nobody sends on this channel: it disconnects when the acceptor returns.
+        let deadline = started + shutdown_timeout;
         let acceptor_done = acceptor_stopped.recv_deadline(deadline)
             == Err(channel::RecvTimeoutError::Disconnected);
         if acceptor_done {
@@ -397,16 +468,15 @@ impl Server {
             let _ = closer_thread.join();
         }
         let stats = registry.stats();
-        let summary = Summary {
+        log::info!("stopped after {:?}", started.elapsed());
+        Ok(Summary {
             sessions: stats.total,
             peak: stats.peak,
             rejected: stats.rejected,
             traffic: stats.traffic,
             uptime: stats.uptime,
             forced: joined.is_err() || !acceptor_done,
-        };
-        log::info!("stopped after {:?}", started.elapsed());
-        Ok(summary)
+        })
     }
 }
 

@@ -229,20 +229,20 @@ pub struct Chat;
 pub const MAX_NICK: usize = 32;
 
 impl Chat {
-    /// Queues `text` for every session but `except`, each in its own line ending; a session
+    /// Queues `text` for every session `to` picks, each in its own line ending; a session
     /// that has not spoken yet gets `\n` so that notices do not run together.
-    fn relay(registry: &Registry, except: Option<SessionId>, text: &str) {
+    fn relay(registry: &Registry, text: &str, to: impl Fn(SessionId) -> bool + Sync) {
         let variants: [Arc<[u8]>; 3] = [
             LineEnding::None.terminate(text.as_bytes()).into(),
             LineEnding::Lf.terminate(text.as_bytes()).into(),
             LineEnding::CrLf.terminate(text.as_bytes()).into(),
         ];
-        registry.broadcast(except, |h| {
+        registry.broadcast(|h| {
             let ending = match h.speech() {
                 Speech::Silent => LineEnding::Lf,
                 Speech::Spoken(ending) => ending,
             };
-            Arc::clone(&variants[ending as usize])
+            to(h.id()).then(|| Arc::clone(&variants[ending as usize]))
         });
     }
 
@@ -267,8 +267,10 @@ impl Chat {
 
 impl Handler for Chat {
     fn on_open(&self, ctx: &mut Context<'_>) {
-        let notice = format!("* #{} joined", ctx.id());
-        Chat::relay(ctx.registry(), Some(ctx.id()), &notice);
+        // Ids follow arrival: only those who were here first hear of a newcomer, even when a
+        // later client registered before this one was adopted.
+        let me = ctx.id();
+        Chat::relay(ctx.registry(), &format!("* #{me} joined"), |id| id < me);
     }
 
     fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
@@ -280,21 +282,25 @@ impl Handler for Chat {
                     let old = ctx.session().display_name();
                     ctx.session().set_nick(Some(name.to_owned()));
                     ctx.send_line(&format!("* you are now {name}"));
-                    let notice = format!("* {old} is now {name}");
-                    Chat::relay(ctx.registry(), Some(ctx.id()), &notice);
+                    let me = ctx.id();
+                    Chat::relay(ctx.registry(), &format!("* {old} is now {name}"), |id| {
+                        id != me
+                    });
                 }
                 Err(why) => ctx.send_line(&format!("* nick refused: {why}")),
             }
             return;
         }
+        let me = ctx.id();
         let line = format!("<{}> {}", ctx.session().display_name(), text);
-        Chat::relay(ctx.registry(), Some(ctx.id()), &line);
+        Chat::relay(ctx.registry(), &line, |id| id != me);
     }
 
     fn on_close(&self, ctx: &mut Context<'_>) {
         if !ctx.shutting_down() {
+            let me = ctx.id();
             let notice = format!("* {} left", ctx.session().display_name());
-            Chat::relay(ctx.registry(), Some(ctx.id()), &notice);
+            Chat::relay(ctx.registry(), &notice, |id| id != me);
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct SessionInfo {
     pub connected_for: Duration,
     /// Its traffic so far.
     pub traffic: Traffic,
+    /// It is being closed (kicked, timed out, shutting down): it is told `quit` and goes.
+    pub closing: bool,
 }
 
 /// The server-wide counts behind `/stats` and the shutdown summary.
@@ -159,6 +161,7 @@ impl Registry {
                 nick: h.nick(),
                 connected_for: h.connected_for(),
                 traffic: h.traffic(),
+                closing: h.is_closing(),
             })
             .collect()
     }
@@ -202,17 +205,16 @@ impl Registry {
         handle.send(handle.line_ending().terminate(text.as_bytes()).into())
     }
 
-    /// Queues a message for every session but `except`, composed per recipient by `compose`
-    /// (so each gets its own line ending). Returns how many sessions took it. Never blocks on
-    /// a slow reader: one whose outbox overflows is dropped.
-    pub fn broadcast<F>(&self, except: Option<SessionId>, compose: F) -> usize
+    /// Queues a message for every session that `compose` writes one for (`None` skips it), so
+    /// each recipient can get its own line ending. Returns how many sessions took it. Never
+    /// blocks on a slow reader: one whose outbox overflows is dropped.
+    pub fn broadcast<F>(&self, compose: F) -> usize
     where
-        F: Fn(&SessionHandle) -> Arc<[u8]> + Sync,
+        F: Fn(&SessionHandle) -> Option<Arc<[u8]>> + Sync,
     {
         let recipients = self.handles();
-        let deliver = |h: &Arc<SessionHandle>| {
-            usize::from(Some(h.id()) != except && h.send(compose(h)).is_ok())
-        };
+        let deliver =
+            |h: &Arc<SessionHandle>| usize::from(compose(h).is_some_and(|m| h.send(m).is_ok()));
         if recipients.len() >= PARALLEL_BROADCAST_MIN {
             recipients.par_iter().map(deliver).sum()
         } else {
@@ -314,7 +316,8 @@ mod tests {
         let b = registry.register(peer(2));
         let c = registry.register(peer(3));
         c.set_speech(crate::server::protocol::LineEnding::CrLf);
-        let n = registry.broadcast(Some(a.id()), |h| h.line_ending().terminate(b"hi").into());
+        let n = registry
+            .broadcast(|h| (h.id() != a.id()).then(|| h.line_ending().terminate(b"hi").into()));
         assert_eq!(n, 2);
         assert_eq!(a.queued_bytes(), 0);
         assert_eq!(b.queued_bytes(), 2);

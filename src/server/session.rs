@@ -344,6 +344,11 @@ impl SessionHandle {
         }
     }
 
+    /// Whether the session is being closed (it takes no new messages).
+    pub fn is_closing(&self) -> bool {
+        self.outbox.lock().close.is_some()
+    }
+
     /// Bytes queued for the peer and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.load(Ordering::Relaxed)

@@ -393,8 +393,11 @@ impl Worker {
                 (ctx.replies(), ctx.close_requested())
             }))
         };
+        // Replies and close requests count only while the session is open: `on_close` runs
+        // when it no longer is.
+        let open = self.sessions.get(t).is_some_and(|s| s.phase == Phase::Open);
         match outcome {
-            Ok((replies, close)) => {
+            Ok((replies, close)) if open => {
                 handle
                     .counters()
                     .messages_out
@@ -407,6 +410,7 @@ impl Worker {
                     self.begin_close(t, reason);
                 }
             }
+            Ok(_) => self.reply = reply,
             Err(panic) => {
                 log::error!(
                     "session {} handler panicked: peer={} panic={}",
@@ -415,7 +419,9 @@ impl Worker {
                     escape(panic_text(&panic).as_bytes())
                 );
                 self.reply = reply;
-                self.begin_close(t, CloseReason::HandlerPanic);
+                if open {
+                    self.begin_close(t, CloseReason::HandlerPanic);
+                }
             }
         }
     }
@@ -507,6 +513,9 @@ impl Worker {
         let deadline = self.stopping.unwrap_or_else(|| Instant::now() + linger);
         session.phase = Phase::Flushing { reason, deadline };
         self.closing.push(t);
+        // The handler hears of the end once, as it begins (chat's `left` goes out now,
+        // not after a slow reader's flush deadline); its replies are not sent.
+        self.call_handler(t, |handler, ctx| handler.on_close(ctx));
         self.on_writable(t);
     }
 
@@ -633,10 +642,16 @@ impl Worker {
 
     /// Closes session `t` now and forgets it.
     fn remove(&mut self, t: usize) {
-        if !self.sessions.contains(t) {
-            return;
+        if let Some(session) = self.sessions.get_mut(t) {
+            if session.phase == Phase::Open {
+                // Ended without a goodbye (a failed connection): the handler still hears of it.
+                session.phase = Phase::Flushing {
+                    reason: CloseReason::Error,
+                    deadline: Instant::now(),
+                };
+                self.call_handler(t, |handler, ctx| handler.on_close(ctx));
+            }
         }
-        self.call_handler(t, |handler, ctx| handler.on_close(ctx));
         let Some(mut session) = self.sessions.try_remove(t) else {
             return;
         };

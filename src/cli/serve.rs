@@ -1,0 +1,146 @@
+//! `tcpool serve`: flags, signals and the console around [`tcpool::server::Server`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+
+use tcpool::server::{self, Config, Mode, Overflow, Printer, Server};
+
+use super::terminal;
+use super::{parse_positive_seconds, parse_seconds};
+
+/// `tcpool serve` flags.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Port to listen on; 0 picks a free one (the log shows which).
+    #[arg(long, default_value_t = tcpool::DEFAULT_PORT)]
+    port: u16,
+    /// Worker threads [default: the number of CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+    /// Connections accepted but not yet adopted by a worker.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    backlog: u32,
+    /// Most clients served at once; more get `busy` [default: 10000, lowered to fit the
+    /// file descriptor limit].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns: Option<u32>,
+    /// What the server replies.
+    #[arg(long, value_enum, default_value_t = ModeArg::Echo)]
+    mode: ModeArg,
+    /// What to do while the backlog is full: let clients wait in the kernel's queue, or
+    /// answer `busy` and close.
+    #[arg(long, value_enum, default_value_t = OverflowArg::Wait)]
+    overflow: OverflowArg,
+    /// Close sessions with no input for this many seconds; 0 = never.
+    #[arg(long, default_value = "0", value_parser = parse_seconds)]
+    idle_timeout: Duration,
+    /// Longest partial line held for a line-based peer (chat, manual), in bytes.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
+    max_line: u32,
+    /// Most bytes queued for one client; a reader that falls further behind is disconnected.
+    #[arg(long, default_value_t = 1_048_576, value_parser = clap::value_parser!(u32).range(1..))]
+    outbox_limit: u32,
+    /// Seconds a graceful shutdown may take.
+    #[arg(long, default_value = "5", value_parser = parse_positive_seconds)]
+    shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Send back the exact bytes received.
+    Echo,
+    /// Relay each message to every other client.
+    Chat,
+    /// The operator reads each message and types the replies.
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OverflowArg {
+    /// Stop accepting until a worker catches up.
+    Wait,
+    /// Answer `busy` and close.
+    Reject,
+}
+
+/// Runs the server until a shutdown; exit code 0 after any requested shutdown.
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let config = Config {
+        workers: args.workers.map_or(0, usize::from),
+        backlog: args.backlog as usize,
+        max_conns: args.max_conns.map(|n| n as usize),
+        mode: match args.mode {
+            ModeArg::Echo => Mode::Echo,
+            ModeArg::Chat => Mode::Chat,
+            ModeArg::Manual => Mode::Manual,
+        },
+        overflow: match args.overflow {
+            OverflowArg::Wait => Overflow::Wait,
+            OverflowArg::Reject => Overflow::Reject,
+        },
+        idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),
+        max_line: args.max_line as usize,
+        outbox_limit: args.outbox_limit as usize,
+        shutdown_timeout: args.shutdown_timeout,
+    };
+
+    terminal::save();
+    let editor = server::console::terminal();
+    let printer = editor
+        .as_ref()
+        .map_or_else(Printer::stdout, |(_, printer)| printer.clone());
+    // On a terminal, log lines go above the prompt too, instead of through it.
+    super::init_logging(editor.as_ref().map(|(_, printer)| printer.clone()));
+    let server = Server::new(listener, config).printer(printer.clone());
+    let shutdown = server.shutdown();
+
+    // SIGINT, SIGTERM and Ctrl-C at the console prompt: the first shuts down gracefully,
+    // a second exits at once.
+    let interrupts = Arc::new(AtomicUsize::new(0));
+    let on_interrupt = {
+        let shutdown = shutdown.clone();
+        move || {
+            if interrupts.fetch_add(1, Ordering::SeqCst) == 0 {
+                log::info!("signal received: shutting down gracefully (again to exit at once)");
+                shutdown.trigger();
+            } else {
+                terminal::restore();
+                std::process::exit(130);
+            }
+        }
+    };
+    let handler = on_interrupt.clone();
+    ctrlc::set_handler(handler).context("cannot install the signal handler")?;
+
+    let console = server.console();
+    let running = server.start().context("cannot start the server")?;
+    // The console may stay blocked on stdin at exit: it holds nothing, and is not joined.
+    std::thread::Builder::new()
+        .name("tcpool-console".into())
+        .spawn(move || match editor {
+            Some((editor, _)) => console.run_terminal(editor, &on_interrupt),
+            None => console.run_lines(std::io::stdin().lock()),
+        })
+        .context("cannot start the console")?;
+
+    let summary = running.wait().context("server failed")?;
+    if summary.forced {
+        log::warn!("shutdown deadline passed; some sessions were closed without a goodbye");
+    }
+    // The line editor's printer draws asynchronously and would lose a last line at exit:
+    // give the terminal back first, then print directly.
+    terminal::restore();
+    Printer::stdout().print(&summary.to_string());
+    Ok(ExitCode::SUCCESS)
+}

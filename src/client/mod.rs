@@ -1,0 +1,3 @@
+//! The clients: [`talk`], the seed's client made comfortable.
+
+pub mod talk;

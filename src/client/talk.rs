@@ -1,0 +1,417 @@
+//! `tcpool talk`: the seed's client, made comfortable.
+//!
+//! Full duplex: a reader thread prints every message from the server the moment it arrives
+//! (`server>> text`, with control characters escaped) and reports it as an [`Event`], while the
+//! caller sends lines. Messages are cut as the server cuts them (see
+//! [`protocol`](crate::server::protocol)): one read is one message until the server sends a
+//! `\n`, lines after that. `quit` from the server ends the conversation.
+//!
+//! [`run_piped`] is the scripted mode: it sends each input line and, unless told not to, waits
+//! for a reply before the next, as the seed's client does. The interactive mode (line editing,
+//! prompt) lives in the binary and uses [`spawn_reader`] the same way.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{self, Receiver, RecvTimeoutError};
+
+use crate::server::protocol::{Flow, LineEnding, Splitter, escape};
+
+/// What the reader thread saw.
+#[derive(Debug)]
+pub enum Event {
+    /// A message (already printed).
+    Message(Vec<u8>),
+    /// The server sent `quit`.
+    Quit,
+    /// The server closed the connection.
+    Closed,
+    /// Reading failed.
+    Failed(io::Error),
+}
+
+/// How the scripted mode behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// What ends each line sent: nothing (the seed's way), `\n` or `\r\n`.
+    pub eol: LineEnding,
+    /// Wait for a reply to each line before sending the next.
+    pub wait: bool,
+    /// How long to wait for a reply, and for what is still due at the end of input.
+    pub reply_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            eol: LineEnding::None,
+            wait: true,
+            reply_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a conversation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// We sent `quit`.
+    QuitSent,
+    /// The server sent `quit`.
+    QuitReceived,
+    /// The server closed the connection.
+    ServerClosed,
+    /// Our input ended (and what was due has arrived or timed out).
+    InputEnded,
+}
+
+/// The longest line the reader holds before showing it anyway.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Starts the reader thread on a clone of `stream`: each message is printed with `print` as
+/// `server>> text` and reported on the returned channel, followed by one final [`Event`]
+/// (`Quit`, `Closed` or `Failed`).
+///
+/// # Errors
+///
+/// When the stream cannot be cloned or the thread cannot start.
+pub fn spawn_reader(
+    stream: &TcpStream,
+    print: impl Fn(&str) + Send + 'static,
+) -> io::Result<Receiver<Event>> {
+    let mut stream = stream.try_clone()?;
+    let (tx, rx) = channel::unbounded();
+    thread::Builder::new()
+        .name("tcpool-talk-reader".into())
+        .spawn(move || {
+            let mut splitter = Splitter::holding(MAX_LINE);
+            let mut buf = vec![0u8; 64 * 1024];
+            let end = loop {
+                let n = match stream.read(&mut buf) {
+                    Ok(0) => {
+                        let mut last = None;
+                        let flow = splitter.finish(&mut |m| last = Some(m.text.to_vec()));
+                        if let Some(text) = last {
+                            print(&format!("server>> {}", escape(&text)));
+                            let _ = tx.send(Event::Message(text));
+                        }
+                        break if flow == Flow::Quit {
+                            Event::Quit
+                        } else {
+                            Event::Closed
+                        };
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break Event::Closed,
+                    Err(e) => break Event::Failed(e),
+                };
+                let flow = splitter.feed(&buf[..n], &mut |m| {
+                    print(&format!("server>> {}", escape(m.text)));
+                    let _ = tx.send(Event::Message(m.text.to_vec()));
+                });
+                if flow == Flow::Quit {
+                    break Event::Quit;
+                }
+            };
+            let _ = tx.send(end);
+        })?;
+    Ok(rx)
+}
+
+/// Sends `line` with the chosen ending, in one write.
+///
+/// # Errors
+///
+/// The write's error.
+pub fn send_line(stream: &mut TcpStream, line: &str, eol: LineEnding) -> io::Result<()> {
+    stream.write_all(&eol.terminate(line.as_bytes()))
+}
+
+/// The scripted conversation: sends each line of `input` on `stream`, printing replies with
+/// `print` and warnings with `warn`, until `quit` is sent or received, the server closes, or
+/// the input ends (then it waits, up to the reply timeout, for what is still due). Input is
+/// read on a thread of its own, so a server that ends the talk is noticed at once, even
+/// while no input comes.
+///
+/// # Errors
+///
+/// When reading the input fails, or sending fails for another reason than the server having
+/// closed.
+pub fn run_piped(
+    mut stream: TcpStream,
+    input: impl BufRead + Send + 'static,
+    options: Options,
+    print: impl Fn(&str) + Send + 'static,
+    warn: impl Fn(&str),
+) -> io::Result<End> {
+    let events = spawn_reader(&stream, print)?;
+    let lines = spawn_line_reader(input)?;
+    let mut due = 0usize;
+    loop {
+        let line = crossbeam::select! {
+            recv(events) -> event => {
+                match event.map(|e| settle(e, &mut due, &warn)) {
+                    Ok(None) => continue,
+                    Ok(Some(end)) => return Ok(end),
+                    Err(_) => return Ok(End::ServerClosed),
+                }
+            }
+            recv(lines) -> line => match line {
+                Ok(Ok(line)) => line,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    warn("input line is not UTF-8: skipped");
+                    continue;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => break, // end of input
+            },
+        };
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        if let Err(e) = send_line(&mut stream, line, options.eol) {
+            return closed_or(e, &events, &warn);
+        }
+        if line == "quit" {
+            let _ = stream.shutdown(Shutdown::Write);
+            return Ok(End::QuitSent);
+        }
+        due += 1;
+        if options.wait {
+            if let Some(end) = wait_for_replies(&events, &mut due, 1, options.reply_timeout, &warn)
+            {
+                return Ok(end);
+            }
+        }
+    }
+    // End of input: wait the same way for what is still due, then close.
+    let still_due = due;
+    if still_due > 0 {
+        if let Some(end) =
+            wait_for_replies(&events, &mut due, still_due, options.reply_timeout, &warn)
+        {
+            return Ok(end);
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+    Ok(End::InputEnded)
+}
+
+/// Reads `input` line by line on its own thread. The thread may stay blocked on input after
+/// the talk has ended; it holds nothing.
+fn spawn_line_reader(
+    input: impl BufRead + Send + 'static,
+) -> io::Result<Receiver<io::Result<String>>> {
+    let (tx, rx) = channel::bounded(1);
+    thread::Builder::new()
+        .name("tcpool-talk-input".into())
+        .spawn(move || {
+            for line in input.lines() {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// Waits until `want` messages arrived, each within `timeout` of the previous one.
+fn wait_for_replies(
+    events: &Receiver<Event>,
+    due: &mut usize,
+    want: usize,
+    timeout: Duration,
+    warn: &impl Fn(&str),
+) -> Option<End> {
+    let target = due.saturating_sub(want);
+    let mut deadline = Instant::now() + timeout;
+    while *due > target {
+        match events.recv_deadline(deadline) {
+            Ok(event) => {
+                let before = *due;
+                if let Some(end) = settle(event, due, warn) {
+                    return Some(end);
+                }
+                if *due < before {
+                    deadline = Instant::now() + timeout;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                warn(&format!(
+                    "no reply within {}; going on",
+                    crate::server::console::human_duration(timeout)
+                ));
+                *due = target;
+                return None;
+            }
+            Err(RecvTimeoutError::Disconnected) => return Some(End::ServerClosed),
+        }
+    }
+    None
+}
+
+/// Accounts for one event: a message pays off one due reply; the others end the talk.
+fn settle(event: Event, due: &mut usize, warn: &impl Fn(&str)) -> Option<End> {
+    match event {
+        Event::Message(_) => {
+            *due = due.saturating_sub(1);
+            None
+        }
+        Event::Quit => Some(End::QuitReceived),
+        Event::Closed => Some(End::ServerClosed),
+        Event::Failed(e) => {
+            warn(&format!("connection failed: {e}"));
+            Some(End::ServerClosed)
+        }
+    }
+}
+
+/// A send failed: if the reader saw the server go, that is how the talk ended.
+fn closed_or(error: io::Error, events: &Receiver<Event>, warn: &impl Fn(&str)) -> io::Result<End> {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while let Ok(event) = events.recv_deadline(deadline) {
+        let mut due = 0;
+        if let Some(end) = settle(event, &mut due, warn) {
+            return Ok(end);
+        }
+    }
+    Err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A one-connection server running `serve` on a thread.
+    fn server(serve: impl FnOnce(TcpStream) + Send + 'static) -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || serve(listener.accept().unwrap().0));
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    fn capture() -> (Arc<Mutex<Vec<String>>>, impl Fn(&str) + Send + 'static) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        (lines, move |l: &str| {
+            sink.lock().unwrap().push(l.to_owned())
+        })
+    }
+
+    #[test]
+    fn waits_for_each_reply_and_stops_at_quit() {
+        let stream = server(|mut s| {
+            let mut buf = [0u8; 64];
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 || &buf[..n] == b"quit" {
+                    return;
+                }
+                s.write_all(&buf[..n]).unwrap();
+            }
+        });
+        let (printed, print) = capture();
+        let input = io::Cursor::new("hello\nworld\nquit\nnever\n");
+        let end = run_piped(stream, input, Options::default(), print, |w| panic!("{w}")).unwrap();
+        assert_eq!(end, End::QuitSent);
+        assert_eq!(
+            *printed.lock().unwrap(),
+            ["server>> hello", "server>> world"]
+        );
+    }
+
+    #[test]
+    fn a_silent_server_gets_a_warning_not_a_hang() {
+        let stream = server(|mut s| {
+            let mut buf = [0u8; 64];
+            while s.read(&mut buf).unwrap_or(0) > 0 {}
+        });
+        let (_, print) = capture();
+        let warned = Mutex::new(Vec::new());
+        let options = Options {
+            reply_timeout: Duration::from_millis(100),
+            ..Options::default()
+        };
+        let started = Instant::now();
+        let end = run_piped(stream, io::Cursor::new("a\nb\n"), options, print, |w| {
+            warned.lock().unwrap().push(w.to_owned())
+        })
+        .unwrap();
+        assert_eq!(end, End::InputEnded);
+        assert_eq!(warned.lock().unwrap().len(), 2);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn server_quit_and_close_end_the_talk() {
+        let stream = server(|mut s| s.write_all(b"bye\nquit\n").unwrap());
+        let (printed, print) = capture();
+        let input = io::Cursor::new("x\ny\n");
+        let end = run_piped(stream, input, Options::default(), print, |_| {}).unwrap();
+        assert_eq!(end, End::QuitReceived);
+        assert_eq!(*printed.lock().unwrap(), ["server>> bye"]);
+
+        let stream = server(drop);
+        let (_, print) = capture();
+        let options = Options {
+            wait: true,
+            ..Options::default()
+        };
+        let end = run_piped(stream, io::Cursor::new("x\n"), options, print, |_| {}).unwrap();
+        assert_eq!(end, End::ServerClosed);
+    }
+
+    #[test]
+    fn no_wait_sends_everything_then_collects_what_is_due() {
+        let stream = server(|mut s| {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            while !got.ends_with(b"three\n") {
+                let n = s.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(&got).unwrap();
+            thread::sleep(Duration::from_secs(10));
+        });
+        let (printed, print) = capture();
+        let options = Options {
+            eol: LineEnding::Lf,
+            wait: false,
+            reply_timeout: Duration::from_secs(5),
+        };
+        let end = run_piped(
+            stream,
+            io::Cursor::new("one\ntwo\nthree\n"),
+            options,
+            print,
+            |w| panic!("{w}"),
+        )
+        .unwrap();
+        assert_eq!(end, End::InputEnded);
+        assert_eq!(
+            *printed.lock().unwrap(),
+            ["server>> one", "server>> two", "server>> three"]
+        );
+    }
+
+    #[test]
+    fn peer_control_characters_are_shown_escaped() {
+        let stream = server(|mut s| s.write_all(b"\x1b[2Jboom\n").unwrap());
+        let (printed, print) = capture();
+        run_piped(
+            stream,
+            io::Cursor::new("x\n"),
+            Options::default(),
+            print,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(*printed.lock().unwrap(), [r"server>> \x1b[2Jboom"]);
+    }
+}
