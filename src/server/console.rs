@@ -465,4 +465,34 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(185)), "3m05s");
         assert_eq!(human_duration(Duration::from_secs(3720)), "1h02m");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parse_never_panics(line in any::<String>()) {
+                let _ = parse(&line);
+            }
+
+            #[test]
+            fn kick_takes_any_id(id in any::<u64>()) {
+                prop_assert_eq!(parse(&format!("/kick {id}")), Command::Kick(SessionId(id)));
+            }
+
+            #[test]
+            fn at_replies_keep_their_text(id in any::<u64>(), text in "[^\r\n]*[^ \r\n]") {
+                let command = parse(&format!("@{id} {text}"));
+                let expected = Command::Reply { to: Target::Session(SessionId(id)), text };
+                prop_assert_eq!(command, expected);
+            }
+
+            #[test]
+            fn plain_lines_are_never_commands(text in "[^/@\r\n][^\r\n]*") {
+                prop_assume!(text != "quit" && !text.trim().is_empty());
+                prop_assert_eq!(parse(&text), Command::Reply { to: Target::Last, text });
+            }
+        }
+    }
 }

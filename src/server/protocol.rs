@@ -684,4 +684,126 @@ mod tests {
         assert_eq!(carry.push(&bytes[3..]), "你".as_bytes());
         assert!(carry.finish().is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// Input built from pieces that matter to the splitter: line endings, `quit` lines,
+        /// multi-byte characters, arbitrary bytes.
+        fn input() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"quit".to_vec()),
+                Just(b"quit\n".to_vec()),
+                Just(b"quit\r\n".to_vec()),
+                Just("你好".as_bytes().to_vec()),
+                vec(any::<u8>(), 0..12),
+                vec(b'a'..=b'z', 0..80),
+            ];
+            vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+        }
+
+        /// Cuts `data` at the given points (taken modulo its length) into reads.
+        fn split_at<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+            points.sort_unstable();
+            let mut reads = Vec::new();
+            let mut start = 0;
+            for p in points {
+                reads.push(&data[start..p]);
+                start = p;
+            }
+            reads.push(&data[start..]);
+            reads
+        }
+
+        /// Every message a holding splitter hands on (with end of input), and whether it quit.
+        fn held_messages(max_line: usize, reads: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
+            let mut s = Splitter::holding(max_line);
+            let mut out = Vec::new();
+            for read in reads {
+                if s.feed(read, &mut |m| out.push(m.text.to_vec())) == Flow::Quit {
+                    return (out, true);
+                }
+            }
+            let quit = s.finish(&mut |m| out.push(m.text.to_vec())) == Flow::Quit;
+            (out, quit)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn a_line_based_session_gets_the_same_messages_however_reads_split(
+                body in input(),
+                cuts in vec(any::<usize>(), 0..24),
+                max_line in 1usize..48,
+            ) {
+                // The leading newline makes the session line-based before the body.
+                let data = [b"\n".as_slice(), &body].concat();
+                let whole = held_messages(max_line, &[&data]);
+                let split = held_messages(max_line, &split_at(&data, &cuts));
+                prop_assert_eq!(whole, split);
+            }
+
+            #[test]
+            fn echo_returns_the_input_unchanged_up_to_quit(
+                body in input(),
+                cuts in vec(any::<usize>(), 0..24),
+            ) {
+                let data = [b"\n".as_slice(), &body].concat();
+                let run = |reads: &[&[u8]]| {
+                    let mut s = Splitter::passing();
+                    let mut echoed = Vec::new();
+                    for read in reads {
+                        if s.feed(read, &mut |m| echoed.extend_from_slice(m.raw)) == Flow::Quit {
+                            return (echoed, true);
+                        }
+                    }
+                    (echoed, false)
+                };
+                let (whole, whole_quit) = run(&[&data]);
+                let (split, split_quit) = run(&split_at(&data, &cuts));
+                // `quit` is recognised however the reads split.
+                prop_assert_eq!(whole_quit, split_quit);
+                prop_assert!(data.starts_with(&split));
+                if whole_quit {
+                    // Split reads may have passed on the start of the `quit` line already.
+                    prop_assert!(split.len() >= whole.len());
+                    prop_assert!(split.len() - whole.len() <= QUIT_PREFIX_MAX);
+                } else {
+                    prop_assert_eq!(&split, &data);
+                    prop_assert_eq!(&whole, &data);
+                }
+            }
+
+            #[test]
+            fn nothing_panics_and_held_memory_stays_bounded(
+                reads in vec(vec(any::<u8>(), 0..300), 0..20),
+                max_line in 1usize..64,
+                hold in any::<bool>(),
+            ) {
+                let mut s = if hold { Splitter::holding(max_line) } else { Splitter::passing() };
+                for read in &reads {
+                    let mut seen = 0usize;
+                    if s.feed(read, &mut |m| seen += m.raw.len()) == Flow::Quit {
+                        break;
+                    }
+                    let bound = if hold { max_line + 1 } else { QUIT_PREFIX_MAX };
+                    prop_assert!(s.held_len() <= bound.max(3));
+                }
+                s.finish(&mut |_| {});
+            }
+
+            #[test]
+            fn escape_never_lets_a_control_character_through(bytes in vec(any::<u8>(), 0..200)) {
+                let shown = escape(&bytes);
+                prop_assert!(!shown.chars().any(|c| c.is_control()));
+            }
+        }
+    }
 }

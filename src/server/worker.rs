@@ -263,6 +263,13 @@ impl Worker {
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         reply.clear();
         let data = &buf[..n];
+        if log::log_enabled!(log::Level::Trace) {
+            log::trace!(
+                "session {} read: bytes={n} data={}",
+                handle.id(),
+                escape(&data[..n.min(256)])
+            );
+        }
         let mut ctx = Context::new(
             handle,
             &shared.registry,
