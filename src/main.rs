@@ -22,6 +22,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Talk to a server line by line, like the seed's client (full duplex on a terminal).
     Talk(cli::talk::TalkArgs),
+    /// Load-test an echo server: throughput, latency percentiles, verified replies.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,10 @@ fn main() -> ExitCode {
         Command::Talk(args) => {
             cli::init_logging(None);
             cli::talk::run(args)
+        }
+        Command::Bench(args) => {
+            cli::init_logging(None);
+            cli::bench::run(args)
         }
     };
     match result {

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bench;
 mod chat;
 mod concurrency;
 mod console;

@@ -2,7 +2,7 @@
 //!
 //! For each connection it applies the limits, registers the session and hands it to the pool.
 //! Over `--max-conns`, or with `--overflow reject` while the backlog is full, the client is
-//! answered `busy` and passed to the [`Closer`], which closes it the careful way without
+//! answered `busy` and passed to the closer thread, which closes it the careful way without
 //! holding up the accept loop. With `--overflow wait` a full backlog makes the acceptor wait,
 //! so new clients queue in the kernel as they did behind the seed's `listen(4)`.
 //!

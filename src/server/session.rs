@@ -3,9 +3,9 @@
 //! [`SessionHandle`] is shared through the [`Registry`](super::Registry): identity, counters,
 //! the line ending the peer speaks, and the bounded outbox through which the console, the chat
 //! relay and shutdown talk to the session. Whoever queues a message posts the session to its
-//! worker's [`Mailbox`]; only the worker writes to the socket.
+//! worker's mailbox; only the worker writes to the socket.
 //!
-//! [`Session`] is the worker's own: the socket, the message splitter and the bytes accepted
+//! The worker's own part (`Session`) holds the socket, the message splitter and the bytes accepted
 //! for sending that the socket has not taken yet. An idle session holds no buffers: the worker
 //! reads into one buffer it shares among all its sessions.
 
