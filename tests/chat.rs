@@ -103,6 +103,7 @@ fn a_partial_line_waits_for_its_end() {
 fn fan_out_never_waits_for_a_reader_that_does_not_read() {
     let server = TestServer::start(Config {
         mode: Mode::Chat,
+        max_line: 1024,
         outbox_limit: 64 * 1024,
         ..Config::default()
     });

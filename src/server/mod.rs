@@ -99,7 +99,7 @@ pub struct Config {
     /// The longest partial line held for a line-based peer in chat and manual mode (64 KiB).
     pub max_line: usize,
     /// The most bytes that may be queued for one session (1 MiB); a reader that falls further
-    /// behind is disconnected.
+    /// behind is disconnected. At least [`min_outbox_limit`] of `max_line`.
     pub outbox_limit: usize,
     /// How long a graceful shutdown may take (5 s).
     pub shutdown_timeout: Duration,
@@ -121,7 +121,39 @@ impl Default for Config {
     }
 }
 
+/// Room a relayed line needs beyond its text: the `<NICK> ` prefix and the line ending.
+const RELAY_OVERHEAD: usize = 64;
+
+/// The smallest `outbox_limit` that works with `max_line`: room for one relayed line of the
+/// longest length still being written and the next one, so a reader that keeps up is never
+/// dropped for one long line.
+pub fn min_outbox_limit(max_line: usize) -> usize {
+    2 * (max_line + RELAY_OVERHEAD)
+}
+
 impl Config {
+    /// Checks the limits against each other.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `outbox_limit` is below [`min_outbox_limit`] of `max_line`, or a
+    /// limit is zero.
+    pub fn validate(&self) -> io::Result<()> {
+        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        if self.backlog == 0 || self.max_line == 0 || self.max_conns == Some(0) {
+            return invalid("--backlog, --max-line and --max-conns must be at least 1".into());
+        }
+        let min = min_outbox_limit(self.max_line);
+        if self.outbox_limit < min {
+            return invalid(format!(
+                "--outbox-limit {} is too small for --max-line {}: it must be at least {min}, \
+                 room for two of the longest lines, so that a reader that keeps up is never dropped",
+                self.outbox_limit, self.max_line
+            ));
+        }
+        Ok(())
+    }
+
     /// The number of worker threads this config asks for (resolving 0 to the CPU count).
     pub fn worker_count(&self) -> usize {
         match self.workers {
@@ -323,8 +355,9 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// When the server cannot start: the listener cannot be read, a poller or thread cannot
-    /// be created. Once serving, errors concern single sessions and are logged.
+    /// When the server cannot start: the config is invalid ([`Config::validate`]), the
+    /// listener cannot be read, a poller or thread cannot be created. Once serving, errors
+    /// concern single sessions and are logged.
     pub fn start(self) -> io::Result<Running> {
         let Server {
             listener,
@@ -334,6 +367,7 @@ impl Server {
             registry,
             shutdown,
         } = self;
+        config.validate()?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(false)?;
         let workers = config.worker_count();
@@ -359,7 +393,10 @@ impl Server {
         });
         let wakers = pool.wakers();
         shutdown.on_trigger(move || wakers.wake_all());
-        shutdown.on_trigger(move || wake_acceptor(addr));
+        // A second handle on the listen socket, taken now: at the descriptor limit the
+        // wake-up connection itself may fail, and then the acceptor is woken through it.
+        let listen_socket = listener.try_clone()?;
+        shutdown.on_trigger(move || wake_acceptor(addr, &listen_socket));
 
         let (closer, closer_thread) = Closer::spawn()?;
         let acceptor = Acceptor {
@@ -491,17 +528,22 @@ pub fn serve(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::R
 }
 
 /// Unblocks the acceptor's `accept()` by connecting to the listener; the acceptor sees the
-/// shutdown flag and discards the connection.
-fn wake_acceptor(addr: SocketAddr) {
+/// shutdown flag and discards the connection. When that connection cannot be made — at the
+/// descriptor limit Linux reserves the last free descriptor for the blocked `accept()` — the
+/// listen socket is shut down instead, which makes `accept()` return an error.
+fn wake_acceptor(addr: SocketAddr, listen_socket: &TcpListener) {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    if let Err(e) =
-        TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), Duration::from_secs(1))
-    {
-        log::debug!("acceptor wake-up connection failed: error={e}");
+    let woken =
+        TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), Duration::from_secs(1));
+    if let Err(e) = woken {
+        log::debug!("acceptor wake-up connection failed: error={e}; shutting the listener");
+        if let Err(e) = socket2::SockRef::from(listen_socket).shutdown(std::net::Shutdown::Read) {
+            log::warn!("cannot wake the acceptor: error={e}");
+        }
     }
 }
 

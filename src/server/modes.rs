@@ -141,6 +141,10 @@ impl<'a> Context<'a> {
         self.close = Some(CloseReason::Kicked);
     }
 
+    pub(crate) fn reply_len(&self) -> usize {
+        self.reply.len()
+    }
+
     pub(crate) fn replies(&self) -> u64 {
         self.replies
     }

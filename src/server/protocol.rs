@@ -268,22 +268,38 @@ impl Splitter {
                 return Flow::Quit;
             }
         }
-        if rest.is_empty() {
-            return Flow::Continue;
-        }
-        self.held.extend_from_slice(rest);
-        // One byte of slack: a held line may end in the `\r` of its ending.
-        while self.held.len() > self.max_line.saturating_add(1) {
-            let cut = char_boundary_at_or_before(&self.held, self.max_line);
-            let held = std::mem::take(&mut self.held);
-            let flow = emit_whole(&held[..cut], sink);
-            self.held = held;
-            self.held.drain(..cut);
-            if flow == Flow::Quit {
-                return Flow::Quit;
+        // One byte of slack: a held line may end in the `\r` of its ending. The held bytes
+        // never go more than one byte past that before they are cut, so a partial line costs
+        // about `max_line`, however large the reads that bring it.
+        let limit = self.max_line.saturating_add(1);
+        while !rest.is_empty() {
+            let take = rest.len().min(limit + 1 - self.held.len().min(limit));
+            self.reserve_held(take);
+            self.held.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            while self.held.len() > limit {
+                let cut = char_boundary_at_or_before(&self.held, self.max_line);
+                let held = std::mem::take(&mut self.held);
+                let flow = emit_whole(&held[..cut], sink);
+                self.held = held;
+                self.held.drain(..cut);
+                if flow == Flow::Quit {
+                    return Flow::Quit;
+                }
             }
         }
         Flow::Continue
+    }
+
+    /// Makes room for `more` held bytes: doubling, as `Vec` does, but never past the most a
+    /// held line can reach.
+    fn reserve_held(&mut self, more: usize) {
+        let needed = self.held.len() + more;
+        if needed > self.held.capacity() {
+            let cap = self.max_line.saturating_add(2);
+            let target = needed.max(self.held.capacity() * 2).min(cap).max(needed);
+            self.held.reserve_exact(target - self.held.len());
+        }
     }
 
     fn feed_lines_passing(&mut self, data: &[u8], sink: &mut dyn FnMut(Message<'_>)) -> Flow {
@@ -645,6 +661,23 @@ mod tests {
         // A long line that starts with `quit` is not `quit`.
         let mut s = Splitter::passing();
         assert_eq!(messages(&mut s, &[b"\nquitt", b"\n"]).1, Flow::Continue);
+    }
+
+    #[test]
+    fn held_memory_stays_near_max_line_whatever_the_reads() {
+        let mut s = Splitter::holding(1000);
+        let big = vec![b'x'; 64 * 1024];
+        let mut pieces = 0;
+        s.feed(b"\n", &mut |_| {});
+        for _ in 0..4 {
+            s.feed(&big, &mut |m| {
+                assert!(m.text.len() <= 1000);
+                pieces += 1;
+            });
+            assert!(s.held_len() <= 1001);
+            assert!(s.held_capacity() <= 1002, "{}", s.held_capacity());
+        }
+        assert_eq!(pieces, 4 * 64 * 1024 / 1000);
     }
 
     #[test]

@@ -360,14 +360,17 @@ impl SessionHandle {
     /// # Errors
     ///
     /// [`SendError::Closing`] when the session is ending; [`SendError::Overflow`] when the
-    /// message would take the queue past the outbox limit — the session is then dropped.
+    /// message would take a non-empty queue past the outbox limit — the session is then
+    /// dropped.
     pub fn send(&self, message: Arc<[u8]>) -> Result<(), SendError> {
         let mut outbox = self.outbox.lock();
         if outbox.close.is_some() {
             return Err(SendError::Closing);
         }
+        // An empty outbox always takes one message, so a reader that keeps up is never
+        // dropped, whatever the limit and the message size.
         let queued = self.queued_bytes.load(Ordering::Relaxed);
-        if queued + message.len() > self.outbox_limit {
+        if queued > 0 && queued + message.len() > self.outbox_limit {
             outbox.close = Some(CloseReason::Overflow);
             self.post(&mut outbox);
             return Err(SendError::Overflow);
@@ -489,7 +492,9 @@ pub(crate) struct Session {
     /// How much of the front chunk was written.
     pub(crate) written: usize,
     pub(crate) phase: Phase,
-    pub(crate) last_input: Instant,
+    /// When bytes last moved either way: input read, or output the peer made room for. The
+    /// idle timeout counts from here, so a reader that is only slow is not "idle".
+    pub(crate) last_active: Instant,
     /// The read loop stopped with input left (budget spent or back-pressure).
     pub(crate) read_more: bool,
 }
@@ -507,7 +512,7 @@ impl Session {
             pending: VecDeque::new(),
             written: 0,
             phase: Phase::Open,
-            last_input: Instant::now(),
+            last_active: Instant::now(),
             read_more: false,
         }
     }
@@ -525,6 +530,7 @@ impl Session {
                         .counters
                         .bytes_out
                         .fetch_add(n as u64, Ordering::Relaxed);
+                    self.last_active = Instant::now();
                     if n < bytes.len() {
                         self.written += n;
                         continue;

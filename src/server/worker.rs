@@ -232,7 +232,7 @@ impl Worker {
             match session.stream.read(&mut self.buf) {
                 Ok(0) => return self.on_eof(t),
                 Ok(n) => {
-                    session.last_input = Instant::now();
+                    session.last_active = Instant::now();
                     self.on_input(t, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -282,12 +282,15 @@ impl Worker {
             handle.set_speech(ending);
         }
         let mut received = 0u64;
+        // Replies to the messages handled completely: what is kept if a later one panics.
+        let mut committed = 0;
         let splitter = &mut session.splitter;
         let handler = &shared.handler;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             splitter.feed(data, &mut |message| {
                 received += u64::from(message.complete);
                 handler.on_message(&mut ctx, message);
+                committed = ctx.reply_len();
             })
         }));
         let replies = ctx.replies();
@@ -303,7 +306,13 @@ impl Worker {
                     escape(panic_text(&panic).as_bytes()),
                     escape(&data[..data.len().min(64)])
                 );
-                self.reply.clear();
+                // The replies to the messages before the panicking one still go out.
+                self.reply.truncate(committed);
+                if !self.reply.is_empty() {
+                    let bytes = std::mem::take(&mut self.reply);
+                    self.send_own(t, &bytes);
+                    self.reply = bytes;
+                }
                 self.begin_close(t, CloseReason::HandlerPanic);
                 return;
             }
@@ -627,13 +636,25 @@ impl Worker {
         if let (Some(at), Some(timeout)) = (self.next_idle_scan, self.shared.config.idle_timeout) {
             if now >= at {
                 self.next_idle_scan = Some(now + idle_scan_interval(timeout));
-                let idle: Vec<usize> = self
+                let quiet: Vec<usize> = self
                     .sessions
                     .iter()
-                    .filter(|(_, s)| s.phase == Phase::Open && now - s.last_input >= timeout)
+                    .filter(|(_, s)| s.phase == Phase::Open && now - s.last_active >= timeout)
                     .map(|(t, _)| t)
                     .collect();
-                for t in idle {
+                for t in quiet {
+                    // A slow reader may have made room without the socket reporting it (Linux
+                    // signals writable only once a third of the send buffer is free): try to
+                    // write before calling the session idle.
+                    if !self.sessions[t].pending.is_empty() {
+                        self.on_writable(t);
+                    }
+                    let Some(session) = self.sessions.get(t) else {
+                        continue;
+                    };
+                    if session.phase != Phase::Open || now - session.last_active < timeout {
+                        continue;
+                    }
                     let handle = &self.sessions[t].handle;
                     log::warn!(
                         "session {} dropped: peer={} reason=idle-timeout idle_for={:?}",
