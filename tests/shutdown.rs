@@ -173,16 +173,9 @@ fn second_sigint_exits_at_once_with_130() {
 fn bind_failure_exits_1_with_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = std::process::Command::new(tcpool_bin())
-        .args(["serve", "--port", &port])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
-        "{stderr}"
+    assert_serve_refuses(
+        &["--port", &port],
+        &format!("cannot listen on 127.0.0.1:{port}"),
     );
 }
 

@@ -176,6 +176,37 @@ pub fn seed_dir() -> std::path::PathBuf {
         .expect("seed programs not found")
 }
 
+/// The address in a server's `listening on ADDR` log line, if `text` has one.
+pub fn listening_addr(text: &str) -> Option<SocketAddr> {
+    let rest = text.split("listening on ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs `tcpool serve ARGS...`, which must refuse to start: exit code 1 and `message` on
+/// stderr.
+pub fn assert_serve_refuses(args: &[&str], message: &str) {
+    let out = Command::new(tcpool_bin())
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(message), "{stderr}");
+}
+
+/// `tcpool serve --port 0 ARGS...` as a command, logging at `info` without colours.
+pub fn serve_command(args: &[&str]) -> Command {
+    let mut command = Command::new(tcpool_bin());
+    command
+        .args(["serve", "--port", "0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("RUST_LOG_STYLE", "never");
+    command
+}
+
 /// The real binary running `tcpool serve --port 0 ARGS...`, with stdin, stdout and stderr
 /// piped; stderr and stdout are collected by background threads.
 pub struct Binary {
@@ -194,26 +225,32 @@ impl Binary {
 
     /// As [`Binary::serve`], with stdin from `stdin` and a hook to adjust the command.
     pub fn serve_with(args: &[&str], stdin: Stdio, adjust: impl FnOnce(&mut Command)) -> Binary {
-        let mut command = Command::new(tcpool_bin());
-        command
-            .args(["serve", "--port", "0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut command = serve_command(args);
+        command.stdin(stdin).stdout(Stdio::piped());
         adjust(&mut command);
+        Binary::launch(command)
+    }
+
+    /// Starts `command` — a `tcpool serve --port 0 ...`, perhaps behind a wrapper such as
+    /// `prlimit` — with stderr piped and collected, and waits for its `listening on ADDR`
+    /// line. Stdin and stdout are as the command set them; a piped stdout is collected.
+    pub fn launch(mut command: Command) -> Binary {
+        command.stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn tcpool");
         let stdin = child.stdin.take();
-        let stdout = collect_lines(child.stdout.take().unwrap());
+        let stdout = match child.stdout.take() {
+            Some(out) => collect_lines(out),
+            None => Arc::new(Mutex::new(Vec::new())),
+        };
         let stderr = collect_lines(child.stderr.take().unwrap());
         let addr = {
             let deadline = Instant::now() + IO_TIMEOUT;
             loop {
-                let found = stderr.lock().unwrap().iter().find_map(|line| {
-                    let rest = line.split("listening on ").nth(1)?;
-                    rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
-                });
+                let found = stderr
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find_map(|l| listening_addr(l));
                 if let Some(addr) = found {
                     break addr;
                 }
@@ -437,4 +474,54 @@ pub fn expect_silence(stream: &mut TcpStream, quiet: Duration) {
         ),
     }
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+}
+
+/// What a finished child printed, and how it exited.
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+/// Runs `command` to its end (killed after `timeout`), collecting stdout and stderr lines;
+/// the collectors are given up to two seconds after the exit to reach end of output.
+pub fn run_to_end(mut command: Command, timeout: Duration) -> Finished {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let collect = |out: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+                lines.push(
+                    String::from_utf8_lossy(&line)
+                        .trim_end_matches('\r')
+                        .to_owned(),
+                );
+            }
+            lines
+        })
+    };
+    let stdout = collect(Box::new(child.stdout.take().unwrap()));
+    let stderr = collect(Box::new(child.stderr.take().unwrap()));
+    let code = wait_child(&mut child, timeout);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let finish = |collector: JoinHandle<Vec<String>>| {
+        while !collector.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        if collector.is_finished() {
+            collector.join().unwrap()
+        } else {
+            vec!["(output still open: a leftover process holds it)".to_owned()]
+        }
+    };
+    Finished {
+        code,
+        stdout: finish(stdout),
+        stderr: finish(stderr),
+    }
 }

@@ -9,6 +9,7 @@ mod bench;
 mod chat;
 mod concurrency;
 mod console;
+mod hardening;
 mod seed;
 mod shutdown;
 mod talk;
