@@ -5,12 +5,17 @@
 //! it is woken are the worker's business ([`Worker`], [`Notify`]). The server hands accepted
 //! connections through it; the queue's capacity is the server's `--backlog`.
 //!
+//! The queue is one lane per worker behind one shared capacity, as memcached dispatches
+//! connections: each job goes to the next worker in turn, which alone takes it. Workers that
+//! merely competed for one shared queue would not share the work evenly — a worker that is
+//! awake takes what a sleeping one was woken for.
+//!
 //! Lifecycle: [`Pool::spawn`] starts the workers; [`Submitter::try_submit`] and
-//! [`Submitter::submit_timeout`] queue a job and wake one worker, round robin;
+//! [`Submitter::submit_timeout`] queue a job for the next worker in turn and wake it;
 //! [`Pool::close`] (or dropping every submitter and the pool) disconnects the queue, after which
-//! workers still receive what is queued and then see [`Closed`]; [`Pool::join_timeout`] waits,
-//! with a deadline, for every worker to return. Dropping a pool only closes it; waiting is
-//! always an explicit, bounded call.
+//! workers still receive what is queued for them and then see [`Closed`];
+//! [`Pool::join_timeout`] waits, with a deadline, for every worker to return. Dropping a pool
+//! only closes it; waiting is always an explicit, bounded call.
 
 use std::fmt;
 use std::io;
@@ -19,9 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{
-    self, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError,
-};
+use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use parking_lot::{Condvar, Mutex};
 
 #[cfg(test)]
 mod test;
@@ -42,13 +46,46 @@ pub trait Worker<T>: Send + 'static {
     fn run(self, inbox: Inbox<T>);
 }
 
-/// The receiving end of the hand-off queue, one per worker.
+/// One worker's end of the hand-off queue: the lane of jobs meant for it.
 ///
 /// It also carries the worker's "done" token: when every inbox has been dropped, the pool
 /// knows that every worker has returned.
 pub struct Inbox<T> {
     jobs: Receiver<T>,
+    gate: Arc<Gate>,
     _done: Sender<()>,
+}
+
+/// The queue's shared capacity: jobs queued on any lane and not yet taken.
+#[derive(Debug)]
+struct Gate {
+    queued: Mutex<usize>,
+    room: Condvar,
+    capacity: usize,
+}
+
+impl Gate {
+    /// Takes a place, waiting until `deadline` for one (`None`: do not wait). Returns whether
+    /// it got one.
+    fn enter(&self, deadline: Option<Instant>) -> bool {
+        let mut queued = self.queued.lock();
+        while *queued >= self.capacity {
+            let Some(deadline) = deadline else {
+                return false;
+            };
+            if self.room.wait_until(&mut queued, deadline).timed_out() && *queued >= self.capacity {
+                return false;
+            }
+        }
+        *queued += 1;
+        true
+    }
+
+    /// Gives a place back.
+    fn leave(&self) {
+        *self.queued.lock() -= 1;
+        self.room.notify_one();
+    }
 }
 
 /// The queue is closed and empty: no job will ever arrive again.
@@ -71,7 +108,10 @@ impl<T> Inbox<T> {
     /// [`Closed`] once the queue is disconnected and everything queued has been taken.
     pub fn try_take(&self) -> Result<Option<T>, Closed> {
         match self.jobs.try_recv() {
-            Ok(job) => Ok(Some(job)),
+            Ok(job) => {
+                self.gate.leave();
+                Ok(Some(job))
+            }
             Err(channel::TryRecvError::Empty) => Ok(None),
             Err(channel::TryRecvError::Disconnected) => Err(Closed),
         }
@@ -84,7 +124,10 @@ impl<T> Inbox<T> {
     /// [`Closed`] once the queue is disconnected and everything queued has been taken.
     pub fn take_timeout(&self, timeout: Duration) -> Result<Option<T>, Closed> {
         match self.jobs.recv_timeout(timeout) {
-            Ok(job) => Ok(Some(job)),
+            Ok(job) => {
+                self.gate.leave();
+                Ok(Some(job))
+            }
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(Closed),
         }
@@ -162,7 +205,9 @@ impl fmt::Debug for Wakers {
 
 /// The submitting side of a pool: cheap to clone, one per producer thread.
 pub struct Submitter<T> {
-    jobs: Sender<T>,
+    /// One lane per worker; the queue is open while any submitter holds them.
+    lanes: Arc<[Sender<T>]>,
+    gate: Arc<Gate>,
     notifiers: Arc<[Arc<dyn Notify>]>,
     next: Arc<AtomicUsize>,
 }
@@ -170,7 +215,8 @@ pub struct Submitter<T> {
 impl<T> Clone for Submitter<T> {
     fn clone(&self) -> Self {
         Submitter {
-            jobs: self.jobs.clone(),
+            lanes: Arc::clone(&self.lanes),
+            gate: Arc::clone(&self.gate),
             notifiers: Arc::clone(&self.notifiers),
             next: Arc::clone(&self.next),
         }
@@ -180,7 +226,7 @@ impl<T> Clone for Submitter<T> {
 impl<T> fmt::Debug for Submitter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Submitter")
-            .field("queued", &self.jobs.len())
+            .field("queued", &self.queued())
             .field("workers", &self.notifiers.len())
             .finish()
     }
@@ -194,14 +240,10 @@ impl<T> Submitter<T> {
     /// [`SubmitError::Full`] when the queue is at capacity, [`SubmitError::Closed`] when the
     /// pool is closed; both hand the job back.
     pub fn try_submit(&self, job: T) -> Result<(), SubmitError<T>> {
-        match self.jobs.try_send(job) {
-            Ok(()) => {
-                self.wake_next();
-                Ok(())
-            }
-            Err(TrySendError::Full(job)) => Err(SubmitError::Full(job)),
-            Err(TrySendError::Disconnected(job)) => Err(SubmitError::Closed(job)),
+        if !self.gate.enter(None) {
+            return Err(SubmitError::Full(job));
         }
+        self.dispatch(job)
     }
 
     /// Queues `job`, waiting at most `timeout` for room, then wakes the next worker in turn.
@@ -211,24 +253,32 @@ impl<T> Submitter<T> {
     /// [`SubmitError::Full`] when no room came within `timeout`, [`SubmitError::Closed`] when
     /// the pool is closed; both hand the job back.
     pub fn submit_timeout(&self, job: T, timeout: Duration) -> Result<(), SubmitError<T>> {
-        match self.jobs.send_timeout(job, timeout) {
-            Ok(()) => {
-                self.wake_next();
-                Ok(())
-            }
-            Err(SendTimeoutError::Timeout(job)) => Err(SubmitError::Full(job)),
-            Err(SendTimeoutError::Disconnected(job)) => Err(SubmitError::Closed(job)),
+        if !self.gate.enter(Some(Instant::now() + timeout)) {
+            return Err(SubmitError::Full(job));
         }
+        self.dispatch(job)
     }
 
     /// Jobs queued and not yet taken by a worker.
     pub fn queued(&self) -> usize {
-        self.jobs.len()
+        *self.gate.queued.lock()
     }
 
-    fn wake_next(&self) {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.notifiers.len();
-        self.notifiers[turn].notify();
+    /// Puts `job` (its place in the gate already taken) on the next worker's lane and wakes
+    /// that worker; a lane whose worker has returned is passed over.
+    fn dispatch(&self, mut job: T) -> Result<(), SubmitError<T>> {
+        for _ in 0..self.lanes.len() {
+            let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+            match self.lanes[turn].send(job) {
+                Ok(()) => {
+                    self.notifiers[turn].notify();
+                    return Ok(());
+                }
+                Err(channel::SendError(back)) => job = back,
+            }
+        }
+        self.gate.leave();
+        Err(SubmitError::Closed(job))
     }
 }
 
@@ -338,7 +388,13 @@ impl<T: Send + 'static> Pool<T> {
         F: FnMut(usize) -> io::Result<W>,
     {
         assert!(size > 0, "a pool needs at least one worker");
-        let (jobs_tx, jobs_rx) = channel::bounded(capacity.max(1));
+        let gate = Arc::new(Gate {
+            queued: Mutex::new(0),
+            room: Condvar::new(),
+            capacity: capacity.max(1),
+        });
+        // Lanes are unbounded: the gate bounds what is queued across all of them.
+        let (lanes, receivers): (Vec<_>, Vec<_>) = (0..size).map(|_| channel::unbounded()).unzip();
         let (done_tx, done_rx) = channel::bounded(0);
         let mut workers = Vec::with_capacity(size);
         for index in 0..size {
@@ -346,20 +402,22 @@ impl<T: Send + 'static> Pool<T> {
         }
         let notifiers: Arc<[Arc<dyn Notify>]> = workers.iter().map(W::notifier).collect();
         let mut threads = Vec::with_capacity(size);
-        for (index, worker) in workers.into_iter().enumerate() {
+        for ((index, worker), jobs) in workers.into_iter().enumerate().zip(receivers) {
             let inbox = Inbox {
-                jobs: jobs_rx.clone(),
+                jobs,
+                gate: Arc::clone(&gate),
                 _done: done_tx.clone(),
             };
             // On error the inbox is dropped with the closure and the queue closes once
-            // `jobs_tx` goes: the workers already running see `Closed` and return.
+            // `lanes` goes: the workers already running see `Closed` and return.
             let thread = thread::Builder::new()
                 .name(format!("{name}-{index}"))
                 .spawn(move || worker.run(inbox))?;
             threads.push(thread);
         }
         let submitter = Submitter {
-            jobs: jobs_tx,
+            lanes: lanes.into(),
+            gate,
             notifiers: Arc::clone(&notifiers),
             next: Arc::new(AtomicUsize::new(0)),
         };

@@ -84,6 +84,40 @@ fn every_job_is_taken_exactly_once() {
 }
 
 #[test]
+fn jobs_are_spread_evenly_over_the_workers() {
+    let (mut pool, seen, gate) = recorder_pool(4, 1024);
+    let submitter = pool.submitter();
+    for job in 0..400 {
+        submitter.try_submit(job).unwrap();
+    }
+    drop(submitter);
+    gate.store(1, Ordering::SeqCst);
+    pool.close();
+    pool.join_timeout(Duration::from_secs(5)).unwrap();
+    let seen = seen.lock().unwrap();
+    for worker in 0..4 {
+        let taken = seen.iter().filter(|&&(w, _)| w == worker).count();
+        assert_eq!(taken, 100, "worker {worker}");
+    }
+}
+
+#[test]
+fn capacity_counts_what_every_lane_holds() {
+    let (pool, _seen, gate) = recorder_pool(3, 5);
+    let submitter = pool.submitter();
+    for job in 0..5 {
+        submitter.try_submit(job).unwrap();
+    }
+    assert_eq!(submitter.queued(), 5);
+    assert_eq!(submitter.try_submit(5), Err(SubmitError::Full(5)));
+    // Once the workers take jobs, room comes back for a waiting submitter.
+    gate.store(1, Ordering::SeqCst);
+    submitter.submit_timeout(6, Duration::from_secs(5)).unwrap();
+    drop(submitter);
+    pool.join_timeout(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
 fn full_queue_hands_the_job_back() {
     let (pool, _seen, gate) = recorder_pool(1, 2);
     let submitter = pool.submitter();
