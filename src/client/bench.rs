@@ -213,10 +213,10 @@ impl Options {
             }
             _ => {}
         }
-        if let Some(rate) = self.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                return invalid(format!("rate {rate} must be a positive number"));
-            }
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return invalid(format!("rate {rate} must be a positive number"));
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return invalid("timeouts must be more than 0 seconds".into());

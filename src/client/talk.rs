@@ -177,21 +177,19 @@ pub fn run_piped(
             return Ok(End::QuitSent);
         }
         due += 1;
-        if options.wait {
-            if let Some(end) = wait_for_replies(&events, &mut due, 1, options.reply_timeout, &warn)
-            {
-                return Ok(end);
-            }
+        if options.wait
+            && let Some(end) = wait_for_replies(&events, &mut due, 1, options.reply_timeout, &warn)
+        {
+            return Ok(end);
         }
     }
     // End of input: wait the same way for what is still due, then close.
     let still_due = due;
-    if still_due > 0 {
-        if let Some(end) =
+    if still_due > 0
+        && let Some(end) =
             wait_for_replies(&events, &mut due, still_due, options.reply_timeout, &warn)
-        {
-            return Ok(end);
-        }
+    {
+        return Ok(end);
     }
     let _ = stream.shutdown(Shutdown::Both);
     Ok(End::InputEnded)

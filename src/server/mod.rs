@@ -42,7 +42,7 @@ use crossbeam::channel;
 pub use console::{Console, Printer};
 pub use modes::{Context, Handler, Mode};
 pub use protocol::{LineEnding, Message};
-pub use registry::{Registry, Stats};
+pub use registry::{Fanout, Registry, Stats};
 pub use session::{SessionHandle, SessionId, Traffic};
 pub use shutdown::Shutdown;
 

@@ -633,52 +633,52 @@ impl Worker {
             closing.dedup();
             self.closing = closing;
         }
-        if let (Some(at), Some(timeout)) = (self.next_idle_scan, self.shared.config.idle_timeout) {
-            if now >= at {
-                self.next_idle_scan = Some(now + idle_scan_interval(timeout));
-                let quiet: Vec<usize> = self
-                    .sessions
-                    .iter()
-                    .filter(|(_, s)| s.phase == Phase::Open && now - s.last_active >= timeout)
-                    .map(|(t, _)| t)
-                    .collect();
-                for t in quiet {
-                    // A slow reader may have made room without the socket reporting it (Linux
-                    // signals writable only once a third of the send buffer is free): try to
-                    // write before calling the session idle.
-                    if !self.sessions[t].pending.is_empty() {
-                        self.on_writable(t);
-                    }
-                    let Some(session) = self.sessions.get(t) else {
-                        continue;
-                    };
-                    if session.phase != Phase::Open || now - session.last_active < timeout {
-                        continue;
-                    }
-                    let handle = &self.sessions[t].handle;
-                    log::warn!(
-                        "session {} dropped: peer={} reason=idle-timeout idle_for={:?}",
-                        handle.id(),
-                        handle.peer(),
-                        timeout
-                    );
-                    self.begin_close(t, CloseReason::Idle);
+        if let (Some(at), Some(timeout)) = (self.next_idle_scan, self.shared.config.idle_timeout)
+            && now >= at
+        {
+            self.next_idle_scan = Some(now + idle_scan_interval(timeout));
+            let quiet: Vec<usize> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.phase == Phase::Open && now - s.last_active >= timeout)
+                .map(|(t, _)| t)
+                .collect();
+            for t in quiet {
+                // A slow reader may have made room without the socket reporting it (Linux
+                // signals writable only once a third of the send buffer is free): try to
+                // write before calling the session idle.
+                if !self.sessions[t].pending.is_empty() {
+                    self.on_writable(t);
                 }
+                let Some(session) = self.sessions.get(t) else {
+                    continue;
+                };
+                if session.phase != Phase::Open || now - session.last_active < timeout {
+                    continue;
+                }
+                let handle = &self.sessions[t].handle;
+                log::warn!(
+                    "session {} dropped: peer={} reason=idle-timeout idle_for={:?}",
+                    handle.id(),
+                    handle.peer(),
+                    timeout
+                );
+                self.begin_close(t, CloseReason::Idle);
             }
         }
     }
 
     /// Closes session `t` now and forgets it.
     fn remove(&mut self, t: usize) {
-        if let Some(session) = self.sessions.get_mut(t) {
-            if session.phase == Phase::Open {
-                // Ended without a goodbye (a failed connection): the handler still hears of it.
-                session.phase = Phase::Flushing {
-                    reason: CloseReason::Error,
-                    deadline: Instant::now(),
-                };
-                self.call_handler(t, |handler, ctx| handler.on_close(ctx));
-            }
+        if let Some(session) = self.sessions.get_mut(t)
+            && session.phase == Phase::Open
+        {
+            // Ended without a goodbye (a failed connection): the handler still hears of it.
+            session.phase = Phase::Flushing {
+                reason: CloseReason::Error,
+                deadline: Instant::now(),
+            };
+            self.call_handler(t, |handler, ctx| handler.on_close(ctx));
         }
         let Some(mut session) = self.sessions.try_remove(t) else {
             return;
