@@ -113,7 +113,10 @@ fn fan_out_never_waits_for_a_reader_that_does_not_read() {
     // #2 and #3 may be adopted by different workers: their notices can come in either order.
     let mut joined = [read_line(&mut speaker), read_line(&mut speaker)];
     joined.sort();
-    assert_eq!(joined, [b"* #2 joined\n".to_vec(), b"* #3 joined\n".to_vec()]);
+    assert_eq!(
+        joined,
+        [b"* #2 joined\n".to_vec(), b"* #3 joined\n".to_vec()]
+    );
     expect_bytes(&mut listener, b"* #3 joined\n");
     let line = format!("{}\n", "x".repeat(1000));
     let relayed = format!("<#1> {line}");

@@ -180,6 +180,19 @@ impl<T> fmt::Display for SubmitError<T> {
 
 impl<T> std::error::Error for SubmitError<T> {}
 
+/// Reads how many jobs are queued without keeping the queue open: what a stats reader holds.
+#[derive(Debug, Clone)]
+pub struct Depth {
+    gate: Arc<Gate>,
+}
+
+impl Depth {
+    /// Jobs queued and not yet taken by a worker.
+    pub fn get(&self) -> usize {
+        *self.gate.queued.lock()
+    }
+}
+
 /// Wakes a pool's workers without keeping its queue open: what a shutdown hook holds.
 #[derive(Clone)]
 pub struct Wakers {
@@ -445,6 +458,21 @@ impl<T> Pool<T> {
     /// The number of worker threads.
     pub fn size(&self) -> usize {
         self.threads.len()
+    }
+
+    /// A handle that reads the queue's depth and does not keep the queue open.
+    ///
+    /// # Panics
+    ///
+    /// After [`Pool::close`].
+    pub fn depth(&self) -> Depth {
+        let submitter = self
+            .submitter
+            .as_ref()
+            .expect("depth() called on a closed pool");
+        Depth {
+            gate: Arc::clone(&submitter.gate),
+        }
     }
 
     /// A handle that wakes every worker and does not keep the queue open.

@@ -82,7 +82,6 @@ impl Acceptor {
         }
         let handle = registry.register(peer);
         let id = handle.id();
-        registry.backlog_in();
         let mut conn = Conn { stream, handle };
         loop {
             let result = match config.overflow {
@@ -94,7 +93,6 @@ impl Acceptor {
                 Err(SubmitError::Full(back)) if config.overflow == Overflow::Wait => {
                     if self.shared.shutdown.is_triggered() {
                         // Accepted but never adopted: still a session, and it is told `quit`.
-                        registry.backlog_out();
                         registry.unregister(id);
                         self.closer.close_with(back.stream, b"quit");
                         return;
@@ -102,13 +100,11 @@ impl Acceptor {
                     conn = back;
                 }
                 Err(SubmitError::Full(back)) => {
-                    registry.backlog_out();
                     registry.unregister(id);
                     self.reject(back.stream, peer, "backlog-full", busy);
                     return;
                 }
                 Err(SubmitError::Closed(back)) => {
-                    registry.backlog_out();
                     registry.unregister(id);
                     self.closer.close_with(back.stream, b"quit");
                     return;

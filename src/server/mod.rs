@@ -384,6 +384,7 @@ impl Server {
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
             Worker::new(i, Arc::clone(&shared))
         })?;
+        registry.watch_backlog(pool.depth());
         let (counted, timeout) = (registry.clone(), config.shutdown_timeout);
         shutdown.on_trigger(move || {
             log::info!(

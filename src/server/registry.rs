@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -49,8 +49,9 @@ struct Inner {
     peak: AtomicUsize,
     total: AtomicU64,
     rejected: AtomicU64,
-    /// Connections accepted and handed to the pool, not yet adopted by a worker.
-    backlog: AtomicUsize,
+    /// Reads the pool's count of connections accepted but not yet adopted by a worker; set
+    /// when the server starts.
+    backlog: OnceLock<crate::pool::Depth>,
     /// Traffic of sessions that have ended.
     ended: Counters,
     /// The session that spoke last (0: none yet); manual mode answers it by default.
@@ -114,7 +115,7 @@ impl Registry {
                 peak: AtomicUsize::new(0),
                 total: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
-                backlog: AtomicUsize::new(0),
+                backlog: OnceLock::new(),
                 ended: Counters::default(),
                 last_speaker: AtomicU64::new(0),
             }),
@@ -193,7 +194,7 @@ impl Registry {
             peak: self.inner.peak.load(Ordering::Relaxed),
             total: self.inner.total.load(Ordering::Relaxed),
             rejected: self.inner.rejected.load(Ordering::Relaxed),
-            backlog: self.inner.backlog.load(Ordering::Relaxed),
+            backlog: self.inner.backlog.get().map_or(0, crate::pool::Depth::get),
             traffic: self.inner.ended.load() + live,
         }
     }
@@ -254,12 +255,9 @@ impl Registry {
         self.inner.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn backlog_in(&self) {
-        self.inner.backlog.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn backlog_out(&self) {
-        self.inner.backlog.fetch_sub(1, Ordering::Relaxed);
+    /// Where `/stats` reads the backlog's depth from (set once, when the server starts).
+    pub(crate) fn watch_backlog(&self, depth: crate::pool::Depth) {
+        let _ = self.inner.backlog.set(depth);
     }
 
     /// Records that session `id` spoke last.

@@ -166,7 +166,6 @@ impl Worker {
 
     fn adopt(&mut self, conn: Conn) {
         let Conn { stream, handle } = conn;
-        self.shared.registry.backlog_out();
         let id = handle.id();
         if let Err(e) = stream.set_nonblocking(true) {
             log::warn!("session {id} dropped: peer={} error={e}", handle.peer());
