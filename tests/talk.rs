@@ -45,6 +45,18 @@ fn seed_client(port: u16) -> (Child, ChildStdin, std::sync::Arc<std::sync::Mutex
     (child, stdin, stdout)
 }
 
+/// Runs `printf INPUT | tcpool talk ADDR ARGS...` in a shell, exactly as a user would.
+fn talk_printf(input: &str, addr: impl std::fmt::Display, args: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '{input}' | '{}' talk {addr} {args}",
+            tcpool_bin()
+        ))
+        .output()
+        .unwrap()
+}
+
 fn say(stdin: &mut ChildStdin, line: &str) {
     writeln!(stdin, "{line}").unwrap();
     stdin.flush().unwrap();
@@ -82,15 +94,7 @@ fn talk_against_the_seed_server() {
 #[test]
 fn piped_talk_against_tcpool_serve() {
     let server = TestServer::start(Config::default());
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf 'hello\\nworld\\nquit\\n' | '{}' talk {}",
-            tcpool_bin(),
-            server.addr
-        ))
-        .output()
-        .unwrap();
+    let output = talk_printf("hello\\nworld\\nquit\\n", server.addr, "");
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
@@ -129,15 +133,7 @@ fn talk_to_a_closed_port_is_a_one_line_error() {
 #[test]
 fn talk_no_wait_sends_lines_and_collects_the_replies() {
     let server = TestServer::start(Config::default());
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf 'one\\ntwo\\nthree\\n' | '{}' talk {} --no-wait --eol crlf",
-            tcpool_bin(),
-            server.addr
-        ))
-        .output()
-        .unwrap();
+    let output = talk_printf("one\\ntwo\\nthree\\n", server.addr, "--no-wait --eol crlf");
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
@@ -152,15 +148,7 @@ fn talk_warns_and_goes_on_when_no_reply_comes() {
         ..Config::default()
     });
     // Alone in a chat, nobody answers.
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf 'anyone?\\n' | '{}' talk {} --reply-timeout 0.3",
-            tcpool_bin(),
-            server.addr
-        ))
-        .output()
-        .unwrap();
+    let output = talk_printf("anyone?\\n", server.addr, "--reply-timeout 0.3");
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("warning: no reply within"), "{stderr}");
