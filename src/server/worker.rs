@@ -344,7 +344,6 @@ impl Worker {
             session.pending.push_back(Chunk::Own(bytes.to_vec()));
             return;
         }
-        session.pending.push_back(Chunk::Own(Vec::new()));
         // Write straight from `bytes`; only what the socket does not take is copied.
         match write_some(&mut session.stream, bytes) {
             Ok(n) => {
@@ -353,10 +352,8 @@ impl Worker {
                     .counters()
                     .bytes_out
                     .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                if n == bytes.len() {
-                    session.pending.pop_back();
-                } else if let Some(Chunk::Own(rest)) = session.pending.back_mut() {
-                    rest.extend_from_slice(&bytes[n..]);
+                if n < bytes.len() {
+                    session.pending.push_back(Chunk::Own(bytes[n..].to_vec()));
                 }
             }
             Err(e) => self.fail(t, &e),
