@@ -32,7 +32,7 @@ fn messages_reach_the_others_in_their_own_line_endings() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("ncat is needed for this test (apt install ncat; .ci/run installs it)");
+        .expect("ncat is needed for this test (scripts/test.sh installs it)");
     let mut c_in = c.stdin.take().unwrap();
     let c_out = collect_text(c.stdout.take().unwrap());
     // Sessions that have not spoken get `\n`, so notices do not run together.
