@@ -1,0 +1,380 @@
+//! One grammar for every duration and size a user writes: flags, and the specs parsed later.
+//!
+//! A **duration** is a number with one of `us`, `ms`, `s`, `m`, `h`; a bare number is seconds:
+//! `250ms`, `1.5s`, `5m`, `10`. A **size** is a number with one of `B`, `KiB`, `MiB`, `GiB`
+//! (powers of 1024), `KB`, `MB`, `GB` (powers of 1000); a bare number is bytes: `64KiB`, `1MB`,
+//! `4096`. Size units ignore case. A number is decimal, with an optional fraction and exponent
+//! (`1.5`, `2e3`); a space may stand before the unit.
+//!
+//! Both are bounded, so that nothing a user writes can overflow the arithmetic done with it
+//! (an `Instant` plus a duration, a buffer of a size): a duration is at most [`MAX_DURATION`]
+//! (365 days), a size at most [`MAX_SIZE`] (1024 GiB). Negative numbers, `NaN` and infinities are
+//! refused with a message that says so; a size must come out as a whole number of bytes, and a
+//! duration is rounded down to whole nanoseconds.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The longest duration accepted: 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest size accepted: 1024 GiB.
+pub const MAX_SIZE: u64 = 1 << 40;
+
+/// Why a duration or size was not understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitError {
+    input: String,
+    reason: String,
+}
+
+impl fmt::Display for UnitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {}", self.input, self.reason)
+    }
+}
+
+impl std::error::Error for UnitError {}
+
+const DURATION_UNITS: &[(&str, u128)] = &[
+    ("us", 1_000),
+    ("ms", 1_000_000),
+    ("s", 1_000_000_000),
+    ("m", 60_000_000_000),
+    ("h", 3_600_000_000_000),
+];
+
+const SIZE_UNITS: &[(&str, u128)] = &[
+    ("b", 1),
+    ("kib", 1 << 10),
+    ("mib", 1 << 20),
+    ("gib", 1 << 30),
+    ("kb", 1_000),
+    ("mb", 1_000_000),
+    ("gb", 1_000_000_000),
+];
+
+/// Parses a duration: a number and one of `us`, `ms`, `s`, `m`, `h`, seconds when bare.
+///
+/// # Errors
+///
+/// When it is not a number with one of those units, is negative, or is more than
+/// [`MAX_DURATION`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tcpool::units;
+///
+/// assert_eq!(units::parse_duration("250ms")?, Duration::from_millis(250));
+/// assert_eq!(units::parse_duration("1.5")?, Duration::from_millis(1500));
+/// assert_eq!(units::parse_duration("5m")?, Duration::from_secs(300));
+/// assert!(units::parse_duration("1e19").is_err());
+/// # Ok::<(), units::UnitError>(())
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    let fail = |reason: String| UnitError {
+        input: text.to_owned(),
+        reason,
+    };
+    let (number, unit) = split(text).map_err(|r| fail(format!("is not a duration: {r}")))?;
+    let scale = match unit {
+        "" => 1_000_000_000,
+        _ => lookup(DURATION_UNITS, unit).ok_or_else(|| {
+            fail(format!(
+                "has an unknown unit {unit:?} (a duration takes us, ms, s, m or h; bare means seconds)"
+            ))
+        })?,
+    };
+    let max = MAX_DURATION.as_nanos();
+    let nanos = number.scaled(scale, max).ok_or_else(|| {
+        fail(format!(
+            "is longer than the limit of {} (365 days)",
+            show_duration(MAX_DURATION)
+        ))
+    })?;
+    let secs = u64::try_from(nanos / 1_000_000_000).expect("bounded by MAX_DURATION");
+    let sub = u32::try_from(nanos % 1_000_000_000).expect("below one second");
+    Ok(Duration::new(secs, sub))
+}
+
+/// Parses a size in bytes: a number and one of `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`
+/// (any case), bytes when bare.
+///
+/// # Errors
+///
+/// When it is not a number with one of those units, is negative, is not a whole number of
+/// bytes, or is more than [`MAX_SIZE`].
+///
+/// # Examples
+///
+/// ```
+/// use tcpool::units;
+///
+/// assert_eq!(units::parse_size("64KiB")?, 65_536);
+/// assert_eq!(units::parse_size("1.5 kB")?, 1_500);
+/// assert_eq!(units::parse_size("4096")?, 4_096);
+/// assert!(units::parse_size("0.5B").is_err());
+/// # Ok::<(), units::UnitError>(())
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+    let fail = |reason: String| UnitError {
+        input: text.to_owned(),
+        reason,
+    };
+    let (number, unit) = split(text).map_err(|r| fail(format!("is not a size: {r}")))?;
+    let scale = match unit {
+        "" => 1,
+        _ => lookup(SIZE_UNITS, &unit.to_ascii_lowercase()).ok_or_else(|| {
+            fail(format!(
+                "has an unknown unit {unit:?} (a size takes B, KiB, MiB, GiB, KB, MB or GB; bare means bytes)"
+            ))
+        })?,
+    };
+    let bytes = number.scaled(scale, u128::from(MAX_SIZE)).ok_or_else(|| {
+        fail(format!(
+            "is larger than the limit of {}",
+            show_size(MAX_SIZE)
+        ))
+    })?;
+    if !number.exact(scale) {
+        return Err(fail("is not a whole number of bytes".into()));
+    }
+    Ok(u64::try_from(bytes).expect("bounded by MAX_SIZE"))
+}
+
+/// A duration as the grammar writes it, in the largest unit that shows it whole:
+/// `90s`, `5m`, `250ms`.
+pub fn show_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    for &(unit, scale) in DURATION_UNITS.iter().rev() {
+        if nanos >= scale && nanos.is_multiple_of(scale) {
+            return format!("{}{unit}", nanos / scale);
+        }
+    }
+    match nanos {
+        0 => "0s".to_owned(),
+        _ => format!("{d:?}"),
+    }
+}
+
+/// A size as the grammar writes it, in the largest binary unit that shows it whole:
+/// `64KiB`, `1MiB`, `1000B`.
+pub fn show_size(bytes: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
+
+fn lookup(units: &[(&str, u128)], unit: &str) -> Option<u128> {
+    units
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .map(|&(_, s)| s)
+}
+
+/// A non-negative decimal kept exactly: `digits × 10^exp`.
+#[derive(Debug, Clone, Copy)]
+struct Decimal {
+    digits: u128,
+    exp: i32,
+}
+
+impl Decimal {
+    /// `self × scale`, rounded down, or `None` when it is above `max`.
+    fn scaled(self, scale: u128, max: u128) -> Option<u128> {
+        let product = self.digits.checked_mul(scale)?;
+        let value = if self.exp >= 0 {
+            product.checked_mul(10u128.checked_pow(self.exp.unsigned_abs())?)?
+        } else {
+            match 10u128.checked_pow(self.exp.unsigned_abs()) {
+                Some(div) => product / div,
+                None => 0,
+            }
+        };
+        (value <= max).then_some(value)
+    }
+
+    /// Whether `self × scale` is a whole number.
+    fn exact(self, scale: u128) -> bool {
+        if self.exp >= 0 || self.digits == 0 {
+            return true;
+        }
+        match (
+            self.digits.checked_mul(scale),
+            10u128.checked_pow(self.exp.unsigned_abs()),
+        ) {
+            (Some(product), Some(div)) => product % div == 0,
+            _ => false,
+        }
+    }
+}
+
+/// Splits `text` into its number and its unit (trimmed; possibly empty).
+fn split(text: &str) -> Result<(Decimal, &str), &'static str> {
+    let text = text.trim();
+    if text.starts_with('-') {
+        return Err("it is negative");
+    }
+    let lower = text.to_ascii_lowercase();
+    if ["nan", "inf", "+inf", "infinity", "+nan"]
+        .iter()
+        .any(|w| lower.starts_with(w))
+    {
+        return Err("it must be a finite number");
+    }
+    let bytes = text.as_bytes();
+    let mut number = Decimal { digits: 0, exp: 0 };
+    let mut i = 0;
+    let mut seen = false;
+    let mut fraction = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'.' if !fraction => fraction = true,
+            b @ b'0'..=b'9' => {
+                seen = true;
+                // Past 30 significant digits only the magnitude matters.
+                if number.digits < 10u128.pow(30) {
+                    number.digits = number.digits * 10 + u128::from(b - b'0');
+                    number.exp -= i32::from(fraction);
+                } else if !fraction {
+                    number.exp += 1;
+                }
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    if !seen {
+        return Err("it does not start with a number");
+    }
+    // An exponent: `e` then digits, so a unit starting with `e` is never mistaken for one.
+    if i + 1 < bytes.len() && matches!(bytes[i], b'e' | b'E') {
+        let mut j = i + 1;
+        let negative = bytes[j] == b'-';
+        if matches!(bytes[j], b'-' | b'+') {
+            j += 1;
+        }
+        let start = j;
+        while j < bytes.len() && bytes[j].is_ascii_digit() {
+            j += 1;
+        }
+        if j > start {
+            let e: i32 = text[start..j].parse().unwrap_or(i32::MAX / 2).min(1000);
+            number.exp += if negative { -e } else { e };
+            i = j;
+        }
+    }
+    Ok((number, text[i..].trim_start()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(text: &str) -> Result<Duration, String> {
+        parse_duration(text).map_err(|e| e.to_string())
+    }
+
+    fn s(text: &str) -> Result<u64, String> {
+        parse_size(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations_in_every_unit() {
+        assert_eq!(d("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(d("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(d("0"), Ok(Duration::ZERO));
+        assert_eq!(d("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(d("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(d("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(d("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(d("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(d(" 3 s "), Ok(Duration::from_secs(3)));
+        assert_eq!(d(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(d("2e3ms"), Ok(Duration::from_secs(2)));
+        assert_eq!(d("1.5e-3"), Ok(Duration::from_micros(1500)));
+        assert_eq!(d("0.0000000001"), Ok(Duration::ZERO));
+        assert_eq!(d("8760h"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn durations_out_of_bounds_or_malformed_are_refused() {
+        for (text, why) in [
+            ("1e19", "longer than the limit of 8760h (365 days)"),
+            ("1e400", "longer than the limit"),
+            ("8761h", "longer than the limit"),
+            (
+                "99999999999999999999999999999999999999999999",
+                "longer than",
+            ),
+            ("-1", "negative"),
+            ("-0.5s", "negative"),
+            ("NaN", "finite"),
+            ("inf", "finite"),
+            ("", "start with a number"),
+            ("s", "start with a number"),
+            ("ten", "start with a number"),
+            ("10x", "unknown unit \"x\""),
+            ("10S", "unknown unit"),
+            ("10 ms ms", "unknown unit"),
+            ("1.2.3", "unknown unit"),
+            ("10KiB", "us, ms, s, m or h"),
+        ] {
+            let error = d(text).expect_err(text);
+            assert!(error.contains(why), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn sizes_in_every_unit() {
+        assert_eq!(s("0"), Ok(0));
+        assert_eq!(s("4096"), Ok(4096));
+        assert_eq!(s("10B"), Ok(10));
+        assert_eq!(s("64KiB"), Ok(65_536));
+        assert_eq!(s("64kib"), Ok(65_536));
+        assert_eq!(s("1MiB"), Ok(1 << 20));
+        assert_eq!(s("2GiB"), Ok(2 << 30));
+        assert_eq!(s("1KB"), Ok(1000));
+        assert_eq!(s("1.5 MB"), Ok(1_500_000));
+        assert_eq!(s("1GB"), Ok(1_000_000_000));
+        assert_eq!(s("0.1KB"), Ok(100));
+        assert_eq!(s("1.5KiB"), Ok(1536));
+        assert_eq!(s("1024GiB"), Ok(MAX_SIZE));
+    }
+
+    #[test]
+    fn sizes_out_of_bounds_or_malformed_are_refused() {
+        for (text, why) in [
+            ("1025GiB", "larger than the limit of 1024GiB"),
+            ("1e19", "larger than the limit"),
+            ("-1", "negative"),
+            ("nan", "finite"),
+            ("0.5", "whole number of bytes"),
+            ("1.0001KB", "whole number of bytes"),
+            ("10 bytes", "unknown unit"),
+            ("10k", "B, KiB, MiB, GiB, KB, MB or GB"),
+            ("10s", "unknown unit"),
+            ("", "start with a number"),
+        ] {
+            let error = s(text).expect_err(text);
+            assert!(error.contains(why), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn shown_values_parse_back() {
+        for text in ["90s", "5m", "2h", "250ms", "100us", "0s"] {
+            assert_eq!(show_duration(d(text).unwrap()), text);
+        }
+        for text in ["64KiB", "1MiB", "3GiB", "1000B", "0B"] {
+            assert_eq!(show_size(s(text).unwrap()), text);
+        }
+        assert_eq!(show_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(show_size(MAX_SIZE), "1024GiB");
+    }
+}
