@@ -1,0 +1,272 @@
+//! The load generator behind `tcpool bench`: many connections to any echo-style TCP server,
+//! every echoed byte verified, latency in an HdrHistogram, a [`Report`] for people and for
+//! JSON.
+//!
+//! [`run`] owns the whole measurement: it splits the connections over a few threads (one per
+//! core at most), each driving its share with its own `mio` poller, and merges what they
+//! measured. Flags, signals, the progress bar and printing are the binary's business
+//! (`src/cli/bench.rs`); here the caller passes a stop flag and an optional progress callback.
+//!
+//! How a run goes:
+//!
+//! - **Connect**: every connection starts with a non-blocking connect; the time until the
+//!   socket is writable is its connect time. A connect that is refused, fails or takes longer
+//!   than [`Options::connect_timeout`] is an error of its kind, and that connection is not
+//!   opened again (nor is any connection that fails later).
+//! - **Payload**: each connection sends one fixed payload of [`Options::size`] bytes, built
+//!   once before the run: printable bytes, never `\n` or `\r` inside and never a `q` (so no
+//!   stretch of the stream can spell `quit`), then the chosen line ending, which counts in the
+//!   size. Neighbouring connections send different payloads, so replies crossed between
+//!   connections are caught too.
+//! - **Load**: closed loop by default: each connection keeps [`Options::pipeline`] messages in
+//!   flight and sends the next as soon as a reply completes. With [`Options::rate`] the load is
+//!   open loop: the total rate is split evenly across connections, each message has an
+//!   intended send time on that schedule, and a message that goes out late is measured from
+//!   that time, not from when it actually went out. A server that stalls therefore shows the
+//!   whole stall in the latency of every message that should have been sent meanwhile
+//!   (coordinated omission, as wrk2 corrects it); `pipeline` still caps what is in flight per
+//!   connection. (A message may also go out up to a millisecond early, and is then measured
+//!   from when it went out: see `SCHEDULE_SLACK` in the source.)
+//! - **Verify**: the echo of K pipelined messages is their concatenation in order, so the
+//!   reply stream is compared byte for byte with the payload as it arrives. A wrong byte or a
+//!   byte nobody sent is a `mismatch`; a closed or reset connection, a reply older than
+//!   [`Options::timeout`] and connect failures are errors too ([`ErrorKind`]). An error ends
+//!   that connection only; the run goes on with the others.
+//! - **Measure**: messages queued during [`Options::warmup`] are sent and verified but neither
+//!   recorded nor counted, and are not part of [`Limit::Messages`], which is split exactly
+//!   across connections. With [`Limit::Duration`] no message is queued after the deadline;
+//!   the ones already in flight are still awaited (up to the reply timeout) so that a slow
+//!   tail is measured rather than cut off, and the measured duration runs until the last of
+//!   them. Setting the stop flag ends the run at once with what was measured so far.
+//!
+//! The parts, one file each: `plan` (the options and what the threads share), `worker` (one
+//! thread's poller), `conn` (a connection's state machine), `framing` (requests and how
+//! replies are checked), `histogram` (recording and merging latencies), `report` (the
+//! result, as text and JSON) and `error` (why a connection failed).
+
+mod conn;
+mod error;
+mod framing;
+mod histogram;
+mod plan;
+mod report;
+mod worker;
+
+pub use error::ErrorKind;
+pub use histogram::Percentiles;
+pub use plan::{Limit, Options};
+pub use report::Report;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel;
+
+use framing::{PAYLOAD_VARIANTS, burst, payload};
+use plan::{Live, Plan};
+use worker::{Outcome, Worker};
+/// The default number of connections (`-c`).
+pub const DEFAULT_CONNECTIONS: usize = 64;
+
+/// The default run length when neither a duration nor a message count is given (`-d 10`).
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// The default message size in bytes, line ending included (`-s`).
+pub const DEFAULT_SIZE: usize = 64;
+
+/// The default time a connect or a reply may take before it is an error.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often [`run`] calls the progress callback.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// A snapshot of a running benchmark, passed to the progress callback about ten times a
+/// second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Time since the run started (warm-up included).
+    pub elapsed: Duration,
+    /// Still in the warm-up: nothing is counted yet.
+    pub warming_up: bool,
+    /// Measured messages completed so far.
+    pub messages: u64,
+    /// Errors so far.
+    pub errors: u64,
+    /// Connections connected and still running.
+    pub open: usize,
+    /// Replies per second (warm-up included) since the previous snapshot.
+    pub msgs_per_sec: f64,
+    /// How far the run is, from 0 to 1: by time for [`Limit::Duration`], by messages for
+    /// [`Limit::Messages`].
+    pub done: f64,
+}
+
+/// Runs a benchmark with `options` until its limit is reached, every connection has failed,
+/// or `stop` is set; calls `progress` (on the calling thread) about ten times a second.
+///
+/// The connections are split over [`Options::threads_used`] threads named
+/// `tcpool-bench-N`, all joined before this returns. When the connections need more file
+/// descriptors than the soft limit allows, the process's soft limit is raised toward the hard
+/// one (with a warning if that is not enough: the connections beyond it fail as
+/// `connect_failed`).
+///
+/// # Errors
+///
+/// Invalid options ([`io::ErrorKind::InvalidInput`]), or a poller or thread that cannot be
+/// created. Everything that goes wrong on a connection is counted in the [`Report`] instead.
+///
+/// # Examples
+///
+/// Exactly 200 verified round trips through a tcpool echo server on a free port:
+///
+/// ```
+/// use std::sync::atomic::AtomicBool;
+/// use tcpool::client::bench::{self, Limit, Options};
+/// use tcpool::server::{bind, Config, Server};
+///
+/// let server = Server::new(bind("127.0.0.1:0".parse()?)?, Config::default());
+/// let addr = server.local_addr()?;
+/// let shutdown = server.shutdown();
+/// let running = std::thread::spawn(move || server.run());
+///
+/// let options = Options {
+///     addr,
+///     connections: 4,
+///     limit: Limit::Messages(200),
+///     pipeline: 2,
+///     ..Options::default()
+/// };
+/// let report = bench::run(&options, &AtomicBool::new(false), None)?;
+/// assert_eq!(report.messages, 200);
+/// assert_eq!(report.bytes, 200 * 64);
+/// assert_eq!(report.errors, 0);
+/// assert!(report.latency_us.p50 <= report.latency_us.max);
+/// assert!(report.to_string().contains("p99.9"));
+///
+/// shutdown.trigger();
+/// running.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn run(
+    options: &Options,
+    stop: &AtomicBool,
+    progress: Option<&dyn Fn(&Progress)>,
+) -> io::Result<Report> {
+    options.validate()?;
+    let connections = options.connections_used();
+    let threads = options.threads_used();
+    raise_fd_limit(connections);
+
+    let payloads: Vec<Arc<[u8]>> = (0..connections.min(PAYLOAD_VARIANTS))
+        .map(|variant| {
+            burst(
+                &payload(variant, options.size, options.line_ending),
+                options,
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    let measure_start = start + options.warmup;
+    let plan = Plan {
+        options,
+        connections,
+        measure_start,
+        end: match options.limit {
+            Limit::Duration(d) => Some(measure_start + d),
+            Limit::Messages(_) => None,
+        },
+        interval: options
+            .rate
+            .map(|rate| Duration::from_secs_f64(connections as f64 / rate)),
+        payloads,
+        stop,
+        abort: AtomicBool::new(false),
+        live: Live::default(),
+    };
+    log::debug!(
+        "bench starting: target={} connections={connections} threads={threads}",
+        options.addr
+    );
+
+    let outcomes = thread::scope(|scope| {
+        let (done_tx, done_rx) = channel::bounded::<()>(0);
+        let mut handles = Vec::with_capacity(threads);
+        for t in 0..threads {
+            let done = done_tx.clone();
+            let plan = &plan;
+            let spawned = thread::Builder::new()
+                .name(format!("tcpool-bench-{t}"))
+                .spawn_scoped(scope, move || {
+                    let _done = done;
+                    Worker::new(plan, t, threads)?.run()
+                });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    // The scope joins the threads already running once they see this.
+                    plan.abort.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        drop(done_tx);
+        watch(&plan, start, &done_rx, progress);
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a bench thread panicked")))
+            })
+            .collect::<io::Result<Vec<Outcome>>>()
+    })?;
+    Ok(report::report(options, &plan, threads, outcomes))
+}
+
+/// Calls `progress` until every worker has returned (each holds a sender of `done`, never
+/// used: the channel disconnects when the last one returns).
+fn watch(
+    plan: &Plan<'_>,
+    start: Instant,
+    done: &channel::Receiver<()>,
+    progress: Option<&dyn Fn(&Progress)>,
+) {
+    let mut last = (start, 0u64);
+    while let Err(channel::RecvTimeoutError::Timeout) = done.recv_timeout(PROGRESS_EVERY) {
+        let Some(progress) = progress else { continue };
+        let now = Instant::now();
+        let completed = plan.live.completed.load(Ordering::Relaxed);
+        let messages = plan.live.measured.load(Ordering::Relaxed);
+        let elapsed = now.duration_since(start);
+        let done = match plan.options.limit {
+            Limit::Duration(d) => elapsed.as_secs_f64() / (plan.options.warmup + d).as_secs_f64(),
+            Limit::Messages(n) => messages as f64 / n as f64,
+        };
+        let window = now.duration_since(last.0).as_secs_f64();
+        progress(&Progress {
+            elapsed,
+            warming_up: now < plan.measure_start,
+            messages,
+            errors: plan.live.errors.load(Ordering::Relaxed),
+            open: plan.live.open.load(Ordering::Relaxed),
+            msgs_per_sec: (completed - last.1) as f64 / window.max(1e-9),
+            done: done.clamp(0.0, 1.0),
+        });
+        last = (now, completed);
+    }
+}
+
+/// Raises the soft descriptor limit so that every connection gets a socket; warns if the
+/// hard limit is too low (the connections beyond it fail as `connect_failed`).
+fn raise_fd_limit(connections: usize) {
+    let wanted = connections as u64 + 64;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => log::warn!(
+            "file descriptor limit {limit} is too low for {connections} connections; some will fail"
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot raise the file descriptor limit: error={e}"),
+    }
+}
