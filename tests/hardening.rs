@@ -175,8 +175,8 @@ fn limits_are_flags_with_defaults_in_help_and_readme() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     for (flag, default) in [
         ("--idle-timeout", "0"),
-        ("--max-line", "65536"),
-        ("--outbox-limit", "1048576"),
+        ("--max-line", "64KiB"),
+        ("--outbox-limit", "1MiB"),
         ("--max-conns", "10000"),
     ] {
         // The flag's paragraph in `--help` runs up to the next flag.
@@ -1731,15 +1731,24 @@ fn a_reader_that_keeps_up_is_never_dropped_by_the_smallest_outbox_limit() {
 
 #[test]
 fn an_outbox_limit_too_small_for_max_line_is_refused_at_start() {
-    assert_serve_refuses(
-        &[
+    let out = std::process::Command::new(tcpool_bin())
+        .args([
+            "serve",
             "--port",
             "0",
             "--max-line",
             "4096",
             "--outbox-limit",
             "1000",
-        ],
-        "--outbox-limit 1000 is too small for --max-line 4096",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A usage error (exit 2), like any bad value.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--outbox-limit 1000 is too small for --max-line 4096"),
+        "{stderr}"
     );
 }

@@ -7,6 +7,7 @@ mod support;
 
 mod bench;
 mod chat;
+mod cli;
 mod concurrency;
 mod console;
 mod hardening;

@@ -87,7 +87,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         line_ending: args.eol,
         threads: args.threads.map_or(0, usize::from),
     };
-    options.validate().context("invalid options")?;
+    options
+        .validate()
+        .unwrap_or_else(|e| super::bad_value(format!("invalid options: {e}")));
 
     // The first Ctrl-C stops the run and still prints the report; a second exits at once.
     let interrupts = AtomicUsize::new(0);

@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use tcpool::server::Printer;
+use tcpool::units;
 
 /// Starts logging to stderr, `RUST_LOG` over the default `info`; with a printer (a terminal
 /// with a prompt), each log line goes through it instead.
@@ -47,19 +48,40 @@ impl Write for LineWriter {
     }
 }
 
-/// Parses a number of seconds (fractions allowed, 0 allowed).
+/// Parses a duration in the one grammar ([`tcpool::units`]: `250ms`, `5m`, bare seconds);
+/// 0 allowed.
 pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a valid number of seconds"))
+    units::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Parses a number of seconds greater than zero.
+/// Parses a duration greater than zero.
 pub(crate) fn parse_positive_seconds(s: &str) -> Result<Duration, String> {
     let d = parse_seconds(s)?;
     if d.is_zero() {
-        return Err("must be more than 0 seconds".into());
+        return Err(format!("{s:?} must be more than 0"));
     }
     Ok(d)
+}
+
+/// Parses a size in the one grammar ([`tcpool::units`]: `64KiB`, `1MB`, bare bytes) that is
+/// at least 1 byte and fits in 32 bits.
+pub(crate) fn parse_size_u32(s: &str) -> Result<u32, String> {
+    let bytes = units::parse_size(s).map_err(|e| e.to_string())?;
+    match u32::try_from(bytes) {
+        Ok(0) => Err(format!("{s:?} must be at least 1 byte")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{s:?} is more than {}",
+            units::show_size(u32::MAX.into())
+        )),
+    }
+}
+
+/// Ends the process as clap does for a bad value (exit code 2), for values that can only be
+/// checked once the flags are parsed together.
+pub(crate) fn bad_value(message: impl std::fmt::Display) -> ! {
+    use clap::CommandFactory as _;
+    crate::Cli::command()
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
 }

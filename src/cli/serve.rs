@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use tcpool::server::{self, Config, Mode, Overflow, Printer, Server};
 
 use super::terminal;
-use super::{parse_positive_seconds, parse_seconds};
+use super::{bad_value, parse_positive_seconds, parse_seconds, parse_size_u32};
 
 /// `tcpool serve` flags.
 #[derive(Debug, Args)]
@@ -21,7 +21,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
     /// Port to listen on; 0 picks a free one (the log shows which).
-    #[arg(long, default_value_t = tcpool::DEFAULT_PORT)]
+    #[arg(short = 'p', long, default_value_t = tcpool::DEFAULT_PORT)]
     port: u16,
     /// Worker threads [default: the number of CPUs].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -40,17 +40,19 @@ pub(crate) struct ServeArgs {
     /// answer `busy` and close.
     #[arg(long, value_enum, default_value_t = OverflowArg::Wait)]
     overflow: OverflowArg,
-    /// Close sessions with no input for this many seconds; 0 = never.
-    #[arg(long, default_value = "0", value_parser = parse_seconds)]
+    /// Close a session when no byte moved either way for this long (`90s`, `5m`; bare =
+    /// seconds); 0 = never.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_seconds)]
     idle_timeout: Duration,
-    /// Longest partial line held for a line-based peer (chat, manual), in bytes.
-    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Longest partial line held for a line-based peer (chat, manual) (`64KiB`; bare = bytes).
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size_u32)]
     max_line: u32,
-    /// Most bytes queued for one client; a reader that falls further behind is disconnected.
-    #[arg(long, default_value_t = 1_048_576, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Most bytes queued for one client; a reader that falls further behind is disconnected
+    /// (`1MiB`; bare = bytes). At least 2 × (--max-line + 64).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size_u32)]
     outbox_limit: u32,
-    /// Seconds a graceful shutdown may take.
-    #[arg(long, default_value = "5", value_parser = parse_positive_seconds)]
+    /// How long a graceful shutdown may take (`5s`, `500ms`; bare = seconds).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     shutdown_timeout: Duration,
 }
 
@@ -74,8 +76,6 @@ enum OverflowArg {
 
 /// Runs the server until a shutdown; exit code 0 after any requested shutdown.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let addr = SocketAddr::new(args.bind, args.port);
-    let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let config = Config {
         workers: args.workers.map_or(0, usize::from),
         backlog: args.backlog as usize,
@@ -94,6 +94,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         outbox_limit: args.outbox_limit as usize,
         shutdown_timeout: args.shutdown_timeout,
     };
+    // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
+    if let Err(e) = config.validate() {
+        bad_value(e);
+    }
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
 
     terminal::save();
     let editor = server::console::terminal();

@@ -2,13 +2,14 @@
 //! seed-compatible mode (piped stdin).
 
 use std::io::{self, IsTerminal, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use clap::Args;
 
+use tcpool::client::addr::{self, Target};
 use tcpool::client::talk::{self, End, Event, Options};
 use tcpool::server::LineEnding;
 use tcpool::server::console::Printer;
@@ -18,9 +19,10 @@ use super::{parse_positive_seconds, terminal};
 /// `tcpool talk` flags.
 #[derive(Debug, Args)]
 pub(crate) struct TalkArgs {
-    /// Server to talk to.
-    #[arg(default_value = "127.0.0.1:8900")]
-    addr: String,
+    /// Server to talk to: PORT (on 127.0.0.1), HOST, HOST:PORT or [IPv6]:PORT. A name is
+    /// tried at each of its addresses in turn.
+    #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:8900", value_parser = addr::parse)]
+    addr: Target,
     /// What ends each line sent: none (the seed client's way), lf or crlf.
     #[arg(long, default_value = "none")]
     eol: LineEnding,
@@ -28,33 +30,21 @@ pub(crate) struct TalkArgs {
     /// so the server can tell the lines apart).
     #[arg(long)]
     no_wait: bool,
-    /// Seconds to wait for a reply before going on with a warning.
-    #[arg(long, default_value = "5", value_parser = parse_positive_seconds)]
+    /// How long to wait for a reply before going on with a warning (`5s`, `500ms`; bare =
+    /// seconds).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     reply_timeout: Duration,
-}
-
-/// Resolves `host:port` (a bare host gets the default port).
-pub(crate) fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
-    let with_port = if addr
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        addr.to_owned()
-    } else {
-        format!("{addr}:{}", tcpool::DEFAULT_PORT)
-    };
-    with_port
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {addr}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{addr} resolves to no address"))
+    /// How long each address may take to accept the connection.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
+    connect_timeout: Duration,
 }
 
 /// Talks to the server; exit code 0 whenever the conversation ended normally.
 pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
-    let addr = resolve(&args.addr)?;
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("cannot connect to {addr}"))?;
+    let (stream, _) = args
+        .addr
+        .connect(args.connect_timeout)
+        .with_context(|| format!("cannot connect to {}", args.addr))?;
     let _ = stream.set_nodelay(true);
     let options = Options {
         eol: args.eol,

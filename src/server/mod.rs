@@ -94,7 +94,8 @@ pub struct Config {
     pub mode: Mode,
     /// What the acceptor does while the backlog is full.
     pub overflow: Overflow,
-    /// Sessions with no input for this long are closed; `None`: never (the default).
+    /// Sessions in which no byte moved either way for this long are closed; `None`: never
+    /// (the default).
     pub idle_timeout: Option<Duration>,
     /// The longest partial line held for a line-based peer in chat and manual mode (64 KiB).
     pub max_line: usize,

@@ -1,0 +1,162 @@
+//! The command line: addresses, the duration and size grammar, exit codes, and what `--help`
+//! promises.
+
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+
+use tcpool::Config;
+
+use crate::support::*;
+
+fn tcpool(args: &[&str]) -> Output {
+    Command::new(tcpool_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Runs `printf 'ping\n' | tcpool talk ADDR` and returns what it printed.
+fn talk_ping(addr: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'ping\\n' | '{}' talk '{addr}' --reply-timeout 5s --connect-timeout 5s",
+            tcpool_bin()
+        ))
+        .output()
+        .unwrap()
+}
+
+fn assert_usage_error(args: &[&str], message: &str) {
+    let out = tcpool(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+    assert!(stderr.contains(message), "{args:?}: {stderr}");
+}
+
+#[test]
+fn talk_takes_a_bare_port_as_loopback() {
+    let server = TestServer::start(Config::default());
+    let out = talk_ping(&server.addr.port().to_string());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "server>> ping\n");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn talk_takes_a_name_and_a_bracketed_ipv6_address() {
+    let server = TestServer::start(Config::default());
+    let out = talk_ping(&format!("localhost:{}", server.addr.port()));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "server>> ping\n");
+
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: the bracketed form is covered by the parser's tests");
+        return;
+    }
+    let mut v6 = Binary::serve(&["--bind", "::1"]);
+    let out = talk_ping(&format!("[::1]:{}", v6.addr.port()));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "server>> ping\n");
+    v6.type_line("quit");
+    assert_eq!(v6.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+#[test]
+fn talk_refuses_a_malformed_address_as_a_usage_error() {
+    assert_usage_error(&["talk", "localhost:http"], "the port is not a number");
+    assert_usage_error(&["talk", "0"], "port 0");
+    assert_usage_error(&["talk", "::1:8900:"], "[ADDRESS]:PORT");
+}
+
+#[test]
+fn talk_names_every_address_it_tried() {
+    let port = free_port();
+    let out = tcpool(&["talk", &format!("localhost:{port}")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to localhost:{port}: 127.0.0.1:{port}: "
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn durations_and_sizes_take_units_on_every_serve_and_talk_flag() {
+    let mut server = Binary::serve(&[
+        "--idle-timeout",
+        "5m",
+        "--shutdown-timeout",
+        "1500ms",
+        "--max-line",
+        "1KiB",
+        "--outbox-limit",
+        "4KB",
+    ]);
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+
+    let server = TestServer::start(Config::default());
+    let out = talk_ping(&server.addr.to_string());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "server>> ping\n");
+}
+
+#[test]
+fn short_p_is_the_port() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    // The taken port proves `-p` reached the bind.
+    assert_serve_refuses(
+        &["-p", &port],
+        &format!("cannot listen on 127.0.0.1:{port}"),
+    );
+}
+
+#[test]
+fn absurd_or_malformed_values_exit_2() {
+    for (args, message) in [
+        (&["serve", "--idle-timeout", "1e19"][..], "limit of 8760h"),
+        (&["serve", "--idle-timeout", "NaN"], "finite"),
+        (&["serve", "--idle-timeout=-1"], "negative"),
+        (
+            &["serve", "--shutdown-timeout", "10 parsecs"],
+            "unknown unit",
+        ),
+        (&["serve", "--max-line", "0"], "at least 1 byte"),
+        (&["serve", "--max-line", "8GiB"], "is more than"),
+        (
+            &["serve", "--outbox-limit", "1.5B"],
+            "whole number of bytes",
+        ),
+        (&["talk", "--reply-timeout", "0"], "more than 0"),
+        (&["talk", "--connect-timeout", "2y"], "unknown unit"),
+    ] {
+        assert_usage_error(args, message);
+    }
+}
+
+#[test]
+fn values_checked_together_exit_2_like_bad_values() {
+    // Checked after parsing, before binding: a usage error, not a failure to start.
+    assert_usage_error(
+        &["serve", "--port", "0", "--outbox-limit", "10"],
+        "--outbox-limit 10 is too small for --max-line 65536",
+    );
+    assert_usage_error(
+        &[
+            "bench",
+            "-s",
+            "1",
+            "--eol",
+            "crlf",
+            "-n",
+            "1",
+            "127.0.0.1:1",
+        ],
+        "invalid options",
+    );
+}
