@@ -21,6 +21,8 @@
 
 use std::fmt::{self, Write as _};
 
+use memchr::memchr;
+
 /// The line ending a peer speaks, and that the server answers it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum LineEnding {
@@ -173,7 +175,7 @@ impl Splitter {
         if self.ending != LineEnding::None {
             return self.ending;
         }
-        match data.iter().position(|&b| b == b'\n') {
+        match memchr(b'\n', data) {
             None => LineEnding::None,
             Some(0) if self.held.last() == Some(&b'\r') => LineEnding::CrLf,
             Some(i) if i > 0 && data[i - 1] == b'\r' => LineEnding::CrLf,
@@ -251,7 +253,7 @@ impl Splitter {
 
     fn feed_lines_holding(&mut self, data: &[u8], sink: &mut dyn FnMut(Message<'_>)) -> Flow {
         let mut rest = data;
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr(b'\n', rest) {
             let (line, tail) = rest.split_at(i + 1);
             rest = tail;
             let flow = if self.held.is_empty() {
@@ -304,7 +306,7 @@ impl Splitter {
 
     fn feed_lines_passing(&mut self, data: &[u8], sink: &mut dyn FnMut(Message<'_>)) -> Flow {
         let mut rest = data;
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr(b'\n', rest) {
             let (line, tail) = rest.split_at(i + 1);
             rest = tail;
             let started = !self.held.is_empty() || self.long_line;
@@ -441,14 +443,58 @@ pub fn char_boundary_at_or_before(bytes: &[u8], at: usize) -> usize {
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            push_escaped(&mut out, c);
+        let mut text = chunk.valid();
+        while !text.is_empty() {
+            // Copy the run that needs no escaping in one go; look closer only where it stops.
+            let plain = plain_len(text.as_bytes());
+            let (run, rest) = text.split_at(plain);
+            out.push_str(run);
+            let mut chars = rest.chars();
+            if let Some(c) = chars.next() {
+                push_escaped(&mut out, c);
+            }
+            text = chars.as_str();
         }
         if !chunk.invalid().is_empty() {
             out.push(char::REPLACEMENT_CHARACTER);
         }
     }
     out
+}
+
+/// How many leading bytes of the UTF-8 text `bytes` can be shown as they are, looked at a
+/// word at a time. It stops at every byte that may start something [`push_escaped`] changes:
+/// an ASCII control (below 0x20, or 0x7f), 0xc2 (the C1 controls' lead byte) and 0xe2 (the
+/// bidirectional controls' and line separators'); the character there is decided one by one.
+fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// Whether any byte of `x` is zero (exact as a whole-word test).
+    fn has_zero(x: u64) -> bool {
+        x.wrapping_sub(ONES) & !x & HIGH != 0
+    }
+    /// Whether any byte of `x` is below `n` (`n` at most 0x80).
+    fn has_less(x: u64, n: u8) -> bool {
+        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0
+    }
+    let mut done = 0;
+    for word in bytes.chunks_exact(8) {
+        let x = u64::from_ne_bytes(word.try_into().expect("chunks of 8"));
+        if has_less(x, 0x20)
+            || has_zero(x ^ (ONES * 0x7f))
+            || has_zero(x ^ (ONES * 0xc2))
+            || has_zero(x ^ (ONES * 0xe2))
+        {
+            break;
+        }
+        done += 8;
+    }
+    let special = |&b: &u8| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2;
+    // At most one word and a tail of under 8 bytes are looked at one by one.
+    done + bytes[done..]
+        .iter()
+        .position(special)
+        .unwrap_or(bytes.len() - done)
 }
 
 fn push_escaped(out: &mut String, c: char) {
@@ -830,6 +876,26 @@ mod tests {
                     prop_assert!(s.held_len() <= bound.max(3));
                 }
                 s.finish(&mut |_| {});
+            }
+
+            #[test]
+            fn escape_matches_escaping_every_character_one_by_one(
+                pieces in vec(prop_oneof![
+                    vec(any::<u8>(), 0..20),
+                    vec(b' '..=b'~', 0..40),
+                    Just("\u{85}\u{9f}\u{a0}\u{202e}\u{2066}\u{2028}\u{2029}\u{2030}".as_bytes().to_vec()),
+                    Just("你好, €\t\x1b\x7f".as_bytes().to_vec()),
+                ], 0..12),
+            ) {
+                let bytes = pieces.concat();
+                let mut expected = String::new();
+                for chunk in bytes.utf8_chunks() {
+                    chunk.valid().chars().for_each(|c| push_escaped(&mut expected, c));
+                    if !chunk.invalid().is_empty() {
+                        expected.push(char::REPLACEMENT_CHARACTER);
+                    }
+                }
+                prop_assert_eq!(escape(&bytes), expected);
             }
 
             #[test]
