@@ -237,3 +237,99 @@ fn terminal_console_prompt_survives_client_lines_and_ctrl_c_shuts_down() {
     pty.exp_string("tcpool served 1 session(s)").unwrap();
     pty.exp_eof().unwrap();
 }
+
+/// A one-client echo server that lets the client's lines pile up, then answers all of them
+/// in one write, as a loaded server may: lines without an ending run together.
+fn echo_all_at_once() -> std::net::SocketAddr {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        // Everything that arrives until 300 ms of quiet, then one write.
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        stream.write_all(&got).unwrap();
+        // Then silence until the client leaves (longer than the tests' 15 s bound).
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        while let Ok(1..) = stream.read(&mut buf) {}
+    });
+    addr
+}
+
+#[test]
+fn talk_no_wait_without_eol_gets_every_reply_and_no_false_warning() {
+    let addr = echo_all_at_once();
+    let started = std::time::Instant::now();
+    // A long reply timeout: waiting it out instead of for a short quiet spell would show.
+    let output = talk_printf("1\\n2\\n3\\n4\\n", addr, "--no-wait --reply-timeout 30s");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "server>> 1\nserver>> 2\nserver>> 3\nserver>> 4\n"
+    );
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn talk_no_wait_with_unterminated_lines_waits_for_quiet_not_for_a_count() {
+    let addr = echo_all_at_once();
+    let started = std::time::Instant::now();
+    let output = talk_printf(
+        "1\\n2\\n3\\n4\\n",
+        addr,
+        "--no-wait --eol none --reply-timeout 30s",
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    // Four lines, one reply: every byte came back, so nothing is missing to warn about.
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "server>> 1234\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn talk_exits_1_with_the_message_when_the_server_is_busy() {
+    let server = TestServer::start(Config {
+        max_conns: Some(1),
+        ..Config::default()
+    });
+    let mut first = connect(server.addr);
+    assert_eq!(round_trip(&mut first, b"mine"), b"mine");
+    let output = talk_printf("hello\\n", server.addr, "");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "server>> busy: server full, try again later\n"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the server is full") && stderr.contains("try again later"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn terminal_talk_quit_says_nothing_about_the_server_closing() {
+    let server = TestServer::start(Config::default());
+    // The server closes right after our `quit`: the race showed only now and then.
+    for _ in 0..3 {
+        let mut command = Command::new(tcpool_bin());
+        command.args(["talk", &server.addr.to_string()]);
+        let mut pty = rexpect::session::spawn_command(command, Some(10_000)).unwrap();
+        pty.exp_string("client>> ").unwrap();
+        pty.send_line("quit").unwrap();
+        let rest = pty.exp_eof().unwrap();
+        assert!(!rest.contains("server closed"), "{rest:?}");
+    }
+}

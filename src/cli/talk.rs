@@ -4,6 +4,8 @@
 use std::io::{self, IsTerminal, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -23,11 +25,13 @@ pub(crate) struct TalkArgs {
     /// tried at each of its addresses in turn.
     #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:8900", value_parser = addr::parse)]
     addr: Target,
-    /// What ends each line sent: none (the seed client's way), lf or crlf.
-    #[arg(long, default_value = "none")]
-    eol: LineEnding,
-    /// Piped input: send every line without waiting for its reply (use with --eol lf|crlf
-    /// so the server can tell the lines apart).
+    /// What ends each line sent: none (the seed client's way), lf or crlf [default: none,
+    /// or lf with --no-wait].
+    #[arg(long, value_name = "EOL")]
+    eol: Option<LineEnding>,
+    /// Piped input: send every line without waiting for its reply; at the end of input, wait
+    /// until the server has been quiet for half a second. Lines end in lf unless --eol says
+    /// otherwise, so that the server can tell them apart.
     #[arg(long)]
     no_wait: bool,
     /// How long to wait for a reply before going on with a warning (`5s`, `500ms`; bare =
@@ -47,7 +51,12 @@ pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot connect to {}", args.addr))?;
     let _ = stream.set_nodelay(true);
     let options = Options {
-        eol: args.eol,
+        // Unterminated lines sent back to back reach the server as one message.
+        eol: args.eol.unwrap_or(if args.no_wait {
+            LineEnding::Lf
+        } else {
+            LineEnding::None
+        }),
         wait: !args.no_wait,
         reply_timeout: args.reply_timeout,
     };
@@ -68,16 +77,21 @@ fn piped(stream: TcpStream, options: Options) -> anyhow::Result<ExitCode> {
         |warning| eprintln!("warning: {warning}"),
     )
     .context("connection failed")?;
-    announce(end);
-    Ok(ExitCode::SUCCESS)
+    Ok(announce(&end))
 }
 
-fn announce(end: End) {
+/// Says how the talk ended, on stderr, and gives the exit code: 1 when the server was full.
+fn announce(end: &End) -> ExitCode {
     match end {
         End::QuitReceived => eprintln!("server said quit: bye"),
         End::ServerClosed => eprintln!("server closed the connection"),
+        End::Busy(line) => {
+            eprintln!("error: the server is full and did not take the connection ({line})");
+            return ExitCode::from(1);
+        }
         End::QuitSent | End::InputEnded => {}
     }
+    ExitCode::SUCCESS
 }
 
 fn interactive(mut stream: TcpStream, options: Options) -> anyhow::Result<ExitCode> {
@@ -94,7 +108,10 @@ fn interactive(mut stream: TcpStream, options: Options) -> anyhow::Result<ExitCo
     let events = talk::spawn_reader(&stream, move |line| {
         let _ = external.lock().print(format!("{line}\n"));
     })?;
+    // Set once we typed `quit`: the server closing after it is no news.
+    let leaving = Arc::new(AtomicBool::new(false));
     // The reader ends the process when the server does: the prompt cannot be interrupted.
+    let watching = leaving.clone();
     std::thread::Builder::new()
         .name("tcpool-talk-watch".into())
         .spawn(move || {
@@ -102,11 +119,19 @@ fn interactive(mut stream: TcpStream, options: Options) -> anyhow::Result<ExitCo
                 let end = match event {
                     Event::Message(_) => continue,
                     Event::Quit => End::QuitReceived,
+                    Event::Busy(line) => End::Busy(line),
                     Event::Closed | Event::Failed(_) => End::ServerClosed,
                 };
+                if watching.load(Ordering::SeqCst) {
+                    return;
+                }
                 terminal::restore();
-                announce(end);
-                std::process::exit(0);
+                let code = if announce(&end) == ExitCode::SUCCESS {
+                    0
+                } else {
+                    1
+                };
+                std::process::exit(code);
             }
         })?;
     loop {
@@ -114,6 +139,9 @@ fn interactive(mut stream: TcpStream, options: Options) -> anyhow::Result<ExitCo
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
+                }
+                if line == "quit" {
+                    leaving.store(true, Ordering::SeqCst);
                 }
                 if talk::send_line(&mut stream, &line, options.eol).is_err() {
                     // The watcher reports how the server went.
@@ -125,6 +153,7 @@ fn interactive(mut stream: TcpStream, options: Options) -> anyhow::Result<ExitCo
                 }
             }
             Err(ReadlineError::Interrupted) => {
+                leaving.store(true, Ordering::SeqCst);
                 let _ = io::stdout().flush();
                 terminal::restore();
                 return Ok(ExitCode::from(130));
@@ -133,6 +162,7 @@ fn interactive(mut stream: TcpStream, options: Options) -> anyhow::Result<ExitCo
             Err(e) => return Err(e).context("cannot read the terminal"),
         }
     }
+    leaving.store(true, Ordering::SeqCst);
     let _ = stream.shutdown(std::net::Shutdown::Both);
     terminal::restore();
     Ok(ExitCode::SUCCESS)

@@ -28,6 +28,9 @@ pub enum Event {
     Quit,
     /// The server closed the connection.
     Closed,
+    /// The server answered `busy` (it is full) and closed: the whole conversation was that one
+    /// line, given here without its line ending.
+    Busy(String),
     /// Reading failed.
     Failed(io::Error),
 }
@@ -54,7 +57,7 @@ impl Default for Options {
 }
 
 /// How a conversation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
     /// We sent `quit`.
     QuitSent,
@@ -62,12 +65,22 @@ pub enum End {
     QuitReceived,
     /// The server closed the connection.
     ServerClosed,
+    /// The server was full: it answered with this `busy` line and closed.
+    Busy(String),
     /// Our input ended (and what was due has arrived or timed out).
     InputEnded,
 }
 
 /// The longest line the reader holds before showing it anyway.
 const MAX_LINE: usize = 64 * 1024;
+
+/// With `--no-wait`, how long the server must stay quiet after the input ended before the
+/// talk ends (at most the reply timeout): replies cannot be counted, since a server that
+/// cannot tell the lines apart answers several in one message.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// What a full server's `busy` line starts with.
+const BUSY_PREFIX: &[u8] = b"busy: ";
 
 /// Starts the reader thread on a clone of `stream`: each message is printed with `print` as
 /// `server>> text` and reported on the returned channel, followed by one final [`Event`]
@@ -87,30 +100,34 @@ pub fn spawn_reader(
         .spawn(move || {
             let mut splitter = Splitter::holding(MAX_LINE);
             let mut buf = vec![0u8; 64 * 1024];
+            // Every message so far was one `busy` line: if the server now closes, it was full.
+            let mut busy: Option<String> = None;
+            let mut messages = 0usize;
+            let mut show = |text: &[u8]| {
+                print(&format!("server>> {}", escape(text)));
+                messages += 1;
+                busy = (messages == 1 && text.starts_with(BUSY_PREFIX))
+                    .then(|| String::from_utf8_lossy(text).into_owned());
+                let _ = tx.send(Event::Message(text.to_vec()));
+            };
             let end = loop {
                 let n = match stream.read(&mut buf) {
                     Ok(0) => {
-                        let mut last = None;
-                        let flow = splitter.finish(&mut |m| last = Some(m.text.to_vec()));
-                        if let Some(text) = last {
-                            print(&format!("server>> {}", escape(&text)));
-                            let _ = tx.send(Event::Message(text));
-                        }
+                        let flow = splitter.finish(&mut |m| show(m.text));
                         break if flow == Flow::Quit {
                             Event::Quit
                         } else {
-                            Event::Closed
+                            busy.take().map_or(Event::Closed, Event::Busy)
                         };
                     }
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break Event::Closed,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                        break busy.take().map_or(Event::Closed, Event::Busy);
+                    }
                     Err(e) => break Event::Failed(e),
                 };
-                let flow = splitter.feed(&buf[..n], &mut |m| {
-                    print(&format!("server>> {}", escape(m.text)));
-                    let _ = tx.send(Event::Message(m.text.to_vec()));
-                });
+                let flow = splitter.feed(&buf[..n], &mut |m| show(m.text));
                 if flow == Flow::Quit {
                     break Event::Quit;
                 }
@@ -149,6 +166,7 @@ pub fn run_piped(
     let events = spawn_reader(&stream, print)?;
     let lines = spawn_line_reader(input)?;
     let mut due = 0usize;
+    let mut sent = 0usize;
     loop {
         let line = crossbeam::select! {
             recv(events) -> event => {
@@ -177,19 +195,24 @@ pub fn run_piped(
             return Ok(End::QuitSent);
         }
         due += 1;
+        sent += 1;
         if options.wait
             && let Some(end) = wait_for_replies(&events, &mut due, 1, options.reply_timeout, &warn)
         {
             return Ok(end);
         }
     }
-    // End of input: wait the same way for what is still due, then close.
+    // End of input: wait for what is still due, then close.
     let still_due = due;
-    if still_due > 0
-        && let Some(end) =
+    if still_due > 0 {
+        let end = if options.wait {
             wait_for_replies(&events, &mut due, still_due, options.reply_timeout, &warn)
-    {
-        return Ok(end);
+        } else {
+            wait_for_quiet(&events, still_due < sent, options.reply_timeout, &warn)
+        };
+        if let Some(end) = end {
+            return Ok(end);
+        }
     }
     let _ = stream.shutdown(Shutdown::Both);
     Ok(End::InputEnded)
@@ -248,6 +271,41 @@ fn wait_for_replies(
     None
 }
 
+/// With `--no-wait`, at the end of input: waits until the server has been quiet for
+/// [`QUIET`] (or the reply timeout, if shorter); until the first reply of the talk (`heard`),
+/// up to the reply timeout. Warns only when nothing at all came back.
+fn wait_for_quiet(
+    events: &Receiver<Event>,
+    mut heard: bool,
+    timeout: Duration,
+    warn: &impl Fn(&str),
+) -> Option<End> {
+    let quiet = QUIET.min(timeout);
+    let mut deadline = Instant::now() + if heard { quiet } else { timeout };
+    loop {
+        match events.recv_deadline(deadline) {
+            Ok(event) => {
+                let mut due = 1;
+                if let Some(end) = settle(event, &mut due, warn) {
+                    return Some(end);
+                }
+                heard = true;
+                deadline = Instant::now() + quiet;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if !heard {
+                    warn(&format!(
+                        "no reply within {}",
+                        crate::server::console::human_duration(timeout)
+                    ));
+                }
+                return None;
+            }
+            Err(RecvTimeoutError::Disconnected) => return Some(End::ServerClosed),
+        }
+    }
+}
+
 /// Accounts for one event: a message pays off one due reply; the others end the talk.
 fn settle(event: Event, due: &mut usize, warn: &impl Fn(&str)) -> Option<End> {
     match event {
@@ -257,6 +315,7 @@ fn settle(event: Event, due: &mut usize, warn: &impl Fn(&str)) -> Option<End> {
         }
         Event::Quit => Some(End::QuitReceived),
         Event::Closed => Some(End::ServerClosed),
+        Event::Busy(line) => Some(End::Busy(line)),
         Event::Failed(e) => {
             warn(&format!("connection failed: {e}"));
             Some(End::ServerClosed)
