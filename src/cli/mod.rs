@@ -5,47 +5,29 @@ pub(crate) mod serve;
 pub(crate) mod talk;
 pub(crate) mod terminal;
 
-use std::io::{self, Write};
+use std::io;
 use std::time::Duration;
 
 use tcpool::server::Printer;
 use tcpool::units;
 
-/// Starts logging to stderr, `RUST_LOG` over the default `info`; with a printer (a terminal
-/// with a prompt), each log line goes through it instead.
+/// Starts logging, `RUST_LOG` over the default `info`: to stderr, or with a printer (a
+/// terminal with a prompt) through it instead. Either way the log lines go through a
+/// [`Printer`]'s queue, so a stalled stderr or terminal never blocks the thread that logs.
 pub(crate) fn init_logging(printer: Option<Printer>) {
+    use std::io::IsTerminal;
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if let Some(printer) = printer {
-        builder.target(env_logger::Target::Pipe(Box::new(LineWriter {
-            printer,
-            line: Vec::new(),
-        })));
+    let style = match &printer {
+        None if io::stderr().is_terminal() => env_logger::WriteStyle::Always,
+        _ => env_logger::WriteStyle::Never,
+    };
+    if std::env::var_os("RUST_LOG_STYLE").is_none() {
+        builder.write_style(style);
     }
+    let printer = printer.unwrap_or_else(Printer::stderr);
+    builder.target(env_logger::Target::Pipe(Box::new(printer.line_writer())));
     builder.init();
-}
-
-/// Hands each complete line written to it to a printer.
-struct LineWriter {
-    printer: Printer,
-    line: Vec<u8>,
-}
-
-impl Write for LineWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.line.extend_from_slice(buf);
-        while let Some(end) = self.line.iter().position(|&b| b == b'\n') {
-            let rest = self.line.split_off(end + 1);
-            let line = std::mem::replace(&mut self.line, rest);
-            self.printer
-                .print(String::from_utf8_lossy(&line[..end]).trim_end_matches('\r'));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Parses a duration in the one grammar ([`tcpool::units`]: `250ms`, `5m`, bare seconds);

@@ -14,6 +14,9 @@ use tcpool::server::{self, Config, Mode, Overflow, Printer, Server};
 use super::terminal;
 use super::{bad_value, parse_positive_seconds, parse_seconds, parse_size_u32};
 
+/// How long the exit waits for stdout and stderr to take the last lines, at least.
+const EXIT_FLUSH: Duration = Duration::from_millis(200);
+
 /// `tcpool serve` flags.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -108,6 +111,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map_or_else(Printer::stdout, |(_, printer)| printer.clone());
     // On a terminal, log lines go above the prompt too, instead of through it.
     super::init_logging(editor.as_ref().map(|(_, printer)| printer.clone()));
+    let shutdown_timeout = config.shutdown_timeout;
     let server = Server::new(listener, config).printer(printer.clone());
     let shutdown = server.shutdown();
 
@@ -145,8 +149,19 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         log::warn!("shutdown deadline passed; some sessions were closed without a goodbye");
     }
     // The line editor's printer draws asynchronously and would lose a last line at exit:
-    // give the terminal back first, then print directly.
+    // give the terminal back first, then print to stdout. A stalled stdout or stderr gets
+    // what is left of the deadline (and a moment), never more.
     terminal::restore();
-    Printer::stdout().print(&summary.to_string());
+    let stdout = Printer::stdout();
+    stdout.print(&summary.to_string());
+    let deadline = shutdown
+        .triggered_at()
+        .and_then(|at| at.checked_add(shutdown_timeout));
+    let left = deadline.map_or(EXIT_FLUSH, |at| {
+        at.saturating_duration_since(std::time::Instant::now())
+    });
+    let linger = left.max(EXIT_FLUSH);
+    let _ = Printer::stderr().flush_timeout(EXIT_FLUSH);
+    let _ = stdout.flush_timeout(linger);
     Ok(ExitCode::SUCCESS)
 }

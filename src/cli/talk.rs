@@ -14,7 +14,6 @@ use clap::Args;
 use tcpool::client::addr::{self, Target};
 use tcpool::client::talk::{self, End, Event, Options};
 use tcpool::server::LineEnding;
-use tcpool::server::console::Printer;
 
 use super::{parse_positive_seconds, terminal};
 
@@ -68,12 +67,18 @@ pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn piped(stream: TcpStream, options: Options) -> anyhow::Result<ExitCode> {
-    let print = Printer::stdout();
+    // A client's replies wait for a slow stdout rather than being dropped (the server's
+    // lossy printer is for output that must never hold anything up).
+    let print = |line: &str| {
+        use io::Write as _;
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
     let end = talk::run_piped(
         stream,
         io::BufReader::new(io::stdin()),
         options,
-        move |line| print.print(line),
+        print,
         |warning| eprintln!("warning: {warning}"),
     )
     .context("connection failed")?;

@@ -23,6 +23,9 @@ pub(crate) fn save() {
 pub(crate) fn restore() {
     if let Some(saved) = SAVED.get() {
         let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &saved.lock());
-        eprintln!();
+        // Through the queue: a terminal stopped with Ctrl-S must not hold up the exit.
+        let stderr = tcpool::server::Printer::stderr();
+        stderr.print("");
+        let _ = stderr.flush_timeout(std::time::Duration::from_millis(100));
     }
 }

@@ -4,63 +4,20 @@
 //! [`parse`] turns a typed line into a [`Command`] and knows nothing else; a [`Console`]
 //! carries commands out through the registry and the shutdown handle; [`Console::run_lines`]
 //! (piped stdin) and [`Console::run_terminal`] (line editing) feed it. Operator-facing output
-//! goes through a [`Printer`], which never fails: a closed stdout does not kill the server, and
-//! on a terminal it prints above the prompt instead of through it. End of input turns the
+//! goes through a [`Printer`], which never blocks and never fails: a closed or stalled stdout
+//! does not hold up the server, and on a terminal it prints above the prompt instead of
+//! through it. End of input turns the
 //! console off; it never shuts the server down.
 
-use std::fmt;
-use std::io::{self, BufRead, Write};
-use std::sync::Arc;
+use std::io::{self, BufRead};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
 use super::modes::Mode;
+use super::output::Printer;
 use super::protocol::escape;
 use super::registry::Registry;
 use super::session::SessionId;
 use super::shutdown::Shutdown;
-
-/// Where operator-facing lines go: stdout by default, above the prompt on a terminal, or any
-/// function (tests capture with one). Printing never fails and never panics.
-#[derive(Clone)]
-pub struct Printer {
-    sink: Arc<dyn Fn(&str) + Send + Sync>,
-}
-
-impl fmt::Debug for Printer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Printer")
-    }
-}
-
-impl Default for Printer {
-    fn default() -> Self {
-        Printer::stdout()
-    }
-}
-
-impl Printer {
-    /// Prints each line to stdout; write errors (a closed pipe) are ignored.
-    pub fn stdout() -> Self {
-        Printer::new(|line| {
-            let mut out = io::stdout().lock();
-            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-        })
-    }
-
-    /// Prints each line with `sink`.
-    pub fn new(sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
-        Printer {
-            sink: Arc::new(sink),
-        }
-    }
-
-    /// Prints one line (which may contain newlines for a multi-line block).
-    pub fn print(&self, line: &str) {
-        (self.sink)(line);
-    }
-}
 
 /// Whom a manual-mode reply goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,9 +342,9 @@ pub fn terminal() -> Option<(Editor, Printer)> {
         return None;
     }
     let mut editor = Editor::new().ok()?;
-    let external = Mutex::new(editor.create_external_printer().ok()?);
+    let mut external = editor.create_external_printer().ok()?;
     let printer = Printer::new(move |line| {
-        let _ = external.lock().print(format!("{line}\n"));
+        let _ = external.print(format!("{line}\n"));
     });
     Some((editor, printer))
 }

@@ -17,6 +17,7 @@
 //! | [`shutdown`] | the idempotent shutdown trigger |
 //! | [`modes`] | the [`Handler`] trait and echo, chat and manual modes |
 //! | [`console`] | operator commands on stdin |
+//! | [`output`] | operator output and logs through a bounded queue that never blocks |
 //!
 //! [`Server::run`] returns once a shutdown was triggered and every session was closed (or the
 //! shutdown deadline passed), with a [`Summary`] of what was served.
@@ -24,6 +25,7 @@
 pub mod acceptor;
 pub mod console;
 pub mod modes;
+pub mod output;
 pub mod protocol;
 pub mod registry;
 pub mod session;
@@ -39,8 +41,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 
-pub use console::{Console, Printer};
+pub use console::Console;
 pub use modes::{Context, Handler, Mode};
+pub use output::Printer;
 pub use protocol::{LineEnding, Message};
 pub use registry::{Fanout, Registry, Stats};
 pub use session::{SessionHandle, SessionId, Traffic};

@@ -11,7 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::console::Printer;
+use super::output::Printer;
 use super::protocol::{LineEnding, Message, escape};
 use super::registry::Registry;
 use super::session::{CloseReason, SessionHandle, SessionId, Speech};
