@@ -2,6 +2,7 @@
 //! manual mode's replies; hostile peer text never reaches the operator's terminal raw.
 
 use std::io::Write;
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::*;
@@ -177,4 +178,21 @@ fn a_character_split_across_reads_is_shown_whole() {
             .iter()
             .all(|l| !l.contains('\u{fffd}'))
     );
+}
+
+#[test]
+fn invalid_utf8_is_shown_as_its_bytes_on_the_console_and_in_trace_logs() {
+    let server = Binary::serve(&["--mode", "manual"]);
+    let mut c = connect(server.addr);
+    c.write_all(b"bad \xff\xfe byte\n").unwrap();
+    server.wait_stdout("the line", |l| l == r"client#1>> bad \xff\xfe byte");
+
+    let server = Binary::serve_with(&[], Stdio::piped(), |command| {
+        command.env("RUST_LOG", "tcpool=trace");
+    });
+    let mut c = connect(server.addr);
+    assert_eq!(round_trip(&mut c, b"x\xffy"), b"x\xffy");
+    server.wait_stderr("the trace line", |l| {
+        l.contains("read:") && l.contains(r"data=x\xffy")
+    });
 }

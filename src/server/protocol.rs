@@ -430,15 +430,16 @@ pub fn char_boundary_at_or_before(bytes: &[u8], at: usize) -> usize {
     if keep > 0 && keep < at { at - keep } else { at }
 }
 
-/// Peer bytes made safe to print: decoded as UTF-8 lossily, with control characters,
-/// terminal escape sequences and bidirectional overrides shown as escapes instead of acting
-/// on the operator's terminal or log.
+/// Peer bytes made safe to print: UTF-8 text as it is, with control characters, terminal
+/// escape sequences and bidirectional overrides shown as escapes instead of acting on the
+/// operator's terminal or log, and each byte that is not UTF-8 shown as `\xNN`.
 ///
 /// ```
 /// use tcpool::server::protocol::escape;
 /// assert_eq!(escape(b"\x1b[2Jhi\tthere\r\n"), r"\x1b[2Jhi\tthere\r\n");
 /// assert_eq!(escape("你好".as_bytes()), "你好");
-/// assert_eq!(escape(b"\xff!"), "\u{fffd}!");
+/// assert_eq!(escape(b"\xff!"), r"\xff!");
+/// assert_eq!(escape(b"caf\xc3"), r"caf\xc3");
 /// ```
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
@@ -455,11 +456,17 @@ pub fn escape(bytes: &[u8]) -> String {
             }
             text = chars.as_str();
         }
-        if !chunk.invalid().is_empty() {
-            out.push(char::REPLACEMENT_CHARACTER);
-        }
+        push_invalid(&mut out, chunk.invalid());
     }
     out
+}
+
+/// Bytes that are not UTF-8, shown as what they are (`\xff`) rather than as U+FFFD, which
+/// would hide which bytes came and how many.
+fn push_invalid(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        let _ = write!(out, r"\x{b:02x}");
+    }
 }
 
 /// How many leading bytes of the UTF-8 text `bytes` can be shown as they are, looked at a
@@ -751,6 +758,7 @@ mod tests {
     #[test]
     fn escape_neutralises_terminal_control() {
         assert_eq!(escape(b"\x1b[2J\x07\x00"), r"\x1b[2J\x07\x00");
+        assert_eq!(escape(b"a\xff\xfeb\xe4\xbd"), r"a\xff\xfeb\xe4\xbd");
         assert_eq!(escape("a\u{202e}b\u{85}".as_bytes()), r"a\u{202e}b\x85");
     }
 
@@ -891,9 +899,7 @@ mod tests {
                 let mut expected = String::new();
                 for chunk in bytes.utf8_chunks() {
                     chunk.valid().chars().for_each(|c| push_escaped(&mut expected, c));
-                    if !chunk.invalid().is_empty() {
-                        expected.push(char::REPLACEMENT_CHARACTER);
-                    }
+                    push_invalid(&mut expected, chunk.invalid());
                 }
                 prop_assert_eq!(escape(&bytes), expected);
             }
