@@ -196,3 +196,31 @@ fn invalid_utf8_is_shown_as_its_bytes_on_the_console_and_in_trace_logs() {
         l.contains("read:") && l.contains(r"data=x\xffy")
     });
 }
+
+#[test]
+fn a_dual_stack_server_lists_ipv4_clients_as_ipv4_in_aligned_columns() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: nothing to test");
+        return;
+    }
+    let mut server = Binary::serve(&["--bind", "::"]);
+    let port = server.addr.port();
+    let mut v4 = connect(([127, 0, 0, 1], port).into());
+    assert_eq!(round_trip(&mut v4, b"four"), b"four");
+    let mut v6 = connect((std::net::Ipv6Addr::LOCALHOST, port).into());
+    assert_eq!(round_trip(&mut v6, b"six"), b"six");
+
+    server.type_line("/list");
+    let row = list_row(&server, 1);
+    assert_eq!(row[1], v4.local_addr().unwrap().to_string());
+    list_row(&server, 2);
+    // The column after the peer ends at the same place in the header and in every row.
+    let lines = server.stdout_lines();
+    let header = lines.iter().find(|l| l.contains("connected")).unwrap();
+    let end = header.find("connected").unwrap() + "connected".len();
+    for line in lines.iter().filter(|l| l.trim_start().starts_with('#')) {
+        let connected = line.split_whitespace().nth(2).unwrap();
+        let at = line.find(&format!(" {connected} ")).unwrap() + 1 + connected.len();
+        assert_eq!(at, end, "{header}\n{line}");
+    }
+}

@@ -74,6 +74,9 @@ impl Acceptor {
 
     fn admit(&self, stream: TcpStream, peer: SocketAddr, busy: &mut Throttle) {
         let _ = stream.set_nodelay(true);
+        // On a dual-stack listener (`--bind ::`) an IPv4 client arrives as `::ffff:a.b.c.d`:
+        // it is shown, logged and listed as the IPv4 address it is.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let registry = &self.shared.registry;
         let config = &self.shared.config;
         if registry.len() >= self.shared.max_conns {

@@ -233,15 +233,18 @@ impl Console {
         if sessions.is_empty() {
             return "no sessions".into();
         }
+        // As wide as the longest peer (an IPv6 one can be 47 characters), so columns line up.
+        let peers: Vec<String> = sessions.iter().map(|s| s.peer.to_string()).collect();
+        let width = peers.iter().map(String::len).max().unwrap_or(0).max(21);
         let mut out = format!(
-            "{:>6}  {:<21}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  nick / state",
+            "{:>6}  {:<width$}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  nick / state",
             "id", "peer", "connected", "msgs in", "bytes in", "msgs out", "bytes out"
         );
-        for s in sessions {
+        for (s, peer) in sessions.iter().zip(&peers) {
             out.push_str(&format!(
-                "\n{:>6}  {:<21}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  {}{}",
+                "\n{:>6}  {:<width$}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  {}{}",
                 format!("#{}", s.id),
-                s.peer.to_string(),
+                peer,
                 human_duration(s.connected_for),
                 s.traffic.messages_in,
                 s.traffic.bytes_in,
