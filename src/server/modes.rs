@@ -61,6 +61,10 @@ pub struct Context<'a> {
     session: &'a Arc<SessionHandle>,
     registry: &'a Registry,
     reply: &'a mut Vec<u8>,
+    /// The read being handled. While `reply` is empty, the reply so far is its first
+    /// `echoed` bytes: replies that are a run of the read's own bytes are not copied.
+    input: &'a [u8],
+    echoed: usize,
     replies: u64,
     close: Option<CloseReason>,
     shutting_down: bool,
@@ -80,12 +84,15 @@ impl<'a> Context<'a> {
         session: &'a Arc<SessionHandle>,
         registry: &'a Registry,
         reply: &'a mut Vec<u8>,
+        input: &'a [u8],
         shutting_down: bool,
     ) -> Self {
         Context {
             session,
             registry,
             reply,
+            input,
+            echoed: 0,
             replies: 0,
             close: None,
             shutting_down,
@@ -119,21 +126,34 @@ impl<'a> Context<'a> {
 
     /// Sends exactly `bytes` back to this session as a message.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.reply.extend_from_slice(bytes);
+        self.push(bytes);
         self.replies += 1;
     }
 
     /// Sends `bytes` back without counting a message: part of a line still being received.
     pub fn send_partial(&mut self, bytes: &[u8]) {
-        self.reply.extend_from_slice(bytes);
+        self.push(bytes);
     }
 
     /// Sends `text` back followed by the session's own line ending.
     pub fn send_line(&mut self, text: &str) {
-        self.reply.extend_from_slice(text.as_bytes());
-        self.reply
-            .extend_from_slice(self.session.line_ending().as_bytes());
+        self.push(text.as_bytes());
+        self.push(self.session.line_ending().as_bytes());
         self.replies += 1;
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.reply.is_empty() {
+            let unsent = &self.input[self.echoed..];
+            // The same address and no longer than the rest: `bytes` is the read's next run.
+            if bytes.as_ptr() == unsent.as_ptr() && bytes.len() <= unsent.len() {
+                self.echoed += bytes.len();
+                return;
+            }
+            self.reply.extend_from_slice(&self.input[..self.echoed]);
+            self.echoed = 0;
+        }
+        self.reply.extend_from_slice(bytes);
     }
 
     /// Ends this session after the replies: they are flushed, then `quit` is sent.
@@ -142,7 +162,17 @@ impl<'a> Context<'a> {
     }
 
     pub(crate) fn reply_len(&self) -> usize {
-        self.reply.len()
+        if self.reply.is_empty() {
+            self.echoed
+        } else {
+            self.reply.len()
+        }
+    }
+
+    /// Whether the reply so far is the read's own first [`reply_len`](Self::reply_len) bytes,
+    /// left in the read buffer, rather than what the reply buffer holds.
+    pub(crate) fn reply_is_input(&self) -> bool {
+        self.reply.is_empty()
     }
 
     pub(crate) fn replies(&self) -> u64 {
@@ -339,5 +369,63 @@ impl Handler for Manual {
         if !ctx.shutting_down() {
             self.printer.print(&format!("* client#{} left", ctx.id()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` with a context over `input`; returns the reply as the worker would send it
+    /// and whether it came straight from the input.
+    fn reply(input: &[u8], f: impl FnOnce(&mut Context<'_>)) -> (Vec<u8>, bool) {
+        let session = Arc::new(SessionHandle::new(
+            SessionId(1),
+            "127.0.0.1:1".parse().unwrap(),
+            1024,
+        ));
+        let registry = Registry::new(1024);
+        let mut buffer = Vec::new();
+        let mut ctx = Context::new(&session, &registry, &mut buffer, input, false);
+        f(&mut ctx);
+        let (len, from_input) = (ctx.reply_len(), ctx.reply_is_input());
+        let bytes = if from_input {
+            &input[..len]
+        } else {
+            &buffer[..len]
+        };
+        (bytes.to_vec(), from_input)
+    }
+
+    #[test]
+    fn runs_of_the_input_are_not_copied() {
+        let input = b"one\ntwo\nthr";
+        let got = reply(input, |ctx| {
+            ctx.send(&input[..4]);
+            ctx.send(&input[4..8]);
+            ctx.send_partial(&input[8..]);
+        });
+        assert_eq!(got, (input.to_vec(), true));
+    }
+
+    #[test]
+    fn anything_else_is_composed_in_order() {
+        let input = b"one\ntwo\n";
+        // Out of order: the echoed run so far is copied first.
+        let got = reply(input, |ctx| {
+            ctx.send(&input[..4]);
+            ctx.send(&input[..4]);
+        });
+        assert_eq!(got, (b"one\none\n".to_vec(), false));
+        // A line after an echoed run keeps the run before it.
+        let got = reply(input, |ctx| {
+            ctx.send(&input[..4]);
+            ctx.send_line("two");
+        });
+        assert_eq!(got, (b"one\ntwo".to_vec(), false));
+        // A copy of the input's bytes from elsewhere is composed, not mistaken for the input.
+        let copy = input.to_vec();
+        let got = reply(input, |ctx| ctx.send(&copy[4..]));
+        assert_eq!(got, (b"two\n".to_vec(), false));
     }
 }

@@ -273,6 +273,7 @@ impl Worker {
             handle,
             &shared.registry,
             reply,
+            data,
             shared.shutdown.is_triggered(),
         );
         // Publish the peer's framing before the handler composes anything for it.
@@ -294,6 +295,8 @@ impl Worker {
         }));
         let replies = ctx.replies();
         let close = ctx.close_requested();
+        let reply_len = ctx.reply_len();
+        let from_input = ctx.reply_is_input();
         let counters = handle.counters();
         let flow = match outcome {
             Ok(flow) => flow,
@@ -306,12 +309,7 @@ impl Worker {
                     escape(&data[..data.len().min(64)])
                 );
                 // The replies to the messages before the panicking one still go out.
-                self.reply.truncate(committed);
-                if !self.reply.is_empty() {
-                    let bytes = std::mem::take(&mut self.reply);
-                    self.send_own(t, &bytes);
-                    self.reply = bytes;
-                }
+                self.send_reply(t, from_input, committed);
                 self.begin_close(t, CloseReason::HandlerPanic);
                 return;
             }
@@ -324,15 +322,28 @@ impl Worker {
         counters
             .messages_out
             .fetch_add(replies, std::sync::atomic::Ordering::Relaxed);
-        if !self.reply.is_empty() {
-            let bytes = std::mem::take(&mut self.reply);
-            self.send_own(t, &bytes);
-            self.reply = bytes;
-        }
+        self.send_reply(t, from_input, reply_len);
         if quit {
             self.begin_close(t, CloseReason::Quit);
         } else if let Some(reason) = close {
             self.begin_close(t, reason);
+        }
+    }
+
+    /// Sends the first `len` bytes of the reply to the read just handled: straight from the
+    /// read buffer when the reply is the read's own bytes (echo), else from the reply buffer.
+    fn send_reply(&mut self, t: usize, from_input: bool, len: usize) {
+        if len == 0 {
+            return;
+        }
+        if from_input {
+            let buf = std::mem::take(&mut self.buf);
+            self.send_own(t, &buf[..len]);
+            self.buf = buf;
+        } else {
+            let reply = std::mem::take(&mut self.reply);
+            self.send_own(t, &reply[..len.min(reply.len())]);
+            self.reply = reply;
         }
     }
 
@@ -398,7 +409,13 @@ impl Worker {
         reply.clear();
         let shutting_down = self.shared.shutdown.is_triggered();
         let outcome = {
-            let mut ctx = Context::new(&handle, &self.shared.registry, &mut reply, shutting_down);
+            let mut ctx = Context::new(
+                &handle,
+                &self.shared.registry,
+                &mut reply,
+                &[],
+                shutting_down,
+            );
             let handler = &*self.shared.handler;
             catch_unwind(AssertUnwindSafe(|| {
                 f(handler, &mut ctx);
