@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod console;
 mod hardening;
+mod limits;
 mod output;
 mod seed;
 mod shutdown;

@@ -6,14 +6,23 @@
 //! holding up the accept loop. With `--overflow wait` a full backlog makes the acceptor wait,
 //! so new clients queue in the kernel as they did behind the seed's `listen(4)`.
 //!
-//! `accept()` errors such as running out of file descriptors are answered with a back-off that
-//! starts at a few milliseconds and doubles up to a second (logged at most once a second),
-//! never a spin. The loop ends when it sees the shutdown flag; the shutdown hook wakes it by
-//! connecting to the listener.
+//! With `--overflow reject`, `busy` means the backlog stayed full for [`REJECT_GRACE`]: an
+//! idle server whose workers have not yet taken the last few connections does not turn a
+//! burst away, while a backlog that stays full rejects at once after that grace.
+//!
+//! Rejected connections are held by the closer only while descriptors are to spare: past its
+//! share it closes them at once (the `busy` line is written first either way), so a burst
+//! beyond `--max-conns` at the descriptor limit is answered `busy` instead of exhausting the
+//! descriptors. `accept()` errors such as running out of them anyway are answered with a
+//! back-off that starts at a few milliseconds and doubles up to a second (logged at most once
+//! a second), never a spin. The loop ends when it sees the shutdown flag; the shutdown hook
+//! wakes it by connecting to the listener. Clients still in the kernel's queue then are
+//! accepted and told `quit`, as every session is, instead of being reset.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -28,6 +37,13 @@ pub const BUSY: &[u8] = b"busy: server full, try again later\n";
 
 /// How long the acceptor waits for room in the backlog before looking at the shutdown flag.
 const HANDOFF_SLICE: Duration = Duration::from_millis(50);
+
+/// With `--overflow reject`, how long the backlog must have stayed full before a client is
+/// told `busy`.
+pub const REJECT_GRACE: Duration = Duration::from_millis(100);
+
+/// Most connections waiting in the kernel's queue that are told `quit` at shutdown.
+const DRAIN_AT_SHUTDOWN: usize = 4096;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -45,15 +61,20 @@ impl Acceptor {
         let mut backoff = BACKOFF_MIN;
         let mut accept_errors = Throttle::new(Duration::from_secs(1));
         let mut busy = Throttle::new(Duration::from_secs(1));
+        let mut full_since = None;
         loop {
             let accepted = self.listener.accept();
             if shutdown.is_triggered() {
+                // Whoever came with the wake-up is told `quit` below with the rest.
+                if let Ok((stream, _)) = accepted {
+                    self.closer.close_with(stream, b"quit");
+                }
                 break;
             }
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = BACKOFF_MIN;
-                    self.admit(stream, peer, &mut busy);
+                    self.admit(stream, peer, &mut busy, &mut full_since);
                 }
                 Err(e) if transient(&e) => {}
                 Err(e) => {
@@ -69,10 +90,40 @@ impl Acceptor {
                 }
             }
         }
+        self.drain_queue();
         log::debug!("acceptor stopped");
     }
 
-    fn admit(&self, stream: TcpStream, peer: SocketAddr, busy: &mut Throttle) {
+    /// At shutdown: accepts what is still in the kernel's queue and tells each `quit`.
+    fn drain_queue(&self) {
+        if self.listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut told = 0;
+        while told < DRAIN_AT_SHUTDOWN {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    self.closer.close_with(stream, b"quit");
+                    told += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if told > 0 {
+            log::debug!("queued clients told quit at shutdown: count={told}");
+        }
+    }
+
+    /// Admits one accepted connection. `full_since` is when the backlog was first found full
+    /// and has not taken a connection since (`--overflow reject`).
+    fn admit(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        busy: &mut Throttle,
+        full_since: &mut Option<Instant>,
+    ) {
         let _ = stream.set_nodelay(true);
         // On a dual-stack listener (`--bind ::`) an IPv4 client arrives as `::ffff:a.b.c.d`:
         // it is shown, logged and listed as the IPv4 address it is.
@@ -88,27 +139,39 @@ impl Acceptor {
         let mut conn = Conn { stream, handle };
         loop {
             let result = match config.overflow {
-                Overflow::Reject => self.submitter.try_submit(conn),
+                Overflow::Reject => {
+                    // The grace runs from when the backlog was first found full.
+                    let since = *full_since.get_or_insert_with(Instant::now);
+                    let left = REJECT_GRACE.saturating_sub(since.elapsed());
+                    if left.is_zero() {
+                        self.submitter.try_submit(conn)
+                    } else {
+                        self.submitter.submit_timeout(conn, left)
+                    }
+                }
                 Overflow::Wait => self.submitter.submit_timeout(conn, HANDOFF_SLICE),
             };
             match result {
-                Ok(()) => return,
+                Ok(()) => {
+                    *full_since = None;
+                    return;
+                }
                 Err(SubmitError::Full(back)) if config.overflow == Overflow::Wait => {
                     if self.shared.shutdown.is_triggered() {
-                        // Accepted but never adopted: still a session, and it is told `quit`.
-                        registry.unregister(id);
+                        // Accepted but never adopted: not served, but told `quit` all the same.
+                        registry.withdraw(id);
                         self.closer.close_with(back.stream, b"quit");
                         return;
                     }
                     conn = back;
                 }
                 Err(SubmitError::Full(back)) => {
-                    registry.unregister(id);
+                    registry.withdraw(id);
                     self.reject(back.stream, peer, "backlog-full", busy);
                     return;
                 }
                 Err(SubmitError::Closed(back)) => {
-                    registry.unregister(id);
+                    registry.withdraw(id);
                     self.closer.close_with(back.stream, b"quit");
                     return;
                 }
@@ -168,8 +231,9 @@ impl Throttle {
     }
 }
 
-/// Most connections the closer keeps draining at once; beyond that they are closed at once.
-const CLOSER_CAPACITY: usize = 4096;
+/// Most connections the closer keeps draining at once; beyond that (or beyond the descriptors
+/// it was given) they are closed at once.
+pub(crate) const CLOSER_CAPACITY: usize = 4096;
 
 /// Closes connections that never became sessions (`busy`, or too late at shutdown) the
 /// careful way — goodbye written, write side shut, input drained for [`DRAIN`] — on a thread
@@ -177,15 +241,23 @@ const CLOSER_CAPACITY: usize = 4096;
 #[derive(Debug, Clone)]
 pub(crate) struct Closer {
     tx: Sender<(TcpStream, Instant)>,
+    /// Connections queued or draining: each holds a descriptor.
+    held: Arc<AtomicUsize>,
+    /// Most connections held at once: the descriptors to spare.
+    capacity: usize,
 }
 
 impl Closer {
-    pub(crate) fn spawn() -> io::Result<(Closer, JoinHandle<()>)> {
-        let (tx, rx) = channel::bounded(CLOSER_CAPACITY);
+    /// Starts the closer thread, which holds at most `capacity` connections at once.
+    pub(crate) fn spawn(capacity: usize) -> io::Result<(Closer, JoinHandle<()>)> {
+        let capacity = capacity.clamp(1, CLOSER_CAPACITY);
+        let (tx, rx) = channel::bounded(capacity);
+        let held = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&held);
         let thread = thread::Builder::new()
             .name("tcpool-closer".into())
-            .spawn(move || drain_loop(&rx))?;
-        Ok((Closer { tx }, thread))
+            .spawn(move || drain_loop(&rx, &counted))?;
+        Ok((Closer { tx, held, capacity }, thread))
     }
 
     /// Writes `goodbye`, shuts the write side and leaves the draining to the closer thread.
@@ -194,12 +266,18 @@ impl Closer {
         let _ = stream.set_nonblocking(true);
         let _ = (&stream).write(goodbye);
         let _ = stream.shutdown(Direction::Write);
-        // Full: close at once rather than make the acceptor wait.
-        let _ = self.tx.try_send((stream, Instant::now() + DRAIN));
+        // Out of room or descriptors: close at once rather than make the acceptor wait.
+        if self.held.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.try_send((stream, Instant::now() + DRAIN)).is_err() {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
-fn drain_loop(rx: &Receiver<(TcpStream, Instant)>) {
+fn drain_loop(rx: &Receiver<(TcpStream, Instant)>, held: &AtomicUsize) {
     let mut draining: Vec<(TcpStream, Instant)> = Vec::new();
     let mut buf = [0u8; 4096];
     let tick = Duration::from_millis(10);
@@ -217,6 +295,7 @@ fn drain_loop(rx: &Receiver<(TcpStream, Instant)>) {
         }
         draining.extend(rx.try_iter());
         let now = Instant::now();
+        let before = draining.len();
         draining.retain(|(stream, until)| {
             if now >= *until {
                 return false;
@@ -231,5 +310,6 @@ fn drain_loop(rx: &Receiver<(TcpStream, Instant)>) {
                 }
             }
         });
+        held.fetch_sub(before - draining.len(), Ordering::Relaxed);
     }
 }

@@ -403,7 +403,7 @@ impl Server {
         let listen_socket = listener.try_clone()?;
         shutdown.on_trigger(move || wake_acceptor(addr, &listen_socket));
 
-        let (closer, closer_thread) = Closer::spawn()?;
+        let (closer, closer_thread) = Closer::spawn(spare_fds(max_conns, workers))?;
         let acceptor = Acceptor {
             listener,
             shared: Arc::clone(&shared),
@@ -550,6 +550,14 @@ fn wake_acceptor(addr: SocketAddr, listen_socket: &TcpListener) {
             log::warn!("cannot wake the acceptor: error={e}");
         }
     }
+}
+
+/// Descriptors the closer may hold for rejected connections: what the limit leaves beyond
+/// `max_conns` sessions and half the reserve (the other half stays for everything else).
+fn spare_fds(max_conns: usize, workers: usize) -> usize {
+    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    limit.saturating_sub(max_conns + RESERVED_FDS / 2 + 2 * workers)
 }
 
 /// Raises the soft descriptor limit toward the hard one, then fits `max_conns` to it: the

@@ -142,6 +142,15 @@ impl Registry {
         }
     }
 
+    /// Removes a session that was registered but never served (rejected, or too late at
+    /// shutdown): it counts neither in the total nor in the traffic.
+    pub(crate) fn withdraw(&self, id: SessionId) {
+        if self.inner.sessions.write().remove(&id).is_some() {
+            self.inner.live.fetch_sub(1, Ordering::Relaxed);
+            self.inner.total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Sessions connected now.
     pub fn len(&self) -> usize {
         self.inner.live.load(Ordering::Relaxed)
