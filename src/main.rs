@@ -22,7 +22,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Talk to a server line by line, like the seed's client (full duplex on a terminal).
     Talk(cli::talk::TalkArgs),
-    /// Load-test an echo server: throughput, latency percentiles, verified replies.
+    /// Load-test a TCP server (echo by default, or any request/response protocol):
+    /// throughput, exact latency percentiles, checked replies; merge and plot reports.
     Bench(cli::bench::BenchArgs),
 }
 

@@ -17,29 +17,29 @@ use tcpool::Config;
 use crate::support::*;
 
 /// The longest any single `tcpool bench` run in this file may take before the test fails.
-const RUN_LIMIT: Duration = Duration::from_secs(30);
+pub const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 /// One finished `tcpool bench` run.
-struct Run {
-    report: Value,
-    code: i32,
-    elapsed: Duration,
-    stderr: Vec<String>,
+pub struct Run {
+    pub report: Value,
+    pub code: i32,
+    pub elapsed: Duration,
+    pub stderr: Vec<String>,
 }
 
 impl Run {
-    fn u64(&self, key: &str) -> u64 {
+    pub fn u64(&self, key: &str) -> u64 {
         self.report[key]
             .as_u64()
             .unwrap_or_else(|| panic!("{key} is not a number: {}", self.report))
     }
 
-    fn kind(&self, kind: &str) -> u64 {
+    pub fn kind(&self, kind: &str) -> u64 {
         self.report["errors_by_kind"][kind].as_u64().unwrap_or(0)
     }
 
     /// A clean run: exit 0, no errors, something measured, every byte accounted for.
-    fn assert_clean(&self) {
+    pub fn assert_clean(&self) {
         assert_eq!(self.code, 0, "{}; stderr: {:?}", self.report, self.stderr);
         assert_eq!(self.u64("errors"), 0, "{}", self.report);
         assert_eq!(self.report["errors_by_kind"], serde_json::json!({}));
@@ -54,7 +54,7 @@ impl Run {
 }
 
 /// Starts `tcpool bench TARGET ARGS...` (stdout and stderr collected).
-fn spawn_bench(target: &str, args: &[&str]) -> (Child, SharedLines, SharedLines) {
+pub fn spawn_bench(target: &str, args: &[&str]) -> (Child, SharedLines, SharedLines) {
     let mut child = Command::new(tcpool_bin())
         .arg("bench")
         .arg(target)
@@ -70,10 +70,10 @@ fn spawn_bench(target: &str, args: &[&str]) -> (Child, SharedLines, SharedLines)
     (child, stdout, stderr)
 }
 
-type SharedLines = Arc<std::sync::Mutex<Vec<String>>>;
+pub type SharedLines = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// Waits for a spawned run, at most [`RUN_LIMIT`]; its stdout must be one JSON object.
-fn finish(mut child: Child, stdout: SharedLines, stderr: SharedLines, started: Instant) -> Run {
+pub fn finish(mut child: Child, stdout: SharedLines, stderr: SharedLines, started: Instant) -> Run {
     let code = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status.code().expect("exited, not killed");
@@ -114,7 +114,7 @@ fn wait_for_output(lines: &SharedLines) -> Vec<String> {
 }
 
 /// Runs `tcpool bench TARGET --json ARGS...` to the end.
-fn bench(target: impl ToString, args: &[&str]) -> Run {
+pub fn bench(target: impl ToString, args: &[&str]) -> Run {
     let started = Instant::now();
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
@@ -123,7 +123,7 @@ fn bench(target: impl ToString, args: &[&str]) -> Run {
 }
 
 /// A third-party server process, killed on drop.
-struct External(Child);
+pub struct External(pub Child);
 
 impl Drop for External {
     fn drop(&mut self) {
@@ -134,13 +134,13 @@ impl Drop for External {
 
 /// A deliberately broken echo server in this process: each connection runs `behave` on its
 /// own thread. Stops accepting on drop.
-struct BrokenServer {
-    addr: SocketAddr,
+pub struct BrokenServer {
+    pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
 }
 
 impl BrokenServer {
-    fn start(behave: impl Fn(TcpStream) + Send + Sync + 'static) -> Self {
+    pub fn start(behave: impl Fn(TcpStream) + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -171,7 +171,7 @@ impl Drop for BrokenServer {
 }
 
 /// Echoes faithfully, except that the byte at stream offset `at` has one bit flipped.
-fn echo_flipping_byte(mut stream: TcpStream, at: usize) {
+pub fn echo_flipping_byte(mut stream: TcpStream, at: usize) {
     let mut buf = [0u8; 4096];
     let mut offset = 0;
     while let Ok(n @ 1..) = stream.read(&mut buf) {
@@ -204,7 +204,7 @@ fn echo_then_close(mut stream: TcpStream, limit: usize) {
 }
 
 /// Reads everything and never answers.
-fn swallow(mut stream: TcpStream) {
+pub fn swallow(mut stream: TcpStream) {
     let _ = io::copy(&mut stream, &mut io::sink());
 }
 

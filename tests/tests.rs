@@ -6,6 +6,9 @@
 mod support;
 
 mod bench;
+mod bench_accounting;
+mod bench_fleet;
+mod bench_protocols;
 mod chat;
 mod cli;
 mod concurrency;

@@ -1,42 +1,65 @@
 //! `tcpool bench`: flags, Ctrl-C, the progress bar and the report around
-//! [`tcpool::client::bench::run`].
+//! [`tcpool::client::bench::run`]; `bench merge` and `bench plot` over saved JSON reports.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
+use parking_lot::Mutex;
 
-use tcpool::client::bench::{self, Limit, Options, Progress};
+use tcpool::client::addr::{self, Target};
+use tcpool::client::bench::{
+    self, Greeting, Limit, Options, Progress, Protocol, Reply, Report, Template,
+};
 use tcpool::server::LineEnding;
+use tcpool::units;
 
-use super::{parse_positive_seconds, parse_seconds};
-
-/// `tcpool bench` flags.
+/// `tcpool bench` flags, or one of its subcommands.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct BenchArgs {
-    /// The echo server to load, as HOST:PORT (a bare PORT means 127.0.0.1:PORT).
-    #[arg(value_name = "HOST:PORT", default_value_t = format!("127.0.0.1:{}", tcpool::DEFAULT_PORT))]
-    target: String,
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    run: Box<RunArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Merge the JSON reports of several generators into one exact report.
+    Merge(super::bench_files::MergeArgs),
+}
+
+/// The flags of one run.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The server: PORT (on 127.0.0.1), HOST, HOST:PORT or [IPv6]:PORT; a name is tried at
+    /// each of its addresses in turn. A host called `merge` or `plot` is written with its
+    /// port.
+    #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:8900", value_parser = parse_target)]
+    target: Target,
     /// Connections to open; one that fails is not reopened.
     #[arg(short = 'c', long, default_value_t = bench::DEFAULT_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     connections: u32,
-    /// Seconds to measure, after the warm-up [default: 10 unless -n is given].
-    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_positive_seconds,
+    /// How long to measure, after the warm-up (10s, 500ms; bare: seconds) [default: 10s unless
+    /// -n is given].
+    #[arg(short = 'd', long, value_name = "TIME", value_parser = super::parse_positive_seconds,
           conflicts_with = "messages")]
     duration: Option<Duration>,
     /// Measured messages to send in all, split across connections (warm-up not included).
     #[arg(short = 'n', long, value_name = "TOTAL", value_parser = clap::value_parser!(u64).range(1..))]
     messages: Option<u64>,
-    /// Bytes per message, line ending included.
-    #[arg(short = 's', long, value_name = "BYTES", default_value_t = bench::DEFAULT_SIZE as u32,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    size: u32,
+    /// Echo: bytes per message, line ending included (64, 1KiB).
+    #[arg(short = 's', long, value_name = "SIZE", default_value = "64", value_parser = parse_size)]
+    size: usize,
     /// Messages in flight per connection at most.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pipeline: u32,
@@ -44,21 +67,54 @@ pub(crate) struct BenchArgs {
     /// message's intended send time) [default: as fast as replies come].
     #[arg(long, value_name = "R", value_parser = parse_rate)]
     rate: Option<f64>,
-    /// Seconds of unmeasured load before measuring.
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_seconds)]
+    /// Unmeasured load before measuring (1s, 500ms).
+    #[arg(long, value_name = "TIME", default_value = "0", value_parser = super::parse_seconds)]
     warmup: Duration,
-    /// Seconds a reply may take before it counts as a `timeout` error.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_positive_seconds)]
+    /// How long a reply may take before it counts as a `timeout` error.
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = super::parse_positive_seconds)]
     timeout: Duration,
-    /// Seconds a connect may take before it counts as a `connect_timeout` error.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_positive_seconds)]
+    /// How long a connect may take (per address) before it counts as `connect_timeout`.
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = super::parse_positive_seconds)]
     connect_timeout: Duration,
-    /// How each message ends: none, lf or crlf.
+    /// Echo: how each message ends, none, lf or crlf.
     #[arg(long, value_name = "EOL", default_value = "lf")]
     eol: LineEnding,
     /// Threads driving the connections [default: the number of CPUs].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+    /// The request to send instead of the echo payload: escapes \r \n \t \0 \\ \xHH, and
+    /// {conn} (connection index) and {seq} (message number) filled in. Needs one of
+    /// --expect, --until or --reply-size.
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["send_file", "size", "eol"])]
+    send: Option<String>,
+    /// The request's raw bytes, read from a file (no escapes or placeholders).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["size", "eol"])]
+    send_file: Option<PathBuf>,
+    /// The reply is exactly these bytes (escapes and placeholders as for --send); anything
+    /// else is a `mismatch`.
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["until", "reply_size"])]
+    expect: Option<String>,
+    /// The reply ends at the first occurrence of these bytes (escapes allowed); not checked.
+    #[arg(long, value_name = "BYTES", conflicts_with = "reply_size")]
+    until: Option<String>,
+    /// The reply is exactly this many bytes (32, 1KiB); not checked.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    reply_size: Option<usize>,
+    /// Sent once on each connection right after it connects (AUTH, SELECT, HELLO); its reply
+    /// is read up to \n (or --first-until), not checked, timed or counted.
+    #[arg(long, value_name = "BYTES")]
+    first_message: Option<String>,
+    /// Where the first message's reply ends [default: \n].
+    #[arg(long, value_name = "BYTES", requires = "first_message")]
+    first_until: Option<String>,
+    /// Open at most R connections per second, evenly spaced; the load starts once the last
+    /// one is open.
+    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    connect_rate: Option<f64>,
+    /// Connect first, then start the warm-up at TIME: UNIX seconds, or +SECS from now (so
+    /// that several generators measure the same window).
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    start_at: Option<SystemTime>,
     /// Print the report as one JSON object on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
@@ -67,29 +123,29 @@ pub(crate) struct BenchArgs {
 /// Set by Ctrl-C (or SIGTERM): the run stops and reports what it measured.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Runs the benchmark and prints its report; exit code 1 when any error happened.
+/// Runs the benchmark (or a subcommand) and prints its report; exit code 1 when any error
+/// happened, 2 for options that cannot work together.
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let addr = resolve(&args.target)?;
-    let options = Options {
-        addr,
-        connections: args.connections as usize,
-        limit: match (args.messages, args.duration) {
-            (Some(n), _) => Limit::Messages(n),
-            (None, Some(d)) => Limit::Duration(d),
-            (None, None) => Limit::Duration(bench::DEFAULT_DURATION),
-        },
-        size: args.size as usize,
-        pipeline: args.pipeline as usize,
-        rate: args.rate,
-        warmup: args.warmup,
-        connect_timeout: args.connect_timeout,
-        timeout: args.timeout,
-        line_ending: args.eol,
-        threads: args.threads.map_or(0, usize::from),
-    };
-    options
-        .validate()
-        .unwrap_or_else(|e| super::bad_value(format!("invalid options: {e}")));
+    match args.command {
+        Some(BenchCommand::Merge(merge)) => return super::bench_files::merge(merge),
+        None => {}
+    }
+    let args = *args.run;
+    // Failing to resolve is failing to start (exit 1), not a usage error.
+    let addrs = args
+        .target
+        .resolve()
+        .with_context(|| format!("cannot resolve {}", args.target))?;
+    let options = options(&args, addrs).unwrap_or_else(|e| super::bad_value(format!("{e:#}")));
+    if let Some(n) = args.messages
+        && options.connections_used() < options.connections
+    {
+        eprintln!(
+            "note: running {} connection(s), not {}: -n {n} leaves no message for the others",
+            options.connections_used(),
+            options.connections
+        );
+    }
 
     // The first Ctrl-C stops the run and still prints the report; a second exits at once.
     let interrupts = AtomicUsize::new(0);
@@ -97,35 +153,53 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         if interrupts.fetch_add(1, Ordering::SeqCst) == 0 {
             STOP.store(true, Ordering::SeqCst);
         } else {
+            restore_control_chars();
             std::process::exit(130);
         }
     })
     .context("cannot install the signal handler")?;
 
-    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| progress_bar(&options));
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        // A Ctrl-C echoed as `^C` would push the bar onto a second line that clearing it
+        // does not reach: the terminal stops echoing control characters until the end.
+        quiet_control_chars();
+        progress_bar(&args.target)
+    });
     let show = |p: &Progress| {
         if let Some(bar) = &bar {
             bar.set_position((p.done * 1000.0) as u64);
-            let phase = if p.warming_up { "warm-up " } else { "" };
+            let phase = if p.connecting {
+                "connecting "
+            } else if p.warming_up {
+                "warm-up "
+            } else {
+                ""
+            };
             bar.set_message(format!(
                 "{phase}{:.0} msg/s  {} done  {} open  {} err",
                 p.msgs_per_sec, p.messages, p.open, p.errors
             ));
         }
     };
-    let report = bench::run(
+    let result = bench::run(
         &options,
         &STOP,
         bar.as_ref().map(|_| &show as &dyn Fn(&Progress)),
-    )
-    .with_context(|| format!("benchmark against {addr} failed"))?;
+    );
     if let Some(bar) = &bar {
         bar.finish_and_clear();
+        restore_control_chars();
     }
+    let report = result.with_context(|| format!("benchmark against {} failed", args.target))?;
 
+    print(&report, args.json)
+}
+
+/// Prints `report` (as text, or one JSON line); exit code 1 when it counted any error.
+pub(crate) fn print(report: &Report, json: bool) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    let printed = if args.json {
-        let json = serde_json::to_string(&report).context("cannot encode the report")?;
+    let printed = if json {
+        let json = serde_json::to_string(report).context("cannot encode the report")?;
         writeln!(out, "{json}")
     } else {
         write!(out, "{report}")
@@ -141,33 +215,142 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `HOST:PORT` through the resolver (the first address wins), or a bare port on loopback.
-fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
-    if let Ok(port) = target.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+/// The library's options from the flags; an error is a usage error.
+fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
+    let template = |flag: &str, text: &str| {
+        Template::parse(text).map_err(|e| anyhow::anyhow!("invalid {flag} {text:?}: {e}"))
+    };
+    let bytes = |flag: &str, text: &str| -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        template(flag, text)?.render(0, 0, &mut out);
+        Ok(out)
+    };
+    let send = match (&args.send, &args.send_file) {
+        (Some(text), _) => Some(template("--send", text)?),
+        (None, Some(path)) => {
+            Some(Template::raw(std::fs::read(path).with_context(|| {
+                format!("cannot read {}", path.display())
+            })?))
+        }
+        (None, None) => None,
+    };
+    let reply = match (&args.expect, &args.until, args.reply_size) {
+        (Some(text), _, _) => Some(Reply::Exact(template("--expect", text)?)),
+        (None, Some(text), _) => Some(Reply::Until(bytes("--until", text)?)),
+        (None, None, Some(n)) => Some(Reply::Size(n)),
+        (None, None, None) => None,
+    };
+    let protocol = match (send, reply) {
+        (None, None) => Protocol::Echo,
+        (Some(send), Some(reply)) => Protocol::Request { send, reply },
+        (Some(_), None) => {
+            anyhow::bail!("--send needs one of --expect, --until or --reply-size to end replies")
+        }
+        (None, Some(_)) => anyhow::bail!("--expect, --until and --reply-size need --send"),
+    };
+    let greeting = match &args.first_message {
+        Some(text) => Some(Greeting {
+            message: template("--first-message", text)?,
+            until: bytes(
+                "--first-until",
+                args.first_until.as_deref().unwrap_or("\\n"),
+            )?,
+        }),
+        None => None,
+    };
+    let options = Options {
+        addrs,
+        protocol,
+        greeting,
+        connect_rate: args.connect_rate,
+        start_at: args.start_at,
+        connections: args.connections as usize,
+        limit: match (args.messages, args.duration) {
+            (Some(n), _) => Limit::Messages(n),
+            (None, Some(d)) => Limit::Duration(d),
+            (None, None) => Limit::Duration(bench::DEFAULT_DURATION),
+        },
+        size: args.size,
+        pipeline: args.pipeline as usize,
+        rate: args.rate,
+        warmup: args.warmup,
+        connect_timeout: args.connect_timeout,
+        timeout: args.timeout,
+        line_ending: args.eol,
+        threads: args.threads.map_or(0, usize::from),
+    };
+    options.validate().context("invalid options")?;
+    Ok(options)
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    addr::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let n = units::parse_size(s).map_err(|e| e.to_string())?;
+    match usize::try_from(n) {
+        Ok(0) => Err("must be at least 1 byte".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is too large")),
     }
-    target
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {target:?} (expected HOST:PORT)"))?
-        .next()
-        .with_context(|| format!("{target:?} resolves to no address"))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!(
-            "{s:?} is not a positive number of messages per second"
-        )),
+        _ => Err(format!("{s:?} is not a positive number per second")),
     }
 }
 
-fn progress_bar(options: &Options) -> ProgressBar {
+/// UNIX seconds (`1767225600`, fractions allowed) or `+SECS` from now (`+5`, `+1.5s`).
+fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+    if let Some(ahead) = s.strip_prefix('+') {
+        let ahead = units::parse_duration(ahead).map_err(|e| e.to_string())?;
+        return Ok(SystemTime::now() + ahead);
+    }
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither UNIX seconds nor +SECS"))?;
+    let at = Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a time"))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    if at > now + units::MAX_DURATION {
+        return Err(format!("{s:?} is more than a year ahead"));
+    }
+    Ok(UNIX_EPOCH + at)
+}
+
+fn progress_bar(target: &Target) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {wide_msg}")
         .map(|style| style.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
-    bar.set_message(format!("connecting to {}", options.addr));
+    bar.set_message(format!("connecting to {target}"));
     bar
+}
+
+/// stderr's terminal settings before [`quiet_control_chars`].
+static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
+
+/// Stops the terminal on stderr from echoing control characters (`^C`).
+fn quiet_control_chars() {
+    let stderr = std::io::stderr();
+    let Ok(settings) = termios::tcgetattr(&stderr) else {
+        return;
+    };
+    let mut quiet = settings.clone();
+    quiet.local_flags.remove(LocalFlags::ECHOCTL);
+    if termios::tcsetattr(&stderr, SetArg::TCSANOW, &quiet).is_ok() {
+        *SAVED.lock() = Some(settings);
+    }
+}
+
+/// Puts back what [`quiet_control_chars`] changed.
+fn restore_control_chars() {
+    if let Some(settings) = SAVED.lock().take() {
+        let _ = termios::tcsetattr(std::io::stderr(), SetArg::TCSANOW, &settings);
+    }
 }

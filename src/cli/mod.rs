@@ -1,6 +1,7 @@
 //! The binary's subcommands, one file each; `main` only parses and dispatches.
 
 pub(crate) mod bench;
+pub(crate) mod bench_files;
 pub(crate) mod serve;
 pub(crate) mod talk;
 pub(crate) mod terminal;

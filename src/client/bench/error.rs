@@ -1,17 +1,22 @@
-//! [`ErrorKind`]: why a bench connection failed, as counted in the report.
+//! Why a bench connection failed: the [`ErrorKind`] counted in the report, and the
+//! [`FirstError`] of each kind, shown so that a failure can be understood without a trace.
 
 use std::fmt;
 use std::io;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 /// Why a connection failed. Serialised (and displayed) in snake_case: `mismatch`,
 /// `connect_refused`, ...
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// An echoed byte differed from the one sent, or the server sent bytes nobody sent.
+    /// A reply byte differed from the one expected, or the server sent bytes nobody asked
+    /// for.
     Mismatch,
+    /// The server turned the connection away with a `busy` line (tcpool's answer when it is
+    /// full).
+    Busy,
     /// The server closed the connection (end of stream) while it was in use.
     Closed,
     /// The connection was reset or aborted, or a write found it broken.
@@ -33,6 +38,7 @@ impl ErrorKind {
     pub fn name(self) -> &'static str {
         match self {
             ErrorKind::Mismatch => "mismatch",
+            ErrorKind::Busy => "busy",
             ErrorKind::Closed => "closed",
             ErrorKind::Reset => "reset",
             ErrorKind::Timeout => "timeout",
@@ -66,6 +72,82 @@ impl ErrorKind {
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The first error of one kind in a run: where it happened and what was seen. Fields that do
+/// not apply to the kind are `null` in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FirstError {
+    /// The connection's index, from 0.
+    pub connection: usize,
+    /// How many reply bytes the connection had read before the error.
+    pub offset: u64,
+    /// The bytes expected there, escaped and cut to a line.
+    pub expected: Option<String>,
+    /// The bytes received there, escaped and cut to a line.
+    pub received: Option<String>,
+    /// What the system or the run said (`Connection refused`, `no reply within 5s`).
+    pub message: Option<String>,
+}
+
+impl fmt::Display for FirstError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "connection {} at reply byte {}",
+            self.connection, self.offset
+        )?;
+        if let Some(expected) = &self.expected {
+            write!(f, ": expected \"{expected}\"")?;
+        }
+        if let Some(received) = &self.received {
+            let sep = if self.expected.is_some() { "," } else { ":" };
+            write!(f, "{sep} received \"{received}\"")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, " ({message})")?;
+        }
+        Ok(())
+    }
+}
+
+/// An error on one connection, before the worker stamps it with the connection's index.
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    pub(super) kind: ErrorKind,
+    pub(super) detail: FirstError,
+}
+
+impl Failure {
+    /// A failure with only a message.
+    pub(super) fn new(kind: ErrorKind, offset: u64, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            detail: FirstError {
+                offset,
+                message: Some(message.into()),
+                ..FirstError::default()
+            },
+        }
+    }
+
+    /// A failure seen in the bytes: what was expected (if anything) and what came.
+    pub(super) fn seen(
+        kind: ErrorKind,
+        offset: u64,
+        expected: Option<String>,
+        received: String,
+    ) -> Self {
+        Failure {
+            kind,
+            detail: FirstError {
+                offset,
+                expected,
+                received: Some(received),
+                ..FirstError::default()
+            },
+        }
     }
 }
 

@@ -1,6 +1,6 @@
-//! The load generator behind `tcpool bench`: many connections to any echo-style TCP server,
-//! every echoed byte verified, latency in an HdrHistogram, a [`Report`] for people and for
-//! JSON.
+//! The load generator behind `tcpool bench`: many connections to any request/response TCP
+//! server (a verifying echo client by default), latency in an HdrHistogram, a [`Report`] for
+//! people and for JSON that [`merge`] combines exactly across generators.
 //!
 //! [`run`] owns the whole measurement: it splits the connections over a few threads (one per
 //! core at most), each driving its share with its own `mio` poller, and merges what they
@@ -9,15 +9,22 @@
 //!
 //! How a run goes:
 //!
-//! - **Connect**: every connection starts with a non-blocking connect; the time until the
-//!   socket is writable is its connect time. A connect that is refused, fails or takes longer
-//!   than [`Options::connect_timeout`] is an error of its kind, and that connection is not
-//!   opened again (nor is any connection that fails later).
-//! - **Payload**: each connection sends one fixed payload of [`Options::size`] bytes, built
-//!   once before the run: printable bytes, never `\n` or `\r` inside and never a `q` (so no
-//!   stretch of the stream can spell `quit`), then the chosen line ending, which counts in the
-//!   size. Neighbouring connections send different payloads, so replies crossed between
-//!   connections are caught too.
+//! - **Connect**: every connection starts with a non-blocking connect, all at once or
+//!   [`Options::connect_rate`] per second; the time until the socket is writable is its
+//!   connect time. A refused or failed connect tries the target's next address; one that
+//!   fails at every address, or takes longer than [`Options::connect_timeout`], is an error of
+//!   its kind, and that connection is not opened again (nor is any connection that fails
+//!   later). With a [`Greeting`] each connection sends it and awaits its reply here.
+//! - **Start**: the load begins once every connection is open (or has failed), or at
+//!   [`Options::start_at`] if that is later, so that connecting is never measured and several
+//!   generators can share one window.
+//! - **Requests**: by default ([`Protocol::Echo`]) each connection sends one fixed payload of
+//!   [`Options::size`] bytes: printable bytes, never `\n` or `\r` inside and never a `q` (so
+//!   no stretch of the stream can spell `quit`), then the chosen line ending, which counts in
+//!   the size; neighbouring connections send different payloads, so replies crossed between
+//!   connections are caught too. [`Protocol::Request`] sends a [`Template`] instead, with the
+//!   connection's index and the message's number filled in, and a [`Reply`] rule says where
+//!   each reply ends.
 //! - **Load**: closed loop by default: each connection keeps [`Options::pipeline`] messages in
 //!   flight and sends the next as soon as a reply completes. With [`Options::rate`] the load is
 //!   open loop: the total rate is split evenly across connections, each message has an
@@ -27,29 +34,34 @@
 //!   (coordinated omission, as wrk2 corrects it); `pipeline` still caps what is in flight per
 //!   connection. (A message may also go out up to a millisecond early, and is then measured
 //!   from when it went out: see `SCHEDULE_SLACK` in the source.)
-//! - **Verify**: the echo of K pipelined messages is their concatenation in order, so the
-//!   reply stream is compared byte for byte with the payload as it arrives. A wrong byte or a
-//!   byte nobody sent is a `mismatch`; a closed or reset connection, a reply older than
-//!   [`Options::timeout`] and connect failures are errors too ([`ErrorKind`]). An error ends
-//!   that connection only; the run goes on with the others.
-//! - **Measure**: messages queued during [`Options::warmup`] are sent and verified but neither
+//! - **Verify**: replies to K pipelined messages come in order, so an exact reply (echo, or
+//!   [`Reply::Exact`]) is compared byte for byte as it arrives. A wrong byte or a byte nobody
+//!   asked for is a `mismatch` (or `busy`, or `closed` for a server's `quit`); a closed or
+//!   reset connection, a reply older than [`Options::timeout`] and connect failures are errors
+//!   too ([`ErrorKind`]), and the first of each kind is kept with what was seen
+//!   ([`FirstError`]). An error ends that connection only; the run goes on with the others.
+//! - **Measure**: messages queued during [`Options::warmup`] are sent and checked but neither
 //!   recorded nor counted, and are not part of [`Limit::Messages`], which is split exactly
-//!   across connections. With [`Limit::Duration`] no message is queued after the deadline;
-//!   the ones already in flight are still awaited (up to the reply timeout) so that a slow
-//!   tail is measured rather than cut off, and the measured duration runs until the last of
-//!   them. Setting the stop flag ends the run at once with what was measured so far.
+//!   across connections. With [`Limit::Duration`] the measured window is exactly that long:
+//!   nothing is queued after it, and the replies still in flight at its end are awaited (up
+//!   to the reply timeout) outside it: their latency is recorded, so a slow tail is not cut
+//!   off, but they are counted apart ([`Report::in_flight_at_end`]) and not in the
+//!   throughput. Setting the stop flag ends the run at once with what was measured so far.
 //!
 //! The parts, one file each: `plan` (the options and what the threads share), `worker` (one
 //! thread's poller), `conn` (a connection's state machine), `framing` (requests and how
-//! replies are checked), `histogram` (recording and merging latencies), `report` (the
-//! result, as text and JSON) and `error` (why a connection failed).
+//! replies end), `histogram` (recording latencies and their portable form), `report` (the
+//! result and its JSON), `text` (the result for people), `merge` (many results as one) and
+//! `error` (why a connection failed).
 
 mod conn;
 mod error;
 mod framing;
 mod histogram;
+mod merge;
 mod plan;
 mod report;
+mod text;
 mod worker;
 
 pub use error::ErrorKind;
@@ -57,17 +69,24 @@ pub use histogram::Percentiles;
 pub use plan::{Limit, Options};
 pub use report::Report;
 
+pub use error::FirstError;
+pub use framing::{Greeting, Protocol, Reply, Template};
+pub use histogram::{decode, encode};
+pub use merge::{Merged, OVERLAP_WARNING, merge};
+pub use report::{Generator, Second, Window};
+
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam::channel;
 
-use framing::{PAYLOAD_VARIANTS, burst, payload};
-use plan::{Live, Plan};
+use framing::Delimiter;
+use plan::{Framing, Live, Plan};
 use worker::{Outcome, Worker};
+
 /// The default number of connections (`-c`).
 pub const DEFAULT_CONNECTIONS: usize = 64;
 
@@ -89,6 +108,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 pub struct Progress {
     /// Time since the run started (warm-up included).
     pub elapsed: Duration,
+    /// Still connecting (or waiting for [`Options::start_at`]): no load yet.
+    pub connecting: bool,
     /// Still in the warm-up: nothing is counted yet.
     pub warming_up: bool,
     /// Measured messages completed so far.
@@ -133,7 +154,7 @@ pub struct Progress {
 /// let running = std::thread::spawn(move || server.run());
 ///
 /// let options = Options {
-///     addr,
+///     addrs: vec![addr],
 ///     connections: 4,
 ///     limit: Limit::Messages(200),
 ///     pipeline: 2,
@@ -160,35 +181,40 @@ pub fn run(
     let threads = options.threads_used();
     raise_fd_limit(connections);
 
-    let payloads: Vec<Arc<[u8]>> = (0..connections.min(PAYLOAD_VARIANTS))
-        .map(|variant| {
-            burst(
-                &payload(variant, options.size, options.line_ending),
-                options,
-            )
-        })
-        .collect();
     let start = Instant::now();
-    let measure_start = start + options.warmup;
+    let clock = (start, SystemTime::now());
+    let start_at = options
+        .start_at
+        .map(|at| match at.duration_since(SystemTime::now()) {
+            Ok(ahead) => start + ahead,
+            Err(_) => {
+                log::warn!("the start time has passed; starting as soon as connected");
+                start
+            }
+        });
     let plan = Plan {
         options,
         connections,
-        measure_start,
-        end: match options.limit {
-            Limit::Duration(d) => Some(measure_start + d),
-            Limit::Messages(_) => None,
-        },
+        threads,
+        start,
+        start_at,
+        schedule: OnceLock::new(),
+        ready: AtomicUsize::new(0),
         interval: options
             .rate
             .map(|rate| Duration::from_secs_f64(connections as f64 / rate)),
-        payloads,
+        connect_interval: options
+            .connect_rate
+            .map(|rate| Duration::from_secs_f64(1.0 / rate)),
+        framing: Framing::new(options, connections),
+        greeting_end: options.greeting.as_ref().map(|g| Delimiter::new(&g.until)),
         stop,
         abort: AtomicBool::new(false),
         live: Live::default(),
     };
     log::debug!(
         "bench starting: target={} connections={connections} threads={threads}",
-        options.addr
+        options.addrs[0]
     );
 
     let outcomes = thread::scope(|scope| {
@@ -201,7 +227,12 @@ pub fn run(
                 .name(format!("tcpool-bench-{t}"))
                 .spawn_scoped(scope, move || {
                     let _done = done;
-                    Worker::new(plan, t, threads)?.run()
+                    let outcome = Worker::new(plan, t, threads).and_then(Worker::run);
+                    if outcome.is_err() {
+                        // The others would wait for this thread's connections forever.
+                        plan.abort.store(true, Ordering::Relaxed);
+                    }
+                    outcome
                 });
             match spawned {
                 Ok(handle) => handles.push(handle),
@@ -222,7 +253,7 @@ pub fn run(
             })
             .collect::<io::Result<Vec<Outcome>>>()
     })?;
-    Ok(report::report(options, &plan, threads, outcomes))
+    Ok(report::report(options, &plan, clock, outcomes))
 }
 
 /// Calls `progress` until every worker has returned (each holds a sender of `done`, never
@@ -240,14 +271,20 @@ fn watch(
         let completed = plan.live.completed.load(Ordering::Relaxed);
         let messages = plan.live.measured.load(Ordering::Relaxed);
         let elapsed = now.duration_since(start);
-        let done = match plan.options.limit {
-            Limit::Duration(d) => elapsed.as_secs_f64() / (plan.options.warmup + d).as_secs_f64(),
-            Limit::Messages(n) => messages as f64 / n as f64,
+        let schedule = plan.schedule.get();
+        let done = match (plan.options.limit, schedule) {
+            (_, None) => 0.0,
+            (Limit::Duration(d), Some(s)) => {
+                now.saturating_duration_since(s.go).as_secs_f64()
+                    / (plan.options.warmup + d).as_secs_f64()
+            }
+            (Limit::Messages(n), _) => messages as f64 / n as f64,
         };
         let window = now.duration_since(last.0).as_secs_f64();
         progress(&Progress {
             elapsed,
-            warming_up: now < plan.measure_start,
+            connecting: schedule.is_none_or(|s| now < s.go),
+            warming_up: schedule.is_some_and(|s| now >= s.go && now < s.measure_start),
             messages,
             errors: plan.live.errors.load(Ordering::Relaxed),
             open: plan.live.open.load(Ordering::Relaxed),

@@ -3,14 +3,16 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::server::LineEnding;
 
+use super::framing::{Delimiter, Greeting, PAYLOAD_VARIANTS, Protocol, Reply, Template, payload};
 use super::{DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_SIZE, DEFAULT_TIMEOUT};
+
 /// When a run ends: after a measured duration or after a number of messages.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Limit {
@@ -29,13 +31,23 @@ impl Default for Limit {
 /// What to load-test and how. The defaults are the command line's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
-    /// The echo server (default `127.0.0.1:8900`).
-    pub addr: SocketAddr,
+    /// The server's addresses, tried in this order by every connection until one accepts
+    /// (default `127.0.0.1:8900`).
+    pub addrs: Vec<SocketAddr>,
+    /// What to send and how replies end (the verifying echo client by default).
+    pub protocol: Protocol,
+    /// Sent once on each connection before the load (`--first-message`).
+    pub greeting: Option<Greeting>,
+    /// Open at most this many connections per second, spaced evenly; `None`: all at once.
+    pub connect_rate: Option<f64>,
+    /// Start the warm-up at this time, once every connection is open (`--start-at`); `None`:
+    /// as soon as they are.
+    pub start_at: Option<SystemTime>,
     /// Connections to open (64). With [`Limit::Messages`] below this, only that many are used.
     pub connections: usize,
     /// When the run ends (10 s).
     pub limit: Limit,
-    /// Bytes per message, line ending included (64).
+    /// Echo: bytes per message, line ending included (64).
     pub size: usize,
     /// Messages in flight per connection at most (1).
     pub pipeline: usize,
@@ -47,7 +59,7 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// How long a reply may take, from the moment its message was sent (5 s).
     pub timeout: Duration,
-    /// How each payload ends (`\n`, which line-based and raw echo servers alike answer).
+    /// Echo: how each payload ends (`\n`, which line-based and raw echo servers alike answer).
     pub line_ending: LineEnding,
     /// Threads driving the connections; 0 means one per CPU. Never more than connections.
     pub threads: usize,
@@ -56,7 +68,14 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            addr: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), crate::DEFAULT_PORT),
+            addrs: vec![SocketAddr::new(
+                Ipv4Addr::LOCALHOST.into(),
+                crate::DEFAULT_PORT,
+            )],
+            protocol: Protocol::Echo,
+            greeting: None,
+            connect_rate: None,
+            start_at: None,
             connections: DEFAULT_CONNECTIONS,
             limit: Limit::default(),
             size: DEFAULT_SIZE,
@@ -102,13 +121,30 @@ impl Options {
     pub fn validate(&self) -> io::Result<()> {
         let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         let ending = self.line_ending.as_bytes().len();
+        if self.addrs.is_empty() {
+            return invalid("no address to connect to".into());
+        }
         if self.connections == 0 {
             return invalid("connections must be at least 1".into());
         }
         if self.pipeline == 0 {
             return invalid("pipeline must be at least 1".into());
         }
-        if self.size == 0 || self.size < ending {
+        if let Protocol::Request { send, reply } = &self.protocol {
+            if send.is_empty() {
+                return invalid("the request to send is empty".into());
+            }
+            match reply {
+                Reply::Until(d) if d.is_empty() => {
+                    return invalid("the reply delimiter is empty".into());
+                }
+                Reply::Size(0) => return invalid("the reply size must be at least 1".into()),
+                Reply::Exact(t) if t.is_empty() => {
+                    return invalid("the expected reply is empty".into());
+                }
+                _ => {}
+            }
+        } else if self.size == 0 || self.size < ending {
             return invalid(format!(
                 "size {} is too small: a message needs at least {} byte(s) with line ending {}",
                 self.size,
@@ -128,6 +164,16 @@ impl Options {
         {
             return invalid(format!("rate {rate} must be a positive number"));
         }
+        if let Some(rate) = self.connect_rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return invalid(format!("connect rate {rate} must be a positive number"));
+        }
+        if let Some(g) = &self.greeting
+            && (g.message.is_empty() || g.until.is_empty())
+        {
+            return invalid("the first message and its reply's end must not be empty".into());
+        }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return invalid("timeouts must be more than 0 seconds".into());
         }
@@ -135,22 +181,103 @@ impl Options {
     }
 }
 
+/// What connections send and expect, prepared once for the hot path.
+pub(super) enum Framing {
+    /// The echo payloads, one per variant: each is also its own reply.
+    Echo(Vec<Arc<[u8]>>),
+    /// A request rendered per message, and where its reply ends.
+    Request { send: Template, reply: ReplyEnd },
+}
+
+/// [`Reply`] ready to match.
+pub(super) enum ReplyEnd {
+    Exact(Template),
+    Until(Delimiter),
+    Size(usize),
+}
+
+impl Framing {
+    pub(super) fn new(options: &Options, connections: usize) -> Self {
+        match &options.protocol {
+            Protocol::Echo => Framing::Echo(
+                (0..connections.min(PAYLOAD_VARIANTS))
+                    .map(|variant| payload(variant, options.size, options.line_ending))
+                    .collect(),
+            ),
+            Protocol::Request { send, reply } => Framing::Request {
+                send: send.clone(),
+                reply: match reply {
+                    Reply::Exact(t) => ReplyEnd::Exact(t.clone()),
+                    Reply::Until(d) => ReplyEnd::Until(Delimiter::new(d)),
+                    Reply::Size(n) => ReplyEnd::Size(*n),
+                },
+            },
+        }
+    }
+}
+
+/// When the load runs, fixed once every connection is open (or has failed).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Schedule {
+    /// The warm-up starts: the first messages may go.
+    pub(super) go: Instant,
+    /// The end of the warm-up: messages intended from here on are measured.
+    pub(super) measure_start: Instant,
+    /// No message is queued from here on ([`Limit::Duration`]); the end of the measured
+    /// window.
+    pub(super) end: Option<Instant>,
+}
+
 /// What every thread shares for the whole run.
 pub(super) struct Plan<'a> {
     pub(super) options: &'a Options,
     pub(super) connections: usize,
-    /// The end of the warm-up: messages intended from here on are measured.
-    pub(super) measure_start: Instant,
-    /// No message is queued from here on ([`Limit::Duration`]).
-    pub(super) end: Option<Instant>,
+    pub(super) threads: usize,
+    /// When the run started: connects are spaced from here ([`Options::connect_rate`]).
+    pub(super) start: Instant,
+    /// [`Options::start_at`] on this process's clock.
+    pub(super) start_at: Option<Instant>,
+    /// Set once, by the last thread whose connections are all open or failed.
+    pub(super) schedule: OnceLock<Schedule>,
+    /// Threads whose connections are all open or failed.
+    pub(super) ready: AtomicUsize,
     /// Open loop: the time between two intended sends on one connection.
     pub(super) interval: Option<Duration>,
-    pub(super) payloads: Vec<Arc<[u8]>>,
+    /// Connect rate: the time between two connects.
+    pub(super) connect_interval: Option<Duration>,
+    pub(super) framing: Framing,
+    /// The greeting's delimiter, ready to match.
+    pub(super) greeting_end: Option<Delimiter>,
     /// The caller's stop flag, checked every [`TICK`](super::worker::TICK).
     pub(super) stop: &'a AtomicBool,
     /// Set by [`run`](super::run) when it cannot start every thread: the others return at once.
     pub(super) abort: AtomicBool,
     pub(super) live: Live,
+}
+
+impl Plan<'_> {
+    /// Called by each thread once its connections are all open or failed; the last one fixes
+    /// the [`Schedule`]. The start is a little ahead so that every thread, waking at least
+    /// every tick, is waiting for it when it comes.
+    pub(super) fn thread_ready(&self, now: Instant, margin: Duration) {
+        if self.ready.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 < self.threads {
+            return;
+        }
+        let mut go = now + margin;
+        if let Some(at) = self.start_at {
+            go = go.max(at);
+        }
+        let measure_start = go + self.options.warmup;
+        let end = match self.options.limit {
+            Limit::Duration(d) => Some(measure_start + d),
+            Limit::Messages(_) => None,
+        };
+        let _ = self.schedule.set(Schedule {
+            go,
+            measure_start,
+            end,
+        });
+    }
 }
 
 /// Counts the threads publish every [`TICK`](super::worker::TICK) for the progress callback.

@@ -1,57 +1,95 @@
-//! The [`Report`] of a run: merged from what the threads measured, printed for people
-//! (`Display`, with a text latency chart) and serialised for JSON.
+//! The [`Report`] of a run: merged from what the threads measured, and serialised for JSON
+//! with everything a later `bench merge` or `bench plot` needs: the whole latency histogram,
+//! the measured window in UNIX time and the run second by second.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::error::ErrorKind;
-use super::histogram::{Percentiles, Tally};
+use super::error::{ErrorKind, FirstError};
+use super::framing::{Protocol, Reply, escape};
+use super::histogram::{Percentiles, Tally, histogram};
 use super::plan::{Options, Plan};
 use super::worker::Outcome;
-/// What a run measured. `Display` is the human report; `Serialize` gives the JSON one.
+
+/// Below this share of the `--rate` asked for, the report says the rate was not reached.
+const RATE_REACHED: f64 = 0.95;
+
+/// What a run measured (or what `bench merge` made of several). `Display` is the human
+/// report; `Serialize` gives the JSON one, and `Deserialize` reads it back.
 ///
-/// Counts are of measured messages only (after the warm-up). `bytes` are bytes echoed back
-/// and verified (one direction); MB means 10^6 bytes.
-#[derive(Debug, Clone, Serialize)]
+/// Counts are of measured messages only (after the warm-up) whose replies came within the
+/// measured window. `bytes` are reply bytes (for echo, echoed and verified); MB means 10^6
+/// bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The server's address.
     pub target: String,
+    /// The latency histogram (microseconds) as HdrHistogram V2 deflate, base64: every
+    /// measured reply, late ones included.
+    #[serde(rename = "latency_histogram", with = "base64_histogram")]
+    pub(super) latency: Histogram<u64>,
+    /// The connect-time histogram (microseconds), the same way.
+    #[serde(rename = "connect_histogram", with = "base64_histogram")]
+    pub(super) connect: Histogram<u64>,
+    /// The measured window, second by second.
+    pub timeline: Vec<Second>,
+    /// A merged report: each generator's own summary, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generators: Vec<Generator>,
+    /// The first error of each kind.
+    #[serde(default)]
+    pub first_errors: BTreeMap<ErrorKind, FirstError>,
+    /// What was sent: `echo`, or the request as written (escaped).
+    pub request: String,
+    /// How replies ended: `echo`, `expect ...`, `until ...` or `size N`.
+    pub reply: String,
     /// Connections the run opened.
     pub connections: usize,
     /// Connections whose connect succeeded.
     pub connected: usize,
     /// Threads that drove them.
     pub threads: usize,
-    /// Bytes per message, line ending included.
+    /// Echo: bytes per message, line ending included.
     pub size: usize,
-    /// The payload's line ending: `none`, `lf` or `crlf`.
-    pub eol: &'static str,
+    /// Echo: the payload's line ending, `none`, `lf` or `crlf`.
+    pub eol: String,
     /// Messages in flight per connection at most.
     pub pipeline: usize,
     /// The open-loop rate asked for (messages per second, all connections); `null`: closed
     /// loop.
     pub rate: Option<f64>,
+    /// With `rate`: whether the throughput came within 5 % of it.
+    pub rate_reached: Option<bool>,
     /// The warm-up before measuring, in seconds.
     pub warmup_s: f64,
+    /// Seconds from the start until every connection was open (or had failed).
+    pub connect_s: f64,
+    /// The measured window in UNIX time.
+    pub window: Window,
     /// Measured messages sent (in part or whole).
     pub sent: u64,
-    /// Measured messages echoed back and verified.
+    /// Measured messages whose reply came within the window.
     pub messages: u64,
-    /// Bytes of those messages, echoed back and verified.
+    /// Bytes of those replies.
     pub bytes: u64,
+    /// Measured messages still in flight when the window closed; awaited (or timed out)
+    /// after it and not counted in `messages`.
+    pub in_flight_at_end: u64,
+    /// Of those, the ones whose reply came (their latency is in the histogram).
+    pub late_replies: u64,
     /// Errors in all: the sum of `errors_by_kind`. Each ended one connection.
     pub errors: u64,
     /// Errors by kind; only kinds that happened appear.
     pub errors_by_kind: BTreeMap<ErrorKind, u64>,
-    /// The measured time, in seconds: from the end of the warm-up until the last reply (or
-    /// the stop).
+    /// The measured window's length in seconds: `-d` for a duration (less if stopped), until
+    /// the last reply for `-n`.
     pub duration_s: f64,
     /// `messages / duration_s`.
     pub msgs_per_sec: f64,
-    /// Echoed megabytes (10^6 bytes) per second.
+    /// Reply megabytes (10^6 bytes) per second.
     pub mb_per_sec: f64,
     /// Round-trip latency; in open loop, measured from each message's intended send time.
     pub latency_us: Percentiles,
@@ -59,14 +97,176 @@ pub struct Report {
     pub connect_us: Percentiles,
     /// The stop flag ended the run early.
     pub interrupted: bool,
-    #[serde(skip)]
-    latency: Histogram<u64>,
+}
+
+/// The measured window, in seconds since the UNIX epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Window {
+    /// When measuring started (the end of the warm-up).
+    pub start: f64,
+    /// When it ended.
+    pub end: f64,
+}
+
+impl Window {
+    /// Its length in seconds.
+    pub fn length(&self) -> f64 {
+        (self.end - self.start).max(0.0)
+    }
+}
+
+/// One second of the measured window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Second {
+    /// Seconds since the window started.
+    pub second: u64,
+    /// Replies that came in this second.
+    pub messages: u64,
+    /// Median latency of those replies (two significant digits).
+    pub p50_us: u64,
+    /// Their 99th percentile.
+    pub p99_us: u64,
+    /// Errors in this second.
+    pub errors: u64,
+    /// The second's latency histogram, V2 deflate, base64 (two significant digits).
+    #[serde(with = "base64_histogram")]
+    pub histogram: Histogram<u64>,
+}
+
+impl Second {
+    pub(super) fn new(second: u64, histogram: Histogram<u64>, errors: u64) -> Self {
+        let (p50_us, p99_us) = if histogram.is_empty() {
+            (0, 0)
+        } else {
+            (
+                histogram.value_at_quantile(0.5),
+                histogram.value_at_quantile(0.99),
+            )
+        };
+        Second {
+            second,
+            messages: histogram.len(),
+            p50_us,
+            p99_us,
+            errors,
+            histogram,
+        }
+    }
+}
+
+/// One generator's line in a merged report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Generator {
+    /// The file it was read from.
+    pub source: String,
+    /// Its measured window.
+    pub window: Window,
+    /// Its counts.
+    pub messages: u64,
+    /// Its errors.
+    pub errors: u64,
+    /// Its throughput over its own window.
+    pub msgs_per_sec: f64,
+    /// Its own latency summary.
+    pub latency_us: Percentiles,
+}
+
+/// Histograms in JSON: V2 deflate, base64.
+mod base64_histogram {
+    use hdrhistogram::Histogram;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::super::histogram::encode(h))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::super::histogram::decode(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Report {
-    /// The merged latency histogram (microseconds), for finer analysis than the summary.
+    /// The latency histogram (microseconds), for finer analysis than the summary.
     pub fn latency_histogram(&self) -> &Histogram<u64> {
         &self.latency
+    }
+
+    /// A report of these counts; derived figures (throughput, percentiles) computed here.
+    pub(super) fn assemble(mut self, latency: Histogram<u64>, connect: Histogram<u64>) -> Self {
+        let duration_s = self.window.length();
+        let per_sec = |n: u64| {
+            if duration_s > 0.0 {
+                n as f64 / duration_s
+            } else {
+                0.0
+            }
+        };
+        self.duration_s = duration_s;
+        self.msgs_per_sec = per_sec(self.messages);
+        self.mb_per_sec = per_sec(self.bytes) / 1e6;
+        self.latency_us = Percentiles::of(&latency);
+        self.errors = self.errors_by_kind.values().sum();
+        self.rate_reached = self
+            .rate
+            .map(|rate| self.msgs_per_sec >= rate * RATE_REACHED);
+        self.connect_us = Percentiles::of(&connect);
+        self.connected = connect.len() as usize;
+        self.latency = latency;
+        self.connect = connect;
+        self
+    }
+
+    /// An empty report for `target`: a starting point for [`Report::assemble`].
+    pub(super) fn empty(target: String) -> Self {
+        Report {
+            target,
+            latency: histogram(),
+            connect: histogram(),
+            timeline: Vec::new(),
+            generators: Vec::new(),
+            first_errors: BTreeMap::new(),
+            request: "echo".into(),
+            reply: "echo".into(),
+            connections: 0,
+            connected: 0,
+            threads: 0,
+            size: 0,
+            eol: String::new(),
+            pipeline: 0,
+            rate: None,
+            rate_reached: None,
+            warmup_s: 0.0,
+            connect_s: 0.0,
+            window: Window::default(),
+            sent: 0,
+            messages: 0,
+            bytes: 0,
+            in_flight_at_end: 0,
+            late_replies: 0,
+            errors: 0,
+            errors_by_kind: BTreeMap::new(),
+            duration_s: 0.0,
+            msgs_per_sec: 0.0,
+            mb_per_sec: 0.0,
+            latency_us: Percentiles::default(),
+            connect_us: Percentiles::default(),
+            interrupted: false,
+        }
+    }
+}
+
+/// Seconds since the UNIX epoch of `at`, given one instant known on both clocks.
+fn unix(at: Instant, base: (Instant, SystemTime)) -> f64 {
+    let epoch = base
+        .1
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    if at >= base.0 {
+        epoch + at.duration_since(base.0).as_secs_f64()
+    } else {
+        epoch - base.0.duration_since(at).as_secs_f64()
     }
 }
 
@@ -74,11 +274,11 @@ impl Report {
 pub(super) fn report(
     options: &Options,
     plan: &Plan<'_>,
-    threads: usize,
+    clock: (Instant, SystemTime),
     outcomes: Vec<Outcome>,
 ) -> Report {
     let mut total = Tally::new();
-    let mut finished = plan.measure_start;
+    let mut finished = plan.start;
     let mut interrupted = false;
     // A plain fold, not rayon: there are at most a few dozen histograms (one per thread) and
     // adding one to another walks some tens of thousands of counters, microseconds of work
@@ -88,213 +288,63 @@ pub(super) fn report(
         finished = finished.max(outcome.finished_at);
         interrupted |= outcome.interrupted;
     }
-    let duration_s = finished.duration_since(plan.measure_start).as_secs_f64();
-    let per_sec = |n: u64| {
-        if duration_s > 0.0 {
-            n as f64 / duration_s
-        } else {
-            0.0
-        }
+    let schedule = plan.schedule.get().copied();
+    // Stopped before the load began: an empty window at the stop.
+    let measure_start = schedule.map_or(finished, |s| s.measure_start.min(finished));
+    let mut window_end = finished;
+    if let Some(end) = schedule.and_then(|s| s.end) {
+        window_end = window_end.min(end);
+    }
+    let connect_end = schedule.map_or(finished, |s| s.go);
+    let (request, reply) = match &options.protocol {
+        Protocol::Echo => ("echo".to_owned(), "echo".to_owned()),
+        Protocol::Request { send, reply } => (
+            send.to_string(),
+            match reply {
+                Reply::Exact(t) => format!("expect \"{t}\""),
+                Reply::Until(d) => format!("until \"{}\"", escape(d)),
+                Reply::Size(n) => format!("size {n}"),
+            },
+        ),
     };
-    Report {
-        target: options.addr.to_string(),
+    let echo = options.protocol == Protocol::Echo;
+    let timeline = total
+        .timeline
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Second::new(i as u64, s.latency, s.errors))
+        .collect();
+    let report = Report {
+        timeline,
+        first_errors: total
+            .first_errors
+            .into_iter()
+            .map(|(kind, (_, first))| (kind, first))
+            .collect(),
+        request,
+        reply,
         connections: plan.connections,
-        connected: total.connect.len() as usize,
-        threads,
-        size: options.size,
-        eol: options.line_ending.name(),
+        threads: plan.threads,
+        size: if echo { options.size } else { 0 },
+        eol: if echo { options.line_ending.name() } else { "" }.to_owned(),
         pipeline: options.pipeline,
         rate: options.rate,
         warmup_s: options.warmup.as_secs_f64(),
+        connect_s: connect_end
+            .saturating_duration_since(plan.start)
+            .as_secs_f64(),
+        window: Window {
+            start: unix(measure_start, clock),
+            end: unix(window_end.max(measure_start), clock),
+        },
         sent: total.sent,
         messages: total.messages,
         bytes: total.bytes,
-        errors: total.errors.values().sum(),
+        in_flight_at_end: total.in_flight_at_end,
+        late_replies: total.late,
         errors_by_kind: total.errors,
-        duration_s,
-        msgs_per_sec: per_sec(total.messages),
-        mb_per_sec: per_sec(total.bytes) / 1e6,
-        latency_us: Percentiles::of(&total.latency),
-        connect_us: Percentiles::of(&total.connect),
         interrupted,
-        latency: total.latency,
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "Target      {} ({} connection(s), {} connected, {} thread(s))",
-            self.target, self.connections, self.connected, self.threads
-        )?;
-        let load = match self.rate {
-            Some(rate) => {
-                format!("open loop at {rate} msg/s (latency from each intended send time)")
-            }
-            None => "closed loop".to_owned(),
-        };
-        writeln!(
-            f,
-            "Load        {}-byte messages ending {}, pipeline {}, {load}",
-            self.size, self.eol, self.pipeline
-        )?;
-        write!(f, "Duration    {:.2} s", self.duration_s)?;
-        if self.warmup_s > 0.0 {
-            write!(f, " after {:.2} s of warm-up", self.warmup_s)?;
-        }
-        if self.interrupted {
-            f.write_str(" (interrupted)")?;
-        }
-        writeln!(f)?;
-        writeln!(
-            f,
-            "Messages    {} echoed and verified of {} sent ({:.2} MB)",
-            self.messages,
-            self.sent,
-            self.bytes as f64 / 1e6
-        )?;
-        writeln!(
-            f,
-            "Throughput  {:.1} msg/s, {:.2} MB/s",
-            self.msgs_per_sec, self.mb_per_sec
-        )?;
-        writeln!(f)?;
-        let l = &self.latency_us;
-        writeln!(
-            f,
-            "Latency     {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "min", "p50", "p90", "p99", "p99.9", "max", "mean"
-        )?;
-        writeln!(
-            f,
-            "            {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            human_us(l.min as f64),
-            human_us(l.p50 as f64),
-            human_us(l.p90 as f64),
-            human_us(l.p99 as f64),
-            human_us(l.p999 as f64),
-            human_us(l.max as f64),
-            human_us(l.mean),
-        )?;
-        if !self.latency.is_empty() {
-            writeln!(f)?;
-            writeln!(f, "Latency distribution")?;
-            chart(f, &self.latency)?;
-        }
-        writeln!(f)?;
-        let c = &self.connect_us;
-        writeln!(
-            f,
-            "Connect     p50 {}  p90 {}  p99 {}  max {}",
-            human_us(c.p50 as f64),
-            human_us(c.p90 as f64),
-            human_us(c.p99 as f64),
-            human_us(c.max as f64)
-        )?;
-        if self.errors == 0 {
-            writeln!(f, "Errors      none")
-        } else {
-            let kinds: Vec<String> = self
-                .errors_by_kind
-                .iter()
-                .map(|(kind, n)| format!("{kind} {n}"))
-                .collect();
-            writeln!(f, "Errors      {} ({})", self.errors, kinds.join(", "))
-        }
-    }
-}
-
-/// A duration given in microseconds, in the unit that reads best.
-pub(super) fn human_us(us: f64) -> String {
-    if us < 1_000.0 {
-        format!("{us:.0}us")
-    } else if us < 1_000_000.0 {
-        format!("{:.2}ms", us / 1e3)
-    } else {
-        format!("{:.2}s", us / 1e6)
-    }
-}
-
-/// A text bar chart of `histogram`: one row per bucket on a 1-2-5 scale (or per decade when
-/// the spread is wide), with the share of messages in it.
-pub(super) fn chart(f: &mut fmt::Formatter<'_>, histogram: &Histogram<u64>) -> fmt::Result {
-    const WIDTH: f64 = 40.0;
-    let (min, max) = (histogram.min().max(1), histogram.max().max(1));
-    let mut bounds = scale(min, max, &[1, 2, 5]);
-    if bounds.len() > 13 {
-        bounds = scale(min, max, &[1]);
-    }
-    let rows = bounds.len() - 1;
-    let mut counts = vec![0u64; rows];
-    for v in histogram.iter_recorded() {
-        let value = v.value_iterated_to().max(1);
-        let row = bounds[1..].partition_point(|&hi| hi <= value);
-        counts[row.min(rows - 1)] += v.count_at_value();
-    }
-    let total = histogram.len().max(1) as f64;
-    let most = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
-    for (w, n) in bounds.windows(2).zip(counts) {
-        let bar = "#".repeat((n as f64 / most * WIDTH).round() as usize);
-        writeln!(
-            f,
-            "  {:>8} - {:<8} |{bar:<40}| {:5.1}%",
-            human_us(w[0] as f64),
-            human_us(w[1] as f64),
-            n as f64 / total * 100.0
-        )?;
-    }
-    Ok(())
-}
-
-/// Bucket edges `steps x 10^k` from the last one at or below `min` to the first one above
-/// `max` (at least two edges).
-pub(super) fn scale(min: u64, max: u64, steps: &[u64]) -> Vec<u64> {
-    let mut edges = Vec::new();
-    for exp in 0..19 {
-        for &step in steps {
-            let Some(edge) = 10u64.pow(exp).checked_mul(step) else {
-                return edges;
-            };
-            if edge <= min {
-                edges.clear();
-            }
-            edges.push(edge);
-            if edge > max {
-                return edges;
-            }
-        }
-    }
-    edges
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::client::bench::histogram::histogram;
-
-    #[test]
-    fn chart_covers_every_recorded_value() {
-        let mut h = histogram();
-        for v in [3, 40, 41, 900] {
-            h.record(v).unwrap();
-        }
-        struct Chart<'a>(&'a Histogram<u64>);
-        impl fmt::Display for Chart<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                chart(f, self.0)
-            }
-        }
-        let text = Chart(&h).to_string();
-        let share: f64 = text
-            .lines()
-            .map(|l| l.rsplit('|').next().unwrap().trim().trim_end_matches('%'))
-            .map(|p| p.parse::<f64>().unwrap())
-            .sum();
-        assert!((share - 100.0).abs() < 0.5, "{text}");
-        assert!(text.starts_with("       2us - 5us"), "{text}");
-        assert_eq!(text.lines().count(), 8, "{text}");
-        assert_eq!(scale(3, 70_000, &[1]), [1, 10, 100, 1_000, 10_000, 100_000]);
-        assert_eq!(scale(10, 10, &[1, 2, 5]), [10, 20]);
-    }
+        ..Report::empty(options.addrs[0].to_string())
+    };
+    report.assemble(total.latency, total.connect)
 }

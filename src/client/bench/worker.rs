@@ -1,10 +1,13 @@
 //! One bench thread: a `mio` poller over its share of the connections, driving each through
-//! connect, load, drain and close, and publishing its counts for the progress callback.
+//! connect, greeting, load, drain and close, and publishing its counts for the progress
+//! callback.
+//!
+//! The load starts only once every connection of every thread is open (or has failed): the
+//! last thread to get there fixes the [`Schedule`] for all.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::io::{self, Read as _};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,11 +15,16 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::conn::{Conn, State};
-use super::error::ErrorKind;
+use super::error::{ErrorKind, Failure, FirstError};
 use super::histogram::{Tally, micros};
-use super::plan::{Limit, Plan};
+use super::plan::{Limit, Plan, Schedule};
+
 /// How often each thread checks the stop flag and the timeouts and publishes its counts.
 pub(super) const TICK: Duration = Duration::from_millis(10);
+
+/// The load starts this long after the last connection is open, so that every thread (each
+/// wakes at least every [`TICK`]) is waiting when it does.
+const START_MARGIN: Duration = Duration::from_millis(25);
 
 /// Open loop: how early a message may go out. The poller sleeps in whole milliseconds
 /// (rounded up), so waiting for each intended time exactly would send up to a millisecond
@@ -27,7 +35,7 @@ pub(super) const TICK: Duration = Duration::from_millis(10);
 pub(super) const SCHEDULE_SLACK: Duration = Duration::from_millis(1);
 
 /// Bytes read per `read` call; one buffer per thread.
-pub(super) const READ_BUFFER: usize = 64 * 1024;
+const READ_BUFFER: usize = 64 * 1024;
 
 /// What one thread hands back.
 pub(super) struct Outcome {
@@ -41,6 +49,12 @@ pub(super) struct Worker<'a> {
     plan: &'a Plan<'a>,
     poll: Poll,
     conns: Vec<Conn>,
+    /// Connections before this index have started their connect ([`Plan::connect_interval`]).
+    next_open: usize,
+    /// This thread's connections are all open or failed, and it said so.
+    ready: bool,
+    /// Known once every thread is ready.
+    schedule: Option<Schedule>,
     /// Open loop: connections by when their next message may go out (its intended time less
     /// [`SCHEDULE_SLACK`]), soonest first.
     due: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -50,7 +64,8 @@ pub(super) struct Worker<'a> {
     buf: Box<[u8]>,
     /// Connections not finished.
     active: usize,
-    /// Past [`Plan::end`]: nothing new is queued; connections end once their replies are in.
+    /// Past the schedule's end: nothing new is queued; connections end once their replies are
+    /// in.
     draining: bool,
 }
 
@@ -61,23 +76,12 @@ impl<'a> Worker<'a> {
         let total = plan.connections as u64;
         let conns: Vec<Conn> = (t..plan.connections)
             .step_by(threads)
-            .map(|index| Conn {
-                index,
-                stream: None,
-                state: State::Connecting(now),
-                burst: Arc::clone(&plan.payloads[index % plan.payloads.len()]),
-                inflight: VecDeque::with_capacity(plan.options.pipeline.min(1024)),
-                to_write: 0,
-                write_off: 0,
-                read_off: 0,
-                written: 0,
-                received: 0,
-                quota: match plan.options.limit {
+            .map(|index| {
+                let quota = match plan.options.limit {
                     Limit::Messages(n) => Some(n / total + u64::from((index as u64) < n % total)),
                     Limit::Duration(_) => None,
-                },
-                next_send: now,
-                scheduled: false,
+                };
+                Conn::new(index, quota, now)
             })
             .collect();
         Ok(Worker {
@@ -85,6 +89,9 @@ impl<'a> Worker<'a> {
             poll: Poll::new()?,
             active: conns.len(),
             conns,
+            next_open: 0,
+            ready: false,
+            schedule: None,
             due: BinaryHeap::new(),
             tally: Tally::new(),
             published: (0, 0, 0),
@@ -95,13 +102,11 @@ impl<'a> Worker<'a> {
 
     pub(super) fn run(mut self) -> io::Result<Outcome> {
         let mut events = Events::with_capacity(1024);
-        for i in 0..self.conns.len() {
-            self.open(i);
-        }
         let mut next_tick = Instant::now();
         let mut interrupted = false;
         loop {
             let now = Instant::now();
+            self.open_due(now);
             if now >= next_tick {
                 if self.plan.stop.load(Ordering::Relaxed) || self.plan.abort.load(Ordering::Relaxed)
                 {
@@ -112,11 +117,16 @@ impl<'a> Worker<'a> {
                 self.publish();
                 next_tick = now + TICK;
             }
-            if !self.draining && self.plan.end.is_some_and(|end| now >= end) {
+            self.check_ready(now);
+            self.check_start(now);
+            if let Some(end) = self.schedule.and_then(|s| s.end)
+                && !self.draining
+                && now >= end
+            {
                 self.start_draining();
             }
             self.send_due(now);
-            if self.active == 0 {
+            if self.active == 0 && self.next_open >= self.conns.len() {
                 break;
             }
             let timeout = self.poll_timeout(now, next_tick);
@@ -132,12 +142,12 @@ impl<'a> Worker<'a> {
                 let now = Instant::now();
                 let i = event.token().0;
                 match self.conns[i].state {
-                    State::Connecting(since) => self.on_connecting(i, since, now),
-                    State::Open => {
+                    State::Connecting(addr, since) => self.on_connecting(i, addr, since, now),
+                    State::Greeting(_) | State::Open => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read(i, now);
                         } else {
-                            self.flush(i);
+                            self.flush(i, now);
                         }
                     }
                     State::Finished => {}
@@ -147,8 +157,15 @@ impl<'a> Worker<'a> {
         let finished_at = Instant::now();
         for i in 0..self.conns.len() {
             if self.conns[i].state != State::Finished {
-                self.close(i, None);
+                // The window ends here: what is still in flight was in flight at its end.
+                self.tally.in_flight_at_end += self.conns[i].measured_in_flight();
+                self.close(i, None, finished_at);
             }
+        }
+        // A thread stopped before it was ready still lets the others go on.
+        if !self.ready {
+            self.ready = true;
+            self.plan.thread_ready(finished_at, START_MARGIN);
         }
         self.publish();
         Ok(Outcome {
@@ -158,11 +175,20 @@ impl<'a> Worker<'a> {
         })
     }
 
-    /// How long to wait for events: until the next tick, the next intended send or the end.
-    pub(super) fn poll_timeout(&self, now: Instant, next_tick: Instant) -> Duration {
+    /// How long to wait for events: until the next tick, connect, intended send or the end.
+    fn poll_timeout(&self, now: Instant, next_tick: Instant) -> Duration {
         let mut wake = next_tick;
-        if let Some(end) = self.plan.end.filter(|_| !self.draining) {
-            wake = wake.min(end);
+        match self.schedule {
+            Some(s) if !self.draining => {
+                wake = wake.min(s.end.unwrap_or(wake));
+                if now < s.go {
+                    wake = wake.min(s.go);
+                }
+            }
+            _ => {}
+        }
+        if let Some(at) = self.open_time(self.next_open) {
+            wake = wake.min(at);
         }
         if let Some(&Reverse((at, _))) = self.due.peek() {
             wake = wake.min(at);
@@ -170,9 +196,28 @@ impl<'a> Worker<'a> {
         wake.saturating_duration_since(now)
     }
 
-    pub(super) fn open(&mut self, i: usize) {
-        let now = Instant::now();
-        let connected = TcpStream::connect(self.plan.options.addr).and_then(|mut stream| {
+    /// When local connection `i` starts its connect, or `None` once all have.
+    fn open_time(&self, i: usize) -> Option<Instant> {
+        let conn = self.conns.get(i)?;
+        Some(match self.plan.connect_interval {
+            Some(gap) => self.plan.start + gap.mul_f64(conn.index as f64),
+            None => self.plan.start,
+        })
+    }
+
+    /// Starts the connects whose time has come.
+    fn open_due(&mut self, now: Instant) {
+        while self.open_time(self.next_open).is_some_and(|at| at <= now) {
+            let i = self.next_open;
+            self.next_open += 1;
+            self.open(i, 0, now);
+        }
+    }
+
+    /// Starts a connect of connection `i` to the address at `addr`.
+    fn open(&mut self, i: usize, addr: usize, now: Instant) {
+        let target = self.plan.options.addrs[addr];
+        let connected = TcpStream::connect(target).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
                 Token(i),
@@ -184,14 +229,28 @@ impl<'a> Worker<'a> {
             Ok(stream) => {
                 let conn = &mut self.conns[i];
                 conn.stream = Some(stream);
-                conn.state = State::Connecting(now);
+                conn.state = State::Connecting(addr, now);
             }
-            Err(e) => self.close(i, Some(ErrorKind::of_connect(&e))),
+            Err(e) => self.connect_failed(i, addr, &e, now),
         }
     }
 
+    /// A connect failed: the next address is tried, or the connection fails for good.
+    fn connect_failed(&mut self, i: usize, addr: usize, e: &io::Error, now: Instant) {
+        let target = self.plan.options.addrs[addr];
+        log::debug!("bench connection {i} cannot connect: addr={target} error={e}");
+        if let Some(mut stream) = self.conns[i].stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        if addr + 1 < self.plan.options.addrs.len() {
+            return self.open(i, addr + 1, now);
+        }
+        let failure = Failure::new(ErrorKind::of_connect(e), 0, format!("{target}: {e}"));
+        self.close(i, Some(failure), now);
+    }
+
     /// A connecting socket had an event: connected, failed, or not yet.
-    pub(super) fn on_connecting(&mut self, i: usize, since: Instant, now: Instant) {
+    fn on_connecting(&mut self, i: usize, addr: usize, since: Instant, now: Instant) {
         let Some(stream) = self.conns[i].stream.as_ref() else {
             return;
         };
@@ -204,8 +263,7 @@ impl<'a> Worker<'a> {
             },
         };
         if let Some(e) = failed {
-            log::debug!("bench connection {i} cannot connect: error={e}");
-            return self.close(i, Some(ErrorKind::of_connect(&e)));
+            return self.connect_failed(i, addr, &e, now);
         }
         // Small messages must not wait for Nagle's algorithm; if this fails they still go.
         let _ = stream.set_nodelay(true);
@@ -213,67 +271,124 @@ impl<'a> Worker<'a> {
             .connect
             .saturating_record(micros(now.duration_since(since)));
         self.plan.live.open.fetch_add(1, Ordering::Relaxed);
-        let conn = &mut self.conns[i];
-        conn.state = State::Open;
-        if let Some(interval) = self.plan.interval {
-            // Spread the connections' schedules evenly over one interval.
-            let phase = interval.mul_f64(conn.index as f64 / self.plan.connections as f64);
-            conn.next_send = now + phase;
-        }
-        self.pump(i, now);
+        self.conns[i].greet(self.plan, now);
+        self.flush(i, now);
+        // The connect's event may also have been the edge for bytes that came with it (a
+        // server's greeting, or its `busy`): read them now, no other event will say so.
+        self.read(i, now);
     }
 
-    /// Reads and verifies everything the socket has, then sends what may go next.
-    pub(super) fn read(&mut self, i: usize, now: Instant) {
-        let size = self.plan.options.size;
+    /// Once this thread's connections are all open (and greeted) or failed, says so.
+    fn check_ready(&mut self, now: Instant) {
+        if self.ready || self.next_open < self.conns.len() {
+            return;
+        }
+        let waiting = self
+            .conns
+            .iter()
+            .any(|c| matches!(c.state, State::Connecting(..) | State::Greeting(_)));
+        if !waiting {
+            self.ready = true;
+            self.plan.thread_ready(now, START_MARGIN);
+        }
+    }
+
+    /// Once the schedule is known and its start has come, every open connection begins.
+    fn check_start(&mut self, now: Instant) {
+        if self.schedule.is_some() {
+            return;
+        }
+        let Some(&schedule) = self.plan.schedule.get() else {
+            return;
+        };
+        if now < schedule.go {
+            return;
+        }
+        self.schedule = Some(schedule);
+        for i in 0..self.conns.len() {
+            let conn = &mut self.conns[i];
+            if conn.state != State::Open {
+                continue;
+            }
+            if let Some(interval) = self.plan.interval {
+                // Spread the connections' schedules evenly over one interval.
+                let phase = interval.mul_f64(conn.index as f64 / self.plan.connections as f64);
+                conn.next_send = schedule.go + phase;
+            }
+            self.pump(i, now);
+        }
+    }
+
+    /// Reads and checks everything the socket has, then sends what may go next.
+    fn read(&mut self, i: usize, now: Instant) {
         let conn = &mut self.conns[i];
         let result = loop {
             let Some(stream) = conn.stream.as_mut() else {
                 return;
             };
             match stream.read(&mut self.buf) {
-                Ok(0) => break Err(ErrorKind::Closed),
+                Ok(0) => {
+                    break Err(Failure::new(
+                        ErrorKind::Closed,
+                        conn.received,
+                        "the server closed the connection",
+                    ));
+                }
                 Ok(n) => {
-                    if let Err(kind) = conn.consume(&self.buf[..n], size, now, &mut self.tally) {
-                        break Err(kind);
+                    let chunk = &self.buf[..n];
+                    let schedule = self.schedule.as_ref();
+                    if let Err(f) = conn.consume(chunk, now, self.plan, schedule, &mut self.tally) {
+                        break Err(f);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(ErrorKind::of_transfer(&e)),
+                Err(e) => {
+                    let kind = ErrorKind::of_transfer(&e);
+                    break Err(Failure::new(kind, conn.received, e.to_string()));
+                }
             }
         };
         match result {
-            Ok(()) => self.pump(i, now),
-            Err(kind) => self.close(i, Some(kind)),
+            Ok(()) if self.schedule.is_some() => self.pump(i, now),
+            Ok(()) => {}
+            Err(failure) => self.close(i, Some(failure), now),
         }
     }
 
     /// Queues what the connection may send now, writes it, and ends the connection when it
     /// has nothing left to send or await.
-    pub(super) fn pump(&mut self, i: usize, now: Instant) {
+    fn pump(&mut self, i: usize, now: Instant) {
+        let Some(schedule) = self.schedule else {
+            return;
+        };
         let plan = self.plan;
         let pipeline = plan.options.pipeline;
         let conn = &mut self.conns[i];
+        if conn.state != State::Open {
+            return;
+        }
         match plan.interval {
             None => {
-                while conn.inflight.len() < pipeline && conn.may_queue(now, self.draining, plan) {
-                    conn.queue(now, now, plan, &mut self.tally);
+                while conn.inflight.len() < pipeline
+                    && conn.may_queue(now, self.draining, &schedule)
+                {
+                    conn.queue(now, now, plan, &schedule, &mut self.tally);
                 }
             }
             Some(interval) => {
                 let horizon = now + SCHEDULE_SLACK;
                 while conn.next_send <= horizon
                     && conn.inflight.len() < pipeline
-                    && conn.may_queue(conn.next_send, self.draining, plan)
+                    && conn.may_queue(conn.next_send, self.draining, &schedule)
                 {
-                    conn.queue(conn.next_send, now, plan, &mut self.tally);
+                    conn.queue(conn.next_send, now, plan, &schedule, &mut self.tally);
                     conn.next_send += interval;
                 }
                 // At the in-flight cap the next send waits for a reply, which pumps again.
                 if !conn.scheduled
                     && conn.inflight.len() < pipeline
-                    && conn.may_queue(conn.next_send, self.draining, plan)
+                    && conn.may_queue(conn.next_send, self.draining, &schedule)
                 {
                     let wake = conn.next_send.checked_sub(SCHEDULE_SLACK);
                     self.due.push(Reverse((wake.unwrap_or(conn.next_send), i)));
@@ -282,20 +397,20 @@ impl<'a> Worker<'a> {
             }
         }
         if conn.inflight.is_empty() && !conn.scheduled {
-            self.close(i, None);
+            self.close(i, None, now);
         } else {
-            self.flush(i);
+            self.flush(i, now);
         }
     }
 
-    pub(super) fn flush(&mut self, i: usize) {
-        if let Err(kind) = self.conns[i].flush(self.plan.options.size) {
-            self.close(i, Some(kind));
+    fn flush(&mut self, i: usize, now: Instant) {
+        if let Err(failure) = self.conns[i].flush() {
+            self.close(i, Some(failure), now);
         }
     }
 
     /// Open loop: sends every message whose time has come.
-    pub(super) fn send_due(&mut self, now: Instant) {
+    fn send_due(&mut self, now: Instant) {
         while let Some(&Reverse((at, i))) = self.due.peek() {
             if at > now {
                 break;
@@ -310,27 +425,40 @@ impl<'a> Worker<'a> {
 
     /// Past the end: connections with nothing in flight end now, the others when their
     /// replies are in (or time out).
-    pub(super) fn start_draining(&mut self) {
+    fn start_draining(&mut self) {
         self.draining = true;
         self.due.clear();
+        let now = Instant::now();
         for i in 0..self.conns.len() {
             let conn = &mut self.conns[i];
             conn.scheduled = false;
             if conn.state == State::Open && conn.inflight.is_empty() {
-                self.close(i, None);
+                self.close(i, None, now);
             }
         }
     }
 
-    pub(super) fn check_timeouts(&mut self, now: Instant) {
+    fn check_timeouts(&mut self, now: Instant) {
         let options = self.plan.options;
         for i in 0..self.conns.len() {
             let conn = &self.conns[i];
-            let kind = match conn.state {
-                State::Connecting(since)
+            let failure = match conn.state {
+                State::Connecting(addr, since)
                     if now.duration_since(since) >= options.connect_timeout =>
                 {
-                    ErrorKind::ConnectTimeout
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within {:?}", options.connect_timeout),
+                    );
+                    self.connect_failed(i, addr, &e, now);
+                    continue;
+                }
+                State::Greeting(since) if now.duration_since(since) >= options.timeout => {
+                    Failure::new(
+                        ErrorKind::Timeout,
+                        conn.received,
+                        format!("no reply to the first message within {:?}", options.timeout),
+                    )
                 }
                 State::Open
                     if conn
@@ -338,16 +466,20 @@ impl<'a> Worker<'a> {
                         .front()
                         .is_some_and(|f| now.duration_since(f.sent) >= options.timeout) =>
                 {
-                    ErrorKind::Timeout
+                    Failure::new(
+                        ErrorKind::Timeout,
+                        conn.received,
+                        format!("no reply within {:?}", options.timeout),
+                    )
                 }
                 _ => continue,
             };
-            self.close(i, Some(kind));
+            self.close(i, Some(failure), now);
         }
     }
 
-    /// Ends connection `i` for good, counting `error` if it failed.
-    pub(super) fn close(&mut self, i: usize, error: Option<ErrorKind>) {
+    /// Ends connection `i` for good, counting `failure` if it failed.
+    fn close(&mut self, i: usize, failure: Option<Failure>, now: Instant) {
         let conn = &mut self.conns[i];
         if conn.state == State::Finished {
             return;
@@ -355,21 +487,28 @@ impl<'a> Worker<'a> {
         if let Some(mut stream) = conn.stream.take() {
             let _ = self.poll.registry().deregister(&mut stream);
         }
-        if conn.state == State::Open {
+        if matches!(conn.state, State::Open | State::Greeting(_)) {
             self.plan.live.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        // Messages left unanswered after the window closed were in flight at its end.
+        if self.draining {
+            self.tally.in_flight_at_end += conn.measured_in_flight();
         }
         conn.state = State::Finished;
         conn.inflight.clear();
-        conn.to_write = 0;
         self.active -= 1;
-        if let Some(kind) = error {
+        if let Some(Failure { kind, detail }) = failure {
             log::debug!("bench connection {} failed: kind={kind}", conn.index);
-            *self.tally.errors.entry(kind).or_default() += 1;
+            let detail = FirstError {
+                connection: conn.index,
+                ..detail
+            };
+            self.tally.error(kind, detail, now, self.schedule.as_ref());
         }
     }
 
     /// Adds what changed since last time to the live counts.
-    pub(super) fn publish(&mut self) {
+    fn publish(&mut self) {
         let errors: u64 = self.tally.errors.values().sum();
         let now = (self.tally.completed, self.tally.messages, errors);
         let live = &self.plan.live;

@@ -1,0 +1,46 @@
+//! `tcpool bench merge` and `tcpool bench plot`: commands over the JSON reports that
+//! `tcpool bench --json` wrote, one per generator.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use tcpool::client::bench::{self, Report};
+
+/// `tcpool bench merge` flags.
+#[derive(Debug, Args)]
+pub(crate) struct MergeArgs {
+    /// The reports to merge, each written by `tcpool bench --json`.
+    #[arg(value_name = "REPORT.json", required = true)]
+    files: Vec<PathBuf>,
+    /// Print the merged report as one JSON object (the keys of one run's report).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Reads every report, naming the one that cannot be read.
+pub(crate) fn read_reports(files: &[PathBuf]) -> anyhow::Result<Vec<(String, Report)>> {
+    files
+        .iter()
+        .map(|path| {
+            let name = path.display().to_string();
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {name}"))?;
+            let report: Report = serde_json::from_str(&text)
+                .with_context(|| format!("{name} is not a tcpool bench --json report"))?;
+            Ok((name, report))
+        })
+        .collect()
+}
+
+/// Merges the reports and prints the result; exit 1 when any generator had errors.
+pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let reports = read_reports(&args.files)?;
+    let merged = bench::merge(&reports).map_err(anyhow::Error::msg)?;
+    if let Some(warning) = merged.warning() {
+        eprintln!("warning: {warning}");
+    }
+    super::bench::print(&merged.report, args.json)
+}

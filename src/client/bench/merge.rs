@@ -1,0 +1,248 @@
+//! `bench merge`: several generators' [`Report`]s made into one, exactly. Counts are summed,
+//! histograms added (so every percentile is that of all the replies together, never an
+//! average of percentiles), the timelines aligned on the wall clock, and throughput taken
+//! over the common window: from the earliest start to the latest end.
+
+use std::collections::BTreeMap;
+
+use super::histogram::histogram;
+use super::report::{Generator, Report, Second, Window};
+use super::text::human_window;
+
+/// Below this overlap of the generators' windows, [`Merged::warning`] says so.
+pub const OVERLAP_WARNING: f64 = 0.9;
+
+/// The merged report, and how well the windows overlapped.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    /// One report, with the same keys as a single run's and one [`Generator`] per input.
+    pub report: Report,
+    /// The windows' intersection over their union, from 0 to 1 (1 for a single input).
+    pub overlap: f64,
+}
+
+impl Merged {
+    /// A warning for windows that overlap by less than [`OVERLAP_WARNING`].
+    pub fn warning(&self) -> Option<String> {
+        (self.overlap < OVERLAP_WARNING).then(|| {
+            format!(
+                "the generators' windows overlap by only {:.0}% ({}): start them with one --start-at",
+                self.overlap * 100.0,
+                human_window(&self.report.window)
+            )
+        })
+    }
+}
+
+/// Merges `reports`, each named by where it came from.
+///
+/// # Errors
+///
+/// No reports, or a histogram that cannot be added (values beyond this build's bounds),
+/// naming the input.
+pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
+    let Some((_, first)) = reports.first() else {
+        return Err("nothing to merge".into());
+    };
+    let start = reports
+        .iter()
+        .map(|(_, r)| r.window.start)
+        .fold(f64::INFINITY, f64::min);
+    let end = reports
+        .iter()
+        .map(|(_, r)| r.window.end)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let common_start = reports
+        .iter()
+        .map(|(_, r)| r.window.start)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let common_end = reports
+        .iter()
+        .map(|(_, r)| r.window.end)
+        .fold(f64::INFINITY, f64::min);
+    let union = end - start;
+    let overlap = if union > 0.0 {
+        ((common_end - common_start) / union).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+
+    let mut latency = histogram();
+    let mut connect = histogram();
+    let mut seconds: BTreeMap<u64, Second> = BTreeMap::new();
+    let mut merged = Report::empty(String::new());
+    let mut targets: Vec<&str> = Vec::new();
+    let mut rates = Some(0.0);
+    for (source, r) in reports {
+        latency
+            .add(r.latency_histogram())
+            .map_err(|e| format!("{source}: cannot add its latency histogram: {e:?}"))?;
+        connect
+            .add(&r.connect)
+            .map_err(|e| format!("{source}: cannot add its connect histogram: {e:?}"))?;
+        // Seconds of this generator's window, placed on the common clock.
+        let offset = (r.window.start - start).round().max(0.0) as u64;
+        for s in &r.timeline {
+            let at = s.second + offset;
+            let entry = seconds
+                .entry(at)
+                .or_insert_with(|| Second::new(at, super::histogram::second_histogram(), 0));
+            entry
+                .histogram
+                .add(&s.histogram)
+                .map_err(|e| format!("{source}: cannot add second {}: {e:?}", s.second))?;
+            entry.errors += s.errors;
+        }
+        if !targets.contains(&r.target.as_str()) {
+            targets.push(&r.target);
+        }
+        rates = rates.zip(r.rate).map(|(a, b)| a + b);
+        for (kind, n) in &r.errors_by_kind {
+            *merged.errors_by_kind.entry(*kind).or_default() += n;
+        }
+        for (kind, e) in &r.first_errors {
+            merged
+                .first_errors
+                .entry(*kind)
+                .or_insert_with(|| e.clone());
+        }
+        merged.connections += r.connections;
+        merged.threads += r.threads;
+        merged.sent += r.sent;
+        merged.messages += r.messages;
+        merged.bytes += r.bytes;
+        merged.in_flight_at_end += r.in_flight_at_end;
+        merged.late_replies += r.late_replies;
+        merged.interrupted |= r.interrupted;
+        merged.connect_s = merged.connect_s.max(r.connect_s);
+        merged.generators.push(Generator {
+            source: source.clone(),
+            window: r.window,
+            messages: r.messages,
+            errors: r.errors,
+            msgs_per_sec: r.msgs_per_sec,
+            latency_us: r.latency_us,
+        });
+    }
+    let last = seconds.keys().next_back().copied();
+    merged.timeline = match last {
+        Some(last) => (0..=last)
+            .map(|i| match seconds.remove(&i) {
+                Some(s) => Second::new(i, s.histogram, s.errors),
+                None => Second::new(i, super::histogram::second_histogram(), 0),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    merged.target = targets.join(", ");
+    merged.request = first.request.clone();
+    merged.reply = first.reply.clone();
+    merged.size = first.size;
+    merged.eol = first.eol.clone();
+    merged.pipeline = first.pipeline;
+    merged.warmup_s = first.warmup_s;
+    merged.rate = rates;
+    merged.window = Window { start, end };
+    Ok(Merged {
+        report: merged.assemble(latency, connect),
+        overlap,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::bench::ErrorKind;
+
+    /// A report that recorded exactly `values`, over `window`.
+    fn run(values: &[u64], window: (f64, f64), errors: u64) -> Report {
+        let mut h = histogram();
+        let mut second = super::super::histogram::second_histogram();
+        for &v in values {
+            h.record(v).unwrap();
+            second.record(v).unwrap();
+        }
+        let mut r = Report::empty("127.0.0.1:8900".into());
+        r.messages = values.len() as u64;
+        r.bytes = values.len() as u64 * 64;
+        r.connections = 4;
+        r.window = Window {
+            start: window.0,
+            end: window.1,
+        };
+        r.timeline = vec![Second::new(0, second, 0)];
+        if errors > 0 {
+            r.errors_by_kind.insert(ErrorKind::Timeout, errors);
+        }
+        let mut connect = histogram();
+        connect.record(100).unwrap();
+        r.assemble(h, connect)
+    }
+
+    #[test]
+    fn merged_percentiles_are_those_of_one_histogram_of_both_runs() {
+        let a: Vec<u64> = (1..=900).collect();
+        let b: Vec<u64> = (1..=100).map(|i| i * 1_000).collect();
+        let mut both = histogram();
+        for &v in a.iter().chain(&b) {
+            both.record(v).unwrap();
+        }
+        let (ra, rb) = (run(&a, (100.0, 110.0), 1), run(&b, (100.2, 110.2), 2));
+        // Through JSON, as `bench merge` reads them.
+        let back = |r: &Report| -> Report {
+            serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap()
+        };
+        let merged = merge(&[("a.json".into(), back(&ra)), ("b.json".into(), back(&rb))]).unwrap();
+        let m = &merged.report;
+        assert_eq!(m.messages, 1_000);
+        assert_eq!(m.bytes, 64_000);
+        assert_eq!(m.errors, 3);
+        assert_eq!(m.errors_by_kind[&ErrorKind::Timeout], 3);
+        assert_eq!(m.connections, 8);
+        assert_eq!(m.connected, 2);
+        assert_eq!(m.latency_histogram(), &both);
+        for (q, got) in [
+            (0.5, m.latency_us.p50),
+            (0.99, m.latency_us.p99),
+            (0.999, m.latency_us.p999),
+        ] {
+            assert_eq!(got, both.value_at_quantile(q), "quantile {q}");
+        }
+        assert_eq!(m.latency_us.max, both.max());
+        // p50 of the merge is not the mean of the two p50s.
+        assert_ne!(
+            m.latency_us.p50,
+            (ra.latency_us.p50 + rb.latency_us.p50) / 2
+        );
+        assert_eq!(
+            m.window,
+            Window {
+                start: 100.0,
+                end: 110.2
+            }
+        );
+        assert!((m.msgs_per_sec - 1_000.0 / 10.2).abs() < 1e-9);
+        assert!((merged.overlap - 9.8 / 10.2).abs() < 1e-9);
+        assert!(merged.warning().is_none());
+        assert_eq!(m.generators.len(), 2);
+        assert_eq!(m.generators[1].source, "b.json");
+        // Both runs' first second is the same wall-clock second.
+        assert_eq!(m.timeline.len(), 1);
+        assert_eq!(m.timeline[0].messages, 1_000);
+    }
+
+    #[test]
+    fn windows_that_barely_overlap_are_warned_about() {
+        let merged = merge(&[
+            ("a".into(), run(&[10], (0.0, 10.0), 0)),
+            ("b".into(), run(&[10], (5.0, 15.0), 0)),
+        ])
+        .unwrap();
+        assert!((merged.overlap - 5.0 / 15.0).abs() < 1e-9);
+        assert!(merged.warning().unwrap().contains("33%"));
+        // The second generator's first second lands five seconds in.
+        assert_eq!(merged.report.timeline.len(), 6);
+        assert_eq!(merged.report.timeline[5].messages, 1);
+        assert!(merge(&[]).is_err());
+    }
+}
