@@ -497,6 +497,9 @@ pub(crate) struct Session {
     pub(crate) last_active: Instant,
     /// The read loop stopped with input left (budget spent or back-pressure).
     pub(crate) read_more: bool,
+    /// The poller reported the peer's end of input (or an error): read until the socket
+    /// says so, since no further event will come.
+    pub(crate) read_closed: bool,
 }
 
 impl Session {
@@ -514,6 +517,7 @@ impl Session {
             phase: Phase::Open,
             last_active: Instant::now(),
             read_more: false,
+            read_closed: false,
         }
     }
 

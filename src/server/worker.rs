@@ -118,6 +118,11 @@ impl Worker {
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     self.on_writable(t);
                 }
+                if (event.is_read_closed() || event.is_error())
+                    && let Some(session) = self.sessions.get_mut(t)
+                {
+                    session.read_closed = true;
+                }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.on_readable(t);
                 }
@@ -232,7 +237,14 @@ impl Worker {
                 Ok(0) => return self.on_eof(t),
                 Ok(n) => {
                     session.last_active = Instant::now();
+                    // A short read emptied the socket: the poller reports the next arrival
+                    // (edge-triggered readiness fires on every one), so reading again now
+                    // would only hear `WouldBlock`. The end of input is the exception.
+                    let drained = n < self.buf.len() && !session.read_closed;
                     self.on_input(t, n);
+                    if drained {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
