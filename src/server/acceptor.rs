@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 
+use super::metrics::Rejection;
 use super::worker::{Conn, DRAIN};
 use super::{Overflow, Shared};
 use crate::pool::{SubmitError, Submitter};
@@ -78,6 +79,7 @@ impl Acceptor {
                 }
                 Err(e) if transient(&e) => {}
                 Err(e) => {
+                    self.shared.metrics.accept_error();
                     if let Some(suppressed) = accept_errors.ready() {
                         log::warn!(
                             "accept failed: error={e} backoff={backoff:?} suppressed={suppressed}"
@@ -131,7 +133,7 @@ impl Acceptor {
         let registry = &self.shared.registry;
         let config = &self.shared.config;
         if registry.len() >= self.shared.max_conns {
-            self.reject(stream, peer, "max-conns", busy);
+            self.reject(stream, peer, Rejection::MaxConns, busy);
             return;
         }
         let handle = registry.register(peer);
@@ -167,7 +169,7 @@ impl Acceptor {
                 }
                 Err(SubmitError::Full(back)) => {
                     registry.withdraw(id);
-                    self.reject(back.stream, peer, "backlog-full", busy);
+                    self.reject(back.stream, peer, Rejection::BacklogFull, busy);
                     return;
                 }
                 Err(SubmitError::Closed(back)) => {
@@ -179,8 +181,10 @@ impl Acceptor {
         }
     }
 
-    fn reject(&self, stream: TcpStream, peer: SocketAddr, reason: &str, busy: &mut Throttle) {
+    fn reject(&self, stream: TcpStream, peer: SocketAddr, why: Rejection, busy: &mut Throttle) {
         self.shared.registry.note_rejected();
+        self.shared.metrics.rejected(why);
+        let reason = why.as_str();
         if let Some(suppressed) = busy.ready() {
             log::warn!(
                 "connection rejected: peer={peer} reason={reason} sessions={} suppressed={suppressed}",

@@ -18,12 +18,14 @@
 //! | [`modes`] | the [`Handler`] trait and echo, chat and manual modes |
 //! | [`console`] | operator commands on stdin |
 //! | [`output`] | operator output and logs through a bounded queue that never blocks |
+//! | [`metrics`] | per-worker counters, summed into the Prometheus exposition at scrape time |
 //!
 //! [`Server::run`] returns once a shutdown was triggered and every session was closed (or the
 //! shutdown deadline passed), with a [`Summary`] of what was served.
 
 pub mod acceptor;
 pub mod console;
+pub mod metrics;
 pub mod modes;
 pub mod output;
 pub mod protocol;
@@ -42,6 +44,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 
 pub use console::Console;
+pub use metrics::{Exposition, Metrics};
 pub use modes::{Context, Handler, Mode};
 pub use output::Printer;
 pub use protocol::{LineEnding, Message};
@@ -228,6 +231,8 @@ pub(crate) struct Shared {
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) shutdown: Shutdown,
     pub(crate) config: Config,
+    /// The workers' and the acceptor's counts; one cell per worker.
+    pub(crate) metrics: Arc<Metrics>,
     /// `config.max_conns` resolved against the descriptor limit.
     pub(crate) max_conns: usize,
 }
@@ -270,6 +275,7 @@ pub struct Server {
     printer: Printer,
     registry: Registry,
     shutdown: Shutdown,
+    metrics: Arc<Metrics>,
 }
 
 impl fmt::Debug for Server {
@@ -286,6 +292,7 @@ impl Server {
     /// `config.mode`, printing operator output to stdout.
     pub fn new(listener: TcpListener, config: Config) -> Self {
         let registry = Registry::new(config.outbox_limit);
+        let metrics = Arc::new(Metrics::new(config.worker_count()));
         Server {
             listener,
             config,
@@ -293,6 +300,7 @@ impl Server {
             printer: Printer::stdout(),
             registry,
             shutdown: Shutdown::new(),
+            metrics,
         }
     }
 
@@ -322,6 +330,15 @@ impl Server {
     /// The registry of sessions.
     pub fn registry(&self) -> Registry {
         self.registry.clone()
+    }
+
+    /// What a Prometheus scrape of this server reads ([`Exposition::encode`]).
+    pub fn exposition(&self) -> Exposition {
+        Exposition::new(
+            Arc::clone(&self.metrics),
+            self.registry.clone(),
+            self.config.backlog,
+        )
     }
 
     /// The address the listener is bound to (with the real port when bound to port 0).
@@ -370,11 +387,12 @@ impl Server {
             printer,
             registry,
             shutdown,
+            metrics,
         } = self;
         config.validate()?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(false)?;
-        let workers = config.worker_count();
+        let workers = metrics.worker_count();
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
         let shared = Arc::new(Shared {
@@ -382,6 +400,7 @@ impl Server {
             handler,
             shutdown: shutdown.clone(),
             config: config.clone(),
+            metrics,
             max_conns,
         });
 

@@ -201,6 +201,7 @@ impl Worker {
             self.index
         );
         entry.insert(Session::new(handle, stream, splitter));
+        self.shared.metrics.worker(self.index).opened();
         self.call_handler(t, |handler, ctx| handler.on_open(ctx));
         if self.stopping.is_some() {
             self.begin_close(t, CloseReason::Shutdown);
@@ -334,7 +335,12 @@ impl Worker {
         counters
             .messages_out
             .fetch_add(replies, std::sync::atomic::Ordering::Relaxed);
-        self.send_reply(t, from_input, reply_len);
+        if reply_len > 0 {
+            let read_at = self.sessions[t].last_active;
+            self.send_reply(t, from_input, reply_len);
+            let metrics = self.shared.metrics.worker(self.index);
+            metrics.replied(read_at.elapsed());
+        }
         if quit {
             self.begin_close(t, CloseReason::Quit);
         } else if let Some(reason) = close {
@@ -716,6 +722,8 @@ impl Worker {
         };
         let handle = &session.handle;
         let traffic = handle.traffic();
+        let metrics = self.shared.metrics.worker(self.index);
+        metrics.closed(reason, handle.connected_for());
         log::debug!(
             "session {} closed: peer={} reason={reason} duration={:?} bytes_in={} bytes_out={}",
             handle.id(),
