@@ -38,4 +38,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${install[@]}" </dev/null
 fi
 
+# The admin tests read /metrics with the Python prometheus_client parser. Debian's package
+# serves Debian's python3; any other python3 (pyenv, a venv) gets it from pip.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  if [ "$(readlink -f "$(command -v python3)")" = "$(readlink -f /usr/bin/python3 2>/dev/null)" ]; then
+    install=(apt-get install -y -qq --no-install-recommends python3-prometheus-client)
+  else
+    install=(python3 -m pip install -q prometheus_client)
+  fi
+  if [ "$(id -u)" -ne 0 ] && [ "${install[0]}" = apt-get ]; then
+    echo "the tests need python3-prometheus-client: sudo ${install[*]}" >&2
+    exit 1
+  fi
+  echo "installing the test parser: ${install[*]}" >&2
+  if [ "${install[0]}" = apt-get ]; then apt-get update -qq </dev/null; fi
+  DEBIAN_FRONTEND=noninteractive "${install[@]}" </dev/null
+fi
+
 exec cargo test "$@"

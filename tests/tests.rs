@@ -5,6 +5,8 @@
 
 mod support;
 
+mod admin;
+
 mod bench;
 mod bench_accounting;
 mod bench_fleet;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
-use tcpool::server::{self, Config, Mode, Overflow, Printer, Server};
+use tcpool::server::{self, Config, Mode, Overflow, Printer, Server, admin::Admin};
 
 use super::terminal;
 use super::{bad_value, parse_positive_seconds, parse_seconds, parse_size_u32};
@@ -57,6 +57,10 @@ pub(crate) struct ServeArgs {
     /// How long a graceful shutdown may take (`5s`, `500ms`; bare = seconds).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     shutdown_timeout: Duration,
+    /// Serve the admin HTTP endpoint (metrics, health, sessions) on this address, such as
+    /// `127.0.0.1:9900`. It has no authentication: keep it on loopback [default: off].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -133,6 +137,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let handler = on_interrupt.clone();
     ctrlc::set_handler(handler).context("cannot install the signal handler")?;
 
+    let admin = match args.admin {
+        Some(addr) => {
+            let listener =
+                server::bind(addr).with_context(|| format!("cannot listen on {addr} (--admin)"))?;
+            Some(Admin::start(listener, &server).context("cannot start the admin endpoint")?)
+        }
+        None => None,
+    };
     let console = server.console();
     let running = server.start().context("cannot start the server")?;
     // The console may stay blocked on stdin at exit: it holds nothing, and is not joined.
@@ -145,6 +157,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the console")?;
 
     let summary = running.wait().context("server failed")?;
+    // It answered through the shutdown (`/healthz` 503); now the server is gone.
+    drop(admin);
     if summary.forced {
         log::warn!("shutdown deadline passed; some sessions were closed without a goodbye");
     }

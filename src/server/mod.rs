@@ -18,12 +18,14 @@
 //! | [`modes`] | the [`Handler`] trait and echo, chat and manual modes |
 //! | [`console`] | operator commands on stdin |
 //! | [`output`] | operator output and logs through a bounded queue that never blocks |
+//! | [`admin`] | the HTTP admin endpoint (`--admin`): metrics, health, sessions, stats, shutdown |
 //! | [`metrics`] | per-worker counters, summed into the Prometheus exposition at scrape time |
 //!
 //! [`Server::run`] returns once a shutdown was triggered and every session was closed (or the
 //! shutdown deadline passed), with a [`Summary`] of what was served.
 
 pub mod acceptor;
+pub mod admin;
 pub mod console;
 pub mod metrics;
 pub mod modes;

@@ -1,0 +1,431 @@
+//! The admin endpoint: every route with good and bad input, `/metrics` read by the real
+//! Python `prometheus_client` parser and checked by value, `/healthz` during shutdown, and a
+//! slowloris on the admin port that must not stall the data port.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tcpool::server::admin::{Admin, BODY_LIMIT};
+use tcpool::server::{Config, Running, Server, bind};
+
+use crate::support::{
+    IO_TIMEOUT, connect, init_logger, read_line, read_to_close, round_trip, wait_until,
+};
+
+/// A server with its admin endpoint, both on 127.0.0.1 port 0.
+struct Served {
+    addr: SocketAddr,
+    admin: Option<Admin>,
+    running: Option<Running>,
+    shutdown: tcpool::Shutdown,
+}
+
+impl Served {
+    fn start(config: Config) -> Served {
+        init_logger();
+        let server = Server::new(bind("127.0.0.1:0".parse().unwrap()).unwrap(), config);
+        let admin = Admin::start(bind("127.0.0.1:0".parse().unwrap()).unwrap(), &server).unwrap();
+        let shutdown = server.shutdown();
+        let running = server.start().unwrap();
+        Served {
+            addr: running.local_addr(),
+            admin: Some(admin),
+            running: Some(running),
+            shutdown,
+        }
+    }
+
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin.as_ref().unwrap().local_addr()
+    }
+
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        request(self.admin_addr(), method, path, body)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, b"")
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
+    /// The exposition as parsed by Python's `prometheus_client`: sample name and labels
+    /// (as `name{k="v",...}` with sorted labels) to value.
+    fn scrape(&self) -> HashMap<String, f64> {
+        let (status, text) = self.get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        parse_with_prometheus_client(&text)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(running) = self.running.take() {
+            let _ = running.wait();
+        }
+        drop(self.admin.take());
+    }
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close`; returns the status and body.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(body);
+    raw(addr, &head)
+}
+
+/// Sends raw bytes as a request; returns the status and body of the answer.
+fn raw(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
+    let mut stream = connect(addr);
+    stream.write_all(bytes).unwrap();
+    parse_answer(&read_to_close(&mut stream))
+}
+
+fn parse_answer(answer: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {head:?}"));
+    (status, body.to_owned())
+}
+
+const PARSER: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+names = set()
+for family in text_string_to_metric_families(sys.stdin.read()):
+    assert family.name not in names, "two families named " + family.name
+    names.add(family.name)
+    for s in family.samples:
+        labels = ",".join('%s="%s"' % kv for kv in sorted(s.labels.items()))
+        out["%s{%s}" % (s.name, labels)] = s.value
+print(json.dumps(out))
+"#;
+
+/// Runs the exposition through the real Python parser (installed by `scripts/test.sh`).
+pub fn parse_with_prometheus_client(text: &str) -> HashMap<String, f64> {
+    let mut child = Command::new("python3")
+        .args(["-c", PARSER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test.sh installs it and prometheus_client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
+    *samples
+        .get(key)
+        .unwrap_or_else(|| panic!("no sample {key} in {samples:?}"))
+}
+
+#[test]
+fn metrics_count_three_clients_of_ten_messages() {
+    let served = Served::start(Config::default());
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(served.addr)).collect();
+    for client in &mut clients {
+        for i in 0..10 {
+            let msg = format!("message {i}\n");
+            assert_eq!(round_trip(client, msg.as_bytes()), msg.as_bytes());
+        }
+    }
+    let m = served.scrape();
+    assert_eq!(sample(&m, "tcpool_sessions_total{}"), 3.0);
+    assert_eq!(sample(&m, "tcpool_sessions_active{}"), 3.0);
+    assert_eq!(sample(&m, r#"tcpool_messages_total{direction="in"}"#), 30.0);
+    assert_eq!(
+        sample(&m, r#"tcpool_messages_total{direction="out"}"#),
+        30.0
+    );
+    let bytes: f64 = (0..10).map(|i| format!("message {i}\n").len() as f64).sum();
+    assert_eq!(
+        sample(&m, r#"tcpool_bytes_total{direction="in"}"#),
+        3.0 * bytes
+    );
+    assert_eq!(
+        sample(&m, r#"tcpool_bytes_total{direction="out"}"#),
+        3.0 * bytes
+    );
+    assert_eq!(sample(&m, "tcpool_reply_seconds_count{}"), 30.0);
+    let per_worker: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("tcpool_worker_sessions{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(per_worker, 3.0);
+    assert_eq!(sample(&m, r#"tcpool_build_info{version="0.1.0"}"#), 1.0);
+    assert!(sample(&m, "process_start_time_seconds{}") > 1.0e9);
+
+    // One quits, one is kicked through the endpoint; each shows under its reason.
+    clients[0].write_all(b"quit\n").unwrap();
+    assert_eq!(read_to_close(&mut clients[0]), b"");
+    let peer = clients[1].local_addr().unwrap().to_string();
+    let sessions = served.json("/sessions");
+    let listed = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["peer"] == peer.as_str());
+    let id = listed.expect("the second client is listed")["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(id, 2);
+    let (status, body) = served.request("POST", &format!("/sessions/{id}/kick"), b"");
+    assert_eq!((status, body.as_str()), (200, "{\"kicked\":2}\n"));
+    assert_eq!(read_to_close(&mut clients[1]), b"quit\n");
+    wait_until("both closes counted", || {
+        let m = served.scrape();
+        m.get(r#"tcpool_sessions_closed_total{reason="kick"}"#) == Some(&1.0)
+            && m.get(r#"tcpool_sessions_closed_total{reason="quit"}"#) == Some(&1.0)
+    });
+    let m = served.scrape();
+    assert_eq!(sample(&m, "tcpool_sessions_active{}"), 1.0);
+    assert_eq!(sample(&m, "tcpool_session_duration_seconds_count{}"), 2.0);
+}
+
+#[test]
+fn sessions_and_stats_are_the_console_data_as_json() {
+    let served = Served::start(Config::default());
+    let mut client = connect(served.addr);
+    assert_eq!(round_trip(&mut client, b"hello"), b"hello");
+    let sessions = served.json("/sessions");
+    let list = sessions.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    let s = &list[0];
+    assert_eq!(s["id"], 1);
+    assert_eq!(s["peer"], client.local_addr().unwrap().to_string());
+    assert_eq!(s["messages_in"], 1);
+    assert_eq!(s["bytes_in"], 5);
+    assert_eq!(s["bytes_out"], 5);
+    assert_eq!(s["closing"], false);
+    let stats = served.json("/stats");
+    assert_eq!(stats["sessions"], 1);
+    assert_eq!(stats["total"], 1);
+    assert_eq!(stats["messages_in"], 1);
+    assert_eq!(stats["bytes_out"], 5);
+    // A query string does not change the route.
+    assert_eq!(served.get("/stats?pretty=1").0, 200);
+}
+
+#[test]
+fn bad_requests_get_their_status_and_one_line() {
+    let served = Served::start(Config::default());
+    let one_line = |(status, body): (u16, String), want: u16| {
+        assert_eq!(status, want, "{body}");
+        assert!(
+            body.ends_with('\n') && body.matches('\n').count() == 1,
+            "{body:?}"
+        );
+    };
+    one_line(served.request("POST", "/sessions/42/kick", b""), 404);
+    one_line(served.request("POST", "/sessions/abc/kick", b""), 404);
+    one_line(served.request("POST", "/sessions/%FF%FE/kick", b""), 404);
+    one_line(served.get("/nowhere"), 404);
+    one_line(served.get("/sessions/1"), 404);
+    one_line(served.request("DELETE", "/metrics", b""), 405);
+    one_line(served.request("POST", "/healthz", b""), 405);
+    one_line(served.get("/shutdown"), 405);
+    one_line(served.get("/sessions/1/kick"), 405);
+    one_line(served.get("/faults"), 501);
+    one_line(served.request("POST", "/faults", b"latency 10ms"), 501);
+    one_line(served.request("DELETE", "/faults/1", b""), 501);
+    let mut allow = connect(served.admin_addr());
+    allow
+        .write_all(b"PUT /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer = String::from_utf8(read_to_close(&mut allow)).unwrap();
+    assert!(answer.contains("\r\nAllow: GET\r\n"), "{answer}");
+
+    // Bytes that are not UTF-8 in the request line or a header: the HTTP layer closes the
+    // connection without an answer (it takes only ASCII heads).
+    for head in [
+        &b"GET /\xff\xfe\x80 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nHost: \xff\xfe\r\nConnection: close\r\n\r\n",
+    ] {
+        let mut stream = connect(served.admin_addr());
+        stream.write_all(head).unwrap();
+        let answer = read_to_close(&mut stream);
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
+            "{answer:?}"
+        );
+    }
+    one_line(
+        served.request("POST", "/sessions/1/kick", b"\xff\xfe\x00 not text"),
+        404,
+    );
+    // Garbage that is not HTTP at all.
+    let mut junk = connect(served.admin_addr());
+    junk.write_all(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n")
+        .unwrap();
+    let _ = read_to_close(&mut junk);
+
+    // The server is still whole: the endpoint answers and echo works.
+    assert_eq!(served.get("/healthz"), (200, "ok\n".into()));
+    let mut client = connect(served.addr);
+    assert_eq!(round_trip(&mut client, b"still here\n"), b"still here\n");
+}
+
+#[test]
+fn a_ten_megabyte_body_is_refused_unread() {
+    let served = Served::start(Config::default());
+    let ten_mb = 10 * 1024 * 1024;
+    // Announced by its length: refused before a byte of it is read.
+    let mut stream = connect(served.admin_addr());
+    write!(
+        stream,
+        "POST /shutdown HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {ten_mb}\r\n\r\n"
+    )
+    .unwrap();
+    let sender = {
+        let mut stream = stream.try_clone().unwrap();
+        thread::spawn(move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..ten_mb / chunk.len() {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let (status, body) = parse_answer(&read_to_close(&mut stream));
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains(&BODY_LIMIT.to_string()), "{body}");
+    drop(stream);
+    sender.join().unwrap();
+
+    // Chunked, with no length: refused once the limit is passed.
+    let mut stream = connect(served.admin_addr());
+    stream
+        .write_all(
+            b"POST /shutdown HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+    let sender = {
+        let mut stream = stream.try_clone().unwrap();
+        thread::spawn(move || {
+            let chunk = vec![b'y'; 64 * 1024];
+            for _ in 0..ten_mb / chunk.len() {
+                let ok = write!(stream, "{:x}\r\n", chunk.len()).is_ok()
+                    && stream.write_all(&chunk).is_ok()
+                    && stream.write_all(b"\r\n").is_ok();
+                if !ok {
+                    break;
+                }
+            }
+            let _ = stream.write_all(b"0\r\n\r\n");
+        })
+    };
+    let (status, _) = parse_answer(&read_to_close(&mut stream));
+    assert_eq!(status, 413);
+    drop(stream);
+    sender.join().unwrap();
+
+    // Neither shut the server down.
+    assert_eq!(served.get("/healthz"), (200, "ok\n".into()));
+}
+
+#[test]
+fn healthz_turns_503_once_shutdown_began_and_post_shutdown_starts_it() {
+    let mut served = Served::start(Config::default());
+    let mut client = connect(served.addr);
+    assert_eq!(round_trip(&mut client, b"hi\n"), b"hi\n");
+    assert_eq!(served.get("/healthz"), (200, "ok\n".into()));
+    assert_eq!(
+        served.request("POST", "/shutdown", b""),
+        (202, "shutting down\n".into())
+    );
+    assert_eq!(served.get("/healthz"), (503, "shutting down\n".into()));
+    assert_eq!(read_to_close(&mut client), b"quit\n");
+    let summary = served.running.take().unwrap().wait().unwrap();
+    assert_eq!(summary.sessions, 1);
+    // The endpoint outlives the server it reports on until it is stopped.
+    assert_eq!(served.get("/healthz").0, 503);
+    served.admin.take().unwrap().stop();
+}
+
+#[test]
+fn a_slowloris_on_the_admin_port_does_not_stall_the_data_port() {
+    let served = Served::start(Config::default());
+    // Clients that open a request and never finish it, one byte at a time.
+    let mut slow: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = connect(served.admin_addr());
+            s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut client = connect(served.addr);
+    let mut rounds = 0;
+    while Instant::now() < until {
+        for s in &mut slow {
+            s.write_all(b"a").unwrap();
+        }
+        let msg = format!("round {rounds}\n");
+        assert_eq!(round_trip(&mut client, msg.as_bytes()), msg.as_bytes());
+        rounds += 1;
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(rounds > 0);
+    // The endpoint itself still answers a complete request meanwhile.
+    assert_eq!(served.get("/healthz"), (200, "ok\n".into()));
+    drop(slow);
+}
+
+#[test]
+fn the_binary_serves_admin_and_shuts_down_through_it() {
+    use crate::support::Binary;
+    let mut server = Binary::serve_with(&["--admin", "127.0.0.1:0"], Stdio::null(), |_| {});
+    let line = server.wait_stderr("the admin line", |l| {
+        l.contains("admin endpoint on http://")
+    });
+    let admin: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"));
+    let mut client = connect(server.addr);
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    client.write_all(b"ping\n").unwrap();
+    assert_eq!(read_line(&mut client), b"ping\n");
+    let m = parse_with_prometheus_client(&request(admin, "GET", "/metrics", b"").1);
+    assert_eq!(sample(&m, r#"tcpool_messages_total{direction="in"}"#), 1.0);
+    assert_eq!(request(admin, "POST", "/shutdown", b"").0, 202);
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+    assert_eq!(read_to_close(&mut client), b"quit\n");
+}
