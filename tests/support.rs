@@ -179,7 +179,11 @@ pub fn seed_dir() -> std::path::PathBuf {
 /// The address in a server's `listening on ADDR` log line, if `text` has one.
 pub fn listening_addr(text: &str) -> Option<SocketAddr> {
     let rest = text.split("listening on ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
+    // Up to the first character an address cannot hold (a space, or a JSON log's quote).
+    let end = rest
+        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// Runs `tcpool serve ARGS...`, which must refuse to start: exit code 1 and `message` on

@@ -17,6 +17,7 @@ mod concurrency;
 mod console;
 mod hardening;
 mod limits;
+mod logs;
 mod output;
 mod seed;
 mod shutdown;

@@ -2,6 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod bench_files;
+pub(crate) mod log_format;
 pub(crate) mod serve;
 pub(crate) mod talk;
 pub(crate) mod terminal;
@@ -16,6 +17,11 @@ use tcpool::units;
 /// terminal with a prompt) through it instead. Either way the log lines go through a
 /// [`Printer`]'s queue, so a stalled stderr or terminal never blocks the thread that logs.
 pub(crate) fn init_logging(printer: Option<Printer>) {
+    init_logging_as(printer, log_format::LogFormat::Text);
+}
+
+/// [`init_logging`] in the given format.
+pub(crate) fn init_logging_as(printer: Option<Printer>, format: log_format::LogFormat) {
     use std::io::IsTerminal;
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
@@ -28,6 +34,9 @@ pub(crate) fn init_logging(printer: Option<Printer>) {
     }
     let printer = printer.unwrap_or_else(Printer::stderr);
     builder.target(env_logger::Target::Pipe(Box::new(printer.line_writer())));
+    if format == log_format::LogFormat::Json {
+        builder.format(log_format::write_json);
+    }
     builder.init();
 }
 

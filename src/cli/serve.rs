@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 
 use tcpool::server::{self, Config, Mode, Overflow, Printer, Server, admin::Admin};
 
+use super::log_format::LogFormat;
 use super::terminal;
 use super::{bad_value, parse_positive_seconds, parse_seconds, parse_size_u32};
 
@@ -61,6 +62,9 @@ pub(crate) struct ServeArgs {
     /// `127.0.0.1:9900`. It has no authentication: keep it on loopback [default: off].
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// How log lines are written: env_logger's text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -114,7 +118,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map_or_else(Printer::stdout, |(_, printer)| printer.clone());
     // On a terminal, log lines go above the prompt too, instead of through it.
-    super::init_logging(editor.as_ref().map(|(_, printer)| printer.clone()));
+    super::init_logging_as(
+        editor.as_ref().map(|(_, printer)| printer.clone()),
+        args.log_format,
+    );
     let shutdown_timeout = config.shutdown_timeout;
     let server = Server::new(listener, config).printer(printer.clone());
     let shutdown = server.shutdown();

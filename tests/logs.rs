@@ -1,0 +1,61 @@
+//! `--log-format json`: every log line of a real run is one JSON object with the fields the
+//! text form carries.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::support::{Binary, IO_TIMEOUT, connect, read_line, read_to_close};
+
+#[test]
+fn json_logs_parse_line_by_line_and_carry_the_details() {
+    let mut server = Binary::serve_with(&["--log-format", "json"], Stdio::piped(), |c| {
+        c.env("RUST_LOG", "debug");
+    });
+    let mut client = connect(server.addr);
+    client.write_all(b"hello\n").unwrap();
+    assert_eq!(read_line(&mut client), b"hello\n");
+    let peer = client.local_addr().unwrap().to_string();
+    client.write_all(b"quit\n").unwrap();
+    assert_eq!(read_to_close(&mut client), b"");
+    server.wait_stderr("the close line", |l| {
+        l.contains("closed") && l.contains(&peer)
+    });
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+
+    let lines = server.stderr_lines();
+    let objects: Vec<serde_json::Map<String, Value>> = lines
+        .iter()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(Value::Object(map)) => map,
+            other => panic!("not a JSON object: {line:?}: {other:?}"),
+        })
+        .collect();
+    for o in &objects {
+        for key in ["ts", "level", "target", "msg"] {
+            assert!(o[key].is_string(), "{key} missing in {o:?}");
+        }
+    }
+    let listening = objects
+        .iter()
+        .find(|o| {
+            o["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("listening on"))
+        })
+        .expect("a listening line");
+    assert_eq!(listening["mode"], "echo");
+    assert_eq!(listening["level"], "info");
+    let closed = objects
+        .iter()
+        .find(|o| o["msg"] == "session 1 closed")
+        .unwrap_or_else(|| panic!("no close line in {lines:?}"));
+    assert_eq!(closed["session"], 1);
+    assert_eq!(closed["peer"], peer.as_str());
+    assert_eq!(closed["reason"], "quit");
+    assert_eq!(closed["bytes_in"], 11);
+    assert_eq!(closed["level"], "debug");
+    assert_eq!(closed["target"], "tcpool::server::worker");
+}
