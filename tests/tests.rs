@@ -15,6 +15,7 @@ mod chat;
 mod cli;
 mod concurrency;
 mod console;
+mod friction;
 mod hardening;
 mod limits;
 mod logs;

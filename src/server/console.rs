@@ -1,7 +1,7 @@
 //! The operator console on stdin: `quit`, `/list`, `/stats`, `/kick ID`, `/help`, and in
 //! manual mode the replies (`text`, `@ID text`, `@all text`, `@ID quit`).
 //!
-//! [`parse`] turns a typed line into a [`Command`] and knows nothing else; a [`Console`]
+//! [`parse`] (in [`command`](super::command)) turns a typed line into a [`Command`]; a [`Console`]
 //! carries commands out through the registry and the shutdown handle; [`Console::run_lines`]
 //! (piped stdin) and [`Console::run_terminal`] (line editing) feed it. Operator-facing output
 //! goes through a [`Printer`], which never blocks and never fails: a closed or stalled stdout
@@ -16,129 +16,32 @@ use super::modes::Mode;
 use super::output::Printer;
 use super::protocol::escape;
 use super::registry::Registry;
-use super::session::SessionId;
 use super::shutdown::Shutdown;
 
-/// Whom a manual-mode reply goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// The session that spoke last.
-    Last,
-    /// One session.
-    Session(SessionId),
-    /// Every session.
-    All,
-}
-
-/// One typed console line, understood.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// `quit`: shut the whole server down gracefully.
-    Quit,
-    /// `/list`: one line per session.
-    List,
-    /// `/stats`: server-wide counts.
-    Stats,
-    /// `/kick ID`: end one session with `quit`.
-    Kick(SessionId),
-    /// `/help`.
-    Help,
-    /// A reply (manual mode): a plain line, `@ID text` or `@all text`.
-    Reply {
-        /// Whom it is for.
-        to: Target,
-        /// What to send, without line ending.
-        text: String,
-    },
-    /// A blank line: nothing to do.
-    Empty,
-    /// Not understood; the hint to show.
-    Invalid(String),
-}
-
-/// Understands one console line. Pure: the same line always gives the same command.
-///
-/// ```
-/// use tcpool::server::console::{parse, Command, Target};
-/// use tcpool::server::SessionId;
-///
-/// assert_eq!(parse("quit"), Command::Quit);
-/// assert_eq!(parse("/kick 7"), Command::Kick(SessionId(7)));
-/// assert_eq!(
-///     parse("@7 hello there"),
-///     Command::Reply { to: Target::Session(SessionId(7)), text: "hello there".into() }
-/// );
-/// assert!(matches!(parse("/frobnicate"), Command::Invalid(_)));
-/// ```
-pub fn parse(line: &str) -> Command {
-    let line = line.strip_suffix('\n').unwrap_or(line);
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    if line.trim().is_empty() {
-        return Command::Empty;
-    }
-    if line == "quit" {
-        return Command::Quit;
-    }
-    if let Some(rest) = line.strip_prefix('/') {
-        let mut words = rest.split_whitespace();
-        let name = words.next().unwrap_or("");
-        let arg = words.next();
-        let extra = words.next().is_some();
-        return match (name, arg, extra) {
-            ("list", None, false) => Command::List,
-            ("stats", None, false) => Command::Stats,
-            ("help", None, false) => Command::Help,
-            ("kick", Some(id), false) => match id.parse() {
-                Ok(id) => Command::Kick(id),
-                Err(_) => Command::Invalid(format!("not a session id: {id:?}; usage: /kick ID")),
-            },
-            ("kick", _, _) => Command::Invalid("usage: /kick ID".into()),
-            ("list" | "stats" | "help", _, _) => {
-                Command::Invalid(format!("/{name} takes no argument"))
-            }
-            _ => Command::Invalid(format!("unknown command /{name}; type /help for the list")),
-        };
-    }
-    if let Some(rest) = line.strip_prefix('@') {
-        let (who, text) = rest.split_once(' ').unwrap_or((rest, ""));
-        if text.is_empty() {
-            return Command::Invalid("usage: @ID text, @all text or @ID quit".into());
-        }
-        let to = if who == "all" {
-            Target::All
-        } else {
-            match who.parse() {
-                Ok(id) => Target::Session(id),
-                Err(_) => {
-                    return Command::Invalid(format!(
-                        "not a session id: {who:?}; usage: @ID text or @all text"
-                    ));
-                }
-            }
-        };
-        return Command::Reply {
-            to,
-            text: text.to_owned(),
-        };
-    }
-    Command::Reply {
-        to: Target::Last,
-        text: line.to_owned(),
-    }
-}
+pub use super::command::{Command, Target, parse};
 
 const HELP: &str = "\
 commands:
-  quit          shut the server down gracefully (every client is told quit)
+  quit, /quit   shut the server down gracefully (every client is told quit); also /exit
   /list         one line per session: id, peer, connected for, messages and bytes in/out
-  /stats        uptime, sessions now/peak/total, rejected, traffic, queue depth
+  /stats        uptime, sessions now/peak/total, rejected, traffic, backlog depth
   /kick ID      end session ID (it is told quit)
-  /help         this text
-manual mode replies:
+  /help         this text";
+
+/// The rest of `/help` in manual mode, the only mode with replies.
+const HELP_MANUAL: &str = "\
+replies:
   text          answer the client that spoke last
   @ID text      answer client ID
   @all text     answer every client
   @ID quit      say goodbye to client ID";
+
+/// Words a newcomer types for a command; outside manual mode they get a pointer to it.
+const COMMAND_WORDS: &[&str] = &["help", "list", "stats", "kick", "exit", "?"];
+
+/// Most bytes of one typed console line; the rest of a longer line is skipped unread into
+/// memory, so a console fed without newlines cannot grow the server.
+pub const MAX_CONSOLE_LINE: usize = 64 * 1024;
 
 /// Carries out console commands against a running server.
 #[derive(Debug, Clone)]
@@ -178,12 +81,14 @@ impl Console {
             Command::Kick(id) => {
                 let done = if self.registry.kick(id) {
                     format!("kicked #{id}")
+                } else if self.registry.get(id).is_some() {
+                    format!("#{id} is already closing")
                 } else {
                     format!("no session #{id}")
                 };
                 self.printer.print(&done);
             }
-            Command::Help => self.printer.print(HELP),
+            Command::Help => self.printer.print(&self.help()),
             Command::Reply { to, text } => self.reply(to, &text),
             Command::Empty => {}
             Command::Invalid(hint) => self.printer.print(&hint),
@@ -191,12 +96,31 @@ impl Console {
         true
     }
 
+    /// The `/help` text: only what this mode offers.
+    pub fn help(&self) -> String {
+        if self.mode == Mode::Manual {
+            format!("{HELP}\n{HELP_MANUAL}")
+        } else {
+            HELP.to_owned()
+        }
+    }
+
     fn reply(&self, to: Target, text: &str) {
         if self.mode != Mode::Manual {
-            self.printer.print(&format!(
-                "replies are for --mode manual (this server is in {} mode); type /help",
-                self.mode
-            ));
+            let word = text.trim();
+            let hint = if word == "exit" {
+                "to stop the server type quit (or /quit); commands start with /, /help lists them"
+                    .to_owned()
+            } else if to == Target::Last && COMMAND_WORDS.contains(&word) {
+                let command = if word == "?" { "help" } else { word };
+                format!("commands start with /: /help lists them (did you mean /{command}?)")
+            } else {
+                format!(
+                    "replies are for --mode manual (this server is in {} mode); /help lists the commands",
+                    self.mode
+                )
+            };
+            self.printer.print(&hint);
             return;
         }
         let ids = match to {
@@ -205,12 +129,7 @@ impl Console {
             Target::Last => match self.registry.last_speaker() {
                 Some(id) => vec![id],
                 None => {
-                    let hint = if self.registry.is_empty() {
-                        "no client is connected"
-                    } else {
-                        "no client has spoken yet: answer one with @ID text"
-                    };
-                    self.printer.print(hint);
+                    self.printer.print(&self.no_last_speaker());
                     return;
                 }
             },
@@ -225,6 +144,32 @@ impl Console {
                 self.printer.print(&format!("no session #{id}"));
             }
         }
+    }
+
+    /// Why a plain reply has nobody to go to, and how to address those who are there.
+    fn no_last_speaker(&self) -> String {
+        let ids: Vec<String> = self
+            .registry
+            .handles()
+            .iter()
+            .map(|h| format!("#{}", h.id()))
+            .collect();
+        if ids.is_empty() {
+            return match self.registry.last_speaker_even_if_gone() {
+                Some(id) => {
+                    format!("client#{id}, who spoke last, has left; no client is connected")
+                }
+                None => "no client is connected".to_owned(),
+            };
+        }
+        let who = match self.registry.last_speaker_even_if_gone() {
+            Some(id) => format!("client#{id}, who spoke last, has left"),
+            None => "no client has spoken yet".to_owned(),
+        };
+        format!(
+            "{who}: answer one with @ID text (connected: {}) or everyone with @all text",
+            ids.join(", ")
+        )
     }
 
     /// The `/list` text.
@@ -264,7 +209,7 @@ impl Console {
     pub fn stats(&self) -> String {
         let s = self.registry.stats();
         format!(
-            "uptime {}  sessions {} now / {} peak / {} total  rejected {}  queue {}\n\
+            "uptime {}  sessions {} now / {} peak / {} total  rejected {}  backlog {}\n\
              in: {} messages, {} bytes  out: {} messages, {} bytes",
             human_duration(s.uptime),
             s.sessions,
@@ -280,26 +225,39 @@ impl Console {
     }
 
     /// Reads commands line by line from `input` (piped stdin: no prompt) until `quit` or end
-    /// of input. Invalid UTF-8 is decoded lossily.
+    /// of input. Invalid UTF-8 is decoded lossily; a line longer than [`MAX_CONSOLE_LINE`] is
+    /// skipped with a note.
     pub fn run_lines(&self, mut input: impl BufRead) {
         let mut line = Vec::new();
         loop {
-            line.clear();
-            match input.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {
+            match read_bounded_line(&mut input, &mut line, MAX_CONSOLE_LINE) {
+                Ok(Line::End) => break,
+                Ok(Line::Whole) => {
                     if !self.execute(&String::from_utf8_lossy(&line)) {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Line::TooLong(n)) => self.printer.print(&format!(
+                    "console line of {n} bytes ignored: longer than {MAX_CONSOLE_LINE}"
+                )),
                 Err(e) => {
                     log::warn!("console input failed: error={e}");
                     break;
                 }
             }
         }
-        log::info!("console off: end of input (the server keeps running)");
+        self.console_off("end of input");
+    }
+
+    /// Says that the console is off, why, and what that means for the operator.
+    fn console_off(&self, why: &str) {
+        log::info!("console off: {why} (the server keeps running)");
+        if self.mode == Mode::Manual {
+            log::warn!(
+                "manual mode without a console: nobody can reply to the clients; \
+                 they are still served and can leave with quit"
+            );
+        }
     }
 
     /// Reads commands with line editing and history until `quit` or Ctrl-D. Ctrl-C at the
@@ -322,14 +280,72 @@ impl Console {
                     }
                 }
                 Err(ReadlineError::Interrupted) => on_interrupt(),
-                Err(ReadlineError::Eof) => break,
+                Err(ReadlineError::Eof) => {
+                    self.printer.print(&format!(
+                        "console off (Ctrl-D); the server keeps running: stop it with Ctrl-C \
+                         or `kill {}`",
+                        std::process::id()
+                    ));
+                    self.console_off("Ctrl-D");
+                    return;
+                }
                 Err(e) => {
                     log::warn!("console input failed: error={e}");
                     break;
                 }
             }
         }
-        log::info!("console off: end of input (the server keeps running)");
+        self.console_off("end of input");
+    }
+}
+
+/// What [`read_bounded_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (or the last, unterminated one) is in the buffer.
+    Whole,
+    /// A line of this many bytes was longer than the bound: skipped, the buffer is empty.
+    TooLong(usize),
+    /// End of input.
+    End,
+}
+
+/// Reads one line into `line` (cleared first), holding at most `max` bytes of it: the rest
+/// of a longer line is consumed and dropped as it comes.
+fn read_bounded_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    line.clear();
+    let mut seen = 0usize;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(match seen {
+                0 => Line::End,
+                n if n > max => Line::TooLong(n),
+                _ => Line::Whole,
+            });
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if seen + take <= max {
+            line.extend_from_slice(&buf[..take]);
+        } else {
+            line.clear();
+        }
+        seen += take;
+        input.consume(take);
+        if done {
+            return Ok(if seen > max {
+                Line::TooLong(seen)
+            } else {
+                Line::Whole
+            });
+        }
     }
 }
 
@@ -369,54 +385,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_lines_are_replies_to_the_last_speaker() {
+    fn console_lines_are_bounded() {
+        let mut input = io::Cursor::new(b"short\n0123456789\nlast".to_vec());
+        let mut line = Vec::new();
+        let mut read = || read_bounded_line(&mut input, &mut line, 8).unwrap();
+        assert_eq!(read(), Line::Whole);
+        assert_eq!(read(), Line::TooLong(11));
+        assert_eq!(read(), Line::Whole);
+        assert_eq!(read(), Line::End);
+        let mut input = io::BufReader::with_capacity(4, &b"abcdefghijkl"[..]);
         assert_eq!(
-            parse("你好，世界\n"),
-            Command::Reply {
-                to: Target::Last,
-                text: "你好，世界".into()
-            }
+            read_bounded_line(&mut input, &mut line, 8).unwrap(),
+            Line::TooLong(12)
         );
-    }
-
-    #[test]
-    fn quit_is_exact() {
-        assert_eq!(parse("quit\r\n"), Command::Quit);
-        assert!(matches!(parse(" quit"), Command::Reply { .. }));
-        assert!(matches!(parse("QUIT"), Command::Reply { .. }));
-    }
-
-    #[test]
-    fn at_commands() {
+        assert!(line.is_empty());
+        let mut input = io::BufReader::with_capacity(2, &b"abc\n"[..]);
         assert_eq!(
-            parse("@all hi all"),
-            Command::Reply {
-                to: Target::All,
-                text: "hi all".into()
-            }
+            read_bounded_line(&mut input, &mut line, 8).unwrap(),
+            Line::Whole
         );
-        assert_eq!(
-            parse("@#3 quit"),
-            Command::Reply {
-                to: Target::Session(SessionId(3)),
-                text: "quit".into()
-            }
-        );
-        assert!(matches!(parse("@3"), Command::Invalid(_)));
-        assert!(matches!(parse("@x hi"), Command::Invalid(_)));
-    }
-
-    #[test]
-    fn slash_commands() {
-        assert_eq!(parse("/list"), Command::List);
-        assert_eq!(parse("/stats "), Command::Stats);
-        assert_eq!(parse("/help"), Command::Help);
-        assert!(matches!(parse("/kick"), Command::Invalid(_)));
-        assert!(matches!(parse("/kick x"), Command::Invalid(_)));
-        assert!(matches!(parse("/kick 1 2"), Command::Invalid(_)));
-        assert!(matches!(parse("/list all"), Command::Invalid(_)));
-        assert!(matches!(parse("/"), Command::Invalid(_)));
-        assert_eq!(parse("  "), Command::Empty);
+        assert_eq!(line, b"abc\n");
     }
 
     #[test]
@@ -424,35 +412,5 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(12_340)), "12.3s");
         assert_eq!(human_duration(Duration::from_secs(185)), "3m05s");
         assert_eq!(human_duration(Duration::from_secs(3720)), "1h02m");
-    }
-
-    mod properties {
-        use super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            #[test]
-            fn parse_never_panics(line in any::<String>()) {
-                let _ = parse(&line);
-            }
-
-            #[test]
-            fn kick_takes_any_id(id in any::<u64>()) {
-                prop_assert_eq!(parse(&format!("/kick {id}")), Command::Kick(SessionId(id)));
-            }
-
-            #[test]
-            fn at_replies_keep_their_text(id in any::<u64>(), text in "[^\r\n]*[^ \r\n]") {
-                let command = parse(&format!("@{id} {text}"));
-                let expected = Command::Reply { to: Target::Session(SessionId(id)), text };
-                prop_assert_eq!(command, expected);
-            }
-
-            #[test]
-            fn plain_lines_are_never_commands(text in "[^/@\r\n][^\r\n]*") {
-                prop_assume!(text != "quit" && !text.trim().is_empty());
-                prop_assert_eq!(parse(&text), Command::Reply { to: Target::Last, text });
-            }
-        }
     }
 }

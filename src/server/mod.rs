@@ -16,7 +16,8 @@
 //! | [`protocol`] | pure framing: messages, line endings, `quit`, safe display of peer text |
 //! | [`shutdown`] | the idempotent shutdown trigger |
 //! | [`modes`] | the [`Handler`] trait and echo, chat and manual modes |
-//! | [`console`] | operator commands on stdin |
+//! | [`command`] | what a typed console line means (pure parsing) |
+//! | [`console`] | operator commands on stdin, carried out |
 //! | [`output`] | operator output and logs through a bounded queue that never blocks |
 //! | [`admin`] | the HTTP admin endpoint (`--admin`): metrics, health, sessions, stats, shutdown |
 //! | [`metrics`] | per-worker counters, summed into the Prometheus exposition at scrape time |
@@ -26,6 +27,7 @@
 
 pub mod acceptor;
 pub mod admin;
+pub mod command;
 pub mod console;
 pub mod metrics;
 pub mod modes;

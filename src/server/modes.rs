@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::output::Printer;
-use super::protocol::{LineEnding, Message, escape};
+use super::protocol::{LineEnding, Message, char_boundary_at_or_before, escape};
 use super::registry::Registry;
 use super::session::{CloseReason, SessionHandle, SessionId, Speech};
 
@@ -339,7 +339,11 @@ impl Handler for Chat {
     }
 }
 
-/// Manual: the operator reads every message and answers on the console.
+/// Most bytes of one client message that manual mode shows on the console.
+pub const MAX_SHOWN: usize = 1024;
+
+/// Manual: the operator reads every message and answers on the console; a message longer
+/// than [`MAX_SHOWN`] bytes is shown cut, with the number of bytes left out.
 #[derive(Debug, Clone)]
 pub struct Manual {
     printer: Printer,
@@ -361,8 +365,20 @@ impl Handler for Manual {
 
     fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
         ctx.registry().set_last_speaker(ctx.id());
-        self.printer
-            .print(&format!("client#{}>> {}", ctx.id(), escape(message.text)));
+        let text = message.text;
+        // A long message is cut, never inside a character, and says how much was left out.
+        let shown = char_boundary_at_or_before(text, MAX_SHOWN);
+        let line = if shown < text.len() {
+            format!(
+                "client#{}>> {} [... {} more bytes not shown]",
+                ctx.id(),
+                escape(&text[..shown]),
+                text.len() - shown
+            )
+        } else {
+            format!("client#{}>> {}", ctx.id(), escape(text))
+        };
+        self.printer.print(&line);
     }
 
     fn on_close(&self, ctx: &mut Context<'_>) {

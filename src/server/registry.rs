@@ -274,6 +274,14 @@ impl Registry {
         self.inner.last_speaker.store(id.0, Ordering::Relaxed);
     }
 
+    /// The session that spoke last, connected or not.
+    pub fn last_speaker_even_if_gone(&self) -> Option<SessionId> {
+        match self.inner.last_speaker.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(SessionId(id)),
+        }
+    }
+
     /// The session that spoke last, if it is still connected.
     pub fn last_speaker(&self) -> Option<SessionId> {
         match self.inner.last_speaker.load(Ordering::Relaxed) {
