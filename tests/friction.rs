@@ -109,7 +109,7 @@ fn kick_of_a_closing_session_says_it_is_closing() {
     assert_eq!(round_trip(&mut c, b"x"), b"x");
     server.type_line("/kick 1\n/kick 1");
     server.wait_stdout("kicked", |l| l == "kicked #1");
-    server.wait_stdout("the answer", |l| l == "#1 is already closing");
+    server.wait_stdout("the answer", |l| l == "session #1 is already closing");
     assert_eq!(read_to_close(&mut c), b"quit");
 }
 

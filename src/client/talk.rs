@@ -82,6 +82,10 @@ const QUIET: Duration = Duration::from_millis(500);
 /// What a full server's `busy` line starts with.
 const BUSY_PREFIX: &[u8] = b"busy: ";
 
+/// How long a first message that reads `busy: ...` waits for the server to close, which
+/// makes it a full server's answer.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
+
 /// Starts the reader thread on a clone of `stream`: each message is printed with `print` as
 /// `server>> text` and reported on the returned channel, followed by one final [`Event`]
 /// (`Quit`, `Closed` or `Failed`).
@@ -100,41 +104,84 @@ pub fn spawn_reader(
         .spawn(move || {
             let mut splitter = Splitter::holding(MAX_LINE);
             let mut buf = vec![0u8; 64 * 1024];
-            // Every message so far was one `busy` line: if the server now closes, it was full.
-            let mut busy: Option<String> = None;
+            // A first message that is a `busy` line is held back (shown, not yet reported)
+            // for up to BUSY_WAIT: if the server closes then, it was full, and the message and
+            // `Busy` are reported together, so nobody sees the one without the other.
+            let mut held: Option<Vec<u8>> = None;
             let mut messages = 0usize;
-            let mut show = |text: &[u8]| {
-                print(&format!("server>> {}", escape(text)));
-                messages += 1;
-                busy = (messages == 1 && text.starts_with(BUSY_PREFIX))
-                    .then(|| String::from_utf8_lossy(text).into_owned());
-                let _ = tx.send(Event::Message(text.to_vec()));
-            };
             let end = loop {
                 let n = match stream.read(&mut buf) {
                     Ok(0) => {
-                        let flow = splitter.finish(&mut |m| show(m.text));
-                        break if flow == Flow::Quit {
-                            Event::Quit
-                        } else {
-                            busy.take().map_or(Event::Closed, Event::Busy)
+                        let mut last = None;
+                        let flow = splitter.finish(&mut |m| last = Some(m.text.to_vec()));
+                        if let Some(text) = last {
+                            print(&format!("server>> {}", escape(&text)));
+                            release(&tx, &mut held, &stream);
+                            let _ = tx.send(Event::Message(text));
+                        }
+                        break match (flow, held.take()) {
+                            (Flow::Quit, _) => Event::Quit,
+                            (_, Some(busy)) => {
+                                let line = String::from_utf8_lossy(&busy).into_owned();
+                                let _ = tx.send(Event::Message(busy));
+                                Event::Busy(line)
+                            }
+                            _ => Event::Closed,
                         };
                     }
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e)
+                        if held.is_some()
+                            && matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) =>
+                    {
+                        // Still open after the wait: an ordinary message after all.
+                        release(&tx, &mut held, &stream);
+                        continue;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                        break busy.take().map_or(Event::Closed, Event::Busy);
+                        break match held.take() {
+                            Some(busy) => {
+                                let line = String::from_utf8_lossy(&busy).into_owned();
+                                let _ = tx.send(Event::Message(busy));
+                                Event::Busy(line)
+                            }
+                            None => Event::Closed,
+                        };
                     }
                     Err(e) => break Event::Failed(e),
                 };
-                let flow = splitter.feed(&buf[..n], &mut |m| show(m.text));
+                release(&tx, &mut held, &stream);
+                let flow = splitter.feed(&buf[..n], &mut |m| {
+                    print(&format!("server>> {}", escape(m.text)));
+                    messages += 1;
+                    if messages == 1 && m.text.starts_with(BUSY_PREFIX) {
+                        let _ = stream.set_read_timeout(Some(BUSY_WAIT));
+                        held = Some(m.text.to_vec());
+                    } else {
+                        release(&tx, &mut held, &stream);
+                        let _ = tx.send(Event::Message(m.text.to_vec()));
+                    }
+                });
                 if flow == Flow::Quit {
+                    release(&tx, &mut held, &stream);
                     break Event::Quit;
                 }
             };
             let _ = tx.send(end);
         })?;
     Ok(rx)
+}
+
+/// Reports a held-back `busy` message as an ordinary one, and stops waiting for the close.
+fn release(tx: &channel::Sender<Event>, held: &mut Option<Vec<u8>>, stream: &TcpStream) {
+    if let Some(text) = held.take() {
+        let _ = stream.set_read_timeout(None);
+        let _ = tx.send(Event::Message(text));
+    }
 }
 
 /// Sends `line` with the chosen ending, in one write.
@@ -213,6 +260,14 @@ pub fn run_piped(
         if let Some(end) = end {
             return Ok(end);
         }
+    }
+    // A full server's answer paid the last reply off; its `Busy` came with it.
+    let busy = events.try_iter().find_map(|event| match event {
+        Event::Busy(line) => Some(line),
+        _ => None,
+    });
+    if let Some(line) = busy {
+        return Ok(End::Busy(line));
     }
     let _ = stream.shutdown(Shutdown::Both);
     Ok(End::InputEnded)

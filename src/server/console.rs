@@ -82,7 +82,7 @@ impl Console {
                 let done = if self.registry.kick(id) {
                     format!("kicked #{id}")
                 } else if self.registry.get(id).is_some() {
-                    format!("#{id} is already closing")
+                    format!("session #{id} is already closing")
                 } else {
                     format!("no session #{id}")
                 };
