@@ -1,6 +1,7 @@
 //! The command line: addresses, the duration and size grammar, exit codes, and what `--help`
 //! promises.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 
@@ -159,4 +160,56 @@ fn values_checked_together_exit_2_like_bad_values() {
         ],
         "invalid options",
     );
+}
+
+/// The paragraph of `flag` in `tcpool COMMAND --help`, on one line.
+fn help_of(command: &str, flag: &str) -> String {
+    let out = tcpool(&[command, "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = help
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with(flag));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("{flag} is not in {help}"));
+    let rest = lines.take_while(|l| !l.trim_start().starts_with('-'));
+    std::iter::once(first)
+        .chain(rest)
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn idle_timeout_help_says_either_way_and_a_reader_that_only_receives_is_not_idle() {
+    let help = help_of("serve", "--idle-timeout");
+    assert!(help.contains("no byte moved either way"), "{help}");
+    let server = TestServer::start(Config {
+        mode: tcpool::Mode::Chat,
+        idle_timeout: Some(std::time::Duration::from_millis(800)),
+        ..Config::default()
+    });
+    let mut listener = connect(server.addr);
+    let mut talker = connect(server.addr);
+    expect_bytes(&mut listener, b"* #2 joined\n");
+    // The listener never sends; it only receives, for well past the idle timeout.
+    for i in 0..8 {
+        let line = format!("line {i}\n");
+        talker.write_all(line.as_bytes()).unwrap();
+        expect_bytes(&mut listener, format!("<#2> {line}").as_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(server.registry.len(), 2);
+}
+
+#[test]
+fn talk_help_names_the_address_forms_it_takes() {
+    let help = help_of("talk", "[HOST:PORT]");
+    for form in ["PORT (on 127.0.0.1)", "HOST:PORT", "[IPv6]:PORT"] {
+        assert!(help.contains(form), "{form}: {help}");
+    }
+    // Each form is exercised above: a bare port, localhost:PORT, [::1]:PORT.
+    assert!(help_of("talk", "--no-wait").contains("quiet for half a second"));
+    assert!(help_of("serve", "-p, --port").contains("0 picks a free one"));
 }
