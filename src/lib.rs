@@ -5,6 +5,7 @@
 //! | [`pool`] | a fixed set of worker threads fed through one bounded hand-off queue; knows no TCP |
 //! | [`server`] | the server: acceptor, workers, session registry, modes, console, shutdown |
 //! | [`client`] | the clients: `talk` (interactive, seed-compatible) and `bench` (load generator), and the `HOST:PORT` they take |
+//! | `time` | deadlines that saturate instead of overflowing |
 //! | [`units`] | the one grammar of durations (`250ms`, `5m`) and sizes (`64KiB`) that every flag takes |
 //!
 //! The quickest way in is [`serve`]: bind with [`server::bind`], hand it a [`Config`] and a
@@ -14,6 +15,7 @@
 pub mod client;
 pub mod pool;
 pub mod server;
+mod time;
 pub mod units;
 
 pub use server::{Config, Handler, Mode, Overflow, Server, Shutdown, Summary, serve};

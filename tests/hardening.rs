@@ -211,9 +211,9 @@ fn max_line_cuts_a_long_line_into_messages() {
         "--max-line",
         &MAX_LINE.to_string(),
     ]));
-    let mut listener = connect(server.addr);
+    let mut listener = chatter(server.addr);
     assert_eq!(nick(&mut listener, "ear"), b"* you are now ear\n");
-    let mut talker = connect(server.addr);
+    let mut talker = chatter(server.addr);
     assert_eq!(read_line(&mut listener), b"* #2 joined\n");
     talker.write_all(b"line-based from here\n").unwrap();
     assert_eq!(read_line(&mut listener), b"<#2> line-based from here\n");
@@ -266,8 +266,8 @@ fn outbox_limit_drops_a_reader_that_falls_behind_with_a_warning_naming_it() {
         TcpStream::from(socket)
     };
     let laggard_port = laggard.local_addr().unwrap().port();
-    let mut watcher = connect(server.addr);
-    let mut talker = connect(server.addr);
+    let mut watcher = chatter(server.addr);
+    let mut talker = chatter(server.addr);
     // Both earlier clients hear of the talker: everyone is in the room.
     assert_eq!(read_line(&mut watcher), b"* #3 joined\n");
 
@@ -1145,8 +1145,8 @@ fn a_client_writing_50_mb_without_reading_leaves_rss_flat_and_others_served() {
     // messages and relayed to a listener that keeps up, while memory stays flat.
     let server = Binary::serve(&["--mode", "chat", "--workers", "2"]);
     let start_rss = server.rss_kib();
-    let mut listener = connect(server.addr);
-    let mut flood = connect(server.addr);
+    let mut listener = chatter(server.addr);
+    let mut flood = chatter(server.addr);
     // The listener is in the room once it hears of the flood's arrival.
     assert_eq!(read_line(&mut listener), b"* #2 joined\n");
     flood.write_all(b"here it comes\n").unwrap();
@@ -1718,8 +1718,8 @@ fn a_reader_that_keeps_up_is_never_dropped_by_the_smallest_outbox_limit() {
         outbox_limit: tcpool::server::min_outbox_limit(max_line),
         ..Config::default()
     });
-    let mut talker = connect(server.addr);
-    let mut reader = connect(server.addr);
+    let mut talker = chatter(server.addr);
+    let mut reader = chatter(server.addr);
     expect_bytes(&mut talker, b"* #2 joined\n");
     let line = format!("{}\n", "y".repeat(max_line));
     for _ in 0..50 {

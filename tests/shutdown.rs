@@ -219,3 +219,32 @@ fn connect_during_shutdown_never_hangs() {
     }
     stopping.join().unwrap();
 }
+
+#[test]
+fn a_huge_shutdown_timeout_crashes_no_worker() {
+    // As `--shutdown-timeout 1e19` once did: the first session to end added the timeout to an
+    // instant and panicked its worker.
+    let server = TestServer::start(Config {
+        workers: 1,
+        shutdown_timeout: Duration::MAX,
+        outbox_grace: Duration::MAX,
+        idle_timeout: Some(Duration::MAX),
+        ..Config::default()
+    });
+    for round in 0..3 {
+        let mut client = connect(server.addr);
+        assert_eq!(
+            round_trip(&mut client, b"hello\n"),
+            b"hello\n",
+            "round {round}"
+        );
+        client.write_all(b"quit\n").unwrap();
+        assert_eq!(read_to_close(&mut client), b"");
+    }
+    let mut last = connect(server.addr);
+    assert_eq!(round_trip(&mut last, b"still served"), b"still served");
+    let summary = server.stop();
+    assert_eq!(read_to_close(&mut last), b"quit");
+    assert_eq!(summary.sessions, 4);
+    assert!(!summary.forced);
+}

@@ -119,6 +119,19 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A chat client: connected, and past its greeting (`* you are #ID; ...`), which it returns.
+pub fn join_chat(addr: SocketAddr) -> (TcpStream, String) {
+    let mut stream = connect(addr);
+    let greeting = String::from_utf8(read_line(&mut stream)).unwrap();
+    assert!(greeting.starts_with("* you are #"), "{greeting:?}");
+    (stream, greeting)
+}
+
+/// A chat client past its greeting.
+pub fn chatter(addr: SocketAddr) -> TcpStream {
+    join_chat(addr).0
+}
+
 /// Reads exactly `n` bytes.
 pub fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0; n];

@@ -144,10 +144,10 @@ fn talk_no_wait_sends_lines_and_collects_the_replies() {
 #[test]
 fn talk_warns_and_goes_on_when_no_reply_comes() {
     let server = TestServer::start(Config {
-        mode: Mode::Chat,
+        mode: Mode::Manual,
         ..Config::default()
     });
-    // Alone in a chat, nobody answers.
+    // Nobody at the console answers.
     let output = talk_printf("anyone?\\n", server.addr, "--reply-timeout 0.3");
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -192,7 +192,7 @@ fn terminal_talk_keeps_the_typed_line_when_a_chat_line_arrives() {
         mode: Mode::Chat,
         ..Config::default()
     });
-    let mut other = connect(server.addr);
+    let mut other = chatter(server.addr);
     let mut command = Command::new(tcpool_bin());
     command.args(["talk", &server.addr.to_string()]);
     let mut pty = rexpect::session::spawn_command(command, Some(10_000)).unwrap();

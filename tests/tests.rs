@@ -12,6 +12,7 @@ mod bench_accounting;
 mod bench_fleet;
 mod bench_protocols;
 mod chat;
+mod chat_pressure;
 mod cli;
 mod concurrency;
 mod console;

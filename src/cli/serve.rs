@@ -55,6 +55,10 @@ pub(crate) struct ServeArgs {
     /// (`1MiB`; bare = bytes). At least 2 × (--max-line + 64).
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size_u32)]
     outbox_limit: u32,
+    /// In chat, how long a client may stay more than half --outbox-limit behind before it is
+    /// disconnected; meanwhile the senders it lags behind are not read (`3s`; bare = seconds).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_positive_seconds)]
+    outbox_grace: Duration,
     /// How long a graceful shutdown may take (`5s`, `500ms`; bare = seconds).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     shutdown_timeout: Duration,
@@ -104,6 +108,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_line: args.max_line as usize,
         outbox_limit: args.outbox_limit as usize,
         shutdown_timeout: args.shutdown_timeout,
+        outbox_grace: args.outbox_grace,
     };
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {

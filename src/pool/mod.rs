@@ -266,7 +266,10 @@ impl<T> Submitter<T> {
     /// [`SubmitError::Full`] when no room came within `timeout`, [`SubmitError::Closed`] when
     /// the pool is closed; both hand the job back.
     pub fn submit_timeout(&self, job: T, timeout: Duration) -> Result<(), SubmitError<T>> {
-        if !self.gate.enter(Some(Instant::now() + timeout)) {
+        if !self
+            .gate
+            .enter(Some(crate::time::later(Instant::now(), timeout)))
+        {
             return Err(SubmitError::Full(job));
         }
         self.dispatch(job)
@@ -498,7 +501,7 @@ impl<T> Pool<T> {
     /// left detached.
     pub fn join_timeout(mut self, timeout: Duration) -> Result<(), JoinTimeout> {
         self.close();
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::later(Instant::now(), timeout);
         // Nobody sends on `done`: this returns when every worker dropped its inbox.
         if self.done.recv_deadline(deadline) == Err(channel::RecvTimeoutError::Timeout) {
             let running = self.threads.iter().filter(|t| !t.is_finished()).count();

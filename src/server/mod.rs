@@ -15,7 +15,9 @@
 //! | [`session`] | a session's shared handle (counters, outbox) and the worker's own state |
 //! | [`protocol`] | pure framing: messages, line endings, `quit`, safe display of peer text |
 //! | [`shutdown`] | the idempotent shutdown trigger |
-//! | [`modes`] | the [`Handler`] trait and echo, chat and manual modes |
+//! | [`modes`] | the [`Handler`] trait and the echo and manual modes |
+//! | [`chat`] | chat mode: the relay, nicknames, notices |
+//! | `outbox` | what is queued for a session, its cost, and chat's back-pressure |
 //! | [`command`] | what a typed console line means (pure parsing) |
 //! | [`console`] | operator commands on stdin, carried out |
 //! | [`output`] | operator output and logs through a bounded queue that never blocks |
@@ -27,10 +29,12 @@
 
 pub mod acceptor;
 pub mod admin;
+pub mod chat;
 pub mod command;
 pub mod console;
 pub mod metrics;
 pub mod modes;
+pub(crate) mod outbox;
 pub mod output;
 pub mod protocol;
 pub mod registry;
@@ -50,6 +54,7 @@ use crossbeam::channel;
 pub use console::Console;
 pub use metrics::{Exposition, Metrics};
 pub use modes::{Context, Handler, Mode};
+pub use outbox::MESSAGE_OVERHEAD;
 pub use output::Printer;
 pub use protocol::{LineEnding, Message};
 pub use registry::{Fanout, Registry, Stats};
@@ -62,6 +67,9 @@ use worker::Worker;
 /// The listen socket's kernel backlog: how many finished handshakes the kernel queues before
 /// `accept()` (std's fixed value is 128).
 pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// The default `--outbox-grace`.
+pub const DEFAULT_OUTBOX_GRACE: Duration = Duration::from_secs(3);
 
 /// The default `--max-conns`.
 pub const DEFAULT_MAX_CONNS: usize = 10_000;
@@ -114,6 +122,9 @@ pub struct Config {
     pub outbox_limit: usize,
     /// How long a graceful shutdown may take (5 s).
     pub shutdown_timeout: Duration,
+    /// How long a chat reader may stay more than half `outbox_limit` behind before it is
+    /// dropped (3 s); meanwhile the senders it lags behind are not read.
+    pub outbox_grace: Duration,
 }
 
 impl Default for Config {
@@ -128,6 +139,7 @@ impl Default for Config {
             max_line: 64 * 1024,
             outbox_limit: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
+            outbox_grace: DEFAULT_OUTBOX_GRACE,
         }
     }
 }
@@ -213,6 +225,8 @@ impl fmt::Display for Summary {
         Ok(())
     }
 }
+
+use crate::time::later;
 
 /// Binds a listener on `addr` with the kernel backlog set to [`LISTEN_BACKLOG`] and
 /// `SO_REUSEADDR`, so a restarted server can bind at once.
@@ -516,7 +530,7 @@ impl Running {
         } = self;
         shutdown.wait();
         let started = shutdown.triggered_at().unwrap_or_else(Instant::now);
-        let deadline = started + shutdown_timeout;
+        let deadline = later(started, shutdown_timeout);
         let acceptor_done = acceptor_stopped.recv_deadline(deadline)
             == Err(channel::RecvTimeoutError::Disconnected);
         if acceptor_done {

@@ -1,4 +1,5 @@
-//! What the server replies: the [`Handler`] trait and the three built-in [`Mode`]s.
+//! What the server replies: the [`Handler`] trait, the three built-in [`Mode`]s, and the echo
+//! and manual handlers (chat's is in [`chat`](super::chat)).
 //!
 //! A worker cuts each read into messages (see [`protocol`](super::protocol)) and hands every
 //! message to the server's handler with a [`Context`]: the session it came from, the registry,
@@ -11,6 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use super::chat::Chat;
 use super::output::Printer;
 use super::protocol::{LineEnding, Message, char_boundary_at_or_before, escape};
 use super::registry::Registry;
@@ -46,6 +48,12 @@ pub trait Handler: Send + Sync + 'static {
         true
     }
 
+    /// The line ending for a session that has not spoken yet: none (the seed's way), or `\n`
+    /// where the server speaks first in lines (chat's notices and its `quit`).
+    fn silent_ending(&self) -> LineEnding {
+        LineEnding::None
+    }
+
     /// A session was adopted by a worker. Replies sent here greet the peer.
     fn on_open(&self, _ctx: &mut Context<'_>) {}
 
@@ -68,6 +76,10 @@ pub struct Context<'a> {
     replies: u64,
     close: Option<CloseReason>,
     shutting_down: bool,
+    /// Recipients left above their outbox's soft mark by what this session relayed.
+    pressed: Vec<Arc<SessionHandle>>,
+    /// What a session that has not spoken yet is answered with ([`Handler::silent_ending`]).
+    silent_ending: LineEnding,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -96,7 +108,14 @@ impl<'a> Context<'a> {
             replies: 0,
             close: None,
             shutting_down,
+            pressed: Vec::new(),
+            silent_ending: LineEnding::None,
         }
+    }
+
+    pub(crate) fn with_silent_ending(mut self, ending: LineEnding) -> Self {
+        self.silent_ending = ending;
+        self
     }
 
     /// The session being handled.
@@ -109,9 +128,13 @@ impl<'a> Context<'a> {
         self.session.id()
     }
 
-    /// The line ending this session is answered with.
+    /// The line ending this session is answered with: its own, or before it has spoken the
+    /// handler's [`Handler::silent_ending`].
     pub fn line_ending(&self) -> LineEnding {
-        self.session.line_ending()
+        match self.session.speech() {
+            Speech::Silent => self.silent_ending,
+            Speech::Spoken(ending) => ending,
+        }
     }
 
     /// Every session, for relaying and lookups.
@@ -138,7 +161,7 @@ impl<'a> Context<'a> {
     /// Sends `text` back followed by the session's own line ending.
     pub fn send_line(&mut self, text: &str) {
         self.push(text.as_bytes());
-        self.push(self.session.line_ending().as_bytes());
+        self.push(self.line_ending().as_bytes());
         self.replies += 1;
     }
 
@@ -154,6 +177,29 @@ impl<'a> Context<'a> {
             self.echoed = 0;
         }
         self.reply.extend_from_slice(bytes);
+    }
+
+    /// Relays `text` to every other session `to` picks, each in its own line ending (`\n`
+    /// for one that has not spoken yet), with back-pressure: when a recipient falls behind
+    /// (its outbox is above half the limit), this session is not read again until that
+    /// recipient catches up, is dropped, or leaves. Returns how many sessions took the line.
+    pub fn relay_line(&mut self, text: &str, to: impl Fn(&SessionHandle) -> bool) -> usize {
+        let me = self.session.id();
+        self.registry.relay_line(
+            text.as_bytes(),
+            |h| h.id() != me && to(h),
+            &mut self.pressed,
+        )
+    }
+
+    /// Whether a recipient of this session's relayed lines is behind: the worker handles the
+    /// rest of this read's messages once it has caught up.
+    pub fn pressed(&self) -> bool {
+        !self.pressed.is_empty()
+    }
+
+    pub(crate) fn take_pressed(&mut self) -> Vec<Arc<SessionHandle>> {
+        std::mem::take(&mut self.pressed)
     }
 
     /// Ends this session after the replies: they are flushed, then `quit` is sent.
@@ -210,7 +256,7 @@ impl Mode {
     pub fn handler(self, printer: Printer) -> Arc<dyn Handler> {
         match self {
             Mode::Echo => Arc::new(Echo),
-            Mode::Chat => Arc::new(Chat),
+            Mode::Chat => Arc::new(Chat::default()),
             Mode::Manual => Arc::new(Manual { printer }),
         }
     }
@@ -251,90 +297,6 @@ impl Handler for Echo {
             ctx.send(message.raw);
         } else {
             ctx.send_partial(message.raw);
-        }
-    }
-}
-
-/// Chat: a relay between every connected session.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Chat;
-
-/// The longest nickname `/nick` accepts, in characters.
-pub const MAX_NICK: usize = 32;
-
-impl Chat {
-    /// Queues `text` for every session `to` picks, each in its own line ending; a session
-    /// that has not spoken yet gets `\n` so that notices do not run together.
-    fn relay(registry: &Registry, text: &str, to: impl Fn(SessionId) -> bool + Sync) {
-        let variants: [Arc<[u8]>; 3] = [
-            LineEnding::None.terminate(text.as_bytes()).into(),
-            LineEnding::Lf.terminate(text.as_bytes()).into(),
-            LineEnding::CrLf.terminate(text.as_bytes()).into(),
-        ];
-        registry.broadcast(|h| {
-            let ending = match h.speech() {
-                Speech::Silent => LineEnding::Lf,
-                Speech::Spoken(ending) => ending,
-            };
-            to(h.id()).then(|| Arc::clone(&variants[ending as usize]))
-        });
-    }
-
-    /// Checks a `/nick` argument: 1 to [`MAX_NICK`] characters, no spaces or controls, and not
-    /// shaped like a session number.
-    fn valid_nick(name: &str) -> Result<(), &'static str> {
-        if name.is_empty() || name.chars().count() > MAX_NICK {
-            return Err("a nickname is 1 to 32 characters");
-        }
-        if name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-        {
-            return Err("a nickname has no spaces, control characters or <>");
-        }
-        if name.starts_with('#') || name.starts_with('*') {
-            return Err("a nickname does not start with # or *");
-        }
-        Ok(())
-    }
-}
-
-impl Handler for Chat {
-    fn on_open(&self, ctx: &mut Context<'_>) {
-        // Ids follow arrival: only those who were here first hear of a newcomer, even when a
-        // later client registered before this one was adopted.
-        let me = ctx.id();
-        Chat::relay(ctx.registry(), &format!("* #{me} joined"), |id| id < me);
-    }
-
-    fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
-        let text = String::from_utf8_lossy(message.text);
-        if let Some(arg) = text.strip_prefix("/nick ") {
-            let name = arg.trim();
-            match Chat::valid_nick(name) {
-                Ok(()) => {
-                    let old = ctx.session().display_name();
-                    ctx.session().set_nick(Some(name.to_owned()));
-                    ctx.send_line(&format!("* you are now {name}"));
-                    let me = ctx.id();
-                    Chat::relay(ctx.registry(), &format!("* {old} is now {name}"), |id| {
-                        id != me
-                    });
-                }
-                Err(why) => ctx.send_line(&format!("* nick refused: {why}")),
-            }
-            return;
-        }
-        let me = ctx.id();
-        let line = format!("<{}> {}", ctx.session().display_name(), text);
-        Chat::relay(ctx.registry(), &line, |id| id != me);
-    }
-
-    fn on_close(&self, ctx: &mut Context<'_>) {
-        if !ctx.shutting_down() {
-            let me = ctx.id();
-            let notice = format!("* {} left", ctx.session().display_name());
-            Chat::relay(ctx.registry(), &notice, |id| id != me);
         }
     }
 }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use rayon::prelude::*;
 
-use super::session::{CloseReason, Counters, SendError, SessionHandle, SessionId, Traffic};
+use super::protocol::LineEnding;
+use super::session::{CloseReason, Counters, SendError, SessionHandle, SessionId, Speech, Traffic};
 
 /// How a broadcast queues its messages.
 ///
@@ -243,13 +244,47 @@ impl Registry {
     where
         F: Fn(&SessionHandle) -> Option<Arc<[u8]>> + Sync,
     {
-        let recipients = self.handles();
+        let recipients = self.snapshot();
         let deliver =
             |h: &Arc<SessionHandle>| usize::from(compose(h).is_some_and(|m| h.send(m).is_ok()));
         match fanout {
             Fanout::Sequential => recipients.iter().map(deliver).sum(),
             Fanout::Parallel => recipients.par_iter().map(deliver).sum(),
         }
+    }
+
+    /// Queues `text` followed by each recipient's own line ending (`\n` for one that has not
+    /// spoken yet) for every session `to` picks. Recipients whose outbox is above its soft
+    /// mark afterwards are added to `pressed`, so the sender can pause. Returns how many
+    /// sessions took the line.
+    pub(crate) fn relay_line(
+        &self,
+        text: &[u8],
+        to: impl Fn(&SessionHandle) -> bool,
+        pressed: &mut Vec<Arc<SessionHandle>>,
+    ) -> usize {
+        let mut delivered = 0;
+        for h in self.snapshot() {
+            if !to(&h) {
+                continue;
+            }
+            let ending = match h.speech() {
+                Speech::Silent => LineEnding::Lf,
+                Speech::Spoken(ending) => ending,
+            };
+            if let Ok(high) = h.queue(&[text, ending.as_bytes()]) {
+                delivered += 1;
+                if high && !pressed.iter().any(|p| Arc::ptr_eq(p, &h)) {
+                    pressed.push(h);
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Every connected session, in no particular order (cheaper than [`Registry::handles`]).
+    fn snapshot(&self) -> Vec<Arc<SessionHandle>> {
+        self.inner.sessions.read().values().cloned().collect()
     }
 
     /// Asks session `id` to end with `quit`; `false` if there is no such session or it was

@@ -13,11 +13,12 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::outbox::{Entry, MAX_SLACK, MESSAGE_OVERHEAD, Mailbox, Outbox, append};
 use super::protocol::{LineEnding, Splitter};
 
 /// A session's number: assigned in order of arrival, never reused within one server run.
@@ -173,67 +174,6 @@ impl std::ops::Add for Traffic {
     }
 }
 
-/// A worker's doorbell: the sessions that have something queued or a close request, and the
-/// way to wake the worker's poller.
-pub(crate) struct Mailbox {
-    posted: Mutex<Vec<(usize, SessionId)>>,
-    waker: mio::Waker,
-}
-
-impl Mailbox {
-    pub(crate) fn new(waker: mio::Waker) -> Self {
-        Mailbox {
-            posted: Mutex::new(Vec::new()),
-            waker,
-        }
-    }
-
-    /// Tells the worker that session `id` (its slot `token`) wants attention.
-    fn post(&self, token: usize, id: SessionId) {
-        let first = {
-            let mut posted = self.posted.lock();
-            posted.push((token, id));
-            posted.len() == 1
-        };
-        if first {
-            self.wake();
-        }
-    }
-
-    /// Wakes the worker's poller. Failing to wake (never seen in practice) is logged.
-    pub(crate) fn wake(&self) {
-        if let Err(e) = self.waker.wake() {
-            log::error!("worker wake-up failed: error={e}");
-        }
-    }
-
-    /// Moves everything posted so far into `into`.
-    pub(crate) fn take(&self, into: &mut Vec<(usize, SessionId)>) {
-        std::mem::swap(&mut *self.posted.lock(), into);
-    }
-}
-
-impl fmt::Debug for Mailbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mailbox")
-            .field("posted", &self.posted.lock().len())
-            .finish()
-    }
-}
-
-/// Messages queued for a session from outside its worker.
-#[derive(Debug, Default)]
-struct Outbox {
-    queue: VecDeque<Arc<[u8]>>,
-    /// The worker that adopted the session, and the session's slot there; `None` while the
-    /// session waits in the backlog (the adopting worker looks at the outbox anyway).
-    owner: Option<(Arc<Mailbox>, usize)>,
-    /// The session was already posted to its worker and the worker has not looked yet.
-    posted: bool,
-    /// Set when someone asked the worker to end the session; no message is queued after it.
-    close: Option<CloseReason>,
-}
-
 /// The shared part of a session, held by the registry and by the session's worker.
 pub struct SessionHandle {
     id: SessionId,
@@ -243,11 +183,8 @@ pub struct SessionHandle {
     /// [`Speech`] as a byte, published by the worker whenever the peer's framing changes.
     speech: AtomicU8,
     nick: Mutex<Option<String>>,
-    outbox: Mutex<Outbox>,
-    /// Bytes queued for the peer and not yet written: the outbox plus what the worker took
-    /// from it. Checked against `outbox_limit` on every push.
-    queued_bytes: AtomicUsize,
-    outbox_limit: usize,
+    /// Messages from other threads, charged against `--outbox-limit` until written.
+    outbox: Outbox,
 }
 
 /// What a session has shown of its framing so far.
@@ -268,9 +205,7 @@ impl SessionHandle {
             counters: Counters::default(),
             speech: AtomicU8::new(0),
             nick: Mutex::new(None),
-            outbox: Mutex::new(Outbox::default()),
-            queued_bytes: AtomicUsize::new(0),
-            outbox_limit,
+            outbox: Outbox::new(id, outbox_limit),
         }
     }
 
@@ -346,12 +281,13 @@ impl SessionHandle {
 
     /// Whether the session is being closed (it takes no new messages).
     pub fn is_closing(&self) -> bool {
-        self.outbox.lock().close.is_some()
+        self.outbox.is_closing()
     }
 
-    /// Bytes queued for the peer and not yet written.
+    /// What is queued for the peer and not yet written, as charged against the outbox
+    /// limit: the bytes, plus [`MESSAGE_OVERHEAD`] per message for a seed-style peer.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Relaxed)
+        self.outbox.charged()
     }
 
     /// Queues `message` to be written to the peer as one write, and tells the session's
@@ -363,73 +299,35 @@ impl SessionHandle {
     /// message would take a non-empty queue past the outbox limit — the session is then
     /// dropped.
     pub fn send(&self, message: Arc<[u8]>) -> Result<(), SendError> {
-        let mut outbox = self.outbox.lock();
-        if outbox.close.is_some() {
-            return Err(SendError::Closing);
-        }
-        // An empty outbox always takes one message, so a reader that keeps up is never
-        // dropped, whatever the limit and the message size.
-        let queued = self.queued_bytes.load(Ordering::Relaxed);
-        if queued > 0 && queued + message.len() > self.outbox_limit {
-            outbox.close = Some(CloseReason::Overflow);
-            self.post(&mut outbox);
-            return Err(SendError::Overflow);
-        }
-        self.queued_bytes
-            .fetch_add(message.len(), Ordering::Relaxed);
-        outbox.queue.push_back(message);
-        self.post(&mut outbox);
-        Ok(())
+        self.queue(&[&message]).map(|_pressed| ())
+    }
+
+    /// Queues one message made of `parts`: a write of its own for a seed-style peer,
+    /// appended to what is queued for a line-based one. Returns whether the outbox is now
+    /// above its soft mark (its senders should pause).
+    pub(crate) fn queue(&self, parts: &[&[u8]]) -> Result<bool, SendError> {
+        let framed = self.speech() == Speech::Spoken(LineEnding::None);
+        self.outbox.push(parts, framed)
     }
 
     /// Asks the worker to end the session (with `quit`, after what is already queued).
     /// Returns `false` if it was already ending.
     pub fn request_close(&self, reason: CloseReason) -> bool {
-        let mut outbox = self.outbox.lock();
-        if outbox.close.is_some() {
-            return false;
-        }
-        outbox.close = Some(reason);
-        self.post(&mut outbox);
-        true
+        self.outbox.request_close(reason)
     }
 
-    /// Called with the outbox locked: posts the session to its worker unless already posted.
-    fn post(&self, outbox: &mut Outbox) {
-        if outbox.posted {
-            return;
-        }
-        if let Some((mailbox, token)) = &outbox.owner {
-            outbox.posted = true;
-            mailbox.post(*token, self.id);
-        }
+    /// Asks the session's worker to look at it again.
+    pub(crate) fn nudge(&self) {
+        self.outbox.nudge();
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Worker side: the session now lives in `mailbox`'s worker at slot `token`.
     pub(crate) fn adopt(&self, mailbox: Arc<Mailbox>, token: usize) {
-        self.outbox.lock().owner = Some((mailbox, token));
-    }
-
-    /// Worker side: moves the queued messages into `into` and returns the close request
-    /// pending, if any. With `seal`, the outbox takes nothing more from now on.
-    pub(crate) fn take_outbox(
-        &self,
-        into: &mut VecDeque<Chunk>,
-        seal: Option<CloseReason>,
-    ) -> Option<CloseReason> {
-        let mut outbox = self.outbox.lock();
-        outbox.posted = false;
-        into.extend(outbox.queue.drain(..).map(Chunk::Queued));
-        let requested = outbox.close;
-        if let Some(reason) = seal {
-            outbox.close.get_or_insert(reason);
-        }
-        requested
-    }
-
-    /// Worker side: `n` bytes of queued messages reached the socket.
-    pub(crate) fn sent_queued(&self, n: usize) {
-        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+        self.outbox.adopt(mailbox, token);
     }
 }
 
@@ -450,17 +348,18 @@ impl fmt::Debug for SessionHandle {
 pub(crate) enum Chunk {
     /// A reply composed by the worker itself (an echo, a handler's reply).
     Own(Vec<u8>),
-    /// A message from the outbox; counts against the outbox limit until written.
-    Queued(Arc<[u8]>),
+    /// Taken from the outbox: charged against the outbox limit until written, the bytes as
+    /// they go out and `overhead` once the whole chunk is out.
+    Queued { bytes: Vec<u8>, overhead: usize },
     /// A fixed text the server composes: the closing `quit` in the session's line ending.
     Static(&'static [u8]),
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Own(v) => v,
-            Chunk::Queued(a) => a,
+            Chunk::Queued { bytes, .. } => bytes,
             Chunk::Static(s) => s,
         }
     }
@@ -479,6 +378,43 @@ pub(crate) enum Phase {
     /// Write side shut; discarding input until EOF or `until`, so that closing with unread
     /// input does not reset the connection and wipe out the goodbye.
     Draining { reason: CloseReason, until: Instant },
+}
+
+/// Messages already cut from a sender's input but not yet handled, because their relay was
+/// paused: at most what one read brought, kept in order.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    bytes: Vec<u8>,
+    /// Per message: the length of its raw bytes and of its text.
+    cuts: VecDeque<(usize, usize)>,
+    /// Where the first message left starts in `bytes`.
+    start: usize,
+}
+
+impl Deferred {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cuts.is_empty()
+    }
+
+    pub(crate) fn push(&mut self, raw: &[u8], text_len: usize) {
+        self.bytes.extend_from_slice(raw);
+        self.cuts.push_back((raw.len(), text_len));
+    }
+
+    /// The oldest message left: its raw bytes and its text length.
+    pub(crate) fn front(&self) -> Option<(&[u8], usize)> {
+        let &(raw, text) = self.cuts.front()?;
+        Some((&self.bytes[self.start..self.start + raw], text))
+    }
+
+    pub(crate) fn pop(&mut self) {
+        if let Some((raw, _)) = self.cuts.pop_front() {
+            self.start += raw;
+        }
+        if self.cuts.is_empty() {
+            *self = Deferred::default();
+        }
+    }
 }
 
 /// The worker's own part of a session.
@@ -500,6 +436,11 @@ pub(crate) struct Session {
     /// The poller reported the peer's end of input (or an error): read until the socket
     /// says so, since no further event will come.
     pub(crate) read_closed: bool,
+    /// Recipients whose outboxes are above their soft mark because of this session's relayed
+    /// messages: while any is, the session is not read (chat back-pressure).
+    pub(crate) held_by: Vec<Arc<SessionHandle>>,
+    /// Messages of the last read not handled yet, waiting for `held_by` to clear.
+    pub(crate) deferred: Deferred,
 }
 
 impl Session {
@@ -518,14 +459,45 @@ impl Session {
             last_active: Instant::now(),
             read_more: false,
             read_closed: false,
+            held_by: Vec::new(),
+            deferred: Deferred::default(),
         }
     }
 
-    /// Writes pending chunks, each with its own write call, until done or the socket is full.
+    /// Whether reading must wait: replies are pending, or relayed messages are held up.
+    pub(crate) fn paused(&self) -> bool {
+        !self.pending.is_empty() || !self.held_by.is_empty() || !self.deferred.is_empty()
+    }
+
+    /// Adds entries taken from the outbox to the pending writes. Runs of lines join the last
+    /// pending run unless that one is being written, so they go out in as few writes as the
+    /// socket takes; seed-style messages stay writes of their own.
+    pub(crate) fn enqueue(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        for entry in entries {
+            match entry {
+                Entry::Lines(bytes) => {
+                    let busy = self.pending.len() == 1 && self.written > 0;
+                    match self.pending.back_mut() {
+                        Some(Chunk::Queued {
+                            bytes: run,
+                            overhead: 0,
+                        }) if !busy => append(run, &[&bytes]),
+                        _ => self.pending.push_back(Chunk::Queued { bytes, overhead: 0 }),
+                    }
+                }
+                Entry::Message(bytes) => self.pending.push_back(Chunk::Queued {
+                    bytes,
+                    overhead: MESSAGE_OVERHEAD,
+                }),
+            }
+        }
+    }
+
+    /// Writes pending chunks, each with its own write calls, until done or the socket is full.
     /// Returns `Ok(true)` when nothing is left pending.
     pub(crate) fn flush(&mut self) -> std::io::Result<bool> {
         use std::io::Write;
-        while let Some(chunk) = self.pending.front() {
+        while let Some(chunk) = self.pending.front_mut() {
             let bytes = &chunk.bytes()[self.written..];
             match self.stream.write(bytes) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -535,13 +507,22 @@ impl Session {
                         .bytes_out
                         .fetch_add(n as u64, Ordering::Relaxed);
                     self.last_active = Instant::now();
-                    if n < bytes.len() {
+                    let whole = n == bytes.len();
+                    if let Chunk::Queued { bytes, overhead } = chunk {
+                        let done = if whole { *overhead } else { 0 };
+                        self.handle.outbox.release(n + done);
+                        // Give back what a long run has written, a quarter at a time.
+                        if !whole && self.written + n > MAX_SLACK.max(bytes.len() / 4) {
+                            bytes.drain(..self.written + n);
+                            self.written = 0;
+                            continue;
+                        }
+                    }
+                    if !whole {
                         self.written += n;
                         continue;
                     }
-                    if let Some(Chunk::Queued(q)) = self.pending.pop_front() {
-                        self.handle.sent_queued(q.len());
-                    }
+                    self.pending.pop_front();
                     self.written = 0;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
@@ -555,13 +536,18 @@ impl Session {
         Ok(true)
     }
 
-    /// Discards what is still queued for the peer (the session is being dropped unflushed).
-    pub(crate) fn discard_pending(&mut self) {
-        for chunk in self.pending.drain(..) {
-            if let Chunk::Queued(q) = chunk {
-                self.handle.sent_queued(q.len());
+    /// Discards what is still pending for the peer, except the rest of a chunk partly
+    /// written (so that what follows starts on a message boundary), and frees it at once.
+    pub(crate) fn discard_pending(&mut self, keep_partial: bool) {
+        let written = std::mem::take(&mut self.written);
+        for (i, chunk) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+            let done = if i == 0 { written } else { 0 };
+            if done > 0 && keep_partial {
+                self.pending.push_back(chunk);
+                self.written = done;
+            } else if let Chunk::Queued { bytes, overhead } = chunk {
+                self.handle.outbox.release(bytes.len() - done + overhead);
             }
         }
-        self.written = 0;
     }
 }

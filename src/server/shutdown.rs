@@ -119,7 +119,7 @@ impl Shutdown {
     /// Blocks until the shutdown is triggered or `timeout` has passed; returns whether it was
     /// triggered. A bounded sleep that a shutdown cuts short.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::later(Instant::now(), timeout);
         let mut state = self.inner.state.lock();
         while !self.is_triggered() {
             if self

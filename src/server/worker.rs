@@ -23,10 +23,9 @@ use slab::Slab;
 
 use super::Shared;
 use super::modes::Context;
+use super::outbox::{Entry, Mailbox};
 use super::protocol::{Flow, LineEnding, Message, Splitter, escape};
-use super::session::{
-    Chunk, CloseReason, Mailbox, Phase, Session, SessionHandle, SessionId, Speech,
-};
+use super::session::{Chunk, CloseReason, Phase, Session, SessionHandle, SessionId, Speech};
 use crate::pool::{Inbox, Notify};
 
 /// How long a closing session's input is drained after its write side is shut.
@@ -40,6 +39,9 @@ const READ_BUDGET: usize = 16;
 
 /// How often the loop looks at closing sessions' deadlines while any are closing.
 const CLOSING_TICK: Duration = Duration::from_millis(10);
+
+/// How often the loop looks at how long lagging readers have been behind, while any are.
+const PRESSED_TICK: Duration = Duration::from_millis(50);
 
 const WAKE: Token = Token(usize::MAX);
 
@@ -68,6 +70,10 @@ pub(crate) struct Worker {
     posted: Vec<(usize, SessionId)>,
     /// Sessions whose read loop stopped with input left because the budget ran out.
     again: Vec<usize>,
+    /// Entries taken from an outbox, on their way into a session's pending writes.
+    entries: Vec<Entry>,
+    /// Sessions whose outbox is above its soft mark, for the grace deadline.
+    pressed: Vec<usize>,
     /// Sessions in [`Phase::Flushing`] or [`Phase::Draining`], for their deadlines.
     closing: Vec<usize>,
     /// Set when the worker saw the shutdown: the moment every session must be gone by.
@@ -93,6 +99,8 @@ impl Worker {
             reply: Vec::new(),
             posted: Vec::new(),
             again: Vec::new(),
+            entries: Vec::new(),
+            pressed: Vec::new(),
             closing: Vec::new(),
             stopping: None,
             next_idle_scan,
@@ -161,6 +169,8 @@ impl Worker {
         let mut timeout = None;
         if !self.closing.is_empty() || self.stopping.is_some() {
             timeout = Some(CLOSING_TICK);
+        } else if !self.pressed.is_empty() {
+            timeout = Some(PRESSED_TICK);
         }
         if let Some(at) = self.next_idle_scan {
             let until = at.saturating_duration_since(Instant::now());
@@ -228,8 +238,9 @@ impl Worker {
             if session.phase != Phase::Open {
                 return;
             }
-            if !session.pending.is_empty() {
-                // Back-pressure: read again once the socket took what is pending.
+            if session.paused() {
+                // Back-pressure: read again once the socket took what is pending and the
+                // recipients of what this peer relayed have caught up.
                 session.read_more = true;
                 return;
             }
@@ -288,7 +299,8 @@ impl Worker {
             reply,
             data,
             shared.shutdown.is_triggered(),
-        );
+        )
+        .with_silent_ending(shared.handler.silent_ending());
         // Publish the peer's framing before the handler composes anything for it.
         let ending = session.splitter.ending_after(data);
         if handle.speech() != Speech::Spoken(ending) {
@@ -298,10 +310,16 @@ impl Worker {
         // Replies to the messages handled completely: what is kept if a later one panics.
         let mut committed = 0;
         let splitter = &mut session.splitter;
+        let deferred = &mut session.deferred;
         let handler = &shared.handler;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             splitter.feed(data, &mut |message| {
                 received += u64::from(message.complete);
+                if ctx.pressed() {
+                    // A recipient is behind: the rest waits until it catches up.
+                    deferred.push(message.raw, message.text.len());
+                    return;
+                }
                 handler.on_message(&mut ctx, message);
                 committed = ctx.reply_len();
             })
@@ -310,6 +328,7 @@ impl Worker {
         let close = ctx.close_requested();
         let reply_len = ctx.reply_len();
         let from_input = ctx.reply_is_input();
+        let pressed = ctx.take_pressed();
         let counters = handle.counters();
         let flow = match outcome {
             Ok(flow) => flow,
@@ -341,7 +360,12 @@ impl Worker {
             let metrics = self.shared.metrics.worker(self.index);
             metrics.replied(read_at.elapsed());
         }
+        self.hold(t, pressed);
+        // The recipients may have caught up already: then the deferred rest goes on now.
+        self.replay_deferred(t, false);
         if quit {
+            // What came before `quit` is handled, held up or not.
+            self.replay_deferred(t, true);
             self.begin_close(t, CloseReason::Quit);
         } else if let Some(reason) = close {
             self.begin_close(t, reason);
@@ -362,6 +386,77 @@ impl Worker {
             let reply = std::mem::take(&mut self.reply);
             self.send_own(t, &reply[..len.min(reply.len())]);
             self.reply = reply;
+        }
+    }
+
+    /// Stops reading session `t` while any of `pressed` — recipients its relayed lines left
+    /// above their soft mark — still is; each will nudge this worker when it is not.
+    fn hold(&mut self, t: usize, pressed: Vec<Arc<SessionHandle>>) {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
+        for recipient in pressed {
+            if recipient.outbox().hold(&session.handle)
+                && !session.held_by.iter().any(|h| Arc::ptr_eq(h, &recipient))
+            {
+                session.held_by.push(recipient);
+            }
+        }
+    }
+
+    /// Session `t` was nudged or posted: if it was held up, see whether its recipients have
+    /// caught up, then handle what was deferred and read on.
+    fn resume(&mut self, t: usize) {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
+        if session.phase != Phase::Open
+            || (session.held_by.is_empty() && session.deferred.is_empty())
+        {
+            return;
+        }
+        let me = Arc::clone(&session.handle);
+        session.held_by.retain(|r| r.outbox().hold(&me));
+        if !session.held_by.is_empty() {
+            return;
+        }
+        self.replay_deferred(t, false);
+        if let Some(session) = self.sessions.get(t)
+            && session.phase == Phase::Open
+            && !session.paused()
+        {
+            self.read_open(t);
+        }
+    }
+
+    /// Hands session `t`'s deferred messages to the handler, in order, until a recipient
+    /// presses again (unless `all`: the session is ending and nothing may wait).
+    fn replay_deferred(&mut self, t: usize, all: bool) {
+        loop {
+            let Some(session) = self.sessions.get_mut(t) else {
+                return;
+            };
+            if !session.held_by.is_empty() && !all {
+                return;
+            }
+            let Some((raw, text_len)) = session.deferred.front() else {
+                return;
+            };
+            let raw = raw.to_vec();
+            session.deferred.pop();
+            let mut pressed = Vec::new();
+            let message = Message {
+                raw: &raw,
+                text: &raw[..text_len],
+                complete: true,
+            };
+            self.call_handler(t, |handler, ctx| {
+                handler.on_message(ctx, message);
+                pressed = ctx.take_pressed();
+            });
+            if !all {
+                self.hold(t, pressed);
+            }
         }
     }
 
@@ -390,6 +485,8 @@ impl Worker {
     }
 
     fn on_eof(&mut self, t: usize) {
+        // Messages held up by slow recipients go first; nothing waits once input ended.
+        self.replay_deferred(t, true);
         // A held partial line is a message at end of input.
         let mut held = None;
         let flow = self.sessions[t]
@@ -433,7 +530,8 @@ impl Worker {
                 &mut reply,
                 &[],
                 shutting_down,
-            );
+            )
+            .with_silent_ending(self.shared.handler.silent_ending());
             let handler = &*self.shared.handler;
             catch_unwind(AssertUnwindSafe(|| {
                 f(handler, &mut ctx);
@@ -494,6 +592,7 @@ impl Worker {
         for &(t, id) in &posted {
             if self.sessions.get(t).is_some_and(|s| s.handle.id() == id) {
                 self.service_outbox(t);
+                self.resume(t);
             }
         }
         posted.clear();
@@ -507,14 +606,19 @@ impl Worker {
         if session.phase != Phase::Open {
             return;
         }
-        let before = session.pending.len();
-        let close = session.handle.take_outbox(&mut session.pending, None);
-        let queued = (session.pending.len() - before) as u64;
+        let mut entries = std::mem::take(&mut self.entries);
+        let close = session.handle.outbox().take(&mut entries, None);
+        let queued = entries.len() as u64;
+        session.enqueue(entries.drain(..));
+        self.entries = entries;
         session
             .handle
             .counters()
             .messages_out
             .fetch_add(queued, std::sync::atomic::Ordering::Relaxed);
+        if session.handle.outbox().pressed_since().is_some() && !self.pressed.contains(&t) {
+            self.pressed.push(t);
+        }
         if let Some(reason) = close {
             if reason == CloseReason::Overflow {
                 log::warn!(
@@ -532,7 +636,8 @@ impl Worker {
     }
 
     /// Starts ending session `t`: what is queued is flushed, then `quit` (when the server is
-    /// the one ending it), then the write side is shut and input drained.
+    /// the one ending it), then the write side is shut and input drained. A session dropped
+    /// for overflow gets only `quit`: what was queued for it is freed at once.
     fn begin_close(&mut self, t: usize, reason: CloseReason) {
         let Some(session) = self.sessions.get_mut(t) else {
             return;
@@ -543,27 +648,78 @@ impl Worker {
         if reason == CloseReason::Error {
             return self.remove(t);
         }
-        let handle = &session.handle;
-        let before = session.pending.len();
-        handle.take_outbox(&mut session.pending, Some(reason));
-        let queued = (session.pending.len() - before) as u64;
+        let handle = Arc::clone(&session.handle);
+        let mut entries = std::mem::take(&mut self.entries);
+        handle.outbox().take(&mut entries, Some(reason));
+        let mut queued = entries.len() as u64;
+        if reason == CloseReason::Overflow {
+            for entry in entries.drain(..) {
+                handle.outbox().release(entry.cost());
+            }
+            session.discard_pending(true);
+            queued = 0;
+        }
+        session.enqueue(entries.drain(..));
+        self.entries = entries;
+        session.held_by.clear();
+        session.deferred = Default::default();
         if reason.says_quit() {
-            session
-                .pending
-                .push_back(Chunk::Static(quit_line(handle.line_ending())));
+            let ending = match handle.speech() {
+                Speech::Silent => self.shared.handler.silent_ending(),
+                Speech::Spoken(ending) => ending,
+            };
+            session.pending.push_back(Chunk::Static(quit_line(ending)));
         }
         handle.counters().messages_out.fetch_add(
             queued + u64::from(reason.says_quit()),
             std::sync::atomic::Ordering::Relaxed,
         );
         let linger = self.shared.config.shutdown_timeout;
-        let deadline = self.stopping.unwrap_or_else(|| Instant::now() + linger);
+        let deadline = self
+            .stopping
+            .unwrap_or_else(|| super::later(Instant::now(), linger));
         session.phase = Phase::Flushing { reason, deadline };
         self.closing.push(t);
         // The handler hears of the end once, as it begins (chat's `left` goes out now,
         // not after a slow reader's flush deadline); its replies are not sent.
         self.call_handler(t, |handler, ctx| handler.on_close(ctx));
         self.on_writable(t);
+    }
+
+    /// Drops the recipients that stayed above their outbox's soft mark for longer than the
+    /// grace; forgets those that caught up.
+    fn check_pressed(&mut self, now: Instant) {
+        let grace = self.shared.config.outbox_grace;
+        let mut pressed = std::mem::take(&mut self.pressed);
+        pressed.retain(|&t| {
+            let Some(session) = self.sessions.get(t) else {
+                return false;
+            };
+            if session.phase != Phase::Open {
+                return false;
+            }
+            let Some(since) = session.handle.outbox().pressed_since() else {
+                return false;
+            };
+            if now.saturating_duration_since(since) < grace {
+                return true;
+            }
+            let handle = &session.handle;
+            log::warn!(
+                "session {} dropped: peer={} reason=outbox-overflow queued_bytes={} limit={} behind_for={:?}",
+                handle.id(),
+                handle.peer(),
+                handle.queued_bytes(),
+                self.shared.config.outbox_limit,
+                now.saturating_duration_since(since)
+            );
+            self.begin_close(t, CloseReason::Overflow);
+            false
+        });
+        pressed.append(&mut self.pressed);
+        pressed.sort_unstable();
+        pressed.dedup();
+        self.pressed = pressed;
     }
 
     fn shut_write(&mut self, t: usize, reason: CloseReason) {
@@ -616,7 +772,7 @@ impl Worker {
             .unwrap_or_else(Instant::now);
         // Leave the server a little of its deadline to join threads and print the summary.
         let timeout = self.shared.config.shutdown_timeout;
-        let deadline = started + timeout.mul_f64(0.9);
+        let deadline = super::later(started, timeout.mul_f64(0.9));
         self.stopping = Some(deadline);
         let open: Vec<usize> = self
             .sessions
@@ -632,6 +788,9 @@ impl Worker {
 
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        if !self.pressed.is_empty() {
+            self.check_pressed(now);
+        }
         if !self.closing.is_empty() {
             let stopping = self.stopping;
             let mut closing = std::mem::take(&mut self.closing);
@@ -715,7 +874,17 @@ impl Worker {
             return;
         };
         let _ = self.poll.registry().deregister(&mut session.stream);
-        session.discard_pending();
+        session.discard_pending(false);
+        // Whatever is still queued is freed now, and senders waiting on it are let go.
+        let mut entries = std::mem::take(&mut self.entries);
+        session
+            .handle
+            .outbox()
+            .take(&mut entries, Some(CloseReason::Error));
+        for entry in entries.drain(..) {
+            session.handle.outbox().release(entry.cost());
+        }
+        self.entries = entries;
         let reason = match session.phase {
             Phase::Open => CloseReason::Error,
             Phase::Flushing { reason, .. } | Phase::Draining { reason, .. } => reason,
@@ -757,11 +926,7 @@ fn quit_line(ending: LineEnding) -> &'static [u8] {
 }
 
 fn chunk_len(chunk: &Chunk) -> usize {
-    match chunk {
-        Chunk::Own(v) => v.len(),
-        Chunk::Queued(q) => q.len(),
-        Chunk::Static(s) => s.len(),
-    }
+    chunk.bytes().len()
 }
 
 fn idle_scan_interval(timeout: Duration) -> Duration {

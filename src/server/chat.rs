@@ -1,0 +1,333 @@
+//! Chat mode: every message goes to every other session as `<NAME> text`, with notices when
+//! someone joins, leaves or changes nickname, and a few `/` commands answered to the sender
+//! alone.
+//!
+//! Relayed lines go through the recipients' outboxes with back-pressure
+//! ([`Context::relay_line`]): a sender whose recipients fall behind is paused, not allowed
+//! to overflow them. Relayed text is escaped with the one escaper the console and the logs use
+//! ([`escape`]): control characters, terminal escape sequences and bidirectional overrides
+//! are made visible, so nobody can fake a line, clear a screen or retitle a window; printable
+//! text (CJK, emoji) goes through unchanged.
+//!
+//! Nicknames are unique in the room: two names are the same when their case-folded
+//! compatibility forms (NFKC) have the same confusable *skeleton* (Unicode TR39), so `ANN`,
+//! `ａｎｎ` and `аnn` with a Cyrillic `а` are all `ann`. Characters outside TR39's identifier
+//! profile (invisible ones, bidi controls, symbols) and names mixing scripts are refused.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use parking_lot::Mutex;
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::{GeneralSecurityProfile, MixedScript};
+
+use super::modes::{Context, Handler};
+use super::protocol::{LineEnding, Message, escape};
+use super::session::SessionId;
+
+/// The longest nickname `/nick` accepts, in characters.
+pub const MAX_NICK: usize = 32;
+
+/// Names a newcomer is told about at most; `/who` tells all, up to [`WHO_MAX`].
+const JOIN_NAMES: usize = 20;
+
+/// Names `/who` lists at most.
+pub const WHO_MAX: usize = 500;
+
+/// The most bytes of escaped text one relayed line carries; the rest is cut with a note.
+const MAX_RELAYED: usize = 64 * 1024;
+
+/// Punctuation a nickname may use besides letters and digits.
+const NICK_PUNCTUATION: &str = "-_.'";
+
+const COMMANDS: &str = "* commands: /nick NAME (choose a name), /who (who is here), /help; \
+                        start a line with // to send one that begins with /";
+
+/// The chat relay. One per server; it knows which nicknames are taken.
+#[derive(Debug, Default)]
+pub struct Chat {
+    /// Each taken nickname's key ([`nick_key`]) and who holds it.
+    nicks: Mutex<HashMap<String, SessionId>>,
+}
+
+/// Why `/nick NAME` was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NickError {
+    /// Empty or longer than [`MAX_NICK`] characters.
+    Length,
+    /// A character that is not a letter, digit or `-_.'`, or an invisible or control one.
+    Character(char),
+    /// Letters from more than one script (a look-alike of another name).
+    MixedScripts,
+    /// Starts like a session number (`#`) or one of the server's own lines (`*`, `<`, `@`,
+    /// `/`).
+    Reserved,
+    /// Someone here has this name or one that looks the same.
+    Taken,
+}
+
+impl std::fmt::Display for NickError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NickError::Length => write!(f, "a nickname is 1 to {MAX_NICK} characters"),
+            NickError::Character(c) => write!(
+                f,
+                "{} is not allowed: use letters, digits and {NICK_PUNCTUATION}",
+                escape_char(*c)
+            ),
+            NickError::MixedScripts => f.write_str("a nickname uses letters of one script"),
+            NickError::Reserved => f.write_str("a nickname does not start with # * < @ or /"),
+            NickError::Taken => f.write_str("that name (or one that looks the same) is taken"),
+        }
+    }
+}
+
+fn escape_char(c: char) -> String {
+    let shown = escape(c.to_string().as_bytes());
+    if shown.chars().count() == 1 && !c.is_whitespace() {
+        format!("{shown:?}")
+    } else {
+        format!("U+{:04X}", c as u32)
+    }
+}
+
+/// Checks a nickname and returns it in the form it is shown: its NFKC normalisation.
+///
+/// # Errors
+///
+/// The first rule it breaks (taken names are checked by the room, not here).
+///
+/// ```
+/// use tcpool::server::chat::{check_nick, NickError};
+///
+/// assert_eq!(check_nick("ann").as_deref(), Ok("ann"));
+/// assert_eq!(check_nick("李小龍").as_deref(), Ok("李小龍"));
+/// assert_eq!(check_nick("ａｎｎ").as_deref(), Ok("ann"));
+/// assert_eq!(check_nick("\u{430}nn"), Err(NickError::MixedScripts)); // Cyrillic а
+/// assert_eq!(check_nick("ann\u{200b}"), Err(NickError::Character('\u{200b}')));
+/// assert_eq!(check_nick("#7"), Err(NickError::Reserved));
+/// ```
+pub fn check_nick(name: &str) -> Result<String, NickError> {
+    let name: String = name.nfkc().collect();
+    let len = name.chars().count();
+    if len == 0 || len > MAX_NICK {
+        return Err(NickError::Length);
+    }
+    if name.starts_with(['#', '*', '<', '@', '/']) {
+        return Err(NickError::Reserved);
+    }
+    if let Some(c) = name.chars().find(|&c| {
+        !(NICK_PUNCTUATION.contains(c) || (c.identifier_allowed() && !c.is_ascii_punctuation()))
+    }) {
+        return Err(NickError::Character(c));
+    }
+    if !name.is_single_script() {
+        return Err(NickError::MixedScripts);
+    }
+    Ok(name)
+}
+
+/// What makes two nicknames the same: the TR39 skeleton of the case-folded name.
+pub fn nick_key(name: &str) -> String {
+    let folded: String = name.nfkc().flat_map(char::to_lowercase).collect();
+    unicode_security::skeleton(&folded)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+impl Chat {
+    /// Takes `name` for session `me`, giving up its old one.
+    fn claim(&self, me: SessionId, name: &str) -> Result<(), NickError> {
+        let key = nick_key(name);
+        let mut nicks = self.nicks.lock();
+        match nicks.get(&key) {
+            Some(&holder) if holder != me => return Err(NickError::Taken),
+            _ => {}
+        }
+        nicks.retain(|_, holder| *holder != me);
+        nicks.insert(key, me);
+        Ok(())
+    }
+
+    fn release(&self, me: SessionId) {
+        self.nicks.lock().retain(|_, holder| *holder != me);
+    }
+
+    fn nick(&self, ctx: &mut Context<'_>, arg: &str) {
+        let arg = arg.trim();
+        if arg.is_empty() {
+            let now = ctx.session().display_name();
+            ctx.send_line(&format!("* you are {now}; usage: /nick NAME"));
+            return;
+        }
+        let checked = check_nick(arg).and_then(|name| {
+            self.claim(ctx.id(), &name)?;
+            Ok(name)
+        });
+        match checked {
+            Ok(name) => {
+                let old = ctx.session().display_name();
+                ctx.session().set_nick(Some(name.clone()));
+                ctx.send_line(&format!("* you are now {name}"));
+                if old != name {
+                    ctx.relay_line(&format!("* {old} is now {name}"), |_| true);
+                }
+            }
+            Err(why) => ctx.send_line(&format!("* nick refused: {why}")),
+        }
+    }
+
+    /// `* N here: a, b, c` with at most `most` names, then how many were left out.
+    fn roll_call(ctx: &Context<'_>, most: usize, others_only: bool) -> String {
+        let me = ctx.id();
+        let handles = ctx.registry().handles();
+        let present: Vec<_> = handles
+            .iter()
+            .filter(|h| !(h.is_closing() || (others_only && h.id() == me)))
+            .collect();
+        if present.is_empty() {
+            return "* nobody else is here".into();
+        }
+        let mut line = format!("* {} here:", present.len());
+        for (i, h) in present.iter().take(most).enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            let you = if h.id() == me { " (you)" } else { "" };
+            let _ = write!(line, "{sep}{}{you}", h.display_name());
+        }
+        if present.len() > most {
+            let _ = write!(line, " and {} more", present.len() - most);
+        }
+        line
+    }
+}
+
+impl Handler for Chat {
+    fn silent_ending(&self) -> LineEnding {
+        LineEnding::Lf
+    }
+
+    fn on_open(&self, ctx: &mut Context<'_>) {
+        // Ids follow arrival: only those who were here first hear of a newcomer, even when a
+        // later client registered before this one was adopted.
+        let me = ctx.id();
+        ctx.relay_line(&format!("* #{me} joined"), |h| h.id() < me);
+        let mut here = Chat::roll_call(ctx, JOIN_NAMES, true);
+        if here.contains(" more") {
+            here.push_str(" (/who lists them)");
+        }
+        ctx.send_line(&format!("* you are #{me};{}", &here[1..]));
+    }
+
+    fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
+        let text = String::from_utf8_lossy(message.text);
+        if text.trim().is_empty() {
+            return;
+        }
+        let body = match text.strip_prefix('/') {
+            Some(rest) if rest.starts_with('/') => rest,
+            Some(rest) => {
+                let (command, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+                match command {
+                    "nick" => self.nick(ctx, arg),
+                    "who" => {
+                        let here = Chat::roll_call(ctx, WHO_MAX, false);
+                        ctx.send_line(&here);
+                    }
+                    "help" => ctx.send_line(COMMANDS),
+                    other => ctx.send_line(&format!(
+                        "* unknown command /{}: not sent. {}",
+                        escape(other.as_bytes()),
+                        &COMMANDS[2..]
+                    )),
+                }
+                return;
+            }
+            None => &text,
+        };
+        let mut shown = escape(body.as_bytes());
+        if shown.len() > MAX_RELAYED {
+            let mut cut = MAX_RELAYED;
+            while !shown.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let left = shown.len() - cut;
+            shown.truncate(cut);
+            let _ = write!(shown, "... ({left} more bytes not shown)");
+        }
+        let line = format!("<{}> {shown}", ctx.session().display_name());
+        ctx.relay_line(&line, |_| true);
+    }
+
+    fn on_close(&self, ctx: &mut Context<'_>) {
+        self.release(ctx.id());
+        if !ctx.shutting_down() {
+            let notice = format!("* {} left", ctx.session().display_name());
+            ctx.relay_line(&notice, |_| true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_alikes_share_a_key() {
+        assert_eq!(nick_key("Ann"), nick_key("ann"));
+        assert_eq!(nick_key("ＡＮＮ"), nick_key("ann"));
+        assert_eq!(nick_key("\u{430}nn"), nick_key("ann"));
+        assert_eq!(nick_key("paypa1"), nick_key("paypal"));
+        assert_ne!(nick_key("ann"), nick_key("anna"));
+    }
+
+    #[test]
+    fn invisible_and_control_characters_are_refused() {
+        for bad in [
+            "ann\u{200b}",
+            "ann\u{202e}",
+            "a\u{1b}b",
+            "a b",
+            "ann\u{fe0f}",
+            "a\u{7f}",
+        ] {
+            assert!(
+                matches!(check_nick(bad), Err(NickError::Character(_))),
+                "{bad:?}: {:?}",
+                check_nick(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn ordinary_names_pass() {
+        for good in [
+            "ann", "Bob_2", "jean-luc", "o'neil", "d.j", "张伟", "Ørjan", "ÉLODIE",
+        ] {
+            assert!(check_nick(good).is_ok(), "{good:?}: {:?}", check_nick(good));
+        }
+    }
+
+    #[test]
+    fn reserved_shapes_are_refused() {
+        for bad in ["#1", "*", "*ann", "<ann>", "@all", "/nick"] {
+            assert_eq!(check_nick(bad), Err(NickError::Reserved), "{bad:?}");
+        }
+        assert_eq!(check_nick(""), Err(NickError::Length));
+        assert_eq!(
+            check_nick(&"a".repeat(MAX_NICK + 1)),
+            Err(NickError::Length)
+        );
+    }
+
+    #[test]
+    fn a_name_is_held_once() {
+        let chat = Chat::default();
+        assert_eq!(chat.claim(SessionId(1), "ann"), Ok(()));
+        assert_eq!(chat.claim(SessionId(2), "ANN"), Err(NickError::Taken));
+        assert_eq!(chat.claim(SessionId(1), "Ann"), Ok(()));
+        assert_eq!(chat.claim(SessionId(1), "bob"), Ok(()));
+        assert_eq!(chat.claim(SessionId(2), "ann"), Ok(()));
+        chat.release(SessionId(2));
+        assert_eq!(chat.claim(SessionId(3), "ann"), Ok(()));
+    }
+}
