@@ -1,27 +1,47 @@
 #!/usr/bin/env bash
-# tcpool's echo server next to a minimal tokio echo server (examples/tokio_echo.rs), both
-# loaded by `tcpool bench --json` at 1, 64 and 1000 connections; prints one side-by-side
-# table of messages per second and latency (p50, p99).
+# tcpool's echo server at its default worker count next to a minimal tokio echo server
+# (examples/tokio_echo.rs) at tokio's default thread count, loaded alike by `tcpool bench`.
 #
-#   bash benches/compare.sh
-#   DURATION=10 WARMUP=1 CONNECTIONS="1 16 256 1000" bash benches/compare.sh
+#   bash benches/compare.sh              # every cell, generator at 1 and 2 threads, 3 runs
+#   QUICK=1 bash benches/compare.sh      # a short look: 1 s runs, one run a cell
 #
-# Settings (environment): DURATION seconds measured per run (3), WARMUP seconds before each
-# (0.5), WORKERS server threads for both servers (2), CONNECTIONS to try ("1 64 1000"),
-# SIZE bytes per message (64). Both servers and the load generator share this machine's
-# cores, so the numbers compare the servers with each other, not with other machines.
+# Cells (connections x message size, messages in flight per connection): 1, 16, 64, 256 and
+# 1000 x 64 B; 16 x 16 KiB; 64 x 64 B with 16 in flight. Each cell is measured with the
+# generator at 1 and at 2 threads (`tcpool bench --threads`), RUNS times, the two servers
+# taking turns (which goes first alternates from run to run). For each cell it prints the
+# median msgs/s of each server, tcpool / tokio for every run and their median, each
+# server's median p99 latency, and each server's CPU time per message: user + system time
+# from /proc/PID/stat over the measured run, divided by the messages answered. A summary of
+# the ratios follows, then a cross-check of a few cells with a second, independent client
+# (examples/tokio_client.rs).
+#
+# Settings (environment): DURATION seconds measured per run (3), WARMUP seconds of load
+# before each (0.5), RUNS per cell (3), THREADS generator thread counts ("1 2"), CELLS
+# (see below), CROSS connection counts for the cross-check ("64 1000"), WORKERS passed as
+# `--workers` to tcpool (default: none, tcpool's own default) and TOKIO_WORKER_THREADS to
+# tokio (default: unset, tokio's own default). The servers and the generator share this
+# machine's cores: the numbers compare the servers with each other, not with other machines.
+# Check `uptime` first: other work on the machine shows up as noise.
 #
 # Bounded in time: every run is limited by `timeout`, a server that does not come up within
-# 10 s aborts the script, and whatever the script started is killed on exit.
+# 10 s aborts the script, and whatever the script started is killed on exit. The full run
+# takes about 7 * 2 * 3 * 2 * (DURATION + WARMUP + 1) s, some 10 minutes; QUICK=1 under 2.
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ -n "${QUICK:-}" ]; then
+    DURATION=${DURATION:-1}
+    WARMUP=${WARMUP:-0.3}
+    RUNS=${RUNS:-1}
+fi
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-0.5}
-WORKERS=${WORKERS:-2}
-CONNECTIONS=${CONNECTIONS:-"1 64 1000"}
-SIZE=${SIZE:-64}
+RUNS=${RUNS:-3}
+THREADS=${THREADS:-"1 2"}
+# connections:size:pipeline
+CELLS=${CELLS:-"1:64:1 16:64:1 64:64:1 256:64:1 1000:64:1 16:16384:1 64:64:16"}
+CROSS=${CROSS:-"64 1000"}
 
 work=$(mktemp -d)
 pids=()
@@ -44,14 +64,16 @@ hard=$(ulimit -Hn)
 ulimit -n "$hard" 2>/dev/null || true
 
 echo "building (release)..." >&2
-cargo build --release --bin tcpool --example tokio_echo --message-format=json-render-diagnostics \
-    >"$work/build.json"
+cargo build --release --bin tcpool --example tokio_echo --example tokio_client \
+    --message-format=json-render-diagnostics >"$work/build.json"
 executable() {
     grep -o "\"executable\":\"[^\"]*/$1\"" "$work/build.json" | tail -n 1 | cut -d'"' -f4
 }
 tcpool=$(executable tcpool)
 tokio_echo=$(executable tokio_echo)
-[ -x "$tcpool" ] && [ -x "$tokio_echo" ] || { echo "build produced no binaries" >&2; exit 1; }
+tokio_client=$(executable tokio_client)
+[ -x "$tcpool" ] && [ -x "$tokio_echo" ] && [ -x "$tokio_client" ] ||
+    { echo "build produced no binaries" >&2; exit 1; }
 
 # Waits for `listening on ADDR` in file $1; prints ADDR.
 listening_on() {
@@ -66,25 +88,28 @@ listening_on() {
     return 1
 }
 
-RUST_LOG=info "$tcpool" serve --port 0 --workers "$WORKERS" </dev/null >/dev/null 2>"$work/tcpool.log" &
-pids+=($!)
-TOKIO_WORKER_THREADS=$WORKERS "$tokio_echo" 0 </dev/null >"$work/tokio.log" 2>&1 &
-pids+=($!)
+tcpool_args=(serve --port 0)
+[ -n "${WORKERS:-}" ] && tcpool_args+=(--workers "$WORKERS")
+RUST_LOG=info "$tcpool" "${tcpool_args[@]}" </dev/null >/dev/null 2>"$work/tcpool.log" &
+tcpool_pid=$!
+pids+=("$tcpool_pid")
+"$tokio_echo" 0 </dev/null >"$work/tokio.log" 2>&1 &
+tokio_pid=$!
+pids+=("$tokio_pid")
 tcpool_addr=$(listening_on "$work/tcpool.log")
 tokio_addr=$(listening_on "$work/tokio.log")
-echo "tcpool serve on $tcpool_addr, tokio_echo on $tokio_addr; ${DURATION}s per run after ${WARMUP}s warm-up" >&2
+tcpool_workers=$(grep -o 'workers=[0-9]*' "$work/tcpool.log" | head -n 1 | cut -d= -f2)
+tokio_threads=${TOKIO_WORKER_THREADS:-$(nproc)}
+echo "tcpool serve (workers=$tcpool_workers) on $tcpool_addr, tokio_echo ($tokio_threads threads) on $tokio_addr" >&2
+echo "${DURATION}s per run after ${WARMUP}s warm-up, $RUNS run(s) a cell; load: $(uptime | sed 's/.*load/load/')" >&2
 
-# Runs the load generator; the JSON report goes to $1 (a run with errors still reports).
-run_bench() {
-    local out=$1 addr=$2 connections=$3
-    local limit
-    limit=$(awk -v d="$DURATION" -v w="$WARMUP" 'BEGIN { printf "%d", d + w + 30 }')
-    timeout --kill-after=5 "$limit" "$tcpool" bench "$addr" --json -c "$connections" \
-        -d "$DURATION" --warmup "$WARMUP" -s "$SIZE" --connect-timeout 10 \
-        >"$out" 2>>"$work/bench.log" || true
+ticks=$(getconf CLK_TCK)
+# User + system CPU ticks of process $1 so far.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 
-# Reads a number from a one-line JSON report: field() FILE KEY [OBJECT].
+# Reads a number from a one-line JSON report: field FILE KEY [OBJECT].
 field() {
     local json
     json=$(cat "$1")
@@ -94,40 +119,106 @@ field() {
     sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" <<<"$json" | head -n 1
 }
 
-# Formats one server's cells: msgs/s, p50, p99, errors.
-cells() {
-    local f=$1
-    if [ ! -s "$f" ]; then
-        printf '%12s %9s %9s %7s' "-" "-" "-" "failed"
+# One measured run: bench SERVER CONNECTIONS SIZE PIPELINE THREADS; prints
+# "msgs_per_sec p99_us cpu_us_per_msg errors" (or "0 0 0 failed").
+bench() {
+    local server=$1 c=$2 s=$3 p=$4 t=$5 addr pid out before after limit
+    if [ "$server" = tcpool ]; then addr=$tcpool_addr pid=$tcpool_pid; else addr=$tokio_addr pid=$tokio_pid; fi
+    out="$work/run.json"
+    limit=$(awk -v d="$DURATION" -v w="$WARMUP" 'BEGIN { printf "%d", d + w + 30 }')
+    # Warm-up in its own run, so that the CPU window below covers measured load only.
+    timeout --kill-after=5 "$limit" "$tcpool" bench "$addr" --json -c "$c" -s "$s" \
+        --pipeline "$p" --threads "$t" -d "$WARMUP" --connect-timeout 10 \
+        >/dev/null 2>>"$work/bench.log" || true
+    before=$(cpu_ticks "$pid")
+    timeout --kill-after=5 "$limit" "$tcpool" bench "$addr" --json -c "$c" -s "$s" \
+        --pipeline "$p" --threads "$t" -d "$DURATION" --connect-timeout 10 \
+        >"$out" 2>>"$work/bench.log" || true
+    after=$(cpu_ticks "$pid")
+    if [ ! -s "$out" ]; then
+        echo "0 0 0 failed"
         return
     fi
-    printf '%12.0f %9s %9s %7s' "$(field "$f" msgs_per_sec)" \
-        "$(human_us "$(field "$f" p50 latency_us)")" \
-        "$(human_us "$(field "$f" p99 latency_us)")" \
-        "$(field "$f" errors)"
+    awk -v mps="$(field "$out" msgs_per_sec)" -v n="$(field "$out" messages)" \
+        -v p99="$(field "$out" p99 latency_us)" -v errors="$(field "$out" errors)" \
+        -v cpu=$((after - before)) -v hz="$ticks" \
+        'BEGIN { printf "%.0f %d %.2f %d\n", mps, p99, (n > 0 ? cpu / hz * 1e6 / n : 0), errors }'
+}
+
+median() {
+    tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2];
+        else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 human_us() {
     awk -v us="$1" 'BEGIN {
         if (us < 1000) printf "%dus", us;
-        else if (us < 1000000) printf "%.2fms", us / 1000;
+        else if (us < 1000000) printf "%.1fms", us / 1000;
         else printf "%.2fs", us / 1000000 }'
 }
 
-for c in $CONNECTIONS; do
-    echo "  -c $c: tcpool..." >&2
-    run_bench "$work/tcpool-$c.json" "$tcpool_addr" "$c"
-    echo "  -c $c: tokio..." >&2
-    run_bench "$work/tokio-$c.json" "$tokio_addr" "$c"
+all_ratios=""
+rows=()
+for t in $THREADS; do
+    for cell in $CELLS; do
+        IFS=: read -r c s p <<<"$cell"
+        label="$c x ${s}B"
+        [ "$p" != 1 ] && label="$label, $p in flight"
+        echo "  threads $t, $label..." >&2
+        declare -A got=()
+        ratios="" errors=0
+        for run in $(seq "$RUNS"); do
+            order="tcpool tokio"
+            [ $((run % 2)) = 0 ] && order="tokio tcpool"
+            for server in $order; do
+                read -r mps p99 cpu err <<<"$(bench "$server" "$c" "$s" "$p" "$t")"
+                [ "$err" = failed ] && err=1
+                errors=$((errors + err))
+                got[$server.mps]="${got[$server.mps]:-} $mps"
+                got[$server.p99]="${got[$server.p99]:-} $p99"
+                got[$server.cpu]="${got[$server.cpu]:-} $cpu"
+                got[$server.$run]=$mps
+            done
+            ratio=$(awk -v a="${got[tcpool.$run]}" -v b="${got[tokio.$run]}" \
+                'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+            ratios="$ratios $ratio"
+        done
+        med=$(median <<<"$ratios")
+        all_ratios="$all_ratios $med"
+        rows+=("$(printf '| %-2s | %-22s | %9.0f | %9.0f | %-16s | %5.2fx | %7s | %7s | %5.2f / %5.2f | %s |' \
+            "$t" "$label" "$(median <<<"${got[tcpool.mps]}")" "$(median <<<"${got[tokio.mps]}")" \
+            "$(sed 's/^ //' <<<"$ratios")" "$med" \
+            "$(human_us "$(median <<<"${got[tcpool.p99]}")")" \
+            "$(human_us "$(median <<<"${got[tokio.p99]}")")" \
+            "$(median <<<"${got[tcpool.cpu]}")" "$(median <<<"${got[tokio.cpu]}")" "$errors")")
+        unset got
+    done
 done
 
 echo
-printf '%-11s | %-40s | %-40s\n' "" "tcpool serve --workers $WORKERS" "tokio echo ($WORKERS threads)"
-printf '%-11s | %12s %9s %9s %7s | %12s %9s %9s %7s\n' connections \
-    msgs/s p50 p99 errors msgs/s p50 p99 errors
-printf '%s\n' "------------+------------------------------------------+-----------------------------------------"
-for c in $CONNECTIONS; do
-    printf '%-11s | %s | %s\n' "$c" "$(cells "$work/tcpool-$c.json")" "$(cells "$work/tokio-$c.json")"
-done
+echo "tcpool serve (workers=$tcpool_workers) / tokio_echo ($tokio_threads threads); generator: tcpool bench --threads T"
 echo
-echo "${SIZE}-byte messages, closed loop, ${DURATION}s measured after ${WARMUP}s warm-up; bench, servers and this shell share $(nproc 2>/dev/null || echo '?') core(s)."
+echo "| T  | cell                   | tcpool/s  | tokio/s   | ratio per run    | median | tcpool p99 | tokio p99 | CPU us/msg tcpool / tokio | errors |"
+echo "| -- | ---------------------- | --------- | --------- | ---------------- | ------ | ------- | ------- | ------------- | ------ |"
+printf '%s\n' "${rows[@]}"
+echo
+printf 'median of the cells'"'"' median ratios: %sx; lowest cell: %sx (%d cells)\n' \
+    "$(median <<<"$all_ratios")" "$(tr ' ' '\n' <<<"$all_ratios" | grep -v '^$' | sort -g | head -n 1)" \
+    "$(wc -w <<<"$all_ratios")"
+
+if [ -n "$CROSS" ]; then
+    echo
+    echo "cross-check with examples/tokio_client ($(nproc) threads, 64 B lines, ${DURATION}s):"
+    for c in $CROSS; do
+        for server in tcpool tokio; do
+            if [ "$server" = tcpool ]; then addr=$tcpool_addr; else addr=$tokio_addr; fi
+            limit=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d + 30 }')
+            line=$(timeout --kill-after=5 "$limit" "$tokio_client" "$addr" "$c" "$DURATION" \
+                2>>"$work/bench.log" || echo "failed")
+            printf '  %-6s %s\n' "$server" "$line"
+        done
+    done
+fi
+echo
+echo "load afterwards: $(uptime | sed 's/.*load/load/'); $(nproc) core(s) shared by both servers and the generator."
