@@ -174,3 +174,128 @@ fn merge_is_a_subcommand_and_needs_reports() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("REPORT.json"), "{err}");
 }
+
+/// The series of an SVG drawn by `bench plot`: the distinct colours of its 2-pixel curves,
+/// and its texts. Fails unless the document parses as XML.
+fn series(svg: &str) -> (Vec<String>, Vec<String>) {
+    let doc = roxmltree::Document::parse(svg).expect("the SVG parses as XML");
+    let mut colors: Vec<String> = Vec::new();
+    let mut texts = Vec::new();
+    for node in doc.descendants() {
+        match node.tag_name().name() {
+            "polyline" if node.attribute("stroke-width") == Some("2") => {
+                let color = node.attribute("stroke").unwrap().to_owned();
+                if !colors.contains(&color) {
+                    colors.push(color);
+                }
+            }
+            "text" => texts.push(node.text().unwrap_or("").trim().to_owned()),
+            _ => {}
+        }
+    }
+    (colors, texts)
+}
+
+#[test]
+fn plot_draws_one_series_per_input() {
+    let server = TestServer::start(Config::default());
+    let scratch = Scratch::new("plot");
+    let svg = scratch.0.join("run.svg");
+    let a = run_bench(
+        server.addr,
+        &["-c", "2", "-d", "1.5", "--plot", svg.to_str().unwrap()],
+    );
+    a.assert_clean();
+    let (colors, texts) = series(&std::fs::read_to_string(&svg).unwrap());
+    assert_eq!(colors.len(), 1, "{colors:?}");
+    assert!(texts.iter().any(|t| t == "99%"), "{texts:?}");
+
+    let b = run_bench(server.addr, &["-c", "2", "-n", "300", "--pipeline", "4"]);
+    let c = run_bench(server.addr, &["-c", "1", "-n", "100"]);
+    let files: Vec<String> = [("a.json", &a), ("b.json", &b), ("c.json", &c)]
+        .iter()
+        .map(|(name, run)| scratch.write(name, &run.report))
+        .collect();
+    let out = scratch.0.join("all.svg");
+    let status = Command::new(tcpool_bin())
+        .args(["bench", "plot"])
+        .args(&files)
+        .args(["-o", out.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (colors, texts) = series(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(colors.len(), 3, "{colors:?}");
+    for file in &files {
+        assert!(texts.contains(file), "no legend for {file}: {texts:?}");
+    }
+}
+
+#[test]
+fn hdr_log_has_one_interval_a_second_readable_by_hdrhistogram() {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    let server = TestServer::start(Config::default());
+    let scratch = Scratch::new("hdr-log");
+    let log = scratch.0.join("run.hlog");
+    let run = run_bench(
+        server.addr,
+        &["-c", "2", "-d", "2.5", "--hdr-log", log.to_str().unwrap()],
+    );
+    run.assert_clean();
+    let text = std::fs::read(&log).unwrap();
+    let mut intervals = 0;
+    let mut counted = 0;
+    let mut base = None;
+    for entry in IntervalLogIterator::new(&text) {
+        match entry.expect("a well-formed log") {
+            LogEntry::BaseTime(t) => base = Some(t),
+            LogEntry::StartTime(_) => {}
+            LogEntry::Interval(i) => {
+                assert_eq!(i.start_timestamp(), Duration::from_secs(intervals));
+                // V2 deflate, base64: what the JSON report carries too.
+                counted += bench::decode(i.encoded_histogram()).unwrap().len();
+                intervals += 1;
+            }
+        }
+    }
+    assert_eq!(intervals, 3, "2.5 s is three intervals");
+    assert_eq!(counted, run.u64("messages"));
+    let start = run.report["window"]["start"].as_f64().unwrap();
+    assert!((base.unwrap().as_secs_f64() - start).abs() < 0.01);
+}
+
+#[test]
+fn the_fleet_script_runs_generators_on_one_window_and_merges_them() {
+    let server = TestServer::start(Config::default());
+    let scratch = Scratch::new("fleet");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench-fleet.sh");
+    let mut command = Command::new("bash");
+    command
+        .arg(script)
+        .args(["3", &server.addr.to_string(), "-c", "2", "-d", "0.5"])
+        .env("TCPOOL", tcpool_bin())
+        .env("LEAD", "1")
+        .env("OUT", &scratch.0)
+        .stdin(Stdio::null());
+    let finished = run_to_end(command, Duration::from_secs(30));
+    assert_eq!(finished.code, Some(0), "{finished:?}");
+    let merged: Value =
+        serde_json::from_str(&std::fs::read_to_string(scratch.0.join("merged.json")).unwrap())
+            .unwrap();
+    assert_eq!(merged["generators"].as_array().unwrap().len(), 3);
+    assert_eq!(merged["connections"], 6);
+    // One start time for all: the windows coincide, so there is no overlap warning.
+    let window =
+        merged["window"]["end"].as_f64().unwrap() - merged["window"]["start"].as_f64().unwrap();
+    assert!(window < 0.6, "{merged}");
+    assert!(
+        !finished.stderr.iter().any(|l| l.contains("overlap")),
+        "{finished:?}"
+    );
+    assert!(
+        finished.stdout.iter().any(|l| l.contains("gen-3.json")),
+        "{finished:?}"
+    );
+}

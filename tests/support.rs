@@ -494,6 +494,7 @@ pub fn expect_silence(stream: &mut TcpStream, quiet: Duration) {
 }
 
 /// What a finished child printed, and how it exited.
+#[derive(Debug)]
 pub struct Finished {
     pub code: Option<i32>,
     pub stdout: Vec<String>,

@@ -35,6 +35,8 @@ pub(crate) struct BenchArgs {
 enum BenchCommand {
     /// Merge the JSON reports of several generators into one exact report.
     Merge(super::bench_files::MergeArgs),
+    /// Draw JSON reports (latency by percentile, throughput and p99 per second) as one SVG.
+    Plot(super::bench_files::PlotArgs),
 }
 
 /// The flags of one run.
@@ -118,6 +120,12 @@ struct RunArgs {
     /// Print the report as one JSON object on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
+    /// Also write the standard HdrHistogram interval log here (one interval a second).
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<PathBuf>,
+    /// Also draw the run as an SVG picture here (see `tcpool bench plot`).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Set by Ctrl-C (or SIGTERM): the run stops and reports what it measured.
@@ -128,6 +136,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(BenchCommand::Merge(merge)) => return super::bench_files::merge(merge),
+        Some(BenchCommand::Plot(plot)) => return super::bench_files::plot(plot),
         None => {}
     }
     let args = *args.run;
@@ -191,6 +200,18 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         restore_control_chars();
     }
     let report = result.with_context(|| format!("benchmark against {} failed", args.target))?;
+    if let Some(path) = &args.hdr_log {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        bench::write_interval_log(&report, &mut file)
+            .and_then(|()| file.flush())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        super::bench_files::write_plot(&[(args.target.to_string(), &report)], path)?;
+    }
 
     print(&report, args.json)
 }

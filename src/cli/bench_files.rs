@@ -1,7 +1,7 @@
 //! `tcpool bench merge` and `tcpool bench plot`: commands over the JSON reports that
 //! `tcpool bench --json` wrote, one per generator.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -43,4 +43,29 @@ pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
     super::bench::print(&merged.report, args.json)
+}
+
+/// `tcpool bench plot` flags.
+#[derive(Debug, Args)]
+pub(crate) struct PlotArgs {
+    /// The reports to draw, each written by `tcpool bench --json` (or `bench merge --json`).
+    #[arg(value_name = "REPORT.json", required = true)]
+    files: Vec<PathBuf>,
+    /// Where to write the SVG.
+    #[arg(short = 'o', long, value_name = "FILE.svg")]
+    output: PathBuf,
+}
+
+/// Draws the reports, one curve each, into one SVG file.
+pub(crate) fn plot(args: PlotArgs) -> anyhow::Result<ExitCode> {
+    let reports = read_reports(&args.files)?;
+    let runs: Vec<(String, &Report)> = reports.iter().map(|(n, r)| (n.clone(), r)).collect();
+    write_plot(&runs, &args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Draws `runs` into `path`.
+pub(crate) fn write_plot(runs: &[(String, &Report)], path: &Path) -> anyhow::Result<()> {
+    let svg = bench::plot(runs).map_err(anyhow::Error::msg)?;
+    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -51,15 +51,18 @@
 //! The parts, one file each: `plan` (the options and what the threads share), `worker` (one
 //! thread's poller), `conn` (a connection's state machine), `framing` (requests and how
 //! replies end), `histogram` (recording latencies and their portable form), `report` (the
-//! result and its JSON), `text` (the result for people), `merge` (many results as one) and
-//! `error` (why a connection failed).
+//! result and its JSON), `text` (the result for people), `merge` (many results as one),
+//! `plot` (results as a picture), `interval_log` (the run as an HdrHistogram log) and `error`
+//! (why a connection failed).
 
 mod conn;
 mod error;
 mod framing;
 mod histogram;
+mod interval_log;
 mod merge;
 mod plan;
+mod plot;
 mod report;
 mod text;
 mod worker;
@@ -72,7 +75,9 @@ pub use report::Report;
 pub use error::FirstError;
 pub use framing::{Greeting, Protocol, Reply, Template};
 pub use histogram::{decode, encode};
+pub use interval_log::write_interval_log;
 pub use merge::{Merged, OVERLAP_WARNING, merge};
+pub use plot::plot;
 pub use report::{Generator, Second, Window};
 
 use std::io;
