@@ -190,8 +190,8 @@ fn idle_timeout_help_says_either_way_and_a_reader_that_only_receives_is_not_idle
         idle_timeout: Some(std::time::Duration::from_millis(800)),
         ..Config::default()
     });
-    let mut listener = connect(server.addr);
-    let mut talker = connect(server.addr);
+    let mut listener = chatter(server.addr);
+    let mut talker = chatter(server.addr);
     expect_bytes(&mut listener, b"* #2 joined\n");
     // The listener never sends; it only receives, for well past the idle timeout.
     for i in 0..8 {
