@@ -20,6 +20,7 @@
 //! | `outbox` | what is queued for a session, its cost, and chat's back-pressure |
 //! | [`command`] | what a typed console line means (pure parsing) |
 //! | [`console`] | operator commands on stdin, carried out |
+//! | [`faults`] | faults on purpose: specs, the live set, the per-session draw, pacing |
 //! | [`output`] | operator output and logs through a bounded queue that never blocks |
 //! | [`admin`] | the HTTP admin endpoint (`--admin`): metrics, health, sessions, stats, shutdown |
 //! | [`metrics`] | per-worker counters, summed into the Prometheus exposition at scrape time |
@@ -32,6 +33,7 @@ pub mod admin;
 pub mod chat;
 pub mod command;
 pub mod console;
+pub mod faults;
 pub mod metrics;
 pub mod modes;
 pub(crate) mod outbox;
