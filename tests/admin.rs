@@ -429,3 +429,91 @@ fn the_binary_serves_admin_and_shuts_down_through_it() {
     assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
     assert_eq!(read_to_close(&mut client), b"quit\n");
 }
+
+fn bench(args: &[String]) -> crate::support::Finished {
+    let mut command = Command::new(crate::support::tcpool_bin());
+    command.arg("bench").args(args).env("RUST_LOG", "warn");
+    crate::support::run_to_end(command, Duration::from_secs(60))
+}
+
+#[test]
+fn bench_server_metrics_shows_the_servers_counts_equal_to_the_clients() {
+    let served = Served::start(Config::default());
+    let url = format!("http://{}/metrics", served.admin_addr());
+    let args = |json: bool| {
+        let mut a: Vec<String> = [served.addr.to_string(), "-c".into(), "3".into()].into();
+        a.extend(["-n", "300", "--pipeline", "2", "--server-metrics", &url].map(String::from));
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let run = bench(&args(true));
+    assert_eq!(run.code, Some(0), "{:?}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout.join("\n")).unwrap();
+    let server = &report["server"];
+    assert_eq!(report["sent"], 300);
+    assert_eq!(server["messages_in"], 300, "{server}");
+    assert_eq!(server["messages_out"], 300);
+    assert_eq!(server["bytes_in"], report["bytes"]);
+    assert_eq!(server["sessions_opened"], 3);
+    assert_eq!(server["sessions_closed"]["eof"], 3);
+    assert_eq!(server["reply"]["count"], 300);
+    assert!(server["reply"]["p50_us"].as_f64().unwrap() > 0.0);
+    assert_eq!(server["warnings"], serde_json::json!([]));
+    assert!(run.stderr.is_empty(), "{:?}", run.stderr);
+
+    let run = bench(&args(false));
+    assert_eq!(run.code, Some(0), "{:?}", run.stderr);
+    let text = run.stdout.join("\n");
+    assert!(text.contains(&format!("Server      {url}")), "{text}");
+    assert!(text.contains("  Messages  300 in, 300 out"), "{text}");
+    assert!(
+        text.contains("  Sessions  3 opened, 3 closed (eof 3), 0 rejected"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_server_metrics_warns_when_the_server_counted_less() {
+    // The metrics of another server, which sees none of the load: every count falls short.
+    let measured = Served::start(Config::default());
+    let elsewhere = Served::start(Config::default());
+    let url = format!("{}", elsewhere.admin_addr());
+    let run = bench(&[
+        measured.addr.to_string(),
+        "-c".into(),
+        "2".into(),
+        "-n".into(),
+        "100".into(),
+        "--server-metrics".into(),
+        url,
+    ]);
+    assert_eq!(run.code, Some(0), "{:?}", run.stderr);
+    let text = run.stdout.join("\n");
+    assert!(
+        text.contains("Warning   the client sent 100 measured message(s); the server counted 0"),
+        "{text}"
+    );
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.starts_with("warning: ") && l.contains("2 time(s); the server counted 0")),
+        "{:?}",
+        run.stderr
+    );
+    // Unreachable metrics are a failure to start, before any load.
+    let run = bench(&[
+        measured.addr.to_string(),
+        "-n".into(),
+        "10".into(),
+        "--server-metrics".into(),
+        format!("127.0.0.1:{}", crate::support::free_port()),
+    ]);
+    assert_eq!(run.code, Some(1), "{:?}", run.stderr);
+    assert!(
+        run.stderr
+            .join("\n")
+            .contains("cannot read the server's metrics")
+    );
+}

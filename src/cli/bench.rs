@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 
 use tcpool::client::addr::{self, Target};
 use tcpool::client::bench::{
-    self, Greeting, Limit, Options, Progress, Protocol, Reply, Report, Template,
+    self, Greeting, Limit, MetricsUrl, Options, Progress, Protocol, Reply, Report, ServerView,
+    Template,
 };
 use tcpool::server::LineEnding;
 use tcpool::units;
@@ -117,6 +118,10 @@ struct RunArgs {
     /// that several generators measure the same window).
     #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
     start_at: Option<SystemTime>,
+    /// Also read the server's own counts from its Prometheus metrics (tcpool serve --admin)
+    /// before and after the run: `http://127.0.0.1:9900/metrics`, or HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    server_metrics: Option<MetricsUrl>,
     /// Print the report as one JSON object on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
@@ -190,6 +195,14 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     };
+    let scrape_timeout = options.connect_timeout;
+    let before = match &args.server_metrics {
+        Some(url) => Some(
+            url.scrape(scrape_timeout)
+                .with_context(|| format!("cannot read the server's metrics at {url}"))?,
+        ),
+        None => None,
+    };
     let result = bench::run(
         &options,
         &STOP,
@@ -212,18 +225,48 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.plot {
         super::bench_files::write_plot(&[(args.target.to_string(), &report)], path)?;
     }
+    let server = match (&args.server_metrics, &before) {
+        (Some(url), Some(before)) => {
+            let after = url
+                .scrape_settled(before, report.connected, scrape_timeout)
+                .with_context(|| format!("cannot read the server's metrics at {url}"))?;
+            let view = ServerView::between(url, before, &after, &report);
+            for warning in &view.warnings {
+                eprintln!("warning: client and server disagree: {warning}");
+            }
+            Some(view)
+        }
+        _ => None,
+    };
 
-    print(&report, args.json)
+    print_with(&report, server.as_ref(), args.json)
 }
 
 /// Prints `report` (as text, or one JSON line); exit code 1 when it counted any error.
 pub(crate) fn print(report: &Report, json: bool) -> anyhow::Result<ExitCode> {
+    print_with(report, None, json)
+}
+
+/// [`print`], with the server's view (`--server-metrics`): a `Server` block after the report,
+/// or a `server` object in the JSON.
+fn print_with(
+    report: &Report,
+    server: Option<&ServerView>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let printed = if json {
-        let json = serde_json::to_string(report).context("cannot encode the report")?;
-        writeln!(out, "{json}")
+        let mut value = serde_json::to_value(report).context("cannot encode the report")?;
+        if let (Some(server), Some(object)) = (server, value.as_object_mut()) {
+            let server = serde_json::to_value(server).context("cannot encode the report")?;
+            object.insert("server".into(), server);
+        }
+        writeln!(out, "{value}")
     } else {
-        write!(out, "{report}")
+        match server {
+            Some(server) => write!(out, "{report}\n{server}"),
+            None => write!(out, "{report}"),
+        }
     };
     // A closed stdout (`| head`) is not the benchmark's failure.
     if let Err(e) = printed.and_then(|()| out.flush()) {

@@ -117,11 +117,17 @@ impl Histogram {
     }
 
     fn observe(&self, d: Duration) {
+        self.observe_n(d, 1);
+    }
+
+    /// Records `n` values of `d` at once (the replies of one read, written together).
+    fn observe_n(&self, d: Duration, n: u64) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         // The first bucket whose bound is at least `ns` (`le` is inclusive).
         let i = self.bounds_ns.partition_point(|&b| b < ns);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.counts[i].fetch_add(n, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(ns.saturating_mul(n), Ordering::Relaxed);
     }
 }
 
@@ -194,9 +200,9 @@ impl WorkerMetrics {
         self.durations.observe(lasted);
     }
 
-    /// A reply went out `took` after its message was read.
-    pub(crate) fn replied(&self, took: Duration) {
-        self.replies.observe(took);
+    /// `replies` replies to the messages of one read went out `took` after the read.
+    pub(crate) fn replied(&self, took: Duration, replies: u64) {
+        self.replies.observe_n(took, replies);
     }
 }
 

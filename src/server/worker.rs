@@ -358,7 +358,7 @@ impl Worker {
             let read_at = self.sessions[t].last_active;
             self.send_reply(t, from_input, reply_len);
             let metrics = self.shared.metrics.worker(self.index);
-            metrics.replied(read_at.elapsed());
+            metrics.replied(read_at.elapsed(), replies);
         }
         self.hold(t, pressed);
         // The recipients may have caught up already: then the deferred rest goes on now.

@@ -52,8 +52,9 @@
 //! thread's poller), `conn` (a connection's state machine), `framing` (requests and how
 //! replies end), `histogram` (recording latencies and their portable form), `report` (the
 //! result and its JSON), `text` (the result for people), `merge` (many results as one),
-//! `plot` (results as a picture), `interval_log` (the run as an HdrHistogram log) and `error`
-//! (why a connection failed).
+//! `plot` (results as a picture), `interval_log` (the run as an HdrHistogram log), `error`
+//! (why a connection failed) and `server` (the server's own counts from its `/metrics`, for
+//! `--server-metrics`).
 
 mod conn;
 mod error;
@@ -64,6 +65,7 @@ mod merge;
 mod plan;
 mod plot;
 mod report;
+mod server;
 mod text;
 mod worker;
 
@@ -79,6 +81,7 @@ pub use interval_log::write_interval_log;
 pub use merge::{Merged, OVERLAP_WARNING, merge};
 pub use plot::plot;
 pub use report::{Generator, Second, Window};
+pub use server::{MetricsUrl, ReplyTimes, SETTLE, Samples, ServerView};
 
 use std::io;
 use std::sync::OnceLock;
