@@ -79,6 +79,9 @@ pub(crate) struct Worker {
     /// Set when the worker saw the shutdown: the moment every session must be gone by.
     stopping: Option<Instant>,
     next_idle_scan: Option<Instant>,
+    /// When the last poll returned: the time its reads are stamped with, read once per pass
+    /// rather than once per read.
+    now: Instant,
 }
 
 impl Worker {
@@ -104,6 +107,7 @@ impl Worker {
             closing: Vec::new(),
             stopping: None,
             next_idle_scan,
+            now: Instant::now(),
         })
     }
 
@@ -118,6 +122,7 @@ impl Worker {
                 log::error!("worker {} cannot poll: error={e}", self.index);
                 break;
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 if event.token() == WAKE {
                     continue;
@@ -248,7 +253,7 @@ impl Worker {
             match session.stream.read(&mut self.buf) {
                 Ok(0) => return self.on_eof(t),
                 Ok(n) => {
-                    session.last_active = Instant::now();
+                    session.last_active = self.now;
                     // A short read emptied the socket: the poller reports the next arrival
                     // (edge-triggered readiness fires on every one), so reading again now
                     // would only hear `WouldBlock`. The end of input is the exception.
