@@ -14,6 +14,7 @@ peers=(
   "python3 python3"
   "prlimit util-linux"
   "kill procps"
+  "tmux tmux"
   "redis-server redis-server"
   "redis-cli redis-tools"
   "redis-benchmark redis-tools"

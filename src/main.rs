@@ -31,8 +31,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         // `serve` sets up logging itself: on a terminal, log lines go above its prompt.
-        Command::Serve(args) => cli::serve::run(args),
+        Command::Serve(args) => {
+            cli::terminal::hold_stop_signal();
+            cli::serve::run(args)
+        }
         Command::Talk(args) => {
+            cli::terminal::hold_stop_signal();
             cli::init_logging(None);
             cli::talk::run(args)
         }

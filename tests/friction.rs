@@ -167,3 +167,97 @@ fn ctrl_d_on_a_terminal_says_the_console_is_off_and_how_to_stop() {
     pty.exp_string("tcpool served 1 session(s)").unwrap();
     pty.exp_eof().unwrap();
 }
+
+#[test]
+fn no_prompt_is_left_between_the_last_log_line_and_the_summary() {
+    for stop in ["ctrl-c", "sigterm"] {
+        let mut command = std::process::Command::new(tcpool_bin());
+        command.args(["serve", "--port", "0"]);
+        let mut pty = rexpect::session::spawn_command(command, Some(10_000)).unwrap();
+        pty.exp_string("tcpool> ").unwrap();
+        if stop == "ctrl-c" {
+            pty.send_control('c').unwrap();
+        } else {
+            pty.process_mut()
+                .signal(nix::sys::signal::Signal::SIGTERM)
+                .unwrap();
+        }
+        pty.exp_string("stopped after").unwrap();
+        let (between, _) = pty.exp_regex("tcpool served [^\r\n]*").unwrap();
+        // What a person sees: a prompt drawn here must have been erased before the summary.
+        if let Some(at) = between.rfind("tcpool> ") {
+            assert!(between[at..].contains("\x1b[2K"), "{stop}: {between:?}");
+        }
+        pty.exp_eof().unwrap();
+    }
+}
+
+/// A tmux server of its own (killed on drop) running one bash window, as a person's terminal.
+struct Tmux(String);
+
+impl Tmux {
+    fn start() -> Tmux {
+        let tmux = Tmux(format!("tcpool-test-{}", std::process::id()));
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            "150",
+            "-y",
+            "40",
+            "bash --norc --noprofile",
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Waits until the screen shows `text`; returns the screen.
+    fn wait_for(&self, text: &str) -> String {
+        let mut screen = String::new();
+        wait_until(&format!("{text:?} on the screen"), || {
+            screen = self.run(&["capture-pane", "-p"]);
+            screen.contains(text)
+        });
+        screen
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn ctrl_z_then_fg_gives_the_prompt_back_in_raw_mode() {
+    let tmux = Tmux::start();
+    tmux.keys(&[&format!("'{}' serve --port 0", tcpool_bin()), "Enter"]);
+    tmux.wait_for("tcpool>");
+    tmux.keys(&["C-z"]);
+    tmux.wait_for("Stopped");
+    tmux.keys(&["fg", "Enter"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Typed in two goes, as a person types: in cooked mode the terminal echoes it too.
+    tmux.keys(&["/sta"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tmux.keys(&["ts", "Enter"]);
+    let screen = tmux.wait_for("uptime ");
+    assert_eq!(screen.matches("/stats").count(), 1, "{screen}");
+    tmux.keys(&["quit", "Enter"]);
+    tmux.wait_for("tcpool served 0 session(s)");
+}

@@ -18,6 +18,10 @@ use super::{bad_value, parse_positive_seconds, parse_seconds, parse_size_u32};
 /// How long the exit waits for stdout and stderr to take the last lines, at least.
 const EXIT_FLUSH: Duration = Duration::from_millis(200);
 
+/// How long the line editor is given to draw the last lines handed to it (and its prompt
+/// after them) before the terminal is given back.
+const PROMPT_SETTLE: Duration = Duration::from_millis(50);
+
 /// `tcpool serve` flags.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -162,9 +166,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The console may stay blocked on stdin at exit: it holds nothing, and is not joined.
     std::thread::Builder::new()
         .name("tcpool-console".into())
-        .spawn(move || match editor {
-            Some((editor, _)) => console.run_terminal(editor, &on_interrupt),
-            None => console.run_lines(std::io::stdin().lock()),
+        .spawn(move || {
+            terminal::take_stop_signal();
+            match editor {
+                Some((editor, _)) => console.run_terminal(editor, &on_interrupt),
+                None => console.run_lines(std::io::stdin().lock()),
+            }
         })
         .context("cannot start the console")?;
 
@@ -173,6 +180,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     drop(admin);
     if summary.forced {
         log::warn!("shutdown deadline passed; some sessions were closed without a goodbye");
+    }
+    // On a terminal, let the editor draw the last log lines (it redraws its prompt after
+    // each, which `restore` then erases), so the summary follows them on a clean line.
+    if terminal::is_saved() {
+        let _ = printer.flush_timeout(EXIT_FLUSH);
+        std::thread::sleep(PROMPT_SETTLE);
     }
     // The line editor's printer draws asynchronously and would lose a last line at exit:
     // give the terminal back first, then print to stdout. A stalled stdout or stderr gets

@@ -67,6 +67,7 @@ pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn piped(stream: TcpStream, options: Options) -> anyhow::Result<ExitCode> {
+    terminal::take_stop_signal();
     // A client's replies wait for a slow stdout rather than being dropped (the server's
     // lossy printer is for output that must never hold anything up).
     let print = |line: &str| {
@@ -139,6 +140,8 @@ fn interactive(mut stream: TcpStream, options: Options) -> anyhow::Result<ExitCo
                 std::process::exit(code);
             }
         })?;
+    // Every other thread is started: Ctrl-Z is this one's to take (see `terminal`).
+    terminal::take_stop_signal();
     loop {
         match editor.readline("client>> ") {
             Ok(line) => {

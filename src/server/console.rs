@@ -279,7 +279,13 @@ impl Console {
                         return;
                     }
                 }
-                Err(ReadlineError::Interrupted) => on_interrupt(),
+                Err(ReadlineError::Interrupted) => {
+                    on_interrupt();
+                    // Shutting down: no new prompt that nobody will answer.
+                    if self.shutdown.is_triggered() {
+                        return;
+                    }
+                }
                 Err(ReadlineError::Eof) => {
                     self.printer.print(&format!(
                         "console off (Ctrl-D); the server keeps running: stop it with Ctrl-C \
