@@ -36,6 +36,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
     pub registry: Registry,
+    pub faults: tcpool::server::Faults,
     pub printed: Arc<Mutex<Vec<String>>>,
     running: Option<JoinHandle<io::Result<Summary>>>,
 }
@@ -63,6 +64,7 @@ impl TestServer {
         let addr = server.local_addr().unwrap();
         let shutdown = server.shutdown();
         let registry = server.registry();
+        let faults = server.faults();
         let running = thread::Builder::new()
             .name("test-server".into())
             .spawn(move || server.run())
@@ -71,6 +73,7 @@ impl TestServer {
             addr,
             shutdown,
             registry,
+            faults,
             printed,
             running: Some(running),
         }

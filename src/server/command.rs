@@ -1,6 +1,7 @@
 //! What a typed console line means: [`parse`] turns it into a [`Command`], knowing nothing
 //! of the server; the [`Console`](super::console::Console) carries commands out.
 
+use super::faults::{FaultId, FaultSpec};
 use super::session::SessionId;
 
 /// Whom a manual-mode reply goes to.
@@ -27,6 +28,12 @@ pub enum Command {
     Kick(SessionId),
     /// `/help`.
     Help,
+    /// `/fault SPEC`: add a fault for the sessions that connect from now on.
+    FaultAdd(FaultSpec),
+    /// `/fault`: the faults, with their ids and how many sessions each touched.
+    FaultList,
+    /// `/fault clear [ID]`: end one fault, or all of them.
+    FaultClear(Option<FaultId>),
     /// A reply (manual mode): a plain line, `@ID text` or `@all text`.
     Reply {
         /// Whom it is for.
@@ -66,6 +73,11 @@ pub fn parse(line: &str) -> Command {
     if let Some(rest) = line.strip_prefix('/') {
         if matches!(rest.trim_end(), "quit" | "exit") {
             return Command::Quit;
+        }
+        if let Some(args) = rest.strip_prefix("fault")
+            && (args.is_empty() || args.starts_with(char::is_whitespace))
+        {
+            return parse_fault(args.trim());
         }
         let mut words = rest.split_whitespace();
         let name = words.next().unwrap_or("");
@@ -114,9 +126,62 @@ pub fn parse(line: &str) -> Command {
     }
 }
 
+/// `/fault`'s arguments: none (list), `clear [ID]`, or a spec.
+fn parse_fault(args: &str) -> Command {
+    if args.is_empty() {
+        return Command::FaultList;
+    }
+    let mut words = args.split_whitespace();
+    if words.next() == Some("clear") {
+        return match (words.next(), words.next()) {
+            (None, _) => Command::FaultClear(None),
+            (Some(id), None) => match id.parse() {
+                Ok(id) => Command::FaultClear(Some(id)),
+                Err(_) => {
+                    Command::Invalid(format!("not a fault id: {id:?}; usage: /fault clear [ID]"))
+                }
+            },
+            _ => Command::Invalid("usage: /fault clear [ID]".into()),
+        };
+    }
+    match args.parse() {
+        Ok(spec) => Command::FaultAdd(spec),
+        Err(e) => Command::Invalid(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fault_commands() {
+        use crate::server::faults::FaultKind;
+        assert_eq!(parse("/fault"), Command::FaultList);
+        assert_eq!(parse("/fault clear"), Command::FaultClear(None));
+        assert_eq!(
+            parse("/fault clear 3"),
+            Command::FaultClear(Some(FaultId(3)))
+        );
+        assert_eq!(
+            parse("/fault clear #3"),
+            Command::FaultClear(Some(FaultId(3)))
+        );
+        assert!(matches!(parse("/fault clear x"), Command::Invalid(_)));
+        assert!(matches!(parse("/fault clear 1 2"), Command::Invalid(_)));
+        assert_eq!(
+            parse("/fault truncate, bytes=3"),
+            Command::FaultAdd(FaultSpec {
+                kind: FaultKind::Truncate { bytes: 3 },
+                p: 1.0
+            })
+        );
+        match parse("/fault latency,delay=soon") {
+            Command::Invalid(e) => assert!(e.contains("delay"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse("/faulty"), Command::Invalid(_)));
+    }
 
     #[test]
     fn plain_lines_are_replies_to_the_last_speaker() {

@@ -12,6 +12,7 @@
 use std::io::{self, BufRead};
 use std::time::Duration;
 
+use super::faults::Faults;
 use super::modes::Mode;
 use super::output::Printer;
 use super::protocol::escape;
@@ -26,6 +27,9 @@ commands:
   /list         one line per session: id, peer, connected for, messages and bytes in/out
   /stats        uptime, sessions now/peak/total, rejected, traffic, backlog depth
   /kick ID      end session ID (it is told quit)
+  /fault SPEC   add a fault for new sessions: KIND[,key=value...][,p=P], such as latency,delay=20ms
+  /fault        the faults, their ids and how many sessions each touched
+  /fault clear [ID]  end fault ID, or every fault
   /help         this text";
 
 /// The rest of `/help` in manual mode, the only mode with replies.
@@ -50,6 +54,7 @@ pub struct Console {
     shutdown: Shutdown,
     mode: Mode,
     printer: Printer,
+    faults: Faults,
 }
 
 impl Console {
@@ -60,7 +65,16 @@ impl Console {
             shutdown,
             mode,
             printer,
+            faults: Faults::default(),
         }
+    }
+
+    /// Adds and clears faults in `faults` (a running server's: [`Server::faults`]).
+    ///
+    /// [`Server::faults`]: super::Server::faults
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// The printer this console writes to.
@@ -89,6 +103,22 @@ impl Console {
                 self.printer.print(&done);
             }
             Command::Help => self.printer.print(&self.help()),
+            Command::FaultAdd(spec) => {
+                let id = self.faults.add(spec);
+                self.printer.print(&format!(
+                    "fault #{id} added: {spec} (sessions that connect from now on)"
+                ));
+            }
+            Command::FaultList => self.printer.print(&self.fault_list()),
+            Command::FaultClear(id) => {
+                let done = match (id, self.faults.clear(id)) {
+                    (Some(id), 0) => format!("no active fault #{id}"),
+                    (Some(id), _) => format!("fault #{id} cleared"),
+                    (None, 0) => "no active fault".to_owned(),
+                    (None, n) => format!("{n} fault(s) cleared"),
+                };
+                self.printer.print(&done);
+            }
             Command::Reply { to, text } => self.reply(to, &text),
             Command::Empty => {}
             Command::Invalid(hint) => self.printer.print(&hint),
@@ -205,9 +235,27 @@ impl Console {
         out
     }
 
+    /// The `/fault` text: one line per active fault.
+    pub fn fault_list(&self) -> String {
+        let active = self.faults.active();
+        if active.is_empty() {
+            return "no active fault (add one with /fault SPEC)".to_owned();
+        }
+        let lines: Vec<String> = active
+            .iter()
+            .map(|f| format!("#{} {}  sessions {}", f.id, f.spec, f.sessions))
+            .collect();
+        lines.join("\n")
+    }
+
     /// The `/stats` text.
     pub fn stats(&self) -> String {
         let s = self.registry.stats();
+        let faults = self.faults.touched();
+        let faults = match faults.is_empty() {
+            true => String::new(),
+            false => format!("\nfaults: {faults}"),
+        };
         format!(
             "uptime {}  sessions {} now / {} peak / {} total  rejected {}  backlog {}\n\
              in: {} messages, {} bytes  out: {} messages, {} bytes",
@@ -221,7 +269,7 @@ impl Console {
             s.traffic.bytes_in,
             s.traffic.messages_out,
             s.traffic.bytes_out,
-        )
+        ) + &faults
     }
 
     /// Reads commands line by line from `input` (piped stdin: no prompt) until `quit` or end

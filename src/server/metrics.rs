@@ -27,7 +27,7 @@ use super::session::CloseReason;
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Every close reason, in the order of the `reason` label's values.
-const CLOSE_REASONS: [CloseReason; 8] = [
+const CLOSE_REASONS: [CloseReason; 9] = [
     CloseReason::Quit,
     CloseReason::PeerClosed,
     CloseReason::Kicked,
@@ -36,6 +36,7 @@ const CLOSE_REASONS: [CloseReason; 8] = [
     CloseReason::Shutdown,
     CloseReason::HandlerPanic,
     CloseReason::Error,
+    CloseReason::Fault,
 ];
 
 /// The `reason` label of `tcpool_sessions_closed_total`.
@@ -49,6 +50,7 @@ pub fn close_label(reason: CloseReason) -> &'static str {
         CloseReason::Shutdown => "shutdown",
         CloseReason::HandlerPanic => "handler-panic",
         CloseReason::Error => "error",
+        CloseReason::Fault => "fault",
     }
 }
 
@@ -62,6 +64,7 @@ fn close_index(reason: CloseReason) -> usize {
         CloseReason::Shutdown => 5,
         CloseReason::HandlerPanic => 6,
         CloseReason::Error => 7,
+        CloseReason::Fault => 8,
     }
 }
 

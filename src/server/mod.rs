@@ -42,6 +42,7 @@ pub mod protocol;
 pub mod registry;
 pub mod session;
 pub mod shutdown;
+mod timers;
 mod worker;
 
 use std::fmt;
@@ -54,6 +55,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 
 pub use console::Console;
+pub use faults::{FaultSpec, Faults};
 pub use metrics::{Exposition, Metrics};
 pub use modes::{Context, Handler, Mode};
 pub use outbox::MESSAGE_OVERHEAD;
@@ -127,6 +129,13 @@ pub struct Config {
     /// How long a chat reader may stay more than half `outbox_limit` behind before it is
     /// dropped (3 s); meanwhile the senders it lags behind are not read.
     pub outbox_grace: Duration,
+    /// Faults every new session may get, each with its own chance ([`faults`]); none by
+    /// default. The running server's set changes live through [`Running::faults`].
+    pub faults: Vec<FaultSpec>,
+    /// The seed of the per-session fault draws: the same seed and the same order of
+    /// connections give the same sessions the same faults. `None`: a new seed each run
+    /// (logged when there are faults).
+    pub seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -142,6 +151,8 @@ impl Default for Config {
             outbox_limit: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             outbox_grace: DEFAULT_OUTBOX_GRACE,
+            faults: Vec::new(),
+            seed: None,
         }
     }
 }
@@ -175,6 +186,10 @@ impl Config {
                  room for two of the longest lines, so that a reader that keeps up is never dropped",
                 self.outbox_limit, self.max_line
             ));
+        }
+        for spec in &self.faults {
+            FaultSpec::new(spec.kind, spec.p)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         }
         Ok(())
     }
@@ -255,6 +270,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// `config.max_conns` resolved against the descriptor limit.
     pub(crate) max_conns: usize,
+    /// The live set of faults each new session draws from.
+    pub(crate) faults: Faults,
 }
 
 /// A server ready to run: a listener, a config, a handler and the handles others use to
@@ -296,6 +313,7 @@ pub struct Server {
     registry: Registry,
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
+    faults: Faults,
 }
 
 impl fmt::Debug for Server {
@@ -313,8 +331,11 @@ impl Server {
     pub fn new(listener: TcpListener, config: Config) -> Self {
         let registry = Registry::new(config.outbox_limit);
         let metrics = Arc::new(Metrics::new(config.worker_count()));
+        let seed = config.seed.unwrap_or_else(faults::random_seed);
+        let faults = Faults::new(seed, &config.faults);
         Server {
             listener,
+            faults,
             config,
             handler: None,
             printer: Printer::stdout(),
@@ -378,6 +399,12 @@ impl Server {
             self.config.mode,
             self.printer.clone(),
         )
+        .with_faults(self.faults.clone())
+    }
+
+    /// The live set of faults: what is added or cleared here applies at once.
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     /// Serves until the shutdown is triggered, then closes every session gracefully within
@@ -408,6 +435,7 @@ impl Server {
             registry,
             shutdown,
             metrics,
+            faults,
         } = self;
         config.validate()?;
         let addr = listener.local_addr()?;
@@ -422,6 +450,7 @@ impl Server {
             config: config.clone(),
             metrics,
             max_conns,
+            faults: faults.clone(),
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
@@ -470,8 +499,17 @@ impl Server {
             config.backlog,
             config.overflow
         );
+        if !faults.active().is_empty() {
+            let specs: Vec<String> = faults
+                .active()
+                .iter()
+                .map(|f| format!("#{} {}", f.id, f.spec))
+                .collect();
+            log::info!("faults: {} seed={}", specs.join(" "), faults.seed());
+        }
         Ok(Running {
             addr,
+            faults,
             registry,
             shutdown,
             shutdown_timeout: config.shutdown_timeout,
@@ -487,6 +525,7 @@ impl Server {
 /// returns the [`Summary`].
 pub struct Running {
     addr: SocketAddr,
+    faults: Faults,
     registry: Registry,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
@@ -510,6 +549,12 @@ impl Running {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The live set of faults: a fault added here touches the sessions that connect from
+    /// now on; one cleared here ends for everyone at once.
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     /// Blocks until the shutdown is triggered, then waits (at most the shutdown timeout) for

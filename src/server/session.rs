@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::faults::Pacing;
 use super::outbox::{Entry, MAX_SLACK, MESSAGE_OVERHEAD, Mailbox, Outbox, append};
 use super::protocol::{LineEnding, Splitter};
 
@@ -58,6 +59,8 @@ pub enum CloseReason {
     HandlerPanic,
     /// The server is shutting down.
     Shutdown,
+    /// A `reset` or `close` fault ended it (no `quit`).
+    Fault,
 }
 
 impl CloseReason {
@@ -65,7 +68,7 @@ impl CloseReason {
     pub fn says_quit(self) -> bool {
         !matches!(
             self,
-            CloseReason::Quit | CloseReason::PeerClosed | CloseReason::Error
+            CloseReason::Quit | CloseReason::PeerClosed | CloseReason::Error | CloseReason::Fault
         )
     }
 
@@ -80,6 +83,7 @@ impl CloseReason {
             CloseReason::Overflow => "outbox-overflow",
             CloseReason::HandlerPanic => "handler-panic",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Fault => "fault",
         }
     }
 }
@@ -222,6 +226,11 @@ impl SessionHandle {
     /// How long the session has been connected.
     pub fn connected_for(&self) -> Duration {
         self.connected_at.elapsed()
+    }
+
+    /// When the session connected.
+    pub(crate) fn connected_at(&self) -> Instant {
+        self.connected_at
     }
 
     /// Its traffic so far.
@@ -441,6 +450,8 @@ pub(crate) struct Session {
     pub(crate) held_by: Vec<Arc<SessionHandle>>,
     /// Messages of the last read not handled yet, waiting for `held_by` to clear.
     pub(crate) deferred: Deferred,
+    /// The faults this session drew and the replies they hold; `None` for most sessions.
+    pub(crate) fault: Option<Box<Pacing>>,
 }
 
 impl Session {
@@ -461,12 +472,17 @@ impl Session {
             read_closed: false,
             held_by: Vec::new(),
             deferred: Deferred::default(),
+            fault: None,
         }
     }
 
-    /// Whether reading must wait: replies are pending, or relayed messages are held up.
+    /// Whether reading must wait: replies are pending, relayed messages are held up, or a
+    /// fault holds much or stalls the session.
     pub(crate) fn paused(&self) -> bool {
-        !self.pending.is_empty() || !self.held_by.is_empty() || !self.deferred.is_empty()
+        !self.pending.is_empty()
+            || !self.held_by.is_empty()
+            || !self.deferred.is_empty()
+            || self.fault.as_ref().is_some_and(|f| !f.may_read())
     }
 
     /// Adds entries taken from the outbox to the pending writes. Runs of lines join the last

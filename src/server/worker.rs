@@ -22,10 +22,12 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::Shared;
+use super::faults::End;
 use super::modes::Context;
 use super::outbox::{Entry, Mailbox};
 use super::protocol::{Flow, LineEnding, Message, Splitter, escape};
 use super::session::{Chunk, CloseReason, Phase, Session, SessionHandle, SessionId, Speech};
+use super::timers::Timers;
 use crate::pool::{Inbox, Notify};
 
 /// How long a closing session's input is drained after its write side is shut.
@@ -82,6 +84,10 @@ pub(crate) struct Worker {
     /// When the last poll returned: the time its reads are stamped with, read once per pass
     /// rather than once per read.
     now: Instant,
+    /// The deadlines of faulted sessions.
+    timers: Timers,
+    /// The faults' generation last looked at: when it changes, a fault was cleared.
+    fault_generation: u64,
 }
 
 impl Worker {
@@ -92,10 +98,14 @@ impl Worker {
             .config
             .idle_timeout
             .map(|t| Instant::now() + idle_scan_interval(t));
+        let mailbox = Arc::new(Mailbox::new(waker));
+        shared.faults.watch(Arc::clone(&mailbox));
         Ok(Worker {
             index,
             poll,
-            mailbox: Arc::new(Mailbox::new(waker)),
+            mailbox,
+            fault_generation: shared.faults.generation(),
+            timers: Timers::default(),
             shared,
             sessions: Slab::new(),
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
@@ -148,6 +158,7 @@ impl Worker {
                 }
             }
             self.deliver_posted();
+            self.fire_timers();
             for t in std::mem::take(&mut self.again) {
                 if self.sessions.contains(t) {
                     self.on_readable(t);
@@ -177,7 +188,10 @@ impl Worker {
         } else if !self.pressed.is_empty() {
             timeout = Some(PRESSED_TICK);
         }
-        if let Some(at) = self.next_idle_scan {
+        for at in [self.next_idle_scan, self.timers.next()]
+            .into_iter()
+            .flatten()
+        {
             let until = at.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(until, |t: Duration| t.min(until)));
         }
@@ -215,13 +229,21 @@ impl Worker {
             handle.peer(),
             self.index
         );
-        entry.insert(Session::new(handle, stream, splitter));
+        let mut session = Session::new(handle, stream, splitter);
+        if self.stopping.is_none()
+            && let Some(pacing) = self.shared.faults.draw(id, session.handle.connected_at())
+        {
+            log::debug!("session {id} faulted: faults={}", pacing.describe());
+            session.fault = Some(Box::new(pacing));
+        }
+        entry.insert(session);
         self.shared.metrics.worker(self.index).opened();
         self.call_handler(t, |handler, ctx| handler.on_open(ctx));
         if self.stopping.is_some() {
             self.begin_close(t, CloseReason::Shutdown);
         } else {
             self.service_outbox(t);
+            self.fault_step(t);
         }
     }
 
@@ -469,6 +491,13 @@ impl Worker {
     /// pending, the rest kept in order for when the socket takes more.
     fn send_own(&mut self, t: usize, bytes: &[u8]) {
         let session = &mut self.sessions[t];
+        if session.phase == Phase::Open
+            && let Some(pacing) = session.fault.as_deref_mut()
+        {
+            // The slower path: a faulted session's reply waits for its faults.
+            pacing.hold(Instant::now(), bytes);
+            return self.fault_step(t);
+        }
         if !session.pending.is_empty() {
             session.pending.push_back(Chunk::Own(bytes.to_vec()));
             return;
@@ -649,6 +678,10 @@ impl Worker {
         };
         if session.phase != Phase::Open {
             return;
+        }
+        // Faults end with the session: what they hold goes out now, before any goodbye.
+        if let Some(pacing) = session.fault.take() {
+            pacing.release_all(&mut session.pending);
         }
         if reason == CloseReason::Error {
             return self.remove(t);
@@ -860,6 +893,132 @@ impl Worker {
                 );
                 self.begin_close(t, CloseReason::Idle);
             }
+        }
+    }
+
+    /// Moves what session `t`'s faults let out into its pending writes and writes it; acts
+    /// on a `reset` or `close` that is due; queues the session's next deadline.
+    fn fault_step(&mut self, t: usize) {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
+        if session.phase != Phase::Open {
+            return;
+        }
+        let Some(pacing) = session.fault.as_deref_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        match pacing.advance(now, &mut session.pending) {
+            Some(End::Reset) => return self.reset(t),
+            Some(End::Close) => {
+                log::debug!(
+                    "session {} closed by fault: peer={} faults={}",
+                    session.handle.id(),
+                    session.handle.peer(),
+                    pacing.describe()
+                );
+                // A plain close: what the faults still hold is never sent.
+                session.fault = None;
+                return self.begin_close(t, CloseReason::Fault);
+            }
+            None => {}
+        }
+        if let Some(at) = pacing.deadline()
+            && pacing.arm(at)
+        {
+            self.timers.push(at, t, session.handle.id());
+        }
+        if !session.pending.is_empty()
+            && let Err(e) = session.flush()
+        {
+            self.fail(t, &e);
+        }
+    }
+
+    /// Ends session `t` with a reset (RST): what was let out is written if the socket
+    /// takes it, then `SO_LINGER` 0 and close.
+    fn reset(&mut self, t: usize) {
+        let session = &mut self.sessions[t];
+        let _ = session.flush();
+        if let Some(pacing) = session.fault.take() {
+            log::debug!(
+                "session {} reset by fault: peer={} faults={}",
+                session.handle.id(),
+                session.handle.peer(),
+                pacing.describe()
+            );
+        }
+        if let Err(e) = socket2::SockRef::from(&session.stream).set_linger(Some(Duration::ZERO)) {
+            log::debug!(
+                "session {} cannot set SO_LINGER: error={e}",
+                session.handle.id()
+            );
+        }
+        session.phase = Phase::Flushing {
+            reason: CloseReason::Fault,
+            deadline: Instant::now(),
+        };
+        self.call_handler(t, |handler, ctx| handler.on_close(ctx));
+        self.remove(t);
+    }
+
+    /// Handles the faulted sessions' deadlines that are due, and the clearing of faults.
+    fn fire_timers(&mut self) {
+        let generation = self.shared.faults.generation();
+        if generation != self.fault_generation {
+            self.fault_generation = generation;
+            self.forget_cleared();
+        }
+        let now = Instant::now();
+        while let Some((t, id, at)) = self.timers.pop_due(now) {
+            let Some(session) = self.sessions.get_mut(t) else {
+                continue;
+            };
+            if session.handle.id() != id
+                || !session.fault.as_deref_mut().is_some_and(|p| p.fired(at))
+            {
+                continue;
+            }
+            self.fault_step(t);
+            self.read_on(t);
+        }
+    }
+
+    /// A fault was cleared: sessions that had it go on without it (and with no fault left,
+    /// send what is held at once).
+    fn forget_cleared(&mut self) {
+        let faulted: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.fault.is_some())
+            .map(|(t, _)| t)
+            .collect();
+        for t in faulted {
+            let session = &mut self.sessions[t];
+            if session
+                .fault
+                .as_deref_mut()
+                .is_some_and(|p| !p.forget_cleared())
+                && let Some(pacing) = session.fault.take()
+            {
+                pacing.release_all(&mut session.pending);
+                self.on_writable(t);
+            } else {
+                self.fault_step(t);
+            }
+            self.read_on(t);
+        }
+    }
+
+    /// Reads session `t` again if it stopped for back-pressure that is now gone.
+    fn read_on(&mut self, t: usize) {
+        if let Some(session) = self.sessions.get(t)
+            && session.phase == Phase::Open
+            && session.read_more
+            && !session.paused()
+        {
+            self.read_open(t);
         }
     }
 

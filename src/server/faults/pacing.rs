@@ -1,0 +1,520 @@
+//! What a faulted session's replies go through on their way to the socket.
+//!
+//! Each reply the worker composes for a faulted session is held here (cut first by
+//! `truncate`), and [`Pacing::advance`] moves what is due into the session's pending writes:
+//! a reply once its `latency` hold is over, in pieces of `slice` bytes `delay` apart, no faster
+//! than the `bandwidth` token bucket allows. It also says when a `reset` or `close` is due and
+//! keeps the `stall` (no reading, nothing sent). [`Pacing::deadline`] is the next moment
+//! anything can change, for the worker's timer queue: nothing held and nothing timed means no
+//! deadline, so an idle faulted session costs no wake-ups.
+//!
+//! Bytes leave in the order they came, and all of them leave (except what `truncate` cuts).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Active, After, FaultKind, Rng};
+use crate::server::session::Chunk;
+
+/// Reading stops while this much is held: a peer that sends faster than its faulted replies
+/// go out costs at most about one read more than this.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+/// The bandwidth pacer's burst: at most one read's worth.
+const MAX_BURST: u64 = 64 * 1024;
+
+/// How a faulted session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// RST: `SO_LINGER` 0, then close.
+    Reset,
+    /// FIN, no `quit`.
+    Close,
+}
+
+/// The faults a session drew, folded into one plan; of two faults of one kind the later wins.
+#[derive(Debug, Default, Clone, Copy)]
+struct Plan {
+    latency: Option<(Duration, Duration)>,
+    rate: Option<u64>,
+    slice: Option<(usize, Duration)>,
+    truncate: Option<usize>,
+    stall: Option<(After, Option<Duration>)>,
+    end: Option<(End, After)>,
+}
+
+impl Plan {
+    fn of(faults: &[Arc<Active>]) -> Self {
+        let mut plan = Plan::default();
+        for fault in faults {
+            match fault.spec.kind {
+                FaultKind::Latency { delay, jitter } => plan.latency = Some((delay, jitter)),
+                FaultKind::Bandwidth { rate } => plan.rate = Some(rate),
+                FaultKind::Slice { size, delay } => {
+                    plan.slice = Some((usize::try_from(size).unwrap_or(usize::MAX), delay));
+                }
+                FaultKind::Stall { after, duration } => plan.stall = Some((after, duration)),
+                FaultKind::Reset { after } => plan.end = Some((End::Reset, after)),
+                FaultKind::Close { after } => plan.end = Some((End::Close, after)),
+                FaultKind::Truncate { bytes } => {
+                    plan.truncate = Some(usize::try_from(bytes).unwrap_or(usize::MAX));
+                }
+            }
+        }
+        plan
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    Waiting,
+    On { until: Option<Instant> },
+    Over,
+}
+
+#[derive(Debug)]
+struct Held {
+    due: Instant,
+    bytes: Vec<u8>,
+    /// How much of `bytes` already went out.
+    sent: usize,
+}
+
+/// A faulted session's faults and the replies they hold. Owned by the session's worker.
+#[derive(Debug)]
+pub(crate) struct Pacing {
+    faults: Vec<Arc<Active>>,
+    plan: Plan,
+    /// The session's own generator: it drew the faults, and draws the jitter.
+    rng: Rng,
+    connected: Instant,
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    /// When the last held reply is due: a later one is never due before it.
+    last_due: Option<Instant>,
+    /// The bandwidth bucket, in bytes, as of `refilled`.
+    tokens: f64,
+    refilled: Instant,
+    /// The earliest moment the next slice may go.
+    next_piece: Option<Instant>,
+    /// Replies that went out whole.
+    replies: u64,
+    stall: Stall,
+    /// The deadline already in the worker's timer queue, if any.
+    armed: Option<Instant>,
+}
+
+impl Pacing {
+    pub(crate) fn new(faults: Vec<Arc<Active>>, rng: Rng, connected: Instant) -> Self {
+        let plan = Plan::of(&faults);
+        Pacing {
+            tokens: plan.rate.map_or(0.0, |rate| burst(rate) as f64),
+            faults,
+            plan,
+            rng,
+            connected,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            last_due: None,
+            refilled: connected,
+            next_piece: None,
+            replies: 0,
+            stall: Stall::Waiting,
+            armed: None,
+        }
+    }
+
+    /// The faults, as log lines show them: `#1 latency,delay=20ms #3 reset,after=2`.
+    pub(crate) fn describe(&self) -> String {
+        let shown: Vec<String> = self
+            .faults
+            .iter()
+            .map(|f| format!("#{} {}", f.id, f.spec))
+            .collect();
+        shown.join(" ")
+    }
+
+    /// Takes one reply (one write) for the peer: cut by `truncate`, due after `latency`.
+    pub(crate) fn hold(&mut self, now: Instant, bytes: &[u8]) {
+        let keep = self
+            .plan
+            .truncate
+            .map_or(bytes.len(), |n| n.min(bytes.len()));
+        let mut due = now;
+        if let Some((delay, jitter)) = self.plan.latency {
+            due = later(now, self.jittered(delay, jitter));
+        }
+        if let Some(last) = self.last_due {
+            due = due.max(last);
+        }
+        self.last_due = Some(due);
+        self.held.push_back(Held {
+            due,
+            bytes: bytes[..keep].to_vec(),
+            sent: 0,
+        });
+        self.held_bytes += keep;
+    }
+
+    /// `delay` ± up to `jitter`, uniformly, never below zero.
+    fn jittered(&mut self, delay: Duration, jitter: Duration) -> Duration {
+        if jitter.is_zero() {
+            return delay;
+        }
+        let offset = (self.rng.unit() * 2.0 - 1.0) * jitter.as_secs_f64();
+        Duration::from_secs_f64((delay.as_secs_f64() + offset).max(0.0))
+    }
+
+    fn reached(&self, after: After, now: Instant) -> bool {
+        match after {
+            After::Replies(n) => self.replies >= n,
+            After::Time(d) => now >= later(self.connected, d),
+        }
+    }
+
+    fn update_stall(&mut self, now: Instant) {
+        match (self.stall, self.plan.stall) {
+            (Stall::Waiting, Some((after, duration))) if self.reached(after, now) => {
+                self.stall = Stall::On {
+                    until: duration.map(|d| later(now, d)),
+                };
+                log::debug!("session stalled by fault: faults={}", self.describe());
+            }
+            (Stall::On { until: Some(until) }, _) if now >= until => self.stall = Stall::Over,
+            _ => {}
+        }
+    }
+
+    /// Moves what is due into `out` (each piece one write), and says whether the session
+    /// must end now.
+    pub(crate) fn advance(&mut self, now: Instant, out: &mut VecDeque<Chunk>) -> Option<End> {
+        if let Some((end, after)) = self.plan.end
+            && self.reached(after, now)
+        {
+            return Some(end);
+        }
+        self.update_stall(now);
+        if matches!(self.stall, Stall::On { .. }) {
+            return None;
+        }
+        while let Some(front) = self.held.front_mut() {
+            if front.due > now {
+                break;
+            }
+            let mut piece = front.bytes.len() - front.sent;
+            if let Some((size, _)) = self.plan.slice {
+                if self.next_piece.is_some_and(|at| at > now) {
+                    break;
+                }
+                piece = piece.min(size);
+            }
+            if let Some(rate) = self.plan.rate {
+                refill(&mut self.tokens, &mut self.refilled, now, rate);
+                let want = piece.min(quantum(rate));
+                if self.tokens + 0.5 < want as f64 {
+                    break;
+                }
+                piece = piece.min((self.tokens.floor() as usize).max(want));
+                self.tokens = (self.tokens - piece as f64).max(0.0);
+            }
+            if piece > 0 {
+                let start = front.sent;
+                out.push_back(Chunk::Own(front.bytes[start..start + piece].to_vec()));
+                front.sent += piece;
+                self.held_bytes -= piece;
+                if let Some((_, delay)) = self.plan.slice {
+                    self.next_piece = Some(later(now, delay));
+                }
+            }
+            if front.sent < front.bytes.len() {
+                continue;
+            }
+            self.held.pop_front();
+            self.replies += 1;
+            if let Some((end, After::Replies(n))) = self.plan.end
+                && self.replies >= n
+            {
+                return Some(end);
+            }
+            self.update_stall(now);
+            if matches!(self.stall, Stall::On { .. }) {
+                break;
+            }
+        }
+        None
+    }
+
+    /// The next moment [`advance`](Self::advance) may do something, if any.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some((_, After::Time(d))) = self.plan.end {
+            at(later(self.connected, d));
+        }
+        match (self.stall, self.plan.stall) {
+            (Stall::Waiting, Some((After::Time(d), _))) => at(later(self.connected, d)),
+            (Stall::On { until: Some(until) }, _) => at(until),
+            _ => {}
+        }
+        if matches!(self.stall, Stall::On { .. }) {
+            return next;
+        }
+        if let Some(front) = self.held.front() {
+            let mut due = front.due;
+            let mut piece = front.bytes.len() - front.sent;
+            if let Some((size, _)) = self.plan.slice {
+                due = due.max(self.next_piece.unwrap_or(due));
+                piece = piece.min(size);
+            }
+            if let Some(rate) = self.plan.rate {
+                let need = piece.min(quantum(rate)) as f64 - self.tokens;
+                if need > 0.5 {
+                    // Rounded up to the microsecond, so the bucket holds enough by then.
+                    let wait = Duration::from_micros((need / rate as f64 * 1e6).ceil() as u64);
+                    due = due.max(later(self.refilled, wait));
+                }
+            }
+            at(due);
+        }
+        next
+    }
+
+    /// Whether the session's input may be read: not while stalled, nor while much is held.
+    pub(crate) fn may_read(&self) -> bool {
+        !matches!(self.stall, Stall::On { .. }) && self.held_bytes < HOLD_LIMIT
+    }
+
+    /// Records `at` as the deadline in the timer queue; `false` if one at least as early is
+    /// there already (it will look again when it fires).
+    pub(crate) fn arm(&mut self, at: Instant) -> bool {
+        if self.armed.is_some_and(|armed| armed <= at) {
+            return false;
+        }
+        self.armed = Some(at);
+        true
+    }
+
+    /// A timer for `at` fired: whether it is this session's current one.
+    pub(crate) fn fired(&mut self, at: Instant) -> bool {
+        if self.armed == Some(at) {
+            self.armed = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The faults end (the session is closing, or they were cleared): everything held goes
+    /// into `out` at once, in order.
+    pub(crate) fn release_all(self, out: &mut VecDeque<Chunk>) {
+        for held in self.held {
+            if held.sent < held.bytes.len() {
+                let mut bytes = held.bytes;
+                bytes.drain(..held.sent);
+                out.push_back(Chunk::Own(bytes));
+            }
+        }
+    }
+
+    /// Forgets the faults that were cleared; `false` when none is left.
+    pub(crate) fn forget_cleared(&mut self) -> bool {
+        let before = self.faults.len();
+        self.faults.retain(|f| !f.is_cleared());
+        if self.faults.len() != before {
+            self.plan = Plan::of(&self.faults);
+            if self.plan.stall.is_none() {
+                self.stall = Stall::Over;
+            }
+            if let Some(rate) = self.plan.rate {
+                self.tokens = self.tokens.min(burst(rate) as f64);
+            }
+        }
+        !self.faults.is_empty()
+    }
+}
+
+/// The bucket's size: one second's worth, at most one read.
+fn burst(rate: u64) -> u64 {
+    rate.clamp(1, MAX_BURST)
+}
+
+/// The smallest piece the pacer waits for: a hundredth of a second's worth, so a slow rate
+/// still moves in small steps and a fast one does not wake the worker for every few bytes.
+fn quantum(rate: u64) -> usize {
+    usize::try_from((rate / 100).clamp(1, MAX_BURST)).unwrap_or(1)
+}
+
+fn refill(tokens: &mut f64, refilled: &mut Instant, now: Instant, rate: u64) {
+    let elapsed = now.saturating_duration_since(*refilled).as_secs_f64();
+    *tokens = (*tokens + elapsed * rate as f64).min(burst(rate) as f64);
+    *refilled = now;
+}
+
+/// `at + d`, or `at` far enough ahead when that overflows (durations are bounded anyway).
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d).unwrap_or(at + crate::units::MAX_DURATION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::faults::{FaultId, FaultSpec};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    fn pacing(specs: &[&str], at: Instant) -> Pacing {
+        let faults = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Arc::new(Active {
+                    id: FaultId(i as u64 + 1),
+                    spec: s.parse::<FaultSpec>().unwrap(),
+                    touched: AtomicU64::new(0),
+                    cleared: AtomicBool::new(false),
+                })
+            })
+            .collect();
+        Pacing::new(faults, Rng::for_session(1, 1), at)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn written(out: &mut VecDeque<Chunk>) -> Vec<Vec<u8>> {
+        out.drain(..).map(|c| c.bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn latency_holds_each_reply_and_keeps_order() {
+        let t0 = Instant::now();
+        let mut p = pacing(&["latency,delay=20ms,jitter=15ms"], t0);
+        let mut out = VecDeque::new();
+        for (i, reply) in [b"a", b"b", b"c"].iter().enumerate() {
+            p.hold(t0 + ms(i as u64), *reply);
+        }
+        assert_eq!(p.advance(t0 + ms(4), &mut out), None);
+        assert!(out.is_empty(), "nothing before delay - jitter");
+        let first = p.deadline().unwrap();
+        assert!(
+            first >= t0 + ms(5) && first <= t0 + ms(35),
+            "{:?}",
+            first - t0
+        );
+        p.advance(t0 + ms(40), &mut out);
+        assert_eq!(written(&mut out), [b"a", b"b", b"c"]);
+        assert_eq!(p.deadline(), None, "nothing held, nothing timed");
+    }
+
+    #[test]
+    fn slice_cuts_every_reply_into_spaced_pieces() {
+        let t0 = Instant::now();
+        let mut p = pacing(&["slice,size=4,delay=10ms"], t0);
+        let mut out = VecDeque::new();
+        p.hold(t0, b"hello world");
+        p.advance(t0, &mut out);
+        assert_eq!(written(&mut out), [b"hell"]);
+        assert_eq!(p.deadline(), Some(t0 + ms(10)));
+        p.advance(t0 + ms(10), &mut out);
+        p.advance(t0 + ms(20), &mut out);
+        assert_eq!(written(&mut out), [&b"o wo"[..], b"rld"]);
+    }
+
+    #[test]
+    fn bandwidth_allows_one_burst_then_paces() {
+        let t0 = Instant::now();
+        let mut p = pacing(&["bandwidth,rate=1000"], t0);
+        let mut out = VecDeque::new();
+        p.hold(t0, &[7; 3000]);
+        p.advance(t0, &mut out);
+        let burst: usize = written(&mut out).iter().map(Vec::len).sum();
+        assert_eq!(burst, 1000);
+        let mut sent = burst;
+        let mut now = t0;
+        while let Some(at) = p.deadline() {
+            assert!(at > now, "the deadline moves on");
+            now = at;
+            p.advance(now, &mut out);
+            sent += written(&mut out).iter().map(Vec::len).sum::<usize>();
+        }
+        assert_eq!(sent, 3000);
+        let took = now - t0;
+        assert!(took >= ms(1990) && took <= ms(2100), "{took:?}");
+    }
+
+    #[test]
+    fn truncate_keeps_the_first_bytes_of_each_reply() {
+        let t0 = Instant::now();
+        let mut p = pacing(&["truncate,bytes=3"], t0);
+        let mut out = VecDeque::new();
+        p.hold(t0, b"hello");
+        p.hold(t0, b"hi");
+        p.advance(t0, &mut out);
+        assert_eq!(written(&mut out), [&b"hel"[..], b"hi"]);
+    }
+
+    #[test]
+    fn reset_and_close_come_after_n_replies_or_a_duration() {
+        let t0 = Instant::now();
+        let mut out = VecDeque::new();
+        let mut p = pacing(&["reset,after=2"], t0);
+        assert_eq!(p.advance(t0, &mut out), None);
+        p.hold(t0, b"1");
+        p.hold(t0, b"2");
+        assert_eq!(p.advance(t0, &mut out), Some(End::Reset));
+        assert_eq!(written(&mut out), [b"1", b"2"]);
+        let mut p = pacing(&["close,after=1s"], t0);
+        assert_eq!(p.deadline(), Some(t0 + ms(1000)));
+        assert_eq!(p.advance(t0 + ms(999), &mut out), None);
+        assert_eq!(p.advance(t0 + ms(1000), &mut out), Some(End::Close));
+        assert_eq!(
+            pacing(&["reset"], t0).advance(t0, &mut out),
+            Some(End::Reset)
+        );
+    }
+
+    #[test]
+    fn a_stall_stops_reading_and_sending_then_ends() {
+        let t0 = Instant::now();
+        let mut out = VecDeque::new();
+        let mut p = pacing(&["stall,after=1,for=100ms"], t0);
+        p.hold(t0, b"1");
+        p.hold(t0, b"2");
+        p.advance(t0, &mut out);
+        assert_eq!(written(&mut out), [b"1"]);
+        assert!(!p.may_read());
+        assert_eq!(p.deadline(), Some(t0 + ms(100)));
+        p.advance(t0 + ms(100), &mut out);
+        assert_eq!(written(&mut out), [b"2"]);
+        assert!(p.may_read());
+        let mut forever = pacing(&["stall"], t0);
+        forever.advance(t0, &mut out);
+        assert!(!forever.may_read());
+        assert_eq!(forever.deadline(), None, "a stall for good sets no timer");
+    }
+
+    #[test]
+    fn release_all_sends_what_is_held_in_order() {
+        let t0 = Instant::now();
+        let mut out = VecDeque::new();
+        let mut p = pacing(&["slice,size=2,delay=1s", "latency,delay=1s"], t0);
+        p.hold(t0, b"abcde");
+        p.hold(t0, b"fg");
+        p.advance(t0 + ms(1000), &mut out);
+        p.release_all(&mut out);
+        assert_eq!(written(&mut out).concat(), b"abcdefg");
+    }
+
+    #[test]
+    fn the_timer_is_armed_once_per_deadline() {
+        let t0 = Instant::now();
+        let mut p = pacing(&["latency,delay=1s"], t0);
+        assert!(p.arm(t0 + ms(5)));
+        assert!(!p.arm(t0 + ms(6)));
+        assert!(p.arm(t0 + ms(4)));
+        assert!(!p.fired(t0 + ms(5)), "a stale timer");
+        assert!(p.fired(t0 + ms(4)));
+        assert!(p.arm(t0 + ms(6)));
+    }
+}
