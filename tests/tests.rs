@@ -16,6 +16,7 @@ mod chat_pressure;
 mod cli;
 mod concurrency;
 mod console;
+mod faults;
 mod friction;
 mod hardening;
 mod limits;

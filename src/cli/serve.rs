@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
-use tcpool::server::{self, Config, Mode, Overflow, Printer, Server, admin::Admin};
+use tcpool::server::{self, Config, FaultSpec, Mode, Overflow, Printer, Server, admin::Admin};
 
 use super::log_format::LogFormat;
 use super::terminal;
@@ -70,6 +70,16 @@ pub(crate) struct ServeArgs {
     /// `127.0.0.1:9900`. It has no authentication: keep it on loopback [default: off].
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// A fault for new sessions, `KIND[,key=value...][,p=P]` (repeatable; several combine):
+    /// `latency,delay=20ms,jitter=5ms`, `bandwidth,rate=64KiB`, `slice,size=4,delay=10ms`,
+    /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`.
+    /// `p` is the chance a new session gets it (default 1); a bare `after` counts replies.
+    #[arg(long = "fault", value_name = "SPEC")]
+    faults: Vec<FaultSpec>,
+    /// Seed of the per-session fault draws: the same seed and order of connections give the
+    /// same sessions the same faults and jitter [default: a new one each run, logged].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
     /// How log lines are written: env_logger's text, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -113,6 +123,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         outbox_limit: args.outbox_limit as usize,
         shutdown_timeout: args.shutdown_timeout,
         outbox_grace: args.outbox_grace,
+        faults: args.faults,
+        seed: args.seed,
     };
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {
@@ -162,6 +174,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let console = server.console();
+    let faults = server.faults();
     let running = server.start().context("cannot start the server")?;
     // The console may stay blocked on stdin at exit: it holds nothing, and is not joined.
     std::thread::Builder::new()
@@ -193,6 +206,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     terminal::restore();
     let stdout = Printer::stdout();
     stdout.print(&summary.to_string());
+    let touched = faults.touched();
+    if !touched.is_empty() {
+        stdout.print(&format!("faults: {touched}"));
+    }
     let deadline = shutdown
         .triggered_at()
         .and_then(|at| at.checked_add(shutdown_timeout));
