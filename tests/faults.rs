@@ -102,9 +102,10 @@ fn bandwidth_paces_a_mebibyte_at_256_kib_per_second() {
 
 #[test]
 fn slice_writes_every_reply_in_small_pieces() {
-    let server = faulted(&["slice,size=4,delay=20ms"]);
+    // Pieces far apart, so that even a client slow to be scheduled reads each on its own.
+    let server = faulted(&["slice,size=4,delay=150ms"]);
     let mut client = connect(server.addr);
-    let message = b"the quick brown fox jumps";
+    let message = b"the quick brown";
     client.write_all(message).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
@@ -171,7 +172,7 @@ fn truncate_sends_only_the_first_bytes_of_each_reply() {
 
 #[test]
 fn faults_combine() {
-    let server = faulted(&["truncate,bytes=6", "slice,size=2,delay=10ms"]);
+    let server = faulted(&["truncate,bytes=6", "slice,size=2,delay=150ms"]);
     let mut client = connect(server.addr);
     client.write_all(b"abcdefghij").unwrap();
     let mut got = Vec::new();
