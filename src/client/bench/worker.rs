@@ -144,8 +144,9 @@ impl<'a> Worker<'a> {
                 match self.conns[i].state {
                     State::Connecting(addr, since) => self.on_connecting(i, addr, since, now),
                     State::Greeting(_) | State::Open => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(i, now);
+                        let closing = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closing {
+                            self.read(i, now, closing);
                         } else {
                             self.flush(i, now);
                         }
@@ -275,7 +276,7 @@ impl<'a> Worker<'a> {
         self.flush(i, now);
         // The connect's event may also have been the edge for bytes that came with it (a
         // server's greeting, or its `busy`): read them now, no other event will say so.
-        self.read(i, now);
+        self.read(i, now, true);
     }
 
     /// Once this thread's connections are all open (and greeted) or failed, says so.
@@ -319,8 +320,9 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Reads and checks everything the socket has, then sends what may go next.
-    fn read(&mut self, i: usize, now: Instant) {
+    /// Reads and checks everything the socket has, then sends what may go next. `closing`:
+    /// the event also said the peer closed, so the end of stream must be read too.
+    fn read(&mut self, i: usize, now: Instant, closing: bool) {
         let conn = &mut self.conns[i];
         let result = loop {
             let Some(stream) = conn.stream.as_mut() else {
@@ -339,6 +341,12 @@ impl<'a> Worker<'a> {
                     let schedule = self.schedule.as_ref();
                     if let Err(f) = conn.consume(chunk, now, self.plan, schedule, &mut self.tally) {
                         break Err(f);
+                    }
+                    // A short read emptied the socket's receive buffer: asking again would
+                    // only hear `WouldBlock`, a system call per event for nothing. Bytes that
+                    // arrive later raise a new edge; an end of stream already seen does not.
+                    if n < self.buf.len() && !closing {
+                        break Ok(());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
