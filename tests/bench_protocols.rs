@@ -368,3 +368,43 @@ fn send_without_a_reply_rule_is_a_usage_error() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn a_silent_server_times_out_for_any_protocol() {
+    let server = BrokenServer::start(crate::bench::swallow);
+    let run = bench(
+        server.addr,
+        &[
+            "-c",
+            "2",
+            "-n",
+            "10",
+            "--send",
+            r"GET\r\n",
+            "--until",
+            r"\r\n",
+            "--timeout",
+            "300ms",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.report);
+    assert_eq!(run.kind("timeout"), 2, "{}", run.report);
+    let first = &run.report["first_errors"]["timeout"];
+    assert_eq!(first["message"], "no reply within 300ms", "{first}");
+    // A first message that is never answered times out too, before any load.
+    let run = bench(
+        server.addr,
+        &[
+            "-c",
+            "1",
+            "-d",
+            "1",
+            "--first-message",
+            r"HELLO\n",
+            "--timeout",
+            "300ms",
+        ],
+    );
+    assert_eq!(run.kind("timeout"), 1, "{}", run.report);
+    assert_eq!(run.u64("sent"), 0, "{}", run.report);
+}

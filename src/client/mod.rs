@@ -1,5 +1,5 @@
 //! The clients: [`talk`], the seed's client made comfortable, and [`bench`](mod@bench), a load generator
-//! for any echo-style server.
+//! for echo servers and any request/response protocol.
 
 pub mod addr;
 pub mod bench;
