@@ -167,6 +167,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         if interrupts.fetch_add(1, Ordering::SeqCst) == 0 {
             STOP.store(true, Ordering::SeqCst);
         } else {
+            // No report follows: take the progress bar's line off the screen too.
+            if SAVED.lock().is_some() {
+                eprint!("\r\x1b[2K");
+            }
             restore_control_chars();
             std::process::exit(130);
         }
