@@ -19,7 +19,9 @@
 # before each (0.5), RUNS per cell (3), THREADS generator thread counts ("1 2"), CELLS
 # (see below), CROSS connection counts for the cross-check ("64 1000"), WORKERS passed as
 # `--workers` to tcpool (default: none, tcpool's own default) and TOKIO_WORKER_THREADS to
-# tokio (default: unset, tokio's own default). The servers and the generator share this
+# tokio (default: unset, tokio's own default), NICE a niceness for both servers and the
+# generator (default: none; `NICE=-19`, as root, puts other work on a shared machine behind
+# them, for figures that repeat). The servers and the generator share this
 # machine's cores: the numbers compare the servers with each other, not with other machines.
 # Check `uptime` first: other work on the machine shows up as noise.
 #
@@ -42,6 +44,8 @@ THREADS=${THREADS:-"1 2"}
 # connections:size:pipeline
 CELLS=${CELLS:-"1:64:1 16:64:1 64:64:1 256:64:1 1000:64:1 16:16384:1 64:64:16"}
 CROSS=${CROSS:-"64 1000"}
+niced=()
+[ -n "${NICE:-}" ] && niced=(nice -n "$NICE")
 
 work=$(mktemp -d)
 pids=()
@@ -52,7 +56,7 @@ cleanup() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$work"
+    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -90,10 +94,10 @@ listening_on() {
 
 tcpool_args=(serve --port 0)
 [ -n "${WORKERS:-}" ] && tcpool_args+=(--workers "$WORKERS")
-RUST_LOG=info "$tcpool" "${tcpool_args[@]}" </dev/null >/dev/null 2>"$work/tcpool.log" &
+RUST_LOG=info "${niced[@]}" "$tcpool" "${tcpool_args[@]}" </dev/null >/dev/null 2>"$work/tcpool.log" &
 tcpool_pid=$!
 pids+=("$tcpool_pid")
-"$tokio_echo" 0 </dev/null >"$work/tokio.log" 2>&1 &
+"${niced[@]}" "$tokio_echo" 0 </dev/null >"$work/tokio.log" 2>&1 &
 tokio_pid=$!
 pids+=("$tokio_pid")
 tcpool_addr=$(listening_on "$work/tcpool.log")
@@ -101,7 +105,7 @@ tokio_addr=$(listening_on "$work/tokio.log")
 tcpool_workers=$(grep -o 'workers=[0-9]*' "$work/tcpool.log" | head -n 1 | cut -d= -f2)
 tokio_threads=${TOKIO_WORKER_THREADS:-$(nproc)}
 echo "tcpool serve (workers=$tcpool_workers) on $tcpool_addr, tokio_echo ($tokio_threads threads) on $tokio_addr" >&2
-echo "${DURATION}s per run after ${WARMUP}s warm-up, $RUNS run(s) a cell; load: $(uptime | sed 's/.*load/load/')" >&2
+echo "${DURATION}s per run after ${WARMUP}s warm-up, $RUNS run(s) a cell${NICE:+, nice $NICE}; load: $(uptime | sed 's/.*load/load/')" >&2
 
 ticks=$(getconf CLK_TCK)
 # User + system CPU ticks of process $1 so far.
@@ -109,14 +113,15 @@ cpu_ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 
-# Reads a number from a one-line JSON report: field FILE KEY [OBJECT].
+# Reads a number from a one-line JSON report, the key's first occurrence (the report's own,
+# before any per-second timeline): field FILE KEY [OBJECT].
 field() {
     local json
     json=$(cat "$1")
     if [ -n "${3:-}" ]; then
-        json=$(sed -n "s/.*\"$3\":{\([^}]*\)}.*/\1/p" <<<"$json")
+        json=$(grep -o "\"$3\":{[^}]*}" <<<"$json" | head -n 1)
     fi
-    sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" <<<"$json" | head -n 1
+    grep -o "\"$2\":[0-9.eE+-]*" <<<"$json" | head -n 1 | cut -d: -f2
 }
 
 # One measured run: bench SERVER CONNECTIONS SIZE PIPELINE THREADS; prints
@@ -127,11 +132,11 @@ bench() {
     out="$work/run.json"
     limit=$(awk -v d="$DURATION" -v w="$WARMUP" 'BEGIN { printf "%d", d + w + 30 }')
     # Warm-up in its own run, so that the CPU window below covers measured load only.
-    timeout --kill-after=5 "$limit" "$tcpool" bench "$addr" --json -c "$c" -s "$s" \
+    timeout --kill-after=5 "$limit" "${niced[@]}" "$tcpool" bench "$addr" --json -c "$c" -s "$s" \
         --pipeline "$p" --threads "$t" -d "$WARMUP" --connect-timeout 10 \
         >/dev/null 2>>"$work/bench.log" || true
     before=$(cpu_ticks "$pid")
-    timeout --kill-after=5 "$limit" "$tcpool" bench "$addr" --json -c "$c" -s "$s" \
+    timeout --kill-after=5 "$limit" "${niced[@]}" "$tcpool" bench "$addr" --json -c "$c" -s "$s" \
         --pipeline "$p" --threads "$t" -d "$DURATION" --connect-timeout 10 \
         >"$out" 2>>"$work/bench.log" || true
     after=$(cpu_ticks "$pid")
@@ -214,7 +219,7 @@ if [ -n "$CROSS" ]; then
         for server in tcpool tokio; do
             if [ "$server" = tcpool ]; then addr=$tcpool_addr; else addr=$tokio_addr; fi
             limit=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d + 30 }')
-            line=$(timeout --kill-after=5 "$limit" "$tokio_client" "$addr" "$c" "$DURATION" \
+            line=$(timeout --kill-after=5 "$limit" "${niced[@]}" "$tokio_client" "$addr" "$c" "$DURATION" \
                 2>>"$work/bench.log" || echo "failed")
             printf '  %-6s %s\n' "$server" "$line"
         done
