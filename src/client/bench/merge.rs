@@ -9,6 +9,9 @@ use super::histogram::histogram;
 use super::report::{Generator, Report, Second, Window};
 use super::text::human_window;
 
+/// What a merged report says it sent and expected when the generators differ.
+pub(super) const MIXED: &str = "mixed";
+
 /// Below this overlap of the generators' windows, [`Merged::warning`] says so.
 pub const OVERLAP_WARNING: f64 = 0.9;
 
@@ -135,8 +138,20 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
         None => Vec::new(),
     };
     merged.target = targets.join(", ");
-    merged.request = first.request.clone();
-    merged.reply = first.reply.clone();
+    // Generators that sent different requests are merged all the same, and said to differ.
+    let alike = reports
+        .iter()
+        .all(|(_, r)| r.request == first.request && r.reply == first.reply);
+    merged.request = if alike {
+        first.request.clone()
+    } else {
+        MIXED.into()
+    };
+    merged.reply = if alike {
+        first.reply.clone()
+    } else {
+        MIXED.into()
+    };
     merged.size = first.size;
     merged.eol = first.eol.clone();
     merged.pipeline = first.pipeline;
@@ -243,6 +258,15 @@ mod tests {
         // The second generator's first second lands five seconds in.
         assert_eq!(merged.report.timeline.len(), 6);
         assert_eq!(merged.report.timeline[5].messages, 1);
+        assert_eq!(merged.report.request, "echo");
         assert!(merge(&[]).is_err());
+        let mut redis = run(&[10], (0.0, 10.0), 0);
+        redis.request = "PING\\r\\n".into();
+        let mixed = merge(&[
+            ("a".into(), run(&[10], (0.0, 10.0), 0)),
+            ("b".into(), redis),
+        ])
+        .unwrap();
+        assert_eq!(mixed.report.request, MIXED);
     }
 }

@@ -32,6 +32,8 @@ impl fmt::Display for Report {
         };
         let what = if self.request == "echo" {
             format!("{}-byte echo messages ending {}", self.size, self.eol)
+        } else if self.request == super::merge::MIXED {
+            "requests that differ between the generators".to_owned()
         } else {
             format!("\"{}\", reply {}", self.request, self.reply)
         };
