@@ -259,9 +259,16 @@ fn bad_requests_get_their_status_and_one_line() {
     one_line(served.request("POST", "/healthz", b""), 405);
     one_line(served.get("/shutdown"), 405);
     one_line(served.get("/sessions/1/kick"), 405);
-    one_line(served.get("/faults"), 501);
-    one_line(served.request("POST", "/faults", b"latency 10ms"), 501);
-    one_line(served.request("DELETE", "/faults/1", b""), 501);
+    one_line(served.request("POST", "/faults", b"latency 10ms"), 400);
+    one_line(
+        served.request("POST", "/faults", b"latency,delay=10ms\n,p=2"),
+        400,
+    );
+    one_line(served.request("POST", "/faults", b"\xff\xfe"), 400);
+    one_line(served.request("DELETE", "/faults/1", b""), 404);
+    one_line(served.request("DELETE", "/faults/x", b""), 404);
+    one_line(served.request("PUT", "/faults", b""), 405);
+    one_line(served.request("GET", "/faults/1", b""), 405);
     let mut allow = connect(served.admin_addr());
     allow
         .write_all(b"PUT /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
@@ -516,4 +523,46 @@ fn bench_server_metrics_warns_when_the_server_counted_less() {
             .join("\n")
             .contains("cannot read the server's metrics")
     );
+}
+
+#[test]
+fn faults_are_added_listed_cleared_and_counted_over_http() {
+    let served = Served::start(Config::default());
+    assert_eq!(served.json("/faults"), serde_json::json!([]));
+    let (status, body) = served.request("POST", "/faults", b"truncate,bytes=2\n");
+    assert_eq!(status, 201, "{body}");
+    let added: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(added["id"], 1);
+    let (status, body) = served.request("POST", "/faults", b"latency,delay=soon");
+    assert_eq!(status, 400);
+    assert!(body.contains("delay: \"soon\""), "{body}");
+
+    let mut client = connect(served.addr);
+    assert_eq!(round_trip(&mut client, b"he"), b"he");
+    client.write_all(b"llo").unwrap();
+    assert_eq!(
+        crate::support::read_n(&mut client, 2),
+        b"ll",
+        "cut to 2 bytes"
+    );
+    let listed = served.json("/faults");
+    assert_eq!(listed[0]["spec"], "truncate,bytes=2");
+    assert_eq!(listed[0]["kind"], "truncate");
+    assert_eq!(listed[0]["sessions"], 1);
+    assert_eq!(listed[0]["active"], true);
+    let m = served.scrape();
+    assert_eq!(
+        sample(
+            &m,
+            "tcpool_fault_sessions_total{fault=\"#1 truncate,bytes=2\"}"
+        ),
+        1.0
+    );
+
+    let (status, body) = served.request("DELETE", "/faults/1", b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(served.request("DELETE", "/faults/1", b"").0, 404);
+    assert_eq!(served.json("/faults")[0]["active"], false);
+    let mut after = connect(served.addr);
+    assert_eq!(round_trip(&mut after, b"hello"), b"hello");
 }

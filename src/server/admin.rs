@@ -1,7 +1,8 @@
 //! The admin endpoint (`--admin ADDR`): a small HTTP/1.1 server on a thread of its own.
 //!
 //! A sibling of the [`console`](super::console): it answers over the same library calls
-//! ([`Registry::list`], [`Registry::stats`], [`Registry::kick`], [`Shutdown::trigger`]) and
+//! ([`Registry::list`], [`Registry::stats`], [`Registry::kick`], [`Shutdown::trigger`],
+//! [`Faults::add`], [`Faults::clear`], [`Faults::list`]) and
 //! reimplements none of them; `GET /metrics` is [`Exposition::encode`]. HTTP itself is
 //! `tiny_http`'s: it reads each connection on a thread of its own pool and hands complete
 //! requests to the admin thread, so a client that never finishes its request holds one of
@@ -15,7 +16,9 @@
 //! | `POST /sessions/ID/kick` | ends session ID with `quit`; 404 for an unknown id |
 //! | `GET /stats` | the `/stats` data as a JSON object |
 //! | `POST /shutdown` | starts a graceful shutdown (202) |
-//! | `/faults`, `/faults/ID` | 501: this version has no faults |
+//! | `GET /faults` | the faults as a JSON list: id, spec, kind, p, sessions touched, active |
+//! | `POST /faults` | adds the fault whose SPEC is the body (plain text); 201 with its id, 400 for a bad SPEC |
+//! | `DELETE /faults/ID` | clears fault ID (200); 404 for an unknown or already cleared id |
 //!
 //! An unknown path is 404, a wrong method 405 (with `Allow`), a body over [`BODY_LIMIT`] 413;
 //! every error has a one-line text body. There is no authentication: bind it to loopback.
@@ -30,6 +33,7 @@ use std::thread::{self, JoinHandle};
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
+use super::faults::{FaultId, FaultSpec, Faults};
 use super::metrics::{self, Exposition};
 use super::registry::Registry;
 use super::session::SessionId;
@@ -44,6 +48,7 @@ struct Control {
     registry: Registry,
     shutdown: Shutdown,
     exposition: Exposition,
+    faults: Faults,
 }
 
 /// A running admin endpoint. Dropping it (or [`Admin::stop`]) stops its thread.
@@ -101,6 +106,7 @@ impl Admin {
             registry: server.registry(),
             shutdown: server.shutdown(),
             exposition: server.exposition(),
+            faults: server.faults(),
         };
         let addr = listener.local_addr()?;
         let http = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
@@ -202,7 +208,7 @@ fn answer(mut request: Request, control: &Control) {
     let url = request.url().to_owned();
     let path = url.split(['?', '#']).next().unwrap_or("");
     let reply = match read_body(&mut request) {
-        Ok(_body) => route(&method, path, control),
+        Ok(body) => route(&method, path, &body, control),
         Err(reply) => reply,
     };
     log::debug!(
@@ -255,7 +261,7 @@ fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
     }
 }
 
-fn route(method: &Method, path: &str, control: &Control) -> Reply {
+fn route(method: &Method, path: &str, body: &[u8], control: &Control) -> Reply {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let get = *method == Method::Get || *method == Method::Head;
     let post = *method == Method::Post;
@@ -279,7 +285,11 @@ fn route(method: &Method, path: &str, control: &Control) -> Reply {
             control.shutdown.trigger();
             Reply::text(202, "shutting down")
         }
-        ["faults"] | ["faults", _] => Reply::text(501, "faults are not available in this version"),
+        ["faults"] if get => Reply::json(200, faults(&control.faults)),
+        ["faults"] if post => add_fault(&control.faults, body),
+        ["faults", id] if *method == Method::Delete => clear_fault(&control.faults, id),
+        ["faults"] => Reply::wrong_method("GET, POST"),
+        ["faults", _] => Reply::wrong_method("DELETE"),
         ["metrics" | "healthz" | "sessions" | "stats"] => Reply::wrong_method("GET"),
         ["sessions", _, "kick"] | ["shutdown"] => Reply::wrong_method("POST"),
         _ => Reply::text(
@@ -301,6 +311,49 @@ fn kick(registry: &Registry, id: &str) -> Reply {
         Reply::json(200, json!({ "kicked": id.0 }))
     } else {
         unknown()
+    }
+}
+
+/// `/fault` as JSON: every fault added so far, cleared ones included (`active: false`).
+fn faults(faults: &Faults) -> Value {
+    let list: Vec<Value> = faults
+        .list()
+        .into_iter()
+        .map(|f| {
+            json!({
+                "id": f.id.0,
+                "spec": f.spec.to_string(),
+                "kind": f.spec.kind.name(),
+                "p": f.spec.p,
+                "sessions": f.sessions,
+                "active": f.active,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn add_fault(faults: &Faults, body: &[u8]) -> Reply {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Reply::text(400, "the fault spec is not UTF-8 text");
+    };
+    match text.trim().parse::<FaultSpec>() {
+        Ok(spec) => {
+            let id = faults.add(spec);
+            Reply::json(201, json!({ "id": id.0, "spec": spec.to_string() }))
+        }
+        Err(e) => Reply::text(400, e.to_string().replace(['\n', '\r'], " ")),
+    }
+}
+
+fn clear_fault(faults: &Faults, id: &str) -> Reply {
+    let unknown = || Reply::text(404, format!("no active fault #{}", id.escape_debug()));
+    let Ok(id) = id.parse::<FaultId>() else {
+        return unknown();
+    };
+    match faults.clear(Some(id)) {
+        0 => unknown(),
+        _ => Reply::json(200, json!({ "cleared": id.0 })),
     }
 }
 

@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use super::faults::Faults;
 use super::registry::Registry;
 use super::session::CloseReason;
 
@@ -265,13 +266,14 @@ impl Metrics {
     }
 }
 
-/// Everything a scrape reads: the server's [`Metrics`], the registry's counts and the
-/// backlog's capacity.
+/// Everything a scrape reads: the server's [`Metrics`], the registry's counts, the
+/// backlog's capacity and the faults.
 #[derive(Debug, Clone)]
 pub struct Exposition {
     metrics: Arc<Metrics>,
     registry: Registry,
     backlog_capacity: usize,
+    faults: Option<Faults>,
 }
 
 impl Exposition {
@@ -281,7 +283,15 @@ impl Exposition {
             metrics,
             registry,
             backlog_capacity,
+            faults: None,
         }
+    }
+
+    /// Also exposes how many sessions each of `faults` touched
+    /// (`tcpool_fault_sessions_total{fault="#1 latency,delay=20ms"}`).
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     /// The Prometheus text exposition of every metric now ([`CONTENT_TYPE`]).
@@ -484,6 +494,21 @@ impl Collector for Exposition {
             "tcpool_reply_seconds",
             "Time from reading a message to writing its reply",
         )?;
+        if let Some(faults) = &self.faults {
+            let touched: Vec<(String, u64)> = faults
+                .list()
+                .iter()
+                .map(|f| (format!("#{} {}", f.id, f.spec), f.sessions))
+                .collect();
+            family(
+                &mut e,
+                "tcpool_fault_sessions",
+                "Sessions each fault touched (cleared faults included)",
+                Counter,
+                Some("fault"),
+                touched,
+            )?;
+        }
         let version = [(env!("CARGO_PKG_VERSION").to_owned(), 1u64)];
         family(
             &mut e,

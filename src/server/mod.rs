@@ -380,6 +380,7 @@ impl Server {
             self.registry.clone(),
             self.config.backlog,
         )
+        .with_faults(self.faults.clone())
     }
 
     /// The address the listener is bound to (with the real port when bound to port 0).
