@@ -134,7 +134,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
 
     terminal::save();
-    let editor = server::console::terminal();
+    let shutdown = tcpool::Shutdown::new();
+    let editor = server::console::terminal(&shutdown);
     let printer = editor
         .as_ref()
         .map_or_else(Printer::stdout, |(_, printer)| printer.clone());
@@ -144,8 +145,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.log_format,
     );
     let shutdown_timeout = config.shutdown_timeout;
-    let server = Server::new(listener, config).printer(printer.clone());
-    let shutdown = server.shutdown();
+    let server = Server::new(listener, config)
+        .printer(printer.clone())
+        .with_shutdown(shutdown.clone());
 
     // SIGINT, SIGTERM and Ctrl-C at the console prompt: the first shuts down gracefully,
     // a second exits at once.
@@ -154,8 +156,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let shutdown = shutdown.clone();
         move || {
             if interrupts.fetch_add(1, Ordering::SeqCst) == 0 {
-                log::info!("signal received: shutting down gracefully (again to exit at once)");
+                // Triggered first, so that on a terminal this line is not left to the editor.
                 shutdown.trigger();
+                log::info!("signal received: shutting down gracefully; a second one exits at once");
             } else {
                 terminal::restore();
                 std::process::exit(130);
@@ -194,8 +197,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if summary.forced {
         log::warn!("shutdown deadline passed; some sessions were closed without a goodbye");
     }
-    // On a terminal, let the editor draw the last log lines (it redraws its prompt after
-    // each, which `restore` then erases), so the summary follows them on a clean line.
+    // On a terminal, the lines since the shutdown began are written straight over the prompt
+    // line: wait for them, and give the editor a moment for any it still draws, so that the
+    // summary follows them on a clean line (`restore` erases a prompt redrawn last).
     if terminal::is_saved() {
         let _ = printer.flush_timeout(EXIT_FLUSH);
         std::thread::sleep(PROMPT_SETTLE);

@@ -408,16 +408,29 @@ pub type Editor = rustyline::DefaultEditor;
 
 /// A line editor on the terminal and a [`Printer`] that prints above its prompt, when both
 /// stdin and stdout are terminals; `None` otherwise (piped or redirected).
-pub fn terminal() -> Option<(Editor, Printer)> {
+///
+/// Once `shutdown` is triggered the printer writes straight to the terminal, over the prompt
+/// line, instead of through the editor: the editor would draw each line later, on its own
+/// thread, and redraw its prompt after it, so that a prompt nobody will answer could land
+/// between the last log line and the summary.
+pub fn terminal(shutdown: &Shutdown) -> Option<(Editor, Printer)> {
     use rustyline::ExternalPrinter as _;
-    use std::io::IsTerminal;
+    use std::io::{IsTerminal, Write as _};
     if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
         return None;
     }
     let mut editor = Editor::new().ok()?;
     let mut external = editor.create_external_printer().ok()?;
+    let shutdown = shutdown.clone();
     let printer = Printer::new(move |line| {
-        let _ = external.print(format!("{line}\n"));
+        if shutdown.is_triggered() {
+            // The editor may hold the terminal in raw mode: say `\r\n` where it would.
+            let text = format!("\r\x1b[2K{}\r\n", line.replace('\n', "\r\n"));
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        } else {
+            let _ = external.print(format!("{line}\n"));
+        }
     });
     Some((editor, printer))
 }
