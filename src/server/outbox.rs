@@ -209,8 +209,8 @@ impl Outbox {
                 }
             }
         }
-        let after = before + cost;
-        self.charged.store(after, Ordering::Relaxed);
+        // Added, not stored: the worker releases what it writes without taking the lock.
+        let after = self.charged.fetch_add(cost, Ordering::Relaxed) + cost;
         let pressed = after > self.soft_mark();
         if pressed && state.pressed_since.is_none() {
             state.pressed_since = Some(Instant::now());

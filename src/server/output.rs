@@ -285,8 +285,10 @@ mod tests {
         // The sink blocks until released, as a pipe nobody reads does.
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (g, s) = (Arc::clone(&gate), Arc::clone(&seen));
+        let entered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, s, e) = (Arc::clone(&gate), Arc::clone(&seen), Arc::clone(&entered));
         let printer = Printer::new(move |line| {
+            e.store(true, Ordering::SeqCst);
             let mut open = g.0.lock();
             while !*open {
                 g.1.wait(&mut open);
@@ -295,7 +297,12 @@ mod tests {
         });
         let started = Instant::now();
         let total = QUEUE_LINES as u64 * 3;
-        for i in 0..total {
+        // The writer takes the first line and is stuck in it; the queue then fills.
+        printer.print("line 0");
+        while !entered.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for i in 1..total {
             printer.print(&format!("line {i}"));
         }
         assert!(
@@ -304,10 +311,7 @@ mod tests {
         );
         assert!(!printer.flush_timeout(Duration::from_millis(50)));
         let dropped = printer.dropped();
-        assert!(
-            dropped >= total - QUEUE_LINES as u64 - 1,
-            "dropped {dropped}"
-        );
+        assert_eq!(dropped, total - QUEUE_LINES as u64 - 1);
         *gate.0.lock() = true;
         gate.1.notify_all();
         assert!(printer.flush_timeout(Duration::from_secs(10)));
