@@ -19,6 +19,18 @@ fn list_row(server: &Binary, id: u64) -> Vec<String> {
         .collect()
 }
 
+/// The last `/list` row printed for session `id`, split into its columns.
+fn last_list_row(server: &Binary, id: u64) -> Vec<String> {
+    let tag = format!("#{id} ");
+    server
+        .stdout_lines()
+        .iter()
+        .rev()
+        .find(|l| l.trim_start().starts_with(&tag))
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 #[test]
 fn list_and_stats_show_what_the_clients_did() {
     let mut server = Binary::serve(&[]);
@@ -28,12 +40,23 @@ fn list_and_stats_show_what_the_clients_did() {
     let mut b = connect(server.addr);
     assert_eq!(round_trip(&mut b, b"x"), b"x");
 
-    server.type_line("/list");
-    let a_row = list_row(&server, 1);
+    // A worker counts the bytes it wrote just after the write, so a client can read its
+    // reply a moment before the count moves: ask again until the counts have settled.
+    let mut rows = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        server.type_line("/list");
+        server.wait_stdout("the end of a /list", |l| l.trim_start().starts_with("#2 "));
+        rows = (last_list_row(&server, 1), last_list_row(&server, 2));
+        if rows.0[3..7] == ["2", "12", "2", "12"] && rows.1[3..7] == ["1", "1", "1", "1"] {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        server.stdout.lock().unwrap().clear();
+    }
+    let (a_row, b_row) = rows;
     // id, peer, connected for, msgs in, bytes in, msgs out, bytes out
     assert_eq!(a_row[1], a.local_addr().unwrap().to_string());
     assert_eq!(&a_row[3..7], ["2", "12", "2", "12"]);
-    let b_row = list_row(&server, 2);
     assert_eq!(&b_row[3..7], ["1", "1", "1", "1"]);
 
     server.type_line("/stats");
