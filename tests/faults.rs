@@ -171,6 +171,15 @@ fn truncate_sends_only_the_first_bytes_of_each_reply() {
 }
 
 #[test]
+fn truncate_cuts_each_line_of_a_line_based_peer() {
+    let server = faulted(&["truncate,bytes=3"]);
+    let mut client = connect(server.addr);
+    client.write_all(b"hello\nworld\nab\n").unwrap();
+    expect_bytes(&mut client, b"helworab\n");
+    expect_silence(&mut client, Duration::from_millis(200));
+}
+
+#[test]
 fn faults_combine() {
     let server = faulted(&["truncate,bytes=6", "slice,size=2,delay=150ms"]);
     let mut client = connect(server.addr);

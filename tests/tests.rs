@@ -9,6 +9,7 @@ mod admin;
 
 mod bench;
 mod bench_accounting;
+mod bench_faults;
 mod bench_fleet;
 mod bench_protocols;
 mod chat;

@@ -495,7 +495,8 @@ impl Worker {
             && let Some(pacing) = session.fault.as_deref_mut()
         {
             // The slower path: a faulted session's reply waits for its faults.
-            pacing.hold(Instant::now(), bytes);
+            let lines = session.handle.line_ending() != LineEnding::None;
+            pacing.hold(Instant::now(), bytes, lines);
             return self.fault_step(t);
         }
         if !session.pending.is_empty() {

@@ -103,6 +103,8 @@ pub(crate) struct Pacing {
     stall: Stall,
     /// The deadline already in the worker's timer queue, if any.
     armed: Option<Instant>,
+    /// Bytes of the current line seen so far (for `truncate` on a line-based peer).
+    line_len: usize,
 }
 
 impl Pacing {
@@ -122,6 +124,7 @@ impl Pacing {
             replies: 0,
             stall: Stall::Waiting,
             armed: None,
+            line_len: 0,
         }
     }
 
@@ -136,11 +139,15 @@ impl Pacing {
     }
 
     /// Takes one reply (one write) for the peer: cut by `truncate`, due after `latency`.
-    pub(crate) fn hold(&mut self, now: Instant, bytes: &[u8]) {
-        let keep = self
-            .plan
-            .truncate
-            .map_or(bytes.len(), |n| n.min(bytes.len()));
+    /// For a line-based peer each line is a reply of its own (an echo of several lines read
+    /// at once is one write, but as many replies).
+    pub(crate) fn hold(&mut self, now: Instant, bytes: &[u8], lines: bool) {
+        let bytes = match self.plan.truncate {
+            Some(n) if lines => self.truncate_lines(n, bytes),
+            Some(n) => bytes[..n.min(bytes.len())].to_vec(),
+            None => bytes.to_vec(),
+        };
+        let keep = bytes.len();
         let mut due = now;
         if let Some((delay, jitter)) = self.plan.latency {
             due = later(now, self.jittered(delay, jitter));
@@ -151,10 +158,24 @@ impl Pacing {
         self.last_due = Some(due);
         self.held.push_back(Held {
             due,
-            bytes: bytes[..keep].to_vec(),
+            bytes,
             sent: 0,
         });
         self.held_bytes += keep;
+    }
+
+    /// The first `n` bytes of every line in `bytes`, counting a line's bytes across replies.
+    fn truncate_lines(&mut self, n: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut kept = Vec::with_capacity(bytes.len().min(n.saturating_mul(4)));
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let room = n.saturating_sub(self.line_len);
+            kept.extend_from_slice(&piece[..room.min(piece.len())]);
+            self.line_len = match piece.last() {
+                Some(b'\n') => 0,
+                _ => self.line_len + piece.len(),
+            };
+        }
+        kept
     }
 
     /// `delay` ± up to `jitter`, uniformly, never below zero.
@@ -392,7 +413,7 @@ mod tests {
         let mut p = pacing(&["latency,delay=20ms,jitter=15ms"], t0);
         let mut out = VecDeque::new();
         for (i, reply) in [b"a", b"b", b"c"].iter().enumerate() {
-            p.hold(t0 + ms(i as u64), *reply);
+            p.hold(t0 + ms(i as u64), *reply, false);
         }
         assert_eq!(p.advance(t0 + ms(4), &mut out), None);
         assert!(out.is_empty(), "nothing before delay - jitter");
@@ -412,7 +433,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = pacing(&["slice,size=4,delay=10ms"], t0);
         let mut out = VecDeque::new();
-        p.hold(t0, b"hello world");
+        p.hold(t0, b"hello world", false);
         p.advance(t0, &mut out);
         assert_eq!(written(&mut out), [b"hell"]);
         assert_eq!(p.deadline(), Some(t0 + ms(10)));
@@ -426,7 +447,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = pacing(&["bandwidth,rate=1000"], t0);
         let mut out = VecDeque::new();
-        p.hold(t0, &[7; 3000]);
+        p.hold(t0, &[7; 3000], false);
         p.advance(t0, &mut out);
         let burst: usize = written(&mut out).iter().map(Vec::len).sum();
         assert_eq!(burst, 1000);
@@ -448,10 +469,15 @@ mod tests {
         let t0 = Instant::now();
         let mut p = pacing(&["truncate,bytes=3"], t0);
         let mut out = VecDeque::new();
-        p.hold(t0, b"hello");
-        p.hold(t0, b"hi");
+        p.hold(t0, b"hello", false);
+        p.hold(t0, b"hi", false);
         p.advance(t0, &mut out);
         assert_eq!(written(&mut out), [&b"hel"[..], b"hi"]);
+        // Line by line for a line-based peer, a line counted across replies.
+        p.hold(t0, b"abcdef\nab\nabc", true);
+        p.hold(t0, b"def\n", true);
+        p.advance(t0, &mut out);
+        assert_eq!(written(&mut out), [b"abcab\nabc"]);
     }
 
     #[test]
@@ -460,8 +486,8 @@ mod tests {
         let mut out = VecDeque::new();
         let mut p = pacing(&["reset,after=2"], t0);
         assert_eq!(p.advance(t0, &mut out), None);
-        p.hold(t0, b"1");
-        p.hold(t0, b"2");
+        p.hold(t0, b"1", false);
+        p.hold(t0, b"2", false);
         assert_eq!(p.advance(t0, &mut out), Some(End::Reset));
         assert_eq!(written(&mut out), [b"1", b"2"]);
         let mut p = pacing(&["close,after=1s"], t0);
@@ -479,8 +505,8 @@ mod tests {
         let t0 = Instant::now();
         let mut out = VecDeque::new();
         let mut p = pacing(&["stall,after=1,for=100ms"], t0);
-        p.hold(t0, b"1");
-        p.hold(t0, b"2");
+        p.hold(t0, b"1", false);
+        p.hold(t0, b"2", false);
         p.advance(t0, &mut out);
         assert_eq!(written(&mut out), [b"1"]);
         assert!(!p.may_read());
@@ -499,8 +525,8 @@ mod tests {
         let t0 = Instant::now();
         let mut out = VecDeque::new();
         let mut p = pacing(&["slice,size=2,delay=1s", "latency,delay=1s"], t0);
-        p.hold(t0, b"abcde");
-        p.hold(t0, b"fg");
+        p.hold(t0, b"abcde", false);
+        p.hold(t0, b"fg", false);
         p.advance(t0 + ms(1000), &mut out);
         p.release_all(&mut out);
         assert_eq!(written(&mut out).concat(), b"abcdefg");
