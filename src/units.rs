@@ -377,4 +377,34 @@ mod tests {
         assert_eq!(show_duration(Duration::from_secs(90)), "90s");
         assert_eq!(show_size(MAX_SIZE), "1024GiB");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parsing_never_panics_and_stays_in_bounds(text in "\\PC{0,24}") {
+                if let Ok(d) = parse_duration(&text) {
+                    prop_assert!(d <= MAX_DURATION);
+                }
+                if let Ok(n) = parse_size(&text) {
+                    prop_assert!(n <= MAX_SIZE);
+                }
+            }
+
+            #[test]
+            fn whole_numbers_of_a_unit_parse_exactly(n in 0u64..100_000, unit in 0usize..5) {
+                let (name, scale) = DURATION_UNITS[unit];
+                let nanos = u128::from(n) * scale;
+                let parsed = parse_duration(&format!("{n}{name}"));
+                if nanos <= MAX_DURATION.as_nanos() {
+                    prop_assert_eq!(parsed.unwrap().as_nanos(), nanos);
+                } else {
+                    prop_assert!(parsed.is_err());
+                }
+                prop_assert_eq!(parse_size(&format!("{n}KiB")).unwrap(), n * 1024);
+            }
+        }
+    }
 }
