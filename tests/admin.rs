@@ -414,6 +414,36 @@ fn a_slowloris_on_the_admin_port_does_not_stall_the_data_port() {
 }
 
 #[test]
+fn a_body_that_never_arrives_does_not_stall_the_endpoint() {
+    let served = Served::start(Config::default());
+    // A complete head announcing a body (longer than the HTTP layer reads ahead itself),
+    // then a few bytes of it and silence.
+    let mut stalled: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect(served.admin_addr());
+            s.write_all(b"POST /shutdown HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 10000\r\n\r\nabc")
+                .unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(served.get("/healthz"), (200, "ok\n".into()));
+    assert_eq!(served.get("/stats").0, 200);
+    let mut client = connect(served.addr);
+    assert_eq!(
+        round_trip(&mut client, b"still served\n"),
+        b"still served\n"
+    );
+    // The stalled requests did nothing; once their bodies end they are answered.
+    assert!(!served.shutdown.is_triggered());
+    for s in &mut stalled {
+        s.write_all(&[b'x'; 9997]).unwrap();
+        assert_eq!(parse_answer(&read_to_close(s)).0, 202);
+    }
+    assert!(served.shutdown.is_triggered());
+}
+
+#[test]
 fn the_binary_serves_admin_and_shuts_down_through_it() {
     use crate::support::Binary;
     let mut server = Binary::serve_with(&["--admin", "127.0.0.1:0"], Stdio::null(), |_| {});

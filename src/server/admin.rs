@@ -4,9 +4,10 @@
 //! ([`Registry::list`], [`Registry::stats`], [`Registry::kick`], [`Shutdown::trigger`],
 //! [`Faults::add`], [`Faults::clear`], [`Faults::list`]) and
 //! reimplements none of them; `GET /metrics` is [`Exposition::encode`]. HTTP itself is
-//! `tiny_http`'s: it reads each connection on a thread of its own pool and hands complete
-//! requests to the admin thread, so a client that never finishes its request holds one of
-//! those threads, never the admin thread and never a worker.
+//! `tiny_http`'s: it reads each connection's request head on a thread of its own pool and
+//! hands complete heads to the admin thread, which answers each request on a thread of its
+//! own, so a client that never finishes its head or body, or never reads the answer, holds
+//! one of those threads, never the admin thread, another client or a worker.
 //!
 //! | route | answer |
 //! | --- | --- |
@@ -132,7 +133,8 @@ impl Admin {
         self.addr
     }
 
-    /// Stops answering and waits for the admin thread (it finishes the request in hand).
+    /// Stops taking requests and waits for the admin thread (requests already taken are
+    /// still answered on their own threads).
     pub fn stop(mut self) {
         self.halt();
     }
@@ -155,7 +157,18 @@ impl Drop for Admin {
 fn serve(http: &tiny_http::Server, stopping: &AtomicBool, control: &Control) {
     loop {
         match http.recv() {
-            Ok(request) => answer(request, control),
+            // Reading a body and writing an answer block on the client, which may never send
+            // the one or read the other: each request gets a thread of its own, as each
+            // connection already has one in the HTTP layer, so no client holds up another.
+            Ok(request) => {
+                let control = control.clone();
+                let spawned = thread::Builder::new()
+                    .name("tcpool-admin-request".into())
+                    .spawn(move || answer(request, &control));
+                if let Err(e) = spawned {
+                    log::warn!("admin request dropped: error={e}");
+                }
+            }
             Err(_) if stopping.load(Ordering::SeqCst) => break,
             Err(e) => log::debug!("admin accept failed: error={e}"),
         }
