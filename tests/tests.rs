@@ -21,6 +21,7 @@ mod faults;
 mod friction;
 mod hardening;
 mod limits;
+mod listen;
 mod logs;
 mod output;
 mod seed;

@@ -25,9 +25,10 @@ const PROMPT_SETTLE: Duration = Duration::from_millis(50);
 /// `tcpool serve` flags.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    bind: IpAddr,
+    /// Address to listen on (repeatable: `--bind 127.0.0.1 --bind ::1`; `::` is dual-stack
+    /// unless an IPv4 address is bound beside it).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    bind: Vec<IpAddr>,
     /// Port to listen on; 0 picks a free one (the log shows which).
     #[arg(short = 'p', long, default_value_t = tcpool::DEFAULT_PORT)]
     port: u16,
@@ -130,8 +131,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = config.validate() {
         bad_value(e);
     }
-    let addr = SocketAddr::new(args.bind, args.port);
-    let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let mut listeners = server::bind_all(&args.bind, args.port)?.into_iter();
+    let first = listeners.next().context("no address to listen on")?;
 
     terminal::save();
     let shutdown = tcpool::Shutdown::new();
@@ -145,7 +146,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.log_format,
     );
     let shutdown_timeout = config.shutdown_timeout;
-    let server = Server::new(listener, config)
+    let server = listeners
+        .fold(Server::new(first, config), Server::also_on)
         .printer(printer.clone())
         .with_shutdown(shutdown.clone());
 

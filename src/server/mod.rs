@@ -9,6 +9,7 @@
 //!
 //! | module | what it owns |
 //! | --- | --- |
+//! | [`listen`] | binding the `--bind` addresses; waking an acceptor at shutdown |
 //! | [`acceptor`] | the blocking accept loop: limits, registration, hand-off or `busy` |
 //! | `worker` | one worker's event loop: reading, replying, flushing, closing |
 //! | [`registry`] | the shared map of sessions and the server-wide counts |
@@ -34,6 +35,7 @@ pub mod chat;
 pub mod command;
 pub mod console;
 pub mod faults;
+pub mod listen;
 pub mod metrics;
 pub mod modes;
 pub(crate) mod outbox;
@@ -47,7 +49,7 @@ mod worker;
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -56,6 +58,7 @@ use crossbeam::channel;
 
 pub use console::Console;
 pub use faults::{FaultSpec, Faults};
+pub use listen::{bind, bind_all};
 pub use metrics::{Exposition, Metrics};
 pub use modes::{Context, Handler, Mode};
 pub use outbox::MESSAGE_OVERHEAD;
@@ -245,21 +248,6 @@ impl fmt::Display for Summary {
 
 use crate::time::later;
 
-/// Binds a listener on `addr` with the kernel backlog set to [`LISTEN_BACKLOG`] and
-/// `SO_REUSEADDR`, so a restarted server can bind at once.
-///
-/// # Errors
-///
-/// The bind's error, such as the address being in use.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
 /// Shared by the acceptor and every worker for the whole run.
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
@@ -306,7 +294,8 @@ pub(crate) struct Shared {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Server {
-    listener: TcpListener,
+    /// One or more; each gets an acceptor of its own, all handing off to the same pool.
+    listeners: Vec<TcpListener>,
     config: Config,
     handler: Option<Arc<dyn Handler>>,
     printer: Printer,
@@ -319,7 +308,7 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("listener", &self.listener)
+            .field("listeners", &self.listeners)
             .field("config", &self.config)
             .finish()
     }
@@ -334,7 +323,7 @@ impl Server {
         let seed = config.seed.unwrap_or_else(faults::random_seed);
         let faults = Faults::new(seed, &config.faults);
         Server {
-            listener,
+            listeners: vec![listener],
             faults,
             config,
             handler: None,
@@ -343,6 +332,13 @@ impl Server {
             shutdown: Shutdown::new(),
             metrics,
         }
+    }
+
+    /// Serves `listener` too, with an acceptor of its own handing off to the same workers
+    /// (several `--bind` addresses, inherited sockets).
+    pub fn also_on(mut self, listener: TcpListener) -> Self {
+        self.listeners.push(listener);
+        self
     }
 
     /// Replies with `handler` instead of the mode's.
@@ -383,13 +379,22 @@ impl Server {
         .with_faults(self.faults.clone())
     }
 
-    /// The address the listener is bound to (with the real port when bound to port 0).
+    /// The address the first listener is bound to (with the real port when bound to port 0).
     ///
     /// # Errors
     ///
     /// As [`TcpListener::local_addr`].
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners[0].local_addr()
+    }
+
+    /// The addresses of every listener, in the order they were given.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpListener::local_addr`].
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.listeners.iter().map(TcpListener::local_addr).collect()
     }
 
     /// An operator console for this server.
@@ -429,7 +434,7 @@ impl Server {
     /// concern single sessions and are logged.
     pub fn start(self) -> io::Result<Running> {
         let Server {
-            listener,
+            listeners,
             config,
             handler,
             printer,
@@ -439,8 +444,13 @@ impl Server {
             faults,
         } = self;
         config.validate()?;
-        let addr = listener.local_addr()?;
-        listener.set_nonblocking(false)?;
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()?;
+        for listener in &listeners {
+            listener.set_nonblocking(false)?;
+        }
         let workers = metrics.worker_count();
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
@@ -467,35 +477,45 @@ impl Server {
         });
         let wakers = pool.wakers();
         shutdown.on_trigger(move || wakers.wake_all());
-        // A second handle on the listen socket, taken now: at the descriptor limit the
+        // A second handle on each listen socket, taken now: at the descriptor limit the
         // wake-up connection itself may fail, and then the acceptor is woken through it.
-        let listen_socket = listener.try_clone()?;
-        shutdown.on_trigger(move || wake_acceptor(addr, &listen_socket));
+        for (listener, &addr) in listeners.iter().zip(&addrs) {
+            let listen_socket = listener.try_clone()?;
+            shutdown.on_trigger(move || listen::wake_acceptor(addr, &listen_socket));
+        }
 
         let (closer, closer_thread) = Closer::spawn(spare_fds(max_conns, workers))?;
-        let acceptor = Acceptor {
-            listener,
-            shared: Arc::clone(&shared),
-            submitter: pool.submitter(),
-            closer,
-        };
+        // Each acceptor holds a clone of `acceptor_done`: it disconnects when the last returns.
         let (acceptor_done, acceptor_stopped) = channel::bounded::<()>(0);
-        let acceptor_thread =
-            thread::Builder::new()
-                .name("tcpool-acceptor".into())
-                .spawn(move || {
-                    let _done = acceptor_done;
-                    acceptor.run();
-                });
-        let acceptor_thread = match acceptor_thread {
-            Ok(thread) => thread,
-            Err(e) => {
-                shutdown.trigger();
-                return Err(e);
+        let mut acceptor_threads = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let acceptor = Acceptor {
+                listener,
+                shared: Arc::clone(&shared),
+                submitter: pool.submitter(),
+                closer: closer.clone(),
+            };
+            let name = match i {
+                0 => "tcpool-acceptor".to_owned(),
+                i => format!("tcpool-acceptor-{}", i + 1),
+            };
+            let done = acceptor_done.clone();
+            let spawned = thread::Builder::new().name(name).spawn(move || {
+                let _done = done;
+                acceptor.run();
+            });
+            match spawned {
+                Ok(thread) => acceptor_threads.push(thread),
+                Err(e) => {
+                    shutdown.trigger();
+                    return Err(e);
+                }
             }
-        };
+        }
+        drop((acceptor_done, closer));
         log::info!(
-            "listening on {addr} (mode={} workers={workers} backlog={} max-conns={max_conns} overflow={})",
+            "listening on {} (mode={} workers={workers} backlog={} max-conns={max_conns} overflow={})",
+            listen::describe(&addrs),
             config.mode,
             config.backlog,
             config.overflow
@@ -509,13 +529,13 @@ impl Server {
             log::info!("faults: {} seed={}", specs.join(" "), faults.seed());
         }
         Ok(Running {
-            addr,
+            addrs,
             faults,
             registry,
             shutdown,
             shutdown_timeout: config.shutdown_timeout,
             pool,
-            acceptor_thread,
+            acceptor_threads,
             acceptor_stopped,
             closer_thread,
         })
@@ -525,14 +545,14 @@ impl Server {
 /// A started server: it serves until its shutdown is triggered; [`Running::wait`] then
 /// returns the [`Summary`].
 pub struct Running {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     faults: Faults,
     registry: Registry,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
     pool: crate::pool::Pool<worker::Conn>,
-    acceptor_thread: thread::JoinHandle<()>,
-    /// Disconnects when the acceptor thread returns (nobody ever sends on it).
+    acceptor_threads: Vec<thread::JoinHandle<()>>,
+    /// Disconnects when every acceptor thread has returned (nobody ever sends on it).
     acceptor_stopped: channel::Receiver<()>,
     closer_thread: thread::JoinHandle<()>,
 }
@@ -540,16 +560,21 @@ pub struct Running {
 impl fmt::Debug for Running {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Running")
-            .field("addr", &self.addr)
+            .field("addrs", &self.addrs)
             .field("sessions", &self.registry.len())
             .finish()
     }
 }
 
 impl Running {
-    /// The address the server listens on.
+    /// The address the server listens on (the first, when it listens on several).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Every address the server listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// The live set of faults: a fault added here touches the sessions that connect from
@@ -571,7 +596,7 @@ impl Running {
             shutdown,
             shutdown_timeout,
             pool,
-            acceptor_thread,
+            acceptor_threads,
             acceptor_stopped,
             closer_thread,
             ..
@@ -582,7 +607,9 @@ impl Running {
         let acceptor_done = acceptor_stopped.recv_deadline(deadline)
             == Err(channel::RecvTimeoutError::Disconnected);
         if acceptor_done {
-            let _ = acceptor_thread.join();
+            for thread in acceptor_threads {
+                let _ = thread.join();
+            }
         } else {
             log::warn!("acceptor did not stop before the shutdown deadline");
         }
@@ -615,26 +642,6 @@ impl Running {
 /// As [`Server::run`].
 pub fn serve(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<Summary> {
     Server::new(listener, config).with_shutdown(shutdown).run()
-}
-
-/// Unblocks the acceptor's `accept()` by connecting to the listener; the acceptor sees the
-/// shutdown flag and discards the connection. When that connection cannot be made — at the
-/// descriptor limit Linux reserves the last free descriptor for the blocked `accept()` — the
-/// listen socket is shut down instead, which makes `accept()` return an error.
-fn wake_acceptor(addr: SocketAddr, listen_socket: &TcpListener) {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    let woken =
-        TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), Duration::from_secs(1));
-    if let Err(e) = woken {
-        log::debug!("acceptor wake-up connection failed: error={e}; shutting the listener");
-        if let Err(e) = socket2::SockRef::from(listen_socket).shutdown(std::net::Shutdown::Read) {
-            log::warn!("cannot wake the acceptor: error={e}");
-        }
-    }
 }
 
 /// Descriptors the closer may hold for rejected connections: what the limit leaves beyond

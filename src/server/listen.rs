@@ -1,0 +1,125 @@
+//! Listeners: binding the `--bind` addresses and waking an acceptor blocked on one.
+//!
+//! Every listener gets the kernel backlog [`LISTEN_BACKLOG`] and `SO_REUSEADDR`, so a
+//! restarted server binds at once. With several addresses and port 0, the first bind picks
+//! the port and the others take the same one, so one port serves every address. An IPv6
+//! wildcard (`--bind ::`) is dual-stack — IPv4 clients arrive as `::ffff:a.b.c.d` and are
+//! shown as the IPv4 address they are — unless an IPv4 address is bound beside it, which
+//! then owns IPv4 and leaves the IPv6 listener to IPv6 alone.
+//!
+//! What a listener's clients may do once accepted is the acceptor's concern.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use super::LISTEN_BACKLOG;
+
+/// Binds a listener on `addr` with the kernel backlog set to [`LISTEN_BACKLOG`] and
+/// `SO_REUSEADDR`, so a restarted server can bind at once.
+///
+/// # Errors
+///
+/// The bind's error, such as the address being in use.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_with(addr, None)
+}
+
+/// Binds one listener per address in `ips`, all on `port`; with port 0 the first bind picks
+/// the port for all of them. An IPv6 listener is IPv6-only when an IPv4 address is among
+/// `ips`, dual-stack otherwise.
+///
+/// # Errors
+///
+/// `InvalidInput` for an empty list or the same address twice; otherwise the first bind
+/// that fails, with the address it failed on.
+pub fn bind_all(ips: &[IpAddr], port: u16) -> io::Result<Vec<TcpListener>> {
+    if ips.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no address to listen on",
+        ));
+    }
+    for (i, ip) in ips.iter().enumerate() {
+        if ips[..i].contains(ip) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{ip} is given twice"),
+            ));
+        }
+    }
+    let v6_only = ips.iter().any(IpAddr::is_ipv4);
+    let mut port = port;
+    let mut listeners = Vec::with_capacity(ips.len());
+    for &ip in ips {
+        let addr = SocketAddr::new(ip, port);
+        let listener = bind_with(addr, ip.is_ipv6().then_some(v6_only))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        port = listener.local_addr()?.port();
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn bind_with(addr: SocketAddr, v6_only: Option<bool>) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if let Some(only) = v6_only {
+        socket.set_only_v6(only)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// The addresses of `listeners`, as the `listening on` line shows them.
+pub(crate) fn describe(addrs: &[SocketAddr]) -> String {
+    let shown: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    shown.join(" ")
+}
+
+/// Unblocks an acceptor's `accept()` by connecting to its listener; the acceptor sees the
+/// shutdown flag and discards the connection. When that connection cannot be made — at the
+/// descriptor limit Linux reserves the last free descriptor for the blocked `accept()` — the
+/// listen socket is shut down instead, which makes `accept()` return an error.
+pub(crate) fn wake_acceptor(addr: SocketAddr, listen_socket: &TcpListener) {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let woken =
+        TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), Duration::from_secs(1));
+    if let Err(e) = woken {
+        log::debug!("acceptor wake-up connection failed: error={e}; shutting the listener");
+        if let Err(e) = SockRef::from(listen_socket).shutdown(std::net::Shutdown::Read) {
+            log::warn!("cannot wake the acceptor: error={e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_gives_every_address_the_first_ones_port() {
+        let ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let listeners = bind_all(&ips, 0).unwrap();
+        let a = listeners[0].local_addr().unwrap();
+        let b = listeners[1].local_addr().unwrap();
+        assert_ne!(a.port(), 0);
+        assert_eq!(a.port(), b.port());
+        assert_eq!(b.ip(), "::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_same_address_twice_is_refused() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let err = bind_all(&[ip, ip], 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(bind_all(&[], 0).is_err());
+    }
+}
