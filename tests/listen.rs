@@ -12,7 +12,10 @@ fn bind_twice_serves_ipv4_and_ipv6_loopback_on_one_port() {
     let line = server.wait_stderr("the listening line", |l| l.contains("listening on"));
     let port = server.addr.port();
     let v6 = SocketAddr::new("::1".parse().unwrap(), port);
-    assert!(line.contains(&format!("127.0.0.1:{port} [::1]:{port} ")), "{line}");
+    assert!(
+        line.contains(&format!("127.0.0.1:{port} [::1]:{port} ")),
+        "{line}"
+    );
 
     let mut a = connect(server.addr);
     let mut b = connect(v6);
