@@ -23,10 +23,11 @@ peers=(
 
 missing=()
 for pair in "${peers[@]}"; do
-  set -- $pair
+  # Not `set --`: that would replace the arguments meant for `cargo test`.
+  read -r command package <<<"$pair"
   # `type -P` looks on PATH only: `kill` is also a shell builtin, which the tests cannot run.
-  if ! type -P "$1" >/dev/null 2>&1; then
-    case " ${missing[*]-} " in *" $2 "*) ;; *) missing+=("$2") ;; esac
+  if ! type -P "$command" >/dev/null 2>&1; then
+    case " ${missing[*]-} " in *" $package "*) ;; *) missing+=("$package") ;; esac
   fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
