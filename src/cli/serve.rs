@@ -81,6 +81,14 @@ pub(crate) struct ServeArgs {
     /// same sessions the same faults and jitter [default: a new one each run, logged].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+    /// Let only clients in this address block connect, `10.0.0.0/8`, `::1` (repeatable; any
+    /// one matching lets a client in) [default: everyone].
+    #[arg(long = "allow", value_name = "CIDR")]
+    allow: Vec<server::Cidr>,
+    /// Turn away clients in this address block at once, without a reply (repeatable; wins
+    /// over --allow).
+    #[arg(long = "deny", value_name = "CIDR")]
+    deny: Vec<server::Cidr>,
     /// How log lines are written: env_logger's text, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -126,6 +134,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         outbox_grace: args.outbox_grace,
         faults: args.faults,
         seed: args.seed,
+        access: server::Access {
+            allow: args.allow,
+            deny: args.deny,
+        },
     };
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {

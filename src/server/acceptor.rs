@@ -4,7 +4,8 @@
 //! Over `--max-conns`, or with `--overflow reject` while the backlog is full, the client is
 //! answered `busy` and passed to the closer thread, which closes it the careful way without
 //! holding up the accept loop. With `--overflow wait` a full backlog makes the acceptor wait,
-//! so new clients queue in the kernel as they did behind the seed's `listen(4)`.
+//! so new clients queue in the kernel as they did behind the seed's `listen(4)`. A client
+//! `--allow` / `--deny` turn away is closed at once, before it is registered.
 //!
 //! With `--overflow reject`, `busy` means the backlog stayed full for [`REJECT_GRACE`]: an
 //! idle server whose workers have not yet taken the last few connections does not turn a
@@ -132,6 +133,10 @@ impl Acceptor {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let registry = &self.shared.registry;
         let config = &self.shared.config;
+        if !config.access.permits(peer.ip()) {
+            deny(&self.shared, stream, peer);
+            return;
+        }
         if registry.len() >= self.shared.max_conns {
             self.reject(stream, peer, Rejection::MaxConns, busy);
             return;
@@ -193,6 +198,14 @@ impl Acceptor {
         }
         self.closer.close_with(stream, BUSY);
     }
+}
+
+/// Closes a client `--allow` / `--deny` turn away: at once, without a reply, counted and
+/// logged at debug (a scan must not flood the log).
+pub(crate) fn deny(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+    shared.metrics.rejected(Rejection::Denied);
+    log::debug!("connection denied: peer={peer}");
+    drop(stream);
 }
 
 /// Errors that concern only the connection being accepted, not the listener.

@@ -77,16 +77,23 @@ pub enum Rejection {
     MaxConns,
     /// `--overflow reject` and the backlog was full.
     BacklogFull,
+    /// `--allow` / `--deny` turned the client away.
+    Denied,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 2] = [Rejection::MaxConns, Rejection::BacklogFull];
+    const ALL: [Rejection; 3] = [
+        Rejection::MaxConns,
+        Rejection::BacklogFull,
+        Rejection::Denied,
+    ];
 
     /// The word used in log lines and the metric's label.
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::MaxConns => "max-conns",
             Rejection::BacklogFull => "backlog-full",
+            Rejection::Denied => "denied",
         }
     }
 }

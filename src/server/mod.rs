@@ -10,6 +10,7 @@
 //! | module | what it owns |
 //! | --- | --- |
 //! | [`listen`] | binding the `--bind` addresses; waking an acceptor at shutdown |
+//! | [`access`] | `--allow` / `--deny`: who may connect |
 //! | [`acceptor`] | the blocking accept loop: limits, registration, hand-off or `busy` |
 //! | `worker` | one worker's event loop: reading, replying, flushing, closing |
 //! | [`registry`] | the shared map of sessions and the server-wide counts |
@@ -30,6 +31,7 @@
 //! shutdown deadline passed), with a [`Summary`] of what was served.
 
 pub mod acceptor;
+pub mod access;
 pub mod admin;
 pub mod chat;
 pub mod command;
@@ -56,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 
+pub use access::{Access, Cidr};
 pub use console::Console;
 pub use faults::{FaultSpec, Faults};
 pub use listen::{bind, bind_all};
@@ -139,6 +142,8 @@ pub struct Config {
     /// connections give the same sessions the same faults. `None`: a new seed each run
     /// (logged when there are faults).
     pub seed: Option<u64>,
+    /// Who may connect (`--allow`, `--deny`); everyone by default.
+    pub access: Access,
 }
 
 impl Default for Config {
@@ -156,6 +161,7 @@ impl Default for Config {
             outbox_grace: DEFAULT_OUTBOX_GRACE,
             faults: Vec::new(),
             seed: None,
+            access: Access::default(),
         }
     }
 }
