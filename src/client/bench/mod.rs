@@ -1,6 +1,6 @@
 //! The load generator behind `tcpool bench`: many connections to any request/response TCP
 //! server (a verifying echo client by default), latency in an HdrHistogram, a [`Report`] for
-//! people and for JSON that [`merge`] combines exactly across generators.
+//! people and for JSON that [`merge()`] combines exactly across generators.
 //!
 //! [`run`] owns the whole measurement: it splits the connections over a few threads (one per
 //! core at most), each driving its share with its own `mio` poller, and merges what they
