@@ -19,6 +19,7 @@ peers=(
   "redis-cli redis-tools"
   "redis-benchmark redis-tools"
   "memcached memcached"
+  "haproxy haproxy"
 )
 
 missing=()

@@ -25,6 +25,7 @@ mod limits;
 mod listen;
 mod logs;
 mod output;
+mod proxy;
 mod scripts;
 mod seed;
 mod shutdown;

@@ -89,6 +89,13 @@ pub(crate) struct ServeArgs {
     /// over --allow).
     #[arg(long = "deny", value_name = "CIDR")]
     deny: Vec<server::Cidr>,
+    /// Expect a PROXY protocol header (HAProxy's `send-proxy` / `send-proxy-v2`) at the
+    /// start of every connection; its client becomes the session's peer [default: off].
+    #[arg(long, value_enum, value_name = "VERSION")]
+    proxy_protocol: Option<ProxyArg>,
+    /// How long a connection may take to send its PROXY header (`5s`; bare = seconds).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
+    proxy_timeout: Duration,
     /// How log lines are written: env_logger's text, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -102,6 +109,16 @@ enum ModeArg {
     Chat,
     /// The operator reads each message and types the replies.
     Manual,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProxyArg {
+    /// Text headers (`send-proxy`).
+    V1,
+    /// Binary headers (`send-proxy-v2`).
+    V2,
+    /// Either.
+    Any,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,6 +155,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             allow: args.allow,
             deny: args.deny,
         },
+        proxy: args.proxy_protocol.map(|p| match p {
+            ProxyArg::V1 => server::ProxyProtocol::V1,
+            ProxyArg::V2 => server::ProxyProtocol::V2,
+            ProxyArg::Any => server::ProxyProtocol::Any,
+        }),
+        proxy_timeout: args.proxy_timeout,
     };
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {

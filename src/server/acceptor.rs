@@ -133,7 +133,8 @@ impl Acceptor {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let registry = &self.shared.registry;
         let config = &self.shared.config;
-        if !config.access.permits(peer.ip()) {
+        // Behind a PROXY header the client is known only once a worker has read it.
+        if config.proxy.is_none() && !config.access.permits(peer.ip()) {
             deny(&self.shared, stream, peer);
             return;
         }
@@ -202,10 +203,15 @@ impl Acceptor {
 
 /// Closes a client `--allow` / `--deny` turn away: at once, without a reply, counted and
 /// logged at debug (a scan must not flood the log).
-pub(crate) fn deny(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+fn deny(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+    note_denied(shared, peer);
+    drop(stream);
+}
+
+/// Counts and logs a client `--allow` / `--deny` turned away.
+pub(crate) fn note_denied(shared: &Shared, peer: SocketAddr) {
     shared.metrics.rejected(Rejection::Denied);
     log::debug!("connection denied: peer={peer}");
-    drop(stream);
 }
 
 /// Errors that concern only the connection being accepted, not the listener.

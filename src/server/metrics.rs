@@ -79,13 +79,16 @@ pub enum Rejection {
     BacklogFull,
     /// `--allow` / `--deny` turned the client away.
     Denied,
+    /// `--proxy-protocol`: the PROXY header was late, malformed or of the wrong version.
+    ProxyHeader,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 3] = [
+    const ALL: [Rejection; 4] = [
         Rejection::MaxConns,
         Rejection::BacklogFull,
         Rejection::Denied,
+        Rejection::ProxyHeader,
     ];
 
     /// The word used in log lines and the metric's label.
@@ -94,6 +97,7 @@ impl Rejection {
             Rejection::MaxConns => "max-conns",
             Rejection::BacklogFull => "backlog-full",
             Rejection::Denied => "denied",
+            Rejection::ProxyHeader => "proxy-header",
         }
     }
 }

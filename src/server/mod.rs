@@ -15,6 +15,7 @@
 //! | `worker` | one worker's event loop: reading, replying, flushing, closing |
 //! | [`registry`] | the shared map of sessions and the server-wide counts |
 //! | [`session`] | a session's shared handle (counters, outbox) and the worker's own state |
+//! | [`proxy`] | the PROXY protocol header: parsing it, reading it without blocking |
 //! | [`protocol`] | pure framing: messages, line endings, `quit`, safe display of peer text |
 //! | [`shutdown`] | the idempotent shutdown trigger |
 //! | [`modes`] | the [`Handler`] trait and the echo and manual modes |
@@ -43,6 +44,7 @@ pub mod modes;
 pub(crate) mod outbox;
 pub mod output;
 pub mod protocol;
+pub mod proxy;
 pub mod registry;
 pub mod session;
 pub mod shutdown;
@@ -67,6 +69,7 @@ pub use modes::{Context, Handler, Mode};
 pub use outbox::MESSAGE_OVERHEAD;
 pub use output::Printer;
 pub use protocol::{LineEnding, Message};
+pub use proxy::ProxyProtocol;
 pub use registry::{Fanout, Registry, Stats};
 pub use session::{SessionHandle, SessionId, Traffic};
 pub use shutdown::Shutdown;
@@ -144,6 +147,11 @@ pub struct Config {
     pub seed: Option<u64>,
     /// Who may connect (`--allow`, `--deny`); everyone by default.
     pub access: Access,
+    /// The PROXY header every connection must begin with (`--proxy-protocol`); `None`, the
+    /// default: no header, the connection's address is the client's.
+    pub proxy: Option<ProxyProtocol>,
+    /// How long a connection may take to send its PROXY header (5 s).
+    pub proxy_timeout: Duration,
 }
 
 impl Default for Config {
@@ -162,6 +170,8 @@ impl Default for Config {
             faults: Vec::new(),
             seed: None,
             access: Access::default(),
+            proxy: None,
+            proxy_timeout: proxy::DEFAULT_PROXY_TIMEOUT,
         }
     }
 }

@@ -182,6 +182,8 @@ impl std::ops::Add for Traffic {
 pub struct SessionHandle {
     id: SessionId,
     peer: SocketAddr,
+    /// The original client a PROXY header named, set once before the session opens.
+    origin: std::sync::OnceLock<SocketAddr>,
     connected_at: Instant,
     counters: Counters,
     /// [`Speech`] as a byte, published by the worker whenever the peer's framing changes.
@@ -205,6 +207,7 @@ impl SessionHandle {
         SessionHandle {
             id,
             peer,
+            origin: std::sync::OnceLock::new(),
             connected_at: Instant::now(),
             counters: Counters::default(),
             speech: AtomicU8::new(0),
@@ -218,9 +221,15 @@ impl SessionHandle {
         self.id
     }
 
-    /// The peer's address.
+    /// The peer's address: the original client when a PROXY header named one.
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.origin.get().copied().unwrap_or(self.peer)
+    }
+
+    /// Records the original client a PROXY header named (only the first call counts).
+    pub(crate) fn set_origin(&self, client: SocketAddr) {
+        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+        let _ = self.origin.set(client);
     }
 
     /// How long the session has been connected.
@@ -452,6 +461,10 @@ pub(crate) struct Session {
     pub(crate) deferred: Deferred,
     /// The faults this session drew and the replies they hold; `None` for most sessions.
     pub(crate) fault: Option<Box<Pacing>>,
+    /// While a PROXY header is awaited (`--proxy-protocol`): when it must have arrived. The
+    /// session's normal life — the handler's `on_open`, reading messages, writing its
+    /// outbox — begins once it has.
+    pub(crate) header_deadline: Option<Instant>,
 }
 
 impl Session {
@@ -473,6 +486,7 @@ impl Session {
             held_by: Vec::new(),
             deferred: Deferred::default(),
             fault: None,
+            header_deadline: None,
         }
     }
 

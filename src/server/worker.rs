@@ -12,6 +12,7 @@
 //! line ending, shut the write side, drain input for up to [`DRAIN`], close. At shutdown
 //! every session starts this at once, bounded by the shutdown deadline.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -22,10 +23,13 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::Shared;
+use super::acceptor::note_denied;
 use super::faults::End;
+use super::metrics::Rejection;
 use super::modes::Context;
 use super::outbox::{Entry, Mailbox};
 use super::protocol::{Flow, LineEnding, Message, Splitter, escape};
+use super::proxy::{self, Step};
 use super::session::{Chunk, CloseReason, Phase, Session, SessionHandle, SessionId, Speech};
 use super::timers::Timers;
 use crate::pool::{Inbox, Notify};
@@ -86,6 +90,9 @@ pub(crate) struct Worker {
     now: Instant,
     /// The deadlines of faulted sessions.
     timers: Timers,
+    /// Connections awaiting their PROXY header: slot, id, deadline, in the order adopted (so
+    /// nearest deadline first: every one gets the same `--proxy-timeout`).
+    headers: VecDeque<(usize, SessionId, Instant)>,
     /// The faults' generation last looked at: when it changes, a fault was cleared.
     fault_generation: u64,
 }
@@ -106,6 +113,7 @@ impl Worker {
             mailbox,
             fault_generation: shared.faults.generation(),
             timers: Timers::default(),
+            headers: VecDeque::new(),
             shared,
             sessions: Slab::new(),
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
@@ -188,7 +196,8 @@ impl Worker {
         } else if !self.pressed.is_empty() {
             timeout = Some(PRESSED_TICK);
         }
-        for at in [self.next_idle_scan, self.timers.next()]
+        let header_due = self.headers.front().map(|&(_, _, at)| at);
+        for at in [self.next_idle_scan, self.timers.next(), header_due]
             .into_iter()
             .flatten()
         {
@@ -224,19 +233,33 @@ impl Worker {
         } else {
             Splitter::passing()
         };
+        let mut session = Session::new(handle, stream, splitter);
+        if self.shared.config.proxy.is_some() {
+            let deadline = Instant::now() + self.shared.config.proxy_timeout;
+            session.header_deadline = Some(deadline);
+            entry.insert(session);
+            self.headers.push_back((t, id, deadline));
+            return self.read_header(t);
+        }
+        entry.insert(session);
+        self.open(t);
+    }
+
+    /// Begins session `t`'s normal life: its faults, the handler's greeting, its outbox.
+    fn open(&mut self, t: usize) {
+        let session = &mut self.sessions[t];
+        let id = session.handle.id();
         log::debug!(
             "session {id} opened: peer={} worker={}",
-            handle.peer(),
+            session.handle.peer(),
             self.index
         );
-        let mut session = Session::new(handle, stream, splitter);
         if self.stopping.is_none()
             && let Some(pacing) = self.shared.faults.draw(id, session.handle.connected_at())
         {
             log::debug!("session {id} faulted: faults={}", pacing.describe());
             session.fault = Some(Box::new(pacing));
         }
-        entry.insert(session);
         self.shared.metrics.worker(self.index).opened();
         self.call_handler(t, |handler, ctx| handler.on_open(ctx));
         if self.stopping.is_some() {
@@ -258,6 +281,13 @@ impl Worker {
     }
 
     fn read_open(&mut self, t: usize) {
+        if self
+            .sessions
+            .get(t)
+            .is_some_and(|s| s.header_deadline.is_some())
+        {
+            return self.read_header(t);
+        }
         for _ in 0..READ_BUDGET {
             let Some(session) = self.sessions.get_mut(t) else {
                 return;
@@ -638,7 +668,7 @@ impl Worker {
     /// takes, and acts on a close request.
     fn service_outbox(&mut self, t: usize) {
         let session = &mut self.sessions[t];
-        if session.phase != Phase::Open {
+        if session.phase != Phase::Open || session.header_deadline.is_some() {
             return;
         }
         let mut entries = std::mem::take(&mut self.entries);
@@ -813,6 +843,12 @@ impl Worker {
         let timeout = self.shared.config.shutdown_timeout;
         let deadline = super::later(started, timeout.mul_f64(0.9));
         self.stopping = Some(deadline);
+        // Connections still owing their PROXY header never became sessions: let them go.
+        for (t, id, _) in std::mem::take(&mut self.headers) {
+            if self.sessions.get(t).is_some_and(|s| s.handle.id() == id) {
+                self.discard(t);
+            }
+        }
         let open: Vec<usize> = self
             .sessions
             .iter()
@@ -827,6 +863,9 @@ impl Worker {
 
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        if self.headers.front().is_some_and(|&(_, _, at)| now >= at) {
+            self.check_headers(now);
+        }
         if !self.pressed.is_empty() {
             self.check_pressed(now);
         }
@@ -869,7 +908,11 @@ impl Worker {
             let quiet: Vec<usize> = self
                 .sessions
                 .iter()
-                .filter(|(_, s)| s.phase == Phase::Open && now - s.last_active >= timeout)
+                .filter(|(_, s)| {
+                    s.phase == Phase::Open
+                        && s.header_deadline.is_none()
+                        && now - s.last_active >= timeout
+                })
                 .map(|(t, _)| t)
                 .collect();
             for t in quiet {
@@ -1023,6 +1066,93 @@ impl Worker {
         }
     }
 
+    /// Frees whatever is still queued for `session`, letting go of senders waiting on it.
+    fn release_outbox(&mut self, session: &Session) {
+        let mut entries = std::mem::take(&mut self.entries);
+        session
+            .handle
+            .outbox()
+            .take(&mut entries, Some(CloseReason::Error));
+        for entry in entries.drain(..) {
+            session.handle.outbox().release(entry.cost());
+        }
+        self.entries = entries;
+    }
+
+    /// Reads connection `t`'s PROXY header if it has arrived. Then the header's client is
+    /// the session's peer, `--allow` / `--deny` judge it, the session opens, and what
+    /// followed the header is read as its first input.
+    fn read_header(&mut self, t: usize) {
+        let (Some(expected), Some(session)) = (self.shared.config.proxy, self.sessions.get_mut(t))
+        else {
+            return;
+        };
+        let why = match proxy::read_header(&mut session.stream, expected, &mut self.buf) {
+            Ok(Step::Pending) => return,
+            Ok(Step::Refused(why)) => why,
+            Err(e) => e.to_string(),
+            Ok(Step::Done(client)) => {
+                if let Some(client) = client {
+                    session.handle.set_origin(client);
+                }
+                session.header_deadline = None;
+                let peer = session.handle.peer();
+                self.headers.retain(|&(h, _, _)| h != t);
+                if !self.shared.config.access.permits(peer.ip()) {
+                    note_denied(&self.shared, peer);
+                    return self.discard(t);
+                }
+                self.open(t);
+                // The bytes after the header may be in the socket already: no event will
+                // announce them.
+                return self.read_open(t);
+            }
+        };
+        let handle = &self.sessions[t].handle;
+        log::warn!(
+            "connection dropped: peer={} reason=proxy-header error={}",
+            handle.peer(),
+            escape(why.as_bytes())
+        );
+        self.shared.metrics.rejected(Rejection::ProxyHeader);
+        self.discard(t);
+    }
+
+    /// Drops the connections whose PROXY header is overdue.
+    fn check_headers(&mut self, now: Instant) {
+        while let Some(&(t, id, at)) = self.headers.front() {
+            if at > now {
+                break;
+            }
+            self.headers.pop_front();
+            let Some(session) = self.sessions.get(t) else {
+                continue;
+            };
+            if session.handle.id() != id || session.header_deadline.is_none() {
+                continue;
+            }
+            log::warn!(
+                "connection dropped: peer={} reason=proxy-header error=no header within {:?}",
+                session.handle.peer(),
+                self.shared.config.proxy_timeout
+            );
+            self.shared.metrics.rejected(Rejection::ProxyHeader);
+            self.discard(t);
+        }
+    }
+
+    /// Closes connection `t`, which never became a session (its PROXY header was missing,
+    /// bad or named a denied client): at once, without a goodbye, not counted as served.
+    fn discard(&mut self, t: usize) {
+        let Some(mut session) = self.sessions.try_remove(t) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut session.stream);
+        self.headers.retain(|&(h, _, _)| h != t);
+        self.release_outbox(&session);
+        self.shared.registry.withdraw(session.handle.id());
+    }
+
     /// Closes session `t` now and forgets it.
     fn remove(&mut self, t: usize) {
         if let Some(session) = self.sessions.get_mut(t)
@@ -1040,16 +1170,7 @@ impl Worker {
         };
         let _ = self.poll.registry().deregister(&mut session.stream);
         session.discard_pending(false);
-        // Whatever is still queued is freed now, and senders waiting on it are let go.
-        let mut entries = std::mem::take(&mut self.entries);
-        session
-            .handle
-            .outbox()
-            .take(&mut entries, Some(CloseReason::Error));
-        for entry in entries.drain(..) {
-            session.handle.outbox().release(entry.cost());
-        }
-        self.entries = entries;
+        self.release_outbox(&session);
         let reason = match session.phase {
             Phase::Open => CloseReason::Error,
             Phase::Flushing { reason, .. } | Phase::Draining { reason, .. } => reason,

@@ -1,0 +1,236 @@
+//! `--proxy-protocol`: real HAProxy in front (`send-proxy`, `send-proxy-v2`), and the headers
+//! a balancer should never send: malformed, slow, missing.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tcpool::server::{Config, ProxyProtocol, Server, bind};
+
+use crate::support::*;
+
+/// HAProxy on a free loopback port, forwarding to `backend` with `server_options`
+/// (`send-proxy`); killed on drop.
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Haproxy {
+    fn start(backend: SocketAddr, server_options: &str) -> Haproxy {
+        let dir = TempDir::new("haproxy");
+        let port = free_port();
+        let config = format!(
+            "global\n  maxconn 256\n\
+             defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend front\n  bind 127.0.0.1:{port}\n  default_backend back\n\
+             backend back\n  server tcpool {backend} {server_options}\n"
+        );
+        let path = dir.path.join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/test.sh installs it)");
+        wait_listening(port);
+        Haproxy {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+struct TempDir {
+    path: std::path::PathBuf,
+}
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "tcpool-test-{what}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Through HAProxy with `option`, `/list` shows the client's own address, not HAProxy's.
+fn list_shows_the_client_behind(version: &str, option: &str) {
+    let mut server = Binary::serve(&["--proxy-protocol", version]);
+    let haproxy = Haproxy::start(server.addr, option);
+    let mut client = connect(haproxy.addr);
+    assert_eq!(round_trip(&mut client, b"hello\n"), b"hello\n");
+    let me = client.local_addr().unwrap().to_string();
+    server.type_line("/list");
+    let row = server.wait_stdout("the client's row in /list", |l| {
+        l.trim_start().starts_with("#1 ")
+    });
+    assert_eq!(row.split_whitespace().nth(1), Some(me.as_str()), "{row}");
+    server.type_line("quit");
+    assert_eq!(read_to_close(&mut client), b"quit\n");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+#[test]
+fn haproxy_send_proxy_v1_shows_the_clients_own_port() {
+    list_shows_the_client_behind("v1", "send-proxy");
+}
+
+#[test]
+fn haproxy_send_proxy_v2_shows_the_clients_own_port() {
+    list_shows_the_client_behind("v2", "send-proxy-v2");
+}
+
+#[test]
+fn any_accepts_both_versions_through_haproxy() {
+    let mut server = Binary::serve(&["--proxy-protocol", "any"]);
+    let one = Haproxy::start(server.addr, "send-proxy");
+    let two = Haproxy::start(server.addr, "send-proxy-v2");
+    let mut a = connect(one.addr);
+    let mut b = connect(two.addr);
+    assert_eq!(round_trip(&mut a, b"one"), b"one");
+    assert_eq!(round_trip(&mut b, b"two"), b"two");
+    server.type_line("quit");
+    assert_eq!(read_to_close(&mut a), b"quit");
+    assert_eq!(read_to_close(&mut b), b"quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+/// An in-process server expecting `proxy` headers, with `--proxy-timeout` `timeout`.
+fn proxied(proxy: ProxyProtocol, timeout: Duration) -> (Server, SocketAddr) {
+    init_logger();
+    let config = Config {
+        proxy: Some(proxy),
+        proxy_timeout: timeout,
+        ..Config::default()
+    };
+    let server = Server::new(bind("127.0.0.1:0".parse().unwrap()).unwrap(), config);
+    let addr = server.local_addr().unwrap();
+    (server, addr)
+}
+
+fn proxy_rejections(text: &str) -> String {
+    text.lines()
+        .find(|l| l.starts_with("tcpool_sessions_rejected_total{reason=\"proxy-header\"}"))
+        .unwrap_or_else(|| panic!("no proxy-header count in {text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn malformed_slow_and_missing_headers_are_closed_without_a_reply() {
+    let (server, addr) = proxied(ProxyProtocol::V1, Duration::from_millis(300));
+    let (exposition, registry, shutdown) =
+        (server.exposition(), server.registry(), server.shutdown());
+    let running = std::thread::spawn(move || server.run());
+
+    // A client that talks without a header: never echoed, never guessed at.
+    let mut bare = connect(addr);
+    bare.write_all(b"hello\n").unwrap();
+    assert_eq!(read_to_close(&mut bare), b"");
+    // A malformed one.
+    let mut bad = connect(addr);
+    bad.write_all(b"PROXY TCP4 300.1.1.1 127.0.0.1 1 2\r\nhello\n")
+        .unwrap();
+    assert_eq!(read_to_close(&mut bad), b"");
+    // A slow one: half a header, then nothing, closed after --proxy-timeout.
+    let mut slow = connect(addr);
+    slow.write_all(b"PROXY TCP4 192.0.2.1").unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(read_to_close(&mut slow), b"");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(proxy_rejections(&exposition.encode()), "3");
+    assert_eq!(registry.len(), 0);
+
+    // Meanwhile a good one is served, its header neither a message nor its line ending.
+    let mut good = connect(addr);
+    good.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 8900\r\nhi")
+        .unwrap();
+    assert_eq!(read_n(&mut good, 2), b"hi");
+    let peers: Vec<SocketAddr> = registry.list().iter().map(|s| s.peer).collect();
+    assert_eq!(peers, ["192.0.2.1:40000".parse::<SocketAddr>().unwrap()]);
+    shutdown.trigger();
+    assert_eq!(
+        read_to_close(&mut good),
+        b"quit",
+        "no line ending was taken from the header"
+    );
+    let summary = running.join().unwrap().unwrap();
+    assert_eq!(summary.sessions, 1);
+    assert_eq!(
+        summary.traffic.bytes_in, 2,
+        "the header is not counted as input"
+    );
+}
+
+#[test]
+fn a_local_header_keeps_the_connections_address_and_deny_judges_the_original_client() {
+    init_logger();
+    let config = Config {
+        proxy: Some(ProxyProtocol::Any),
+        access: tcpool::server::Access {
+            allow: vec![],
+            deny: vec!["192.0.2.0/24".parse().unwrap()],
+        },
+        ..Config::default()
+    };
+    let server = Server::new(bind("127.0.0.1:0".parse().unwrap()).unwrap(), config);
+    let addr = server.local_addr().unwrap();
+    let (registry, shutdown) = (server.registry(), server.shutdown());
+    let running = std::thread::spawn(move || server.run());
+
+    let mut denied = connect(addr);
+    denied
+        .write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 8900\r\nhi\n")
+        .unwrap();
+    assert_eq!(read_to_close(&mut denied), b"");
+    let mut allowed = connect(addr);
+    allowed
+        .write_all(b"PROXY TCP6 2001:db8::1 ::1 40000 8900\r\nok\n")
+        .unwrap();
+    assert_eq!(read_n(&mut allowed, 3), b"ok\n");
+    // A LOCAL v2 header (a balancer's health check): the connection's own address stands.
+    let mut local = connect(addr);
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+    header.extend_from_slice(b"ping");
+    local.write_all(&header).unwrap();
+    assert_eq!(read_n(&mut local, 4), b"ping");
+    let mut peers: Vec<String> = registry.list().iter().map(|s| s.peer.to_string()).collect();
+    peers.sort();
+    assert_eq!(
+        peers,
+        [
+            "127.0.0.1:".to_owned() + &local.local_addr().unwrap().port().to_string(),
+            "[2001:db8::1]:40000".into()
+        ]
+    );
+    shutdown.trigger();
+    assert_eq!(read_to_close(&mut allowed), b"quit\n");
+    assert_eq!(running.join().unwrap().unwrap().sessions, 2);
+}
