@@ -20,6 +20,8 @@ peers=(
   "redis-benchmark redis-tools"
   "memcached memcached"
   "haproxy haproxy"
+  "systemd-socket-activate systemd"
+  "systemd-analyze systemd"
 )
 
 missing=()

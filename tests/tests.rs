@@ -6,6 +6,7 @@
 mod support;
 
 mod access;
+mod activation;
 mod admin;
 
 mod bench;

@@ -166,7 +166,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = config.validate() {
         bad_value(e);
     }
-    let mut listeners = server::bind_all(&args.bind, args.port)?.into_iter();
+    // Sockets a service manager bound for us, taken before any thread starts (it edits the
+    // environment); otherwise the --bind addresses.
+    let inherited = server::listen::inherited().context("cannot take the inherited sockets")?;
+    let activated = inherited.listeners.len();
+    let listeners = if activated > 0 {
+        inherited.listeners
+    } else {
+        server::bind_all(&args.bind, args.port)?
+    };
+    let mut listeners = listeners.into_iter();
     let first = listeners.next().context("no address to listen on")?;
 
     terminal::save();
@@ -205,17 +214,33 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let handler = on_interrupt.clone();
     ctrlc::set_handler(handler).context("cannot install the signal handler")?;
 
-    let admin = match args.admin {
-        Some(addr) => {
+    if activated > 0 {
+        log::info!(
+            "socket activation: serving {activated} inherited socket(s); --bind and --port are not used"
+        );
+    }
+    // The service manager hears when a stop begins (`READY=1` follows the start below);
+    // without NOTIFY_SOCKET both are no-ops.
+    shutdown.on_trigger(|| {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    });
+    let admin = match (inherited.admin, args.admin) {
+        (Some(listener), _) => {
+            Some(Admin::start(listener, &server).context("cannot start the admin endpoint")?)
+        }
+        (None, Some(addr)) => {
             let listener =
                 server::bind(addr).with_context(|| format!("cannot listen on {addr} (--admin)"))?;
             Some(Admin::start(listener, &server).context("cannot start the admin endpoint")?)
         }
-        None => None,
+        (None, None) => None,
     };
     let console = server.console();
     let faults = server.faults();
     let running = server.start().context("cannot start the server")?;
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        log::warn!("cannot tell the service manager it is ready: error={e}");
+    }
     // The console may stay blocked on stdin at exit: it holds nothing, and is not joined.
     std::thread::Builder::new()
         .name("tcpool-console".into())

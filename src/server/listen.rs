@@ -7,6 +7,12 @@
 //! shown as the IPv4 address they are — unless an IPv4 address is bound beside it, which
 //! then owns IPv4 and leaves the IPv6 listener to IPv6 alone.
 //!
+//! Under a service manager the sockets may be bound already: systemd's socket activation
+//! (or `systemd-socket-activate`) passes them as descriptors 3, 4, ... with `LISTEN_FDS`
+//! and `LISTEN_PID`, and [`inherited`] takes them (through `listenfd`) instead of binding.
+//! Named `admin` in `LISTEN_FDNAMES` (`FileDescriptorName=admin`), one serves the admin
+//! endpoint.
+//!
 //! What a listener's clients may do once accepted is the acceptor's concern.
 
 use std::io;
@@ -72,6 +78,49 @@ fn bind_with(addr: SocketAddr, v6_only: Option<bool>) -> io::Result<TcpListener>
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// The name `LISTEN_FDNAMES` gives the socket that serves the admin endpoint.
+pub const ADMIN_FDNAME: &str = "admin";
+
+/// Listening sockets a service manager passed (`LISTEN_FDS` for this process), in order.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// The sockets to serve.
+    pub listeners: Vec<TcpListener>,
+    /// The one named [`ADMIN_FDNAME`], if any.
+    pub admin: Option<TcpListener>,
+}
+
+/// Takes the listening sockets passed by a service manager, if any; clears `LISTEN_FDS` and
+/// `LISTEN_PID` so that no child takes them by mistake. Call it before starting threads.
+///
+/// # Errors
+///
+/// A passed descriptor that is not a listening TCP socket.
+pub fn inherited() -> io::Result<Inherited> {
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|v| v.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut found = Inherited::default();
+    for i in 0..fds.len() {
+        let Some(listener) = fds.take_tcp_listener(i).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("inherited descriptor {} is not a TCP listener: {e}", i + 3),
+            )
+        })?
+        else {
+            continue;
+        };
+        if names.get(i).is_some_and(|n| n == ADMIN_FDNAME) && found.admin.is_none() {
+            found.admin = Some(listener);
+        } else {
+            found.listeners.push(listener);
+        }
+    }
+    Ok(found)
 }
 
 /// The addresses of `listeners`, as the `listening on` line shows them.
