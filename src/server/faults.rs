@@ -558,7 +558,7 @@ impl Faults {
         for fault in &drawn {
             fault.touched.fetch_add(1, Ordering::Relaxed);
         }
-        Some(Pacing::new(drawn, rng, connected))
+        Some(Pacing::new(session, drawn, rng, connected))
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Active, After, FaultKind, Rng};
-use crate::server::session::Chunk;
+use crate::server::session::{Chunk, SessionId};
 
 /// Reading stops while this much is held: a peer that sends faster than its faulted replies
 /// go out costs at most about one read more than this.
@@ -84,6 +84,8 @@ struct Held {
 /// A faulted session's faults and the replies they hold. Owned by the session's worker.
 #[derive(Debug)]
 pub(crate) struct Pacing {
+    /// The session, for log lines.
+    session: SessionId,
     faults: Vec<Arc<Active>>,
     plan: Plan,
     /// The session's own generator: it drew the faults, and draws the jitter.
@@ -108,9 +110,15 @@ pub(crate) struct Pacing {
 }
 
 impl Pacing {
-    pub(crate) fn new(faults: Vec<Arc<Active>>, rng: Rng, connected: Instant) -> Self {
+    pub(crate) fn new(
+        session: SessionId,
+        faults: Vec<Arc<Active>>,
+        rng: Rng,
+        connected: Instant,
+    ) -> Self {
         let plan = Plan::of(&faults);
         Pacing {
+            session,
             tokens: plan.rate.map_or(0.0, |rate| burst(rate) as f64),
             faults,
             plan,
@@ -200,7 +208,12 @@ impl Pacing {
                 self.stall = Stall::On {
                     until: duration.map(|d| later(now, d)),
                 };
-                log::debug!("session stalled by fault: faults={}", self.describe());
+                log::debug!(
+                    "session {} stalled by fault: for={:?} faults={}",
+                    self.session,
+                    duration,
+                    self.describe()
+                );
             }
             (Stall::On { until: Some(until) }, _) if now >= until => self.stall = Stall::Over,
             _ => {}
@@ -396,7 +409,7 @@ mod tests {
                 })
             })
             .collect();
-        Pacing::new(faults, Rng::for_session(1, 1), at)
+        Pacing::new(SessionId(1), faults, Rng::for_session(1, 1), at)
     }
 
     fn ms(n: u64) -> Duration {
