@@ -1,0 +1,324 @@
+//! [`Exposition`]: the workers' cells summed at scrape time and written in the Prometheus
+//! text format.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::{
+    CLOSE_REASONS, Histogram, Metrics, REPLY_BOUNDS, Rejection, SESSION_BOUNDS, close_index,
+    close_label,
+};
+use crate::server::faults::Faults;
+use crate::server::registry::Registry;
+
+/// Everything a scrape reads: the server's [`Metrics`], the registry's counts, the
+/// backlog's capacity and the faults.
+#[derive(Debug, Clone)]
+pub struct Exposition {
+    metrics: Arc<Metrics>,
+    registry: Registry,
+    backlog_capacity: usize,
+    faults: Option<Faults>,
+}
+
+impl Exposition {
+    /// A view over one server's counts.
+    pub fn new(metrics: Arc<Metrics>, registry: Registry, backlog_capacity: usize) -> Self {
+        Exposition {
+            metrics,
+            registry,
+            backlog_capacity,
+            faults: None,
+        }
+    }
+
+    /// Also exposes how many sessions each of `faults` touched
+    /// (`tcpool_fault_sessions_total{fault="#1 latency,delay=20ms"}`).
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// The Prometheus text exposition of every metric now ([`CONTENT_TYPE`](super::CONTENT_TYPE)).
+    pub fn encode(&self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut out = String::new();
+        // Writing to a String cannot fail, and every name and label here is valid.
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+            .expect("the text encoding of fixed names into a String does not fail");
+        out
+    }
+}
+
+/// Writes one metric family: a descriptor, then one series per `(label value, value)`, or a
+/// single unlabelled series when `label` is `None`.
+fn family<V>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    label: Option<&'static str>,
+    series: impl IntoIterator<Item = (String, V)>,
+) -> fmt::Result
+where
+    V: Into<Sample>,
+{
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    let Some(key) = label else {
+        return match series.into_iter().next() {
+            Some((_, value)) => value.into().encode(kind, metric),
+            None => Ok(()),
+        };
+    };
+    for (value_label, value) in series {
+        let labels = [(key, value_label.as_str())];
+        value.into().encode(kind, metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A sample's value: counts are integers, times are floats.
+#[derive(Clone, Copy)]
+enum Sample {
+    Count(u64),
+    Seconds(f64),
+}
+
+impl From<u64> for Sample {
+    fn from(v: u64) -> Self {
+        Sample::Count(v)
+    }
+}
+
+impl From<f64> for Sample {
+    fn from(v: f64) -> Self {
+        Sample::Seconds(v)
+    }
+}
+
+impl Sample {
+    fn encode(
+        self,
+        kind: MetricType,
+        encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> fmt::Result {
+        match (kind, self) {
+            (MetricType::Counter, Sample::Count(v)) => ConstCounter::new(v).encode(encoder),
+            (MetricType::Counter, Sample::Seconds(v)) => ConstCounter::new(v).encode(encoder),
+            (_, Sample::Count(v)) => {
+                ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(encoder)
+            }
+            (_, Sample::Seconds(v)) => ConstGauge::new(v).encode(encoder),
+        }
+    }
+}
+
+fn one<V>(value: V) -> [(String, V); 1] {
+    [(String::new(), value)]
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let m = &*self.metrics;
+        let stats = self.registry.stats();
+        let mut closed = [0u64; CLOSE_REASONS.len()];
+        let mut durations = Merged::new(&SESSION_BOUNDS);
+        let mut replies = Merged::new(&REPLY_BOUNDS);
+        for w in m.workers.iter() {
+            for (total, count) in closed.iter_mut().zip(&w.closed) {
+                *total += count.load(Ordering::Relaxed);
+            }
+            durations.add(&w.durations);
+            replies.add(&w.replies);
+        }
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+        let sessions_help = "Sessions connected now, including those waiting in the backlog";
+        family(
+            &mut e,
+            "tcpool_sessions_active",
+            sessions_help,
+            Gauge,
+            None,
+            one(stats.sessions as u64),
+        )?;
+        family(
+            &mut e,
+            "tcpool_sessions",
+            "Sessions opened",
+            Counter,
+            None,
+            one(stats.total),
+        )?;
+        let rejected = Rejection::ALL
+            .iter()
+            .map(|&r| (r.as_str().to_owned(), load(&m.rejected[r as usize])));
+        family(
+            &mut e,
+            "tcpool_sessions_rejected",
+            "Connections answered busy, by reason",
+            Counter,
+            Some("reason"),
+            rejected,
+        )?;
+        let closed_series = CLOSE_REASONS
+            .iter()
+            .map(|&r| (close_label(r).to_owned(), closed[close_index(r)]));
+        family(
+            &mut e,
+            "tcpool_sessions_closed",
+            "Sessions closed, by reason",
+            Counter,
+            Some("reason"),
+            closed_series,
+        )?;
+        let t = stats.traffic;
+        let directions = |i: u64, o: u64| [("in".to_owned(), i), ("out".to_owned(), o)];
+        family(
+            &mut e,
+            "tcpool_messages",
+            "Messages received (in) and sent (out)",
+            Counter,
+            Some("direction"),
+            directions(t.messages_in, t.messages_out),
+        )?;
+        family(
+            &mut e,
+            "tcpool_bytes",
+            "Bytes read from (in) and written to (out) peers",
+            Counter,
+            Some("direction"),
+            directions(t.bytes_in, t.bytes_out),
+        )?;
+        family(
+            &mut e,
+            "tcpool_backlog",
+            "Connections accepted but not yet adopted by a worker",
+            Gauge,
+            None,
+            one(stats.backlog as u64),
+        )?;
+        family(
+            &mut e,
+            "tcpool_backlog_capacity",
+            "The backlog's size (--backlog)",
+            Gauge,
+            None,
+            one(self.backlog_capacity as u64),
+        )?;
+        let per_worker = m
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i.to_string(), w.sessions.load(Ordering::Relaxed) as u64));
+        family(
+            &mut e,
+            "tcpool_worker_sessions",
+            "Sessions each worker serves now (worker = the N of thread tcpool-worker-N)",
+            Gauge,
+            Some("worker"),
+            per_worker,
+        )?;
+        family(
+            &mut e,
+            "tcpool_accept_errors",
+            "Failed accept() calls (such as running out of descriptors)",
+            Counter,
+            None,
+            one(load(&m.accept_errors)),
+        )?;
+        durations.encode(
+            &mut e,
+            "tcpool_session_duration_seconds",
+            "How long closed sessions lasted",
+        )?;
+        replies.encode(
+            &mut e,
+            "tcpool_reply_seconds",
+            "Time from reading a message to writing its reply",
+        )?;
+        if let Some(faults) = &self.faults {
+            let touched: Vec<(String, u64)> = faults
+                .list()
+                .iter()
+                .map(|f| (format!("#{} {}", f.id, f.spec), f.sessions))
+                .collect();
+            family(
+                &mut e,
+                "tcpool_fault_sessions",
+                "Sessions each fault touched (cleared faults included)",
+                Counter,
+                Some("fault"),
+                touched,
+            )?;
+        }
+        let version = [(env!("CARGO_PKG_VERSION").to_owned(), 1u64)];
+        family(
+            &mut e,
+            "tcpool_build_info",
+            "The running tcpool's version (always 1)",
+            Gauge,
+            Some("version"),
+            version,
+        )?;
+        let start = m.started.duration_since(UNIX_EPOCH).unwrap_or_default();
+        family(
+            &mut e,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds",
+            Gauge,
+            None,
+            one(start.as_secs_f64()),
+        )?;
+        Ok(())
+    }
+}
+
+/// Per-bucket counts and the sum, added up over workers at scrape time.
+struct Merged {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum_ns: u64,
+}
+
+impl Merged {
+    fn new(bounds: &'static [f64]) -> Self {
+        Merged {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum_ns: 0,
+        }
+    }
+
+    fn add(&mut self, h: &Histogram) {
+        for (total, count) in self.counts.iter_mut().zip(h.counts.iter()) {
+            *total += count.load(Ordering::Relaxed);
+        }
+        self.sum_ns = self.sum_ns.wrapping_add(h.sum_ns.load(Ordering::Relaxed));
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str) -> fmt::Result {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts.iter().copied())
+            .collect();
+        let count = self.counts.iter().sum();
+        let sum = self.sum_ns as f64 / 1e9;
+        encoder
+            .encode_descriptor(name, help, None, MetricType::Histogram)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+}
