@@ -27,6 +27,7 @@ mod listen;
 mod logs;
 mod output;
 mod proxy;
+mod reuse_port;
 mod scripts;
 mod seed;
 mod shutdown;

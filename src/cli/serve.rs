@@ -81,6 +81,10 @@ pub(crate) struct ServeArgs {
     /// same sessions the same faults and jitter [default: a new one each run, logged].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+    /// Let other processes with --reuse-port listen on the same port (SO_REUSEPORT); the
+    /// kernel spreads new connections over them.
+    #[arg(long)]
+    reuse_port: bool,
     /// Let only clients in this address block connect, `10.0.0.0/8`, `::1` (repeatable; any
     /// one matching lets a client in) [default: everyone].
     #[arg(long = "allow", value_name = "CIDR")]
@@ -173,7 +177,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listeners = if activated > 0 {
         inherited.listeners
     } else {
-        server::bind_all(&args.bind, args.port)?
+        let options = server::BindOptions {
+            reuse_port: args.reuse_port,
+        };
+        server::bind_all_with(&args.bind, args.port, &options)?
     };
     let mut listeners = listeners.into_iter();
     let first = listeners.next().context("no address to listen on")?;

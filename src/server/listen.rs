@@ -7,6 +7,9 @@
 //! shown as the IPv4 address they are — unless an IPv4 address is bound beside it, which
 //! then owns IPv4 and leaves the IPv6 listener to IPv6 alone.
 //!
+//! With `--reuse-port` (`SO_REUSEPORT`) several processes listen on one port, each with its
+//! own kernel queue; the kernel picks a queue for each new connection by its addresses.
+//!
 //! Under a service manager the sockets may be bound already: systemd's socket activation
 //! (or `systemd-socket-activate`) passes them as descriptors 3, 4, ... with `LISTEN_FDS`
 //! and `LISTEN_PID`, and [`inherited`] takes them (through `listenfd`) instead of binding.
@@ -30,7 +33,15 @@ use super::LISTEN_BACKLOG;
 ///
 /// The bind's error, such as the address being in use.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    bind_with(addr, None)
+    bind_with(addr, None, &BindOptions::default())
+}
+
+/// How the `--bind` listeners are made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BindOptions {
+    /// `SO_REUSEPORT` (`--reuse-port`): other processes with it set may listen on the same
+    /// address and port, and the kernel spreads new connections over all of them.
+    pub reuse_port: bool,
 }
 
 /// Binds one listener per address in `ips`, all on `port`; with port 0 the first bind picks
@@ -42,6 +53,19 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// `InvalidInput` for an empty list or the same address twice; otherwise the first bind
 /// that fails, with the address it failed on.
 pub fn bind_all(ips: &[IpAddr], port: u16) -> io::Result<Vec<TcpListener>> {
+    bind_all_with(ips, port, &BindOptions::default())
+}
+
+/// As [`bind_all`], with `options`.
+///
+/// # Errors
+///
+/// As [`bind_all`].
+pub fn bind_all_with(
+    ips: &[IpAddr],
+    port: u16,
+    options: &BindOptions,
+) -> io::Result<Vec<TcpListener>> {
     if ips.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -61,7 +85,7 @@ pub fn bind_all(ips: &[IpAddr], port: u16) -> io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(ips.len());
     for &ip in ips {
         let addr = SocketAddr::new(ip, port);
-        let listener = bind_with(addr, ip.is_ipv6().then_some(v6_only))
+        let listener = bind_with(addr, ip.is_ipv6().then_some(v6_only), options)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         port = listener.local_addr()?.port();
         listeners.push(listener);
@@ -69,9 +93,16 @@ pub fn bind_all(ips: &[IpAddr], port: u16) -> io::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
-fn bind_with(addr: SocketAddr, v6_only: Option<bool>) -> io::Result<TcpListener> {
+fn bind_with(
+    addr: SocketAddr,
+    v6_only: Option<bool>,
+    options: &BindOptions,
+) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if options.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if let Some(only) = v6_only {
         socket.set_only_v6(only)?;
     }
@@ -132,8 +163,14 @@ pub(crate) fn describe(addrs: &[SocketAddr]) -> String {
 /// Unblocks an acceptor's `accept()` by connecting to its listener; the acceptor sees the
 /// shutdown flag and discards the connection. When that connection cannot be made — at the
 /// descriptor limit Linux reserves the last free descriptor for the blocked `accept()` — the
-/// listen socket is shut down instead, which makes `accept()` return an error.
+/// listen socket is shut down instead, which makes `accept()` return an error. With
+/// `SO_REUSEPORT` the connection could land in another process's queue, so the socket is
+/// shut down at once: what is still in this listener's own queue is then lost, as the kernel
+/// loses it whenever a port-sharing listener closes.
 pub(crate) fn wake_acceptor(addr: SocketAddr, listen_socket: &TcpListener) {
+    if SockRef::from(listen_socket).reuse_port().unwrap_or(false) {
+        return shut_listener(listen_socket);
+    }
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -143,9 +180,13 @@ pub(crate) fn wake_acceptor(addr: SocketAddr, listen_socket: &TcpListener) {
         TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), Duration::from_secs(1));
     if let Err(e) = woken {
         log::debug!("acceptor wake-up connection failed: error={e}; shutting the listener");
-        if let Err(e) = SockRef::from(listen_socket).shutdown(std::net::Shutdown::Read) {
-            log::warn!("cannot wake the acceptor: error={e}");
-        }
+        shut_listener(listen_socket);
+    }
+}
+
+fn shut_listener(listen_socket: &TcpListener) {
+    if let Err(e) = SockRef::from(listen_socket).shutdown(std::net::Shutdown::Read) {
+        log::warn!("cannot wake the acceptor: error={e}");
     }
 }
 

@@ -63,7 +63,7 @@ use crossbeam::channel;
 pub use access::{Access, Cidr};
 pub use console::Console;
 pub use faults::{FaultSpec, Faults};
-pub use listen::{bind, bind_all};
+pub use listen::{BindOptions, bind, bind_all, bind_all_with};
 pub use metrics::{Exposition, Metrics};
 pub use modes::{Context, Handler, Mode};
 pub use outbox::MESSAGE_OVERHEAD;
