@@ -24,6 +24,7 @@
 //! | [`command`] | what a typed console line means (pure parsing) |
 //! | [`console`] | operator commands on stdin, carried out |
 //! | [`faults`] | faults on purpose: specs, the live set, the per-session draw, pacing |
+//! | `timers` | a worker's timer queue: the faulted sessions' deadlines, nearest first |
 //! | [`output`] | operator output and logs through a bounded queue that never blocks |
 //! | [`admin`] | the HTTP admin endpoint (`--admin`): metrics, health, sessions, stats, shutdown |
 //! | [`metrics`] | per-worker counters, summed into the Prometheus exposition at scrape time |

@@ -442,6 +442,34 @@ mod tests {
     }
 
     #[test]
+    fn the_same_seed_and_session_give_the_same_jitter() {
+        let t0 = Instant::now();
+        let dues = |seed, session| {
+            let spec = "latency,delay=50ms,jitter=40ms"
+                .parse::<FaultSpec>()
+                .unwrap();
+            let fault = Arc::new(Active {
+                id: FaultId(1),
+                spec,
+                touched: AtomicU64::new(0),
+                cleared: AtomicBool::new(false),
+            });
+            let rng = Rng::for_session(seed, session);
+            let mut p = Pacing::new(SessionId(session), vec![fault], rng, t0);
+            (0..8u64)
+                .map(|i| {
+                    p.last_due = None;
+                    p.hold(t0, &[i as u8], false);
+                    p.held.back().unwrap().due - t0
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(dues(9, 3), dues(9, 3));
+        assert_ne!(dues(9, 3), dues(9, 4));
+        assert!(dues(9, 3).iter().all(|d| *d >= ms(10) && *d <= ms(90)));
+    }
+
+    #[test]
     fn slice_cuts_every_reply_into_spaced_pieces() {
         let t0 = Instant::now();
         let mut p = pacing(&["slice,size=4,delay=10ms"], t0);
