@@ -187,14 +187,15 @@ fn idle_timeout_help_says_either_way_and_a_reader_that_only_receives_is_not_idle
     assert!(help.contains("no byte moved either way"), "{help}");
     let server = TestServer::start(Config {
         mode: tcpool::Mode::Chat,
-        idle_timeout: Some(std::time::Duration::from_millis(800)),
+        idle_timeout: Some(std::time::Duration::from_millis(1500)),
         ..Config::default()
     });
     let mut listener = chatter(server.addr);
     let mut talker = chatter(server.addr);
     expect_bytes(&mut listener, b"* #2 joined\n");
-    // The listener never sends; it only receives, for well past the idle timeout.
-    for i in 0..8 {
+    // The listener never sends; it only receives, for well past the idle timeout. A line
+    // every 250 ms leaves a loaded machine over a second of slack before either is idle.
+    for i in 0..16 {
         let line = format!("line {i}\n");
         talker.write_all(line.as_bytes()).unwrap();
         expect_bytes(&mut listener, format!("<#2> {line}").as_bytes());

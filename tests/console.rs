@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -41,17 +41,21 @@ fn list_and_stats_show_what_the_clients_did() {
     assert_eq!(round_trip(&mut b, b"x"), b"x");
 
     // A worker counts the bytes it wrote just after the write, so a client can read its
-    // reply a moment before the count moves: ask again until the counts have settled.
-    let mut rows = (Vec::new(), Vec::new());
-    for _ in 0..50 {
+    // reply a moment before the count moves (longer if the worker is descheduled right
+    // there): ask again, until a generous deadline, until the counts have settled.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut rows;
+    loop {
+        server.stdout.lock().unwrap().clear();
         server.type_line("/list");
         server.wait_stdout("the end of a /list", |l| l.trim_start().starts_with("#2 "));
         rows = (last_list_row(&server, 1), last_list_row(&server, 2));
-        if rows.0[3..7] == ["2", "12", "2", "12"] && rows.1[3..7] == ["1", "1", "1", "1"] {
+        let settled =
+            rows.0[3..7] == ["2", "12", "2", "12"] && rows.1[3..7] == ["1", "1", "1", "1"];
+        if settled || Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
-        server.stdout.lock().unwrap().clear();
     }
     let (a_row, b_row) = rows;
     // id, peer, connected for, msgs in, bytes in, msgs out, bytes out
