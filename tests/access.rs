@@ -36,16 +36,6 @@ fn assert_closed_silently(stream: &mut TcpStream) {
     assert_eq!(read_to_close(stream), b"", "a denied client got a reply");
 }
 
-fn denied_count(text: &str) -> String {
-    text.lines()
-        .find(|l| l.starts_with("tcpool_sessions_rejected_total{reason=\"denied\"}"))
-        .unwrap_or_else(|| panic!("no denied count in {text}"))
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 fn deny_closes_ipv6_clients_at_once_and_serves_ipv4() {
     let server = server_with(Access {
@@ -64,7 +54,7 @@ fn deny_closes_ipv6_clients_at_once_and_serves_ipv4() {
     let mut v6 = connect(addrs[1]);
     assert_closed_silently(&mut v6);
     assert_eq!(registry.len(), 1, "a denied client was registered");
-    assert_eq!(denied_count(&exposition.encode()), "2");
+    assert_eq!(rejected_count(&exposition.encode(), "denied"), "2");
 
     shutdown.trigger();
     assert_eq!(read_to_close(&mut v4), b"quit\n");
@@ -90,7 +80,7 @@ fn allow_lets_in_only_its_blocks_in_both_families() {
     assert_eq!(round_trip(&mut v4, b"two"), b"two");
     let mut v6 = connect(addrs[1]);
     assert_eq!(round_trip(&mut v6, b"six"), b"six");
-    assert_eq!(denied_count(&exposition.encode()), "1");
+    assert_eq!(rejected_count(&exposition.encode(), "denied"), "1");
 
     shutdown.trigger();
     assert_eq!(read_to_close(&mut v4), b"quit");

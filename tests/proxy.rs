@@ -133,16 +133,6 @@ fn proxied(proxy: ProxyProtocol, timeout: Duration) -> (Server, SocketAddr) {
     (server, addr)
 }
 
-fn proxy_rejections(text: &str) -> String {
-    text.lines()
-        .find(|l| l.starts_with("tcpool_sessions_rejected_total{reason=\"proxy-header\"}"))
-        .unwrap_or_else(|| panic!("no proxy-header count in {text}"))
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 fn malformed_slow_and_missing_headers_are_closed_without_a_reply() {
     let (server, addr) = proxied(ProxyProtocol::V1, Duration::from_millis(300));
@@ -165,7 +155,7 @@ fn malformed_slow_and_missing_headers_are_closed_without_a_reply() {
     let started = std::time::Instant::now();
     assert_eq!(read_to_close(&mut slow), b"");
     assert!(started.elapsed() >= Duration::from_millis(250));
-    assert_eq!(proxy_rejections(&exposition.encode()), "3");
+    assert_eq!(rejected_count(&exposition.encode(), "proxy-header"), "3");
     assert_eq!(registry.len(), 0);
 
     // Meanwhile a good one is served, its header neither a message nor its line ending.

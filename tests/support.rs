@@ -546,3 +546,13 @@ pub fn run_to_end(mut command: Command, timeout: Duration) -> Finished {
         stderr: finish(stderr),
     }
 }
+
+/// The value of `tcpool_sessions_rejected_total{reason="REASON"}` in a Prometheus exposition.
+pub fn rejected_count(exposition: &str, reason: &str) -> String {
+    let name = format!("tcpool_sessions_rejected_total{{reason=\"{reason}\"}} ");
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .unwrap_or_else(|| panic!("no {name} in {exposition}"))
+        .to_owned()
+}

@@ -154,7 +154,7 @@ pub fn inherited() -> io::Result<Inherited> {
     Ok(found)
 }
 
-/// The addresses of `listeners`, as the `listening on` line shows them.
+/// `addrs` as the `listening on` line shows them: separated by spaces.
 pub(crate) fn describe(addrs: &[SocketAddr]) -> String {
     let shown: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
     shown.join(" ")
