@@ -3,7 +3,7 @@
 //! | module | what it owns |
 //! | --- | --- |
 //! | [`pool`] | a fixed set of worker threads fed through one bounded hand-off queue; knows no TCP |
-//! | [`server`] | the server: acceptor, workers, session registry, modes, console, shutdown |
+//! | [`server`] | the server: config, acceptor, workers, session registry, modes, console, faults, metrics, shutdown (its own table maps the files) |
 //! | [`client`] | the clients: `talk` (interactive, seed-compatible) and `bench` (load generator), and the `HOST:PORT` they take |
 //! | `time` | deadlines that saturate instead of overflowing |
 //! | [`units`] | the one grammar of durations (`250ms`, `5m`) and sizes (`64KiB`) that every flag takes |

@@ -9,6 +9,9 @@
 //!
 //! | module | what it owns |
 //! | --- | --- |
+//! | (this file) | [`Server`], [`Running`] and [`serve`]: starting the threads, waiting for them |
+//! | `config` | [`Config`] and [`Overflow`]: the limits, their defaults, [`Config::validate`] |
+//! | `descriptors` | the file descriptor limit: raising it, fitting `max_conns` to it |
 //! | [`listen`] | binding the `--bind` addresses; waking an acceptor at shutdown |
 //! | [`access`] | `--allow` / `--deny`: who may connect |
 //! | [`acceptor`] | the blocking accept loop: limits, registration, hand-off or `busy` |
@@ -16,7 +19,7 @@
 //! | [`registry`] | the shared map of sessions and the server-wide counts |
 //! | [`session`] | a session's shared handle (counters, outbox) and the worker's own state |
 //! | [`proxy`] | the PROXY protocol header: parsing it, reading it without blocking |
-//! | [`protocol`] | pure framing: messages, line endings, `quit`, safe display of peer text |
+//! | [`protocol`] | pure framing: messages, line endings, `quit` (`splitter`); safe display of peer text (`text`) |
 //! | [`shutdown`] | the idempotent shutdown trigger |
 //! | [`modes`] | the [`Handler`] trait and the echo and manual modes |
 //! | [`chat`] | chat mode: the relay, nicknames, notices |
@@ -27,7 +30,8 @@
 //! | `timers` | a worker's timer queue: the faulted sessions' deadlines, nearest first |
 //! | [`output`] | operator output and logs through a bounded queue that never blocks |
 //! | [`admin`] | the HTTP admin endpoint (`--admin`): metrics, health, sessions, stats, shutdown |
-//! | [`metrics`] | per-worker counters, summed into the Prometheus exposition at scrape time |
+//! | [`metrics`] | per-worker counters, summed into the Prometheus exposition at scrape time (`exposition`) |
+//! | `summary` | [`Summary`]: what a run served, returned by [`Server::run`] |
 //!
 //! [`Server::run`] returns once a shutdown was triggered and every session was closed (or the
 //! shutdown deadline passed), with a [`Summary`] of what was served.
@@ -37,7 +41,9 @@ pub mod access;
 pub mod admin;
 pub mod chat;
 pub mod command;
+mod config;
 pub mod console;
+mod descriptors;
 pub mod faults;
 pub mod listen;
 pub mod metrics;
@@ -49,6 +55,7 @@ pub mod proxy;
 pub mod registry;
 pub mod session;
 pub mod shutdown;
+mod summary;
 mod timers;
 mod worker;
 
@@ -62,7 +69,9 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 
 pub use access::{Access, Cidr};
+pub use config::{Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, Overflow, min_outbox_limit};
 pub use console::Console;
+pub use descriptors::fit_max_conns;
 pub use faults::{FaultSpec, Faults};
 pub use listen::{BindOptions, bind, bind_all, bind_all_with};
 pub use metrics::{Exposition, Metrics};
@@ -74,194 +83,15 @@ pub use proxy::ProxyProtocol;
 pub use registry::{Fanout, Registry, Stats};
 pub use session::{SessionHandle, SessionId, Traffic};
 pub use shutdown::Shutdown;
+pub use summary::Summary;
 
 use acceptor::{Acceptor, Closer};
+use descriptors::spare_fds;
 use worker::Worker;
 
 /// The listen socket's kernel backlog: how many finished handshakes the kernel queues before
 /// `accept()` (std's fixed value is 128).
 pub const LISTEN_BACKLOG: i32 = 1024;
-
-/// The default `--outbox-grace`.
-pub const DEFAULT_OUTBOX_GRACE: Duration = Duration::from_secs(3);
-
-/// The default `--max-conns`.
-pub const DEFAULT_MAX_CONNS: usize = 10_000;
-
-/// Descriptors kept free for everything that is not a session: stdio, the listener, each
-/// worker's poller and waker, log files, the shutdown wake-up connection.
-const RESERVED_FDS: usize = 32;
-
-/// What the acceptor does while the hand-off queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Overflow {
-    /// Stop accepting: new clients wait in the kernel's queue until a worker catches up.
-    #[default]
-    Wait,
-    /// Answer `busy` and close.
-    Reject,
-}
-
-impl fmt::Display for Overflow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Overflow::Wait => "wait",
-            Overflow::Reject => "reject",
-        })
-    }
-}
-
-/// The server's limits and behaviour. Every field has a safe default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Worker threads; 0 means one per CPU.
-    pub workers: usize,
-    /// Connections accepted but not yet adopted by a worker (`--backlog`, default 4).
-    pub backlog: usize,
-    /// Sessions served at once; beyond it a client gets `busy`. `None`: the default,
-    /// [`DEFAULT_MAX_CONNS`], lowered to what the descriptor limit covers. An explicit value is
-    /// kept even when the limit cannot cover it (with a warning).
-    pub max_conns: Option<usize>,
-    /// What the server replies.
-    pub mode: Mode,
-    /// What the acceptor does while the backlog is full.
-    pub overflow: Overflow,
-    /// Sessions in which no byte moved either way for this long are closed; `None`: never
-    /// (the default).
-    pub idle_timeout: Option<Duration>,
-    /// The longest partial line held for a line-based peer in chat and manual mode (64 KiB).
-    pub max_line: usize,
-    /// The most bytes that may be queued for one session (1 MiB); a reader that falls further
-    /// behind is disconnected. At least [`min_outbox_limit`] of `max_line`.
-    pub outbox_limit: usize,
-    /// How long a graceful shutdown may take (5 s).
-    pub shutdown_timeout: Duration,
-    /// How long a chat reader may stay more than half `outbox_limit` behind before it is
-    /// dropped (3 s); meanwhile the senders it lags behind are not read.
-    pub outbox_grace: Duration,
-    /// Faults every new session may get, each with its own chance ([`faults`]); none by
-    /// default. The running server's set changes live through [`Running::faults`].
-    pub faults: Vec<FaultSpec>,
-    /// The seed of the per-session fault draws: the same seed and the same order of
-    /// connections give the same sessions the same faults. `None`: a new seed each run
-    /// (logged when there are faults).
-    pub seed: Option<u64>,
-    /// Who may connect (`--allow`, `--deny`); everyone by default.
-    pub access: Access,
-    /// The PROXY header every connection must begin with (`--proxy-protocol`); `None`, the
-    /// default: no header, the connection's address is the client's.
-    pub proxy: Option<ProxyProtocol>,
-    /// How long a connection may take to send its PROXY header (5 s).
-    pub proxy_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            workers: 0,
-            backlog: 4,
-            max_conns: None,
-            mode: Mode::Echo,
-            overflow: Overflow::Wait,
-            idle_timeout: None,
-            max_line: 64 * 1024,
-            outbox_limit: 1024 * 1024,
-            shutdown_timeout: Duration::from_secs(5),
-            outbox_grace: DEFAULT_OUTBOX_GRACE,
-            faults: Vec::new(),
-            seed: None,
-            access: Access::default(),
-            proxy: None,
-            proxy_timeout: proxy::DEFAULT_PROXY_TIMEOUT,
-        }
-    }
-}
-
-/// Room a relayed line needs beyond its text: the `<NICK> ` prefix and the line ending.
-const RELAY_OVERHEAD: usize = 64;
-
-/// The smallest `outbox_limit` that works with `max_line`: room for one relayed line of the
-/// longest length still being written and the next one, so a reader that keeps up is never
-/// dropped for one long line.
-pub fn min_outbox_limit(max_line: usize) -> usize {
-    2 * (max_line + RELAY_OVERHEAD)
-}
-
-impl Config {
-    /// Checks the limits against each other.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` when `outbox_limit` is below [`min_outbox_limit`] of `max_line`, or a
-    /// limit is zero.
-    pub fn validate(&self) -> io::Result<()> {
-        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
-        if self.backlog == 0 || self.max_line == 0 || self.max_conns == Some(0) {
-            return invalid("--backlog, --max-line and --max-conns must be at least 1".into());
-        }
-        let min = min_outbox_limit(self.max_line);
-        if self.outbox_limit < min {
-            return invalid(format!(
-                "--outbox-limit {} is too small for --max-line {}: it must be at least {min}, \
-                 room for two of the longest lines, so that a reader that keeps up is never dropped",
-                self.outbox_limit, self.max_line
-            ));
-        }
-        for spec in &self.faults {
-            FaultSpec::new(spec.kind, spec.p)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        }
-        Ok(())
-    }
-
-    /// The number of worker threads this config asks for (resolving 0 to the CPU count).
-    pub fn worker_count(&self) -> usize {
-        match self.workers {
-            0 => thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
-    }
-}
-
-/// What a server run served, returned by [`Server::run`] and printed at exit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    /// Sessions served in all.
-    pub sessions: u64,
-    /// The most at once.
-    pub peak: usize,
-    /// Connections answered `busy`.
-    pub rejected: u64,
-    /// Messages and bytes, in and out.
-    pub traffic: Traffic,
-    /// How long the server ran.
-    pub uptime: Duration,
-    /// The shutdown deadline passed before every session was closed.
-    pub forced: bool,
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = &self.traffic;
-        write!(
-            f,
-            "tcpool served {} session(s) in {} (peak {} at once, {} rejected): \
-             {} message(s) in and {} out, {} byte(s) in and {} out.",
-            self.sessions,
-            console::human_duration(self.uptime),
-            self.peak,
-            self.rejected,
-            t.messages_in,
-            t.messages_out,
-            t.bytes_in,
-            t.bytes_out,
-        )?;
-        if self.forced {
-            f.write_str(" Some sessions were still closing at the shutdown deadline.")?;
-        }
-        Ok(())
-    }
-}
 
 use crate::time::later;
 
@@ -659,45 +489,4 @@ impl Running {
 /// As [`Server::run`].
 pub fn serve(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<Summary> {
     Server::new(listener, config).with_shutdown(shutdown).run()
-}
-
-/// Descriptors the closer may hold for rejected connections: what the limit leaves beyond
-/// `max_conns` sessions and half the reserve (the other half stays for everything else).
-fn spare_fds(max_conns: usize, workers: usize) -> usize {
-    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft);
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    limit.saturating_sub(max_conns + RESERVED_FDS / 2 + 2 * workers)
-}
-
-/// Raises the soft descriptor limit toward the hard one, then fits `max_conns` to it: the
-/// default is lowered with a warning, an explicit value is kept with a warning.
-pub fn fit_max_conns(max_conns: Option<usize>, workers: usize) -> usize {
-    let wanted = max_conns.unwrap_or(DEFAULT_MAX_CONNS);
-    let reserved = RESERVED_FDS + 2 * workers;
-    let limit = match rlimit::increase_nofile_limit((wanted + reserved) as u64) {
-        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
-        Err(e) => {
-            log::warn!("cannot read the file descriptor limit: error={e}");
-            return wanted;
-        }
-    };
-    let fits = limit.saturating_sub(reserved);
-    if wanted <= fits {
-        return wanted;
-    }
-    match max_conns {
-        Some(explicit) => {
-            log::warn!(
-                "max-conns {explicit} kept, but the file descriptor limit ({limit}) covers about {fits} sessions"
-            );
-            explicit
-        }
-        None => {
-            let lowered = fits.max(1);
-            log::warn!(
-                "max-conns lowered from {wanted} to {lowered} to fit the file descriptor limit ({limit})"
-            );
-            lowered
-        }
-    }
 }

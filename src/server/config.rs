@@ -1,0 +1,149 @@
+//! [`Config`]: the server's limits and behaviour, their defaults, and how they are checked
+//! against each other before a run.
+
+use std::fmt;
+use std::io;
+use std::thread;
+use std::time::Duration;
+
+use super::access::Access;
+use super::faults::FaultSpec;
+use super::modes::Mode;
+use super::proxy::{self, ProxyProtocol};
+
+/// The default `--outbox-grace`.
+pub const DEFAULT_OUTBOX_GRACE: Duration = Duration::from_secs(3);
+
+/// The default `--max-conns`.
+pub const DEFAULT_MAX_CONNS: usize = 10_000;
+
+/// What the acceptor does while the hand-off queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Stop accepting: new clients wait in the kernel's queue until a worker catches up.
+    #[default]
+    Wait,
+    /// Answer `busy` and close.
+    Reject,
+}
+
+impl fmt::Display for Overflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Overflow::Wait => "wait",
+            Overflow::Reject => "reject",
+        })
+    }
+}
+
+/// The server's limits and behaviour. Every field has a safe default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Worker threads; 0 means one per CPU.
+    pub workers: usize,
+    /// Connections accepted but not yet adopted by a worker (`--backlog`, default 4).
+    pub backlog: usize,
+    /// Sessions served at once; beyond it a client gets `busy`. `None`: the default,
+    /// [`DEFAULT_MAX_CONNS`], lowered to what the descriptor limit covers. An explicit value is
+    /// kept even when the limit cannot cover it (with a warning).
+    pub max_conns: Option<usize>,
+    /// What the server replies.
+    pub mode: Mode,
+    /// What the acceptor does while the backlog is full.
+    pub overflow: Overflow,
+    /// Sessions in which no byte moved either way for this long are closed; `None`: never
+    /// (the default).
+    pub idle_timeout: Option<Duration>,
+    /// The longest partial line held for a line-based peer in chat and manual mode (64 KiB).
+    pub max_line: usize,
+    /// The most bytes that may be queued for one session (1 MiB); a reader that falls further
+    /// behind is disconnected. At least [`min_outbox_limit`] of `max_line`.
+    pub outbox_limit: usize,
+    /// How long a graceful shutdown may take (5 s).
+    pub shutdown_timeout: Duration,
+    /// How long a chat reader may stay more than half `outbox_limit` behind before it is
+    /// dropped (3 s); meanwhile the senders it lags behind are not read.
+    pub outbox_grace: Duration,
+    /// Faults every new session may get, each with its own chance ([`faults`](super::faults)); none by
+    /// default. The running server's set changes live through [`Running::faults`](super::Running::faults).
+    pub faults: Vec<FaultSpec>,
+    /// The seed of the per-session fault draws: the same seed and the same order of
+    /// connections give the same sessions the same faults. `None`: a new seed each run
+    /// (logged when there are faults).
+    pub seed: Option<u64>,
+    /// Who may connect (`--allow`, `--deny`); everyone by default.
+    pub access: Access,
+    /// The PROXY header every connection must begin with (`--proxy-protocol`); `None`, the
+    /// default: no header, the connection's address is the client's.
+    pub proxy: Option<ProxyProtocol>,
+    /// How long a connection may take to send its PROXY header (5 s).
+    pub proxy_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 0,
+            backlog: 4,
+            max_conns: None,
+            mode: Mode::Echo,
+            overflow: Overflow::Wait,
+            idle_timeout: None,
+            max_line: 64 * 1024,
+            outbox_limit: 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+            outbox_grace: DEFAULT_OUTBOX_GRACE,
+            faults: Vec::new(),
+            seed: None,
+            access: Access::default(),
+            proxy: None,
+            proxy_timeout: proxy::DEFAULT_PROXY_TIMEOUT,
+        }
+    }
+}
+
+/// Room a relayed line needs beyond its text: the `<NICK> ` prefix and the line ending.
+const RELAY_OVERHEAD: usize = 64;
+
+/// The smallest `outbox_limit` that works with `max_line`: room for one relayed line of the
+/// longest length still being written and the next one, so a reader that keeps up is never
+/// dropped for one long line.
+pub fn min_outbox_limit(max_line: usize) -> usize {
+    2 * (max_line + RELAY_OVERHEAD)
+}
+
+impl Config {
+    /// Checks the limits against each other.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `outbox_limit` is below [`min_outbox_limit`] of `max_line`, or a
+    /// limit is zero.
+    pub fn validate(&self) -> io::Result<()> {
+        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        if self.backlog == 0 || self.max_line == 0 || self.max_conns == Some(0) {
+            return invalid("--backlog, --max-line and --max-conns must be at least 1".into());
+        }
+        let min = min_outbox_limit(self.max_line);
+        if self.outbox_limit < min {
+            return invalid(format!(
+                "--outbox-limit {} is too small for --max-line {}: it must be at least {min}, \
+                 room for two of the longest lines, so that a reader that keeps up is never dropped",
+                self.outbox_limit, self.max_line
+            ));
+        }
+        for spec in &self.faults {
+            FaultSpec::new(spec.kind, spec.p)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The number of worker threads this config asks for (resolving 0 to the CPU count).
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
