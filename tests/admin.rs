@@ -162,7 +162,20 @@ fn metrics_count_three_clients_of_ten_messages() {
             assert_eq!(round_trip(client, msg.as_bytes()), msg.as_bytes());
         }
     }
-    let m = served.scrape();
+    let bytes: f64 = (0..10).map(|i| format!("message {i}\n").len() as f64).sum();
+    // A worker counts a reply's bytes and its latency just after writing it, so a client
+    // can read the last reply a moment before those counts move: scrape again, until a
+    // generous deadline, until they have settled; then every count is asserted exactly.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let m = loop {
+        let m = served.scrape();
+        let settled = m.get(r#"tcpool_bytes_total{direction="out"}"#) == Some(&(3.0 * bytes))
+            && m.get("tcpool_reply_seconds_count{}") == Some(&30.0);
+        if settled || Instant::now() >= deadline {
+            break m;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(sample(&m, "tcpool_sessions_total{}"), 3.0);
     assert_eq!(sample(&m, "tcpool_sessions_active{}"), 3.0);
     assert_eq!(sample(&m, r#"tcpool_messages_total{direction="in"}"#), 30.0);
@@ -170,7 +183,6 @@ fn metrics_count_three_clients_of_ten_messages() {
         sample(&m, r#"tcpool_messages_total{direction="out"}"#),
         30.0
     );
-    let bytes: f64 = (0..10).map(|i| format!("message {i}\n").len() as f64).sum();
     assert_eq!(
         sample(&m, r#"tcpool_bytes_total{direction="in"}"#),
         3.0 * bytes
@@ -221,6 +233,10 @@ fn sessions_and_stats_are_the_console_data_as_json() {
     let served = Served::start(Config::default());
     let mut client = connect(served.addr);
     assert_eq!(round_trip(&mut client, b"hello"), b"hello");
+    // The reply's bytes are counted just after the write: the client may read it first.
+    wait_until("the reply's bytes to be counted", || {
+        served.json("/stats")["bytes_out"] == 5
+    });
     let sessions = served.json("/sessions");
     let list = sessions.as_array().unwrap();
     assert_eq!(list.len(), 1);
