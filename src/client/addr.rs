@@ -9,6 +9,11 @@
 //! | `localhost:8901`, `127.0.0.1:8901` | that host and port |
 //! | `[::1]:8901`, `[::1]` | an IPv6 address, with or without a port |
 //!
+//! Two forms are refused because a typo in them reaches a host nobody wrote: IPv4 shorthand
+//! (`127.1`, `1.2.3`, `0x7f000001`), which the system resolver would read as `127.0.0.1` and
+//! `1.2.0.3`, and a bare IPv6 address ending in `:DIGITS` (`::1:9001`), which may be an
+//! address and a port; write all four parts, or the brackets.
+//!
 //! A name is resolved to every address it has, and [`connect`] tries them in the resolver's
 //! order until one accepts, so `localhost` reaches a server listening on `::1` as well as one
 //! on `127.0.0.1`. Parsing does no I/O; resolving and connecting do, and leave what a client
@@ -119,6 +124,12 @@ pub fn parse(text: &str) -> Result<Target, ParseError> {
         });
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
+        if ip.is_ipv6() && ends_in_a_port(text) {
+            return Err(fail(
+                "a bare IPv6 address ending in :DIGITS may mean a port: \
+                 write [ADDRESS]:PORT, or [ADDRESS] for the default port",
+            ));
+        }
         return Ok(Target {
             host: Host::Ip(ip),
             port: DEFAULT_PORT,
@@ -138,6 +149,32 @@ pub fn parse(text: &str) -> Result<Target, ParseError> {
         Err(_) => Host::Name(check_name(host).map_err(fail)?.to_owned()),
     };
     Ok(Target { host, port })
+}
+
+/// Whether a bare IPv6 address reads just as well as a shorter address and a port: `::1:9001`
+/// is `::1` on port 9001 as much as the address `::1:9001`, so it is refused.
+fn ends_in_a_port(text: &str) -> bool {
+    text.rsplit_once(':').is_some_and(|(head, last)| {
+        !last.is_empty()
+            && last.bytes().all(|b| b.is_ascii_digit())
+            && head.parse::<std::net::Ipv6Addr>().is_ok()
+    })
+}
+
+/// Whether a name is one the resolver would read as an IPv4 address in `inet_aton`'s
+/// shorthand (`127.1`, `1.2.3`, `0x7f000001`, `010.0.0.1`): every label a number, in decimal,
+/// octal or hex. Such a name is refused rather than sent somewhere nobody wrote.
+fn is_numeric_name(name: &str) -> bool {
+    let numeric = |label: &str| {
+        let digits = label
+            .strip_prefix("0x")
+            .or_else(|| label.strip_prefix("0X"))
+            .unwrap_or(label);
+        digits.bytes().all(|b| b.is_ascii_hexdigit())
+            && (label.len() > digits.len() || label.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty() && name.split('.').all(numeric)
 }
 
 fn parse_port(text: &str) -> Result<u16, &'static str> {
@@ -165,6 +202,9 @@ fn check_name(name: &str) -> Result<&str, &'static str> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if !name.chars().all(allowed) {
         return Err("a host name has only letters, digits, '-', '_' and '.'");
+    }
+    if is_numeric_name(name) {
+        return Err("not an IPv4 address: write all four parts, in decimal without leading zeros");
     }
     Ok(name)
 }
@@ -285,7 +325,9 @@ mod tests {
         assert_eq!(shown("::1"), "[::1]:8900");
         assert_eq!(shown("::"), "[::]:8900");
         assert_eq!(shown("[::1]"), "[::1]:8900");
-        assert_eq!(shown("fe80::1:2"), "[fe80::1:2]:8900");
+        assert_eq!(shown("fe80::1:abcd"), "[fe80::1:abcd]:8900");
+        assert_eq!(shown("2001:db8:0:0:0:0:0:1"), "[2001:db8::1]:8900");
+        assert_eq!(shown("::ffff:127.0.0.1"), "[::ffff:127.0.0.1]:8900");
     }
 
     #[test]
@@ -325,6 +367,41 @@ mod tests {
             assert!(error.contains(reason), "{text:?}: {error}");
             assert!(error.contains("HOST:PORT"), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn a_bare_ipv6_ending_in_digits_is_refused_as_ambiguous() {
+        for text in ["::1:9001", "fe80::1:2", "::1:1", "1:2:3::4:80"] {
+            let error = parse(text).expect_err(text).to_string();
+            assert!(error.contains("may mean a port"), "{text:?}: {error}");
+            assert!(error.contains("[ADDRESS]:PORT"), "{text:?}: {error}");
+        }
+        assert_eq!(shown("[::1]:9001"), "[::1]:9001");
+        assert_eq!(shown("[::1:9001]"), "[::1:9001]:8900");
+    }
+
+    #[test]
+    fn ipv4_shorthand_is_refused_not_resolved() {
+        for text in [
+            "1.2.3",
+            "127.1",
+            "127.1:80",
+            "1.2.3:9001",
+            "10.1",
+            "0x7f000001",
+            "0x7f.1",
+            "010.0.0.1",
+            "127.000.000.001",
+            "1.2.3.4.5",
+            "1.2.3.",
+        ] {
+            let error = parse(text).expect_err(text).to_string();
+            assert!(error.contains("write all four parts"), "{text:?}: {error}");
+        }
+        assert_eq!(shown("1.2.3.4"), "1.2.3.4:8900");
+        assert_eq!(shown("3com.example"), "3com.example:8900");
+        assert_eq!(shown("deadbeef:80"), "deadbeef:80");
+        assert_eq!(shown("host.1"), "host.1:8900");
     }
 
     #[test]
