@@ -73,6 +73,25 @@ fn duration_against_a_healthy_server_is_what_was_asked() {
 }
 
 #[test]
+fn a_low_rate_still_measures_the_whole_duration() {
+    // Each connection sends once at the start and its next send falls after the end: the
+    // window is still -d, not the time of the last reply.
+    let server = TestServer::start(Config::default());
+    let run = bench(server.addr, &["-c", "4", "-d", "0.6s", "--rate", "0.5"]);
+    run.assert_clean();
+    let duration = run.report["duration_s"].as_f64().unwrap();
+    assert!((duration - 0.6).abs() < WINDOW_SLACK, "{}", run.report);
+    let rate = run.report["msgs_per_sec"].as_f64().unwrap();
+    assert!(
+        (rate - run.u64("messages") as f64 / duration).abs() < 0.01,
+        "{}",
+        run.report
+    );
+    assert!(rate < 20.0, "{}", run.report);
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
 fn a_full_tcpool_server_is_busy_not_mismatch() {
     let server = TestServer::start(Config {
         max_conns: Some(2),

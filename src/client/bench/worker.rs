@@ -404,7 +404,10 @@ impl<'a> Worker<'a> {
                 }
             }
         }
-        if conn.inflight.is_empty() && !conn.scheduled {
+        // Open loop, a next send past the end: the connection stays open, idle, until the
+        // end, so that the window is -d and not the time of the last reply.
+        let before_end = !self.draining && schedule.end.is_some_and(|end| now < end);
+        if conn.inflight.is_empty() && !conn.scheduled && !before_end {
             self.close(i, None, now);
         } else {
             self.flush(i, now);
