@@ -162,6 +162,88 @@ fn values_checked_together_exit_2_like_bad_values() {
     );
 }
 
+#[test]
+fn values_checked_together_show_the_subcommands_usage() {
+    for (args, usage) in [
+        (
+            &["serve", "--port", "0", "--outbox-limit", "10"][..],
+            "Usage: tcpool serve",
+        ),
+        (
+            &["bench", "--send", "x\\q", "127.0.0.1:1"][..],
+            "Usage: tcpool bench",
+        ),
+        (
+            &["bench", "--send", "x", "127.0.0.1:1"][..],
+            "Usage: tcpool bench",
+        ),
+    ] {
+        let out = tcpool(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(usage), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn sizes_and_inputs_are_bounded() {
+    for size in ["-s", "--reply-size"] {
+        let mut args = vec!["bench", size, "1024GiB", "127.0.0.1:1"];
+        if size == "--reply-size" {
+            args.splice(1..1, ["--send", "x"]);
+        }
+        assert_usage_error(&args, "the largest message");
+    }
+    // An endless input is refused once it passes the cap, not read until memory runs out.
+    for args in [
+        &["bench", "merge", "/dev/zero"][..],
+        &[
+            "bench",
+            "--send-file",
+            "/dev/zero",
+            "--reply-size",
+            "1",
+            "127.0.0.1:1",
+        ][..],
+    ] {
+        let mut command = Command::new(tcpool_bin());
+        command.args(args).stdin(Stdio::null());
+        let done = run_to_end(command, std::time::Duration::from_secs(60));
+        let stderr = done.stderr.join("\n");
+        assert!(matches!(done.code, Some(1 | 2)), "{args:?}: {stderr}");
+        assert!(stderr.contains("larger than 64MiB"), "{args:?}: {stderr}");
+        assert!(stderr.contains("/dev/zero"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_report_that_cannot_be_written_is_exit_1() {
+    let server = TestServer::start(Config::default());
+    let target = server.addr.to_string();
+    for json in [false, true] {
+        let mut args = vec!["bench", "-n", "4", "-c", "1", "--timeout", "5s", &target];
+        if json {
+            args.insert(1, "--json");
+        }
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(tcpool_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot write the report"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 /// The paragraph of `flag` in `tcpool COMMAND --help`, on one line.
 fn help_of(command: &str, flag: &str) -> String {
     let out = tcpool(&[command, "--help"]);

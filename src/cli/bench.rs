@@ -150,7 +150,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .target
         .resolve()
         .with_context(|| format!("cannot resolve {}", args.target))?;
-    let options = options(&args, addrs).unwrap_or_else(|e| super::bad_value(format!("{e:#}")));
+    let options =
+        options(&args, addrs).unwrap_or_else(|e| super::bad_value("bench", format!("{e:#}")));
     if let Some(n) = args.messages
         && options.connections_used() < options.connections
     {
@@ -272,9 +273,14 @@ fn print_with(
             None => write!(out, "{report}"),
         }
     };
-    // A closed stdout (`| head`) is not the benchmark's failure.
-    if let Err(e) = printed.and_then(|()| out.flush()) {
-        log::debug!("cannot print the report: error={e}");
+    // A closed stdout (`| head`) is not the benchmark's failure; any other write error (a
+    // full disk) lost the report, and is.
+    match printed.and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            log::debug!("cannot print the report: error={e}");
+        }
+        Err(e) => return Err(e).context("cannot write the report to stdout"),
+        Ok(()) => {}
     }
     Ok(if report.errors > 0 {
         ExitCode::from(1)
@@ -295,11 +301,10 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
     };
     let send = match (&args.send, &args.send_file) {
         (Some(text), _) => Some(template("--send", text)?),
-        (None, Some(path)) => {
-            Some(Template::raw(std::fs::read(path).with_context(|| {
-                format!("cannot read {}", path.display())
-            })?))
-        }
+        (None, Some(path)) => Some(Template::raw(super::bench_files::read_capped(
+            path,
+            MAX_MESSAGE as u64,
+        )?)),
         (None, None) => None,
     };
     let reply = match (&args.expect, &args.until, args.reply_size) {
@@ -355,12 +360,18 @@ fn parse_target(s: &str) -> Result<Target, String> {
     addr::parse(s).map_err(|e| e.to_string())
 }
 
+/// The largest message `-s`, `--reply-size` and `--send-file` take (it is held in memory).
+const MAX_MESSAGE: usize = 64 << 20;
+
 fn parse_size(s: &str) -> Result<usize, String> {
     let n = units::parse_size(s).map_err(|e| e.to_string())?;
     match usize::try_from(n) {
         Ok(0) => Err("must be at least 1 byte".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("{s:?} is too large")),
+        Ok(n) if n <= MAX_MESSAGE => Ok(n),
+        _ => Err(format!(
+            "{s:?} is more than {}, the largest message",
+            units::show_size(MAX_MESSAGE as u64)
+        )),
     }
 }
 

@@ -20,14 +20,38 @@ pub(crate) struct MergeArgs {
     json: bool,
 }
 
+/// The largest report `merge` and `plot` read (a run of days, second by second, is some tens
+/// of MB).
+const MAX_REPORT: u64 = 64 << 20;
+
+/// Reads at most `cap` bytes of `path`; a longer input (`/dev/zero`) is an error naming it,
+/// not a read without end.
+pub(crate) fn read_capped(path: &Path, cap: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let name = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
+    let mut bytes = Vec::new();
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {name}"))?;
+    if bytes.len() as u64 > cap {
+        anyhow::bail!(
+            "cannot read {name}: it is larger than {}",
+            tcpool::units::show_size(cap)
+        );
+    }
+    Ok(bytes)
+}
+
 /// Reads every report, naming the one that cannot be read.
 pub(crate) fn read_reports(files: &[PathBuf]) -> anyhow::Result<Vec<(String, Report)>> {
     files
         .iter()
         .map(|path| {
             let name = path.display().to_string();
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read {name}"))?;
+            let bytes = read_capped(path, MAX_REPORT)?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{name} is not a tcpool bench --json report"))?;
             let report: Report = serde_json::from_str(&text)
                 .with_context(|| format!("{name} is not a tcpool bench --json report"))?;
             Ok((name, report))

@@ -70,10 +70,14 @@ pub(crate) fn parse_size_u32(s: &str) -> Result<u32, String> {
 }
 
 /// Ends the process as clap does for a bad value (exit code 2), for values that can only be
-/// checked once the flags are parsed together.
-pub(crate) fn bad_value(message: impl std::fmt::Display) -> ! {
+/// checked once the flags are parsed together; the usage shown is `subcommand`'s.
+pub(crate) fn bad_value(subcommand: &str, message: impl std::fmt::Display) -> ! {
     use clap::CommandFactory as _;
-    crate::Cli::command()
+    let mut cli = crate::Cli::command();
+    // Building gives each subcommand its full name (`tcpool bench`) for its usage line.
+    cli.build();
+    let mut command = cli.find_subcommand(subcommand).cloned().unwrap_or(cli);
+    command
         .error(clap::error::ErrorKind::ValueValidation, message)
         .exit()
 }

@@ -168,7 +168,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {
-        bad_value(e);
+        bad_value("serve", e);
     }
     // Sockets a service manager bound for us, taken before any thread starts (it edits the
     // environment); otherwise the --bind addresses.
