@@ -177,21 +177,58 @@ fn lookup(units: &[(&str, u128)], unit: &str) -> Option<u128> {
         .map(|&(_, s)| s)
 }
 
-/// A non-negative decimal kept exactly: `digits × 10^exp`.
+/// A non-negative decimal: `digits × 10^exp`, exact unless `dropped` (a nonzero digit past
+/// the significant digits kept was left off).
 #[derive(Debug, Clone, Copy)]
 struct Decimal {
     digits: u128,
     exp: i32,
+    dropped: bool,
 }
 
 impl Decimal {
+    /// The same number with no trailing zeros in `digits`, so that `1.000…0` and `1000…0e-30`
+    /// are as small as `1`.
+    fn normal(self) -> Decimal {
+        let mut n = self;
+        while n.digits != 0 && n.digits.is_multiple_of(10) {
+            n.digits /= 10;
+            n.exp += 1;
+        }
+        n
+    }
+
     /// `self × scale`, rounded down, or `None` when it is above `max`.
     fn scaled(self, scale: u128, max: u128) -> Option<u128> {
-        let product = self.digits.checked_mul(scale)?;
-        let value = if self.exp >= 0 {
-            product.checked_mul(10u128.checked_pow(self.exp.unsigned_abs())?)?
+        let mut n = self.normal();
+        let mut scale = scale;
+        // Cancel what `scale` and `digits` share with `10^-exp` first (exact: a whole size
+        // stays whole), so that fewer digits need to be let go below.
+        while n.exp < 0 {
+            if scale.is_multiple_of(10) {
+                scale /= 10;
+            } else if scale.is_multiple_of(2) && n.digits.is_multiple_of(5) {
+                scale /= 2;
+                n.digits /= 5;
+            } else if scale.is_multiple_of(5) && n.digits.is_multiple_of(2) {
+                scale /= 5;
+                n.digits /= 2;
+            } else {
+                break;
+            }
+            n.exp += 1;
+        }
+        // Digits far below one unit of the result cannot all be multiplied in u128; past that,
+        // the least significant ones are let go (rounding down, as the result does anyway).
+        while n.exp < -38 || (n.exp < 0 && n.digits.checked_mul(scale).is_none()) {
+            n.digits /= 10;
+            n.exp += 1;
+        }
+        let product = n.digits.checked_mul(scale)?;
+        let value = if n.exp >= 0 {
+            product.checked_mul(10u128.checked_pow(n.exp.unsigned_abs())?)?
         } else {
-            match 10u128.checked_pow(self.exp.unsigned_abs()) {
+            match 10u128.checked_pow(n.exp.unsigned_abs()) {
                 Some(div) => product / div,
                 None => 0,
             }
@@ -199,26 +236,45 @@ impl Decimal {
         (value <= max).then_some(value)
     }
 
-    /// Whether `self × scale` is a whole number.
+    /// Whether `self × scale` is a whole number: `10^-exp` divides `digits × scale`, counted
+    /// in factors of 2 and 5 so that no product can overflow.
     fn exact(self, scale: u128) -> bool {
-        if self.exp >= 0 || self.digits == 0 {
+        let n = self.normal();
+        if n.digits == 0 {
+            return !n.dropped;
+        }
+        if n.dropped {
+            return false;
+        }
+        if n.exp >= 0 {
             return true;
         }
-        match (
-            self.digits.checked_mul(scale),
-            10u128.checked_pow(self.exp.unsigned_abs()),
-        ) {
-            (Some(product), Some(div)) => product % div == 0,
-            _ => false,
-        }
+        let need = n.exp.unsigned_abs();
+        let twos = n.digits.trailing_zeros() + scale.trailing_zeros();
+        let fives = factors_of_5(n.digits) + factors_of_5(scale);
+        twos >= need && fives >= need
     }
+}
+
+/// How many times 5 divides `n` (`n` > 0).
+fn factors_of_5(mut n: u128) -> u32 {
+    let mut count = 0;
+    while n != 0 && n.is_multiple_of(5) {
+        n /= 5;
+        count += 1;
+    }
+    count
 }
 
 /// Splits `text` into its number and its unit (trimmed; possibly empty).
 fn split(text: &str) -> Result<(Decimal, &str), &'static str> {
     let text = text.trim();
-    if text.starts_with('-') {
-        return Err("it is negative");
+    if let Some(rest) = text.strip_prefix('-') {
+        // `-1`, `-.5s`: negative; `--port` (a flag where a value was due) is no number at all.
+        return Err(match rest.as_bytes().first() {
+            Some(b'0'..=b'9' | b'.') => "it is negative",
+            _ => "it does not start with a number",
+        });
     }
     let lower = text.to_ascii_lowercase();
     if ["nan", "inf", "+inf", "infinity", "+nan"]
@@ -228,7 +284,11 @@ fn split(text: &str) -> Result<(Decimal, &str), &'static str> {
         return Err("it must be a finite number");
     }
     let bytes = text.as_bytes();
-    let mut number = Decimal { digits: 0, exp: 0 };
+    let mut number = Decimal {
+        digits: 0,
+        exp: 0,
+        dropped: false,
+    };
     let mut i = 0;
     let mut seen = false;
     let mut fraction = false;
@@ -237,12 +297,16 @@ fn split(text: &str) -> Result<(Decimal, &str), &'static str> {
             b'.' if !fraction => fraction = true,
             b @ b'0'..=b'9' => {
                 seen = true;
-                // Past 30 significant digits only the magnitude matters.
-                if number.digits < 10u128.pow(30) {
+                // 37 significant digits are kept, enough for every whole size (1023.99…GiB
+                // needs 34); past them only the magnitude matters, and whether one was not 0.
+                if number.digits < 10u128.pow(36) {
                     number.digits = number.digits * 10 + u128::from(b - b'0');
                     number.exp -= i32::from(fraction);
                 } else if !fraction {
                     number.exp += 1;
+                    number.dropped |= b != b'0';
+                } else {
+                    number.dropped |= b != b'0';
                 }
             }
             _ => break,
@@ -303,6 +367,27 @@ mod tests {
     }
 
     #[test]
+    fn many_digits_do_not_overflow_into_the_limit() {
+        let hour = Ok(Duration::from_secs(3600));
+        assert_eq!(d("1.00000000000000000000000000000000h"), hour);
+        assert_eq!(d("1000000000000000000000000000000e-30h"), hour);
+        assert_eq!(
+            d("0.999999999999999999999999999999999999999h"),
+            d("3599.999999999s")
+        );
+        assert_eq!(d("1.0000000000000000000000000000000000000001h"), hour);
+        assert_eq!(d("1000000000000000000000000000000000001e-39h"), d("3.6s"));
+        assert_eq!(s("1.00000000000000000000000000000000000GiB"), Ok(1 << 30));
+        // Whole bytes with 34 significant digits: 2^40 - 1 bytes.
+        assert_eq!(
+            s("1023.999999999068677425384521484375GiB"),
+            Ok(MAX_SIZE - 1)
+        );
+        let tail = s("1.0000000000000000000000000000000000000001KB").unwrap_err();
+        assert!(tail.contains("whole number of bytes"), "{tail}");
+    }
+
+    #[test]
     fn durations_out_of_bounds_or_malformed_are_refused() {
         for (text, why) in [
             ("1e19", "longer than the limit of 8760h (365 days)"),
@@ -314,6 +399,8 @@ mod tests {
             ),
             ("-1", "negative"),
             ("-0.5s", "negative"),
+            ("-.5s", "negative"),
+            ("--port", "start with a number"),
             ("NaN", "finite"),
             ("inf", "finite"),
             ("", "start with a number"),

@@ -123,6 +123,21 @@ fn absurd_or_malformed_values_exit_2() {
         (&["serve", "--idle-timeout", "1e19"][..], "limit of 8760h"),
         (&["serve", "--idle-timeout", "NaN"], "finite"),
         (&["serve", "--idle-timeout=-1"], "negative"),
+        (&["serve", "--idle-timeout", "-1"], "it is negative"),
+        (&["serve", "--max-line", "-1KiB"], "it is negative"),
+        (&["talk", "--reply-timeout", "-5s"], "it is negative"),
+        (
+            &["bench", "--start-at", "-5", "127.0.0.1:1"],
+            "it is negative",
+        ),
+        (
+            &["bench", "--start-at", "+-5", "127.0.0.1:1"],
+            "it is negative",
+        ),
+        (
+            &["serve", "--idle-timeout", "--port"],
+            "\"--port\" is not a duration",
+        ),
         (
             &["serve", "--shutdown-timeout", "10 parsecs"],
             "unknown unit",

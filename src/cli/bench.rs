@@ -61,23 +61,23 @@ struct RunArgs {
     #[arg(short = 'n', long, value_name = "TOTAL", value_parser = clap::value_parser!(u64).range(1..))]
     messages: Option<u64>,
     /// Echo: bytes per message, line ending included (64, 1KiB).
-    #[arg(short = 's', long, value_name = "SIZE", default_value = "64", value_parser = parse_size)]
+    #[arg(allow_hyphen_values = true, short = 's', long, value_name = "SIZE", default_value = "64", value_parser = parse_size)]
     size: usize,
     /// Messages in flight per connection at most.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pipeline: u32,
     /// Total messages per second over all connections (open loop: latency counts from each
     /// message's intended send time) [default: as fast as replies come].
-    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    #[arg(allow_hyphen_values = true, long, value_name = "R", value_parser = parse_rate)]
     rate: Option<f64>,
     /// Unmeasured load before measuring (1s, 500ms).
     #[arg(long, value_name = "TIME", default_value = "0", value_parser = super::parse_seconds)]
     warmup: Duration,
     /// How long a reply may take before it counts as a `timeout` error.
-    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = super::parse_positive_seconds)]
+    #[arg(allow_hyphen_values = true, long, value_name = "TIME", default_value = "5s", value_parser = super::parse_positive_seconds)]
     timeout: Duration,
     /// How long a connect may take (per address) before it counts as `connect_timeout`.
-    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = super::parse_positive_seconds)]
+    #[arg(allow_hyphen_values = true, long, value_name = "TIME", default_value = "5s", value_parser = super::parse_positive_seconds)]
     connect_timeout: Duration,
     /// Echo: how each message ends, none, lf or crlf.
     #[arg(long, value_name = "EOL", default_value = "lf")]
@@ -101,7 +101,7 @@ struct RunArgs {
     #[arg(long, value_name = "BYTES", conflicts_with = "reply_size")]
     until: Option<String>,
     /// The reply is exactly this many bytes (32, 1KiB); not checked.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(allow_hyphen_values = true, long, value_name = "SIZE", value_parser = parse_size)]
     reply_size: Option<usize>,
     /// Sent once on each connection right after it connects (AUTH, SELECT, HELLO); its reply
     /// is read up to \n (or --first-until), not checked, timed or counted.
@@ -112,11 +112,11 @@ struct RunArgs {
     first_until: Option<String>,
     /// Open at most R connections per second, evenly spaced; the load starts once the last
     /// one is open.
-    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    #[arg(allow_hyphen_values = true, long, value_name = "R", value_parser = parse_rate)]
     connect_rate: Option<f64>,
     /// Connect first, then start the warm-up at TIME: UNIX seconds, or +SECS from now (so
     /// that several generators measure the same window).
-    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    #[arg(allow_hyphen_values = true, long, value_name = "TIME", value_parser = parse_start_at)]
     start_at: Option<SystemTime>,
     /// Also read the server's own counts from its Prometheus metrics (tcpool serve --admin)
     /// before and after the run: `http://127.0.0.1:9900/metrics`, or HOST:PORT.
@@ -391,6 +391,9 @@ fn parse_start_at(s: &str) -> Result<SystemTime, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is neither UNIX seconds nor +SECS"))?;
+    if secs.is_sign_negative() {
+        return Err(format!("{s:?} is not a time: it is negative"));
+    }
     let at = Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a time"))?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -51,21 +51,21 @@ pub(crate) struct ServeArgs {
     overflow: OverflowArg,
     /// Close a session when no byte moved either way for this long (`90s`, `5m`; bare =
     /// seconds); 0 = never.
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_seconds)]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "0", value_parser = parse_seconds)]
     idle_timeout: Duration,
     /// Longest partial line held for a line-based peer (chat, manual) (`64KiB`; bare = bytes).
-    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size_u32)]
+    #[arg(allow_hyphen_values = true, long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size_u32)]
     max_line: u32,
     /// Most bytes queued for one client; a reader that falls further behind is disconnected
     /// (`1MiB`; bare = bytes). At least 2 × (--max-line + 64).
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size_u32)]
+    #[arg(allow_hyphen_values = true, long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size_u32)]
     outbox_limit: u32,
     /// In chat, how long a client may stay more than half --outbox-limit behind before it is
     /// disconnected; meanwhile the senders it lags behind are not read (`3s`; bare = seconds).
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_positive_seconds)]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "3s", value_parser = parse_positive_seconds)]
     outbox_grace: Duration,
     /// How long a graceful shutdown may take (`5s`, `500ms`; bare = seconds).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     shutdown_timeout: Duration,
     /// Serve the admin HTTP endpoint (metrics, health, sessions) on this address, such as
     /// `127.0.0.1:9900`. It has no authentication: keep it on loopback [default: off].
@@ -98,7 +98,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_enum, value_name = "VERSION")]
     proxy_protocol: Option<ProxyArg>,
     /// How long a connection may take to send its PROXY header (`5s`; bare = seconds).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     proxy_timeout: Duration,
     /// How log lines are written: env_logger's text, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

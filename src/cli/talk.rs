@@ -35,10 +35,10 @@ pub(crate) struct TalkArgs {
     no_wait: bool,
     /// How long to wait for a reply before going on with a warning (`5s`, `500ms`; bare =
     /// seconds).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     reply_timeout: Duration,
     /// How long each address may take to accept the connection.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     connect_timeout: Duration,
 }
 
