@@ -130,6 +130,15 @@ fn long_client_messages_are_cut_on_the_console_with_a_count() {
 }
 
 #[test]
+fn a_short_message_ending_inside_a_character_is_shown_whole() {
+    let server = Binary::serve(&["--mode", "manual"]);
+    let mut c = connect(server.addr);
+    c.write_all(b"\xff\xfe\x1b[2J\xe4\xbd\n").unwrap();
+    let line = server.wait_stdout("the line", |l| l.starts_with("client#1>> "));
+    assert_eq!(line, r"client#1>> \xff\xfe\x1b[2J\xe4\xbd");
+}
+
+#[test]
 fn a_console_fed_without_newlines_stays_bounded() {
     let mut server = Binary::serve(&[]);
     let before = server.rss_kib();

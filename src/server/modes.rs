@@ -328,8 +328,13 @@ impl Handler for Manual {
     fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
         ctx.registry().set_last_speaker(ctx.id());
         let text = message.text;
-        // A long message is cut, never inside a character, and says how much was left out.
-        let shown = char_boundary_at_or_before(text, MAX_SHOWN);
+        // A long message is cut, never inside a character, and says how much was left out; a
+        // short one is shown whole, an incomplete character at its end as `\xNN` escapes.
+        let shown = if text.len() > MAX_SHOWN {
+            char_boundary_at_or_before(text, MAX_SHOWN)
+        } else {
+            text.len()
+        };
         let line = if shown < text.len() {
             format!(
                 "client#{}>> {} [... {} more bytes not shown]",
