@@ -46,7 +46,7 @@ const COMMANDS: &str = "* commands: /nick NAME (choose a name), /who (who is her
 /// The chat relay. One per server; it knows which nicknames are taken.
 #[derive(Debug, Default)]
 pub struct Chat {
-    /// Each taken nickname's key ([`nick_key`]) and who holds it.
+    /// Each taken nickname's keys ([`nick_keys`]) and who holds it.
     nicks: Mutex<HashMap<String, SessionId>>,
 }
 
@@ -127,25 +127,47 @@ pub fn check_nick(name: &str) -> Result<String, NickError> {
     Ok(name)
 }
 
-/// What makes two nicknames the same: the TR39 skeleton of the case-folded name.
-pub fn nick_key(name: &str) -> String {
-    let folded: String = name.nfkc().flat_map(char::to_lowercase).collect();
-    unicode_security::skeleton(&folded)
-        .flat_map(char::to_lowercase)
-        .collect()
+/// What makes two nicknames the same: they share a key. A name has two, the TR39 skeleton
+/// taken after case folding and before it, since neither order alone catches both `I`/`i` (a
+/// case) and `I`/`l` (a look-alike). Folding is full folding, so `ß` is `ss`.
+pub fn nick_keys(name: &str) -> Vec<String> {
+    fn fold(text: &str) -> String {
+        text.chars()
+            .flat_map(char::to_lowercase)
+            .flat_map(|c| match c {
+                'ß' => ['s', 's'].into_iter().take(2),
+                c => [c, c].into_iter().take(1),
+            })
+            .collect()
+    }
+    fn skeleton(text: &str) -> String {
+        unicode_security::skeleton(text).collect()
+    }
+    let name: String = name.nfkc().collect();
+    let folded_first = fold(&skeleton(&fold(&name)));
+    let skeleton_first = fold(&skeleton(&fold(&skeleton(&name))));
+    if folded_first == skeleton_first {
+        vec![folded_first]
+    } else {
+        vec![folded_first, skeleton_first]
+    }
 }
 
 impl Chat {
     /// Takes `name` for session `me`, giving up its old one.
     fn claim(&self, me: SessionId, name: &str) -> Result<(), NickError> {
-        let key = nick_key(name);
+        let keys = nick_keys(name);
         let mut nicks = self.nicks.lock();
-        match nicks.get(&key) {
-            Some(&holder) if holder != me => return Err(NickError::Taken),
-            _ => {}
+        if keys
+            .iter()
+            .any(|key| nicks.get(key).is_some_and(|&holder| holder != me))
+        {
+            return Err(NickError::Taken);
         }
         nicks.retain(|_, holder| *holder != me);
-        nicks.insert(key, me);
+        for key in keys {
+            nicks.insert(key, me);
+        }
         Ok(())
     }
 
@@ -244,16 +266,12 @@ impl Handler for Chat {
             }
             None => &text,
         };
-        let mut shown = escape(body.as_bytes());
-        if shown.len() > MAX_RELAYED {
-            let mut cut = MAX_RELAYED;
-            while !shown.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let left = shown.len() - cut;
-            shown.truncate(cut);
-            let _ = write!(shown, "... ({left} more bytes not shown)");
-        }
+        // The peer's bytes of the body: the message less the `/` of a `//` escape.
+        let raw = &message.text[message.text.len().saturating_sub(body.len())..];
+        let shown = match std::str::from_utf8(raw) {
+            Ok(_) => relayed(raw, MAX_RELAYED),
+            Err(_) => relayed(body.as_bytes(), MAX_RELAYED),
+        };
         let line = format!("<{}> {shown}", ctx.session().display_name());
         ctx.relay_line(&line, |_| true);
     }
@@ -267,17 +285,66 @@ impl Handler for Chat {
     }
 }
 
+/// `body` escaped for relaying, cut after at most `max` bytes of escaped text, never inside
+/// an escape; the note counts the body's bytes that were left out.
+fn relayed(body: &[u8], max: usize) -> String {
+    let whole = escape(body);
+    if whole.len() <= max {
+        return whole;
+    }
+    let mut shown = String::with_capacity(max + 40);
+    let text = String::from_utf8_lossy(body);
+    let mut taken = body.len();
+    for (at, c) in text.char_indices() {
+        let one = escape(c.encode_utf8(&mut [0; 4]).as_bytes());
+        if shown.len() + one.len() > max {
+            taken = at;
+            break;
+        }
+        shown.push_str(&one);
+    }
+    let _ = write!(shown, "... ({} more bytes not shown)", body.len() - taken);
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn the_cut_note_counts_the_peer_bytes_left_out() {
+        // Each \x01 shows as four characters: 16384 of them fill 64 KiB.
+        let body = vec![1u8; 60_000];
+        let shown = relayed(&body, MAX_RELAYED);
+        let kept = shown.strip_suffix("... (43616 more bytes not shown)");
+        assert_eq!(
+            kept,
+            Some(r"\x01".repeat(16_384).as_str()),
+            "{}",
+            &shown[65_000..]
+        );
+        let short = relayed("é\x01".as_bytes(), MAX_RELAYED);
+        assert_eq!(short, r"é\x01");
+        let cut = relayed("éé".as_bytes(), 3);
+        assert_eq!(cut, "é... (2 more bytes not shown)");
+    }
+
+    #[test]
     fn look_alikes_share_a_key() {
-        assert_eq!(nick_key("Ann"), nick_key("ann"));
-        assert_eq!(nick_key("ＡＮＮ"), nick_key("ann"));
-        assert_eq!(nick_key("\u{430}nn"), nick_key("ann"));
-        assert_eq!(nick_key("paypa1"), nick_key("paypal"));
-        assert_ne!(nick_key("ann"), nick_key("anna"));
+        let same = |a: &str, b: &str| {
+            let theirs = nick_keys(b);
+            nick_keys(a).iter().any(|k| theirs.contains(k))
+        };
+        assert!(same("Ann", "ann"));
+        assert!(same("ＡＮＮ", "ann"));
+        assert!(same("\u{430}nn", "ann"));
+        assert!(same("paypa1", "paypal"));
+        assert!(!same("ann", "anna"));
+        // A capital i looks like a small L, and is a small i's capital.
+        assert!(same("I", "l"));
+        assert!(same("I", "i"));
+        assert!(same("straße", "strasse"));
+        assert!(same("STRASSE", "straße"));
     }
 
     #[test]
