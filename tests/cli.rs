@@ -145,6 +145,14 @@ fn absurd_or_malformed_values_exit_2() {
         (&["serve", "--max-line", "0"], "at least 1 byte"),
         (&["serve", "--max-line", "8GiB"], "is more than"),
         (
+            &["serve", "--max-line", "3GiB"],
+            "is more than 2147483583 bytes",
+        ),
+        (
+            &["serve", "--max-line", "2147483584"],
+            "is more than 2147483583 bytes",
+        ),
+        (
             &["serve", "--outbox-limit", "1.5B"],
             "whole number of bytes",
         ),
@@ -153,6 +161,28 @@ fn absurd_or_malformed_values_exit_2() {
     ] {
         assert_usage_error(args, message);
     }
+}
+
+#[test]
+fn the_longest_max_line_has_a_valid_outbox_limit() {
+    // 2 × (2147483583 + 64) = 4294967294: a valid --outbox-limit exists for the longest line.
+    let out = tcpool(&[
+        "serve",
+        "--port",
+        "0",
+        "--max-line",
+        "2147483583",
+        "--outbox-limit",
+        "4294967294",
+        "--help",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let config = Config {
+        max_line: 2_147_483_583,
+        outbox_limit: 4_294_967_294,
+        ..Config::default()
+    };
+    assert!(config.validate().is_ok());
 }
 
 #[test]

@@ -53,8 +53,9 @@ pub(crate) struct ServeArgs {
     /// seconds); 0 = never.
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "0", value_parser = parse_seconds)]
     idle_timeout: Duration,
-    /// Longest partial line held for a line-based peer (chat, manual) (`64KiB`; bare = bytes).
-    #[arg(allow_hyphen_values = true, long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size_u32)]
+    /// Longest partial line held for a line-based peer (chat, manual) (`64KiB`; bare = bytes);
+    /// at most 2147483583 bytes, so that an --outbox-limit can hold two of them.
+    #[arg(allow_hyphen_values = true, long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_max_line)]
     max_line: u32,
     /// Most bytes queued for one client; a reader that falls further behind is disconnected
     /// (`1MiB`; bare = bytes). At least 2 × (--max-line + 64).
@@ -131,6 +132,22 @@ enum OverflowArg {
     Wait,
     /// Answer `busy` and close.
     Reject,
+}
+
+/// Parses `--max-line`: a size that leaves room for a valid `--outbox-limit`, which must be
+/// at least [`server::min_outbox_limit`] of it and at most `u32::MAX`.
+fn parse_max_line(s: &str) -> Result<u32, String> {
+    let n = parse_size_u32(s)?;
+    // min_outbox_limit is 2 × (max_line + overhead).
+    let most = u32::MAX as usize / 2 - server::min_outbox_limit(0) / 2;
+    if n as usize > most {
+        return Err(format!(
+            "{s:?} is more than {most} bytes, the longest line an --outbox-limit \
+             (at most {}) can hold twice",
+            u32::MAX
+        ));
+    }
+    Ok(n)
 }
 
 /// Runs the server until a shutdown; exit code 0 after any requested shutdown.
