@@ -8,6 +8,7 @@ mod support;
 mod access;
 mod activation;
 mod admin;
+mod admin_hostile;
 
 mod bench;
 mod bench_accounting;

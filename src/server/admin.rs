@@ -3,11 +3,13 @@
 //! A sibling of the [`console`](super::console): it answers over the same library calls
 //! ([`Registry::list`], [`Registry::stats`], [`Registry::kick`], [`Shutdown::trigger`],
 //! [`Faults::add`], [`Faults::clear`], [`Faults::list`]) and
-//! reimplements none of them; `GET /metrics` is [`Exposition::encode`]. HTTP itself is
-//! `tiny_http`'s: it reads each connection's request head on a thread of its own pool and
-//! hands complete heads to the admin thread, which answers each request on a thread of its
-//! own, so a client that never finishes its head or body, or never reads the answer, holds
-//! one of those threads, never the admin thread, another client or a worker.
+//! reimplements none of them; `GET /metrics` is [`Exposition::encode`]. HTTP is [`http`]'s:
+//! one bounded request per connection, read within a deadline, answered, then the close.
+//! The admin thread only accepts; each connection is read and answered on a thread of its
+//! own, at most [`MAX_CONNECTIONS`] at once (one more is answered 503 and closed at once),
+//! so a client that never finishes its request or never reads the answer holds one of those
+//! threads until the deadline, never the admin thread, a worker or the data port's
+//! descriptors.
 //!
 //! | route | answer |
 //! | --- | --- |
@@ -24,15 +26,19 @@
 //! An unknown path is 404, a wrong method 405 (with `Allow`), a body over [`BODY_LIMIT`] 413;
 //! every error has a one-line text body. There is no authentication: bind it to loopback.
 
+mod http;
+
 use std::fmt;
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, StatusCode};
+
+pub use http::{DEADLINE, HEAD_LIMIT};
 
 use super::faults::{FaultId, FaultSpec, Faults};
 use super::metrics::{self, Exposition};
@@ -42,6 +48,10 @@ use super::shutdown::Shutdown;
 
 /// The largest request body read; a longer one is answered 413 unread.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The most admin connections served at once (each a thread and a descriptor); one more is
+/// answered 503 and closed without a thread.
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// What the routes act on: the same handles the console holds.
 #[derive(Debug, Clone)]
@@ -79,7 +89,6 @@ struct Control {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Admin {
-    http: Arc<tiny_http::Server>,
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -110,18 +119,17 @@ impl Admin {
             faults: server.faults(),
         };
         let addr = listener.local_addr()?;
-        let http = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
-        let http = Arc::new(http);
+        // Non-blocking, so the admin thread sees `stop` within one poll interval.
+        listener.set_nonblocking(true)?;
         let stopping = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (http, stopping) = (Arc::clone(&http), Arc::clone(&stopping));
+            let stopping = Arc::clone(&stopping);
             thread::Builder::new()
                 .name("tcpool-admin".into())
-                .spawn(move || serve(&http, &stopping, &control))?
+                .spawn(move || serve(&listener, &stopping, &control))?
         };
         log::info!("admin endpoint on http://{addr} (no authentication)");
         Ok(Admin {
-            http,
             addr,
             stopping,
             thread: Some(thread),
@@ -133,15 +141,15 @@ impl Admin {
         self.addr
     }
 
-    /// Stops taking requests and waits for the admin thread (requests already taken are
-    /// still answered on their own threads).
+    /// Stops taking connections and waits for the admin thread (connections already taken
+    /// are still answered on their own threads, each within its [`DEADLINE`]s; none is
+    /// waited for).
     pub fn stop(mut self) {
         self.halt();
     }
 
     fn halt(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.http.unblock();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -154,26 +162,65 @@ impl Drop for Admin {
     }
 }
 
-fn serve(http: &tiny_http::Server, stopping: &AtomicBool, control: &Control) {
-    loop {
-        match http.recv() {
-            // Reading a body and writing an answer block on the client, which may never send
-            // the one or read the other: each request gets a thread of its own, as each
-            // connection already has one in the HTTP layer, so no client holds up another.
-            Ok(request) => {
-                let control = control.clone();
-                let spawned = thread::Builder::new()
-                    .name("tcpool-admin-request".into())
-                    .spawn(move || answer(request, &control));
-                if let Err(e) = spawned {
-                    log::warn!("admin request dropped: error={e}");
-                }
+/// How often the admin thread looks for a new connection or `stop` when idle.
+const POLL: Duration = Duration::from_millis(20);
+
+fn serve(listener: &TcpListener, stopping: &AtomicBool, control: &Control) {
+    let active = Arc::new(AtomicUsize::new(0));
+    while !stopping.load(Ordering::SeqCst) {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(POLL);
+                continue;
             }
-            Err(_) if stopping.load(Ordering::SeqCst) => break,
-            Err(e) => log::debug!("admin accept failed: error={e}"),
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                log::debug!("admin accept failed: error={e}");
+                thread::sleep(POLL);
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            busy(stream);
+            continue;
+        }
+        let slot = Slot(Arc::clone(&active));
+        let control = control.clone();
+        let spawned = thread::Builder::new()
+            .name("tcpool-admin-request".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _slot = slot;
+                connection(stream, &control);
+            });
+        if let Err(e) = spawned {
+            log::warn!("admin connection dropped: error={e}");
         }
     }
     log::debug!("admin stopped");
+}
+
+/// One of the [`MAX_CONNECTIONS`] places, given back when its thread ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A connection over the cap: a 503 if the socket takes it at once, then the close.
+fn busy(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let line = "too many admin connections\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{line}",
+        line.len()
+    );
+    let _ = (&stream).write_all(answer.as_bytes());
+    log::debug!("admin connection refused: {MAX_CONNECTIONS} already served");
 }
 
 /// What a route answers: a status and a text or JSON body.
@@ -216,19 +263,29 @@ impl Reply {
     }
 }
 
-fn answer(mut request: Request, control: &Control) {
-    let method = request.method().clone();
-    let url = request.url().to_owned();
-    let path = url.split(['?', '#']).next().unwrap_or("");
-    let reply = match read_body(&mut request) {
-        Ok(body) => route(&method, path, &body, control),
-        Err(reply) => reply,
+/// Reads one request, answers it and closes, each step within its deadline.
+fn connection(mut stream: TcpStream, control: &Control) {
+    if stream.set_nonblocking(false).is_err() {
+        return;
+    }
+    let (method, reply) = match http::read_request(&mut stream, BODY_LIMIT) {
+        Ok(request) => {
+            let path = request.target.split(['?', '#']).next().unwrap_or("");
+            let reply = route(&request.method, path, &request.body, control);
+            log::debug!(
+                "admin request: method={} path={} status={}",
+                super::protocol::escape(request.method.as_bytes()),
+                super::protocol::escape(path.as_bytes()),
+                reply.status
+            );
+            (request.method, reply)
+        }
+        Err(http::Refusal::Answer(status, line)) => {
+            log::debug!("admin request refused: status={status}");
+            (String::new(), Reply::text(status, line))
+        }
+        Err(http::Refusal::Silent) => return,
     };
-    log::debug!(
-        "admin request: method={method} path={} status={}",
-        super::protocol::escape(path.as_bytes()),
-        reply.status
-    );
     let (bytes, kind) = match reply.body {
         Body::Text(s) => (s.into_bytes(), "text/plain; charset=utf-8"),
         Body::Json(v) => {
@@ -238,46 +295,20 @@ fn answer(mut request: Request, control: &Control) {
         }
         Body::Metrics(s) => (s.into_bytes(), metrics::CONTENT_TYPE),
     };
-    let mut response = Response::from_data(bytes)
-        .with_status_code(StatusCode(reply.status))
-        .with_header(header("Content-Type", kind));
+    let mut headers = vec![("Content-Type", kind)];
     if let Some(allow) = reply.allow {
-        response = response.with_header(header("Allow", allow));
+        headers.push(("Allow", allow));
     }
-    if let Err(e) = request.respond(response) {
+    let with_body = method != "HEAD";
+    if let Err(e) = http::respond(&mut stream, reply.status, &headers, &bytes, with_body) {
         log::debug!("admin reply failed: error={e}");
     }
 }
 
-fn header(name: &str, value: &str) -> Header {
-    // Both are fixed ASCII strings of this file.
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid ASCII header")
-}
-
-/// Reads the body up to [`BODY_LIMIT`]; a longer one (by its length or its bytes) is 413.
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
-    let too_big = || {
-        Reply::text(
-            413,
-            format!("body too large: the limit is {BODY_LIMIT} bytes"),
-        )
-    };
-    if request.body_length().is_some_and(|n| n > BODY_LIMIT) {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    let limit = BODY_LIMIT as u64 + 1;
-    match request.as_reader().take(limit).read_to_end(&mut body) {
-        Ok(n) if n > BODY_LIMIT => Err(too_big()),
-        Ok(_) => Ok(body),
-        Err(e) => Err(Reply::text(400, format!("cannot read the body: {e}"))),
-    }
-}
-
-fn route(method: &Method, path: &str, body: &[u8], control: &Control) -> Reply {
+fn route(method: &str, path: &str, body: &[u8], control: &Control) -> Reply {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let get = *method == Method::Get || *method == Method::Head;
-    let post = *method == Method::Post;
+    let get = method == "GET" || method == "HEAD";
+    let post = method == "POST";
     match segments.as_slice() {
         ["metrics"] if get => Reply {
             status: 200,
@@ -300,7 +331,7 @@ fn route(method: &Method, path: &str, body: &[u8], control: &Control) -> Reply {
         }
         ["faults"] if get => Reply::json(200, faults(&control.faults)),
         ["faults"] if post => add_fault(&control.faults, body),
-        ["faults", id] if *method == Method::Delete => clear_fault(&control.faults, id),
+        ["faults", id] if method == "DELETE" => clear_fault(&control.faults, id),
         ["faults"] => Reply::wrong_method("GET, POST"),
         ["faults", _] => Reply::wrong_method("DELETE"),
         ["metrics" | "healthz" | "sessions" | "stats"] => Reply::wrong_method("GET"),
