@@ -47,6 +47,9 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
     let Some((_, first)) = reports.first() else {
         return Err("nothing to merge".into());
     };
+    for (source, r) in reports {
+        check(r).map_err(|e| format!("{source} is not a report this build wrote: {e}"))?;
+    }
     let start = reports
         .iter()
         .map(|(_, r)| r.window.start)
@@ -64,6 +67,11 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
         .map(|(_, r)| r.window.end)
         .fold(f64::INFINITY, f64::min);
     let union = end - start;
+    if union > MAX_SPAN_S as f64 {
+        return Err(format!(
+            "the windows span {union:.0} s, more than the {MAX_SPAN_S} s one merge covers"
+        ));
+    }
     let overlap = if union > 0.0 {
         ((common_end - common_start) / union).clamp(0.0, 1.0)
     } else {
@@ -94,14 +102,15 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
                 .histogram
                 .add(&s.histogram)
                 .map_err(|e| format!("{source}: cannot add second {}: {e:?}", s.second))?;
-            entry.errors += s.errors;
+            entry.errors = add(entry.errors, s.errors, source)?;
         }
         if !targets.contains(&r.target.as_str()) {
             targets.push(&r.target);
         }
         rates = rates.zip(r.rate).map(|(a, b)| a + b);
         for (kind, n) in &r.errors_by_kind {
-            *merged.errors_by_kind.entry(*kind).or_default() += n;
+            let total = merged.errors_by_kind.entry(*kind).or_default();
+            *total = add(*total, *n, source)?;
         }
         for (kind, e) in &r.first_errors {
             merged
@@ -109,13 +118,19 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
                 .entry(*kind)
                 .or_insert_with(|| e.clone());
         }
-        merged.connections += r.connections;
-        merged.threads += r.threads;
-        merged.sent += r.sent;
-        merged.messages += r.messages;
-        merged.bytes += r.bytes;
-        merged.in_flight_at_end += r.in_flight_at_end;
-        merged.late_replies += r.late_replies;
+        merged.connections = merged
+            .connections
+            .checked_add(r.connections)
+            .ok_or_else(|| overflow(source))?;
+        merged.threads = merged
+            .threads
+            .checked_add(r.threads)
+            .ok_or_else(|| overflow(source))?;
+        merged.sent = add(merged.sent, r.sent, source)?;
+        merged.messages = add(merged.messages, r.messages, source)?;
+        merged.bytes = add(merged.bytes, r.bytes, source)?;
+        merged.in_flight_at_end = add(merged.in_flight_at_end, r.in_flight_at_end, source)?;
+        merged.late_replies = add(merged.late_replies, r.late_replies, source)?;
         merged.interrupted |= r.interrupted;
         merged.connect_s = merged.connect_s.max(r.connect_s);
         merged.generators.push(Generator {
@@ -162,6 +177,41 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
         report: merged.assemble(latency, connect),
         overlap,
     })
+}
+
+/// The longest span of windows one merge covers, in seconds (a timeline entry each): more
+/// than a month of runs.
+const MAX_SPAN_S: u64 = 3_000_000;
+
+/// What a report read from a file must hold before it is merged: a window in UNIX time, a
+/// timeline within it, error counts that add up.
+fn check(r: &Report) -> Result<(), String> {
+    let Window { start, end } = r.window;
+    // Before 2100 in UNIX seconds.
+    let in_range = |t: f64| t.is_finite() && (0.0..4.2e9).contains(&t);
+    if !in_range(start) || !in_range(end) || end < start {
+        return Err(format!("its window {start:?}..{end:?} is not in UNIX time"));
+    }
+    let length = (end - start).ceil() as u64;
+    if let Some(s) = r.timeline.iter().find(|s| s.second > length) {
+        return Err(format!(
+            "its timeline has second {} in a window of {length} s",
+            s.second
+        ));
+    }
+    r.errors_by_kind
+        .values()
+        .try_fold(0u64, |a, &b| a.checked_add(b))
+        .ok_or("its error counts overflow when added")?;
+    Ok(())
+}
+
+fn overflow(source: &str) -> String {
+    format!("{source}: the counts overflow when added")
+}
+
+fn add(a: u64, b: u64, source: &str) -> Result<u64, String> {
+    a.checked_add(b).ok_or_else(|| overflow(source))
 }
 
 #[cfg(test)]
@@ -268,5 +318,41 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(mixed.report.request, MIXED);
+    }
+
+    #[test]
+    fn hostile_reports_are_refused_not_trusted() {
+        let window = |start, end| {
+            let mut r = run(&[10], (0.0, 10.0), 0);
+            r.window = Window { start, end };
+            r
+        };
+        for (r, why) in [
+            (window(-1e308, 1e308), "not in UNIX time"),
+            (window(f64::NAN, 10.0), "not in UNIX time"),
+            (window(10.0, 5.0), "not in UNIX time"),
+        ] {
+            let error = merge(&[("a".into(), r)]).unwrap_err();
+            assert!(error.contains(why), "{error}");
+        }
+        let mut far = run(&[10], (0.0, 10.0), 0);
+        far.timeline[0].second = 1_000_000_000_000;
+        let error = merge(&[("a".into(), far)]).unwrap_err();
+        assert!(error.contains("timeline has second"), "{error}");
+        let error = merge(&[
+            ("a".into(), run(&[10], (0.0, 10.0), 0)),
+            ("b".into(), run(&[10], (4e9, 4e9 + 1.0), 0)),
+        ])
+        .unwrap_err();
+        assert!(error.contains("windows span"), "{error}");
+        let mut huge = run(&[10], (0.0, 10.0), 0);
+        huge.messages = u64::MAX;
+        let error = merge(&[("a".into(), huge.clone()), ("b".into(), huge)]).unwrap_err();
+        assert!(error.contains("b: the counts overflow"), "{error}");
+        let mut errors = run(&[10], (0.0, 10.0), 0);
+        errors.errors_by_kind.insert(ErrorKind::Timeout, u64::MAX);
+        errors.errors_by_kind.insert(ErrorKind::ConnectRefused, 1);
+        let error = merge(&[("a".into(), errors)]).unwrap_err();
+        assert!(error.contains("error counts overflow"), "{error}");
     }
 }
