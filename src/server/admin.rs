@@ -16,7 +16,7 @@
 //! | `GET /metrics` | the Prometheus text exposition |
 //! | `GET /healthz` | 200 `ok` while serving, 503 once shutdown began |
 //! | `GET /sessions` | the `/list` data as a JSON list |
-//! | `POST /sessions/ID/kick` | ends session ID with `quit`; 404 for an unknown id |
+//! | `POST /sessions/ID/kick` | ends session ID with `quit`; 409 if it is already closing, 404 for an unknown id |
 //! | `GET /stats` | the `/stats` data as a JSON object |
 //! | `POST /shutdown` | starts a graceful shutdown (202) |
 //! | `GET /faults` | the faults as a JSON list: id, spec, kind, p, sessions touched, active |
@@ -42,7 +42,7 @@ pub use http::{DEADLINE, HEAD_LIMIT};
 
 use super::faults::{FaultId, FaultSpec, Faults};
 use super::metrics::{self, Exposition};
-use super::registry::Registry;
+use super::registry::{Kick, Registry};
 use super::session::SessionId;
 use super::shutdown::Shutdown;
 
@@ -351,10 +351,10 @@ fn kick(registry: &Registry, id: &str) -> Reply {
     let Ok(id) = id.parse::<SessionId>() else {
         return unknown();
     };
-    if registry.kick(id) {
-        Reply::json(200, json!({ "kicked": id.0 }))
-    } else {
-        unknown()
+    match registry.try_kick(id) {
+        Kick::Kicked => Reply::json(200, json!({ "kicked": id.0 })),
+        Kick::AlreadyClosing => Reply::text(409, format!("session #{id} is already closing")),
+        Kick::Unknown => unknown(),
     }
 }
 

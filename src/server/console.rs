@@ -16,7 +16,7 @@ use super::faults::Faults;
 use super::modes::Mode;
 use super::output::Printer;
 use super::protocol::escape;
-use super::registry::Registry;
+use super::registry::{Kick, Registry};
 use super::shutdown::Shutdown;
 
 pub use super::command::{Command, Target, parse};
@@ -93,12 +93,10 @@ impl Console {
             Command::List => self.printer.print(&self.list()),
             Command::Stats => self.printer.print(&self.stats()),
             Command::Kick(id) => {
-                let done = if self.registry.kick(id) {
-                    format!("kicked #{id}")
-                } else if self.registry.get(id).is_some() {
-                    format!("session #{id} is already closing")
-                } else {
-                    format!("no session #{id}")
+                let done = match self.registry.try_kick(id) {
+                    Kick::Kicked => format!("kicked #{id}"),
+                    Kick::AlreadyClosing => format!("session #{id} is already closing"),
+                    Kick::Unknown => format!("no session #{id}"),
                 };
                 self.printer.print(&done);
             }

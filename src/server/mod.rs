@@ -80,7 +80,7 @@ pub use outbox::MESSAGE_OVERHEAD;
 pub use output::Printer;
 pub use protocol::{LineEnding, Message};
 pub use proxy::ProxyProtocol;
-pub use registry::{Fanout, Registry, Stats};
+pub use registry::{Fanout, Kick, Registry, Stats};
 pub use session::{SessionHandle, SessionId, Traffic};
 pub use shutdown::Shutdown;
 pub use summary::Summary;

@@ -35,6 +35,17 @@ pub enum Fanout {
     Parallel,
 }
 
+/// What [`Registry::try_kick`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// The session was asked to end.
+    Kicked,
+    /// The session is connected but already ending (it is still listed, `closing: true`).
+    AlreadyClosing,
+    /// No session has this id (never had, or it is gone).
+    Unknown,
+}
+
 /// A cheap-to-clone handle to the server's session registry.
 #[derive(Clone)]
 pub struct Registry {
@@ -288,10 +299,19 @@ impl Registry {
     }
 
     /// Asks session `id` to end with `quit`; `false` if there is no such session or it was
-    /// already ending.
+    /// already ending ([`Registry::try_kick`] tells the two apart).
     pub fn kick(&self, id: SessionId) -> bool {
-        self.get(id)
-            .is_some_and(|h| h.request_close(CloseReason::Kicked))
+        self.try_kick(id) == Kick::Kicked
+    }
+
+    /// Asks session `id` to end with `quit`, and says what happened: what the console's
+    /// `/kick` and the admin endpoint's `POST /sessions/ID/kick` both answer from.
+    pub fn try_kick(&self, id: SessionId) -> Kick {
+        match self.get(id) {
+            None => Kick::Unknown,
+            Some(h) if h.request_close(CloseReason::Kicked) => Kick::Kicked,
+            Some(_) => Kick::AlreadyClosing,
+        }
     }
 
     /// Counts a connection answered `busy`.
@@ -332,6 +352,18 @@ mod tests {
 
     fn peer(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_closing_session_is_already_closing_not_unknown() {
+        let registry = Registry::new(1024);
+        let id = registry.register(peer(1)).id();
+        assert_eq!(registry.try_kick(id), Kick::Kicked);
+        assert!(registry.list().iter().any(|s| s.id == id && s.closing));
+        assert_eq!(registry.try_kick(id), Kick::AlreadyClosing);
+        assert!(!registry.kick(id));
+        registry.unregister(id);
+        assert_eq!(registry.try_kick(id), Kick::Unknown);
     }
 
     #[test]
