@@ -68,29 +68,72 @@ impl fmt::Display for MetricsUrl {
 }
 
 impl MetricsUrl {
-    /// Fetches and parses the metrics (HTTP/1.0 GET, every step bounded by `timeout`).
+    /// Fetches and parses the metrics (HTTP/1.0 GET): the connect, and then the whole
+    /// request and answer, each bounded by `timeout`.
     ///
     /// # Errors
     ///
-    /// When the server cannot be reached, does not answer 200, or answers too much.
+    /// When the server cannot be reached, does not answer 200 within `timeout`, answers more
+    /// than 16 MiB, or answers something without tcpool's metrics in it.
     pub fn scrape(&self, timeout: Duration) -> io::Result<Samples> {
         let (mut stream, _) = self.target.connect(timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
+        let deadline = Instant::now() + timeout;
+        let late = || {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{self} did not answer within {timeout:?}"),
+            )
+        };
+        let timed_out = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => late(),
+            _ => e,
+        };
         stream.set_write_timeout(Some(timeout))?;
         write!(
             stream,
             "GET {} HTTP/1.0\r\nHost: {}\r\nAccept: text/plain\r\n\r\n",
             self.path, self.target
-        )?;
+        )
+        .map_err(timed_out)?;
         let mut answer = Vec::new();
-        stream.take(MAX_ANSWER).read_to_end(&mut answer)?;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(late());
+            }
+            stream.set_read_timeout(Some(left))?;
+            let n = match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(timed_out(e)),
+            };
+            if (answer.len() + n) as u64 > MAX_ANSWER {
+                return Err(io::Error::other(format!(
+                    "{self} answered more than {MAX_ANSWER} bytes"
+                )));
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
         let text = String::from_utf8_lossy(&answer);
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let status = head.lines().next().unwrap_or("");
         if status.split_whitespace().nth(1) != Some("200") {
             return Err(io::Error::other(format!("{self} answered {status:?}")));
         }
-        Ok(Samples::parse(body))
+        let samples = Samples::parse(body);
+        // Every tcpool server exposes some `tcpool_` family (`tcpool_build_info` at least).
+        if !samples
+            .series
+            .iter()
+            .any(|(name, _, _)| name.starts_with("tcpool_"))
+        {
+            return Err(io::Error::other(format!(
+                "{self} answered, but not with tcpool's metrics (no tcpool_ series in it)"
+            )));
+        }
+        Ok(samples)
     }
 
     /// Scrapes after a run until the server has counted `connections` more sessions closed
@@ -461,6 +504,69 @@ mod tests {
         assert_eq!(r.count, 100);
         assert!((r.p50_us - 10.0).abs() < 1e-6, "{r:?}");
         assert!((r.p90_us - 18.0).abs() < 1e-6, "{r:?}");
+    }
+
+    /// A loopback HTTP server that reads the request and then runs `answer` on the stream.
+    fn http_server(answer: impl FnOnce(std::net::TcpStream) + Send + 'static) -> MetricsUrl {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            stream
+                .set_write_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            answer(stream);
+        });
+        url.parse().unwrap()
+    }
+
+    #[test]
+    fn a_scrape_wants_tcpool_metrics_in_bounded_size_and_time() {
+        let timeout = Duration::from_millis(500);
+        let not_ours = http_server(|mut s| {
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello\n");
+        });
+        let error = not_ours.scrape(timeout).unwrap_err().to_string();
+        assert!(error.contains("not with tcpool's metrics"), "{error}");
+
+        let ours = http_server(|mut s| {
+            let _ = s.write_all(
+                b"HTTP/1.0 200 OK\r\n\r\n# TYPE tcpool_sessions_closed_total counter\n\
+                  tcpool_sessions_closed_total 3\n",
+            );
+        });
+        assert_eq!(ours.scrape(timeout).unwrap().sum(CLOSED, &[]), 3.0);
+
+        // Held open, never answering: the scrape gives up at its timeout and says so.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let stalled = http_server(move |_s| {
+            let _ = held.recv_timeout(Duration::from_secs(10));
+        });
+        let started = Instant::now();
+        let error = stalled.scrape(timeout).unwrap_err().to_string();
+        assert!(error.contains("did not answer within 500ms"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(release);
+
+        // An endless answer, in small pieces: refused at the cap or at the timeout.
+        let endless = http_server(|mut s| {
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n");
+            let line = [b'#'; 4096];
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) && s.write_all(&line).is_ok() {}
+        });
+        let started = Instant::now();
+        let error = endless.scrape(timeout).unwrap_err().to_string();
+        assert!(
+            error.contains("answered more than") || error.contains("did not answer within"),
+            "{error}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
