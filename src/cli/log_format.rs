@@ -97,10 +97,22 @@ fn split_fields(text: &str) -> (String, Vec<(String, String)>) {
     let mut msg = Vec::new();
     let mut fields: Vec<(String, String)> = Vec::new();
     let mut parenthesised = false;
-    for token in text.split(' ') {
+    let mut tokens = text.split(' ');
+    while let Some(token) = tokens.next() {
         let bare = token.strip_prefix('(');
         let candidate = bare.unwrap_or(token);
         if let Some((key, value)) = key_of(candidate) {
+            if key == "data" && bare.is_none() {
+                // A peer's bytes, always the last field: taken whole, so nothing in them
+                // (a `key=value`, a repeated key) becomes a field of its own.
+                let mut data = value.to_owned();
+                for rest in tokens.by_ref() {
+                    data.push(' ');
+                    data.push_str(rest);
+                }
+                fields.push((key.to_owned(), data));
+                return (finish(&msg), fields);
+            }
             if fields.is_empty() && bare.is_some() {
                 parenthesised = true;
             }
@@ -118,9 +130,13 @@ fn split_fields(text: &str) -> (String, Vec<(String, String)>) {
     {
         *value = v.to_owned();
     }
+    (finish(&msg), fields)
+}
+
+/// The message: its words before the first field, without a trailing colon.
+fn finish(msg: &[&str]) -> String {
     let msg = msg.join(" ");
-    let msg = msg.trim_end().trim_end_matches(':').trim_end().to_owned();
-    (msg, fields)
+    msg.trim_end().trim_end_matches(':').trim_end().to_owned()
 }
 
 #[cfg(test)]
@@ -133,6 +149,18 @@ mod tests {
             Ok(Value::Object(map)) => map,
             other => panic!("{line}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn peer_data_stays_one_whole_field() {
+        let m = parsed(r#"session 3 read: bytes=40 data=he said "hi" \ key=value a=1 b"#);
+        assert_eq!(m["data"], r#"he said "hi" \ key=value a=1 b"#);
+        assert!(!m.contains_key("key") && !m.contains_key("a"), "{m:?}");
+        let m = parsed("session 3 read: bytes=28 data=x session=999 level=error msg=pwned");
+        assert_eq!(m["data"], "x session=999 level=error msg=pwned");
+        assert_eq!(m["session"], 3);
+        assert_eq!(m["level"], "warn");
+        assert_eq!(m["msg"], "session 3 read");
     }
 
     #[test]
@@ -167,7 +195,10 @@ mod tests {
             "console off: end of input (the server keeps running)"
         );
         let m = parsed("session 3 read: bytes=4 data=\"\\x1b[31m\" msg=x ts=y");
-        assert_eq!(m["data"], "\"\\x1b[31m\"");
+        assert_eq!(
+            m["data"], "\"\\x1b[31m\" msg=x ts=y",
+            "peer data is taken whole"
+        );
         assert_eq!(
             m["ts"], "2026-12-01T21:02:55.123Z",
             "a detail never hides a field"
