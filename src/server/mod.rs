@@ -15,7 +15,7 @@
 //! | [`listen`] | binding the `--bind` addresses; waking an acceptor at shutdown |
 //! | [`access`] | `--allow` / `--deny`: who may connect |
 //! | [`acceptor`] | the blocking accept loop: limits, registration, hand-off or `busy` |
-//! | `worker` | one worker's event loop: reading, replying, flushing, closing |
+//! | `worker` | one worker's event loop: reading, replying, flushing, closing (its own table maps the files) |
 //! | [`registry`] | the shared map of sessions and the server-wide counts |
 //! | [`session`] | a session's shared handle (counters, outbox) and the worker's own state |
 //! | [`proxy`] | the PROXY protocol header: parsing it, reading it without blocking |

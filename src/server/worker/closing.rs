@@ -1,0 +1,257 @@
+//! Ending sessions as the wire contract says: flush, `quit`, shut the write side, drain,
+//! close; one at a time or all at once at shutdown, each within its deadline.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::server::session::{Chunk, CloseReason, Phase, Speech};
+
+use super::{DRAIN, LOG, READ_BUDGET, Worker, chunk_len, idle_scan_interval, quit_line};
+
+impl Worker {
+    /// Starts ending session `t`: what is queued is flushed, then `quit` (when the server is
+    /// the one ending it), then the write side is shut and input drained. A session dropped
+    /// for overflow gets only `quit`: what was queued for it is freed at once.
+    pub(super) fn begin_close(&mut self, t: usize, reason: CloseReason) {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
+        if session.phase != Phase::Open {
+            return;
+        }
+        // Faults end with the session: what they hold goes out now, before any goodbye.
+        if let Some(pacing) = session.fault.take() {
+            pacing.release_all(&mut session.pending);
+        }
+        if reason == CloseReason::Error {
+            return self.remove(t);
+        }
+        let handle = Arc::clone(&session.handle);
+        let mut entries = std::mem::take(&mut self.entries);
+        handle.outbox().take(&mut entries, Some(reason));
+        let mut queued = entries.len() as u64;
+        if reason == CloseReason::Overflow {
+            for entry in entries.drain(..) {
+                handle.outbox().release(entry.cost());
+            }
+            session.discard_pending(true);
+            queued = 0;
+        }
+        session.enqueue(entries.drain(..));
+        self.entries = entries;
+        session.held_by.clear();
+        session.deferred = Default::default();
+        if reason.says_quit() {
+            let ending = match handle.speech() {
+                Speech::Silent => self.shared.handler.silent_ending(),
+                Speech::Spoken(ending) => ending,
+            };
+            session.pending.push_back(Chunk::Static(quit_line(ending)));
+        }
+        handle.counters().messages_out.fetch_add(
+            queued + u64::from(reason.says_quit()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let linger = self.shared.config.shutdown_timeout;
+        let deadline = self
+            .stopping
+            .unwrap_or_else(|| crate::time::later(Instant::now(), linger));
+        session.phase = Phase::Flushing { reason, deadline };
+        self.closing.push(t);
+        // The handler hears of the end once, as it begins (chat's `left` goes out now,
+        // not after a slow reader's flush deadline); its replies are not sent.
+        self.call_handler(t, |handler, ctx| handler.on_close(ctx));
+        self.on_writable(t);
+    }
+
+    pub(super) fn shut_write(&mut self, t: usize, reason: CloseReason) {
+        let session = &mut self.sessions[t];
+        let _ = session.stream.shutdown(std::net::Shutdown::Write);
+        let until = Instant::now() + DRAIN;
+        session.phase = Phase::Draining { reason, until };
+        self.drain_input(t);
+    }
+
+    /// Reads and discards input from a closing session; at end of input a draining session
+    /// is closed.
+    pub(super) fn drain_input(&mut self, t: usize) {
+        for _ in 0..READ_BUDGET {
+            let Some(session) = self.sessions.get_mut(t) else {
+                return;
+            };
+            match session.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    if matches!(session.phase, Phase::Draining { .. }) {
+                        self.remove(t);
+                    }
+                    // Flushing: the peer half-closed; keep writing until done.
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.remove(t),
+            }
+        }
+    }
+
+    pub(super) fn fail(&mut self, t: usize, error: &io::Error) {
+        if let Some(session) = self.sessions.get(t) {
+            log::debug!(
+                target: LOG,
+                "session {} failed: peer={} error={error}",
+                session.handle.id(),
+                session.handle.peer()
+            );
+        }
+        self.remove(t);
+    }
+
+    pub(super) fn begin_shutdown(&mut self) {
+        let started = self
+            .shared
+            .shutdown
+            .triggered_at()
+            .unwrap_or_else(Instant::now);
+        // Leave the server a little of its deadline to join threads and print the summary.
+        let timeout = self.shared.config.shutdown_timeout;
+        let deadline = crate::time::later(started, timeout.mul_f64(0.9));
+        self.stopping = Some(deadline);
+        // Connections still owing their PROXY header never became sessions: let them go.
+        for (t, id, _) in std::mem::take(&mut self.headers) {
+            if self.sessions.get(t).is_some_and(|s| s.handle.id() == id) {
+                self.discard(t);
+            }
+        }
+        let open: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Open)
+            .map(|(t, _)| t)
+            .collect();
+        log::debug!(target: LOG, "worker {} closing {} session(s)", self.index, open.len());
+        for t in open {
+            self.begin_close(t, CloseReason::Shutdown);
+        }
+    }
+
+    pub(super) fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        if self.headers.front().is_some_and(|&(_, _, at)| now >= at) {
+            self.check_headers(now);
+        }
+        if !self.pressed.is_empty() {
+            self.check_pressed(now);
+        }
+        if !self.closing.is_empty() {
+            let stopping = self.stopping;
+            let mut closing = std::mem::take(&mut self.closing);
+            closing.retain(|&t| {
+                let Some(session) = self.sessions.get(t) else {
+                    return false;
+                };
+                let due = match session.phase {
+                    Phase::Open => return false,
+                    Phase::Flushing { deadline, .. } => deadline.min(stopping.unwrap_or(deadline)),
+                    Phase::Draining { until, .. } => until.min(stopping.unwrap_or(until)),
+                };
+                if now < due {
+                    return true;
+                }
+                if let Phase::Flushing { reason, .. } = session.phase {
+                    log::debug!(
+                        target: LOG,
+                        "session {} closed before its goodbye was out: peer={} reason={reason} pending_bytes={}",
+                        session.handle.id(),
+                        session.handle.peer(),
+                        session.pending.iter().map(chunk_len).sum::<usize>()
+                    );
+                }
+                self.remove(t);
+                false
+            });
+            // `remove` may not push; anything begun meanwhile was appended to `self.closing`.
+            closing.append(&mut self.closing);
+            closing.sort_unstable();
+            closing.dedup();
+            self.closing = closing;
+        }
+        if let (Some(at), Some(timeout)) = (self.next_idle_scan, self.shared.config.idle_timeout)
+            && now >= at
+        {
+            self.next_idle_scan = Some(now + idle_scan_interval(timeout));
+            let quiet: Vec<usize> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| {
+                    s.phase == Phase::Open
+                        && s.header_deadline.is_none()
+                        && now - s.last_active >= timeout
+                })
+                .map(|(t, _)| t)
+                .collect();
+            for t in quiet {
+                // A slow reader may have made room without the socket reporting it (Linux
+                // signals writable only once a third of the send buffer is free): try to
+                // write before calling the session idle.
+                if !self.sessions[t].pending.is_empty() {
+                    self.on_writable(t);
+                }
+                let Some(session) = self.sessions.get(t) else {
+                    continue;
+                };
+                if session.phase != Phase::Open || now - session.last_active < timeout {
+                    continue;
+                }
+                let handle = &self.sessions[t].handle;
+                log::warn!(
+                    target: LOG,
+                    "session {} dropped: peer={} reason=idle-timeout idle_for={:?}",
+                    handle.id(),
+                    handle.peer(),
+                    timeout
+                );
+                self.begin_close(t, CloseReason::Idle);
+            }
+        }
+    }
+
+    /// Closes session `t` now and forgets it.
+    pub(super) fn remove(&mut self, t: usize) {
+        if let Some(session) = self.sessions.get_mut(t)
+            && session.phase == Phase::Open
+        {
+            // Ended without a goodbye (a failed connection): the handler still hears of it.
+            session.phase = Phase::Flushing {
+                reason: CloseReason::Error,
+                deadline: Instant::now(),
+            };
+            self.call_handler(t, |handler, ctx| handler.on_close(ctx));
+        }
+        let Some(mut session) = self.sessions.try_remove(t) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut session.stream);
+        session.discard_pending(false);
+        self.release_outbox(&session);
+        let reason = match session.phase {
+            Phase::Open => CloseReason::Error,
+            Phase::Flushing { reason, .. } | Phase::Draining { reason, .. } => reason,
+        };
+        let handle = &session.handle;
+        let traffic = handle.traffic();
+        let metrics = self.shared.metrics.worker(self.index);
+        metrics.closed(reason, handle.connected_for());
+        log::debug!(
+            target: LOG,
+            "session {} closed: peer={} reason={reason} duration={:?} bytes_in={} bytes_out={}",
+            handle.id(),
+            handle.peer(),
+            handle.connected_for(),
+            traffic.bytes_in,
+            traffic.bytes_out
+        );
+        self.shared.registry.unregister(handle.id());
+    }
+}

@@ -1,0 +1,129 @@
+//! The faults a worker's sessions drew, carried out: paced replies, resets, early closes,
+//! the timers that drive them, and faults cleared while the server runs.
+
+use std::time::{Duration, Instant};
+
+use crate::server::faults::End;
+use crate::server::session::{CloseReason, Phase};
+
+use super::{LOG, Worker};
+
+impl Worker {
+    /// Moves what session `t`'s faults let out into its pending writes and writes it; acts
+    /// on a `reset` or `close` that is due; queues the session's next deadline.
+    pub(super) fn fault_step(&mut self, t: usize) {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
+        if session.phase != Phase::Open {
+            return;
+        }
+        let Some(pacing) = session.fault.as_deref_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        match pacing.advance(now, &mut session.pending) {
+            Some(End::Reset) => return self.reset(t),
+            Some(End::Close) => {
+                log::debug!(
+                    target: LOG,
+                    "session {} closed by fault: peer={} faults={}",
+                    session.handle.id(),
+                    session.handle.peer(),
+                    pacing.describe()
+                );
+                // A plain close: what the faults still hold is never sent.
+                session.fault = None;
+                return self.begin_close(t, CloseReason::Fault);
+            }
+            None => {}
+        }
+        if let Some(at) = pacing.deadline()
+            && pacing.arm(at)
+        {
+            self.timers.push(at, t, session.handle.id());
+        }
+        if !session.pending.is_empty()
+            && let Err(e) = session.flush()
+        {
+            self.fail(t, &e);
+        }
+    }
+
+    /// Ends session `t` with a reset (RST): what was let out is written if the socket
+    /// takes it, then `SO_LINGER` 0 and close.
+    fn reset(&mut self, t: usize) {
+        let session = &mut self.sessions[t];
+        let _ = session.flush();
+        if let Some(pacing) = session.fault.take() {
+            log::debug!(
+                target: LOG,
+                "session {} reset by fault: peer={} faults={}",
+                session.handle.id(),
+                session.handle.peer(),
+                pacing.describe()
+            );
+        }
+        if let Err(e) = socket2::SockRef::from(&session.stream).set_linger(Some(Duration::ZERO)) {
+            log::debug!(
+                target: LOG,
+                "session {} cannot set SO_LINGER: error={e}",
+                session.handle.id()
+            );
+        }
+        session.phase = Phase::Flushing {
+            reason: CloseReason::Fault,
+            deadline: Instant::now(),
+        };
+        self.call_handler(t, |handler, ctx| handler.on_close(ctx));
+        self.remove(t);
+    }
+
+    /// Handles the faulted sessions' deadlines that are due, and the clearing of faults.
+    pub(super) fn fire_timers(&mut self) {
+        let generation = self.shared.faults.generation();
+        if generation != self.fault_generation {
+            self.fault_generation = generation;
+            self.forget_cleared();
+        }
+        let now = Instant::now();
+        while let Some((t, id, at)) = self.timers.pop_due(now) {
+            let Some(session) = self.sessions.get_mut(t) else {
+                continue;
+            };
+            if session.handle.id() != id
+                || !session.fault.as_deref_mut().is_some_and(|p| p.fired(at))
+            {
+                continue;
+            }
+            self.fault_step(t);
+            self.read_on(t);
+        }
+    }
+
+    /// A fault was cleared: sessions that had it go on without it (and with no fault left,
+    /// send what is held at once).
+    fn forget_cleared(&mut self) {
+        let faulted: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.fault.is_some())
+            .map(|(t, _)| t)
+            .collect();
+        for t in faulted {
+            let session = &mut self.sessions[t];
+            if session
+                .fault
+                .as_deref_mut()
+                .is_some_and(|p| !p.forget_cleared())
+                && let Some(pacing) = session.fault.take()
+            {
+                pacing.release_all(&mut session.pending);
+                self.on_writable(t);
+            } else {
+                self.fault_step(t);
+            }
+            self.read_on(t);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! A connection's PROXY header (`--proxy-protocol`): read before it becomes a session.
+
+use std::time::Instant;
+
+use crate::server::acceptor::note_denied;
+use crate::server::metrics::Rejection;
+use crate::server::protocol::escape;
+use crate::server::proxy::{self, Step};
+
+use super::{LOG, Worker};
+
+impl Worker {
+    /// Reads connection `t`'s PROXY header if it has arrived. Then the header's client is
+    /// the session's peer, `--allow` / `--deny` judge it, the session opens, and what
+    /// followed the header is read as its first input.
+    pub(super) fn read_header(&mut self, t: usize) {
+        let (Some(expected), Some(session)) = (self.shared.config.proxy, self.sessions.get_mut(t))
+        else {
+            return;
+        };
+        let why = match proxy::read_header(&mut session.stream, expected, &mut self.buf) {
+            Ok(Step::Pending) => return,
+            Ok(Step::Refused(why)) => why,
+            Err(e) => e.to_string(),
+            Ok(Step::Done(client)) => {
+                if let Some(client) = client {
+                    session.handle.set_origin(client);
+                }
+                session.header_deadline = None;
+                let peer = session.handle.peer();
+                self.headers.retain(|&(h, _, _)| h != t);
+                if !self.shared.config.access.permits(peer.ip()) {
+                    note_denied(&self.shared, peer);
+                    return self.discard(t);
+                }
+                self.open(t);
+                // The bytes after the header may be in the socket already: no event will
+                // announce them.
+                return self.read_open(t);
+            }
+        };
+        let handle = &self.sessions[t].handle;
+        log::warn!(
+            target: LOG,
+            "connection dropped: peer={} reason=proxy-header error={}",
+            handle.peer(),
+            escape(why.as_bytes())
+        );
+        self.shared.metrics.rejected(Rejection::ProxyHeader);
+        self.discard(t);
+    }
+
+    /// Drops the connections whose PROXY header is overdue.
+    pub(super) fn check_headers(&mut self, now: Instant) {
+        while let Some(&(t, id, at)) = self.headers.front() {
+            if at > now {
+                break;
+            }
+            self.headers.pop_front();
+            let Some(session) = self.sessions.get(t) else {
+                continue;
+            };
+            if session.handle.id() != id || session.header_deadline.is_none() {
+                continue;
+            }
+            log::warn!(
+                target: LOG,
+                "connection dropped: peer={} reason=proxy-header error=no header within {:?}",
+                session.handle.peer(),
+                self.shared.config.proxy_timeout
+            );
+            self.shared.metrics.rejected(Rejection::ProxyHeader);
+            self.discard(t);
+        }
+    }
+
+    /// Closes connection `t`, which never became a session (its PROXY header was missing,
+    /// bad or named a denied client): at once, without a goodbye, not counted as served.
+    pub(super) fn discard(&mut self, t: usize) {
+        let Some(mut session) = self.sessions.try_remove(t) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut session.stream);
+        self.headers.retain(|&(h, _, _)| h != t);
+        self.release_outbox(&session);
+        self.shared.registry.withdraw(session.handle.id());
+    }
+}
