@@ -89,6 +89,10 @@ use acceptor::{Acceptor, Closer};
 use descriptors::spare_fds;
 use worker::Worker;
 
+/// The target of the server's own log lines, also those written in `descriptors`, so that
+/// `RUST_LOG` filters and the JSON `target` field name the server.
+const LOG: &str = module_path!();
+
 /// The listen socket's kernel backlog: how many finished handshakes the kernel queues before
 /// `accept()` (std's fixed value is 128).
 pub const LISTEN_BACKLOG: i32 = 1024;
