@@ -1,0 +1,234 @@
+//! [`Faults`]: the live set of faults the workers, the console and the admin endpoint share,
+//! and each new session's draw from it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::server::outbox::Mailbox;
+use crate::server::session::SessionId;
+
+use super::{FaultSpec, Pacing, Rng, random_seed};
+
+/// A fault's number in the live set: shown by `/fault`, taken by `/fault clear ID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FaultId(pub u64);
+
+impl fmt::Display for FaultId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for FaultId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim_start_matches('#').parse().map(FaultId)
+    }
+}
+
+/// One fault of the live set, as [`Faults::list`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultInfo {
+    /// Its number.
+    pub id: FaultId,
+    /// What it does.
+    pub spec: FaultSpec,
+    /// How many sessions it touched so far.
+    pub sessions: u64,
+    /// Whether new sessions may still get it (`false` once cleared).
+    pub active: bool,
+}
+
+/// One fault in the live set, shared with the sessions that drew it.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub(crate) id: FaultId,
+    pub(crate) spec: FaultSpec,
+    pub(super) touched: AtomicU64,
+    pub(super) cleared: AtomicBool,
+}
+
+impl Active {
+    pub(crate) fn is_cleared(&self) -> bool {
+        self.cleared.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Set {
+    next_id: u64,
+    /// Every fault ever added, in order; cleared ones stay for their counts.
+    all: Vec<Arc<Active>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    seed: u64,
+    set: RwLock<Set>,
+    /// Bumped by every clear, so each worker looks at its faulted sessions once.
+    generation: AtomicU64,
+    /// The workers' doorbells, rung after a clear.
+    mailboxes: Mutex<Vec<Arc<Mailbox>>>,
+}
+
+/// The live set of faults of one server: shared by its workers (which draw from it for each
+/// new session), the console and the admin endpoint. A cheap-clone handle.
+///
+/// Adding a fault affects the sessions that connect from then on. Clearing one ends it for
+/// new sessions and for the sessions that have it: what it holds is sent at once.
+///
+/// # Examples
+///
+/// ```
+/// use tcpool::server::faults::{FaultId, Faults};
+///
+/// let faults = Faults::new(7, &[]);
+/// let id = faults.add("latency,delay=20ms".parse()?);
+/// assert_eq!(id, FaultId(1));
+/// assert_eq!(faults.list().len(), 1);
+/// assert_eq!(faults.clear(Some(id)), 1);
+/// assert!(faults.list().iter().all(|f| !f.active));
+/// # Ok::<(), tcpool::server::faults::FaultError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Faults {
+    inner: Arc<Inner>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults::new(random_seed(), &[])
+    }
+}
+
+impl Faults {
+    /// A live set holding `specs` (numbered from 1), drawing with `seed`.
+    pub fn new(seed: u64, specs: &[FaultSpec]) -> Self {
+        let faults = Faults {
+            inner: Arc::new(Inner {
+                seed,
+                set: RwLock::new(Set::default()),
+                generation: AtomicU64::new(0),
+                mailboxes: Mutex::new(Vec::new()),
+            }),
+        };
+        for &spec in specs {
+            faults.add(spec);
+        }
+        faults
+    }
+
+    /// The seed of the per-session draws.
+    pub fn seed(&self) -> u64 {
+        self.inner.seed
+    }
+
+    /// Adds a fault for the sessions that connect from now on; returns its number.
+    pub fn add(&self, spec: FaultSpec) -> FaultId {
+        let mut set = self.inner.set.write();
+        set.next_id += 1;
+        let id = FaultId(set.next_id);
+        set.all.push(Arc::new(Active {
+            id,
+            spec,
+            touched: AtomicU64::new(0),
+            cleared: AtomicBool::new(false),
+        }));
+        id
+    }
+
+    /// Ends fault `id`, or every fault with `None`, for new sessions and for the sessions
+    /// that have it. Returns how many active faults were cleared (0: no such active fault).
+    pub fn clear(&self, id: Option<FaultId>) -> usize {
+        let cleared = {
+            let set = self.inner.set.read();
+            set.all
+                .iter()
+                .filter(|f| id.is_none_or(|id| f.id == id))
+                .filter(|f| !f.cleared.swap(true, Ordering::Relaxed))
+                .count()
+        };
+        if cleared > 0 {
+            self.inner.generation.fetch_add(1, Ordering::Relaxed);
+            for mailbox in self.inner.mailboxes.lock().iter() {
+                mailbox.wake();
+            }
+        }
+        cleared
+    }
+
+    /// Every fault added so far, cleared ones included, in the order they were added.
+    pub fn list(&self) -> Vec<FaultInfo> {
+        let set = self.inner.set.read();
+        set.all
+            .iter()
+            .map(|f| FaultInfo {
+                id: f.id,
+                spec: f.spec,
+                sessions: f.touched.load(Ordering::Relaxed),
+                active: !f.is_cleared(),
+            })
+            .collect()
+    }
+
+    /// How many sessions each fault touched, on one line (`#1 latency,delay=20ms: 12
+    /// sessions, #2 reset,after=3 (cleared): 4 sessions`); empty when no fault was ever set.
+    pub fn touched(&self) -> String {
+        let parts: Vec<String> = self
+            .list()
+            .iter()
+            .map(|f| {
+                let cleared = if f.active { "" } else { " (cleared)" };
+                format!("#{} {}{cleared}: {} sessions", f.id, f.spec, f.sessions)
+            })
+            .collect();
+        parts.join(", ")
+    }
+
+    /// The faults that new sessions may still get.
+    pub fn active(&self) -> Vec<FaultInfo> {
+        self.list().into_iter().filter(|f| f.active).collect()
+    }
+
+    /// Worker side: rings `mailbox` whenever a fault is cleared.
+    pub(crate) fn watch(&self, mailbox: Arc<Mailbox>) {
+        self.inner.mailboxes.lock().push(mailbox);
+    }
+
+    /// Worker side: changes with every clear.
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Relaxed)
+    }
+
+    /// Draws the faults of a new session: one draw per active fault, in the order they were
+    /// added, from the session's own generator, which then goes on to the jitter draws.
+    /// `None` (and nothing held) for a session that got none.
+    pub(crate) fn draw(&self, session: SessionId, connected: Instant) -> Option<Pacing> {
+        let set = self.inner.set.read();
+        if set.all.iter().all(|f| f.is_cleared()) {
+            return None;
+        }
+        let mut rng = Rng::for_session(self.inner.seed, session.0);
+        let drawn: Vec<Arc<Active>> = set
+            .all
+            .iter()
+            .filter(|f| !f.is_cleared())
+            .filter(|f| rng.unit() < f.spec.p)
+            .cloned()
+            .collect();
+        drop(set);
+        if drawn.is_empty() {
+            return None;
+        }
+        for fault in &drawn {
+            fault.touched.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Pacing::new(session, drawn, rng, connected))
+    }
+}
