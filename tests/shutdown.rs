@@ -157,6 +157,50 @@ fn shutdown_deadline_bounds_a_stuck_client() {
     );
 }
 
+/// A client with a small receive buffer that floods and never reads: its replies cannot all
+/// go out, so its goodbye is still queued at the shutdown deadline.
+fn small_stuck_reader(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let mut c: TcpStream = socket.into();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![b'z'; 64 * 1024];
+    for _ in 0..256 {
+        if c.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    c
+}
+
+#[test]
+fn sessions_forced_closed_at_the_deadline_are_one_warning_with_a_count() {
+    let mut server = Binary::serve(&["--shutdown-timeout", "1"]);
+    let _stuck = [
+        small_stuck_reader(server.addr),
+        small_stuck_reader(server.addr),
+    ];
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(Duration::from_secs(10)), Some(0));
+    let lines = server.stderr_lines();
+    let warned: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("goodbye was out"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{lines:?}");
+    let count = warned[0]
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(" session(s) closed before their goodbye was out"))
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(matches!(count, Some(1..=2)), "{warned:?}");
+}
+
 #[test]
 fn second_sigint_exits_at_once_with_130() {
     let mut server = Binary::serve(&["--shutdown-timeout", "60"]);

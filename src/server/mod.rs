@@ -63,6 +63,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     pub(crate) max_conns: usize,
     /// The live set of faults each new session draws from.
     pub(crate) faults: Faults,
+    /// Sessions closed at the shutdown deadline before their goodbye was out.
+    pub(crate) forced_closes: Arc<AtomicUsize>,
 }
 
 /// A server ready to run: a listener, a config, a handler and the handles others use to
@@ -305,6 +308,7 @@ impl Server {
         let workers = metrics.worker_count();
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
+        let forced_closes = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             registry: registry.clone(),
             handler,
@@ -313,6 +317,7 @@ impl Server {
             metrics,
             max_conns,
             faults: faults.clone(),
+            forced_closes: Arc::clone(&forced_closes),
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
@@ -389,6 +394,7 @@ impl Server {
             acceptor_threads,
             acceptor_stopped,
             closer_thread,
+            forced_closes,
         })
     }
 }
@@ -406,6 +412,8 @@ pub struct Running {
     /// Disconnects when every acceptor thread has returned (nobody ever sends on it).
     acceptor_stopped: channel::Receiver<()>,
     closer_thread: thread::JoinHandle<()>,
+    /// [`Shared::forced_closes`].
+    forced_closes: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Running {
@@ -450,6 +458,7 @@ impl Running {
             acceptor_threads,
             acceptor_stopped,
             closer_thread,
+            forced_closes,
             ..
         } = self;
         shutdown.wait();
@@ -471,6 +480,13 @@ impl Running {
         if acceptor_done {
             // Its sender went with the acceptor: the closer drains what it has and returns.
             let _ = closer_thread.join();
+        }
+        let forced_closes = forced_closes.load(Ordering::Relaxed);
+        if forced_closes > 0 {
+            log::warn!(
+                "shutdown deadline passed: {forced_closes} session(s) closed before their goodbye \
+                 was out"
+            );
         }
         let stats = registry.stats();
         log::info!("stopped after {:?}", started.elapsed());

@@ -160,6 +160,12 @@ impl Worker {
                     return true;
                 }
                 if let Phase::Flushing { reason, .. } = session.phase {
+                    if stopping.is_some_and(|at| now >= at) {
+                        // Counted for the one warning the server logs once stopped.
+                        self.shared
+                            .forced_closes
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     log::debug!(
                         target: LOG,
                         "session {} closed before its goodbye was out: peer={} reason={reason} pending_bytes={}",
