@@ -89,12 +89,12 @@ impl MetricsUrl {
             _ => e,
         };
         stream.set_write_timeout(Some(timeout))?;
-        write!(
-            stream,
+        // One write for the whole head, so the server reads the request in one piece.
+        let request = format!(
             "GET {} HTTP/1.0\r\nHost: {}\r\nAccept: text/plain\r\n\r\n",
             self.path, self.target
-        )
-        .map_err(timed_out)?;
+        );
+        stream.write_all(request.as_bytes()).map_err(timed_out)?;
         let mut answer = Vec::new();
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -518,8 +518,16 @@ mod tests {
             stream
                 .set_write_timeout(Some(Duration::from_secs(5)))
                 .unwrap();
-            let mut request = [0u8; 1024];
-            let _ = stream.read(&mut request);
+            // Read the whole request head: closing a socket with unread input would reset
+            // the connection and could wipe out the answer before the client reads it.
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
             answer(stream);
         });
         url.parse().unwrap()
