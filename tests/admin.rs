@@ -463,15 +463,7 @@ fn a_body_that_never_arrives_does_not_stall_the_endpoint() {
 fn the_binary_serves_admin_and_shuts_down_through_it() {
     use crate::support::Binary;
     let mut server = Binary::serve_with(&["--admin", "127.0.0.1:0"], Stdio::null(), |_| {});
-    let line = server.wait_stderr("the admin line", |l| {
-        l.contains("admin endpoint on http://")
-    });
-    let admin: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line}"));
+    let admin = server.admin_addr();
     let mut client = connect(server.addr);
     client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     client.write_all(b"ping\n").unwrap();

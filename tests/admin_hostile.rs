@@ -212,15 +212,7 @@ fn sigterm_ends_the_process_on_time_despite_an_unfinished_admin_request() {
         Stdio::null(),
         |_| {},
     );
-    let line = server.wait_stderr("the admin line", |l| {
-        l.contains("admin endpoint on http://")
-    });
-    let admin: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line}"));
+    let admin = server.admin_addr();
     let mut holder = connect(admin);
     holder
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")

@@ -333,6 +333,18 @@ impl Binary {
         wait_line(&self.stderr, what, pred)
     }
 
+    /// Waits for the `admin endpoint on http://ADDR` log line; returns ADDR.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        let line = self.wait_stderr("the admin line", |l| {
+            l.contains("admin endpoint on http://")
+        });
+        line.split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line}"))
+    }
+
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
