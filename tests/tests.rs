@@ -21,6 +21,7 @@ mod cli;
 mod concurrency;
 mod console;
 mod faults;
+mod faults_relay;
 mod friction;
 mod hardening;
 mod limits;

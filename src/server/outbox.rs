@@ -99,6 +99,13 @@ impl Entry {
             Entry::Message(bytes) => bytes.len() + MESSAGE_OVERHEAD,
         }
     }
+
+    /// The bytes the peer is sent.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Entry::Lines(bytes) | Entry::Message(bytes) => bytes,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -276,6 +283,23 @@ impl Outbox {
         };
         wake(waiters);
         requested
+    }
+
+    /// Worker side: moves queued entries into `into` until they cost `budget` or more (so
+    /// at least one when `budget` is not 0) and returns the close request pending, if any.
+    /// What is not taken stays queued and charged; a later push posts the session again.
+    pub(crate) fn take_up_to(&self, into: &mut Vec<Entry>, budget: usize) -> Option<CloseReason> {
+        let mut state = self.state.lock();
+        state.posted = false;
+        let mut taken = 0;
+        while taken < budget {
+            let Some(entry) = state.entries.pop_front() else {
+                break;
+            };
+            taken += entry.cost();
+            into.push(entry);
+        }
+        state.close
     }
 
     /// Worker side: `n` charged bytes reached the socket or were discarded. Draining to the

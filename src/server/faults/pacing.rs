@@ -1,7 +1,7 @@
 //! What a faulted session's replies go through on their way to the socket.
 //!
-//! Each reply the worker composes for a faulted session is held here (cut first by
-//! `truncate`), and [`Pacing::advance`] moves what is due into the session's pending writes:
+//! Each reply for a faulted session — composed by its worker, or taken from its outbox — is
+//! held here (cut first by `truncate`), and [`Pacing::advance`] moves what is due into the session's pending writes:
 //! a reply once its `latency` hold is over, in pieces of `slice` bytes `delay` apart, no faster
 //! than the `bandwidth` token bucket allows. It also says when a `reset` or `close` is due and
 //! keeps the `stall` (no reading, nothing sent). [`Pacing::deadline`] is the next moment
@@ -317,6 +317,12 @@ impl Pacing {
     /// Whether the session's input may be read: not while stalled, nor while much is held.
     pub(crate) fn may_read(&self) -> bool {
         !matches!(self.stall, Stall::On { .. }) && self.held_bytes < HOLD_LIMIT
+    }
+
+    /// How many more bytes the faults take from the session's outbox before they hold
+    /// [`HOLD_LIMIT`]: what is beyond stays queued there, under the outbox's own limit.
+    pub(crate) fn room(&self) -> usize {
+        HOLD_LIMIT.saturating_sub(self.held_bytes)
     }
 
     /// Records `at` as the deadline in the timer queue; `false` if one at least as early is

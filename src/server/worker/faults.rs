@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::server::faults::End;
+use crate::server::outbox::Entry;
 use crate::server::session::{CloseReason, Phase};
 
 use super::{LOG, Worker};
@@ -18,6 +19,17 @@ impl Worker {
         if session.phase != Phase::Open {
             return;
         }
+        let Some(pacing) = session.fault.as_deref() else {
+            return;
+        };
+        if session.pending.is_empty()
+            && pacing.room() > 0
+            && session.handle.outbox().charged() > 0
+            && let Some(reason) = self.feed_faults(t)
+        {
+            return self.close_requested(t, reason);
+        }
+        let session = &mut self.sessions[t];
         let Some(pacing) = session.fault.as_deref_mut() else {
             return;
         };
@@ -48,6 +60,35 @@ impl Worker {
         {
             self.fail(t, &e);
         }
+    }
+
+    /// Moves what session `t`'s outbox holds (chat lines, manual replies, notices) into its
+    /// faults, as any reply of its own: only while the socket keeps up and the faults hold
+    /// less than their limit, so that what a flooding sender relays waits in the outbox,
+    /// under its limit and back-pressure, not here. Taken entries stop being charged to the
+    /// outbox. Returns the close request pending, if any.
+    pub(super) fn feed_faults(&mut self, t: usize) -> Option<CloseReason> {
+        let session = &mut self.sessions[t];
+        let pacing = session.fault.as_deref_mut()?;
+        let budget = if session.pending.is_empty() {
+            pacing.room()
+        } else {
+            0
+        };
+        let outbox = session.handle.outbox();
+        let mut entries = std::mem::take(&mut self.entries);
+        let close = outbox.take_up_to(&mut entries, budget);
+        let now = Instant::now();
+        let queued = entries.len() as u64;
+        for entry in entries.drain(..) {
+            // A run of lines is cut line by line even for a reader that never spoke.
+            let lines = matches!(entry, Entry::Lines(_));
+            pacing.hold(now, entry.bytes(), lines);
+            outbox.release(entry.cost());
+        }
+        self.entries = entries;
+        self.took_from_outbox(t, queued);
+        close
     }
 
     /// Ends session `t` with a reset (RST): what was let out is written if the socket

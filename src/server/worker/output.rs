@@ -119,7 +119,16 @@ impl Worker {
         };
         match session.flush() {
             Ok(true) => match session.phase {
-                Phase::Open if session.read_more => self.read_open(t),
+                Phase::Open => {
+                    let read_more = session.read_more;
+                    // The socket caught up: a faulted session takes more from its outbox.
+                    if session.fault.is_some() && session.handle.outbox().charged() > 0 {
+                        self.fault_step(t);
+                    }
+                    if read_more {
+                        self.read_open(t);
+                    }
+                }
                 Phase::Flushing { reason, .. } => self.shut_write(t, reason),
                 _ => {}
             },
@@ -141,41 +150,60 @@ impl Worker {
         self.posted = posted;
     }
 
-    /// Moves session `t`'s queued messages into its pending writes, writes what the socket
-    /// takes, and acts on a close request.
+    /// Moves session `t`'s queued messages into its pending writes (or, for a faulted
+    /// session, into its faults), writes what the socket takes, and acts on a close request.
     pub(super) fn service_outbox(&mut self, t: usize) {
         let session = &mut self.sessions[t];
         if session.phase != Phase::Open || session.header_deadline.is_some() {
             return;
+        }
+        if session.fault.is_some() {
+            return match self.feed_faults(t) {
+                Some(reason) => self.close_requested(t, reason),
+                None => self.fault_step(t),
+            };
         }
         let mut entries = std::mem::take(&mut self.entries);
         let close = session.handle.outbox().take(&mut entries, None);
         let queued = entries.len() as u64;
         session.enqueue(entries.drain(..));
         self.entries = entries;
-        session
-            .handle
-            .counters()
-            .messages_out
-            .fetch_add(queued, std::sync::atomic::Ordering::Relaxed);
-        if session.handle.outbox().pressed_since().is_some() && !self.pressed.contains(&t) {
-            self.pressed.push(t);
-        }
+        self.took_from_outbox(t, queued);
         if let Some(reason) = close {
-            if reason == CloseReason::Overflow {
-                log::warn!(
-                    target: LOG,
-                    "session {} dropped: peer={} reason=outbox-overflow queued_bytes={} limit={}",
-                    session.handle.id(),
-                    session.handle.peer(),
-                    session.handle.queued_bytes(),
-                    self.shared.config.outbox_limit
-                );
-            }
-            self.begin_close(t, reason);
+            self.close_requested(t, reason);
         } else if queued > 0 {
             self.on_writable(t);
         }
+    }
+
+    /// Counts the `queued` messages taken from session `t`'s outbox as sent, and remembers
+    /// the session for [`check_pressed`](Self::check_pressed) while its outbox is above the
+    /// soft mark.
+    pub(super) fn took_from_outbox(&mut self, t: usize, queued: u64) {
+        let handle = &self.sessions[t].handle;
+        handle
+            .counters()
+            .messages_out
+            .fetch_add(queued, std::sync::atomic::Ordering::Relaxed);
+        if handle.outbox().pressed_since().is_some() && !self.pressed.contains(&t) {
+            self.pressed.push(t);
+        }
+    }
+
+    /// Someone asked for session `t` to end (a kick, an overflow, the shutdown).
+    pub(super) fn close_requested(&mut self, t: usize, reason: CloseReason) {
+        let session = &self.sessions[t];
+        if reason == CloseReason::Overflow {
+            log::warn!(
+                target: LOG,
+                "session {} dropped: peer={} reason=outbox-overflow queued_bytes={} limit={}",
+                session.handle.id(),
+                session.handle.peer(),
+                session.handle.queued_bytes(),
+                self.shared.config.outbox_limit
+            );
+        }
+        self.begin_close(t, reason);
     }
 
     /// Drops the recipients that stayed above their outbox's soft mark for longer than the

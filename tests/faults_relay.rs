@@ -1,0 +1,193 @@
+//! Faults on what the server relays, not only on what it echoes: chat lines, the operator's
+//! manual replies and notices go through a faulted reader's faults like any reply, in order
+//! with its own replies, while a flooding sender waits under the outbox's back-pressure
+//! instead of piling bytes into the faults.
+
+use std::io::{BufRead, BufReader, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tcpool::server::FaultSpec;
+use tcpool::{Config, Mode};
+
+use crate::support::*;
+
+fn chat_server() -> TestServer {
+    TestServer::start(Config {
+        mode: Mode::Chat,
+        workers: 2,
+        seed: Some(1),
+        ..Config::default()
+    })
+}
+
+fn add(server: &TestServer, spec: &str) {
+    server.faults.add(spec.parse::<FaultSpec>().unwrap());
+}
+
+#[test]
+fn a_relayed_chat_line_waits_for_the_readers_latency() {
+    let server = chat_server();
+    let mut sender = chatter(server.addr);
+    // Only sessions that connect from now on draw the fault: the reader, not the sender.
+    add(&server, "latency,delay=400ms");
+    let mut reader = connect(server.addr);
+    // The reader's greeting is a reply like any other: it is held too.
+    let greeting = String::from_utf8(read_line(&mut reader)).unwrap();
+    assert!(greeting.starts_with("* you are #2"), "{greeting:?}");
+    // The sender has no fault: it hears of the join at once, and speaks.
+    let joined = String::from_utf8(read_line(&mut sender)).unwrap();
+    assert!(joined.contains("#2"), "{joined:?}");
+    let said = Instant::now();
+    sender.write_all(b"hello room\n").unwrap();
+    assert_eq!(read_line(&mut reader), b"<#1> hello room\n");
+    let took = said.elapsed();
+    assert!(took >= Duration::from_millis(350), "{took:?}");
+    assert_eq!(server.faults.list()[0].sessions, 1);
+}
+
+#[test]
+fn truncate_cuts_relayed_lines_too() {
+    let server = chat_server();
+    let mut sender = chatter(server.addr);
+    add(&server, "truncate,bytes=4");
+    let mut reader = connect(server.addr);
+    // The greeting `* you are #2; ...` is cut to its first four bytes, then each line is.
+    expect_bytes(&mut reader, b"* yo");
+    let _ = read_line(&mut sender); // the join notice
+    sender.write_all(b"abcdefgh\nxy\n").unwrap();
+    expect_bytes(&mut reader, b"<#1>");
+    expect_bytes(&mut reader, b"<#1>");
+    expect_silence(&mut reader, Duration::from_millis(200));
+}
+
+#[test]
+fn a_burst_to_a_paced_reader_holds_the_sender_and_arrives_whole() {
+    // 512 KiB relayed to a reader paced at 128 KiB/s: about 3.5 s, during which the sender
+    // is held by back-pressure (not dropped) and the reader keeps every line in order.
+    const LINE: usize = 512;
+    const LINES: usize = 1024;
+    let server = TestServer::start(Config {
+        mode: Mode::Chat,
+        workers: 2,
+        outbox_limit: 256 * 1024,
+        outbox_grace: Duration::from_secs(30),
+        ..Config::default()
+    });
+    let mut sender = chatter(server.addr);
+    add(&server, "bandwidth,rate=128KiB");
+    let reader = chatter(server.addr);
+    let _ = read_line(&mut sender); // the join notice
+    let line = |n: usize| {
+        let mut line = format!("{n} ").into_bytes();
+        line.resize(LINE - 1, b'.');
+        line.push(b'\n');
+        line
+    };
+    let reading = thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut got = Vec::new();
+        for n in 0..LINES {
+            got.clear();
+            reader
+                .read_until(b'\n', &mut got)
+                .expect("the reader is served");
+            let mut want = b"<#1> ".to_vec();
+            want.extend_from_slice(&line(n));
+            assert_eq!(got, want, "line {n}");
+        }
+        reader
+    });
+    let started = Instant::now();
+    let burst: Vec<u8> = (0..LINES).flat_map(line).collect();
+    sender.write_all(&burst).unwrap();
+    let _reader = reading.join().unwrap();
+    let took = started.elapsed();
+    // 64 KiB of burst, then the rest (about 516 KiB with the `<#1> ` prefixes) at 128 KiB/s.
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    assert_eq!(
+        server.registry.len(),
+        2,
+        "the sender or the reader was dropped"
+    );
+    // The sender was read again once the reader caught up: it is still served.
+    let mut reader_again = chatter(server.addr);
+    let _ = read_line(&mut sender); // #3 joined
+    sender.write_all(b"still here\n").unwrap();
+    assert_eq!(read_line(&mut reader_again), b"<#1> still here\n");
+}
+
+#[test]
+fn a_manual_reply_goes_through_the_clients_faults() {
+    let mut server = Binary::serve(&["--mode", "manual", "--fault", "latency,delay=400ms"]);
+    let mut client = connect(server.addr);
+    client.write_all(b"hi\n").unwrap();
+    server.wait_stdout("the client's line", |l| l.contains("hi"));
+    let typed = Instant::now();
+    server.type_line("@1 hello client");
+    assert_eq!(read_line(&mut client), b"hello client\n");
+    let took = typed.elapsed();
+    assert!(took >= Duration::from_millis(350), "{took:?}");
+    server.type_line("quit");
+    // The goodbye is not held: shutdown ends the faults.
+    assert_eq!(read_line(&mut client), b"quit\n");
+    assert_eq!(server.wait_timeout(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn a_stalled_reader_is_dropped_after_the_grace_and_the_sender_goes_on() {
+    // A reader stalled for good takes what the faults hold (64 KiB), then its outbox fills:
+    // the sender is held for the grace, the reader dropped, and the room goes on.
+    let server = TestServer::start(Config {
+        mode: Mode::Chat,
+        workers: 2,
+        outbox_limit: 256 * 1024,
+        outbox_grace: Duration::from_millis(500),
+        ..Config::default()
+    });
+    let mut sender = chatter(server.addr);
+    let mut listener = chatter(server.addr);
+    let _ = read_line(&mut sender); // #2 joined
+    add(&server, "stall");
+    let stalled = connect(server.addr);
+    let _ = read_line(&mut sender); // #3 joined
+    let _ = read_line(&mut listener);
+    let line = [b'z'; 1023];
+    let mut burst = Vec::new();
+    for _ in 0..1024 {
+        burst.extend_from_slice(&line);
+        burst.push(b'\n');
+    }
+    let writing = thread::spawn(move || {
+        sender.write_all(&burst).unwrap();
+        sender
+    });
+    // The listener keeps up and gets every line, whatever happens to the stalled one.
+    let mut reader = BufReader::new(listener);
+    let mut got = Vec::new();
+    let mut n = 0;
+    while n < 1024 {
+        got.clear();
+        reader
+            .read_until(b'\n', &mut got)
+            .expect("the listener is served");
+        if got.starts_with(b"* ") {
+            continue; // #3 left
+        }
+        assert_eq!(got.len(), 1024 + 5, "line {n}");
+        n += 1;
+    }
+    let mut sender = writing.join().unwrap();
+    server.wait_for("the stalled reader dropped", |r| r.len() == 2);
+    sender.write_all(b"after\n").unwrap();
+    let mut rest = Vec::new();
+    loop {
+        rest.clear();
+        reader.read_until(b'\n', &mut rest).unwrap();
+        if !rest.starts_with(b"* ") {
+            break;
+        }
+    }
+    assert_eq!(rest, b"<#1> after\n");
+    drop(stalled);
+}
