@@ -1,4 +1,4 @@
-//! The acceptor: one thread in a blocking `accept()` loop.
+//! The acceptor: one thread that waits on its listener with a mio `Poll` and accepts.
 //!
 //! For each connection it applies the limits, registers the session and hands it to the pool.
 //! Over `--max-conns`, or with `--overflow reject` while the backlog is full, the client is
@@ -17,17 +17,22 @@
 //! descriptors. `accept()` errors such as running out of them anyway are answered with a
 //! back-off that starts at a few milliseconds and doubles up to a second (logged at most once
 //! a second), never a spin. The loop ends when it sees the shutdown flag; the shutdown hook
-//! wakes it by connecting to the listener. Clients still in the kernel's queue then are
-//! accepted and told `quit`, as every session is, instead of being reset.
+//! wakes it through a `mio::Waker`, never through the listening socket itself, which another
+//! process may share (a hand-over, socket activation, `--reuse-port`). Clients still in the
+//! kernel's queue then are accepted and told `quit`, as every session is, instead of being
+//! reset — unless the shutdown is a hand-over, whose queue the new process serves.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::metrics::Rejection;
 use super::worker::{Conn, DRAIN};
@@ -50,34 +55,83 @@ const DRAIN_AT_SHUTDOWN: usize = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// The listener's readiness in the acceptor's poller.
+const LISTENER: Token = Token(0);
+/// The shutdown's wake-up.
+const WAKE: Token = Token(1);
+
 pub(crate) struct Acceptor {
-    pub(crate) listener: TcpListener,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) submitter: Submitter<Conn>,
-    pub(crate) closer: Closer,
+    listener: TcpListener,
+    poll: Poll,
+    /// Held as long as the poller: closing the waker's descriptor would take a wake-up
+    /// not yet collected out of the poller with it.
+    _waker: Arc<Waker>,
+    shared: Arc<Shared>,
+    submitter: Submitter<Conn>,
+    closer: Closer,
 }
 
 impl Acceptor {
-    pub(crate) fn run(self) {
-        let shutdown = &self.shared.shutdown;
+    /// An acceptor for `listener` (made non-blocking) and the waker that stops it: wake it
+    /// once the shutdown flag is set.
+    pub(crate) fn new(
+        listener: TcpListener,
+        shared: Arc<Shared>,
+        submitter: Submitter<Conn>,
+        closer: Closer,
+    ) -> io::Result<(Acceptor, Arc<Waker>)> {
+        listener.set_nonblocking(true)?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        poll.registry().register(
+            &mut SourceFd(&listener.as_raw_fd()),
+            LISTENER,
+            Interest::READABLE,
+        )?;
+        let acceptor = Acceptor {
+            listener,
+            poll,
+            _waker: Arc::clone(&waker),
+            shared,
+            submitter,
+            closer,
+        };
+        Ok((acceptor, waker))
+    }
+
+    pub(crate) fn run(mut self) {
+        let shutdown = self.shared.shutdown.clone();
         let mut backoff = BACKOFF_MIN;
         let mut accept_errors = Throttle::new(Duration::from_secs(1));
         let mut busy = Throttle::new(Duration::from_secs(1));
         let mut full_since = None;
+        let mut events = Events::with_capacity(4);
+        // Readiness is edge-triggered: accept until the queue is empty before waiting again.
+        let mut pending = true;
         loop {
-            let accepted = self.listener.accept();
             if shutdown.is_triggered() {
-                // Whoever came with the wake-up is told `quit` below with the rest.
-                if let Ok((stream, _)) = accepted {
-                    self.closer.close_with(stream, b"quit");
-                }
                 break;
             }
-            match accepted {
+            if !pending {
+                match self.poll.poll(&mut events, None) {
+                    Ok(()) => pending = events.iter().any(|e| e.token() == LISTENER),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::warn!("acceptor poll failed: error={e}");
+                        pending = true;
+                        if shutdown.wait_timeout(BACKOFF_MAX) {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            match self.listener.accept() {
                 Ok((stream, peer)) => {
                     backoff = BACKOFF_MIN;
                     self.admit(stream, peer, &mut busy, &mut full_since);
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => pending = false,
                 Err(e) if transient(&e) => {}
                 Err(e) => {
                     self.shared.metrics.accept_error();
@@ -93,15 +147,21 @@ impl Acceptor {
                 }
             }
         }
-        self.drain_queue();
-        log::debug!("acceptor stopped");
+        // Waiting no more: a process that shares the socket sees no trace of this one.
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
+        if shutdown.is_handed_over() {
+            log::debug!("acceptor stopped; the kernel's queue is left to the new process");
+        } else {
+            self.drain_queue();
+            log::debug!("acceptor stopped");
+        }
     }
 
     /// At shutdown: accepts what is still in the kernel's queue and tells each `quit`.
     fn drain_queue(&self) {
-        if self.listener.set_nonblocking(true).is_err() {
-            return;
-        }
         let mut told = 0;
         while told < DRAIN_AT_SHUTDOWN {
             match self.listener.accept() {

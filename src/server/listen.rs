@@ -1,4 +1,4 @@
-//! Listeners: binding the `--bind` addresses and waking an acceptor blocked on one.
+//! Listeners: binding the `--bind` addresses, or taking those a service manager passed.
 //!
 //! Every listener gets the kernel backlog [`LISTEN_BACKLOG`] and `SO_REUSEADDR`, so a
 //! restarted server binds at once. With several addresses and port 0, the first bind picks
@@ -19,10 +19,9 @@
 //! What a listener's clients may do once accepted is the acceptor's concern.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::LISTEN_BACKLOG;
 
@@ -158,36 +157,6 @@ pub fn inherited() -> io::Result<Inherited> {
 pub(crate) fn describe(addrs: &[SocketAddr]) -> String {
     let shown: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
     shown.join(" ")
-}
-
-/// Unblocks an acceptor's `accept()` by connecting to its listener; the acceptor sees the
-/// shutdown flag and discards the connection. When that connection cannot be made — at the
-/// descriptor limit Linux reserves the last free descriptor for the blocked `accept()` — the
-/// listen socket is shut down instead, which makes `accept()` return an error. With
-/// `SO_REUSEPORT` the connection could land in another process's queue, so the socket is
-/// shut down at once: what is still in this listener's own queue is then lost, as the kernel
-/// loses it whenever a port-sharing listener closes.
-pub(crate) fn wake_acceptor(addr: SocketAddr, listen_socket: &TcpListener) {
-    if SockRef::from(listen_socket).reuse_port().unwrap_or(false) {
-        return shut_listener(listen_socket);
-    }
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    let woken =
-        TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), Duration::from_secs(1));
-    if let Err(e) = woken {
-        log::debug!("acceptor wake-up connection failed: error={e}; shutting the listener");
-        shut_listener(listen_socket);
-    }
-}
-
-fn shut_listener(listen_socket: &TcpListener) {
-    if let Err(e) = SockRef::from(listen_socket).shutdown(std::net::Shutdown::Read) {
-        log::warn!("cannot wake the acceptor: error={e}");
-    }
 }
 
 #[cfg(test)]

@@ -12,9 +12,9 @@
 //! | (this file) | [`Server`], [`Running`] and [`serve`]: starting the threads, waiting for them |
 //! | `config` | [`Config`] and [`Overflow`]: the limits, their defaults, [`Config::validate`] |
 //! | `descriptors` | the file descriptor limit: raising it, fitting `max_conns` to it |
-//! | [`listen`] | binding the `--bind` addresses; waking an acceptor at shutdown |
+//! | [`listen`] | binding the `--bind` addresses; taking inherited sockets |
 //! | [`access`] | `--allow` / `--deny`: who may connect |
-//! | [`acceptor`] | the blocking accept loop: limits, registration, hand-off or `busy` |
+//! | [`acceptor`] | the accept loop (a mio poller and waker): limits, registration, hand-off or `busy` |
 //! | `worker` | one worker's event loop: reading, replying, flushing, closing (its own table maps the files) |
 //! | [`registry`] | the shared map of sessions and the server-wide counts |
 //! | [`session`] | a session's shared handle (counters, outbox) and the worker's own state |
@@ -169,7 +169,7 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server on `listener` (blocking, as [`bind`] makes it) with the handler of
+    /// A server on `listener` (from [`bind`]; the acceptor makes it non-blocking) with the handler of
     /// `config.mode`, printing operator output to stdout.
     pub fn new(listener: TcpListener, config: Config) -> Self {
         let registry = Registry::new(config.outbox_limit);
@@ -302,9 +302,6 @@ impl Server {
             .iter()
             .map(TcpListener::local_addr)
             .collect::<io::Result<Vec<_>>>()?;
-        for listener in &listeners {
-            listener.set_nonblocking(false)?;
-        }
         let workers = metrics.worker_count();
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
@@ -333,23 +330,30 @@ impl Server {
         });
         let wakers = pool.wakers();
         shutdown.on_trigger(move || wakers.wake_all());
-        // A second handle on each listen socket, taken now: at the descriptor limit the
-        // wake-up connection itself may fail, and then the acceptor is woken through it.
-        for (listener, &addr) in listeners.iter().zip(&addrs) {
-            let listen_socket = listener.try_clone()?;
-            shutdown.on_trigger(move || listen::wake_acceptor(addr, &listen_socket));
-        }
-
         let (closer, closer_thread) = Closer::spawn(spare_fds(max_conns, workers))?;
         // Each acceptor holds a clone of `acceptor_done`: it disconnects when the last returns.
         let (acceptor_done, acceptor_stopped) = channel::bounded::<()>(0);
         let mut acceptor_threads = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
-            let acceptor = Acceptor {
+            let made = Acceptor::new(
                 listener,
-                shared: Arc::clone(&shared),
-                submitter: pool.submitter(),
-                closer: closer.clone(),
+                Arc::clone(&shared),
+                pool.submitter(),
+                closer.clone(),
+            );
+            let acceptor = match made {
+                Ok((acceptor, waker)) => {
+                    shutdown.on_trigger(move || {
+                        if let Err(e) = waker.wake() {
+                            log::warn!("cannot wake the acceptor: error={e}");
+                        }
+                    });
+                    acceptor
+                }
+                Err(e) => {
+                    shutdown.trigger();
+                    return Err(e);
+                }
             };
             let name = match i {
                 0 => "tcpool-acceptor".to_owned(),

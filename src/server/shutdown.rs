@@ -4,6 +4,10 @@
 //! call [`Shutdown::trigger`]. The first call sets the flag, runs the hooks the server
 //! registered (wake every worker, unblock the acceptor) and releases anyone waiting; later
 //! calls do nothing. What each part does once it sees the flag is its own business.
+//!
+//! A hand-over (`SIGHUP`, once a new process serves the same listening sockets) comes in
+//! through [`Shutdown::hand_over`]: the same shutdown, except that what waits in the kernel's
+//! queue is left to the new process instead of being accepted and told `quit`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,6 +48,8 @@ pub struct Shutdown {
 struct Inner {
     /// Read on hot paths without taking the lock.
     triggered: AtomicBool,
+    /// Set (before `triggered`) when the shutdown is a hand-over.
+    handed_over: AtomicBool,
     state: Mutex<State>,
     released: Condvar,
 }
@@ -71,11 +77,30 @@ impl Shutdown {
     /// Starts the shutdown: sets the flag, runs every registered hook and wakes every waiter.
     /// Returns `true` for the call that did it, `false` for every later one.
     pub fn trigger(&self) -> bool {
+        self.start(false)
+    }
+
+    /// Starts the shutdown of a server whose listening sockets another process now serves:
+    /// as [`Shutdown::trigger`], but the acceptors leave the connections waiting in the
+    /// kernel's queue to that process. Returns `false`, and changes nothing, when the shutdown
+    /// was already triggered.
+    pub fn hand_over(&self) -> bool {
+        self.start(true)
+    }
+
+    /// Whether the shutdown was started by [`Shutdown::hand_over`].
+    pub fn is_handed_over(&self) -> bool {
+        self.inner.handed_over.load(Ordering::SeqCst)
+    }
+
+    fn start(&self, hand_over: bool) -> bool {
         let hooks = {
             let mut state = self.inner.state.lock();
-            if self.inner.triggered.swap(true, Ordering::SeqCst) {
+            if self.inner.triggered.load(Ordering::SeqCst) {
                 return false;
             }
+            self.inner.handed_over.store(hand_over, Ordering::SeqCst);
+            self.inner.triggered.store(true, Ordering::SeqCst);
             state.triggered_at = Some(Instant::now());
             std::mem::take(&mut state.hooks)
         };
