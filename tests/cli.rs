@@ -158,6 +158,14 @@ fn absurd_or_malformed_values_exit_2() {
         ),
         (&["talk", "--reply-timeout", "0"], "more than 0"),
         (&["talk", "--connect-timeout", "2y"], "unknown unit"),
+        (
+            &["bench", "--rate", "1e-300", "127.0.0.1:1"],
+            "below 0.001 per second",
+        ),
+        (
+            &["bench", "--connect-rate", "0.0001", "127.0.0.1:1"],
+            "below 0.001 per second",
+        ),
     ] {
         assert_usage_error(args, message);
     }

@@ -375,9 +375,16 @@ fn parse_size(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The lowest `--rate` and `--connect-rate`: one every 1,000 s. Slower rates would only wait,
+/// and an interval of `connections / rate` must stay a time the clock can count to.
+const MIN_RATE: f64 = 0.001;
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        Ok(rate) if rate.is_finite() && rate >= MIN_RATE => Ok(rate),
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Err(format!(
+            "{s:?} is below {MIN_RATE} per second, the lowest rate"
+        )),
         _ => Err(format!("{s:?} is not a positive number per second")),
     }
 }
