@@ -349,3 +349,71 @@ fn talk_help_names_the_address_forms_it_takes() {
     assert!(help_of("talk", "--no-wait").contains("quiet for half a second"));
     assert!(help_of("serve", "-p, --port").contains("0 picks a free one"));
 }
+
+/// A loopback listener whose accept queue is full: a further connect gets no answer (the
+/// kernel drops its SYN) until the client gives up. Returns it and the connects that fill it.
+fn unanswering_listener() -> (socket2::Socket, Vec<socket2::Socket>) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&any.into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fillers = (0..4)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&addr);
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    (listener, fillers)
+}
+
+#[test]
+fn connect_timeout_bounds_a_connect_that_gets_no_answer() {
+    let (listener, _fillers) = unanswering_listener();
+    let addr = listener
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .unwrap()
+        .to_string();
+    // Without the bound, the kernel's SYN retries take minutes; each run is killed at 30 s.
+    let limit = std::time::Duration::from_secs(30);
+    let mut talk = Command::new(tcpool_bin());
+    talk.args(["talk", &addr, "--connect-timeout", "1s"])
+        .stdin(Stdio::null());
+    let talked = run_to_end(talk, limit);
+    assert_eq!(talked.code, Some(1), "{:?}", talked.stderr);
+    assert!(
+        talked
+            .stderr
+            .iter()
+            .any(|l| l.contains("no answer within 1s")),
+        "{:?}",
+        talked.stderr
+    );
+    let mut bench = Command::new(tcpool_bin());
+    bench.args([
+        "bench",
+        &addr,
+        "-c",
+        "2",
+        "-n",
+        "2",
+        "--connect-timeout",
+        "1s",
+    ]);
+    let benched = run_to_end(bench, limit);
+    assert_eq!(benched.code, Some(1), "{:?}", benched.stdout);
+    assert!(
+        benched
+            .stdout
+            .iter()
+            .any(|l| l.contains("connect_timeout 2")),
+        "{:?}",
+        benched.stdout
+    );
+}
