@@ -224,3 +224,45 @@ fn a_local_header_keeps_the_connections_address_and_deny_judges_the_original_cli
     assert_eq!(read_to_close(&mut allowed), b"quit\n");
     assert_eq!(running.join().unwrap().unwrap().sessions, 2);
 }
+
+#[test]
+fn a_burst_of_bad_headers_is_counted_whole_but_logged_at_most_once_a_second() {
+    let server = Binary::serve(&[
+        "--proxy-protocol",
+        "v1",
+        "--workers",
+        "2",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = server.admin_addr();
+    const BAD: usize = 200;
+    for _ in 0..BAD {
+        let mut bad = connect(server.addr);
+        bad.write_all(b"NOT A PROXY HEADER\r\n").unwrap();
+        assert_eq!(read_to_close(&mut bad), b"");
+    }
+    let mut scrape = connect(admin);
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let metrics = String::from_utf8(read_to_close(&mut scrape)).unwrap();
+    assert_eq!(rejected_count(&metrics, "proxy-header"), BAD.to_string());
+    let logged = server
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("reason=proxy-header"))
+        .count();
+    // Two workers, each logging at most once a second, over a burst of a few seconds at most.
+    assert!(
+        (1..=20).contains(&logged),
+        "{logged} warnings for {BAD} bad headers"
+    );
+    // A good header is still served.
+    let mut good = connect(server.addr);
+    good.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 8900\r\nhi\n")
+        .unwrap();
+    assert_eq!(read_line(&mut good), b"hi\n");
+}

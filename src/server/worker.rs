@@ -39,6 +39,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::Shared;
+use super::acceptor::Throttle;
 use super::outbox::{Entry, Mailbox};
 use super::protocol::{LineEnding, Splitter};
 use super::session::{Chunk, CloseReason, Session, SessionHandle, SessionId};
@@ -108,6 +109,9 @@ pub(crate) struct Worker {
     /// Connections awaiting their PROXY header: slot, id, deadline, in the order adopted (so
     /// nearest deadline first: every one gets the same `--proxy-timeout`).
     headers: VecDeque<(usize, SessionId, Instant)>,
+    /// Bad or missing PROXY headers are logged at most once a second (a scan must not flood
+    /// the log); the metric counts every one.
+    header_warnings: Throttle,
     /// The faults' generation last looked at: when it changes, a fault was cleared.
     fault_generation: u64,
 }
@@ -129,6 +133,7 @@ impl Worker {
             fault_generation: shared.faults.generation(),
             timers: Timers::default(),
             headers: VecDeque::new(),
+            header_warnings: Throttle::new(Duration::from_secs(1)),
             shared,
             sessions: Slab::new(),
             buf: vec![0; READ_BUFFER].into_boxed_slice(),

@@ -39,15 +39,7 @@ impl Worker {
                 return self.read_open(t);
             }
         };
-        let handle = &self.sessions[t].handle;
-        log::warn!(
-            target: LOG,
-            "connection dropped: peer={} reason=proxy-header error={}",
-            handle.peer(),
-            escape(why.as_bytes())
-        );
-        self.shared.metrics.rejected(Rejection::ProxyHeader);
-        self.discard(t);
+        self.drop_headerless(t, &escape(why.as_bytes()));
     }
 
     /// Drops the connections whose PROXY header is overdue.
@@ -63,15 +55,24 @@ impl Worker {
             if session.handle.id() != id || session.header_deadline.is_none() {
                 continue;
             }
+            let why = format!("no header within {:?}", self.shared.config.proxy_timeout);
+            self.drop_headerless(t, &why);
+        }
+    }
+
+    /// Drops connection `t`, whose PROXY header was bad or did not come: counted, and
+    /// logged unless another was logged less than a second ago (then the next line says how
+    /// many were not).
+    fn drop_headerless(&mut self, t: usize, why: &str) {
+        self.shared.metrics.rejected(Rejection::ProxyHeader);
+        if let Some(suppressed) = self.header_warnings.ready() {
             log::warn!(
                 target: LOG,
-                "connection dropped: peer={} reason=proxy-header error=no header within {:?}",
-                session.handle.peer(),
-                self.shared.config.proxy_timeout
+                "connection dropped: peer={} reason=proxy-header error={why} suppressed={suppressed}",
+                self.sessions[t].handle.peer(),
             );
-            self.shared.metrics.rejected(Rejection::ProxyHeader);
-            self.discard(t);
         }
+        self.discard(t);
     }
 
     /// Closes connection `t`, which never became a session (its PROXY header was missing,
