@@ -23,6 +23,7 @@ mod console;
 mod faults;
 mod faults_relay;
 mod friction;
+mod handover;
 mod hardening;
 mod limits;
 mod listen;

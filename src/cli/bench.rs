@@ -5,6 +5,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -162,9 +163,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    // The first Ctrl-C stops the run and still prints the report; a second exits at once.
-    let interrupts = AtomicUsize::new(0);
-    ctrlc::set_handler(move || {
+    // The first Ctrl-C (or SIGTERM) stops the run and still prints the report; a second
+    // exits at once.
+    let interrupts = Arc::new(AtomicUsize::new(0));
+    let on_interrupt = move || {
         if interrupts.fetch_add(1, Ordering::SeqCst) == 0 {
             STOP.store(true, Ordering::SeqCst);
         } else {
@@ -175,8 +177,14 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             restore_control_chars();
             std::process::exit(130);
         }
-    })
-    .context("cannot install the signal handler")?;
+    };
+    ctrlc::set_handler(on_interrupt.clone()).context("cannot install the signal handler")?;
+    let mut terms = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
+        .context("cannot install the signal handler")?;
+    std::thread::Builder::new()
+        .name("tcpool-signals".into())
+        .spawn(move || terms.forever().for_each(|_| on_interrupt()))
+        .context("cannot start the signal thread")?;
 
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
         // A Ctrl-C echoed as `^C` would push the bar onto a second line that clearing it

@@ -1,14 +1,23 @@
 //! `tcpool serve`: flags, signals and the console around [`tcpool::server::Server`].
+//!
+//! SIGINT (and Ctrl-C at the prompt) and SIGTERM shut down gracefully, a second one exits at
+//! once; SIGHUP hands the listening sockets over to a fresh copy of the program
+//! ([`server::handover`]) and then shuts this one down.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use parking_lot::Mutex;
+use signal_hook::consts::{SIGHUP, SIGTERM};
 
+use tcpool::Shutdown;
+use tcpool::server::handover::{self, Sockets};
+use tcpool::server::notify::Notify;
 use tcpool::server::{self, Config, FaultSpec, Mode, Overflow, Printer, Server, admin::Admin};
 
 use super::log_format::LogFormat;
@@ -101,6 +110,10 @@ pub(crate) struct ServeArgs {
     /// How long a connection may take to send its PROXY header (`5s`; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     proxy_timeout: Duration,
+    /// How long a hand-over (SIGHUP) waits for the new process to say it is ready before it
+    /// gives up, stops it and keeps serving (`5s`; bare = seconds).
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
+    handover_timeout: Duration,
     /// How log lines are written: env_logger's text, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -189,6 +202,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     // Sockets a service manager bound for us, taken before any thread starts (it edits the
     // environment); otherwise the --bind addresses.
+    let notify = Notify::from_env();
     let inherited = server::listen::inherited().context("cannot take the inherited sockets")?;
     let activated = inherited.listeners.len();
     let listeners = if activated > 0 {
@@ -199,6 +213,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         server::bind_all_with(&args.bind, args.port, &options)?
     };
+    let admin_listener = match (inherited.admin, args.admin) {
+        (Some(listener), _) => Some(listener),
+        (None, Some(addr)) => {
+            Some(server::bind(addr).with_context(|| format!("cannot listen on {addr} (--admin)"))?)
+        }
+        (None, None) => None,
+    };
+    // Second handles on every listening socket, for a hand-over to pass on.
+    let sockets = Sockets::new(&listeners, admin_listener.as_ref())
+        .context("cannot keep the sockets for a hand-over")?;
     let mut listeners = listeners.into_iter();
     let first = listeners.next().context("no address to listen on")?;
 
@@ -220,7 +244,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_shutdown(shutdown.clone());
 
     // SIGINT, SIGTERM and Ctrl-C at the console prompt: the first shuts down gracefully,
-    // a second exits at once.
+    // a second exits at once. SIGHUP is the hand-over.
     let interrupts = Arc::new(AtomicUsize::new(0));
     let on_interrupt = {
         let shutdown = shutdown.clone();
@@ -237,33 +261,65 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let handler = on_interrupt.clone();
     ctrlc::set_handler(handler).context("cannot install the signal handler")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP])
+        .context("cannot install the signal handler")?;
 
     if activated > 0 {
+        // A hand-over names the service manager's socket (perhaps none) beside its own.
+        let passed_by = match std::env::var_os(server::notify::SERVICE_SOCKET_VAR) {
+            Some(_) => "hand-over",
+            None => "socket activation",
+        };
         log::info!(
-            "socket activation: serving {activated} inherited socket(s); --bind and --port are not used"
+            "{passed_by}: serving {activated} inherited socket(s); --bind and --port are not used"
         );
     }
     // The service manager hears when a stop begins (`READY=1` follows the start below);
-    // without NOTIFY_SOCKET both are no-ops.
-    shutdown.on_trigger(|| {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // without NOTIFY_SOCKET both are no-ops. After a hand-over the new process is the
+    // service, and this one's stop is none of the manager's business.
+    shutdown.on_trigger({
+        let (shutdown, notify) = (shutdown.clone(), notify.clone());
+        move || {
+            if !shutdown.is_handed_over() {
+                let _ = notify.stopping();
+            }
+        }
     });
-    let admin = match (inherited.admin, args.admin) {
-        (Some(listener), _) => {
+    let admin = match admin_listener {
+        Some(listener) => {
             Some(Admin::start(listener, &server).context("cannot start the admin endpoint")?)
         }
-        (None, Some(addr)) => {
-            let listener =
-                server::bind(addr).with_context(|| format!("cannot listen on {addr} (--admin)"))?;
-            Some(Admin::start(listener, &server).context("cannot start the admin endpoint")?)
-        }
-        (None, None) => None,
+        None => None,
     };
+    let admin = Arc::new(Mutex::new(admin));
     let console = server.console();
     let faults = server.faults();
     let running = server.start().context("cannot start the server")?;
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+    if let Err(e) = notify.ready() {
         log::warn!("cannot tell the service manager it is ready: error={e}");
+    }
+    let reload = Arc::new(Reload {
+        sockets,
+        notify,
+        timeout: args.handover_timeout,
+        shutdown: shutdown.clone(),
+        admin: Arc::clone(&admin),
+        acceptors: running.acceptors(),
+        busy: AtomicBool::new(false),
+    });
+    {
+        let on_interrupt = on_interrupt.clone();
+        std::thread::Builder::new()
+            .name("tcpool-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    match signal {
+                        SIGHUP => reload.on_hangup(),
+                        _ => on_interrupt(),
+                    }
+                }
+            })
+            .context("cannot start the signal thread")?;
     }
     // The console may stay blocked on stdin at exit: it holds nothing, and is not joined.
     std::thread::Builder::new()
@@ -279,7 +335,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let summary = running.wait().context("server failed")?;
     // It answered through the shutdown (`/healthz` 503); now the server is gone.
-    drop(admin);
+    drop(admin.lock().take());
     if summary.forced {
         log::warn!("shutdown deadline passed; some sessions were closed without a goodbye");
     }
@@ -310,4 +366,90 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = Printer::stderr().flush_timeout(EXIT_FLUSH);
     let _ = stdout.flush_timeout(linger);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The hand-over on `SIGHUP`: what it passes on, whom it tells, and what it stops.
+struct Reload {
+    sockets: Sockets,
+    notify: Notify,
+    timeout: Duration,
+    shutdown: Shutdown,
+    /// Stopped once the new process serves, so that every admin request reaches it.
+    admin: Arc<Mutex<Option<Admin>>>,
+    /// Stopped before the sessions are: what they accepted is still served.
+    acceptors: server::Acceptors,
+    /// A hand-over is under way.
+    busy: AtomicBool,
+}
+
+impl Reload {
+    /// Starts a hand-over on a thread of its own, unless one is under way or the server is
+    /// shutting down.
+    fn on_hangup(self: &Arc<Self>) {
+        if self.shutdown.is_triggered() {
+            log::info!("SIGHUP ignored: shutting down");
+            return;
+        }
+        if self.busy.swap(true, Ordering::SeqCst) {
+            log::info!("SIGHUP ignored: a hand-over is under way");
+            return;
+        }
+        let this = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("tcpool-handover".into())
+            .spawn(move || {
+                this.hand_over();
+                this.busy.store(false, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            log::warn!("hand-over failed, still serving: cannot start its thread: error={e}");
+            self.busy.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts the new process and, once it is ready, shuts this one down; on any failure
+    /// this one serves on as before.
+    fn hand_over(&self) {
+        log::info!("hand-over: starting the new process (SIGHUP)");
+        let successor = match handover::start_successor(
+            &self.sockets,
+            self.notify.service_socket(),
+            self.timeout,
+        ) {
+            Ok(successor) => successor,
+            Err(e) => {
+                log::warn!("hand-over failed, still serving: {e}");
+                return;
+            }
+        };
+        let pid = successor.pid;
+        // Every admin request goes to the new process from now on.
+        if let Some(admin) = self.admin.lock().take() {
+            admin.stop();
+        }
+        // No new connection from now on, but those already taken reach a worker, which
+        // serves them until the shutdown below tells them `quit`.
+        if !self.acceptors.stop(self.timeout) {
+            log::warn!(
+                "hand-over: an acceptor did not stop within {:?}",
+                self.timeout
+            );
+        }
+        std::thread::sleep(handover::SETTLE);
+        if !self.shutdown.hand_over() {
+            // A stop was asked for meanwhile: it is for the new process too.
+            log::warn!(
+                "hand-over: a shutdown began meanwhile; stopping the new process (pid {pid})"
+            );
+            successor.stop();
+            return;
+        }
+        if let Err(e) = self.notify.main_pid(pid) {
+            log::warn!("cannot tell the service manager the new main pid {pid}: error={e}");
+        }
+        log::info!(
+            "hand-over: pid {pid} serves now; this process (pid {}) stops accepting and shuts down",
+            std::process::id()
+        );
+    }
 }

@@ -20,7 +20,11 @@
 //! wakes it through a `mio::Waker`, never through the listening socket itself, which another
 //! process may share (a hand-over, socket activation, `--reuse-port`). Clients still in the
 //! kernel's queue then are accepted and told `quit`, as every session is, instead of being
-//! reset — unless the shutdown is a hand-over, whose queue the new process serves.
+//! reset.
+//!
+//! A hand-over stops the acceptors first ([`Acceptors::stop`]), while the workers still
+//! serve: a connection already accepted is still handed to a worker, and what waits in the
+//! kernel's queue is left to the new process, which shares it.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
@@ -109,7 +113,7 @@ impl Acceptor {
         // Readiness is edge-triggered: accept until the queue is empty before waiting again.
         let mut pending = true;
         loop {
-            if shutdown.is_triggered() {
+            if shutdown.is_triggered() || self.shared.accepting_stopped.load(Ordering::SeqCst) {
                 break;
             }
             if !pending {
@@ -152,7 +156,7 @@ impl Acceptor {
             .poll
             .registry()
             .deregister(&mut SourceFd(&self.listener.as_raw_fd()));
-        if shutdown.is_handed_over() {
+        if shutdown.is_handed_over() || self.shared.accepting_stopped.load(Ordering::SeqCst) {
             log::debug!("acceptor stopped; the kernel's queue is left to the new process");
         } else {
             self.drain_queue();
@@ -394,5 +398,37 @@ fn drain_loop(rx: &Receiver<(TcpStream, Instant)>, held: &AtomicUsize) {
             }
         });
         held.fetch_sub(before - draining.len(), Ordering::Relaxed);
+    }
+}
+
+/// Stops every acceptor of a server, and nothing else: the workers go on serving.
+#[derive(Clone)]
+pub struct Acceptors {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) wakers: Vec<Arc<Waker>>,
+    /// Disconnects when every acceptor thread has returned.
+    pub(crate) stopped: Receiver<()>,
+}
+
+impl std::fmt::Debug for Acceptors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptors")
+            .field("count", &self.wakers.len())
+            .finish()
+    }
+}
+
+impl Acceptors {
+    /// Stops accepting: each acceptor hands the connection it holds to a worker and returns,
+    /// leaving the kernel's queue to whoever else listens on the socket. Returns whether
+    /// every acceptor stopped within `timeout`.
+    pub fn stop(&self, timeout: Duration) -> bool {
+        self.shared.accepting_stopped.store(true, Ordering::SeqCst);
+        for waker in &self.wakers {
+            if let Err(e) = waker.wake() {
+                log::warn!("cannot wake the acceptor: error={e}");
+            }
+        }
+        self.stopped.recv_timeout(timeout) == Err(RecvTimeoutError::Disconnected)
     }
 }

@@ -14,7 +14,8 @@
 //! (or `systemd-socket-activate`) passes them as descriptors 3, 4, ... with `LISTEN_FDS`
 //! and `LISTEN_PID`, and [`inherited`] takes them (through `listenfd`) instead of binding.
 //! Named `admin` in `LISTEN_FDNAMES` (`FileDescriptorName=admin`), one serves the admin
-//! endpoint.
+//! endpoint. A hand-over ([`handover`](super::handover)) passes its sockets the same way,
+//! without `LISTEN_PID`, which `listenfd` then does not check.
 //!
 //! What a listener's clients may do once accepted is the acceptor's concern.
 
@@ -144,6 +145,12 @@ pub fn inherited() -> io::Result<Inherited> {
         else {
             continue;
         };
+        // A service manager passes them inheritable: none may leak into a process this one
+        // starts (a hand-over passes its own on purpose).
+        nix::fcntl::fcntl(
+            &listener,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
         if names.get(i).is_some_and(|n| n == ADMIN_FDNAME) && found.admin.is_none() {
             found.admin = Some(listener);
         } else {

@@ -13,6 +13,8 @@
 //! | `config` | [`Config`] and [`Overflow`]: the limits, their defaults, [`Config::validate`] |
 //! | `descriptors` | the file descriptor limit: raising it, fitting `max_conns` to it |
 //! | [`listen`] | binding the `--bind` addresses; taking inherited sockets |
+//! | [`handover`] | `SIGHUP`: starting the new process on the same sockets, waiting until it is ready |
+//! | [`notify`] | `READY=1`, `STOPPING=1`, `MAINPID=` to a service manager (`NOTIFY_SOCKET`) |
 //! | [`access`] | `--allow` / `--deny`: who may connect |
 //! | [`acceptor`] | the accept loop (a mio poller and waker): limits, registration, hand-off or `busy` |
 //! | `worker` | one worker's event loop: reading, replying, flushing, closing (its own table maps the files) |
@@ -45,9 +47,11 @@ mod config;
 pub mod console;
 mod descriptors;
 pub mod faults;
+pub mod handover;
 pub mod listen;
 pub mod metrics;
 pub mod modes;
+pub mod notify;
 pub(crate) mod outbox;
 pub mod output;
 pub mod protocol;
@@ -63,7 +67,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -86,6 +90,7 @@ pub use session::{SessionHandle, SessionId, Traffic};
 pub use shutdown::Shutdown;
 pub use summary::Summary;
 
+pub use acceptor::Acceptors;
 use acceptor::{Acceptor, Closer};
 use descriptors::spare_fds;
 use worker::Worker;
@@ -114,6 +119,8 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     /// Sessions closed at the shutdown deadline before their goodbye was out.
     pub(crate) forced_closes: Arc<AtomicUsize>,
+    /// Set by [`Acceptors::stop`]: the acceptors return, the workers serve on.
+    pub(crate) accepting_stopped: AtomicBool,
 }
 
 /// A server ready to run: a listener, a config, a handler and the handles others use to
@@ -315,6 +322,7 @@ impl Server {
             max_conns,
             faults: faults.clone(),
             forced_closes: Arc::clone(&forced_closes),
+            accepting_stopped: AtomicBool::new(false),
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
@@ -334,6 +342,7 @@ impl Server {
         // Each acceptor holds a clone of `acceptor_done`: it disconnects when the last returns.
         let (acceptor_done, acceptor_stopped) = channel::bounded::<()>(0);
         let mut acceptor_threads = Vec::with_capacity(listeners.len());
+        let mut acceptor_wakers = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
             let made = Acceptor::new(
                 listener,
@@ -343,6 +352,7 @@ impl Server {
             );
             let acceptor = match made {
                 Ok((acceptor, waker)) => {
+                    acceptor_wakers.push(Arc::clone(&waker));
                     shutdown.on_trigger(move || {
                         if let Err(e) = waker.wake() {
                             log::warn!("cannot wake the acceptor: error={e}");
@@ -388,8 +398,14 @@ impl Server {
                 .collect();
             log::info!("faults: {} seed={}", specs.join(" "), faults.seed());
         }
+        let acceptors = Acceptors {
+            shared: Arc::clone(&shared),
+            wakers: acceptor_wakers,
+            stopped: acceptor_stopped.clone(),
+        };
         Ok(Running {
             addrs,
+            acceptors,
             faults,
             registry,
             shutdown,
@@ -407,6 +423,7 @@ impl Server {
 /// returns the [`Summary`].
 pub struct Running {
     addrs: Vec<SocketAddr>,
+    acceptors: Acceptors,
     faults: Faults,
     registry: Registry,
     shutdown: Shutdown,
@@ -444,6 +461,11 @@ impl Running {
     /// now on; one cleared here ends for everyone at once.
     pub fn faults(&self) -> Faults {
         self.faults.clone()
+    }
+
+    /// What stops the acceptors alone, while the sessions are still served (a hand-over).
+    pub fn acceptors(&self) -> Acceptors {
+        self.acceptors.clone()
     }
 
     /// Blocks until the shutdown is triggered, then waits (at most the shutdown timeout) for
