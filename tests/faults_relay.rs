@@ -191,3 +191,26 @@ fn a_stalled_reader_is_dropped_after_the_grace_and_the_sender_goes_on() {
     assert_eq!(rest, b"<#1> after\n");
     drop(stalled);
 }
+
+#[test]
+fn close_after_n_counts_the_relayed_lines() {
+    let server = chat_server();
+    let mut sender = chatter(server.addr);
+    // The greeting is reply 1; the lines relayed after it are the others.
+    add(&server, "close,after=4");
+    let reader = connect(server.addr);
+    let _ = read_line(&mut sender); // #2 joined
+    sender.write_all(b"one\ntwo\nthree\nfour\nfive\n").unwrap();
+    let mut reader = BufReader::new(reader);
+    let mut got = Vec::new();
+    let mut line = Vec::new();
+    while reader.read_until(b'\n', &mut line).unwrap() > 0 {
+        got.push(String::from_utf8(std::mem::take(&mut line)).unwrap());
+    }
+    // Closed (EOF, no `quit`) once four replies went out: the greeting and three lines, or
+    // more when the lines were relayed as one run, never fewer.
+    assert!(got[0].starts_with("* you are #2"), "{got:?}");
+    assert!(got.len() >= 4, "{got:?}");
+    assert!(got.iter().all(|l| l != "quit\n"), "{got:?}");
+    assert_eq!(got[1], "<#1> one\n");
+}

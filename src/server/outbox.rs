@@ -99,13 +99,6 @@ impl Entry {
             Entry::Message(bytes) => bytes.len() + MESSAGE_OVERHEAD,
         }
     }
-
-    /// The bytes the peer is sent.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        match self {
-            Entry::Lines(bytes) | Entry::Message(bytes) => bytes,
-        }
-    }
 }
 
 #[derive(Debug, Default)]

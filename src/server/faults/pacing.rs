@@ -79,6 +79,8 @@ struct Held {
     bytes: Vec<u8>,
     /// How much of `bytes` already went out.
     sent: usize,
+    /// The replies it counts as for `after=N`: 1, or the messages in a run of relayed lines.
+    replies: u64,
 }
 
 /// A faulted session's faults and the replies they hold. Owned by the session's worker.
@@ -150,6 +152,12 @@ impl Pacing {
     /// For a line-based peer each line is a reply of its own (an echo of several lines read
     /// at once is one write, but as many replies).
     pub(crate) fn hold(&mut self, now: Instant, bytes: &[u8], lines: bool) {
+        self.hold_replies(now, bytes, lines, 1);
+    }
+
+    /// As [`hold`](Self::hold), for a write that counts as `replies` replies (a run of
+    /// relayed lines counts as its lines).
+    pub(crate) fn hold_replies(&mut self, now: Instant, bytes: &[u8], lines: bool, replies: u64) {
         let bytes = match self.plan.truncate {
             Some(n) if lines => self.truncate_lines(n, bytes),
             Some(n) => bytes[..n.min(bytes.len())].to_vec(),
@@ -168,6 +176,7 @@ impl Pacing {
             due,
             bytes,
             sent: 0,
+            replies,
         });
         self.held_bytes += keep;
     }
@@ -264,8 +273,8 @@ impl Pacing {
             if front.sent < front.bytes.len() {
                 continue;
             }
-            self.held.pop_front();
-            self.replies += 1;
+            let done = self.held.pop_front().map_or(1, |held| held.replies);
+            self.replies += done;
             if let Some((end, After::Replies(n))) = self.plan.end
                 && self.replies >= n
             {

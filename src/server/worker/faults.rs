@@ -81,9 +81,15 @@ impl Worker {
         let now = Instant::now();
         let queued = entries.len() as u64;
         for entry in entries.drain(..) {
-            // A run of lines is cut line by line even for a reader that never spoke.
-            let lines = matches!(entry, Entry::Lines(_));
-            pacing.hold(now, entry.bytes(), lines);
+            // A run of lines is cut line by line even for a reader that never spoke, and
+            // counts as its lines for `after=N`.
+            match &entry {
+                Entry::Lines(run) => {
+                    let lines = memchr::memchr_iter(b'\n', run).count().max(1) as u64;
+                    pacing.hold_replies(now, run, true, lines);
+                }
+                Entry::Message(message) => pacing.hold(now, message, false),
+            }
             outbox.release(entry.cost());
         }
         self.entries = entries;
