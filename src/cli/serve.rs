@@ -418,28 +418,31 @@ impl Reload {
         ) {
             Ok(successor) => successor,
             Err(e) => {
-                log::warn!("hand-over failed, still serving: {e}");
+                log::warn!("hand-over failed, still serving: error={e}");
                 return;
             }
         };
         let pid = successor.pid;
-        // Every admin request goes to the new process from now on.
-        if let Some(admin) = self.admin.lock().take() {
-            admin.stop();
-        }
-        // No new connection from now on, but those already taken reach a worker, which
-        // serves them until the shutdown below tells them `quit`.
-        if !self.acceptors.stop(self.timeout) {
-            log::warn!(
-                "hand-over: an acceptor did not stop within {:?}",
-                self.timeout
-            );
-        }
-        std::thread::sleep(handover::SETTLE);
-        if !self.shutdown.hand_over() {
+        let handed_over = !self.shutdown.is_triggered() && {
+            // Every admin request goes to the new process from now on.
+            if let Some(admin) = self.admin.lock().take() {
+                admin.stop();
+            }
+            // No new connection from now on, but those already taken reach a worker, which
+            // serves them until the shutdown below tells them `quit`.
+            if !self.acceptors.stop(self.timeout) {
+                log::warn!(
+                    "hand-over: an acceptor did not stop within {:?}",
+                    self.timeout
+                );
+            }
+            std::thread::sleep(handover::SETTLE);
+            self.shutdown.hand_over()
+        };
+        if !handed_over {
             // A stop was asked for meanwhile: it is for the new process too.
             log::warn!(
-                "hand-over: a shutdown began meanwhile; stopping the new process (pid {pid})"
+                "hand-over: a shutdown began meanwhile; stopping the new process: pid={pid}"
             );
             successor.stop();
             return;
