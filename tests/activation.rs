@@ -5,7 +5,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -16,24 +16,6 @@ fn temp_path(what: &str) -> PathBuf {
         std::process::id(),
         free_port()
     ))
-}
-
-/// The notifications received on `socket` until `want` arrives (or `IO_TIMEOUT` passes).
-fn wait_notification(socket: &UnixDatagram, want: &str) -> Vec<String> {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        if let Ok(n) = socket.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let done = text.lines().any(|l| l == want);
-            seen.push(text);
-            if done {
-                return seen;
-            }
-        }
-    }
-    panic!("no {want} notification; got {seen:?}");
 }
 
 #[test]

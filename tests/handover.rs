@@ -391,24 +391,6 @@ fn a_new_process_that_never_becomes_ready_leaves_the_old_one_serving() {
     assert!(new.stop(), "the new process did not stop on SIGTERM");
 }
 
-/// The datagrams received on `socket` until one has the line `want` (at most `IO_TIMEOUT`).
-fn notifications_until(socket: &UnixDatagram, want: &str) -> Vec<String> {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        if let Ok(n) = socket.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let done = text.lines().any(|l| l == want);
-            seen.push(text);
-            if done {
-                return seen;
-            }
-        }
-    }
-    panic!("no {want} notification; got {seen:?}");
-}
-
 #[test]
 fn under_a_service_manager_the_new_process_becomes_the_main_pid() {
     let dir = std::env::temp_dir().join(format!(
@@ -425,12 +407,12 @@ fn under_a_service_manager_the_new_process_becomes_the_main_pid() {
     let mut old = Binary::serve_with(&["--workers", "1"], Stdio::null(), |c| {
         c.env("NOTIFY_SOCKET", &path);
     });
-    notifications_until(&manager, "READY=1");
+    wait_notification(&manager, "READY=1");
 
     old.signal("HUP");
     let pid = successor_pid(&old);
     let new = Adopted(pid);
-    let seen = notifications_until(&manager, &format!("MAINPID={pid}"));
+    let seen = wait_notification(&manager, &format!("MAINPID={pid}"));
     assert_eq!(old.wait_timeout(IO_TIMEOUT * 2), Some(0));
     // The old process's stop is not the service's: no STOPPING=1, and the new process's
     // READY=1 went to the old one, not to the manager.
@@ -452,7 +434,7 @@ fn under_a_service_manager_the_new_process_becomes_the_main_pid() {
 
     // The new process tells the manager itself when it stops.
     new.signal("TERM");
-    notifications_until(&manager, "STOPPING=1");
+    wait_notification(&manager, "STOPPING=1");
     assert!(new.stop());
     let _ = std::fs::remove_dir_all(&dir);
 }

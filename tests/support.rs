@@ -568,3 +568,22 @@ pub fn rejected_count(exposition: &str, reason: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in {exposition}"))
         .to_owned()
 }
+
+/// The `sd_notify` datagrams received on `socket` until one has the line `want` (at most
+/// `IO_TIMEOUT`); the socket needs a read timeout.
+pub fn wait_notification(socket: &std::os::unix::net::UnixDatagram, want: &str) -> Vec<String> {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = text.lines().any(|l| l == want);
+            seen.push(text);
+            if done {
+                return seen;
+            }
+        }
+    }
+    panic!("no {want} notification; got {seen:?}");
+}
