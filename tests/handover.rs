@@ -438,3 +438,34 @@ fn under_a_service_manager_the_new_process_becomes_the_main_pid() {
     assert!(new.stop());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sighup_with_the_console_on_a_terminal_is_a_hang_up_and_shuts_down() {
+    // A server in a terminal window that closes gets SIGHUP (sometimes twice): it must not
+    // leave a new process running with no terminal, holding the port.
+    let mut command = Command::new(tcpool_bin());
+    command.args(["serve", "--port", "0"]);
+    let mut pty = rexpect::session::spawn_command(command, Some(10_000)).unwrap();
+    let (_, addr) = pty.exp_regex(r"127\.0\.0\.1:\d+").unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    pty.exp_string("tcpool> ").unwrap();
+    let mut client = connect(addr);
+    assert_eq!(round_trip(&mut client, b"up\n"), b"up\n");
+    for _ in 0..2 {
+        pty.process_mut()
+            .signal(nix::sys::signal::Signal::SIGHUP)
+            .unwrap();
+    }
+    pty.exp_string("the terminal hung up").unwrap();
+    // The session is told goodbye as at any shutdown, and the summary is printed.
+    assert_eq!(read_line(&mut client), b"quit\n");
+    pty.exp_string("tcpool served 1 session(s)").unwrap();
+    pty.exp_eof().unwrap();
+    match pty.process_mut().wait().unwrap() {
+        nix::sys::wait::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+        other => panic!("not a clean exit: {other:?}"),
+    }
+    // No successor took the port.
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+    assert!(refused.is_err(), "something still listens on {addr}");
+}

@@ -2,7 +2,8 @@
 //!
 //! SIGINT (and Ctrl-C at the prompt) and SIGTERM shut down gracefully, a second one exits at
 //! once; SIGHUP hands the listening sockets over to a fresh copy of the program
-//! ([`server::handover`]) and then shuts this one down.
+//! ([`server::handover`]) and then shuts this one down — unless the console is on a
+//! terminal: there SIGHUP means the terminal hung up, and the server shuts down.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -229,6 +230,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     terminal::save();
     let shutdown = tcpool::Shutdown::new();
     let editor = server::console::terminal(&shutdown);
+    // With the console on a terminal, SIGHUP is the terminal hanging up (its window closed,
+    // the SSH connection lost): a shutdown, as before hand-overs existed, not a new process
+    // left running without a terminal.
+    let console_on_terminal = editor.is_some();
     let printer = editor
         .as_ref()
         .map_or_else(Printer::stdout, |(_, printer)| printer.clone());
@@ -314,6 +319,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .spawn(move || {
                 for signal in signals.forever() {
                     match signal {
+                        SIGHUP if console_on_terminal => hung_up(&reload.shutdown),
                         SIGHUP => reload.on_hangup(),
                         _ => on_interrupt(),
                     }
@@ -366,6 +372,19 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = Printer::stderr().flush_timeout(EXIT_FLUSH);
     let _ = stdout.flush_timeout(linger);
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP with the console on a terminal: the terminal hung up, so the server shuts down
+/// gracefully. It is not a second Ctrl-C: a hang-up may bring SIGHUP twice (from the shell
+/// and from the kernel), and neither cuts the shutdown short.
+fn hung_up(shutdown: &Shutdown) {
+    if !shutdown.is_triggered() {
+        shutdown.trigger();
+        log::info!(
+            "SIGHUP with the console on a terminal: the terminal hung up; shutting down \
+             gracefully (a hand-over is for a server whose console is not a terminal)"
+        );
+    }
 }
 
 /// The hand-over on `SIGHUP`: what it passes on, whom it tells, and what it stops.
