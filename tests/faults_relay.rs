@@ -214,3 +214,57 @@ fn close_after_n_counts_the_relayed_lines() {
     assert!(got.iter().all(|l| l != "quit\n"), "{got:?}");
     assert_eq!(got[1], "<#1> one\n");
 }
+
+#[test]
+fn clearing_a_readers_fault_sends_what_its_outbox_still_holds() {
+    // A reader under a long hold: its faults take 64 KiB of a burst, the rest waits in its
+    // outbox above the soft mark and the sender is held. Once the fault is cleared, every
+    // line reaches the reader in order and the sender is read again.
+    const LINE: usize = 1000;
+    const LINES: usize = 400;
+    let server = TestServer::start(Config {
+        mode: Mode::Chat,
+        workers: 2,
+        outbox_limit: 256 * 1024,
+        outbox_grace: Duration::from_secs(60),
+        ..Config::default()
+    });
+    let mut sender = chatter(server.addr);
+    add(&server, "latency,delay=60s");
+    let reader = connect(server.addr);
+    let _ = read_line(&mut sender); // #2 joined
+    let line = |n: usize| {
+        let mut line = format!("{n} ").into_bytes();
+        line.resize(LINE - 1, b'.');
+        line.push(b'\n');
+        line
+    };
+    let burst: Vec<u8> = (0..LINES).flat_map(line).collect();
+    let writing = thread::spawn(move || {
+        sender.write_all(&burst).unwrap();
+        sender
+    });
+    server.wait_for("the reader's outbox above its soft mark", |r| {
+        r.handles().iter().any(|h| h.queued_bytes() > 128 * 1024)
+    });
+    assert_eq!(server.faults.clear(None), 1);
+    let mut reader = BufReader::new(reader);
+    let mut got = Vec::new();
+    // The greeting, held with the rest.
+    reader.read_until(b'\n', &mut got).unwrap();
+    assert!(got.starts_with(b"* you are #2"), "{got:?}");
+    for n in 0..LINES {
+        got.clear();
+        reader
+            .read_until(b'\n', &mut got)
+            .unwrap_or_else(|e| panic!("line {n} never came: {e}"));
+        let mut want = b"<#1> ".to_vec();
+        want.extend_from_slice(&line(n));
+        assert_eq!(got, want, "line {n}");
+    }
+    let mut sender = writing.join().unwrap();
+    sender.write_all(b"after\n").unwrap();
+    got.clear();
+    reader.read_until(b'\n', &mut got).unwrap();
+    assert_eq!(got, b"<#1> after\n");
+}

@@ -166,7 +166,12 @@ impl Worker {
                 && let Some(pacing) = session.fault.take()
             {
                 pacing.release_all(&mut session.pending);
+                // What waits in the outbox follows, the unfaulted way: nothing else would
+                // take it while its senders are held by it.
                 self.on_writable(t);
+                if self.sessions.get(t).is_some_and(|s| s.phase == Phase::Open) {
+                    self.service_outbox(t);
+                }
             } else {
                 self.fault_step(t);
             }
