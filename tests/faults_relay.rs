@@ -3,7 +3,7 @@
 //! with its own replies, while a flooding sender waits under the outbox's back-pressure
 //! instead of piling bytes into the faults.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -267,4 +267,36 @@ fn clearing_a_readers_fault_sends_what_its_outbox_still_holds() {
     got.clear();
     reader.read_until(b'\n', &mut got).unwrap();
     assert_eq!(got, b"<#1> after\n");
+}
+
+#[test]
+fn messages_queued_past_the_faults_room_all_arrive() {
+    // Framed messages (a peer without line endings) queued while the reader does not read:
+    // its faults take 64 KiB at a time from the outbox, and take the rest once the socket
+    // keeps up again, without waiting for another message to be posted.
+    const MESSAGES: usize = 800;
+    const SIZE: usize = 1000;
+    let server = TestServer::start(Config {
+        workers: 1,
+        ..Config::default()
+    });
+    add(&server, "latency,delay=1ms");
+    let mut client = connect(server.addr);
+    assert_eq!(round_trip(&mut client, b"x"), b"x");
+    let id = server.registry.handles()[0].id();
+    for n in 0..MESSAGES {
+        let mut message = format!("{n:>6} ").into_bytes();
+        message.resize(SIZE, b'.');
+        server.registry.send(id, message.into()).unwrap();
+    }
+    for n in 0..MESSAGES {
+        let mut got = vec![0; SIZE];
+        client
+            .read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("message {n} never came: {e}"));
+        assert!(
+            got.starts_with(format!("{n:>6} ").as_bytes()),
+            "message {n}"
+        );
+    }
 }

@@ -58,7 +58,16 @@ impl Worker {
         if !session.pending.is_empty()
             && let Err(e) = session.flush()
         {
-            self.fail(t, &e);
+            return self.fail(t, &e);
+        }
+        // The socket kept up and the faults have room, but the outbox holds more than they
+        // took: it is taken on the worker's next round (other sessions get their turn
+        // first), as no writable event or new message may ever come to ask for it.
+        if session.pending.is_empty()
+            && session.fault.as_deref().is_some_and(|p| p.room() > 0)
+            && session.handle.outbox().charged() > 0
+        {
+            session.handle.nudge();
         }
     }
 
