@@ -266,3 +266,29 @@ fn a_burst_of_bad_headers_is_counted_whole_but_logged_at_most_once_a_second() {
         .unwrap();
     assert_eq!(read_line(&mut good), b"hi\n");
 }
+
+#[test]
+fn a_client_that_closes_inside_its_header_is_dropped_at_once() {
+    // Half a header, then the client's FIN: the header can never be whole, so the
+    // connection goes then, not after --proxy-timeout (its place under --max-conns freed).
+    let (server, addr) = proxied(ProxyProtocol::Any, Duration::from_secs(60));
+    let (exposition, registry, shutdown) =
+        (server.exposition(), server.registry(), server.shutdown());
+    let running = std::thread::spawn(move || server.run());
+    let mut v1 = connect(addr);
+    v1.write_all(b"PROXY TCP4 192.0.2.1").unwrap();
+    v1.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut v2 = connect(addr);
+    v2.write_all(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00")
+        .unwrap();
+    v2.shutdown(std::net::Shutdown::Write).unwrap();
+    // Read-timeouts of IO_TIMEOUT, far below the 60 s header timeout.
+    assert_eq!(read_to_close(&mut v1), b"");
+    assert_eq!(read_to_close(&mut v2), b"");
+    wait_until("both counted", || {
+        rejected_count(&exposition.encode(), "proxy-header") == "2"
+    });
+    assert_eq!(registry.len(), 0);
+    shutdown.trigger();
+    assert_eq!(running.join().unwrap().unwrap().sessions, 0);
+}

@@ -19,6 +19,9 @@ impl Worker {
             return;
         };
         let why = match proxy::read_header(&mut session.stream, expected, &mut self.buf) {
+            // Part of a header and then the peer's FIN: the rest can never come, and no
+            // event will say so again.
+            Ok(Step::Pending) if session.read_closed => "closed inside its PROXY header".into(),
             Ok(Step::Pending) => return,
             Ok(Step::Refused(why)) => why,
             Err(e) => e.to_string(),
