@@ -337,3 +337,17 @@ fn a_bad_fault_at_start_is_one_line_and_exit_code_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("size: must be more than 0"), "{stderr}");
 }
+
+#[test]
+fn clearing_a_latency_beside_another_fault_sends_what_it_holds_at_once() {
+    // The session keeps its other fault; the replies the cleared hold kept go out now,
+    // not when the minute is over, and new replies are not held either.
+    let server = faulted(&["latency,delay=60s", "slice,size=64"]);
+    let mut client = connect(server.addr);
+    client.write_all(b"held").unwrap();
+    expect_silence(&mut client, Duration::from_millis(200));
+    assert_eq!(server.faults.clear(Some(server.faults.list()[0].id)), 1);
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    expect_bytes(&mut client, b"held");
+    assert_eq!(round_trip(&mut client, b"after"), b"after");
+}

@@ -371,7 +371,18 @@ impl Pacing {
         let before = self.faults.len();
         self.faults.retain(|f| !f.is_cleared());
         if self.faults.len() != before {
+            let (latency, slice) = (self.plan.latency, self.plan.slice);
             self.plan = Plan::of(&self.faults);
+            if self.plan.slice != slice {
+                self.next_piece = None;
+            }
+            if self.plan.latency != latency {
+                // The hold that timed what is held is gone: it is all due now.
+                for held in &mut self.held {
+                    held.due = self.connected;
+                }
+                self.last_due = None;
+            }
             if self.plan.stall.is_none() {
                 self.stall = Stall::Over;
             }
@@ -586,6 +597,21 @@ mod tests {
         p.advance(t0 + ms(1000), &mut out);
         p.release_all(&mut out);
         assert_eq!(written(&mut out).concat(), b"abcdefg");
+    }
+
+    #[test]
+    fn clearing_the_latency_makes_what_it_held_due() {
+        let t0 = Instant::now();
+        let mut out = VecDeque::new();
+        let mut p = pacing(&["latency,delay=60s", "truncate,bytes=8"], t0);
+        p.hold(t0, b"abc", false);
+        p.faults[0]
+            .cleared
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(p.forget_cleared());
+        p.hold(t0 + ms(1), b"de", false);
+        p.advance(t0 + ms(1), &mut out);
+        assert_eq!(written(&mut out), [&b"abc"[..], b"de"]);
     }
 
     #[test]
