@@ -469,3 +469,30 @@ fn sighup_with_the_console_on_a_terminal_is_a_hang_up_and_shuts_down() {
     let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
     assert!(refused.is_err(), "something still listens on {addr}");
 }
+
+#[test]
+fn names_taken_in_the_shared_directory_do_not_stop_a_hand_over() {
+    // Anyone may create directories in the temporary directory: names this process might
+    // use for its private one, taken beforehand, are skipped.
+    let dir = std::env::temp_dir().join(format!(
+        "tcpool-test-squatted-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut old = Binary::serve_with(&["--workers", "1"], Stdio::null(), |c| {
+        c.env("RUNTIME_DIRECTORY", &dir);
+    });
+    let pid = old.child.id();
+    for n in 0..64 {
+        std::fs::create_dir(dir.join(format!("tcpool-handover-{pid}-{n}"))).unwrap();
+    }
+    old.signal("HUP");
+    let new = Adopted(successor_pid(&old));
+    assert_eq!(old.wait_timeout(IO_TIMEOUT * 2), Some(0));
+    let mut client = connect(old.addr);
+    assert_eq!(round_trip(&mut client, b"served\n"), b"served\n");
+    drop(client);
+    assert!(new.stop());
+    let _ = std::fs::remove_dir_all(&dir);
+}

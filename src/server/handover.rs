@@ -246,23 +246,56 @@ struct PrivateDir {
 
 impl PrivateDir {
     fn create() -> io::Result<PrivateDir> {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
         let base = std::env::var_os("RUNTIME_DIRECTORY")
             .or_else(|| std::env::var_os("XDG_RUNTIME_DIR"))
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
-        let path = base.join(format!(
-            "tcpool-handover-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .map_err(|e| context(e, &format!("cannot create {}", path.display())))?;
-        Ok(PrivateDir { path })
+        let names = std::iter::repeat_with(|| {
+            format!(
+                "tcpool-handover-{}-{:016x}",
+                std::process::id(),
+                unpredictable()
+            )
+        });
+        PrivateDir::create_in(&base, names)
     }
+
+    /// The first of `names` free in `base`. In a directory others may write to (the
+    /// temporary directory), a name taken already is skipped, not an error: nobody can
+    /// keep a hand-over from starting by taking the names it would use.
+    fn create_in(base: &Path, names: impl Iterator<Item = String>) -> io::Result<PrivateDir> {
+        const ATTEMPTS: usize = 16;
+        let mut taken = None;
+        for name in names.take(ATTEMPTS) {
+            let path = base.join(name);
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(PrivateDir { path }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => taken = Some(path),
+                Err(e) => return Err(context(e, &format!("cannot create {}", path.display()))),
+            }
+        }
+        let shown = taken.map_or_else(|| base.display().to_string(), |p| p.display().to_string());
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "cannot create a directory for the hand-over: {shown} and {ATTEMPTS} other names are taken"
+            ),
+        ))
+    }
+}
+
+/// 64 bits nobody else can guess: the standard library's random hash keys (taken from the
+/// operating system), mixed with a count and the time.
+fn unpredictable() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(COUNT.fetch_add(1, Ordering::Relaxed));
+    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(since.as_nanos());
+    }
+    hasher.finish()
 }
 
 impl Drop for PrivateDir {
@@ -286,6 +319,20 @@ mod tests {
         assert_eq!(names, "listen:listen:admin");
         let without = Sockets::new(&[], None).unwrap();
         assert_eq!(without.passed().unwrap().1, "");
+    }
+
+    #[test]
+    fn a_taken_name_for_the_private_directory_is_skipped() {
+        let base =
+            std::env::temp_dir().join(format!("tcpool-handover-test-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("squatted")).unwrap();
+        let names = ["squatted", "free"].map(String::from).into_iter();
+        let dir = PrivateDir::create_in(&base, names).unwrap();
+        assert_eq!(dir.path, base.join("free"));
+        let all_taken = std::iter::repeat_with(|| "squatted".to_string());
+        assert!(PrivateDir::create_in(&base, all_taken).is_err());
+        drop(dir);
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
