@@ -496,3 +496,63 @@ fn names_taken_in_the_shared_directory_do_not_stop_a_hand_over() {
     assert!(new.stop());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The processes whose arguments include `marker` (a `--seed` value no other test uses).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == marker.as_bytes())
+            && Adopted(pid).alive()
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_stop_right_after_sighup_stops_the_new_process_too() {
+    // SIGHUP, then SIGTERM while the new process is still starting (it takes a second
+    // here): the stop is for both, and the old process does not exit leaving the new one
+    // to serve on.
+    let installed = Installed::new();
+    let marker = format!("{}{}", std::process::id(), free_port());
+    let mut command = Command::new(&installed.path);
+    command
+        .args(["serve", "--port", "0", "--workers", "1", "--seed", &marker])
+        .env("RUST_LOG", "info")
+        .env("RUST_LOG_STYLE", "never")
+        .stdin(Stdio::null());
+    let mut old = Binary::launch(command);
+    let pid = old.child.id();
+    installed.put_script(&format!("sleep 1\nexec '{}' \"$@\"", tcpool_bin()));
+    old.signal("HUP");
+    old.wait_stderr("the hand-over", |l| {
+        l.contains("hand-over: starting the new process")
+    });
+    old.signal("TERM");
+    assert_eq!(old.wait_timeout(IO_TIMEOUT * 2), Some(0));
+    let left: Vec<Adopted> = processes_with(&marker)
+        .into_iter()
+        .filter(|&p| p != pid)
+        .map(Adopted)
+        .collect();
+    let pids: Vec<u32> = left.iter().map(|a| a.0).collect();
+    assert!(pids.is_empty(), "still running after the stop: {pids:?}");
+    assert!(
+        std::net::TcpStream::connect_timeout(&old.addr, IO_TIMEOUT).is_err(),
+        "nobody serves after the stop"
+    );
+}

@@ -312,6 +312,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         acceptors: running.acceptors(),
         busy: AtomicBool::new(false),
     });
+    let handing_over = Arc::clone(&reload);
     {
         let on_interrupt = on_interrupt.clone();
         std::thread::Builder::new()
@@ -340,6 +341,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the console")?;
 
     let summary = running.wait().context("server failed")?;
+    // A hand-over begun just before a stop is told to stop the new process too: this one
+    // waits for that, rather than leave it serving on after the stop it was asked for.
+    handing_over.wait_done(args.handover_timeout + shutdown_timeout + EXIT_FLUSH);
     // It answered through the shutdown (`/healthz` 503); now the server is gone.
     drop(admin.lock().take());
     if summary.forced {
@@ -423,6 +427,14 @@ impl Reload {
         if let Err(e) = spawned {
             log::warn!("hand-over failed, still serving: cannot start its thread: error={e}");
             self.busy.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits, at most `limit`, until no hand-over is under way.
+    fn wait_done(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.busy.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
