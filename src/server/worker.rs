@@ -282,6 +282,11 @@ impl Worker {
         }
         self.shared.metrics.worker(self.index).opened();
         self.call_handler(t, |handler, ctx| handler.on_open(ctx));
+        // Writing the greeting may have found the peer gone (reset already): the session
+        // is then removed, and its slot empty.
+        if self.sessions.get(t).is_none_or(|s| s.handle.id() != id) {
+            return;
+        }
         if self.stopping.is_some() {
             self.begin_close(t, CloseReason::Shutdown);
         } else {

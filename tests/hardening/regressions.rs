@@ -99,3 +99,33 @@ fn an_outbox_limit_too_small_for_max_line_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn chat_clients_that_reset_before_their_greeting_leave_the_workers_serving() {
+    // Each resets (SO_LINGER 0, then close) at once: the worker's greeting write finds the
+    // peer gone and removes the session inside its opening. The workers go on serving.
+    let server = TestServer::start(Config {
+        mode: tcpool::Mode::Chat,
+        workers: 2,
+        ..Config::default()
+    });
+    for _ in 0..300 {
+        let stream = connect(server.addr);
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(stream);
+    }
+    // Clients on both workers still get their greeting and hear each other.
+    let mut a = chatter(server.addr);
+    let mut b = chatter(server.addr);
+    let mut c = chatter(server.addr);
+    c.write_all(b"still here\n").unwrap();
+    // Notices (joins, and the reset clients leaving) may come first.
+    for reader in [&mut a, &mut b] {
+        let heard = (0..1000)
+            .map(|_| read_line(reader))
+            .find(|line| line.is_empty() || line.ends_with(b"still here\n"));
+        assert!(heard.is_some_and(|l| !l.is_empty()), "the line never came");
+    }
+}
