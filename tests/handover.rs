@@ -440,34 +440,69 @@ fn under_a_service_manager_the_new_process_becomes_the_main_pid() {
 }
 
 #[test]
-fn sighup_with_the_console_on_a_terminal_is_a_hang_up_and_shuts_down() {
+fn sighup_with_a_terminal_attached_is_a_hang_up_and_shuts_down() {
     // A server in a terminal window that closes gets SIGHUP (sometimes twice): it must not
-    // leave a new process running with no terminal, holding the port.
-    let mut command = Command::new(tcpool_bin());
-    command.args(["serve", "--port", "0"]);
-    let mut pty = rexpect::session::spawn_command(command, Some(10_000)).unwrap();
-    let (_, addr) = pty.exp_regex(r"127\.0\.0\.1:\d+").unwrap();
-    let addr: SocketAddr = addr.parse().unwrap();
-    pty.exp_string("tcpool> ").unwrap();
-    let mut client = connect(addr);
-    assert_eq!(round_trip(&mut client, b"up\n"), b"up\n");
-    for _ in 0..2 {
-        pty.process_mut()
-            .signal(nix::sys::signal::Signal::SIGHUP)
-            .unwrap();
+    // leave a new process running on a terminal that is gone, holding the port. So with the
+    // console on the terminal, and with only its output there (stdin from /dev/null).
+    let script = format!("exec '{}' serve --port 0 < /dev/null", tcpool_bin());
+    for console in [true, false] {
+        let command = if console {
+            let mut command = Command::new(tcpool_bin());
+            command.args(["serve", "--port", "0"]);
+            command
+        } else {
+            let mut command = Command::new("sh");
+            command.args(["-c", &script]);
+            command
+        };
+        let mut pty = rexpect::session::spawn_command(command, Some(10_000)).unwrap();
+        let (_, addr) = pty.exp_regex(r"127\.0\.0\.1:\d+").unwrap();
+        let addr: SocketAddr = addr.parse().unwrap();
+        if console {
+            pty.exp_string("tcpool> ").unwrap();
+        } else {
+            pty.exp_string("console off").unwrap();
+        }
+        let mut client = connect(addr);
+        assert_eq!(round_trip(&mut client, b"up\n"), b"up\n");
+        for _ in 0..2 {
+            pty.process_mut()
+                .signal(nix::sys::signal::Signal::SIGHUP)
+                .unwrap();
+        }
+        pty.exp_string("the terminal hung up").unwrap();
+        // The session is told goodbye as at any shutdown, and the summary is printed.
+        assert_eq!(read_line(&mut client), b"quit\n");
+        pty.exp_string("tcpool served 1 session(s)").unwrap();
+        pty.exp_eof().unwrap();
+        match pty.process_mut().wait().unwrap() {
+            nix::sys::wait::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+            other => panic!("not a clean exit: {other:?}"),
+        }
+        // No successor took the port.
+        let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+        assert!(refused.is_err(), "something still listens on {addr}");
     }
-    pty.exp_string("the terminal hung up").unwrap();
-    // The session is told goodbye as at any shutdown, and the summary is printed.
+}
+
+#[test]
+fn sighup_in_manual_mode_is_refused_and_the_operator_keeps_the_console() {
+    let mut server = Binary::serve(&["--mode", "manual"]);
+    let mut client = connect(server.addr);
+    client.write_all(b"hi\n").unwrap();
+    server.wait_stdout("the client's line", |l| l.contains("hi"));
+    server.signal("HUP");
+    server.wait_stderr("the refusal", |l| {
+        l.contains("WARN") && l.contains("SIGHUP ignored: in manual mode")
+    });
+    // The operator still answers from this process's console.
+    server.type_line("@1 still me");
+    assert_eq!(read_line(&mut client), b"still me\n");
+    server.type_line("quit");
     assert_eq!(read_line(&mut client), b"quit\n");
-    pty.exp_string("tcpool served 1 session(s)").unwrap();
-    pty.exp_eof().unwrap();
-    match pty.process_mut().wait().unwrap() {
-        nix::sys::wait::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
-        other => panic!("not a clean exit: {other:?}"),
-    }
-    // No successor took the port.
-    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
-    assert!(refused.is_err(), "something still listens on {addr}");
+    assert_eq!(server.wait_timeout(Duration::from_secs(10)), Some(0));
+    let refused = TcpStream::connect_timeout(&server.addr, Duration::from_secs(2));
+    assert!(refused.is_err(), "a new process took the port");
 }
 
 #[test]

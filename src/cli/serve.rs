@@ -2,8 +2,9 @@
 //!
 //! SIGINT (and Ctrl-C at the prompt) and SIGTERM shut down gracefully, a second one exits at
 //! once; SIGHUP hands the listening sockets over to a fresh copy of the program
-//! ([`server::handover`]) and then shuts this one down — unless the console is on a
-//! terminal: there SIGHUP means the terminal hung up, and the server shuts down.
+//! ([`server::handover`]) and then shuts this one down — unless a terminal is attached
+//! (stdin, stdout or stderr): there SIGHUP means the terminal hung up, and the server shuts
+//! down; in manual mode SIGHUP is ignored (the operator's console cannot be handed over).
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -166,6 +167,7 @@ fn parse_max_line(s: &str) -> Result<u32, String> {
 
 /// Runs the server until a shutdown; exit code 0 after any requested shutdown.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let manual = matches!(args.mode, ModeArg::Manual);
     let config = Config {
         workers: args.workers.map_or(0, usize::from),
         backlog: args.backlog as usize,
@@ -230,10 +232,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     terminal::save();
     let shutdown = tcpool::Shutdown::new();
     let editor = server::console::terminal(&shutdown);
-    // With the console on a terminal, SIGHUP is the terminal hanging up (its window closed,
-    // the SSH connection lost): a shutdown, as before hand-overs existed, not a new process
-    // left running without a terminal.
-    let console_on_terminal = editor.is_some();
+    // With a terminal on stdin, stdout or stderr, SIGHUP is the terminal hanging up (its
+    // window closed, the SSH connection lost): a shutdown, as before hand-overs existed, not a
+    // new process left running on a terminal that is gone.
+    let on_terminal = {
+        use std::io::IsTerminal;
+        editor.is_some()
+            || std::io::stdin().is_terminal()
+            || std::io::stdout().is_terminal()
+            || std::io::stderr().is_terminal()
+    };
     let printer = editor
         .as_ref()
         .map_or_else(Printer::stdout, |(_, printer)| printer.clone());
@@ -311,6 +319,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin: Arc::clone(&admin),
         acceptors: running.acceptors(),
         busy: AtomicBool::new(false),
+        manual,
     });
     let handing_over = Arc::clone(&reload);
     {
@@ -320,7 +329,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .spawn(move || {
                 for signal in signals.forever() {
                     match signal {
-                        SIGHUP if console_on_terminal => hung_up(&reload.shutdown),
+                        SIGHUP if on_terminal => hung_up(&reload.shutdown),
                         SIGHUP => reload.on_hangup(),
                         _ => on_interrupt(),
                     }
@@ -378,15 +387,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP with the console on a terminal: the terminal hung up, so the server shuts down
-/// gracefully. It is not a second Ctrl-C: a hang-up may bring SIGHUP twice (from the shell
+/// SIGHUP with a terminal on stdin, stdout or stderr: the terminal hung up, so the server
+/// shuts down gracefully. It is not a second Ctrl-C: a hang-up may bring SIGHUP twice (from the shell
 /// and from the kernel), and neither cuts the shutdown short.
 fn hung_up(shutdown: &Shutdown) {
     if !shutdown.is_triggered() {
         shutdown.trigger();
         log::info!(
-            "SIGHUP with the console on a terminal: the terminal hung up; shutting down \
-             gracefully (a hand-over is for a server whose console is not a terminal)"
+            "SIGHUP with a terminal attached: the terminal hung up; shutting down \
+             gracefully (a hand-over is for a server with no terminal on stdin, stdout or \
+             stderr)"
         );
     }
 }
@@ -403,12 +413,22 @@ struct Reload {
     acceptors: server::Acceptors,
     /// A hand-over is under way.
     busy: AtomicBool,
+    /// Manual mode: the operator answers on this process's console, so there is no
+    /// hand-over.
+    manual: bool,
 }
 
 impl Reload {
     /// Starts a hand-over on a thread of its own, unless one is under way or the server is
     /// shutting down.
     fn on_hangup(self: &Arc<Self>) {
+        if self.manual {
+            log::warn!(
+                "SIGHUP ignored: in manual mode the replies come from this process's console, \
+                 which a new process would not have; restart the server to upgrade it"
+            );
+            return;
+        }
         if self.shutdown.is_triggered() {
             log::info!("SIGHUP ignored: shutting down");
             return;
