@@ -17,16 +17,16 @@ use crate::support::{
     IO_TIMEOUT, connect, init_logger, read_line, read_to_close, round_trip, wait_until,
 };
 
-/// A server with its admin endpoint, both on 127.0.0.1 port 0.
-struct Served {
-    addr: SocketAddr,
+/// A server with its admin endpoint, both on 127.0.0.1 port 0, shut down on drop.
+pub struct Served {
+    pub addr: SocketAddr,
     admin: Option<Admin>,
     running: Option<Running>,
-    shutdown: tcpool::Shutdown,
+    pub shutdown: tcpool::Shutdown,
 }
 
 impl Served {
-    fn start(config: Config) -> Served {
+    pub fn start(config: Config) -> Served {
         init_logger();
         let server = Server::new(bind("127.0.0.1:0".parse().unwrap()).unwrap(), config);
         let admin = Admin::start(bind("127.0.0.1:0".parse().unwrap()).unwrap(), &server).unwrap();
@@ -40,7 +40,7 @@ impl Served {
         }
     }
 
-    fn admin_addr(&self) -> SocketAddr {
+    pub fn admin_addr(&self) -> SocketAddr {
         self.admin.as_ref().unwrap().local_addr()
     }
 

@@ -6,49 +6,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tcpool::server::admin::{Admin, HEAD_LIMIT, MAX_CONNECTIONS};
-use tcpool::server::{Config, Running, Server, bind};
+use tcpool::server::Config;
+use tcpool::server::admin::{HEAD_LIMIT, MAX_CONNECTIONS};
 
-use crate::support::{Binary, IO_TIMEOUT, connect, init_logger, read_to_close};
-
-/// A server and its admin endpoint on 127.0.0.1 port 0, shut down on drop.
-struct Served {
-    admin: Option<Admin>,
-    running: Option<Running>,
-    shutdown: tcpool::Shutdown,
-}
-
-impl Served {
-    fn start() -> Served {
-        init_logger();
-        let server = Server::new(
-            bind("127.0.0.1:0".parse().unwrap()).unwrap(),
-            Config::default(),
-        );
-        let admin = Admin::start(bind("127.0.0.1:0".parse().unwrap()).unwrap(), &server).unwrap();
-        let shutdown = server.shutdown();
-        let running = server.start().unwrap();
-        Served {
-            admin: Some(admin),
-            running: Some(running),
-            shutdown,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.admin.as_ref().unwrap().local_addr()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        if let Some(running) = self.running.take() {
-            let _ = running.wait();
-        }
-        drop(self.admin.take());
-    }
-}
+use crate::admin::Served;
+use crate::support::{Binary, IO_TIMEOUT, connect, read_to_close};
 
 /// Sends `bytes` and reads everything until the server closes; the answer as text.
 fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
@@ -66,7 +28,7 @@ fn healthz(addr: SocketAddr) -> String {
 
 #[test]
 fn bytes_after_a_refused_body_never_run_as_a_request() {
-    let served = Served::start();
+    let served = Served::start(Config::default());
     let smuggled =
         "GET /stats HTTP/1.1\r\nHost: x\r\n\r\nPOST /shutdown HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut chunked =
@@ -85,7 +47,7 @@ fn bytes_after_a_refused_body_never_run_as_a_request() {
         (bad_length("99999999999999999999999"), "413"),
         (bad_length("1, 1"), "400"),
     ] {
-        let answer = exchange(served.addr(), &request);
+        let answer = exchange(served.admin_addr(), &request);
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status} ")),
             "{answer}"
@@ -96,15 +58,15 @@ fn bytes_after_a_refused_body_never_run_as_a_request() {
     }
     // A pipelined second request is not read either: one answer, then the close.
     let two = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nPOST /shutdown HTTP/1.1\r\nHost: x\r\n\r\n";
-    let answer = exchange(served.addr(), two.as_bytes());
+    let answer = exchange(served.admin_addr(), two.as_bytes());
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
     assert!(!served.shutdown.is_triggered());
-    assert!(healthz(served.addr()).ends_with("\r\n\r\nok\n"));
+    assert!(healthz(served.admin_addr()).ends_with("\r\n\r\nok\n"));
 }
 
 #[test]
 fn an_unfinished_body_is_timed_out_and_closed() {
-    let served = Served::start();
+    let served = Served::start(Config::default());
     let mut holders: Vec<TcpStream> = [
         &b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n"[..],
         b"POST /faults HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100\r\nabc",
@@ -112,13 +74,13 @@ fn an_unfinished_body_is_timed_out_and_closed() {
     ]
     .iter()
     .map(|head| {
-        let mut s = connect(served.addr());
+        let mut s = connect(served.admin_addr());
         s.write_all(head).unwrap();
         s
     })
     .collect();
     // The endpoint answers meanwhile.
-    assert!(healthz(served.addr()).ends_with("\r\n\r\nok\n"));
+    assert!(healthz(served.admin_addr()).ends_with("\r\n\r\nok\n"));
     // Each holder is answered 408 and closed by the server, well before the test's timeout.
     let started = Instant::now();
     for holder in &mut holders {
@@ -130,11 +92,11 @@ fn an_unfinished_body_is_timed_out_and_closed() {
 
 #[test]
 fn a_client_that_never_reads_holds_nothing_past_the_deadline() {
-    let served = Served::start();
+    let served = Served::start(Config::default());
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(1024).unwrap();
     socket
-        .connect_timeout(&served.addr().into(), IO_TIMEOUT)
+        .connect_timeout(&served.admin_addr().into(), IO_TIMEOUT)
         .unwrap();
     let mut greedy: TcpStream = socket.into();
     greedy
@@ -143,7 +105,7 @@ fn a_client_that_never_reads_holds_nothing_past_the_deadline() {
     let pipeline = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
     let _ = greedy.write_all(&pipeline);
     for _ in 0..5 {
-        assert!(healthz(served.addr()).ends_with("\r\n\r\nok\n"));
+        assert!(healthz(served.admin_addr()).ends_with("\r\n\r\nok\n"));
     }
     // It got one answer at most, then the close.
     greedy.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -155,8 +117,8 @@ fn a_client_that_never_reads_holds_nothing_past_the_deadline() {
 
 #[test]
 fn a_huge_header_is_refused_at_the_head_limit() {
-    let served = Served::start();
-    let mut stream = connect(served.addr());
+    let served = Served::start(Config::default());
+    let mut stream = connect(served.admin_addr());
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: ")
         .unwrap();
@@ -173,16 +135,16 @@ fn a_huge_header_is_refused_at_the_head_limit() {
         "{answer}"
     );
     assert!(answer.is_empty() || answer.contains(&HEAD_LIMIT.to_string()));
-    assert!(healthz(served.addr()).ends_with("\r\n\r\nok\n"));
+    assert!(healthz(served.admin_addr()).ends_with("\r\n\r\nok\n"));
 }
 
 #[test]
 fn connections_over_the_cap_are_answered_503_without_a_thread() {
-    let served = Served::start();
+    let served = Served::start(Config::default());
     let extra = 24;
     let mut open: Vec<TcpStream> = (0..MAX_CONNECTIONS + extra)
         .map(|_| {
-            let mut s = connect(served.addr());
+            let mut s = connect(served.admin_addr());
             s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
             s
         })
@@ -201,7 +163,7 @@ fn connections_over_the_cap_are_answered_503_without_a_thread() {
     drop(open);
     // Once they are gone the endpoint serves again.
     crate::support::wait_until("the admin slots freed", || {
-        healthz(served.addr()).ends_with("\r\n\r\nok\n")
+        healthz(served.admin_addr()).ends_with("\r\n\r\nok\n")
     });
 }
 
