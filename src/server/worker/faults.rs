@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::server::faults::End;
 use crate::server::outbox::Entry;
-use crate::server::session::{CloseReason, Phase};
+use crate::server::session::{CloseReason, Phase, Session};
 
 use super::{LOG, Worker};
 
@@ -19,12 +19,10 @@ impl Worker {
         if session.phase != Phase::Open {
             return;
         }
-        let Some(pacing) = session.fault.as_deref() else {
+        if session.fault.is_none() {
             return;
-        };
-        if session.pending.is_empty()
-            && pacing.room() > 0
-            && session.handle.outbox().charged() > 0
+        }
+        if wants_outbox(session)
             && let Some(reason) = self.feed_faults(t)
         {
             return self.close_requested(t, reason);
@@ -63,10 +61,7 @@ impl Worker {
         // The socket kept up and the faults have room, but the outbox holds more than they
         // took: it is taken on the worker's next round (other sessions get their turn
         // first), as no writable event or new message may ever come to ask for it.
-        if session.pending.is_empty()
-            && session.fault.as_deref().is_some_and(|p| p.room() > 0)
-            && session.handle.outbox().charged() > 0
-        {
+        if wants_outbox(session) {
             session.handle.nudge();
         }
     }
@@ -78,12 +73,8 @@ impl Worker {
     /// outbox. Returns the close request pending, if any.
     pub(super) fn feed_faults(&mut self, t: usize) -> Option<CloseReason> {
         let session = &mut self.sessions[t];
+        let budget = outbox_room(session);
         let pacing = session.fault.as_deref_mut()?;
-        let budget = if session.pending.is_empty() {
-            pacing.room()
-        } else {
-            0
-        };
         let outbox = session.handle.outbox();
         let mut entries = std::mem::take(&mut self.entries);
         let close = outbox.take_up_to(&mut entries, budget);
@@ -187,4 +178,18 @@ impl Worker {
             self.read_on(t);
         }
     }
+}
+
+/// How much more a faulted session's faults take from its outbox now: their room, while the
+/// socket keeps up (nothing pending); 0 otherwise, and for a session without faults.
+fn outbox_room(session: &Session) -> usize {
+    match session.fault.as_deref() {
+        Some(pacing) if session.pending.is_empty() => pacing.room(),
+        _ => 0,
+    }
+}
+
+/// Whether a faulted session's faults have room for what still waits in its outbox.
+pub(super) fn wants_outbox(session: &Session) -> bool {
+    outbox_room(session) > 0 && session.handle.outbox().charged() > 0
 }

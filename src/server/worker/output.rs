@@ -122,7 +122,7 @@ impl Worker {
                 Phase::Open => {
                     let read_more = session.read_more;
                     // The socket caught up: a faulted session takes more from its outbox.
-                    if session.fault.is_some() && session.handle.outbox().charged() > 0 {
+                    if super::faults::wants_outbox(session) {
                         self.fault_step(t);
                     }
                     if read_more {
