@@ -60,7 +60,7 @@ impl Served {
 
     /// The exposition as parsed by Python's `prometheus_client`: sample name and labels
     /// (as `name{k="v",...}` with sorted labels) to value.
-    fn scrape(&self) -> HashMap<String, f64> {
+    pub fn scrape(&self) -> HashMap<String, f64> {
         let (status, text) = self.get("/metrics");
         assert_eq!(status, 200, "{text}");
         parse_with_prometheus_client(&text)
@@ -146,7 +146,7 @@ pub fn parse_with_prometheus_client(text: &str) -> HashMap<String, f64> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
+pub fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
     *samples
         .get(key)
         .unwrap_or_else(|| panic!("no sample {key} in {samples:?}"))

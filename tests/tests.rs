@@ -9,6 +9,7 @@ mod access;
 mod activation;
 mod admin;
 mod admin_hostile;
+mod balance;
 
 mod bench;
 mod bench_accounting;

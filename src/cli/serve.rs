@@ -20,7 +20,9 @@ use signal_hook::consts::{SIGHUP, SIGTERM};
 use tcpool::Shutdown;
 use tcpool::server::handover::{self, Sockets};
 use tcpool::server::notify::Notify;
-use tcpool::server::{self, Config, FaultSpec, Mode, Overflow, Printer, Server, admin::Admin};
+use tcpool::server::{
+    self, Balancing, Config, FaultSpec, Mode, Overflow, Printer, Server, admin::Admin,
+};
 
 use super::log_format::LogFormat;
 use super::terminal;
@@ -46,6 +48,10 @@ pub(crate) struct ServeArgs {
     /// Worker threads [default: the number of CPUs].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
+    /// How sessions are shared among the workers: gathered on as few as keep up (`auto`),
+    /// or each connection to the next worker in turn, for good.
+    #[arg(long, value_enum, default_value_t = BalanceArg::Auto)]
+    balance: BalanceArg,
     /// Connections accepted but not yet adopted by a worker.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     backlog: u32,
@@ -142,6 +148,14 @@ enum ProxyArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum BalanceArg {
+    /// Gather sessions on as few workers as keep up; spread them when those fall behind.
+    Auto,
+    /// Each connection to the next worker in turn; sessions never move.
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum OverflowArg {
     /// Stop accepting until a worker catches up.
     Wait,
@@ -170,6 +184,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let manual = matches!(args.mode, ModeArg::Manual);
     let config = Config {
         workers: args.workers.map_or(0, usize::from),
+        balance: match args.balance {
+            BalanceArg::Auto => Balancing::Auto,
+            BalanceArg::RoundRobin => Balancing::RoundRobin,
+        },
         backlog: args.backlog as usize,
         max_conns: args.max_conns.map(|n| n as usize),
         mode: match args.mode {

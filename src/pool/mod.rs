@@ -216,6 +216,31 @@ impl fmt::Debug for Wakers {
     }
 }
 
+/// Sets how many of a pool's workers take new jobs: the first `n`, in turn. What a load
+/// balancer holds; all of them at first.
+#[derive(Debug, Clone)]
+pub struct Spread {
+    in_use: Arc<AtomicUsize>,
+    size: usize,
+}
+
+impl Spread {
+    /// New jobs go to the first `n` workers (at least one, at most all of them).
+    pub fn set(&self, n: usize) {
+        self.in_use.store(n.clamp(1, self.size), Ordering::Relaxed);
+    }
+
+    /// How many workers take new jobs.
+    pub fn get(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// The pool's worker count.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
 /// The submitting side of a pool: cheap to clone, one per producer thread.
 pub struct Submitter<T> {
     /// One lane per worker; the queue is open while any submitter holds them.
@@ -223,6 +248,8 @@ pub struct Submitter<T> {
     gate: Arc<Gate>,
     notifiers: Arc<[Arc<dyn Notify>]>,
     next: Arc<AtomicUsize>,
+    /// Lanes that take new jobs: the first this many ([`Spread`]).
+    in_use: Arc<AtomicUsize>,
 }
 
 impl<T> Clone for Submitter<T> {
@@ -232,6 +259,7 @@ impl<T> Clone for Submitter<T> {
             gate: Arc::clone(&self.gate),
             notifiers: Arc::clone(&self.notifiers),
             next: Arc::clone(&self.next),
+            in_use: Arc::clone(&self.in_use),
         }
     }
 }
@@ -280,11 +308,16 @@ impl<T> Submitter<T> {
         *self.gate.queued.lock()
     }
 
-    /// Puts `job` (its place in the gate already taken) on the next worker's lane and wakes
-    /// that worker; a lane whose worker has returned is passed over.
+    /// Puts `job` (its place in the gate already taken) on the next lane in use and wakes
+    /// that worker; a lane whose worker has returned is passed over, for any other lane.
     fn dispatch(&self, mut job: T) -> Result<(), SubmitError<T>> {
-        for _ in 0..self.lanes.len() {
-            let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let in_use = self
+            .in_use
+            .load(Ordering::Relaxed)
+            .clamp(1, self.lanes.len());
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % in_use;
+        for step in 0..self.lanes.len() {
+            let turn = (first + step) % self.lanes.len();
             match self.lanes[turn].send(job) {
                 Ok(()) => {
                     self.notifiers[turn].notify();
@@ -436,6 +469,7 @@ impl<T: Send + 'static> Pool<T> {
             gate,
             notifiers: Arc::clone(&notifiers),
             next: Arc::new(AtomicUsize::new(0)),
+            in_use: Arc::new(AtomicUsize::new(size)),
         };
         Ok(Pool {
             submitter: Some(submitter),
@@ -475,6 +509,22 @@ impl<T> Pool<T> {
             .expect("depth() called on a closed pool");
         Depth {
             gate: Arc::clone(&submitter.gate),
+        }
+    }
+
+    /// A handle that sets how many workers take new jobs, and does not keep the queue open.
+    ///
+    /// # Panics
+    ///
+    /// After [`Pool::close`].
+    pub fn spread(&self) -> Spread {
+        let submitter = self
+            .submitter
+            .as_ref()
+            .expect("spread() called on a closed pool");
+        Spread {
+            in_use: Arc::clone(&submitter.in_use),
+            size: self.threads.len(),
         }
     }
 

@@ -102,6 +102,39 @@ fn jobs_are_spread_evenly_over_the_workers() {
 }
 
 #[test]
+fn new_jobs_go_to_the_workers_in_use_only() {
+    let (mut pool, seen, gate) = recorder_pool(4, 1024);
+    let spread = pool.spread();
+    assert_eq!((spread.get(), spread.size()), (4, 4));
+    let submitter = pool.submitter();
+    spread.set(2);
+    for job in 0..100 {
+        submitter.try_submit(job).unwrap();
+    }
+    // Out of range both ways: at least one worker, at most all of them.
+    spread.set(0);
+    assert_eq!(spread.get(), 1);
+    for job in 100..110 {
+        submitter.try_submit(job).unwrap();
+    }
+    spread.set(9);
+    assert_eq!(spread.get(), 4);
+    drop(submitter);
+    gate.store(1, Ordering::SeqCst);
+    pool.close();
+    pool.join_timeout(Duration::from_secs(5)).unwrap();
+    let seen = seen.lock().unwrap();
+    let taken = |worker, jobs: std::ops::Range<u32>| {
+        seen.iter()
+            .filter(|&&(w, j)| w == worker && jobs.contains(&j))
+            .count()
+    };
+    assert_eq!([taken(0, 0..100), taken(1, 0..100)], [50, 50]);
+    assert_eq!(taken(2, 0..110) + taken(3, 0..110), 0);
+    assert_eq!(taken(0, 100..110), 10);
+}
+
+#[test]
 fn capacity_counts_what_every_lane_holds() {
     let (pool, _seen, gate) = recorder_pool(3, 5);
     let submitter = pool.submitter();

@@ -36,11 +36,33 @@ impl fmt::Display for Overflow {
     }
 }
 
+/// How sessions are shared among the workers (`--balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balancing {
+    /// Sessions gather on as few workers as keep up with them, and spread again when those
+    /// fall behind: a light load wakes one worker, not all.
+    #[default]
+    Auto,
+    /// Each connection goes to the next worker in turn and stays there.
+    RoundRobin,
+}
+
+impl fmt::Display for Balancing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Balancing::Auto => "auto",
+            Balancing::RoundRobin => "round-robin",
+        })
+    }
+}
+
 /// The server's limits and behaviour. Every field has a safe default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Worker threads; 0 means one per CPU.
     pub workers: usize,
+    /// How sessions are shared among the workers.
+    pub balance: Balancing,
     /// Connections accepted but not yet adopted by a worker (`--backlog`, default 4).
     pub backlog: usize,
     /// Sessions served at once; beyond it a client gets `busy`. `None`: the default,
@@ -84,6 +106,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             workers: 0,
+            balance: Balancing::Auto,
             backlog: 4,
             max_conns: None,
             mode: Mode::Echo,

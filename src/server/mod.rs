@@ -41,6 +41,7 @@
 pub mod acceptor;
 pub mod access;
 pub mod admin;
+pub(crate) mod balance;
 pub mod chat;
 pub mod command;
 mod config;
@@ -74,7 +75,9 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 
 pub use access::{Access, Cidr};
-pub use config::{Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, Overflow, min_outbox_limit};
+pub use config::{
+    Balancing, Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, Overflow, min_outbox_limit,
+};
 pub use console::Console;
 pub use descriptors::fit_max_conns;
 pub use faults::{FaultSpec, Faults};
@@ -121,6 +124,8 @@ pub(crate) struct Shared {
     pub(crate) forced_closes: Arc<AtomicUsize>,
     /// Set by [`Acceptors::stop`]: the acceptors return, the workers serve on.
     pub(crate) accepting_stopped: AtomicBool,
+    /// Which workers are in use, and the sessions on their way from one to another.
+    pub(crate) balance: balance::Balance,
 }
 
 /// A server ready to run: a listener, a config, a handler and the handles others use to
@@ -323,12 +328,14 @@ impl Server {
             faults: faults.clone(),
             forced_closes: Arc::clone(&forced_closes),
             accepting_stopped: AtomicBool::new(false),
+            balance: balance::Balance::new(workers, config.balance == Balancing::Auto),
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
             Worker::new(i, Arc::clone(&shared))
         })?;
         registry.watch_backlog(pool.depth());
+        shared.balance.attach(pool.spread());
         let (counted, timeout) = (registry.clone(), config.shutdown_timeout);
         shutdown.on_trigger(move || {
             log::info!(
@@ -384,9 +391,10 @@ impl Server {
         }
         drop((acceptor_done, closer));
         log::info!(
-            "listening on {} (mode={} workers={workers} backlog={} max-conns={max_conns} overflow={})",
+            "listening on {} (mode={} workers={workers} balance={} backlog={} max-conns={max_conns} overflow={})",
             listen::describe(&addrs),
             config.mode,
+            config.balance,
             config.backlog,
             config.overflow
         );

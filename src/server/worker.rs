@@ -22,11 +22,13 @@
 //! | `output` | the worker's own writes, the outbox, chat's back-pressure |
 //! | `faults` | carrying out the faults a session drew, and their timers |
 //! | `closing` | ending sessions: `quit`, shut, drain, close; shutdown and deadlines |
+//! | `moving` | handing sessions to other workers and adopting theirs (`--balance auto`) |
 
 mod closing;
 mod faults;
 mod header;
 mod input;
+mod moving;
 mod output;
 
 use std::collections::VecDeque;
@@ -40,6 +42,7 @@ use slab::Slab;
 
 use super::Shared;
 use super::acceptor::Throttle;
+use super::balance::Meter;
 use super::outbox::{Entry, Mailbox};
 use super::protocol::{LineEnding, Splitter};
 use super::session::{Chunk, CloseReason, Session, SessionHandle, SessionId};
@@ -114,6 +117,12 @@ pub(crate) struct Worker {
     header_warnings: Throttle,
     /// The faults' generation last looked at: when it changes, a fault was cleared.
     fault_generation: u64,
+    /// This worker's own load, for the balance; started on the worker's thread.
+    meter: Option<Meter>,
+    /// Sessions handed over by other workers, taken in one swap.
+    arrived: Vec<Session>,
+    /// When a worker not in use next looks for sessions to hand on.
+    next_evacuation: Instant,
 }
 
 impl Worker {
@@ -126,6 +135,7 @@ impl Worker {
             .map(|t| Instant::now() + idle_scan_interval(t));
         let mailbox = Arc::new(Mailbox::new(waker));
         shared.faults.watch(Arc::clone(&mailbox));
+        shared.balance.dock(index, Arc::clone(&mailbox));
         Ok(Worker {
             index,
             poll,
@@ -146,6 +156,9 @@ impl Worker {
             stopping: None,
             next_idle_scan,
             now: Instant::now(),
+            meter: None,
+            arrived: Vec::new(),
+            next_evacuation: Instant::now(),
         })
     }
 
@@ -186,6 +199,7 @@ impl Worker {
                 }
             }
             self.deliver_posted();
+            self.balance_pass();
             self.fire_timers();
             for t in std::mem::take(&mut self.again) {
                 if self.sessions.contains(t) {
@@ -196,7 +210,7 @@ impl Worker {
                 self.begin_shutdown();
             }
             self.check_deadlines();
-            if !inbox_open && self.sessions.is_empty() {
+            if !inbox_open && self.sessions.is_empty() && self.may_stop() {
                 break;
             }
         }

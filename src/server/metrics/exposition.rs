@@ -229,6 +229,27 @@ impl Collector for Exposition {
             Some("worker"),
             per_worker,
         )?;
+        let moved = m
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i.to_string(), w.moved_in.load(Ordering::Relaxed)));
+        family(
+            &mut e,
+            "tcpool_worker_sessions_moved_in",
+            "Sessions other workers handed to each worker (--balance auto)",
+            Counter,
+            Some("worker"),
+            moved,
+        )?;
+        family(
+            &mut e,
+            "tcpool_workers_in_use",
+            "Workers taking new sessions now; the others hand theirs on (--balance auto)",
+            Gauge,
+            None,
+            one(m.in_use.load(Ordering::Relaxed) as u64),
+        )?;
         family(
             &mut e,
             "tcpool_accept_errors",

@@ -147,6 +147,8 @@ impl Histogram {
 /// One worker's cells. Only that worker writes them.
 pub(crate) struct WorkerMetrics {
     sessions: AtomicUsize,
+    /// Sessions other workers handed to this one.
+    moved_in: AtomicU64,
     closed: [AtomicU64; CLOSE_REASONS.len()],
     durations: Histogram,
     replies: Histogram,
@@ -156,6 +158,7 @@ impl WorkerMetrics {
     fn new() -> Self {
         WorkerMetrics {
             sessions: AtomicUsize::new(0),
+            moved_in: AtomicU64::new(0),
             closed: Default::default(),
             durations: Histogram::new(&SESSION_BOUNDS),
             replies: Histogram::new(&REPLY_BOUNDS),
@@ -165,6 +168,17 @@ impl WorkerMetrics {
     /// The worker adopted a session.
     pub(crate) fn opened(&self) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Another worker handed this one a session.
+    pub(crate) fn moved_in(&self) {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        self.moved_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The worker handed a session to another.
+    pub(crate) fn moved_out(&self) {
+        self.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The worker closed a session that lasted `lasted`.
@@ -184,6 +198,8 @@ impl WorkerMetrics {
 /// acceptor's counts. Created with the server; read by [`Exposition`].
 pub struct Metrics {
     workers: Box<[CachePadded<WorkerMetrics>]>,
+    /// Workers taking new sessions now (`--balance`).
+    in_use: AtomicUsize,
     rejected: [AtomicU64; Rejection::ALL.len()],
     accept_errors: AtomicU64,
     started: SystemTime,
@@ -204,6 +220,7 @@ impl Metrics {
             workers: (0..workers)
                 .map(|_| CachePadded::new(WorkerMetrics::new()))
                 .collect(),
+            in_use: AtomicUsize::new(workers),
             rejected: Default::default(),
             accept_errors: AtomicU64::new(0),
             started: SystemTime::now(),
@@ -223,6 +240,11 @@ impl Metrics {
     /// creates both from the same count.
     pub(crate) fn worker(&self, index: usize) -> &WorkerMetrics {
         &self.workers[index]
+    }
+
+    /// `n` workers take new sessions now.
+    pub(crate) fn set_workers_in_use(&self, n: usize) {
+        self.in_use.store(n, Ordering::Relaxed);
     }
 
     /// Counts a connection answered `busy`.

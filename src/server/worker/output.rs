@@ -27,7 +27,7 @@ impl Worker {
 
     /// Session `t` was nudged or posted: if it was held up, see whether its recipients have
     /// caught up, then handle what was deferred and read on.
-    fn resume(&mut self, t: usize) {
+    pub(super) fn resume(&mut self, t: usize) {
         let Some(session) = self.sessions.get_mut(t) else {
             return;
         };

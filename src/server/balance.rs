@@ -1,0 +1,542 @@
+//! Which workers serve: sessions gather on as few workers as keep up with them.
+//!
+//! A worker that keeps up sleeps in its poller between a few events and the next; each sleep
+//! and wake-up costs a context switch. Two workers that share a light load sleep and wake
+//! twice as often as one that carries it, and on a machine whose cores the clients share
+//! (a load generator on the same host) the extra thread takes CPU from them. So the
+//! workers *in use* are the first `k`: new connections go only to them (the pool's
+//! [`Spread`]), and a worker beyond `k` hands its sessions to them. `k` follows the load:
+//!
+//! - Each worker looks at itself every [`WINDOW`] while it is awake ([`Meter`]). It is
+//!   *saturated* when it was on the CPU for a good part of the window and almost never slept:
+//!   it found work every time it looked, so sessions wait for it.
+//! - Every worker in use saturated: one more in use, and each hands it a share of its
+//!   sessions.
+//! - None saturated, and [`Plan::hold`] since the last change: one fewer; the last one hands
+//!   its sessions to the others.
+//! - A gathering that saturates within [`PROBE`] is undone, and the hold doubles (up to
+//!   [`HOLD_MAX`]), so a load that needs every worker is probed rarely; a spreading that
+//!   comes later than that resets the hold.
+//!
+//! Idle workers never wake for this: a worker reviews only on its own passes. With
+//! `--balance round-robin` (or one worker) nothing moves: each connection goes to the next
+//! worker in turn and stays there. Moving a session is the worker's business
+//! (`worker/moving.rs`); this file only decides and carries sessions between workers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::outbox::Mailbox;
+use super::session::Session;
+use crate::pool::Spread;
+
+/// How often a busy worker looks at its own load.
+pub(crate) const WINDOW: Duration = Duration::from_millis(50);
+
+/// Room for another worker: the machine left at least this many CPUs idle...
+const IDLE_CPUS: f64 = 0.5;
+
+/// ...or the worker was put off its CPU this many times a second while it had work: it
+/// shares its CPU with other busy threads, and a second worker gets a share of its own
+/// (on 2 cores with 16 connections: 33,000 a second against two client threads, 70 against
+/// one).
+const PREEMPTED_PER_SECOND: f64 = 1_000.0;
+
+/// Saturated: on the CPU for at least this share of the window...
+const BUSY_SHARE: f64 = 0.3;
+
+/// ...and asleep fewer times a second than this. A worker that keeps up sleeps thousands of
+/// times a second under load; one that never catches up, a few dozen (on 2 cores, 6,300
+/// against 80 for one worker under the same 16 connections, with one and two client threads).
+const SLEEPS_PER_SECOND: f64 = 500.0;
+
+/// Saturated for this many windows in a row: a worker that keeps up, barely, has a window
+/// now and then in which it never slept; one that does not keep up has nothing else.
+const SUSTAINED: u32 = 4;
+
+/// A report older than this is not taken into account (its worker has been asleep since).
+const FRESH: Duration = Duration::from_millis(200);
+
+/// The shortest and longest time between a change and the next gathering.
+const HOLD_MIN: Duration = Duration::from_secs(1);
+pub(crate) const HOLD_MAX: Duration = Duration::from_secs(16);
+
+/// A spreading this soon after a gathering means the gathering failed.
+const PROBE: Duration = Duration::from_secs(1);
+
+/// One worker's end: what is handed to it, how to wake it, what it last reported.
+#[derive(Default)]
+struct Dock {
+    /// Sessions handed to this worker and not adopted yet; `None` once it has stopped.
+    arrivals: Mutex<Option<Vec<Session>>>,
+    arrived: AtomicBool,
+    mailbox: OnceLock<Arc<Mailbox>>,
+    /// The worker is asked to hand a share of its sessions to worker `give - 1` (0: no).
+    give: AtomicUsize,
+    saturated: AtomicBool,
+    /// When it last reported, in nanoseconds since [`Balance::epoch`] (0: never).
+    reported: AtomicU64,
+}
+
+/// The server's balance: every worker's dock and the plan of how many are in use.
+pub(crate) struct Balance {
+    docks: Box<[Dock]>,
+    spread: OnceLock<Spread>,
+    plan: Mutex<Plan>,
+    epoch: Instant,
+    enabled: bool,
+}
+
+/// What changed at a review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Nothing.
+    Stay,
+    /// One more worker in use.
+    Spread,
+    /// One fewer.
+    Gather,
+}
+
+/// How many workers are in use, and when that may change next.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// The time between a change and the next gathering.
+    pub(crate) hold: Duration,
+    changed: Instant,
+    gathered: Option<Instant>,
+}
+
+impl Plan {
+    pub(crate) fn new(now: Instant) -> Self {
+        Plan {
+            hold: HOLD_MIN,
+            changed: now,
+            gathered: None,
+        }
+    }
+
+    /// What to do, given whether each worker in use is saturated, out of `workers`.
+    pub(crate) fn decide(&self, saturated: &[bool], workers: usize, now: Instant) -> Step {
+        let in_use = saturated.len();
+        if in_use < workers && saturated.iter().all(|&s| s) {
+            Step::Spread
+        } else if in_use > 1
+            && !saturated.iter().any(|&s| s)
+            && now.saturating_duration_since(self.changed) >= self.hold
+        {
+            Step::Gather
+        } else {
+            Step::Stay
+        }
+    }
+
+    /// Records that `step` was taken at `now`.
+    pub(crate) fn note(&mut self, step: Step, now: Instant) {
+        match step {
+            Step::Stay => return,
+            Step::Spread => {
+                let failed = self
+                    .gathered
+                    .is_some_and(|at| now.saturating_duration_since(at) < PROBE);
+                self.hold = if failed {
+                    (self.hold * 2).min(HOLD_MAX)
+                } else {
+                    HOLD_MIN
+                };
+            }
+            Step::Gather => self.gathered = Some(now),
+        }
+        self.changed = now;
+    }
+}
+
+impl Balance {
+    /// A balance for `workers` workers; `enabled: false` keeps every worker in use.
+    pub(crate) fn new(workers: usize, enabled: bool) -> Self {
+        let epoch = Instant::now();
+        Balance {
+            docks: (0..workers).map(|_| Dock::default()).collect(),
+            spread: OnceLock::new(),
+            plan: Mutex::new(Plan::new(epoch)),
+            epoch,
+            enabled: enabled && workers > 1,
+        }
+    }
+
+    /// Whether sessions move at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Gives the balance the pool's handle on how many workers take new connections.
+    pub(crate) fn attach(&self, spread: Spread) {
+        let _ = self.spread.set(spread);
+    }
+
+    /// Worker `index` is woken through `mailbox`.
+    pub(crate) fn dock(&self, index: usize, mailbox: Arc<Mailbox>) {
+        let dock = &self.docks[index];
+        let _ = dock.mailbox.set(mailbox);
+        *dock.arrivals.lock() = Some(Vec::new());
+    }
+
+    /// How many workers are in use (all of them until the pool is attached).
+    pub(crate) fn in_use(&self) -> usize {
+        self.spread.get().map_or(self.docks.len(), Spread::get)
+    }
+
+    /// Worker `index` reports its last window. Returns the step taken, if this review took
+    /// one (another worker may be reviewing at the same time: then this one does not).
+    pub(crate) fn review(&self, index: usize, saturated: bool, now: Instant) -> Step {
+        let dock = &self.docks[index];
+        dock.saturated.store(saturated, Ordering::Relaxed);
+        dock.reported
+            .store(self.nanos(now).max(1), Ordering::Relaxed);
+        let (Some(spread), Some(mut plan)) = (self.spread.get(), self.plan.try_lock()) else {
+            return Step::Stay;
+        };
+        let in_use = spread.get();
+        let fresh = self.nanos(now).saturating_sub(FRESH.as_nanos() as u64);
+        let reports: Vec<bool> = self.docks[..in_use]
+            .iter()
+            .map(|d| {
+                d.reported.load(Ordering::Relaxed) > fresh && d.saturated.load(Ordering::Relaxed)
+            })
+            .collect();
+        let step = plan.decide(&reports, self.docks.len(), now);
+        plan.note(step, now);
+        match step {
+            Step::Stay => {}
+            Step::Spread => {
+                spread.set(in_use + 1);
+                for d in &self.docks[..in_use] {
+                    d.give.store(in_use + 1, Ordering::Relaxed);
+                    wake(d);
+                }
+            }
+            Step::Gather => {
+                spread.set(in_use - 1);
+                wake(&self.docks[in_use - 1]);
+            }
+        }
+        if step != Step::Stay {
+            log::debug!(
+                "workers in use: {} (was {in_use}); next gathering after {:?} at the earliest",
+                spread.get(),
+                plan.hold
+            );
+        }
+        step
+    }
+
+    /// The worker that worker `index` is asked to hand a share of its sessions to, if any;
+    /// asking once.
+    pub(crate) fn take_order(&self, index: usize) -> Option<usize> {
+        let give = &self.docks[index].give;
+        if give.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        give.swap(0, Ordering::Relaxed).checked_sub(1)
+    }
+
+    /// Hands `session` to worker `to` and wakes it; hands it back if that worker has stopped.
+    pub(crate) fn send(&self, to: usize, session: Box<Session>) -> Result<(), Box<Session>> {
+        let dock = &self.docks[to];
+        {
+            let mut arrivals = dock.arrivals.lock();
+            let Some(arrivals) = arrivals.as_mut() else {
+                return Err(session);
+            };
+            arrivals.push(*session);
+            dock.arrived.store(true, Ordering::Release);
+        }
+        wake(dock);
+        Ok(())
+    }
+
+    /// Moves the sessions handed to worker `index` into `into`.
+    pub(crate) fn arrivals(&self, index: usize, into: &mut Vec<Session>) {
+        let dock = &self.docks[index];
+        if !dock.arrived.load(Ordering::Acquire) {
+            return;
+        }
+        let mut arrivals = dock.arrivals.lock();
+        dock.arrived.store(false, Ordering::Relaxed);
+        if let Some(arrivals) = arrivals.as_mut() {
+            into.append(arrivals);
+        }
+    }
+
+    /// Worker `index` is about to stop: no session may be handed to it any more. Returns
+    /// `false`, and takes nothing, if sessions were handed to it in the meantime: it must
+    /// adopt them first.
+    pub(crate) fn close_dock(&self, index: usize) -> bool {
+        let mut arrivals = self.docks[index].arrivals.lock();
+        if arrivals.as_ref().is_some_and(|a| !a.is_empty()) {
+            return false;
+        }
+        *arrivals = None;
+        true
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+}
+
+fn wake(dock: &Dock) {
+    if let Some(mailbox) = dock.mailbox.get() {
+        mailbox.wake();
+    }
+}
+
+/// A worker's look at its own load over windows of at least [`WINDOW`]: its thread's CPU
+/// time and context switches (`getrusage(RUSAGE_THREAD)`), and the machine's idle CPU time
+/// (`/proc/stat`).
+#[derive(Debug)]
+pub(crate) struct Meter {
+    since: Instant,
+    usage: Usage,
+    /// Windows in a row in which the worker was saturated.
+    streak: u32,
+}
+
+/// What one window showed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Window {
+    /// Share of the window the worker's thread was on the CPU.
+    pub(crate) busy: f64,
+    /// Times a second it went to sleep (voluntary context switches).
+    pub(crate) slept: f64,
+    /// Times a second it was put off the CPU while it had work (involuntary switches).
+    pub(crate) preempted: f64,
+    /// CPUs the machine left idle, on average.
+    pub(crate) idle_cpus: f64,
+}
+
+impl Window {
+    /// The worker leaves sessions waiting: busy, and hardly ever asleep.
+    pub(crate) fn saturated(&self) -> bool {
+        self.busy >= BUSY_SHARE && self.slept < SLEEPS_PER_SECOND
+    }
+
+    /// Another worker would get CPU time: the machine has a CPU to spare, or this worker
+    /// already fights other threads for its own. On a machine whose every CPU is busy
+    /// without this worker being pushed aside (a client sharing it), a second worker would
+    /// only take CPU from the client.
+    pub(crate) fn room(&self) -> bool {
+        self.idle_cpus >= IDLE_CPUS || self.preempted >= PREEMPTED_PER_SECOND
+    }
+}
+
+impl Meter {
+    /// Starts a window now; must be created on the worker's own thread.
+    pub(crate) fn new(now: Instant) -> Self {
+        Meter {
+            since: now,
+            usage: Usage::now(),
+            streak: 0,
+        }
+    }
+
+    /// Once a window has passed: whether the worker was saturated in it and the
+    /// [`SUSTAINED`] windows before, with room for another worker; a new window starts.
+    /// Before that: `None`.
+    pub(crate) fn sample(&mut self, now: Instant) -> Option<bool> {
+        let wall = now.saturating_duration_since(self.since);
+        if wall < WINDOW {
+            return None;
+        }
+        let usage = Usage::now();
+        let window = usage.since(&self.usage, wall);
+        self.streak = if window.saturated() {
+            self.streak.saturating_add(1)
+        } else {
+            0
+        };
+        self.since = now;
+        self.usage = usage;
+        log::trace!("window: {window:?} streak={}", self.streak);
+        Some(self.streak >= SUSTAINED && window.room())
+    }
+}
+
+/// Counters read at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    cpu: Duration,
+    voluntary: i64,
+    involuntary: i64,
+    /// The machine's idle time, in clock ticks (`None`: unknown).
+    idle_ticks: Option<u64>,
+}
+
+impl Usage {
+    fn now() -> Self {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let (cpu, voluntary, involuntary) = match getrusage(UsageWho::RUSAGE_THREAD) {
+            Ok(u) => {
+                let time = |t: nix::sys::time::TimeVal| {
+                    Duration::from_secs(t.tv_sec().max(0) as u64)
+                        + Duration::from_micros(t.tv_usec().max(0) as u64)
+                };
+                (
+                    time(u.user_time()) + time(u.system_time()),
+                    u.voluntary_context_switches(),
+                    u.involuntary_context_switches(),
+                )
+            }
+            // Never seen; without figures the worker reads as idle and nothing moves to it.
+            Err(_) => (Duration::ZERO, 0, 0),
+        };
+        let idle_ticks = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| idle_ticks(&stat));
+        Usage {
+            cpu,
+            voluntary,
+            involuntary,
+            idle_ticks,
+        }
+    }
+
+    /// What happened between `earlier` and this, `wall` apart.
+    fn since(&self, earlier: &Usage, wall: Duration) -> Window {
+        let secs = wall.as_secs_f64();
+        let idle_cpus = match (self.idle_ticks, earlier.idle_ticks) {
+            (Some(now), Some(then)) => now.saturating_sub(then) as f64 / ticks_per_second() / secs,
+            _ => 0.0,
+        };
+        Window {
+            busy: self.cpu.saturating_sub(earlier.cpu).as_secs_f64() / secs,
+            slept: (self.voluntary - earlier.voluntary) as f64 / secs,
+            preempted: (self.involuntary - earlier.involuntary) as f64 / secs,
+            idle_cpus,
+        }
+    }
+}
+
+/// Idle plus I/O-wait ticks of all CPUs, from the first line of `/proc/stat`
+/// (`cpu  user nice system idle iowait ...`).
+fn idle_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let mut fields = line.split_ascii_whitespace().map(|f| f.parse::<u64>().ok());
+    let idle = fields.nth(3)??;
+    let iowait = fields.next().flatten().unwrap_or(0);
+    Some(idle + iowait)
+}
+
+fn ticks_per_second() -> f64 {
+    use nix::unistd::{SysconfVar, sysconf};
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(n)) if n > 0 => n as f64,
+        _ => 100.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, ms: u64) -> Instant {
+        start + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn every_worker_in_use_saturated_brings_one_more_in() {
+        let t0 = Instant::now();
+        let plan = Plan::new(t0);
+        assert_eq!(plan.decide(&[true], 2, at(t0, 10)), Step::Spread);
+        assert_eq!(plan.decide(&[true, true], 4, at(t0, 10)), Step::Spread);
+        assert_eq!(plan.decide(&[true, false], 4, at(t0, 10)), Step::Stay);
+        // All of them in use already: nothing to spread to.
+        assert_eq!(plan.decide(&[true, true], 2, at(t0, 10)), Step::Stay);
+    }
+
+    #[test]
+    fn gathering_waits_for_the_hold_and_for_no_worker_saturated() {
+        let t0 = Instant::now();
+        let plan = Plan::new(t0);
+        assert_eq!(plan.decide(&[false, false], 2, at(t0, 999)), Step::Stay);
+        assert_eq!(plan.decide(&[false, false], 2, at(t0, 1000)), Step::Gather);
+        assert_eq!(plan.decide(&[true, false], 2, at(t0, 5000)), Step::Stay);
+        assert_eq!(plan.decide(&[false], 2, at(t0, 5000)), Step::Stay);
+    }
+
+    #[test]
+    fn a_gathering_undone_at_once_doubles_the_hold_up_to_its_cap() {
+        let t0 = Instant::now();
+        let mut plan = Plan::new(t0);
+        let mut now = at(t0, 1000);
+        let mut holds = Vec::new();
+        for _ in 0..6 {
+            plan.note(Step::Gather, now);
+            now += Duration::from_millis(100);
+            plan.note(Step::Spread, now);
+            holds.push(plan.hold.as_secs());
+            // The next gathering comes no sooner than the hold.
+            let early = now + plan.hold - Duration::from_millis(1);
+            assert_eq!(plan.decide(&[false, false], 2, early), Step::Stay);
+            now += plan.hold;
+            assert_eq!(plan.decide(&[false, false], 2, now), Step::Gather);
+        }
+        assert_eq!(holds, [2, 4, 8, 16, 16, 16]);
+        // A gathering that held for longer than the probe resets the hold.
+        plan.note(Step::Gather, now);
+        plan.note(Step::Spread, now + PROBE);
+        assert_eq!(plan.hold, HOLD_MIN);
+    }
+
+    fn window(busy: f64, slept: f64, preempted: f64, idle_cpus: f64) -> Window {
+        Window {
+            busy,
+            slept,
+            preempted,
+            idle_cpus,
+        }
+    }
+
+    #[test]
+    fn saturated_means_busy_and_hardly_ever_asleep() {
+        // The figures measured on 2 cores, one worker, 16 connections: one client thread
+        // (it keeps up) and two (it does not).
+        assert!(!window(0.95, 6_300.0, 70.0, 0.0).saturated());
+        assert!(window(0.73, 80.0, 33_000.0, 0.0).saturated());
+        // Idle: rarely asleep because rarely awake.
+        assert!(!window(0.01, 10.0, 0.0, 1.9).saturated());
+    }
+
+    #[test]
+    fn room_is_an_idle_cpu_or_a_worker_pushed_aside() {
+        // One client thread and a saturated worker fill 2 cores between them.
+        assert!(!window(1.0, 100.0, 70.0, 0.02).room());
+        // Two client threads push the worker off its CPU.
+        assert!(window(0.73, 80.0, 33_000.0, 0.0).room());
+        // Clients elsewhere: the machine's other CPUs are idle.
+        assert!(window(1.0, 10.0, 5.0, 6.5).room());
+    }
+
+    #[test]
+    fn the_machine_idle_time_is_read_from_proc_stat() {
+        let stat = "cpu  4705 356 584 3699176 23 0 13 0 0 0\ncpu0 1393 2 1 1 1 0 0 0 0 0\n";
+        assert_eq!(idle_ticks(stat), Some(3_699_199));
+        assert_eq!(idle_ticks("cpu0 1 2 3 4\n"), None);
+        assert_eq!(idle_ticks("cpu  1 2\n"), None);
+        let here = std::fs::read_to_string("/proc/stat").unwrap();
+        assert!(idle_ticks(&here).is_some());
+    }
+
+    #[test]
+    fn a_meter_reports_once_a_window() {
+        let t0 = Instant::now();
+        let mut meter = Meter::new(t0);
+        assert_eq!(meter.sample(t0 + WINDOW / 2), None);
+        // A thread that did nothing in its window is not saturated.
+        assert_eq!(meter.sample(t0 + WINDOW * 20), Some(false));
+        assert_eq!(meter.sample(t0 + WINDOW * 20), None);
+    }
+}

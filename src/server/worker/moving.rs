@@ -1,0 +1,160 @@
+//! Moving sessions between workers, as the balance decides (`server/balance.rs`).
+//!
+//! A session moves only while nothing of it is in flight inside its worker: open, nothing
+//! pending to write, nothing left to read from the last event, no faults or timers, no PROXY
+//! header awaited, not held up by chat's back-pressure and nothing queued in its outbox. Its
+//! worker takes it off its poller and out of its slab, and hands the whole [`Session`] to the
+//! other worker, which registers it with its own poller (the kernel reports at once what
+//! arrived in between), points its outbox at itself and looks at the outbox once, for what
+//! was queued on the way. Bytes never wait inside a moving session: they wait in the socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::{Interest, Token};
+
+use super::Worker;
+use crate::server::balance::{Meter, Step};
+use crate::server::session::{CloseReason, Phase, Session};
+
+/// How often a worker no longer in use looks again for sessions it can hand on, while it
+/// still has some (a session with faults stays where it is).
+const EVACUATE_EVERY: Duration = Duration::from_millis(10);
+
+impl Worker {
+    /// Once per pass of the loop: adopts sessions handed over, reports a finished window,
+    /// and hands sessions on as the balance asks. Costs a few atomic loads when nothing moves.
+    pub(super) fn balance_pass(&mut self) {
+        let balance = &self.shared.balance;
+        if !balance.enabled() {
+            return;
+        }
+        let mut arrived = std::mem::take(&mut self.arrived);
+        balance.arrivals(self.index, &mut arrived);
+        for session in arrived.drain(..) {
+            self.settle(session);
+        }
+        self.arrived = arrived;
+        if self.stopping.is_some() || self.shared.shutdown.is_triggered() {
+            return;
+        }
+        let now = self.now;
+        let meter = self.meter.get_or_insert_with(|| Meter::new(now));
+        if let Some(saturated) = meter.sample(now) {
+            let step = self.shared.balance.review(self.index, saturated, self.now);
+            if step != Step::Stay {
+                self.shared
+                    .metrics
+                    .set_workers_in_use(self.shared.balance.in_use());
+            }
+        }
+        let in_use = self.shared.balance.in_use();
+        if self.index >= in_use {
+            if !self.sessions.is_empty() && self.next_evacuation <= self.now {
+                self.next_evacuation = self.now + EVACUATE_EVERY;
+                self.hand_on(usize::MAX, in_use);
+            }
+        } else if let Some(to) = self.shared.balance.take_order(self.index) {
+            let share = self.sessions.len() / (to + 1);
+            self.hand_on(share, to + 1);
+        }
+    }
+
+    /// Hands up to `count` movable sessions on: to the workers below `to_below` in turn,
+    /// or, when this worker is one of those, to the last of them only.
+    fn hand_on(&mut self, count: usize, to_below: usize) {
+        let movable: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|&(t, s)| self.movable(t, s))
+            .map(|(t, _)| t)
+            .take(count)
+            .collect();
+        let mut turn = 0;
+        let mut moved = 0;
+        for t in movable {
+            let to = if self.index < to_below {
+                to_below - 1
+            } else {
+                turn = (turn + 1) % to_below;
+                turn
+            };
+            if to == self.index {
+                continue;
+            }
+            let mut session = Box::new(self.sessions.remove(t));
+            let _ = self.poll.registry().deregister(&mut session.stream);
+            match self.shared.balance.send(to, session) {
+                Ok(()) => {
+                    self.shared.metrics.worker(self.index).moved_out();
+                    moved += 1;
+                }
+                // That worker has stopped (the server is shutting down): keep the session.
+                Err(session) => {
+                    self.settle_here(*session, false);
+                    break;
+                }
+            }
+        }
+        if moved > 0 {
+            log::debug!(
+                target: super::LOG,
+                "worker {} handed {moved} session(s) on; workers in use: {}",
+                self.index,
+                self.shared.balance.in_use()
+            );
+        }
+    }
+
+    /// Whether session `t` can move now (see the module documentation).
+    fn movable(&self, t: usize, s: &Session) -> bool {
+        s.phase == Phase::Open
+            && s.header_deadline.is_none()
+            && s.fault.is_none()
+            && s.pending.is_empty()
+            && !s.read_more
+            && !s.read_closed
+            && s.held_by.is_empty()
+            && s.deferred.is_empty()
+            && s.handle.queued_bytes() == 0
+            && !self.again.contains(&t)
+            && !self.pressed.contains(&t)
+    }
+
+    /// Adopts a session another worker handed over.
+    fn settle(&mut self, session: Session) {
+        self.settle_here(session, true);
+    }
+
+    /// Registers `session` with this worker's poller and looks at its outbox; `arrived`: it
+    /// came from another worker (rather than coming back from a failed hand-over).
+    fn settle_here(&mut self, mut session: Session, arrived: bool) {
+        let entry = self.sessions.vacant_entry();
+        let t = entry.key();
+        let registered = self.poll.registry().register(
+            &mut session.stream,
+            Token(t),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        session.handle.adopt(Arc::clone(&self.mailbox), t);
+        let id = session.handle.id();
+        entry.insert(session);
+        if arrived {
+            self.shared.metrics.worker(self.index).moved_in();
+        }
+        if let Err(e) = registered {
+            log::warn!(target: super::LOG, "session {id} dropped while moving: error={e}");
+            return self.remove(t);
+        }
+        if self.stopping.is_some() {
+            return self.begin_close(t, CloseReason::Shutdown);
+        }
+        self.service_outbox(t);
+        self.resume(t);
+    }
+
+    /// The worker is about to return: true once no session can be handed to it any more.
+    pub(super) fn may_stop(&mut self) -> bool {
+        !self.shared.balance.enabled() || self.shared.balance.close_dock(self.index)
+    }
+}
