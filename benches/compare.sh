@@ -94,7 +94,7 @@ listening_on() {
 
 tcpool_args=(serve --port 0)
 [ -n "${WORKERS:-}" ] && tcpool_args+=(--workers "$WORKERS")
-RUST_LOG=info "${niced[@]}" "$tcpool" "${tcpool_args[@]}" </dev/null >/dev/null 2>"$work/tcpool.log" &
+RUST_LOG=${TCPOOL_LOG:-info} "${niced[@]}" "$tcpool" "${tcpool_args[@]}" </dev/null >/dev/null 2>"$work/tcpool.log" &
 tcpool_pid=$!
 pids+=("$tcpool_pid")
 "${niced[@]}" "$tokio_echo" 0 </dev/null >"$work/tokio.log" 2>&1 &

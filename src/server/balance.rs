@@ -8,13 +8,17 @@
 //! [`Spread`]), and a worker beyond `k` hands its sessions to them. `k` follows the load:
 //!
 //! - Each worker looks at itself every [`WINDOW`] while it is awake ([`Meter`]). It is
-//!   *saturated* when it was on the CPU for a good part of the window and almost never slept:
-//!   it found work every time it looked, so sessions wait for it.
-//! - Every worker in use saturated: one more in use, and each hands it a share of its
+//!   *saturated* when it hardly slept: it was running, or ready to run and waiting for a CPU,
+//!   nearly all the window, so sessions wait for it. It *wants help* when it has been
+//!   saturated for [`SUSTAINED`] windows and another worker would get CPU time: a CPU is
+//!   idle, or the worker is pushed off its own by other threads. (With every CPU busy and the
+//!   worker not pushed aside, as when a client on the same machine takes the other CPU, a
+//!   second worker would take its CPU from that client.)
+//! - Every worker in use wants help: one more in use, and each hands it a share of its
 //!   sessions.
-//! - None saturated, and [`Plan::hold`] since the last change: one fewer; the last one hands
+//! - None wants help, and [`Plan::hold`] since the last change: one fewer; the last one hands
 //!   its sessions to the others.
-//! - A gathering that saturates within [`PROBE`] is undone, and the hold doubles (up to
+//! - A gathering that needs help within [`PROBE`] is undone, and the hold doubles (up to
 //!   [`HOLD_MAX`]), so a load that needs every worker is probed rarely; a spreading that
 //!   comes later than that resets the hold.
 //!
@@ -45,16 +49,12 @@ const IDLE_CPUS: f64 = 0.5;
 /// one).
 const PREEMPTED_PER_SECOND: f64 = 1_000.0;
 
-/// Saturated: on the CPU for at least this share of the window...
-const BUSY_SHARE: f64 = 0.3;
-
-/// ...and asleep fewer times a second than this. A worker that keeps up sleeps thousands of
-/// times a second under load; one that never catches up, a few dozen (on 2 cores, 6,300
-/// against 80 for one worker under the same 16 connections, with one and two client threads).
-const SLEEPS_PER_SECOND: f64 = 500.0;
+/// Saturated: running or ready to run for at least this share of the window, so asleep
+/// in its poller for less than a tenth of it.
+const DEMAND: f64 = 0.9;
 
 /// Saturated for this many windows in a row: a worker that keeps up, barely, has a window
-/// now and then in which it never slept; one that does not keep up has nothing else.
+/// now and then in which it hardly slept; one that does not keep up has nothing else.
 const SUSTAINED: u32 = 4;
 
 /// A report older than this is not taken into account (its worker has been asleep since).
@@ -76,7 +76,7 @@ struct Dock {
     mailbox: OnceLock<Arc<Mailbox>>,
     /// The worker is asked to hand a share of its sessions to worker `give - 1` (0: no).
     give: AtomicUsize,
-    saturated: AtomicBool,
+    wants_help: AtomicBool,
     /// When it last reported, in nanoseconds since [`Balance::epoch`] (0: never).
     reported: AtomicU64,
 }
@@ -119,13 +119,13 @@ impl Plan {
         }
     }
 
-    /// What to do, given whether each worker in use is saturated, out of `workers`.
-    pub(crate) fn decide(&self, saturated: &[bool], workers: usize, now: Instant) -> Step {
-        let in_use = saturated.len();
-        if in_use < workers && saturated.iter().all(|&s| s) {
+    /// What to do, given whether each worker in use wants help, out of `workers`.
+    pub(crate) fn decide(&self, wants_help: &[bool], workers: usize, now: Instant) -> Step {
+        let in_use = wants_help.len();
+        if in_use < workers && wants_help.iter().all(|&s| s) {
             Step::Spread
         } else if in_use > 1
-            && !saturated.iter().any(|&s| s)
+            && !wants_help.iter().any(|&s| s)
             && now.saturating_duration_since(self.changed) >= self.hold
         {
             Step::Gather
@@ -191,9 +191,9 @@ impl Balance {
 
     /// Worker `index` reports its last window. Returns the step taken, if this review took
     /// one (another worker may be reviewing at the same time: then this one does not).
-    pub(crate) fn review(&self, index: usize, saturated: bool, now: Instant) -> Step {
+    pub(crate) fn review(&self, index: usize, wants_help: bool, now: Instant) -> Step {
         let dock = &self.docks[index];
-        dock.saturated.store(saturated, Ordering::Relaxed);
+        dock.wants_help.store(wants_help, Ordering::Relaxed);
         dock.reported
             .store(self.nanos(now).max(1), Ordering::Relaxed);
         let (Some(spread), Some(mut plan)) = (self.spread.get(), self.plan.try_lock()) else {
@@ -204,7 +204,7 @@ impl Balance {
         let reports: Vec<bool> = self.docks[..in_use]
             .iter()
             .map(|d| {
-                d.reported.load(Ordering::Relaxed) > fresh && d.saturated.load(Ordering::Relaxed)
+                d.reported.load(Ordering::Relaxed) > fresh && d.wants_help.load(Ordering::Relaxed)
             })
             .collect();
         let step = plan.decide(&reports, self.docks.len(), now);
@@ -295,33 +295,35 @@ fn wake(dock: &Dock) {
 }
 
 /// A worker's look at its own load over windows of at least [`WINDOW`]: its thread's CPU
-/// time and context switches (`getrusage(RUSAGE_THREAD)`), and the machine's idle CPU time
-/// (`/proc/stat`).
+/// time and the time it waited for a CPU while it had work (`/proc/thread-self/schedstat`),
+/// the times it was pushed off its CPU (`getrusage(RUSAGE_THREAD)`), and the machine's idle
+/// CPU time (`/proc/stat`).
 #[derive(Debug)]
 pub(crate) struct Meter {
     since: Instant,
     usage: Usage,
-    /// Windows in a row in which the worker was saturated.
-    streak: u32,
+    /// The saturated windows in a row so far, added up.
+    streak: Streak,
 }
 
-/// What one window showed.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What one window, or a run of them, showed.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(crate) struct Window {
-    /// Share of the window the worker's thread was on the CPU.
+    /// Share of the time the worker's thread was on a CPU.
     pub(crate) busy: f64,
-    /// Times a second it went to sleep (voluntary context switches).
-    pub(crate) slept: f64,
-    /// Times a second it was put off the CPU while it had work (involuntary switches).
+    /// Share of the time it was ready to run and waited for a CPU.
+    pub(crate) waiting: f64,
+    /// Times a second it was put off its CPU while it had work (involuntary switches).
     pub(crate) preempted: f64,
     /// CPUs the machine left idle, on average.
     pub(crate) idle_cpus: f64,
 }
 
 impl Window {
-    /// The worker leaves sessions waiting: busy, and hardly ever asleep.
+    /// The worker leaves sessions waiting: it hardly slept, it was running or ready to run
+    /// nearly all the time.
     pub(crate) fn saturated(&self) -> bool {
-        self.busy >= BUSY_SHARE && self.slept < SLEEPS_PER_SECOND
+        self.busy + self.waiting >= DEMAND
     }
 
     /// Another worker would get CPU time: the machine has a CPU to spare, or this worker
@@ -333,19 +335,52 @@ impl Window {
     }
 }
 
+/// Saturated windows in a row, and the last [`SUSTAINED`] of them.
+#[derive(Debug, Default)]
+struct Streak {
+    windows: u32,
+    last: [Window; SUSTAINED as usize],
+}
+
+impl Streak {
+    fn add(&mut self, w: &Window) {
+        self.last[self.windows as usize % self.last.len()] = *w;
+        self.windows = self.windows.saturating_add(1);
+    }
+
+    /// The average of the last [`SUSTAINED`] windows (of fewer, if the streak is shorter).
+    fn average(&self) -> Window {
+        let n = (self.windows as usize).min(self.last.len());
+        let mut sum = Window::default();
+        for w in &self.last[..n] {
+            sum.busy += w.busy;
+            sum.waiting += w.waiting;
+            sum.preempted += w.preempted;
+            sum.idle_cpus += w.idle_cpus;
+        }
+        let n = n.max(1) as f64;
+        Window {
+            busy: sum.busy / n,
+            waiting: sum.waiting / n,
+            preempted: sum.preempted / n,
+            idle_cpus: sum.idle_cpus / n,
+        }
+    }
+}
+
 impl Meter {
     /// Starts a window now; must be created on the worker's own thread.
     pub(crate) fn new(now: Instant) -> Self {
         Meter {
             since: now,
             usage: Usage::now(),
-            streak: 0,
+            streak: Streak::default(),
         }
     }
 
-    /// Once a window has passed: whether the worker was saturated in it and the
-    /// [`SUSTAINED`] windows before, with room for another worker; a new window starts.
-    /// Before that: `None`.
+    /// Once a window has passed: whether the worker was saturated in it and the windows
+    /// before, [`SUSTAINED`] in all, with room for another worker over those; a new window
+    /// starts. Before that: `None`.
     pub(crate) fn sample(&mut self, now: Instant) -> Option<bool> {
         let wall = now.saturating_duration_since(self.since);
         if wall < WINDOW {
@@ -353,15 +388,15 @@ impl Meter {
         }
         let usage = Usage::now();
         let window = usage.since(&self.usage, wall);
-        self.streak = if window.saturated() {
-            self.streak.saturating_add(1)
+        if window.saturated() {
+            self.streak.add(&window);
         } else {
-            0
-        };
+            self.streak = Streak::default();
+        }
         self.since = now;
         self.usage = usage;
-        log::trace!("window: {window:?} streak={}", self.streak);
-        Some(self.streak >= SUSTAINED && window.room())
+        log::trace!("window: {window:?} streak={}", self.streak.windows);
+        Some(self.streak.windows >= SUSTAINED && self.streak.average().room())
     }
 }
 
@@ -369,7 +404,7 @@ impl Meter {
 #[derive(Debug, Clone, Copy)]
 struct Usage {
     cpu: Duration,
-    voluntary: i64,
+    waited: Duration,
     involuntary: i64,
     /// The machine's idle time, in clock ticks (`None`: unknown).
     idle_ticks: Option<u64>,
@@ -378,7 +413,7 @@ struct Usage {
 impl Usage {
     fn now() -> Self {
         use nix::sys::resource::{UsageWho, getrusage};
-        let (cpu, voluntary, involuntary) = match getrusage(UsageWho::RUSAGE_THREAD) {
+        let (cpu, involuntary) = match getrusage(UsageWho::RUSAGE_THREAD) {
             Ok(u) => {
                 let time = |t: nix::sys::time::TimeVal| {
                     Duration::from_secs(t.tv_sec().max(0) as u64)
@@ -386,19 +421,24 @@ impl Usage {
                 };
                 (
                     time(u.user_time()) + time(u.system_time()),
-                    u.voluntary_context_switches(),
                     u.involuntary_context_switches(),
                 )
             }
             // Never seen; without figures the worker reads as idle and nothing moves to it.
-            Err(_) => (Duration::ZERO, 0, 0),
+            Err(_) => (Duration::ZERO, 0),
         };
+        // Without schedstat (a kernel built without it) the wait reads as none: a worker
+        // that shares its CPU then looks less loaded than it is, never more.
+        let waited = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|stat| run_queue_wait(&stat))
+            .unwrap_or_default();
         let idle_ticks = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|stat| idle_ticks(&stat));
         Usage {
             cpu,
-            voluntary,
+            waited,
             involuntary,
             idle_ticks,
         }
@@ -413,11 +453,18 @@ impl Usage {
         };
         Window {
             busy: self.cpu.saturating_sub(earlier.cpu).as_secs_f64() / secs,
-            slept: (self.voluntary - earlier.voluntary) as f64 / secs,
+            waiting: self.waited.saturating_sub(earlier.waited).as_secs_f64() / secs,
             preempted: (self.involuntary - earlier.involuntary) as f64 / secs,
             idle_cpus,
         }
     }
+}
+
+/// The time spent ready to run and waiting for a CPU, the second field of
+/// `/proc/thread-self/schedstat` (`on-CPU-ns waiting-ns timeslices`).
+fn run_queue_wait(schedstat: &str) -> Option<Duration> {
+    let ns = schedstat.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// Idle plus I/O-wait ticks of all CPUs, from the first line of `/proc/stat`
@@ -491,33 +538,61 @@ mod tests {
         assert_eq!(plan.hold, HOLD_MIN);
     }
 
-    fn window(busy: f64, slept: f64, preempted: f64, idle_cpus: f64) -> Window {
+    fn window(busy: f64, waiting: f64, preempted: f64, idle_cpus: f64) -> Window {
         Window {
             busy,
-            slept,
+            waiting,
             preempted,
             idle_cpus,
         }
     }
 
     #[test]
-    fn saturated_means_busy_and_hardly_ever_asleep() {
-        // The figures measured on 2 cores, one worker, 16 connections: one client thread
-        // (it keeps up) and two (it does not).
-        assert!(!window(0.95, 6_300.0, 70.0, 0.0).saturated());
-        assert!(window(0.73, 80.0, 33_000.0, 0.0).saturated());
-        // Idle: rarely asleep because rarely awake.
-        assert!(!window(0.01, 10.0, 0.0, 1.9).saturated());
+    fn saturated_means_running_or_ready_to_run_nearly_all_the_time() {
+        assert!(window(0.97, 0.0, 150.0, 0.0).saturated());
+        // On the CPU half the time, waiting for it the other half: it has work throughout.
+        assert!(window(0.55, 0.40, 14_000.0, 0.6).saturated());
+        assert!(!window(0.55, 0.10, 14_000.0, 0.6).saturated());
+        assert!(!window(0.01, 0.0, 0.0, 1.9).saturated());
     }
 
     #[test]
     fn room_is_an_idle_cpu_or_a_worker_pushed_aside() {
         // One client thread and a saturated worker fill 2 cores between them.
-        assert!(!window(1.0, 100.0, 70.0, 0.02).room());
+        assert!(!window(1.0, 0.0, 150.0, 0.1).room());
         // Two client threads push the worker off its CPU.
-        assert!(window(0.73, 80.0, 33_000.0, 0.0).room());
+        assert!(window(0.55, 0.40, 14_000.0, 0.0).room());
         // Clients elsewhere: the machine's other CPUs are idle.
-        assert!(window(1.0, 10.0, 5.0, 6.5).room());
+        assert!(window(1.0, 0.0, 5.0, 6.5).room());
+    }
+
+    #[test]
+    fn room_is_judged_over_the_last_windows_of_the_streak() {
+        let mut streak = Streak::default();
+        // One window with an idle CPU among three without: no room on average.
+        for idle in [0.6, 0.0, 0.2, 0.0] {
+            streak.add(&window(1.0, 0.0, 150.0, idle));
+        }
+        assert_eq!(streak.windows, 4);
+        assert!(!streak.average().room());
+        // However long the streak was without room, the last windows decide.
+        for _ in 0..40 {
+            streak.add(&window(1.0, 0.0, 150.0, 0.0));
+        }
+        assert!(!streak.average().room());
+        for _ in 0..4 {
+            streak.add(&window(0.6, 0.35, 20_000.0, 0.0));
+        }
+        assert!(streak.average().room());
+    }
+
+    #[test]
+    fn schedstat_gives_the_run_queue_wait() {
+        assert_eq!(
+            run_queue_wait("247407703 245296 19\n"),
+            Some(Duration::from_nanos(245_296))
+        );
+        assert_eq!(run_queue_wait("12\n"), None);
     }
 
     #[test]
