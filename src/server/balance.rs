@@ -27,7 +27,7 @@
 //! worker in turn and stays there. Moving a session is the worker's business
 //! (`worker/moving.rs`); this file only decides and carries sessions between workers.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ const HOLD_MIN: Duration = Duration::from_secs(1);
 pub(crate) const HOLD_MAX: Duration = Duration::from_secs(16);
 
 /// A spreading this soon after a gathering means the gathering failed.
-const PROBE: Duration = Duration::from_secs(1);
+const PROBE: Duration = Duration::from_secs(3);
 
 /// One worker's end: what is handed to it, how to wake it, what it last reported.
 #[derive(Default)]
@@ -76,7 +76,8 @@ struct Dock {
     mailbox: OnceLock<Arc<Mailbox>>,
     /// The worker is asked to hand a share of its sessions to worker `give - 1` (0: no).
     give: AtomicUsize,
-    wants_help: AtomicBool,
+    /// Its last report, a [`Load`].
+    load: AtomicU8,
     /// When it last reported, in nanoseconds since [`Balance::epoch`] (0: never).
     reported: AtomicU64,
 }
@@ -88,6 +89,29 @@ pub(crate) struct Balance {
     plan: Mutex<Plan>,
     epoch: Instant,
     enabled: bool,
+}
+
+/// What a worker's last windows say of its load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Load {
+    /// Saturated for [`SUSTAINED`] windows, with room for another worker.
+    WantsHelp,
+    /// Not saturated for [`SUSTAINED`] windows.
+    Spare,
+    /// Neither (yet).
+    Unsure,
+    /// No recent report: the worker has been asleep.
+    Idle,
+}
+
+impl Load {
+    fn from_u8(n: u8) -> Load {
+        [Load::WantsHelp, Load::Spare, Load::Unsure, Load::Idle]
+            .get(usize::from(n))
+            .copied()
+            .unwrap_or(Load::Unsure)
+    }
 }
 
 /// What changed at a review.
@@ -119,13 +143,16 @@ impl Plan {
         }
     }
 
-    /// What to do, given whether each worker in use wants help, out of `workers`.
-    pub(crate) fn decide(&self, wants_help: &[bool], workers: usize, now: Instant) -> Step {
-        let in_use = wants_help.len();
-        if in_use < workers && wants_help.iter().all(|&s| s) {
+    /// What to do, given the load of each worker in use, out of `workers`: spread when
+    /// every one wants help; gather when each is spare or asleep, one at least spare (a
+    /// worker that has just woken is unsure, and says nothing for the load).
+    pub(crate) fn decide(&self, loads: &[Load], workers: usize, now: Instant) -> Step {
+        let in_use = loads.len();
+        if in_use < workers && loads.iter().all(|&l| l == Load::WantsHelp) {
             Step::Spread
         } else if in_use > 1
-            && !wants_help.iter().any(|&s| s)
+            && loads.iter().all(|&l| matches!(l, Load::Spare | Load::Idle))
+            && loads.contains(&Load::Spare)
             && now.saturating_duration_since(self.changed) >= self.hold
         {
             Step::Gather
@@ -191,9 +218,9 @@ impl Balance {
 
     /// Worker `index` reports its last window. Returns the step taken, if this review took
     /// one (another worker may be reviewing at the same time: then this one does not).
-    pub(crate) fn review(&self, index: usize, wants_help: bool, now: Instant) -> Step {
+    pub(crate) fn review(&self, index: usize, load: Load, now: Instant) -> Step {
         let dock = &self.docks[index];
-        dock.wants_help.store(wants_help, Ordering::Relaxed);
+        dock.load.store(load as u8, Ordering::Relaxed);
         dock.reported
             .store(self.nanos(now).max(1), Ordering::Relaxed);
         let (Some(spread), Some(mut plan)) = (self.spread.get(), self.plan.try_lock()) else {
@@ -201,10 +228,14 @@ impl Balance {
         };
         let in_use = spread.get();
         let fresh = self.nanos(now).saturating_sub(FRESH.as_nanos() as u64);
-        let reports: Vec<bool> = self.docks[..in_use]
+        let reports: Vec<Load> = self.docks[..in_use]
             .iter()
             .map(|d| {
-                d.reported.load(Ordering::Relaxed) > fresh && d.wants_help.load(Ordering::Relaxed)
+                if d.reported.load(Ordering::Relaxed) > fresh {
+                    Load::from_u8(d.load.load(Ordering::Relaxed))
+                } else {
+                    Load::Idle
+                }
             })
             .collect();
         let step = plan.decide(&reports, self.docks.len(), now);
@@ -302,8 +333,10 @@ fn wake(dock: &Dock) {
 pub(crate) struct Meter {
     since: Instant,
     usage: Usage,
-    /// The saturated windows in a row so far, added up.
+    /// The saturated windows in a row so far.
     streak: Streak,
+    /// The windows in a row that were not saturated.
+    spare: u32,
 }
 
 /// What one window, or a run of them, showed.
@@ -375,28 +408,43 @@ impl Meter {
             since: now,
             usage: Usage::now(),
             streak: Streak::default(),
+            spare: 0,
         }
     }
 
-    /// Once a window has passed: whether the worker was saturated in it and the windows
-    /// before, [`SUSTAINED`] in all, with room for another worker over those; a new window
-    /// starts. Before that: `None`.
-    pub(crate) fn sample(&mut self, now: Instant) -> Option<bool> {
+    /// Once a window has passed: what it and the windows before it say ([`Load`]); a new
+    /// window starts. Before that: `None`. (The first window of a load, which began while
+    /// the worker slept, reads as spare; one window is never enough to be called so.)
+    pub(crate) fn sample(&mut self, now: Instant) -> Option<Load> {
         let wall = now.saturating_duration_since(self.since);
         if wall < WINDOW {
             return None;
         }
         let usage = Usage::now();
         let window = usage.since(&self.usage, wall);
-        if window.saturated() {
-            self.streak.add(&window);
-        } else {
-            self.streak = Streak::default();
-        }
         self.since = now;
         self.usage = usage;
-        log::trace!("window: {window:?} streak={}", self.streak.windows);
-        Some(self.streak.windows >= SUSTAINED && self.streak.average().room())
+        if window.saturated() {
+            self.streak.add(&window);
+            self.spare = 0;
+        } else {
+            self.streak = Streak::default();
+            self.spare = self.spare.saturating_add(1);
+        }
+        log::trace!(
+            "window: {window:?} saturated={} spare={}",
+            self.streak.windows,
+            self.spare
+        );
+        Some(
+            if self.streak.windows >= SUSTAINED && self.streak.average().room() {
+                Load::WantsHelp
+            } else if self.spare >= SUSTAINED {
+                Load::Spare
+            } else {
+                Load::Unsure
+            },
+        )
     }
 }
 
@@ -493,25 +541,41 @@ mod tests {
         start + Duration::from_millis(ms)
     }
 
+    use Load::{Idle, Spare, Unsure, WantsHelp};
+
     #[test]
-    fn every_worker_in_use_saturated_brings_one_more_in() {
+    fn every_worker_in_use_wanting_help_brings_one_more_in() {
         let t0 = Instant::now();
         let plan = Plan::new(t0);
-        assert_eq!(plan.decide(&[true], 2, at(t0, 10)), Step::Spread);
-        assert_eq!(plan.decide(&[true, true], 4, at(t0, 10)), Step::Spread);
-        assert_eq!(plan.decide(&[true, false], 4, at(t0, 10)), Step::Stay);
+        assert_eq!(plan.decide(&[WantsHelp], 2, at(t0, 10)), Step::Spread);
+        assert_eq!(
+            plan.decide(&[WantsHelp, WantsHelp], 4, at(t0, 10)),
+            Step::Spread
+        );
+        assert_eq!(plan.decide(&[WantsHelp, Unsure], 4, at(t0, 10)), Step::Stay);
+        assert_eq!(plan.decide(&[WantsHelp, Idle], 4, at(t0, 10)), Step::Stay);
         // All of them in use already: nothing to spread to.
-        assert_eq!(plan.decide(&[true, true], 2, at(t0, 10)), Step::Stay);
+        assert_eq!(
+            plan.decide(&[WantsHelp, WantsHelp], 2, at(t0, 10)),
+            Step::Stay
+        );
     }
 
     #[test]
-    fn gathering_waits_for_the_hold_and_for_no_worker_saturated() {
+    fn gathering_waits_for_the_hold_and_for_a_spare_worker() {
         let t0 = Instant::now();
         let plan = Plan::new(t0);
-        assert_eq!(plan.decide(&[false, false], 2, at(t0, 999)), Step::Stay);
-        assert_eq!(plan.decide(&[false, false], 2, at(t0, 1000)), Step::Gather);
-        assert_eq!(plan.decide(&[true, false], 2, at(t0, 5000)), Step::Stay);
-        assert_eq!(plan.decide(&[false], 2, at(t0, 5000)), Step::Stay);
+        assert_eq!(plan.decide(&[Spare, Spare], 2, at(t0, 999)), Step::Stay);
+        assert_eq!(plan.decide(&[Spare, Spare], 2, at(t0, 1000)), Step::Gather);
+        assert_eq!(plan.decide(&[Spare, Idle], 2, at(t0, 1000)), Step::Gather);
+        // A worker that has just woken says nothing yet; asleep, all of them, neither.
+        assert_eq!(plan.decide(&[Unsure, Spare], 2, at(t0, 5000)), Step::Stay);
+        assert_eq!(plan.decide(&[Idle, Idle], 2, at(t0, 5000)), Step::Stay);
+        assert_eq!(
+            plan.decide(&[WantsHelp, Spare], 2, at(t0, 5000)),
+            Step::Stay
+        );
+        assert_eq!(plan.decide(&[Spare], 2, at(t0, 5000)), Step::Stay);
     }
 
     #[test]
@@ -527,12 +591,12 @@ mod tests {
             holds.push(plan.hold.as_secs());
             // The next gathering comes no sooner than the hold.
             let early = now + plan.hold - Duration::from_millis(1);
-            assert_eq!(plan.decide(&[false, false], 2, early), Step::Stay);
+            assert_eq!(plan.decide(&[Spare, Spare], 2, early), Step::Stay);
             now += plan.hold;
-            assert_eq!(plan.decide(&[false, false], 2, now), Step::Gather);
+            assert_eq!(plan.decide(&[Spare, Spare], 2, now), Step::Gather);
         }
         assert_eq!(holds, [2, 4, 8, 16, 16, 16]);
-        // A gathering that held for longer than the probe resets the hold.
+        // A gathering that held for as long as the probe resets the hold.
         plan.note(Step::Gather, now);
         plan.note(Step::Spread, now + PROBE);
         assert_eq!(plan.hold, HOLD_MIN);
@@ -610,8 +674,16 @@ mod tests {
         let t0 = Instant::now();
         let mut meter = Meter::new(t0);
         assert_eq!(meter.sample(t0 + WINDOW / 2), None);
-        // A thread that did nothing in its window is not saturated.
-        assert_eq!(meter.sample(t0 + WINDOW * 20), Some(false));
-        assert_eq!(meter.sample(t0 + WINDOW * 20), None);
+        // A thread that did nothing in its windows is spare once it has shown so for long
+        // enough.
+        let mut at = t0;
+        let mut loads = Vec::new();
+        for _ in 0..SUSTAINED {
+            at += WINDOW;
+            loads.push(meter.sample(at));
+            assert_eq!(meter.sample(at), None, "one report a window");
+        }
+        assert_eq!(loads.pop(), Some(Some(Load::Spare)));
+        assert!(loads.iter().all(|&l| l == Some(Load::Unsure)), "{loads:?}");
     }
 }
