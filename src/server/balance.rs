@@ -57,6 +57,10 @@ const DEMAND: f64 = 0.9;
 /// now and then in which it hardly slept; one that does not keep up has nothing else.
 const SUSTAINED: u32 = 4;
 
+/// A window longer than this was mostly slept through: its figures are not those of the
+/// load that woke the worker.
+const LONGEST: Duration = Duration::from_millis(150);
+
 /// A report older than this is not taken into account (its worker has been asleep since).
 const FRESH: Duration = Duration::from_millis(200);
 
@@ -76,11 +80,15 @@ struct Dock {
     mailbox: OnceLock<Arc<Mailbox>>,
     /// The worker is asked to hand a share of its sessions to worker `give - 1` (0: no).
     give: AtomicUsize,
-    /// Its last report, a [`Load`].
+    /// Its last report: a [`Load`], and its CPU share as `f64` bits ([`NO_BUSY`]: none).
     load: AtomicU8,
+    busy: AtomicU64,
     /// When it last reported, in nanoseconds since [`Balance::epoch`] (0: never).
     reported: AtomicU64,
 }
+
+/// [`Dock::busy`] when the worker gave no CPU share.
+const NO_BUSY: u64 = u64::MAX;
 
 /// The server's balance: every worker's dock and the plan of how many are in use.
 pub(crate) struct Balance {
@@ -143,18 +151,31 @@ impl Plan {
         }
     }
 
-    /// What to do, given the load of each worker in use, out of `workers`: spread when
-    /// every one wants help; gather when each is spare or asleep, one at least spare (a
-    /// worker that has just woken is unsure, and says nothing for the load).
-    pub(crate) fn decide(&self, loads: &[Load], workers: usize, now: Instant) -> Step {
-        let in_use = loads.len();
-        if in_use < workers && loads.iter().all(|&l| l == Load::WantsHelp) {
-            Step::Spread
-        } else if in_use > 1
-            && loads.iter().all(|&l| matches!(l, Load::Spare | Load::Idle))
-            && loads.contains(&Load::Spare)
-            && now.saturating_duration_since(self.changed) >= self.hold
+    /// What to do, given the reports of the workers in use, out of `workers`.
+    ///
+    /// Spread when every one wants help. Gather when none does and, after the hold, either
+    /// each is spare or asleep (one at least spare), or the CPU they used would fit in one
+    /// worker fewer (each awake long enough to tell; a worker that shares its CPU with
+    /// other busy threads waits often, and reads as saturated without being so).
+    pub(crate) fn decide(&self, reports: &[Report], workers: usize, now: Instant) -> Step {
+        let in_use = reports.len();
+        let loads = || reports.iter().map(|r| r.load);
+        if in_use < workers && loads().all(|l| l == Load::WantsHelp) {
+            return Step::Spread;
+        }
+        if in_use < 2
+            || loads().any(|l| l == Load::WantsHelp)
+            || now.saturating_duration_since(self.changed) < self.hold
         {
+            return Step::Stay;
+        }
+        let spare = loads().all(|l| matches!(l, Load::Spare | Load::Idle))
+            && loads().any(|l| l == Load::Spare);
+        let awake: Vec<&Report> = reports.iter().filter(|r| r.load != Load::Idle).collect();
+        let fits = !awake.is_empty()
+            && awake.iter().all(|r| r.busy.is_some())
+            && awake.iter().filter_map(|r| r.busy).sum::<f64>() <= (in_use - 1) as f64;
+        if spare || fits {
             Step::Gather
         } else {
             Step::Stay
@@ -218,9 +239,11 @@ impl Balance {
 
     /// Worker `index` reports its last window. Returns the step taken, if this review took
     /// one (another worker may be reviewing at the same time: then this one does not).
-    pub(crate) fn review(&self, index: usize, load: Load, now: Instant) -> Step {
+    pub(crate) fn review(&self, index: usize, report: Report, now: Instant) -> Step {
         let dock = &self.docks[index];
-        dock.load.store(load as u8, Ordering::Relaxed);
+        dock.load.store(report.load as u8, Ordering::Relaxed);
+        dock.busy
+            .store(report.busy.map_or(NO_BUSY, f64::to_bits), Ordering::Relaxed);
         dock.reported
             .store(self.nanos(now).max(1), Ordering::Relaxed);
         let (Some(spread), Some(mut plan)) = (self.spread.get(), self.plan.try_lock()) else {
@@ -228,13 +251,20 @@ impl Balance {
         };
         let in_use = spread.get();
         let fresh = self.nanos(now).saturating_sub(FRESH.as_nanos() as u64);
-        let reports: Vec<Load> = self.docks[..in_use]
+        let reports: Vec<Report> = self.docks[..in_use]
             .iter()
             .map(|d| {
                 if d.reported.load(Ordering::Relaxed) > fresh {
-                    Load::from_u8(d.load.load(Ordering::Relaxed))
+                    let busy = d.busy.load(Ordering::Relaxed);
+                    Report {
+                        load: Load::from_u8(d.load.load(Ordering::Relaxed)),
+                        busy: (busy != NO_BUSY).then(|| f64::from_bits(busy)),
+                    }
                 } else {
-                    Load::Idle
+                    Report {
+                        load: Load::Idle,
+                        busy: None,
+                    }
                 }
             })
             .collect();
@@ -333,10 +363,12 @@ fn wake(dock: &Dock) {
 pub(crate) struct Meter {
     since: Instant,
     usage: Usage,
-    /// The saturated windows in a row so far.
-    streak: Streak,
-    /// The windows in a row that were not saturated.
+    recent: Recent,
+    /// Windows in a row that were saturated, and that were not.
+    saturated: u32,
     spare: u32,
+    /// Windows in a row none of which the worker slept through.
+    awake: u32,
 }
 
 /// What one window, or a run of them, showed.
@@ -368,22 +400,22 @@ impl Window {
     }
 }
 
-/// Saturated windows in a row, and the last [`SUSTAINED`] of them.
+/// The last [`SUSTAINED`] windows.
 #[derive(Debug, Default)]
-struct Streak {
-    windows: u32,
+struct Recent {
+    added: usize,
     last: [Window; SUSTAINED as usize],
 }
 
-impl Streak {
+impl Recent {
     fn add(&mut self, w: &Window) {
-        self.last[self.windows as usize % self.last.len()] = *w;
-        self.windows = self.windows.saturating_add(1);
+        self.last[self.added % self.last.len()] = *w;
+        self.added = self.added.wrapping_add(1);
     }
 
-    /// The average of the last [`SUSTAINED`] windows (of fewer, if the streak is shorter).
+    /// Their average.
     fn average(&self) -> Window {
-        let n = (self.windows as usize).min(self.last.len());
+        let n = self.added.min(self.last.len());
         let mut sum = Window::default();
         for w in &self.last[..n] {
             sum.busy += w.busy;
@@ -401,21 +433,32 @@ impl Streak {
     }
 }
 
+/// What a worker tells the balance after a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Report {
+    pub(crate) load: Load,
+    /// Its average CPU share over its last [`SUSTAINED`] windows, once it has been awake
+    /// for that many (none of them slept through, [`LONGEST`]); `None` before.
+    pub(crate) busy: Option<f64>,
+}
+
 impl Meter {
     /// Starts a window now; must be created on the worker's own thread.
     pub(crate) fn new(now: Instant) -> Self {
         Meter {
             since: now,
             usage: Usage::now(),
-            streak: Streak::default(),
+            recent: Recent::default(),
+            saturated: 0,
             spare: 0,
+            awake: 0,
         }
     }
 
-    /// Once a window has passed: what it and the windows before it say ([`Load`]); a new
-    /// window starts. Before that: `None`. (The first window of a load, which began while
-    /// the worker slept, reads as spare; one window is never enough to be called so.)
-    pub(crate) fn sample(&mut self, now: Instant) -> Option<Load> {
+    /// Once a window has passed: what it and the windows before it say; a new window
+    /// starts. Before that: `None`. (The first window of a load, which began while the
+    /// worker slept, reads as spare; one window is never enough to be called so.)
+    pub(crate) fn sample(&mut self, now: Instant) -> Option<Report> {
         let wall = now.saturating_duration_since(self.since);
         if wall < WINDOW {
             return None;
@@ -424,27 +467,35 @@ impl Meter {
         let window = usage.since(&self.usage, wall);
         self.since = now;
         self.usage = usage;
+        self.recent.add(&window);
         if window.saturated() {
-            self.streak.add(&window);
+            self.saturated = self.saturated.saturating_add(1);
             self.spare = 0;
         } else {
-            self.streak = Streak::default();
+            self.saturated = 0;
             self.spare = self.spare.saturating_add(1);
         }
+        self.awake = if wall > LONGEST {
+            0
+        } else {
+            self.awake.saturating_add(1)
+        };
         log::trace!(
-            "window: {window:?} saturated={} spare={}",
-            self.streak.windows,
-            self.spare
+            "window: {window:?} saturated={} spare={} awake={}",
+            self.saturated,
+            self.spare,
+            self.awake
         );
-        Some(
-            if self.streak.windows >= SUSTAINED && self.streak.average().room() {
-                Load::WantsHelp
-            } else if self.spare >= SUSTAINED {
-                Load::Spare
-            } else {
-                Load::Unsure
-            },
-        )
+        let recent = self.recent.average();
+        let load = if self.saturated >= SUSTAINED && recent.room() {
+            Load::WantsHelp
+        } else if self.spare >= SUSTAINED {
+            Load::Spare
+        } else {
+            Load::Unsure
+        };
+        let busy = (self.awake >= SUSTAINED).then_some(recent.busy);
+        Some(Report { load, busy })
     }
 }
 
@@ -543,20 +594,37 @@ mod tests {
 
     use Load::{Idle, Spare, Unsure, WantsHelp};
 
+    fn r(load: Load) -> Report {
+        Report { load, busy: None }
+    }
+
+    fn busy(load: Load, busy: f64) -> Report {
+        Report {
+            load,
+            busy: Some(busy),
+        }
+    }
+
     #[test]
     fn every_worker_in_use_wanting_help_brings_one_more_in() {
         let t0 = Instant::now();
         let plan = Plan::new(t0);
-        assert_eq!(plan.decide(&[WantsHelp], 2, at(t0, 10)), Step::Spread);
+        assert_eq!(plan.decide(&[r(WantsHelp)], 2, at(t0, 10)), Step::Spread);
         assert_eq!(
-            plan.decide(&[WantsHelp, WantsHelp], 4, at(t0, 10)),
+            plan.decide(&[r(WantsHelp), r(WantsHelp)], 4, at(t0, 10)),
             Step::Spread
         );
-        assert_eq!(plan.decide(&[WantsHelp, Unsure], 4, at(t0, 10)), Step::Stay);
-        assert_eq!(plan.decide(&[WantsHelp, Idle], 4, at(t0, 10)), Step::Stay);
+        assert_eq!(
+            plan.decide(&[r(WantsHelp), r(Unsure)], 4, at(t0, 10)),
+            Step::Stay
+        );
+        assert_eq!(
+            plan.decide(&[r(WantsHelp), r(Idle)], 4, at(t0, 10)),
+            Step::Stay
+        );
         // All of them in use already: nothing to spread to.
         assert_eq!(
-            plan.decide(&[WantsHelp, WantsHelp], 2, at(t0, 10)),
+            plan.decide(&[r(WantsHelp), r(WantsHelp)], 2, at(t0, 10)),
             Step::Stay
         );
     }
@@ -565,17 +633,60 @@ mod tests {
     fn gathering_waits_for_the_hold_and_for_a_spare_worker() {
         let t0 = Instant::now();
         let plan = Plan::new(t0);
-        assert_eq!(plan.decide(&[Spare, Spare], 2, at(t0, 999)), Step::Stay);
-        assert_eq!(plan.decide(&[Spare, Spare], 2, at(t0, 1000)), Step::Gather);
-        assert_eq!(plan.decide(&[Spare, Idle], 2, at(t0, 1000)), Step::Gather);
-        // A worker that has just woken says nothing yet; asleep, all of them, neither.
-        assert_eq!(plan.decide(&[Unsure, Spare], 2, at(t0, 5000)), Step::Stay);
-        assert_eq!(plan.decide(&[Idle, Idle], 2, at(t0, 5000)), Step::Stay);
         assert_eq!(
-            plan.decide(&[WantsHelp, Spare], 2, at(t0, 5000)),
+            plan.decide(&[r(Spare), r(Spare)], 2, at(t0, 999)),
             Step::Stay
         );
-        assert_eq!(plan.decide(&[Spare], 2, at(t0, 5000)), Step::Stay);
+        assert_eq!(
+            plan.decide(&[r(Spare), r(Spare)], 2, at(t0, 1000)),
+            Step::Gather
+        );
+        assert_eq!(
+            plan.decide(&[r(Spare), r(Idle)], 2, at(t0, 1000)),
+            Step::Gather
+        );
+        // A worker that has just woken says nothing yet; asleep, all of them, neither.
+        assert_eq!(
+            plan.decide(&[r(Unsure), r(Spare)], 2, at(t0, 5000)),
+            Step::Stay
+        );
+        assert_eq!(
+            plan.decide(&[r(Idle), r(Idle)], 2, at(t0, 5000)),
+            Step::Stay
+        );
+        assert_eq!(
+            plan.decide(&[r(WantsHelp), r(Spare)], 2, at(t0, 5000)),
+            Step::Stay
+        );
+        assert_eq!(plan.decide(&[r(Spare)], 2, at(t0, 5000)), Step::Stay);
+    }
+
+    #[test]
+    fn gathering_also_when_the_cpu_used_fits_in_one_worker_fewer() {
+        let t0 = Instant::now();
+        let plan = Plan::new(t0);
+        let later = at(t0, 5000);
+        // Two workers sharing 2 cores with one client thread: each waits for a CPU often,
+        // so neither reads as spare, but they use 0.89 CPU between them.
+        let shared = [busy(Unsure, 0.43), busy(Unsure, 0.46)];
+        assert_eq!(plan.decide(&shared, 2, later), Step::Gather);
+        assert_eq!(
+            plan.decide(&[busy(Unsure, 0.55), busy(Unsure, 0.5)], 2, later),
+            Step::Stay
+        );
+        // A worker not awake long enough to tell keeps things as they are.
+        assert_eq!(
+            plan.decide(&[busy(Unsure, 0.2), r(Unsure)], 2, later),
+            Step::Stay
+        );
+        assert_eq!(
+            plan.decide(&[busy(Unsure, 0.4), r(Idle)], 2, later),
+            Step::Gather
+        );
+        // Not before the hold, and never while one wants help.
+        assert_eq!(plan.decide(&shared, 2, at(t0, 10)), Step::Stay);
+        let helped = [busy(WantsHelp, 0.3), busy(Unsure, 0.3)];
+        assert_eq!(plan.decide(&helped, 2, later), Step::Stay);
     }
 
     #[test]
@@ -591,9 +702,9 @@ mod tests {
             holds.push(plan.hold.as_secs());
             // The next gathering comes no sooner than the hold.
             let early = now + plan.hold - Duration::from_millis(1);
-            assert_eq!(plan.decide(&[Spare, Spare], 2, early), Step::Stay);
+            assert_eq!(plan.decide(&[r(Spare), r(Spare)], 2, early), Step::Stay);
             now += plan.hold;
-            assert_eq!(plan.decide(&[Spare, Spare], 2, now), Step::Gather);
+            assert_eq!(plan.decide(&[r(Spare), r(Spare)], 2, now), Step::Gather);
         }
         assert_eq!(holds, [2, 4, 8, 16, 16, 16]);
         // A gathering that held for as long as the probe resets the hold.
@@ -631,13 +742,13 @@ mod tests {
     }
 
     #[test]
-    fn room_is_judged_over_the_last_windows_of_the_streak() {
-        let mut streak = Streak::default();
+    fn room_is_judged_over_the_last_windows() {
+        let mut streak = Recent::default();
         // One window with an idle CPU among three without: no room on average.
         for idle in [0.6, 0.0, 0.2, 0.0] {
             streak.add(&window(1.0, 0.0, 150.0, idle));
         }
-        assert_eq!(streak.windows, 4);
+        assert_eq!(streak.added, 4);
         assert!(!streak.average().room());
         // However long the streak was without room, the last windows decide.
         for _ in 0..40 {
@@ -683,7 +794,24 @@ mod tests {
             loads.push(meter.sample(at));
             assert_eq!(meter.sample(at), None, "one report a window");
         }
-        assert_eq!(loads.pop(), Some(Some(Load::Spare)));
-        assert!(loads.iter().all(|&l| l == Some(Load::Unsure)), "{loads:?}");
+        let last = loads.pop().flatten().expect("a report");
+        assert_eq!(
+            last,
+            Report {
+                load: Load::Spare,
+                busy: Some(last.busy.unwrap())
+            }
+        );
+        assert!(last.busy.unwrap() < 0.5);
+        assert!(
+            loads
+                .iter()
+                .all(|l| l.map(|r| r.load) == Some(Load::Unsure)),
+            "{loads:?}"
+        );
+        // A window it slept through: spare still, but its CPU share is not told again until
+        // it has been awake for a few windows.
+        at += LONGEST * 2;
+        assert_eq!(meter.sample(at).map(|r| r.busy), Some(None));
     }
 }

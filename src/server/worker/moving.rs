@@ -40,8 +40,8 @@ impl Worker {
         }
         let now = self.now;
         let meter = self.meter.get_or_insert_with(|| Meter::new(now));
-        if let Some(load) = meter.sample(now) {
-            let step = self.shared.balance.review(self.index, load, self.now);
+        if let Some(report) = meter.sample(now) {
+            let step = self.shared.balance.review(self.index, report, self.now);
             if step != Step::Stay {
                 self.shared
                     .metrics
