@@ -17,8 +17,11 @@
 #
 # Settings (environment): DURATION seconds measured per run (3), WARMUP seconds of load
 # before each (0.5), RUNS per cell (3), THREADS generator thread counts ("1 2"), CELLS
-# (see below), CROSS connection counts for the cross-check ("64 1000"), WORKERS passed as
-# `--workers` to tcpool (default: none, tcpool's own default) and TOKIO_WORKER_THREADS to
+# (see below), CROSS connection counts for the cross-check ("64 1000"), WORKERS and BALANCE
+# passed as `--workers` and `--balance` to tcpool (default: none, tcpool's own defaults),
+# TCPOOL_LOG as tcpool's RUST_LOG into the kept log (with KEEP=1; default: info,
+# `info,tcpool::server::balance=debug` shows each change of the workers in use), and
+# TOKIO_WORKER_THREADS to
 # tokio (default: unset, tokio's own default), NICE a niceness for both servers and the
 # generator (default: none; `NICE=-19`, as root, puts other work on a shared machine behind
 # them, for figures that repeat). The servers and the generator share this
@@ -94,6 +97,7 @@ listening_on() {
 
 tcpool_args=(serve --port 0)
 [ -n "${WORKERS:-}" ] && tcpool_args+=(--workers "$WORKERS")
+[ -n "${BALANCE:-}" ] && tcpool_args+=(--balance "$BALANCE")
 RUST_LOG=${TCPOOL_LOG:-info} "${niced[@]}" "$tcpool" "${tcpool_args[@]}" </dev/null >/dev/null 2>"$work/tcpool.log" &
 tcpool_pid=$!
 pids+=("$tcpool_pid")
