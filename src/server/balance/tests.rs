@@ -1,0 +1,128 @@
+//! The balance's decisions: when one more worker comes into use, when one fewer.
+
+use super::*;
+
+fn at(start: Instant, ms: u64) -> Instant {
+    start + Duration::from_millis(ms)
+}
+
+use Load::{Idle, Spare, Unsure, WantsHelp};
+
+fn r(load: Load) -> Report {
+    Report { load, busy: None }
+}
+
+fn busy(load: Load, busy: f64) -> Report {
+    Report {
+        load,
+        busy: Some(busy),
+    }
+}
+
+#[test]
+fn every_worker_in_use_wanting_help_brings_one_more_in() {
+    let t0 = Instant::now();
+    let plan = Plan::new(t0);
+    assert_eq!(plan.decide(&[r(WantsHelp)], 2, at(t0, 10)), Step::Spread);
+    assert_eq!(
+        plan.decide(&[r(WantsHelp), r(WantsHelp)], 4, at(t0, 10)),
+        Step::Spread
+    );
+    assert_eq!(
+        plan.decide(&[r(WantsHelp), r(Unsure)], 4, at(t0, 10)),
+        Step::Stay
+    );
+    assert_eq!(
+        plan.decide(&[r(WantsHelp), r(Idle)], 4, at(t0, 10)),
+        Step::Stay
+    );
+    // All of them in use already: nothing to spread to.
+    assert_eq!(
+        plan.decide(&[r(WantsHelp), r(WantsHelp)], 2, at(t0, 10)),
+        Step::Stay
+    );
+}
+
+#[test]
+fn gathering_waits_for_the_hold_and_for_a_spare_worker() {
+    let t0 = Instant::now();
+    let plan = Plan::new(t0);
+    assert_eq!(
+        plan.decide(&[r(Spare), r(Spare)], 2, at(t0, 999)),
+        Step::Stay
+    );
+    assert_eq!(
+        plan.decide(&[r(Spare), r(Spare)], 2, at(t0, 1000)),
+        Step::Gather
+    );
+    assert_eq!(
+        plan.decide(&[r(Spare), r(Idle)], 2, at(t0, 1000)),
+        Step::Gather
+    );
+    // A worker that has just woken says nothing yet; asleep, all of them, neither.
+    assert_eq!(
+        plan.decide(&[r(Unsure), r(Spare)], 2, at(t0, 5000)),
+        Step::Stay
+    );
+    assert_eq!(
+        plan.decide(&[r(Idle), r(Idle)], 2, at(t0, 5000)),
+        Step::Stay
+    );
+    assert_eq!(
+        plan.decide(&[r(WantsHelp), r(Spare)], 2, at(t0, 5000)),
+        Step::Stay
+    );
+    assert_eq!(plan.decide(&[r(Spare)], 2, at(t0, 5000)), Step::Stay);
+}
+
+#[test]
+fn gathering_also_when_the_cpu_used_fits_in_one_worker_fewer() {
+    let t0 = Instant::now();
+    let plan = Plan::new(t0);
+    let later = at(t0, 5000);
+    // Two workers sharing 2 cores with one client thread: each waits for a CPU often,
+    // so neither reads as spare, but they use 0.89 CPU between them.
+    let shared = [busy(Unsure, 0.43), busy(Unsure, 0.46)];
+    assert_eq!(plan.decide(&shared, 2, later), Step::Gather);
+    assert_eq!(
+        plan.decide(&[busy(Unsure, 0.55), busy(Unsure, 0.5)], 2, later),
+        Step::Stay
+    );
+    // A worker not awake long enough to tell keeps things as they are.
+    assert_eq!(
+        plan.decide(&[busy(Unsure, 0.2), r(Unsure)], 2, later),
+        Step::Stay
+    );
+    assert_eq!(
+        plan.decide(&[busy(Unsure, 0.4), r(Idle)], 2, later),
+        Step::Gather
+    );
+    // Not before the hold, and never while one wants help.
+    assert_eq!(plan.decide(&shared, 2, at(t0, 10)), Step::Stay);
+    let helped = [busy(WantsHelp, 0.3), busy(Unsure, 0.3)];
+    assert_eq!(plan.decide(&helped, 2, later), Step::Stay);
+}
+
+#[test]
+fn a_gathering_undone_at_once_doubles_the_hold_up_to_its_cap() {
+    let t0 = Instant::now();
+    let mut plan = Plan::new(t0);
+    let mut now = at(t0, 1000);
+    let mut holds = Vec::new();
+    for _ in 0..6 {
+        plan.note(Step::Gather, now);
+        now += Duration::from_millis(100);
+        plan.note(Step::Spread, now);
+        holds.push(plan.hold.as_secs());
+        // The next gathering comes no sooner than the hold.
+        let early = now + plan.hold - Duration::from_millis(1);
+        assert_eq!(plan.decide(&[r(Spare), r(Spare)], 2, early), Step::Stay);
+        now += plan.hold;
+        assert_eq!(plan.decide(&[r(Spare), r(Spare)], 2, now), Step::Gather);
+    }
+    assert_eq!(holds, [2, 4, 8, 16, 16, 16]);
+    // A gathering that held for as long as the probe resets the hold.
+    plan.note(Step::Gather, now);
+    plan.note(Step::Spread, now + PROBE);
+    assert_eq!(plan.hold, HOLD_MIN);
+}
