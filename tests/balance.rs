@@ -20,9 +20,9 @@ use crate::support::{self, read_line, read_to_close};
 
 /// How long a test waits for the balance to act: the first gathering comes a second after
 /// the start at the earliest.
-const PATIENCE: Duration = Duration::from_secs(20);
+pub const PATIENCE: Duration = Duration::from_secs(20);
 
-fn worker_sessions(m: &HashMap<String, f64>) -> [f64; 2] {
+pub fn worker_sessions(m: &HashMap<String, f64>) -> [f64; 2] {
     [0, 1].map(|w| sample(m, &format!("tcpool_worker_sessions{{worker=\"{w}\"}}")))
 }
 
@@ -41,14 +41,14 @@ fn two_workers(balance: Balancing) -> Config {
     }
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
+pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = support::connect(addr);
     stream.set_nodelay(true).unwrap();
     stream
 }
 
 /// One round of a light load: every client sends a line of its own and reads it back.
-fn echo_round(clients: &mut [TcpStream], round: usize) {
+pub fn echo_round(clients: &mut [TcpStream], round: usize) {
     for (i, client) in clients.iter_mut().enumerate() {
         let line = format!("client {i} round {round}\n");
         client.write_all(line.as_bytes()).unwrap();

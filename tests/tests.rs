@@ -10,6 +10,7 @@ mod activation;
 mod admin;
 mod admin_hostile;
 mod balance;
+mod balance_hostile;
 
 mod bench;
 mod bench_accounting;
