@@ -448,3 +448,71 @@ fn a_chat_reader_that_lags_is_dropped_alone_while_sessions_gather() {
     let m = served.scrape();
     assert_eq!(worker_sessions(&m).iter().sum::<f64>(), 4.0, "{m:?}");
 }
+
+#[test]
+fn manual_replies_reach_their_session_while_it_moves() {
+    use tcpool::server::{Server, bind};
+    support::init_logger();
+    let server = Server::new(
+        bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        auto(Config {
+            mode: Mode::Manual,
+            ..Config::default()
+        }),
+    );
+    let (console, exposition, shutdown) =
+        (server.console(), server.exposition(), server.shutdown());
+    let running = server.start().unwrap();
+    let addr = running.local_addr();
+    let scrape = || crate::admin::parse_with_prometheus_client(&exposition.encode());
+    // Session ids are given in connection order, from 1; each connects once the one before
+    // it is known, so the ids match.
+    let mut clients: Vec<TcpStream> = Vec::new();
+    for i in 0..6u64 {
+        clients.push(connect(addr));
+        support::wait_until("the session registered", || {
+            worker_sessions(&scrape()).iter().sum::<f64>() == (i + 1) as f64
+        });
+    }
+    // A first line from each, so that each session speaks in lines before it is answered.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client
+            .write_all(format!("c{i} hello\n").as_bytes())
+            .unwrap();
+    }
+    support::wait_until("the first lines read", || {
+        scrape().get(r#"tcpool_messages_total{direction="in"}"#) == Some(&6.0)
+    });
+    let started = Instant::now();
+    let mut gathered_at = None;
+    for round in 0.. {
+        // Each client speaks, and the operator answers it alone, by id.
+        for (i, client) in clients.iter_mut().enumerate() {
+            client
+                .write_all(format!("c{i} r{round}\n").as_bytes())
+                .unwrap();
+            console.execute(&format!("@{} to c{i} r{round}", i + 1));
+            let want = format!("to c{i} r{round}\n");
+            assert_eq!(read_line(client), want.as_bytes(), "client {i}");
+        }
+        if round % 25 == 24 && gathered_at.is_none() {
+            let m = scrape();
+            if in_use(&m) == 1.0 && worker_sessions(&m)[1] == 0.0 {
+                gathered_at = Some(round);
+            }
+        }
+        if gathered_at.is_some_and(|at| round >= at + 50) {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no gathering after {round} rounds"
+        );
+    }
+    assert!(moved_in(&scrape()) >= 1.0);
+    shutdown.trigger();
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(read_to_close(client), b"quit\n", "client {i}");
+    }
+    running.wait().unwrap();
+}
