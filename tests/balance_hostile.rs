@@ -5,8 +5,11 @@
 //! on the first. What moved is read from the admin endpoint's metrics, never timed.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use tcpool::server::{Balancing, ProxyProtocol};
@@ -515,4 +518,73 @@ fn manual_replies_reach_their_session_while_it_moves() {
         assert_eq!(read_to_close(client), b"quit\n", "client {i}");
     }
     running.wait().unwrap();
+}
+
+/// A client that writes 16 KiB blocks until `stop` (or until the server closes) and reads
+/// the echo back; returns the bytes it read.
+fn flooder(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut stream = connect(addr);
+        let mut reader = stream.try_clone().unwrap();
+        let writer = thread::spawn(move || {
+            let block = vec![b'f'; 16 * 1024];
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && sent < 4 << 30 {
+                if stream.write_all(&block).is_err() {
+                    break;
+                }
+                sent += block.len() as u64;
+            }
+        });
+        let mut got = 0u64;
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        writer.join().unwrap();
+        got
+    })
+}
+
+#[test]
+fn a_shutdown_right_after_a_flood_spreads_the_sessions_tells_every_idle_client_quit() {
+    let served = Served::start(auto(Config {
+        shutdown_timeout: Duration::from_secs(3),
+        ..Config::default()
+    }));
+    let mut idle: Vec<TcpStream> = (0..6).map(|_| connect(served.addr)).collect();
+    let mut round = 0;
+    gather(&served, &mut idle, &mut round);
+    // The idle sessions are the ones that move when the flood brings worker 1 back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..3).map(|_| flooder(served.addr, stop.clone())).collect();
+    let flood_started = Instant::now();
+    let moved = |m: &HashMap<String, f64>| {
+        sample(m, r#"tcpool_worker_sessions_moved_in_total{worker="1"}"#)
+    };
+    while moved(&served.scrape()) == 0.0 {
+        assert!(
+            flood_started.elapsed() < PATIENCE,
+            "the flood never spread the sessions"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let closing = thread::spawn(move || drop(served));
+    for (i, client) in idle.iter_mut().enumerate() {
+        assert_eq!(read_to_close(client), b"quit\n", "idle client {i}");
+    }
+    closing.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for flooder in flooders {
+        assert!(flooder.join().unwrap() > 0);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the server took {:?} to stop",
+        started.elapsed()
+    );
 }
