@@ -77,16 +77,26 @@ fn gather(served: &Served, clients: &mut [TcpStream], round: &mut usize) {
     });
 }
 
-/// `POST /sessions/ID/kick` on the admin endpoint; returns the status line.
-fn kick(served: &Served, id: u64) -> String {
+/// One request with no body to the admin endpoint; returns the whole answer.
+fn admin(served: &Served, method: &str, path: &str) -> String {
     let mut stream = support::connect(served.admin_addr());
     write!(
         stream,
-        "POST /sessions/{id}/kick HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     )
     .unwrap();
-    let answer = String::from_utf8_lossy(&read_to_close(&mut stream)).into_owned();
+    String::from_utf8_lossy(&read_to_close(&mut stream)).into_owned()
+}
+
+/// `POST /sessions/ID/kick` on the admin endpoint; returns the status line.
+fn kick(served: &Served, id: u64) -> String {
+    let answer = admin(served, "POST", &format!("/sessions/{id}/kick"));
     answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// `GET PATH` on the admin endpoint; returns the answer.
+fn admin_get(served: &Served, path: &str) -> String {
+    admin(served, "GET", path)
 }
 
 #[test]
@@ -258,6 +268,12 @@ fn proxied_sessions_move_and_keep_their_peer() {
     for _ in 0..50 {
         echo_round(&mut clients, round);
         round += 1;
+    }
+    // Each is still listed as the client its header named, moved or not.
+    let listed = admin_get(&served, "/sessions");
+    for i in 0..6 {
+        let peer = format!("\"peer\":\"192.0.2.{i}:4000{i}\"");
+        assert!(listed.contains(&peer), "{peer} not in {listed}");
     }
     drop(served);
     for (i, client) in clients.iter_mut().enumerate() {
