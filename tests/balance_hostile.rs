@@ -604,3 +604,40 @@ fn a_shutdown_right_after_a_flood_spreads_the_sessions_tells_every_idle_client_q
         started.elapsed()
     );
 }
+
+#[test]
+fn clients_that_connect_while_sessions_gather_are_served_and_counted() {
+    let served = Served::start(auto(Config::default()));
+    let mut clients: Vec<TcpStream> = (0..4).map(|_| connect(served.addr)).collect();
+    let mut round = 0;
+    let started = Instant::now();
+    let mut gathered = false;
+    // A newcomer every 10 rounds, until the sessions have gathered and 12 have come: each
+    // lands on whichever worker takes new sessions then, or on one that hands it on.
+    while !(gathered && clients.len() >= 16) {
+        for _ in 0..10 {
+            echo_round(&mut clients, round);
+            round += 1;
+        }
+        if clients.len() < 40 {
+            clients.push(connect(served.addr));
+        }
+        let m = served.scrape();
+        gathered |= in_use(&m) == 1.0;
+        for (w, n) in worker_sessions(&m).into_iter().enumerate() {
+            assert!(n <= clients.len() as f64, "worker {w} counts {n}: {m:?}");
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "not gathered after {round} rounds"
+        );
+    }
+    echo_round(&mut clients, round);
+    support::wait_until("every session counted by a worker", || {
+        worker_sessions(&served.scrape()).iter().sum::<f64>() == clients.len() as f64
+    });
+    drop(served);
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(read_to_close(client), b"quit\n", "client {i}");
+    }
+}
