@@ -11,6 +11,7 @@ mod admin;
 mod admin_hostile;
 mod balance;
 mod balance_hostile;
+mod balance_modes;
 
 mod bench;
 mod bench_accounting;

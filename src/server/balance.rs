@@ -272,6 +272,10 @@ impl Balance {
             }
             Step::Gather => {
                 spread.set(in_use - 1);
+                // An order to share with a worker not yet carried out is void now.
+                for d in self.docks.iter() {
+                    d.give.store(0, Ordering::Relaxed);
+                }
                 wake(&self.docks[in_use - 1]);
             }
         }
