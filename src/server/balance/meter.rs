@@ -36,6 +36,9 @@ pub(crate) const LONGEST: Duration = Duration::from_millis(150);
 pub(crate) struct Meter {
     since: Instant,
     usage: Usage,
+    /// The machine's idle ticks at the last read of `/proc/stat`, and when, while the
+    /// worker is saturated.
+    machine: Option<(Instant, u64)>,
     recent: Recent,
     /// Windows in a row that were saturated, and that were not.
     saturated: u32,
@@ -112,6 +115,7 @@ impl Meter {
         Meter {
             since: now,
             usage: Usage::now(),
+            machine: None,
             recent: Recent::default(),
             saturated: 0,
             spare: 0,
@@ -128,9 +132,26 @@ impl Meter {
             return None;
         }
         let usage = Usage::now();
-        let window = usage.since(&self.usage, wall);
+        let mut window = usage.since(&self.usage, wall);
         self.since = now;
         self.usage = usage;
+        // The machine's idle time only matters to a saturated worker (is there room?), and
+        // `/proc/stat` is costly to read on a machine with many CPUs: it is read only in
+        // saturated windows, each measuring the idle CPUs since the one before (the first of
+        // a streak has no figure, and counts as none idle).
+        if !window.saturated() {
+            self.machine = None;
+        } else {
+            let ticks = read_idle_ticks();
+            if let (Some((at, then)), Some(ticks)) = (self.machine, ticks) {
+                let secs = now.saturating_duration_since(at).as_secs_f64();
+                if secs > 0.0 {
+                    window.idle_cpus =
+                        ticks.saturating_sub(then) as f64 / ticks_per_second() / secs;
+                }
+            }
+            self.machine = ticks.map(|t| (now, t));
+        }
         self.recent.add(&window);
         if window.saturated() {
             self.saturated = self.saturated.saturating_add(1);
@@ -169,8 +190,6 @@ struct Usage {
     cpu: Duration,
     waited: Duration,
     involuntary: i64,
-    /// The machine's idle time, in clock ticks (`None`: unknown).
-    idle_ticks: Option<u64>,
 }
 
 impl Usage {
@@ -196,29 +215,21 @@ impl Usage {
             .ok()
             .and_then(|stat| run_queue_wait(&stat))
             .unwrap_or_default();
-        let idle_ticks = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|stat| idle_ticks(&stat));
         Usage {
             cpu,
             waited,
             involuntary,
-            idle_ticks,
         }
     }
 
     /// What happened between `earlier` and this, `wall` apart.
     fn since(&self, earlier: &Usage, wall: Duration) -> Window {
         let secs = wall.as_secs_f64();
-        let idle_cpus = match (self.idle_ticks, earlier.idle_ticks) {
-            (Some(now), Some(then)) => now.saturating_sub(then) as f64 / ticks_per_second() / secs,
-            _ => 0.0,
-        };
         Window {
             busy: self.cpu.saturating_sub(earlier.cpu).as_secs_f64() / secs,
             waiting: self.waited.saturating_sub(earlier.waited).as_secs_f64() / secs,
             preempted: (self.involuntary - earlier.involuntary) as f64 / secs,
-            idle_cpus,
+            idle_cpus: 0.0,
         }
     }
 }
@@ -228,6 +239,13 @@ impl Usage {
 fn run_queue_wait(schedstat: &str) -> Option<Duration> {
     let ns = schedstat.split_ascii_whitespace().nth(1)?.parse().ok()?;
     Some(Duration::from_nanos(ns))
+}
+
+/// The machine's idle ticks now, if `/proc/stat` can be read.
+fn read_idle_ticks() -> Option<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| idle_ticks(&stat))
 }
 
 /// Idle plus I/O-wait ticks of all CPUs, from the first line of `/proc/stat`

@@ -52,17 +52,18 @@ impl Worker {
         if self.index >= in_use {
             if !self.sessions.is_empty() && self.next_evacuation <= self.now {
                 self.next_evacuation = self.now + EVACUATE_EVERY;
-                self.hand_on(usize::MAX, in_use);
+                self.hand_on(usize::MAX, 0..in_use);
             }
         } else if let Some(to) = self.shared.balance.take_order(self.index) {
+            // `to` is the newest of `to + 1` workers in use: it gets its share.
             let share = self.sessions.len() / (to + 1);
-            self.hand_on(share, to + 1);
+            self.hand_on(share, to..to + 1);
         }
     }
 
-    /// Hands up to `count` movable sessions on: to the workers below `to_below` in turn,
-    /// or, when this worker is one of those, to the last of them only.
-    fn hand_on(&mut self, count: usize, to_below: usize) {
+    /// Hands up to `count` movable sessions on, to the workers in `to` in turn (never to
+    /// this one).
+    fn hand_on(&mut self, count: usize, to: std::ops::Range<usize>) {
         let movable: Vec<usize> = self
             .sessions
             .iter()
@@ -70,18 +71,12 @@ impl Worker {
             .map(|(t, _)| t)
             .take(count)
             .collect();
-        let mut turn = 0;
+        let mut targets = to.filter(|&w| w != self.index).cycle();
         let mut moved = 0;
         for t in movable {
-            let to = if self.index < to_below {
-                to_below - 1
-            } else {
-                turn = (turn + 1) % to_below;
-                turn
+            let Some(to) = targets.next() else {
+                return;
             };
-            if to == self.index {
-                continue;
-            }
             let mut session = Box::new(self.sessions.remove(t));
             let _ = self.poll.registry().deregister(&mut session.stream);
             match self.shared.balance.send(to, session) {
