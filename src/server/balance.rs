@@ -16,8 +16,11 @@
 //!   second worker would take its CPU from that client.)
 //! - Every worker in use wants help: one more in use, and each hands it a share of its
 //!   sessions.
-//! - None wants help, and [`Plan::hold`] since the last change: one fewer; the last one hands
-//!   its sessions to the others.
+//! - None wants help, [`Plan::hold`] has passed since the last change, and the CPU the
+//!   workers use would fit in one worker fewer: one fewer; the last one hands its sessions
+//!   to the others. What fits counts the other busy threads: a worker that waits for a CPU
+//!   as long as it runs (two client threads on the same 2 cores) would get only a little
+//!   more CPU alone, not twice as much.
 //! - A gathering that needs help within [`PROBE`] is undone, and the hold doubles (up to
 //!   [`HOLD_MAX`]), so a load that needs every worker is probed rarely; a spreading that
 //!   comes later than that resets the hold.
@@ -62,9 +65,11 @@ struct Dock {
     mailbox: OnceLock<Arc<Mailbox>>,
     /// The worker is asked to hand a share of its sessions to worker `give - 1` (0: no).
     give: AtomicUsize,
-    /// Its last report: a [`Load`], and its CPU share as `f64` bits ([`NO_BUSY`]: none).
+    /// Its last report: a [`Load`], its CPU share as `f64` bits ([`NO_BUSY`]: none), and
+    /// the share of its time ready to run that it ran, as `f64` bits.
     load: AtomicU8,
     busy: AtomicU64,
+    ran: AtomicU64,
     /// When it last reported, in nanoseconds since [`Balance::epoch`] (0: never).
     reported: AtomicU64,
 }
@@ -111,6 +116,10 @@ pub(crate) struct Report {
     /// Its average CPU share over its last [`SUSTAINED`](meter::SUSTAINED) windows, once it has been awake
     /// for that many (none of them slept through, [`LONGEST`](meter::LONGEST)); `None` before.
     pub(crate) busy: Option<f64>,
+    /// Of the time it was ready to run over those windows, the share it was on a CPU (1.0:
+    /// it never waited for one). About a half when it shares its CPU with one other busy
+    /// thread.
+    pub(crate) ran: f64,
 }
 
 /// What changed at a review.
@@ -131,23 +140,28 @@ pub(crate) struct Plan {
     pub(crate) hold: Duration,
     changed: Instant,
     gathered: Option<Instant>,
+    /// The CPUs the server may run on.
+    cpus: usize,
 }
 
 impl Plan {
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant, cpus: usize) -> Self {
         Plan {
             hold: HOLD_MIN,
             changed: now,
             gathered: None,
+            cpus: cpus.max(1),
         }
     }
 
     /// What to do, given the reports of the workers in use, out of `workers`.
     ///
-    /// Spread when every one wants help. Gather when none does and, after the hold, either
-    /// each is spare or asleep (one at least spare), or the CPU they used would fit in one
-    /// worker fewer (each awake long enough to tell; a worker that shares its CPU with
-    /// other busy threads waits often, and reads as saturated without being so).
+    /// Spread when every one wants help. Gather when none does and, after the hold, the CPU
+    /// the workers awake used would fit in one worker fewer, each of which could use
+    /// [`Plan::each_fewer`] (a worker that shares its CPU with other busy threads waits
+    /// often, and reads as saturated without being so; one that is spare may still need
+    /// its CPU). Before the workers awake have been so long enough to tell their CPU: when
+    /// each is spare or asleep, one at least spare.
     pub(crate) fn decide(&self, reports: &[Report], workers: usize, now: Instant) -> Step {
         let in_use = reports.len();
         let loads = || reports.iter().map(|r| r.load);
@@ -160,16 +174,32 @@ impl Plan {
         {
             return Step::Stay;
         }
-        let spare = loads().all(|l| matches!(l, Load::Spare | Load::Idle))
-            && loads().any(|l| l == Load::Spare);
         let awake: Vec<&Report> = reports.iter().filter(|r| r.load != Load::Idle).collect();
-        let fits = !awake.is_empty()
-            && awake.iter().all(|r| r.busy.is_some())
-            && awake.iter().filter_map(|r| r.busy).sum::<f64>() <= (in_use - 1) as f64;
-        if spare || fits {
-            Step::Gather
+        let measured = !awake.is_empty() && awake.iter().all(|r| r.busy.is_some());
+        let gather = if measured {
+            awake.iter().filter_map(|r| r.busy).sum::<f64>()
+                <= (in_use - 1) as f64 * self.each_fewer(&awake)
         } else {
-            Step::Stay
+            loads().all(|l| matches!(l, Load::Spare | Load::Idle))
+                && loads().any(|l| l == Load::Spare)
+        };
+        if gather { Step::Gather } else { Step::Stay }
+    }
+
+    /// The CPU each worker would get with one worker fewer in use, from how long the workers
+    /// awake waited for a CPU. A worker that ran a share `ran` of the time it was ready to
+    /// run shares the CPUs with about `cpus / ran` threads ready to run, itself included;
+    /// with one fewer of them, each of the rest gets `cpus / (threads - 1)`, a whole CPU at
+    /// most. Two workers and two busy client threads on 2 CPUs run half the time they are
+    /// ready: one worker alone would get 2/3 of a CPU, not a whole one.
+    fn each_fewer(&self, awake: &[&Report]) -> f64 {
+        let ran = awake.iter().map(|r| r.ran).sum::<f64>() / awake.len().max(1) as f64;
+        let cpus = self.cpus as f64;
+        let threads = cpus / ran.clamp(0.01, 1.0);
+        if threads - 1.0 <= cpus {
+            1.0
+        } else {
+            cpus / (threads - 1.0)
         }
     }
 
@@ -200,7 +230,10 @@ impl Balance {
         Balance {
             docks: (0..workers).map(|_| Dock::default()).collect(),
             spread: OnceLock::new(),
-            plan: Mutex::new(Plan::new(epoch)),
+            plan: Mutex::new(Plan::new(
+                epoch,
+                std::thread::available_parallelism().map_or(1, usize::from),
+            )),
             epoch,
             enabled: enabled && workers > 1,
         }
@@ -235,6 +268,7 @@ impl Balance {
         dock.load.store(report.load as u8, Ordering::Relaxed);
         dock.busy
             .store(report.busy.map_or(NO_BUSY, f64::to_bits), Ordering::Relaxed);
+        dock.ran.store(report.ran.to_bits(), Ordering::Relaxed);
         dock.reported
             .store(self.nanos(now).max(1), Ordering::Relaxed);
         let (Some(spread), Some(mut plan)) = (self.spread.get(), self.plan.try_lock()) else {
@@ -250,11 +284,13 @@ impl Balance {
                     Report {
                         load: Load::from_u8(d.load.load(Ordering::Relaxed)),
                         busy: (busy != NO_BUSY).then(|| f64::from_bits(busy)),
+                        ran: f64::from_bits(d.ran.load(Ordering::Relaxed)),
                     }
                 } else {
                     Report {
                         load: Load::Idle,
                         busy: None,
+                        ran: 1.0,
                     }
                 }
             })

@@ -74,6 +74,17 @@ impl Window {
     pub(crate) fn room(&self) -> bool {
         self.idle_cpus >= IDLE_CPUS || self.preempted >= PREEMPTED_PER_SECOND
     }
+
+    /// Of the time the worker was ready to run, the share it was on a CPU (1.0 if it was
+    /// never ready to run).
+    pub(crate) fn ran(&self) -> f64 {
+        let ready = self.busy + self.waiting;
+        if ready > 0.0 {
+            (self.busy / ready).min(1.0)
+        } else {
+            1.0
+        }
+    }
 }
 
 /// The last [`SUSTAINED`] windows.
@@ -180,7 +191,11 @@ impl Meter {
             Load::Unsure
         };
         let busy = (self.awake >= SUSTAINED).then_some(recent.busy);
-        Some(Report { load, busy })
+        Some(Report {
+            load,
+            busy,
+            ran: recent.ran(),
+        })
     }
 }
 
@@ -356,9 +371,11 @@ mod tests {
             last,
             Report {
                 load: Load::Spare,
-                busy: Some(last.busy.unwrap())
+                busy: Some(last.busy.unwrap()),
+                ran: last.ran,
             }
         );
+        assert!(last.ran > 0.0 && last.ran <= 1.0);
         assert!(last.busy.unwrap() < 0.5);
         assert!(
             loads

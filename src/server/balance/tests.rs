@@ -9,20 +9,34 @@ fn at(start: Instant, ms: u64) -> Instant {
 use Load::{Idle, Spare, Unsure, WantsHelp};
 
 fn r(load: Load) -> Report {
-    Report { load, busy: None }
+    Report {
+        load,
+        busy: None,
+        ran: 1.0,
+    }
 }
 
 fn busy(load: Load, busy: f64) -> Report {
     Report {
         load,
         busy: Some(busy),
+        ran: 1.0,
+    }
+}
+
+/// A worker on a CPU for a share `ran` of the time it was ready to run.
+fn waiting(load: Load, busy: f64, ran: f64) -> Report {
+    Report {
+        load,
+        busy: Some(busy),
+        ran,
     }
 }
 
 #[test]
 fn every_worker_in_use_wanting_help_brings_one_more_in() {
     let t0 = Instant::now();
-    let plan = Plan::new(t0);
+    let plan = Plan::new(t0, 2);
     assert_eq!(plan.decide(&[r(WantsHelp)], 2, at(t0, 10)), Step::Spread);
     assert_eq!(
         plan.decide(&[r(WantsHelp), r(WantsHelp)], 4, at(t0, 10)),
@@ -46,7 +60,7 @@ fn every_worker_in_use_wanting_help_brings_one_more_in() {
 #[test]
 fn gathering_waits_for_the_hold_and_for_a_spare_worker() {
     let t0 = Instant::now();
-    let plan = Plan::new(t0);
+    let plan = Plan::new(t0, 2);
     assert_eq!(
         plan.decide(&[r(Spare), r(Spare)], 2, at(t0, 999)),
         Step::Stay
@@ -78,7 +92,7 @@ fn gathering_waits_for_the_hold_and_for_a_spare_worker() {
 #[test]
 fn gathering_also_when_the_cpu_used_fits_in_one_worker_fewer() {
     let t0 = Instant::now();
-    let plan = Plan::new(t0);
+    let plan = Plan::new(t0, 2);
     let later = at(t0, 5000);
     // Two workers sharing 2 cores with one client thread: each waits for a CPU often,
     // so neither reads as spare, but they use 0.89 CPU between them.
@@ -104,9 +118,35 @@ fn gathering_also_when_the_cpu_used_fits_in_one_worker_fewer() {
 }
 
 #[test]
+fn the_cpu_one_worker_fewer_could_use_counts_the_other_busy_threads() {
+    let t0 = Instant::now();
+    let plan = Plan::new(t0, 2);
+    let later = at(t0, 5000);
+    // Two workers and one busy client thread on 2 CPUs: each worker runs two thirds of the
+    // time it is ready to; alone, it would have a CPU of its own.
+    let one_client = [waiting(Unsure, 0.45, 0.68), waiting(Unsure, 0.45, 0.7)];
+    assert_eq!(plan.decide(&one_client, 2, later), Step::Gather);
+    // Two busy client threads: each worker runs half the time it is ready to, and alone
+    // would get two thirds of a CPU, less than the two use between them.
+    let two_clients = [waiting(Unsure, 0.5, 0.5), waiting(Unsure, 0.5, 0.51)];
+    assert_eq!(plan.decide(&two_clients, 2, later), Step::Stay);
+    let light = [waiting(Unsure, 0.3, 0.5), waiting(Unsure, 0.3, 0.5)];
+    assert_eq!(plan.decide(&light, 2, later), Step::Gather);
+    // Spare now and then, each one, but needing their CPU all the same.
+    let spare = [waiting(Spare, 0.45, 0.5), waiting(Spare, 0.48, 0.5)];
+    assert_eq!(plan.decide(&spare, 2, later), Step::Stay);
+    // Four workers on 4 CPUs with four client threads: three workers would get 0.57 each.
+    let plan = Plan::new(t0, 4);
+    let four = [waiting(Unsure, 0.45, 0.5); 4];
+    assert_eq!(plan.decide(&four, 4, later), Step::Stay);
+    let four = [waiting(Unsure, 0.4, 0.5); 4];
+    assert_eq!(plan.decide(&four, 4, later), Step::Gather);
+}
+
+#[test]
 fn a_gathering_undone_at_once_doubles_the_hold_up_to_its_cap() {
     let t0 = Instant::now();
-    let mut plan = Plan::new(t0);
+    let mut plan = Plan::new(t0, 2);
     let mut now = at(t0, 1000);
     let mut holds = Vec::new();
     for _ in 0..6 {
