@@ -13,7 +13,8 @@
 # server's median p99 latency, and each server's CPU time per message: user + system time
 # from /proc/PID/stat over the measured run, divided by the messages answered. A summary of
 # the ratios follows, then a cross-check of a few cells with a second, independent client
-# (examples/tokio_client.rs).
+# (examples/tokio_client.rs), RUNS runs each, taking turns, with the ratio per run and the
+# median.
 #
 # Settings (environment): DURATION seconds measured per run (3), WARMUP seconds of load
 # before each (0.5), RUNS per cell (3), THREADS generator thread counts ("1 2"), CELLS
@@ -30,7 +31,8 @@
 #
 # Bounded in time: every run is limited by `timeout`, a server that does not come up within
 # 10 s aborts the script, and whatever the script started is killed on exit. The full run
-# takes about 7 * 2 * 3 * 2 * (DURATION + WARMUP + 1) s, some 10 minutes; QUICK=1 under 2.
+# takes about (7 * 2 + 2) * RUNS * 2 * (DURATION + WARMUP + 2) s, some 9 minutes; QUICK=1
+# under 3.
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -218,15 +220,35 @@ printf 'median of the cells'"'"' median ratios: %sx; lowest cell: %sx (%d cells)
 
 if [ -n "$CROSS" ]; then
     echo
-    echo "cross-check with examples/tokio_client ($(nproc) threads, 64 B lines, ${DURATION}s):"
+    echo "cross-check with examples/tokio_client ($(nproc) threads, 64 B lines, ${DURATION}s runs after ${WARMUP}s of warm-up, $RUNS a count, taking turns):"
+    echo
+    echo "| connections | tcpool msgs/s | tokio msgs/s | ratio per run | median |"
+    echo "| ----------- | ------------- | ------------ | ------------- | ------ |"
     for c in $CROSS; do
-        for server in tcpool tokio; do
-            if [ "$server" = tcpool ]; then addr=$tcpool_addr; else addr=$tokio_addr; fi
-            limit=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d + 30 }')
-            line=$(timeout --kill-after=5 "$limit" "${niced[@]}" "$tokio_client" "$addr" "$c" "$DURATION" \
-                2>>"$work/bench.log" || echo "failed")
-            printf '  %-6s %s\n' "$server" "$line"
+        declare -A got=()
+        ratios=""
+        for run in $(seq "$RUNS"); do
+            order="tcpool tokio"
+            [ $((run % 2)) = 0 ] && order="tokio tcpool"
+            for server in $order; do
+                if [ "$server" = tcpool ]; then addr=$tcpool_addr; else addr=$tokio_addr; fi
+                limit=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d + 30 }')
+                # A warm-up of its own first, as for the cells above.
+                timeout --kill-after=5 "$limit" "${niced[@]}" "$tokio_client" "$addr" "$c" "$WARMUP" \
+                    >/dev/null 2>>"$work/bench.log" || true
+                # Its line ends "msgs/s N"; a failed run counts as 0.
+                mps=$(timeout --kill-after=5 "$limit" "${niced[@]}" "$tokio_client" "$addr" "$c" "$DURATION" \
+                    2>>"$work/bench.log" | awk '{ print $NF }' || true)
+                got[$server.mps]="${got[$server.mps]:-} ${mps:-0}"
+                got[$server.$run]=${mps:-0}
+            done
+            ratios="$ratios $(awk -v a="${got[tcpool.$run]}" -v b="${got[tokio.$run]}" \
+                'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
         done
+        printf '| %-11s | %13.0f | %12.0f | %-13s | %5.2fx |\n' "$c" \
+            "$(median <<<"${got[tcpool.mps]}")" "$(median <<<"${got[tokio.mps]}")" \
+            "$(sed 's/^ //' <<<"$ratios")" "$(median <<<"$ratios")"
+        unset got
     done
 fi
 echo
