@@ -160,8 +160,8 @@ impl Plan {
     /// the workers awake used would fit in one worker fewer, each of which could use
     /// [`Plan::each_fewer`] (a worker that shares its CPU with other busy threads waits
     /// often, and reads as saturated without being so; one that is spare may still need
-    /// its CPU). Before the workers awake have been so long enough to tell their CPU: when
-    /// each is spare or asleep, one at least spare.
+    /// its CPU). Until each worker awake has been so long enough to tell its CPU, each
+    /// spare or asleep (one at least spare) is enough.
     pub(crate) fn decide(&self, reports: &[Report], workers: usize, now: Instant) -> Step {
         let in_use = reports.len();
         let loads = || reports.iter().map(|r| r.load);
