@@ -10,6 +10,7 @@ mod activation;
 mod admin;
 mod admin_hostile;
 mod balance;
+mod balance_grouping;
 mod balance_hostile;
 mod balance_modes;
 

@@ -84,6 +84,9 @@ pub(crate) struct Balance {
     plan: Mutex<Plan>,
     epoch: Instant,
     enabled: bool,
+    /// `belonging[from * workers + to]`: sessions worker `from` holds whose packets arrive
+    /// on the CPU of worker `to`'s group, at `from`'s last look (`worker/grouping.rs`).
+    belonging: Box<[AtomicUsize]>,
 }
 
 /// What a worker's last windows say of its load.
@@ -236,6 +239,9 @@ impl Balance {
             )),
             epoch,
             enabled: enabled && workers > 1,
+            belonging: (0..workers * workers)
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
         }
     }
 
@@ -373,6 +379,23 @@ impl Balance {
         }
         *arrivals = None;
         true
+    }
+
+    /// How many of worker `from`'s sessions belong with worker `to`, at `from`'s last look.
+    pub(crate) fn belonging(&self, from: usize, to: usize) -> usize {
+        self.belonging[from * self.docks.len() + to].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_belonging(&self, from: usize, to: usize, n: usize) {
+        self.belonging[from * self.docks.len() + to].store(n, Ordering::Relaxed);
+    }
+
+    /// Worker `from` is not in use: nothing of it belongs elsewhere.
+    pub(crate) fn clear_belonging(&self, from: usize) {
+        let n = self.docks.len();
+        for cell in &self.belonging[from * n..(from + 1) * n] {
+            cell.store(0, Ordering::Relaxed);
+        }
     }
 
     fn nanos(&self, at: Instant) -> u64 {

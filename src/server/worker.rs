@@ -26,6 +26,7 @@
 
 mod closing;
 mod faults;
+mod grouping;
 mod header;
 mod input;
 mod moving;
@@ -123,6 +124,10 @@ pub(crate) struct Worker {
     arrived: Vec<Session>,
     /// When a worker not in use next looks for sessions to hand on.
     next_evacuation: Instant,
+    /// When a worker in use next looks at where its sessions' packets arrive.
+    next_grouping: Instant,
+    /// Its last window said it is not spare: sessions wait for it now and then.
+    loaded: bool,
 }
 
 impl Worker {
@@ -159,6 +164,8 @@ impl Worker {
             meter: None,
             arrived: Vec::new(),
             next_evacuation: Instant::now(),
+            next_grouping: Instant::now() + grouping::GROUP_EVERY,
+            loaded: false,
         })
     }
 

@@ -165,6 +165,11 @@ impl WorkerMetrics {
         }
     }
 
+    /// The sessions the worker holds.
+    pub(crate) fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
     /// The worker adopted a session.
     pub(crate) fn opened(&self) {
         self.sessions.fetch_add(1, Ordering::Relaxed);

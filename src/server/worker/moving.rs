@@ -14,7 +14,7 @@ use std::time::Duration;
 use mio::{Interest, Token};
 
 use super::Worker;
-use crate::server::balance::{Meter, Step};
+use crate::server::balance::{Load, Meter, Step};
 use crate::server::session::{CloseReason, Phase, Session};
 
 /// How often a worker no longer in use looks again for sessions it can hand on, while it
@@ -41,6 +41,7 @@ impl Worker {
         let now = self.now;
         let meter = self.meter.get_or_insert_with(|| Meter::new(now));
         if let Some(report) = meter.sample(now) {
+            self.loaded = matches!(report.load, Load::WantsHelp | Load::Unsure);
             let step = self.shared.balance.review(self.index, report, self.now);
             if step != Step::Stay {
                 self.shared
@@ -58,6 +59,8 @@ impl Worker {
             // `to` is the newest of `to + 1` workers in use: it gets its share.
             let share = self.sessions.len() / (to + 1);
             self.hand_on(share, to..to + 1);
+        } else {
+            self.group_pass(in_use);
         }
     }
 
@@ -71,25 +74,17 @@ impl Worker {
             .map(|(t, _)| t)
             .take(count)
             .collect();
-        let mut targets = to.filter(|&w| w != self.index).cycle();
+        let here = self.index;
+        let mut targets = to.filter(move |&w| w != here).cycle();
         let mut moved = 0;
         for t in movable {
             let Some(to) = targets.next() else {
                 return;
             };
-            let mut session = Box::new(self.sessions.remove(t));
-            let _ = self.poll.registry().deregister(&mut session.stream);
-            match self.shared.balance.send(to, session) {
-                Ok(()) => {
-                    self.shared.metrics.worker(self.index).moved_out();
-                    moved += 1;
-                }
-                // That worker has stopped (the server is shutting down): keep the session.
-                Err(session) => {
-                    self.settle_here(*session, false);
-                    break;
-                }
+            if !self.send_on(t, to) {
+                break;
             }
+            moved += 1;
         }
         if moved > 0 {
             log::debug!(
@@ -101,8 +96,25 @@ impl Worker {
         }
     }
 
+    /// Hands session `t` to worker `to`. False if that worker has stopped (the server is
+    /// shutting down): the session stays here.
+    pub(super) fn send_on(&mut self, t: usize, to: usize) -> bool {
+        let mut session = Box::new(self.sessions.remove(t));
+        let _ = self.poll.registry().deregister(&mut session.stream);
+        match self.shared.balance.send(to, session) {
+            Ok(()) => {
+                self.shared.metrics.worker(self.index).moved_out();
+                true
+            }
+            Err(session) => {
+                self.settle_here(*session, false);
+                false
+            }
+        }
+    }
+
     /// Whether session `t` can move now (see the module documentation).
-    fn movable(&self, t: usize, s: &Session) -> bool {
+    pub(super) fn movable(&self, t: usize, s: &Session) -> bool {
         s.phase == Phase::Open
             && s.header_deadline.is_none()
             && s.fault.is_none()

@@ -1,0 +1,177 @@
+//! `--balance auto` with two workers in use keeps each client thread's sessions on one
+//! worker: the sessions whose packets arrive on one CPU are swapped onto one worker.
+//!
+//! Two client threads, each pinned to a CPU of its own and each echoing 16 KiB blocks on its
+//! connections as fast as they come back, load two workers (as two generator threads on the
+//! same machine do); the test waits (bounded) until each thread's sessions share a worker and
+//! the two threads' are on different workers, reading which worker holds which session from
+//! the workers' pollers (`/proc/self/fdinfo`: the server runs in this process), and checks
+//! every byte that came back.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Instant;
+
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::unistd::Pid;
+use tcpool::Config;
+use tcpool::server::Balancing;
+
+use crate::admin::Served;
+use crate::balance::{PATIENCE, connect};
+use crate::balance_hostile::moved_in;
+
+/// The server-side sockets' peer ports, per poller, of every epoll descriptor in this
+/// process that watches more than one socket.
+fn peer_ports_by_poller() -> Vec<HashSet<u16>> {
+    // inode -> (local port, remote port), from the kernel's table of TCP sockets.
+    let mut ports = HashMap::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap();
+            ports.insert(f[9].to_owned(), (port(f[1]), port(f[2])));
+        }
+    }
+    let mut pollers = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let path = entry.path();
+        let is_poller = std::fs::read_link(&path)
+            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:[eventpoll]");
+        if !is_poller {
+            continue;
+        }
+        let fd = entry.file_name().to_string_lossy().into_owned();
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
+            continue;
+        };
+        let mut peers: HashSet<u16> = info
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("tfd:"))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .filter_map(|target| std::fs::read_link(format!("/proc/self/fd/{target}")).ok())
+            .filter_map(|l| {
+                let l = l.to_string_lossy().into_owned();
+                let inode = l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned();
+                ports.get(&inode).map(|&(_, remote)| remote)
+            })
+            .collect();
+        // The listeners' pollers hold sockets with no peer.
+        peers.remove(&0);
+        if !peers.is_empty() {
+            pollers.push(peers);
+        }
+    }
+    pollers
+}
+
+/// A client thread pinned to `cpu` that, round after round until `stop`, writes a numbered
+/// 16 KiB block on each of its connections and reads each back whole, checking every byte.
+/// Returns the rounds it made.
+fn pinned_client(
+    cpu: usize,
+    mut streams: Vec<TcpStream>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        pin(cpu);
+        let blocks: Vec<Vec<u8>> = (0..streams.len())
+            .map(|c| {
+                (0..)
+                    .flat_map(|n| format!("cpu {cpu} connection {c} line {n:06}\n").into_bytes())
+                    .take(16 * 1024)
+                    .collect()
+            })
+            .collect();
+        let mut buf = vec![0; 16 * 1024];
+        let mut rounds = 0u64;
+        let started = Instant::now();
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < 2 * PATIENCE {
+            for (stream, block) in streams.iter_mut().zip(&blocks) {
+                stream.write_all(block).unwrap();
+            }
+            for (c, (stream, block)) in streams.iter_mut().zip(&blocks).enumerate() {
+                stream.read_exact(&mut buf).unwrap();
+                assert!(buf == *block, "cpu {cpu} connection {c}: the echo differs");
+            }
+            rounds += 1;
+        }
+        rounds
+    })
+}
+
+fn pin(cpu: usize) {
+    let mut set = CpuSet::new();
+    set.set(cpu).unwrap();
+    sched_setaffinity(Pid::from_raw(0), &set).unwrap();
+}
+
+/// Connections in all, half of them in each group.
+const CLIENTS: usize = 16;
+
+#[test]
+fn sessions_whose_packets_arrive_on_one_cpu_end_up_on_one_worker() {
+    let cpus = thread::available_parallelism().map_or(1, usize::from);
+    if cpus < 2 {
+        eprintln!("skipped: one CPU, no two client threads on CPUs of their own");
+        return;
+    }
+    let served = Served::start(Config {
+        workers: 2,
+        balance: Balancing::Auto,
+        ..Config::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    // Placed in turn, group 0, 0, 1, 1, 0, 0, ...: each group starts split over both workers.
+    let mut groups: [Vec<u16>; 2] = [Vec::new(), Vec::new()];
+    let mut streams: [Vec<TcpStream>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..CLIENTS {
+        let group = (i / 2) % 2;
+        let stream = connect(served.addr);
+        groups[group].push(stream.local_addr().unwrap().port());
+        streams[group].push(stream);
+    }
+    let [zero, one] = streams;
+    let clients = [
+        pinned_client(0, zero, stop.clone()),
+        pinned_client(1, one, stop.clone()),
+    ];
+    let started = Instant::now();
+    let grouped = loop {
+        let pollers = peer_ports_by_poller();
+        let home = |group: &[u16]| {
+            pollers
+                .iter()
+                .position(|peers| group.iter().all(|p| peers.contains(p)))
+        };
+        // Two workers in use, each holding one group whole.
+        if let (Some(a), Some(b)) = (home(&groups[0]), home(&groups[1]))
+            && a != b
+            && pollers.len() == 2
+        {
+            break true;
+        }
+        if started.elapsed() > PATIENCE {
+            eprintln!("pollers: {pollers:?}, groups: {groups:?}");
+            break false;
+        }
+        thread::sleep(std::time::Duration::from_millis(50));
+    };
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        assert!(client.join().unwrap() > 0);
+    }
+    assert!(
+        grouped,
+        "each group's sessions on a worker of its own within {PATIENCE:?}"
+    );
+    // Getting there took moves: the sessions were placed split.
+    assert!(moved_in(&served.scrape()) >= 2.0);
+}
