@@ -465,6 +465,8 @@ pub(crate) struct Session {
     /// session's normal life — the handler's `on_open`, reading messages, writing its
     /// outbox — begins once it has.
     pub(crate) header_deadline: Option<Instant>,
+    /// The CPU its packets arrived on at its worker's last look (`worker/grouping.rs`).
+    pub(crate) arrives_on: Option<usize>,
 }
 
 impl Session {
@@ -487,6 +489,7 @@ impl Session {
             deferred: Deferred::default(),
             fault: None,
             header_deadline: None,
+            arrives_on: None,
         }
     }
 

@@ -7,9 +7,9 @@
 //! A server cannot see its clients' threads, but the kernel tells, for each socket, the CPU
 //! its packets last arrived on (`SO_INCOMING_CPU`): on one machine, the CPU of the thread
 //! that sent them. So a worker in use and not spare (its last windows were not all light),
-//! every [`GROUP_EVERY`] on its own passes, reads that CPU
-//! for each session that could move, and counts how many belong with each other worker
-//! (worker `cpu % in use`). It hands them on in exchange only: to worker `k`, no more than `k`
+//! every [`GROUP_EVERY`] on its own passes, reads that CPU for each session that could move,
+//! and counts how many belong with each other worker (worker `cpu % in use`): those whose
+//! packets came from the same CPU at its last look too. It hands them on in exchange only: to worker `k`, no more than `k`
 //! counted as belonging here at its own last look, plus half the difference if this worker
 //! holds more sessions than `k`. Sessions are swapped, never piled on one worker, so a client
 //! whose packets all arrive on one CPU (one NIC queue) leaves them evenly spread.
@@ -37,15 +37,23 @@ impl Worker {
         }
         // Which of this worker's sessions belong with which worker.
         let mut belong: Vec<Vec<usize>> = vec![Vec::new(); in_use];
-        for (t, s) in self.sessions.iter() {
-            if !self.movable(t, s) {
-                continue;
-            }
+        let movable: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|&(t, s)| self.movable(t, s))
+            .map(|(t, _)| t)
+            .collect();
+        for t in movable {
+            let s = &mut self.sessions[t];
             let Ok(cpu) = socket2::SockRef::from(&s.stream).cpu_affinity() else {
                 continue;
             };
+            // Only a session whose packets came from the same CPU at the last look too: a
+            // client whose tasks hop between threads (a work-stealing runtime) has no CPU of
+            // its own, and its sessions would only move back and forth.
+            let steady = s.arrives_on.replace(cpu) == Some(cpu);
             let to = cpu % in_use;
-            if to != self.index {
+            if steady && to != self.index {
                 belong[to].push(t);
             }
         }
