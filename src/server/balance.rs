@@ -7,13 +7,13 @@
 //! workers *in use* are the first `k`: new connections go only to them (the pool's
 //! [`Spread`]), and a worker beyond `k` hands its sessions to them. `k` follows the load:
 //!
-//! - Each worker looks at itself every [`WINDOW`](meter::WINDOW) while it is awake ([`Meter`]). It is
-//!   *saturated* when it hardly slept: it was running, or ready to run and waiting for a CPU,
-//!   nearly all the window, so sessions wait for it. It *wants help* when it has been
-//!   saturated for [`SUSTAINED`](meter::SUSTAINED) windows and another worker would get CPU time: a CPU is
-//!   idle, or the worker is pushed off its own by other threads. (With every CPU busy and the
-//!   worker not pushed aside, as when a client on the same machine takes the other CPU, a
-//!   second worker would take its CPU from that client.)
+//! - Each worker looks at itself every [`WINDOW`](meter::WINDOW) while it is awake
+//!   ([`Meter`]). It is *saturated* when it hardly slept: it was running, or ready to run and
+//!   waiting for a CPU, nearly all the window, so sessions wait for it. It *wants help* when
+//!   it has been saturated for [`SUSTAINED`](meter::SUSTAINED) windows and another worker
+//!   would get CPU time: a CPU is idle, or the worker is pushed off its own by other threads.
+//!   (With every CPU busy and the worker not pushed aside, as when a client on the same
+//!   machine takes the other CPU, a second worker would take its CPU from that client.)
 //! - Every worker in use wants help: one more in use, and each hands it a share of its
 //!   sessions.
 //! - None wants help, [`Plan::hold`] has passed since the last change, and the CPU the
@@ -116,8 +116,9 @@ impl Load {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Report {
     pub(crate) load: Load,
-    /// Its average CPU share over its last [`SUSTAINED`](meter::SUSTAINED) windows, once it has been awake
-    /// for that many (none of them slept through, [`LONGEST`](meter::LONGEST)); `None` before.
+    /// Its average CPU share over its last [`SUSTAINED`](meter::SUSTAINED) windows, once it
+    /// has been awake for that many (none of them slept through,
+    /// [`LONGEST`](meter::LONGEST)); `None` before.
     pub(crate) busy: Option<f64>,
     /// Of the time it was ready to run over those windows, the share it was on a CPU (1.0:
     /// it never waited for one). About a half when it shares its CPU with one other busy
@@ -314,6 +315,7 @@ impl Balance {
             }
             Step::Gather => {
                 spread.set(in_use - 1);
+                self.clear_belonging(in_use - 1);
                 // An order to share with a worker not yet carried out is void now.
                 for d in self.docks.iter() {
                     d.give.store(0, Ordering::Relaxed);
@@ -386,12 +388,14 @@ impl Balance {
         self.belonging[from * self.docks.len() + to].load(Ordering::Relaxed)
     }
 
+    /// Worker `from` counted `n` of its sessions as belonging with worker `to`.
     pub(crate) fn set_belonging(&self, from: usize, to: usize, n: usize) {
         self.belonging[from * self.docks.len() + to].store(n, Ordering::Relaxed);
     }
 
-    /// Worker `from` is not in use: nothing of it belongs elsewhere.
-    pub(crate) fn clear_belonging(&self, from: usize) {
+    /// Worker `from` is no longer in use: what it counted is void, so that none of it is
+    /// taken as owed when it comes back into use.
+    fn clear_belonging(&self, from: usize) {
         let n = self.docks.len();
         for cell in &self.belonging[from * n..(from + 1) * n] {
             cell.store(0, Ordering::Relaxed);

@@ -9,10 +9,11 @@
 //! that sent them. So a worker in use and not spare (its last windows were not all light),
 //! every [`GROUP_EVERY`] on its own passes, reads that CPU for each session that could move,
 //! and counts how many belong with each other worker (worker `cpu % in use`): those whose
-//! packets came from the same CPU at its last look too. It hands them on in exchange only: to worker `k`, no more than `k`
-//! counted as belonging here at its own last look, plus half the difference if this worker
-//! holds more sessions than `k`. Sessions are swapped, never piled on one worker, so a client
-//! whose packets all arrive on one CPU (one NIC queue) leaves them evenly spread.
+//! packets came from the same CPU at its last look too. It hands them on in exchange only:
+//! to worker `k`, no more than `k` counted as belonging here at its own last look, plus half
+//! the difference if this worker holds more sessions than `k`. Sessions are swapped, never
+//! piled on one worker, so a client whose packets all arrive on one CPU (one NIC queue)
+//! leaves them evenly spread.
 
 use std::time::Duration;
 
@@ -22,19 +23,19 @@ use super::Worker;
 pub(super) const GROUP_EVERY: Duration = Duration::from_millis(250);
 
 impl Worker {
-    /// Once per pass while the balance is on: every [`GROUP_EVERY`], swaps sessions with the
-    /// other workers in use so that those whose packets arrive on one CPU share a worker.
+    /// Once per pass of a worker in use while the balance is on: every [`GROUP_EVERY`], swaps
+    /// sessions with the other workers in use so that those whose packets arrive on one CPU
+    /// share a worker.
     pub(super) fn group_pass(&mut self, in_use: usize) {
         // A light load waits for no worker (and soon gathers on one).
         if self.now < self.next_grouping || !self.loaded {
             return;
         }
         self.next_grouping = self.now + GROUP_EVERY;
-        let balance = &self.shared.balance;
-        if in_use < 2 || self.index >= in_use {
-            balance.clear_belonging(self.index);
+        if in_use < 2 {
             return;
         }
+        let balance = &self.shared.balance;
         // Which of this worker's sessions belong with which worker.
         let mut belong: Vec<Vec<usize>> = vec![Vec::new(); in_use];
         let movable: Vec<usize> = self
