@@ -51,7 +51,8 @@ impl Worker {
             };
             // Only a session whose packets came from the same CPU at the last look too: a
             // client whose tasks hop between threads (a work-stealing runtime) has no CPU of
-            // its own, and its sessions would only move back and forth.
+            // its own, and its sessions would only move back and forth. (This makes that
+            // rarer, not rare: such a client's tasks can stay on one thread for a while.)
             let steady = s.arrives_on.replace(cpu) == Some(cpu);
             let to = cpu % in_use;
             if steady && to != self.index {
