@@ -16,18 +16,17 @@
 # (examples/tokio_client.rs), RUNS runs each, taking turns, with the ratio per run and the
 # median.
 #
-# Settings (environment): DURATION seconds measured per run (3), WARMUP seconds of load
-# before each (0.5), RUNS per cell (3), THREADS generator thread counts ("1 2"), CELLS
-# (see below), CROSS connection counts for the cross-check ("64 1000"), WORKERS and BALANCE
+# Settings (environment): DURATION seconds measured per run (3), WARMUP seconds of load before
+# each (0.5), RUNS per cell (3), THREADS generator thread counts ("1 2"), CELLS (see below),
+# CROSS connection counts for the cross-check ("64 1000"; empty: none), WORKERS and BALANCE
 # passed as `--workers` and `--balance` to tcpool (default: none, tcpool's own defaults),
 # TCPOOL_LOG as tcpool's RUST_LOG into the kept log (with KEEP=1; default: info,
 # `info,tcpool::server::balance=debug` shows each change of the workers in use), and
-# TOKIO_WORKER_THREADS to
-# tokio (default: unset, tokio's own default), NICE a niceness for both servers and the
-# generator (default: none; `NICE=-19`, as root, puts other work on a shared machine behind
-# them, for figures that repeat). The servers and the generator share this
-# machine's cores: the numbers compare the servers with each other, not with other machines.
-# Check `uptime` first: other work on the machine shows up as noise.
+# TOKIO_WORKER_THREADS to tokio (default: unset, tokio's own default), NICE a niceness for
+# both servers and the generator (default: none; `NICE=-19`, as root, puts other work on a
+# shared machine behind them, for figures that repeat). The servers and the generator share
+# this machine's cores: the numbers compare the servers with each other, not with other
+# machines. Check `uptime` first: other work on the machine shows up as noise.
 #
 # Bounded in time: every run is limited by `timeout`, a server that does not come up within
 # 10 s aborts the script, and whatever the script started is killed on exit. The full run
@@ -48,7 +47,7 @@ RUNS=${RUNS:-3}
 THREADS=${THREADS:-"1 2"}
 # connections:size:pipeline
 CELLS=${CELLS:-"1:64:1 16:64:1 64:64:1 256:64:1 1000:64:1 16:16384:1 64:64:16"}
-CROSS=${CROSS:-"64 1000"}
+CROSS=${CROSS-"64 1000"}
 niced=()
 [ -n "${NICE:-}" ] && niced=(nice -n "$NICE")
 
