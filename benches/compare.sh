@@ -18,8 +18,9 @@
 #
 # Settings (environment): DURATION seconds measured per run (3), WARMUP seconds of load before
 # each (0.5), RUNS per cell (3), THREADS generator thread counts ("1 2"), CELLS (see below),
-# CROSS connection counts for the cross-check ("64 1000"; empty: none), WORKERS and BALANCE
-# passed as `--workers` and `--balance` to tcpool (default: none, tcpool's own defaults),
+# CROSS connection counts for the cross-check ("64 1000"; empty: none), WORKERS, BALANCE and
+# WORKER_SCHED passed as `--workers`, `--balance` and `--worker-sched` to tcpool (default:
+# none, tcpool's own defaults),
 # TCPOOL_LOG as tcpool's RUST_LOG into the kept log (with KEEP=1; default: info,
 # `info,tcpool::server::balance=debug` shows each change of the workers in use), and
 # TOKIO_WORKER_THREADS to tokio (default: unset, tokio's own default), NICE a niceness for
@@ -99,6 +100,7 @@ listening_on() {
 tcpool_args=(serve --port 0)
 [ -n "${WORKERS:-}" ] && tcpool_args+=(--workers "$WORKERS")
 [ -n "${BALANCE:-}" ] && tcpool_args+=(--balance "$BALANCE")
+[ -n "${WORKER_SCHED:-}" ] && tcpool_args+=(--worker-sched "$WORKER_SCHED")
 RUST_LOG=${TCPOOL_LOG:-info} "${niced[@]}" "$tcpool" "${tcpool_args[@]}" </dev/null >/dev/null 2>"$work/tcpool.log" &
 tcpool_pid=$!
 pids+=("$tcpool_pid")
@@ -107,7 +109,8 @@ tokio_pid=$!
 pids+=("$tokio_pid")
 tcpool_addr=$(listening_on "$work/tcpool.log")
 tokio_addr=$(listening_on "$work/tokio.log")
-tcpool_workers=$(grep -o 'workers=[0-9]*' "$work/tcpool.log" | head -n 1 | cut -d= -f2)
+tcpool_workers=$(grep -o ' workers=[0-9]*' "$work/tcpool.log" | head -n 1 | cut -d= -f2)
+tcpool_sched=$(grep -o 'worker-sched=[a-z]*' "$work/tcpool.log" | head -n 1 | cut -d= -f2)
 tokio_threads=${TOKIO_WORKER_THREADS:-$(nproc)}
 echo "tcpool serve (workers=$tcpool_workers) on $tcpool_addr, tokio_echo ($tokio_threads threads) on $tokio_addr" >&2
 echo "${DURATION}s per run after ${WARMUP}s warm-up, $RUNS run(s) a cell${NICE:+, nice $NICE}; load: $(uptime | sed 's/.*load/load/')" >&2
@@ -207,7 +210,7 @@ for t in $THREADS; do
 done
 
 echo
-echo "tcpool serve (workers=$tcpool_workers) / tokio_echo ($tokio_threads threads); generator: tcpool bench --threads T"
+echo "tcpool serve (workers=$tcpool_workers worker-sched=$tcpool_sched) / tokio_echo ($tokio_threads threads); generator: tcpool bench --threads T"
 echo
 echo "| T  | cell                   | tcpool/s  | tokio/s   | ratio per run    | median | tcpool p99 | tokio p99 | CPU us/msg tcpool / tokio | errors |"
 echo "| -- | ---------------------- | --------- | --------- | ---------------- | ------ | ------- | ------- | ------------- | ------ |"

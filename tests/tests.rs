@@ -35,6 +35,7 @@ mod logs;
 mod output;
 mod proxy;
 mod reuse_port;
+mod sched;
 mod scripts;
 mod seed;
 mod shutdown;

@@ -21,7 +21,7 @@ use tcpool::Shutdown;
 use tcpool::server::handover::{self, Sockets};
 use tcpool::server::notify::Notify;
 use tcpool::server::{
-    self, Balancing, Config, FaultSpec, Mode, Overflow, Printer, Server, admin::Admin,
+    self, Balancing, Config, FaultSpec, Mode, Overflow, Printer, Server, WorkerSched, admin::Admin,
 };
 
 use super::log_format::LogFormat;
@@ -52,6 +52,12 @@ pub(crate) struct ServeArgs {
     /// or each connection to the next worker in turn, for good.
     #[arg(long, value_enum, default_value_t = BalanceArg::Auto)]
     balance: BalanceArg,
+    /// How the worker threads are scheduled (Linux): woken by a client's bytes, a worker
+    /// waits for the running thread's turn to end rather than cutting in, and so handles more
+    /// at each wake (`batch`, SCHED_BATCH); or the policy the process started with (`normal`).
+    /// A policy set from outside (`chrt`, systemd) is kept either way.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = SchedArg::Batch)]
+    worker_sched: SchedArg,
     /// Connections accepted but not yet adopted by a worker.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     backlog: u32,
@@ -156,6 +162,14 @@ enum BalanceArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchedArg {
+    /// SCHED_BATCH: no preemption at wake-up, fewer context switches a message.
+    Batch,
+    /// The policy the process started with.
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum OverflowArg {
     /// Stop accepting until a worker catches up.
     Wait,
@@ -187,6 +201,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         balance: match args.balance {
             BalanceArg::Auto => Balancing::Auto,
             BalanceArg::RoundRobin => Balancing::RoundRobin,
+        },
+        worker_sched: match args.worker_sched {
+            SchedArg::Batch => WorkerSched::Batch,
+            SchedArg::Normal => WorkerSched::Normal,
         },
         backlog: args.backlog as usize,
         max_conns: args.max_conns.map(|n| n as usize),

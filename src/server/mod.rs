@@ -58,6 +58,7 @@ pub mod output;
 pub mod protocol;
 pub mod proxy;
 pub mod registry;
+mod sched;
 pub mod session;
 pub mod shutdown;
 mod summary;
@@ -76,7 +77,8 @@ use crossbeam::channel;
 
 pub use access::{Access, Cidr};
 pub use config::{
-    Balancing, Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, Overflow, min_outbox_limit,
+    Balancing, Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, Overflow, WorkerSched,
+    min_outbox_limit,
 };
 pub use console::Console;
 pub use descriptors::fit_max_conns;
@@ -391,10 +393,11 @@ impl Server {
         }
         drop((acceptor_done, closer));
         log::info!(
-            "listening on {} (mode={} workers={workers} balance={} backlog={} max-conns={max_conns} overflow={})",
+            "listening on {} (mode={} workers={workers} balance={} worker-sched={} backlog={} max-conns={max_conns} overflow={})",
             listen::describe(&addrs),
             config.mode,
             config.balance,
+            config.worker_sched,
             config.backlog,
             config.overflow
         );

@@ -46,6 +46,7 @@ use super::acceptor::Throttle;
 use super::balance::Meter;
 use super::outbox::{Entry, Mailbox};
 use super::protocol::{LineEnding, Splitter};
+use super::sched;
 use super::session::{Chunk, CloseReason, Session, SessionHandle, SessionId};
 use super::timers::Timers;
 use crate::pool::{Inbox, Notify};
@@ -323,8 +324,28 @@ impl crate::pool::Worker<Conn> for Worker {
     }
 
     fn run(mut self, inbox: Inbox<Conn>) {
+        self.schedule();
         self.run_loop(&inbox);
         log::debug!("worker {} stopped", self.index);
+    }
+}
+
+impl Worker {
+    /// Puts this worker's thread under `--worker-sched`; what stands in the way is logged,
+    /// once for all the workers (by worker 0), and the worker serves all the same.
+    fn schedule(&self) {
+        let first = self.index == 0;
+        match sched::apply(self.shared.config.worker_sched) {
+            Ok(sched::Applied::Kept(policy)) if first => log::info!(
+                "the workers keep the scheduling policy they started under: policy={}",
+                sched::policy_name(policy)
+            ),
+            Err(e) if first => log::warn!(
+                "cannot put the workers under SCHED_BATCH, they keep the default policy: \
+                 error={e}"
+            ),
+            _ => {}
+        }
     }
 }
 
