@@ -38,10 +38,13 @@ pub(crate) fn apply(sched: WorkerSched) -> io::Result<Applied> {
         return Ok(Applied::Untouched);
     }
     // SAFETY: pid 0 is the calling thread; the call reads nothing through pointers.
-    let current = unsafe { libc::sched_getscheduler(0) };
-    if current < 0 {
+    let raw = unsafe { libc::sched_getscheduler(0) };
+    if raw < 0 {
         return Err(io::Error::last_os_error());
     }
+    // The policy, without the reset-on-fork flag a parent may have set beside it (kept below).
+    let reset_on_fork = raw & libc::SCHED_RESET_ON_FORK;
+    let current = raw & !libc::SCHED_RESET_ON_FORK;
     if current == libc::SCHED_BATCH {
         return Ok(Applied::Batch);
     }
@@ -52,7 +55,7 @@ pub(crate) fn apply(sched: WorkerSched) -> io::Result<Applied> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid, initialised sched_param that outlives the call, which only
     // reads it.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH | reset_on_fork, &param) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(Applied::Batch)
@@ -119,6 +122,23 @@ mod tests {
         std::thread::spawn(|| {
             assert_eq!(apply(WorkerSched::Normal).unwrap(), Applied::Untouched);
             assert_eq!(policy(), libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn reset_on_fork_is_seen_through_and_kept() {
+        std::thread::spawn(|| {
+            let param = libc::sched_param { sched_priority: 0 };
+            let other = libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK;
+            // SAFETY: as in `apply`. Setting the flag needs no privilege; clearing it would.
+            assert_eq!(unsafe { libc::sched_setscheduler(0, other, &param) }, 0);
+            assert_eq!(apply(WorkerSched::Batch).unwrap(), Applied::Batch);
+            assert_eq!(policy(), libc::SCHED_BATCH);
+            // SAFETY: as in `apply`.
+            let raw = unsafe { libc::sched_getscheduler(0) };
+            assert_eq!(raw, libc::SCHED_BATCH | libc::SCHED_RESET_ON_FORK);
         })
         .join()
         .unwrap();
