@@ -55,7 +55,7 @@ pub(crate) struct ServeArgs {
     /// How the worker threads are scheduled (Linux): woken by a client's bytes, a worker
     /// waits for the running thread's turn to end rather than cutting in, and so handles more
     /// at each wake (`batch`, SCHED_BATCH); or the policy the process started with (`normal`).
-    /// A policy set from outside (`chrt`, systemd) is kept either way.
+    /// A policy other than the default set from outside (`chrt`, systemd) is kept either way.
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = SchedArg::Batch)]
     worker_sched: SchedArg,
     /// Connections accepted but not yet adopted by a worker.
