@@ -20,10 +20,7 @@ fn policies(pid: u32, prefix: &str) -> Vec<(String, i64)> {
         if !name.starts_with(prefix) {
             continue;
         }
-        // Fields 1 and 2 are the pid and the name in parentheses.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let policy = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
-        found.push((name, policy));
+        found.push((name, support::stat_field(&stat, 41)));
     }
     found.sort();
     found

@@ -366,6 +366,16 @@ impl Drop for Binary {
     }
 }
 
+/// Field `n` of a `/proc/.../stat` line, counting from 1 (the pid), as a number. Field 2, the
+/// command name in parentheses, may hold spaces; every field after it is a plain number.
+pub fn stat_field(stat: &str, n: usize) -> i64 {
+    let after_name = &stat[stat.rfind(')').expect("a /proc stat line") + 2..];
+    let field = after_name.split_whitespace().nth(n - 3);
+    field
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("no field {n} in {stat:?}"))
+}
+
 /// A `/proc/PID/status` field in KiB.
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

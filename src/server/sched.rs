@@ -69,7 +69,7 @@ pub(crate) fn policy_name(policy: i32) -> &'static str {
         libc::SCHED_RR => "SCHED_RR",
         libc::SCHED_BATCH => "SCHED_BATCH",
         libc::SCHED_IDLE => "SCHED_IDLE",
-        6 => "SCHED_DEADLINE",
+        6 => "SCHED_DEADLINE", // not in libc for Linux
         _ => "unknown",
     }
 }
@@ -94,9 +94,21 @@ mod tests {
         stat_field(19)
     }
 
+    /// Runs `f` on a thread of its own, so that what it does to its policy stays there.
+    fn on_a_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().unwrap();
+    }
+
+    /// Puts the calling thread under `policy` from outside `apply`, as a parent would.
+    fn start_under(policy: i32) {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: as in `apply`.
+        assert_eq!(unsafe { libc::sched_setscheduler(0, policy, &param) }, 0);
+    }
+
     #[test]
     fn batch_moves_a_default_thread_and_keeps_its_nice_value() {
-        std::thread::spawn(|| {
+        on_a_thread(|| {
             // A nice value of its own first (raising it needs no privilege): on Linux, `who`
             // 0 is the calling thread.
             let raised = (nice() + 3).min(19);
@@ -112,54 +124,39 @@ mod tests {
             assert_eq!(nice(), raised);
             // Asked again, it stays.
             assert_eq!(apply(WorkerSched::Batch).unwrap(), Applied::Batch);
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn normal_leaves_the_thread_alone() {
-        std::thread::spawn(|| {
+        on_a_thread(|| {
             assert_eq!(apply(WorkerSched::Normal).unwrap(), Applied::Untouched);
             assert_eq!(policy(), libc::SCHED_OTHER);
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn reset_on_fork_is_seen_through_and_kept() {
-        std::thread::spawn(|| {
-            let param = libc::sched_param { sched_priority: 0 };
-            let other = libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK;
-            // SAFETY: as in `apply`. Setting the flag needs no privilege; clearing it would.
-            assert_eq!(unsafe { libc::sched_setscheduler(0, other, &param) }, 0);
+        on_a_thread(|| {
+            // Setting the flag needs no privilege; clearing it would.
+            start_under(libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK);
             assert_eq!(apply(WorkerSched::Batch).unwrap(), Applied::Batch);
             assert_eq!(policy(), libc::SCHED_BATCH);
             // SAFETY: as in `apply`.
             let raw = unsafe { libc::sched_getscheduler(0) };
             assert_eq!(raw, libc::SCHED_BATCH | libc::SCHED_RESET_ON_FORK);
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn a_policy_chosen_elsewhere_is_kept() {
-        std::thread::spawn(|| {
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: as in `apply`.
-            assert_eq!(
-                unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) },
-                0
-            );
+        on_a_thread(|| {
+            start_under(libc::SCHED_IDLE);
             assert_eq!(
                 apply(WorkerSched::Batch).unwrap(),
                 Applied::Kept(libc::SCHED_IDLE)
             );
             assert_eq!(policy(), libc::SCHED_IDLE);
-        })
-        .join()
-        .unwrap();
+        });
     }
 }

@@ -49,11 +49,7 @@ fn fd_count(pid: u32) -> usize {
 /// User plus system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14, 15).
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name (field 2) may contain spaces; the fields after it are plain numbers.
-    let after_name = &stat[stat.rfind(')').expect("a /proc stat line") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let field = |n: usize| fields[n - 3].parse::<u64>().unwrap();
-    field(14) + field(15)
+    (stat_field(&stat, 14) + stat_field(&stat, 15)) as u64
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
