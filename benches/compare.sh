@@ -172,7 +172,7 @@ human_us() {
 }
 
 all_ratios=""
-rows=()
+rows=() slower=() later=() costlier=()
 for t in $THREADS; do
     for cell in $CELLS; do
         IFS=: read -r c s p <<<"$cell"
@@ -199,12 +199,19 @@ for t in $THREADS; do
         done
         med=$(median <<<"$ratios")
         all_ratios="$all_ratios $med"
+        p99_a=$(median <<<"${got[tcpool.p99]}") p99_b=$(median <<<"${got[tokio.p99]}")
+        cpu_a=$(median <<<"${got[tcpool.cpu]}") cpu_b=$(median <<<"${got[tokio.cpu]}")
         rows+=("$(printf '| %-2s | %-22s | %9.0f | %9.0f | %-16s | %5.2fx | %7s | %7s | %5.2f / %5.2f | %s |' \
             "$t" "$label" "$(median <<<"${got[tcpool.mps]}")" "$(median <<<"${got[tokio.mps]}")" \
-            "$(sed 's/^ //' <<<"$ratios")" "$med" \
-            "$(human_us "$(median <<<"${got[tcpool.p99]}")")" \
-            "$(human_us "$(median <<<"${got[tokio.p99]}")")" \
-            "$(median <<<"${got[tcpool.cpu]}")" "$(median <<<"${got[tokio.cpu]}")" "$errors")")
+            "$(sed 's/^ //' <<<"$ratios")" "$med" "$(human_us "$p99_a")" "$(human_us "$p99_b")" \
+            "$cpu_a" "$cpu_b" "$errors")")
+        # Where tcpool is behind, for the summary: a lower median ratio, a higher p99, a
+        # higher CPU cost per message.
+        where="T$t $label"
+        awk -v m="$med" 'BEGIN { exit !(m < 1) }' && slower+=("$where: ${med}x")
+        awk -v a="$p99_a" -v b="$p99_b" 'BEGIN { exit !(a > b) }' &&
+            later+=("$where: $(human_us "$p99_a") vs $(human_us "$p99_b")")
+        awk -v a="$cpu_a" -v b="$cpu_b" 'BEGIN { exit !(a > b) }' && costlier+=("$where: $cpu_a vs $cpu_b")
         unset got
     done
 done
@@ -219,6 +226,15 @@ echo
 printf 'median of the cells'"'"' median ratios: %sx; lowest cell: %sx (%d cells)\n' \
     "$(median <<<"$all_ratios")" "$(tr ' ' '\n' <<<"$all_ratios" | grep -v '^$' | sort -g | head -n 1)" \
     "$(wc -w <<<"$all_ratios")"
+# Prints "HEADING: none" or the heading and one line per entry.
+behind() {
+    local heading=$1
+    shift
+    if [ $# = 0 ]; then echo "$heading: none"; else echo "$heading ($#):"; printf '  %s\n' "$@"; fi
+}
+behind "cells where tcpool answered fewer messages (median ratio below 1)" "${slower[@]}"
+behind "cells where tcpool's p99 was higher" "${later[@]}"
+behind "cells where tcpool's CPU per message (us) was higher" "${costlier[@]}"
 
 if [ -n "$CROSS" ]; then
     echo
