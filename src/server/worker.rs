@@ -127,6 +127,10 @@ pub(crate) struct Worker {
     next_evacuation: Instant,
     /// When a worker in use next looks at where its sessions' packets arrive.
     next_grouping: Instant,
+    /// How many of the next looks at the grouping come soon, after new connections.
+    quick_looks: u8,
+    /// The workers in use at its last pass of the grouping.
+    grouped_for: usize,
     /// Its last window said it is not spare: sessions wait for it now and then.
     loaded: bool,
 }
@@ -166,6 +170,8 @@ impl Worker {
             arrived: Vec::new(),
             next_evacuation: Instant::now(),
             next_grouping: Instant::now() + grouping::GROUP_EVERY,
+            quick_looks: 0,
+            grouped_for: 0,
             loaded: false,
         })
     }
@@ -281,9 +287,11 @@ impl Worker {
             session.header_deadline = Some(deadline);
             entry.insert(session);
             self.headers.push_back((t, id, deadline));
+            self.grouping_arrival(t);
             return self.read_header(t);
         }
         entry.insert(session);
+        self.grouping_arrival(t);
         self.open(t);
     }
 

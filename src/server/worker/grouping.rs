@@ -14,6 +14,13 @@
 //! the difference if this worker holds more sessions than `k`. Sessions are swapped, never
 //! piled on one worker, so a client whose packets all arrive on one CPU (one NIC queue)
 //! leaves them evenly spread.
+//!
+//! A load that just started is the one most split: new connections are placed in turn, and
+//! a spreading hands sessions on by share. So a new connection's first look is taken as it
+//! is adopted (the CPU it connected from: usually that of the thread that goes on sending on
+//! it), and after new connections, or a change of the workers in use, the next
+//! [`QUICK_LOOKS`] looks come every [`GROUP_SOON`]: a swap takes two looks by each of two
+//! workers, a second or more at [`GROUP_EVERY`].
 
 use std::time::Duration;
 
@@ -22,16 +29,32 @@ use super::Worker;
 /// How often a worker in use looks at where its sessions' packets arrive.
 pub(super) const GROUP_EVERY: Duration = Duration::from_millis(250);
 
+/// How soon one look follows another just after new connections or a change of the workers
+/// in use, and for how many looks.
+const GROUP_SOON: Duration = Duration::from_millis(50);
+const QUICK_LOOKS: u8 = 4;
+
 impl Worker {
     /// Once per pass of a worker in use while the balance is on: every [`GROUP_EVERY`], swaps
     /// sessions with the other workers in use so that those whose packets arrive on one CPU
     /// share a worker.
     pub(super) fn group_pass(&mut self, in_use: usize) {
+        // A change of the workers in use hands sessions on by share, not by CPU: look soon.
+        if in_use != self.grouped_for {
+            self.grouped_for = in_use;
+            self.look_soon();
+        }
         // A light load waits for no worker (and soon gathers on one).
         if self.now < self.next_grouping || !self.loaded {
             return;
         }
-        self.next_grouping = self.now + GROUP_EVERY;
+        self.next_grouping = self.now
+            + if self.quick_looks > 0 {
+                self.quick_looks -= 1;
+                GROUP_SOON
+            } else {
+                GROUP_EVERY
+            };
         if in_use < 2 {
             return;
         }
@@ -78,5 +101,24 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A new connection: the CPU it connected from is its first look (the thread that
+    /// connects is usually the one that sends), and the next looks come soon.
+    pub(super) fn grouping_arrival(&mut self, t: usize) {
+        if !self.shared.balance.enabled() {
+            return;
+        }
+        let s = &mut self.sessions[t];
+        s.arrives_on = socket2::SockRef::from(&s.stream).cpu_affinity().ok();
+        self.look_soon();
+    }
+
+    /// Makes the next [`QUICK_LOOKS`] looks come [`GROUP_SOON`] one after the other.
+    fn look_soon(&mut self) {
+        if self.quick_looks == 0 {
+            self.next_grouping = self.next_grouping.min(self.now + GROUP_SOON);
+        }
+        self.quick_looks = QUICK_LOOKS;
     }
 }
