@@ -127,7 +127,8 @@ pub(crate) struct Worker {
     next_evacuation: Instant,
     /// When a worker in use next looks at where its sessions' packets arrive.
     next_grouping: Instant,
-    /// How many of the next looks at the grouping come soon, after new connections.
+    /// How many of the next looks at the grouping come soon, after new connections or a
+    /// change of the workers in use.
     quick_looks: u8,
     /// The workers in use at its last pass of the grouping.
     grouped_for: usize,

@@ -69,7 +69,7 @@ impl Worker {
             .collect();
         for t in movable {
             let s = &mut self.sessions[t];
-            let Ok(cpu) = socket2::SockRef::from(&s.stream).cpu_affinity() else {
+            let Some(cpu) = arrives_on(&s.stream) else {
                 continue;
             };
             // Only a session whose packets came from the same CPU at the last look too: a
@@ -110,7 +110,7 @@ impl Worker {
             return;
         }
         let s = &mut self.sessions[t];
-        s.arrives_on = socket2::SockRef::from(&s.stream).cpu_affinity().ok();
+        s.arrives_on = arrives_on(&s.stream);
         self.look_soon();
     }
 
@@ -121,4 +121,10 @@ impl Worker {
         }
         self.quick_looks = QUICK_LOOKS;
     }
+}
+
+/// The CPU the socket's packets last arrived on (`SO_INCOMING_CPU`); for an accepted socket
+/// that has received nothing yet, the CPU its handshake arrived on.
+fn arrives_on(stream: &mio::net::TcpStream) -> Option<usize> {
+    socket2::SockRef::from(stream).cpu_affinity().ok()
 }
