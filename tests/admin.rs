@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tcpool::server::admin::{Admin, BODY_LIMIT};
+use tcpool::server::operator::admin::{Admin, BODY_LIMIT};
 use tcpool::server::{Config, Running, Server, bind};
 
 use crate::support::{

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tcpool::server::Config;
-use tcpool::server::admin::{HEAD_LIMIT, MAX_CONNECTIONS};
+use tcpool::server::operator::admin::{HEAD_LIMIT, MAX_CONNECTIONS};
 
 use crate::admin::Served;
 use crate::support::{Binary, IO_TIMEOUT, connect, read_to_close};

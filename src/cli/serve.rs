@@ -18,10 +18,11 @@ use parking_lot::Mutex;
 use signal_hook::consts::{SIGHUP, SIGTERM};
 
 use tcpool::Shutdown;
-use tcpool::server::handover::{self, Sockets};
-use tcpool::server::notify::Notify;
+use tcpool::server::arrival::handover::{self, Sockets};
+use tcpool::server::arrival::notify::Notify;
 use tcpool::server::{
-    self, Balancing, Config, FaultSpec, Mode, Overflow, Printer, Server, WorkerSched, admin::Admin,
+    self, Balancing, Config, FaultSpec, Mode, Overflow, Printer, Server, WorkerSched,
+    operator::admin::Admin,
 };
 
 use super::log_format::LogFormat;
@@ -242,7 +243,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Sockets a service manager bound for us, taken before any thread starts (it edits the
     // environment); otherwise the --bind addresses.
     let notify = Notify::from_env();
-    let inherited = server::listen::inherited().context("cannot take the inherited sockets")?;
+    let inherited =
+        server::arrival::listen::inherited().context("cannot take the inherited sockets")?;
     let activated = inherited.listeners.len();
     let listeners = if activated > 0 {
         inherited.listeners
@@ -267,7 +269,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     terminal::save();
     let shutdown = tcpool::Shutdown::new();
-    let editor = server::console::terminal(&shutdown);
+    let editor = server::operator::console::terminal(&shutdown);
     // With a terminal on stdin, stdout or stderr, SIGHUP is the terminal hanging up (its
     // window closed, the SSH connection lost): a shutdown, as before hand-overs existed, not a
     // new process left running on a terminal that is gone.
@@ -315,7 +317,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     if activated > 0 {
         // A hand-over names the service manager's socket (perhaps none) beside its own.
-        let passed_by = match std::env::var_os(server::notify::SERVICE_SOCKET_VAR) {
+        let passed_by = match std::env::var_os(server::arrival::notify::SERVICE_SOCKET_VAR) {
             Some(_) => "hand-over",
             None => "socket activation",
         };

@@ -6,10 +6,10 @@ use std::io;
 use std::thread;
 use std::time::Duration;
 
-use super::access::Access;
+use super::arrival::access::Access;
+use super::arrival::proxy::{self, ProxyProtocol};
 use super::faults::FaultSpec;
 use super::modes::Mode;
-use super::proxy::{self, ProxyProtocol};
 
 /// The default `--outbox-grace`.
 pub const DEFAULT_OUTBOX_GRACE: Duration = Duration::from_secs(3);

@@ -38,31 +38,14 @@
 //! [`Server::run`] returns once a shutdown was triggered and every session was closed (or the
 //! shutdown deadline passed), with a [`Summary`] of what was served.
 
-pub mod acceptor;
-pub mod access;
-pub mod admin;
-pub(crate) mod balance;
-pub mod chat;
-pub mod command;
+pub mod arrival;
 mod config;
-pub mod console;
-mod descriptors;
 pub mod faults;
-pub mod handover;
-pub mod listen;
-pub mod metrics;
 pub mod modes;
-pub mod notify;
-pub(crate) mod outbox;
-pub mod output;
+pub mod operator;
 pub mod protocol;
-pub mod proxy;
-pub mod registry;
-mod sched;
 pub mod session;
 pub mod shutdown;
-mod summary;
-mod timers;
 mod worker;
 
 use std::fmt;
@@ -75,29 +58,29 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 
-pub use access::{Access, Cidr};
+pub use arrival::access::{Access, Cidr};
+pub use arrival::descriptors::fit_max_conns;
+pub use arrival::listen::{BindOptions, bind, bind_all, bind_all_with};
+pub use arrival::proxy::ProxyProtocol;
 pub use config::{
     Balancing, Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, Overflow, WorkerSched,
     min_outbox_limit,
 };
-pub use console::Console;
-pub use descriptors::fit_max_conns;
 pub use faults::{FaultSpec, Faults};
-pub use listen::{BindOptions, bind, bind_all, bind_all_with};
-pub use metrics::{Exposition, Metrics};
 pub use modes::{Context, Handler, Mode};
-pub use outbox::MESSAGE_OVERHEAD;
-pub use output::Printer;
+pub use operator::console::Console;
+pub use operator::metrics::{Exposition, Metrics};
+pub use operator::output::Printer;
+pub use operator::summary::Summary;
 pub use protocol::{LineEnding, Message};
-pub use proxy::ProxyProtocol;
-pub use registry::{Fanout, Kick, Registry, Stats};
+pub use session::outbox::MESSAGE_OVERHEAD;
+pub use session::registry::{Fanout, Kick, Registry, Stats};
 pub use session::{SessionHandle, SessionId, Traffic};
 pub use shutdown::Shutdown;
-pub use summary::Summary;
 
-pub use acceptor::Acceptors;
-use acceptor::{Acceptor, Closer};
-use descriptors::spare_fds;
+pub use arrival::acceptor::Acceptors;
+use arrival::acceptor::{Acceptor, Closer};
+use arrival::descriptors::spare_fds;
 use worker::Worker;
 
 /// The target of the server's own log lines, also those written in `descriptors`, so that
@@ -127,7 +110,7 @@ pub(crate) struct Shared {
     /// Set by [`Acceptors::stop`]: the acceptors return, the workers serve on.
     pub(crate) accepting_stopped: AtomicBool,
     /// Which workers are in use, and the sessions on their way from one to another.
-    pub(crate) balance: balance::Balance,
+    pub(crate) balance: worker::balance::Balance,
 }
 
 /// A server ready to run: a listener, a config, a handler and the handles others use to
@@ -330,7 +313,7 @@ impl Server {
             faults: faults.clone(),
             forced_closes: Arc::clone(&forced_closes),
             accepting_stopped: AtomicBool::new(false),
-            balance: balance::Balance::new(workers, config.balance == Balancing::Auto),
+            balance: worker::balance::Balance::new(workers, config.balance == Balancing::Auto),
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
@@ -394,7 +377,7 @@ impl Server {
         drop((acceptor_done, closer));
         log::info!(
             "listening on {} (mode={} workers={workers} balance={} worker-sched={} backlog={} max-conns={max_conns} overflow={})",
-            listen::describe(&addrs),
+            arrival::listen::describe(&addrs),
             config.mode,
             config.balance,
             config.worker_sched,

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::server::outbox::Mailbox;
 use crate::server::session::SessionId;
+use crate::server::session::outbox::Mailbox;
 
 use super::{FaultSpec, Pacing, Rng, random_seed};
 

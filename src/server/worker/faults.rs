@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::server::faults::End;
-use crate::server::outbox::Entry;
+use crate::server::session::outbox::Entry;
 use crate::server::session::{CloseReason, Phase, Session};
 
 use super::{LOG, Worker};

@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
-use crate::server::acceptor::note_denied;
-use crate::server::metrics::Rejection;
+use crate::server::arrival::acceptor::note_denied;
+use crate::server::arrival::proxy::{self, Step};
+use crate::server::operator::metrics::Rejection;
 use crate::server::protocol::escape;
-use crate::server::proxy::{self, Step};
 
 use super::{LOG, Worker};
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 use mio::{Interest, Token};
 
 use super::Worker;
-use crate::server::balance::{Load, Meter, Step};
 use crate::server::session::{CloseReason, Phase, Session};
+use crate::server::worker::balance::{Load, Meter, Step};
 
 /// How often a worker no longer in use looks again for sessions it can hand on, while it
 /// still has some (a session with faults stays where it is).

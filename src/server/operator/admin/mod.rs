@@ -1,6 +1,6 @@
 //! The admin endpoint (`--admin ADDR`): a small HTTP/1.1 server on a thread of its own.
 //!
-//! A sibling of the [`console`](super::console): it answers over the same library calls
+//! A sibling of the [`console`](crate::server::operator::console): it answers over the same library calls
 //! ([`Registry::list`], [`Registry::stats`], [`Registry::kick`], [`Shutdown::trigger`],
 //! [`Faults::add`], [`Faults::clear`], [`Faults::list`]) and
 //! reimplements none of them; `GET /metrics` is [`Exposition::encode`]. HTTP is [`http`]'s:
@@ -40,11 +40,11 @@ use serde_json::{Value, json};
 
 pub use http::{DEADLINE, HEAD_LIMIT};
 
-use super::faults::{FaultId, FaultSpec, Faults};
-use super::metrics::{self, Exposition};
-use super::registry::{Kick, Registry};
-use super::session::SessionId;
-use super::shutdown::Shutdown;
+use crate::server::faults::{FaultId, FaultSpec, Faults};
+use crate::server::operator::metrics::{self, Exposition};
+use crate::server::session::SessionId;
+use crate::server::session::registry::{Kick, Registry};
+use crate::server::shutdown::Shutdown;
 
 /// The largest request body read; a longer one is answered 413 unread.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -101,17 +101,17 @@ impl fmt::Debug for Admin {
 }
 
 impl Admin {
-    /// Serves the admin routes for `server` on `listener` (from [`bind`](super::bind)), on a
+    /// Serves the admin routes for `server` on `listener` (from [`bind`](crate::server::bind)), on a
     /// thread named `tcpool-admin`, until stopped. Start it before [`Server::start`]
     /// consumes the server; it keeps answering through the shutdown, so a load balancer
     /// sees `/healthz` turn 503.
     ///
-    /// [`Server::start`]: super::Server::start
+    /// [`Server::start`]: crate::server::Server::start
     ///
     /// # Errors
     ///
     /// When the listener's address cannot be read or the thread cannot be started.
-    pub fn start(listener: TcpListener, server: &super::Server) -> io::Result<Admin> {
+    pub fn start(listener: TcpListener, server: &crate::server::Server) -> io::Result<Admin> {
         let control = Control {
             registry: server.registry(),
             shutdown: server.shutdown(),
@@ -274,8 +274,8 @@ fn connection(mut stream: TcpStream, control: &Control) {
             let reply = route(&request.method, path, &request.body, control);
             log::debug!(
                 "admin request: method={} path={} status={}",
-                super::protocol::escape(request.method.as_bytes()),
-                super::protocol::escape(path.as_bytes()),
+                crate::server::protocol::escape(request.method.as_bytes()),
+                crate::server::protocol::escape(path.as_bytes()),
                 reply.status
             );
             (request.method, reply)
@@ -340,7 +340,7 @@ fn route(method: &str, path: &str, body: &[u8], control: &Control) -> Reply {
             404,
             format!(
                 "no such route: {}",
-                super::protocol::escape(path.as_bytes())
+                crate::server::protocol::escape(path.as_bytes())
             ),
         ),
     }

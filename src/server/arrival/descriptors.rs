@@ -1,8 +1,8 @@
 //! The file descriptor limit: raising it, fitting `max_conns` to it, and what it leaves the
 //! closer for rejected connections.
 
-use super::LOG;
-use super::config::DEFAULT_MAX_CONNS;
+use crate::server::LOG;
+use crate::server::config::DEFAULT_MAX_CONNS;
 
 /// Descriptors kept free for everything that is not a session: stdio, the listener, each
 /// worker's poller and waker, log files, the shutdown wake-up connection.
@@ -10,7 +10,7 @@ const RESERVED_FDS: usize = 32;
 
 /// Descriptors the closer may hold for rejected connections: what the limit leaves beyond
 /// `max_conns` sessions and half the reserve (the other half stays for everything else).
-pub(super) fn spare_fds(max_conns: usize, workers: usize) -> usize {
+pub(crate) fn spare_fds(max_conns: usize, workers: usize) -> usize {
     let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft);
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     limit.saturating_sub(max_conns + RESERVED_FDS / 2 + 2 * workers)

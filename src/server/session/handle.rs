@@ -1,6 +1,6 @@
 //! One connected client: the part every thread may touch and the part only its worker owns.
 //!
-//! [`SessionHandle`] is shared through the [`Registry`](super::Registry): identity, counters,
+//! [`SessionHandle`] is shared through the [`Registry`](crate::server::Registry): identity, counters,
 //! the line ending the peer speaks, and the bounded outbox through which the console, the chat
 //! relay and shutdown talk to the session. Whoever queues a message posts the session to its
 //! worker's mailbox; only the worker writes to the socket.
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::faults::Pacing;
-use super::outbox::{Entry, MAX_SLACK, MESSAGE_OVERHEAD, Mailbox, Outbox, append};
-use super::protocol::{LineEnding, Splitter};
+use crate::server::faults::Pacing;
+use crate::server::protocol::{LineEnding, Splitter};
+use crate::server::session::outbox::{Entry, MAX_SLACK, MESSAGE_OVERHEAD, Mailbox, Outbox, append};
 
 /// A session's number: assigned in order of arrival, never reused within one server run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,22 +1,24 @@
 //! What the server replies: the [`Handler`] trait, the three built-in [`Mode`]s, and the echo
-//! and manual handlers (chat's is in [`chat`](super::chat)).
+//! and manual handlers (chat's is in [`chat`](crate::server::modes::chat)).
 //!
-//! A worker cuts each read into messages (see [`protocol`](super::protocol)) and hands every
+//! A worker cuts each read into messages (see [`protocol`](crate::server::protocol)) and hands every
 //! message to the server's handler with a [`Context`]: the session it came from, the registry,
 //! and a reply buffer that goes back to that session as one write once the read is handled.
 //! Messages for other sessions go through their outboxes ([`Registry::broadcast`],
 //! [`Registry::send_line`]), never through their sockets. `quit` never reaches a handler: the
 //! worker ends the session itself.
 
+pub mod chat;
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::chat::Chat;
-use super::output::Printer;
-use super::protocol::{LineEnding, Message, char_boundary_at_or_before, escape};
-use super::registry::Registry;
-use super::session::{CloseReason, SessionHandle, SessionId, Speech};
+use crate::server::modes::chat::Chat;
+use crate::server::operator::output::Printer;
+use crate::server::protocol::{LineEnding, Message, char_boundary_at_or_before, escape};
+use crate::server::session::registry::Registry;
+use crate::server::session::{CloseReason, SessionHandle, SessionId, Speech};
 
 /// The reply logic of a server. One handler serves every session, from every worker thread
 /// at once; per-session state belongs in the [`SessionHandle`] or behind the handler's own

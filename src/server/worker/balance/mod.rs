@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::outbox::Mailbox;
-use super::session::Session;
 use crate::pool::Spread;
+use crate::server::session::Session;
+use crate::server::session::outbox::Mailbox;
 
 mod meter;
 #[cfg(test)]

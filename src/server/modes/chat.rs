@@ -21,9 +21,9 @@ use parking_lot::Mutex;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::{GeneralSecurityProfile, MixedScript};
 
-use super::modes::{Context, Handler};
-use super::protocol::{LineEnding, Message, escape};
-use super::session::SessionId;
+use crate::server::modes::{Context, Handler};
+use crate::server::protocol::{LineEnding, Message, escape};
+use crate::server::session::SessionId;
 
 /// The longest nickname `/nick` accepts, in characters.
 pub const MAX_NICK: usize = 32;

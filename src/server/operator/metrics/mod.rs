@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam::utils::CachePadded;
 
-use super::session::CloseReason;
+use crate::server::session::CloseReason;
 
 pub use exposition::Exposition;
 

@@ -24,6 +24,7 @@
 //! | `closing` | ending sessions: `quit`, shut, drain, close; shutdown and deadlines |
 //! | `moving` | handing sessions to other workers and adopting theirs (`--balance auto`) |
 
+pub(crate) mod balance;
 mod closing;
 mod faults;
 mod grouping;
@@ -31,6 +32,8 @@ mod header;
 mod input;
 mod moving;
 mod output;
+mod sched;
+mod timers;
 
 use std::collections::VecDeque;
 use std::io;
@@ -41,15 +44,15 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::Shared;
-use super::acceptor::Throttle;
-use super::balance::Meter;
-use super::outbox::{Entry, Mailbox};
-use super::protocol::{LineEnding, Splitter};
-use super::sched;
-use super::session::{Chunk, CloseReason, Session, SessionHandle, SessionId};
-use super::timers::Timers;
+use crate::server::Shared;
+use crate::server::arrival::acceptor::Throttle;
+use crate::server::protocol::{LineEnding, Splitter};
+use crate::server::session::outbox::{Entry, Mailbox};
+use balance::Meter;
+
 use crate::pool::{Inbox, Notify};
+use crate::server::session::{Chunk, CloseReason, Session, SessionHandle, SessionId};
+use timers::Timers;
 
 /// The target of every log line a worker writes, whichever of its files writes it, so that
 /// `RUST_LOG` filters and the JSON `target` field name the worker.

@@ -14,7 +14,7 @@
 //! (or `systemd-socket-activate`) passes them as descriptors 3, 4, ... with `LISTEN_FDS`
 //! and `LISTEN_PID`, and [`inherited`] takes them (through `listenfd`) instead of binding.
 //! Named `admin` in `LISTEN_FDNAMES` (`FileDescriptorName=admin`), one serves the admin
-//! endpoint. A hand-over ([`handover`](super::handover)) passes its sockets the same way,
+//! endpoint. A hand-over ([`handover`](crate::server::arrival::handover)) passes its sockets the same way,
 //! without `LISTEN_PID`, which `listenfd` then does not check.
 //!
 //! What a listener's clients may do once accepted is the acceptor's concern.
@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::LISTEN_BACKLOG;
+use crate::server::LISTEN_BACKLOG;
 
 /// Binds a listener on `addr` with the kernel backlog set to [`LISTEN_BACKLOG`] and
 /// `SO_REUSEADDR`, so a restarted server can bind at once.

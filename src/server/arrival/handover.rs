@@ -4,7 +4,7 @@
 //! program on disk (the binary that may just have been replaced) with the same arguments and
 //! passes it the listening sockets the way systemd's socket activation does — descriptors 3,
 //! 4, ... with `LISTEN_FDS` and `LISTEN_FDNAMES` (the admin listener named
-//! [`ADMIN_FDNAME`]), which [`inherited`](super::listen::inherited) takes. `LISTEN_PID` is
+//! [`ADMIN_FDNAME`]), which [`inherited`](crate::server::arrival::listen::inherited) takes. `LISTEN_PID` is
 //! left out: the new process's id is not known before it is started, and `listenfd` accepts
 //! the descriptors without it (the new process clears `LISTEN_FDS` at once, so no process it
 //! starts takes them).
@@ -13,11 +13,11 @@
 //! only this user may enter, made for this hand-over. Its `READY=1` there says it serves; the
 //! old process waits for it at most the timeout, and gives up early when the new one exits.
 //! [`SERVICE_SOCKET_VAR`] passes on the service manager's own socket for what the new
-//! process says later (see [`notify`](super::notify)).
+//! process says later (see [`notify`](crate::server::arrival::notify)).
 //!
 //! The new process keeps this one's stdout and stderr; its stdin is empty, so its console
 //! is off. Whoever starts the hand-over stops this process once the new one is ready
-//! ([`Shutdown::hand_over`](super::Shutdown::hand_over)); until then both serve.
+//! ([`Shutdown::hand_over`](crate::server::Shutdown::hand_over)); until then both serve.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 
-use super::listen::ADMIN_FDNAME;
-use super::notify::{NOTIFY_SOCKET_VAR, SERVICE_SOCKET_VAR};
+use crate::server::arrival::listen::ADMIN_FDNAME;
+use crate::server::arrival::notify::{NOTIFY_SOCKET_VAR, SERVICE_SOCKET_VAR};
 
 /// How long the old process waits for the new one's `READY=1` unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,8 +1,8 @@
 //! What a typed console line means: [`parse`] turns it into a [`Command`], knowing nothing
-//! of the server; the [`Console`](super::console::Console) carries commands out.
+//! of the server; the [`Console`](crate::server::operator::console::Console) carries commands out.
 
-use super::faults::{FaultId, FaultSpec};
-use super::session::SessionId;
+use crate::server::faults::{FaultId, FaultSpec};
+use crate::server::session::SessionId;
 
 /// Whom a manual-mode reply goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

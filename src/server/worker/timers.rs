@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use super::session::SessionId;
+use crate::server::session::SessionId;
 
 #[derive(Debug, Default)]
 pub(crate) struct Timers {

@@ -19,7 +19,7 @@
 
 use std::io;
 
-use super::WorkerSched;
+use crate::server::WorkerSched;
 
 /// What [`apply`] did to the calling thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The operator console on stdin: `quit`, `/list`, `/stats`, `/kick ID`, `/help`, and in
 //! manual mode the replies (`text`, `@ID text`, `@all text`, `@ID quit`).
 //!
-//! [`parse`] (in [`command`](super::command)) turns a typed line into a [`Command`]; a [`Console`]
+//! [`parse`] (in [`command`](crate::server::operator::command)) turns a typed line into a [`Command`]; a [`Console`]
 //! carries commands out through the registry and the shutdown handle; [`Console::run_lines`]
 //! (piped stdin) and [`Console::run_terminal`] (line editing) feed it. Operator-facing output
 //! goes through a [`Printer`], which never blocks and never fails: a closed or stalled stdout
@@ -12,14 +12,14 @@
 use std::io::{self, BufRead};
 use std::time::Duration;
 
-use super::faults::Faults;
-use super::modes::Mode;
-use super::output::Printer;
-use super::protocol::escape;
-use super::registry::{Kick, Registry};
-use super::shutdown::Shutdown;
+use crate::server::faults::Faults;
+use crate::server::modes::Mode;
+use crate::server::operator::output::Printer;
+use crate::server::protocol::escape;
+use crate::server::session::registry::{Kick, Registry};
+use crate::server::shutdown::Shutdown;
 
-pub use super::command::{Command, Target, parse};
+pub use crate::server::operator::command::{Command, Target, parse};
 
 const HELP: &str = "\
 commands:
@@ -71,7 +71,7 @@ impl Console {
 
     /// Adds and clears faults in `faults` (a running server's: [`Server::faults`]).
     ///
-    /// [`Server::faults`]: super::Server::faults
+    /// [`Server::faults`]: crate::server::Server::faults
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
         self

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::console;
-use super::session::Traffic;
+use crate::server::operator::console;
+use crate::server::session::Traffic;
 
 /// What a server run served, returned by [`Server::run`] and printed at exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::session::{CloseReason, SendError, SessionHandle, SessionId};
+use crate::server::session::{CloseReason, SendError, SessionHandle, SessionId};
 
 /// What a seed-style message costs beyond its bytes: its allocation and its queue slot.
 pub const MESSAGE_OVERHEAD: usize = 64;

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use rayon::prelude::*;
 
-use super::protocol::LineEnding;
-use super::session::{CloseReason, Counters, SendError, SessionHandle, SessionId, Speech, Traffic};
+use crate::server::protocol::LineEnding;
+use crate::server::session::{
+    CloseReason, Counters, SendError, SessionHandle, SessionId, Speech, Traffic,
+};
 
 /// How a broadcast queues its messages.
 ///

@@ -38,10 +38,10 @@ use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::metrics::Rejection;
-use super::worker::{Conn, DRAIN};
-use super::{Overflow, Shared};
 use crate::pool::{SubmitError, Submitter};
+use crate::server::operator::metrics::Rejection;
+use crate::server::worker::{Conn, DRAIN};
+use crate::server::{Overflow, Shared};
 
 /// The line a client gets when the server is full.
 pub const BUSY: &[u8] = b"busy: server full, try again later\n";

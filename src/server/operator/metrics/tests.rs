@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::server::registry::Registry;
+use crate::server::session::registry::Registry;
 
 #[test]
 fn buckets_are_inclusive_upper_bounds() {

@@ -17,7 +17,7 @@ use super::{
     close_label,
 };
 use crate::server::faults::Faults;
-use crate::server::registry::Registry;
+use crate::server::session::registry::Registry;
 
 /// Everything a scrape reads: the server's [`Metrics`], the registry's counts, the
 /// backlog's capacity and the faults.
