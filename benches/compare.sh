@@ -22,7 +22,7 @@
 # WORKER_SCHED passed as `--workers`, `--balance` and `--worker-sched` to tcpool (default:
 # none, tcpool's own defaults),
 # TCPOOL_LOG as tcpool's RUST_LOG into the kept log (with KEEP=1; default: info,
-# `info,tcpool::server::balance=debug` shows each change of the workers in use), and
+# `info,tcpool::server::worker::balance=debug` shows each change of the workers in use), and
 # TOKIO_WORKER_THREADS to tokio (default: unset, tokio's own default), NICE a niceness for
 # both servers and the generator (default: none; `NICE=-19`, as root, puts other work on a
 # shared machine behind them, for figures that repeat). The servers and the generator share

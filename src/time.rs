@@ -1,5 +1,5 @@
-//! Deadlines that cannot overflow: a timeout as large as `Duration::MAX` in a library user's
-//! config means "never", not a panic in a worker.
+//! Deadlines that cannot overflow (a timeout as large as `Duration::MAX` in a library user's
+//! config means "never", not a panic in a worker), and a throttle for repeated log lines.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,35 @@ pub(crate) fn later(from: Instant, d: Duration) -> Instant {
     from.checked_add(d)
         .or_else(|| from.checked_add(FAR))
         .unwrap_or(from)
+}
+
+/// Lets an event through at most once per period and counts the ones it held back.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    period: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub(crate) fn new(period: Duration) -> Self {
+        Throttle {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(events held back since the last one let through)` if this one may go.
+    pub(crate) fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now - last < self.period) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 #[cfg(test)]

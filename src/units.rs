@@ -159,6 +159,18 @@ pub fn show_duration(d: Duration) -> String {
     }
 }
 
+/// `1h02m`, `3m05s`, `12.3s`: short and readable.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
 /// A size as the grammar writes it, in the largest binary unit that shows it whole:
 /// `64KiB`, `1MiB`, `1000B`.
 pub fn show_size(bytes: u64) -> String {
@@ -346,6 +358,13 @@ mod tests {
 
     fn s(text: &str) -> Result<u64, String> {
         parse_size(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn human_durations_are_short() {
+        assert_eq!(human_duration(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(human_duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(human_duration(Duration::from_secs(3720)), "1h02m");
     }
 
     #[test]

@@ -17,8 +17,7 @@ use parking_lot::Mutex;
 
 use tcpool::client::addr::{self, Target};
 use tcpool::client::bench::{
-    self, Greeting, Limit, MetricsUrl, Options, Progress, Protocol, Reply, Report, ServerView,
-    Template,
+    self, Greeting, Limit, MetricsUrl, Options, Progress, Protocol, Reply, ServerView, Template,
 };
 use tcpool::server::LineEnding;
 use tcpool::units;
@@ -252,49 +251,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
 
-    print_with(&report, server.as_ref(), args.json)
-}
-
-/// Prints `report` (as text, or one JSON line); exit code 1 when it counted any error.
-pub(crate) fn print(report: &Report, json: bool) -> anyhow::Result<ExitCode> {
-    print_with(report, None, json)
-}
-
-/// [`print`], with the server's view (`--server-metrics`): a `Server` block after the report,
-/// or a `server` object in the JSON.
-fn print_with(
-    report: &Report,
-    server: Option<&ServerView>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
-    let printed = if json {
-        let mut value = serde_json::to_value(report).context("cannot encode the report")?;
-        if let (Some(server), Some(object)) = (server, value.as_object_mut()) {
-            let server = serde_json::to_value(server).context("cannot encode the report")?;
-            object.insert("server".into(), server);
-        }
-        writeln!(out, "{value}")
-    } else {
-        match server {
-            Some(server) => write!(out, "{report}\n{server}"),
-            None => write!(out, "{report}"),
-        }
-    };
-    // A closed stdout (`| head`) is not the benchmark's failure; any other write error (a
-    // full disk) lost the report, and is.
-    match printed.and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            log::debug!("cannot print the report: error={e}");
-        }
-        Err(e) => return Err(e).context("cannot write the report to stdout"),
-        Ok(()) => {}
-    }
-    Ok(if report.errors > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    super::report_out::print_with(&report, server.as_ref(), args.json)
 }
 
 /// The library's options from the flags; an error is a usage error.

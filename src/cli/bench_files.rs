@@ -66,7 +66,7 @@ pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     if let Some(warning) = merged.warning() {
         eprintln!("warning: {warning}");
     }
-    super::bench::print(&merged.report, args.json)
+    super::report_out::print(&merged.report, args.json)
 }
 
 /// `tcpool bench plot` flags.

@@ -5,7 +5,7 @@
 //! | written | means |
 //! | --- | --- |
 //! | `8901` | port 8901 on 127.0.0.1 |
-//! | `example.org`, `127.0.0.2`, `::1` | that host on port [`DEFAULT_PORT`](crate::DEFAULT_PORT) |
+//! | `example.org`, `127.0.0.2`, `::1` | that host on port [`DEFAULT_PORT`] |
 //! | `localhost:8901`, `127.0.0.1:8901` | that host and port |
 //! | `[::1]:8901`, `[::1]` | an IPv6 address, with or without a port |
 //!

@@ -315,7 +315,7 @@ fn wait_for_replies(
             Err(RecvTimeoutError::Timeout) => {
                 warn(&format!(
                     "no reply within {}; going on",
-                    crate::server::operator::console::human_duration(timeout)
+                    crate::units::human_duration(timeout)
                 ));
                 *due = target;
                 return None;
@@ -351,7 +351,7 @@ fn wait_for_quiet(
                 if !heard {
                     warn(&format!(
                         "no reply within {}",
-                        crate::server::operator::console::human_duration(timeout)
+                        crate::units::human_duration(timeout)
                     ));
                 }
                 return None;

@@ -1,39 +1,32 @@
 //! The multi-client server: [`serve`] and [`Server`], its [`Config`] and [`Summary`].
 //!
 //! ```text
-//!  listener ──► acceptor ──► hand-off queue (--backlog) ──► worker 1..N (mio poller each)
-//!                  │ registers                                   │ owns its sessions
-//!                  ▼                                             ▼
-//!              registry ◄──── console, chat relay, stats, shutdown (through outboxes)
+//!  listeners ──► acceptor ──► hand-off queue (--backlog) ──► worker 1..N (a mio poller each)
+//!  (arrival)       │ registers, limits, allow/deny             │ owns its sessions: reads,
+//!                  ▼                                           │ replies (modes), writes,
+//!              registry (session) ◄────────────────────────────┘ closes; faults; timers
+//!                  ▲
+//!   console, admin, metrics, summary (operator) ── through outboxes and wakers, never a socket
 //! ```
 //!
-//! | module | what it owns |
+//! Threads: one acceptor per listener (blocking on its own poller), `--workers` workers, one
+//! closer for connections that never became sessions, the console on stdin, the admin endpoint
+//! and the operator output writer. Queues: the bounded hand-off (the backlog), each session's
+//! bounded outbox, each worker's mailbox of sessions with news.
+//!
+//! | room | what it is |
 //! | --- | --- |
-//! | (this file) | [`Server`], [`Running`] and [`serve`]: starting the threads, waiting for them |
-//! | `config` | [`Config`] and [`Overflow`]: the limits, their defaults, [`Config::validate`] |
-//! | `descriptors` | the file descriptor limit: raising it, fitting `max_conns` to it |
-//! | [`listen`] | binding the `--bind` addresses; taking inherited sockets |
-//! | [`handover`] | `SIGHUP`: starting the new process on the same sockets, waiting until it is ready |
-//! | [`notify`] | `READY=1`, `STOPPING=1`, `MAINPID=` to a service manager (`NOTIFY_SOCKET`) |
-//! | [`access`] | `--allow` / `--deny`: who may connect |
-//! | [`acceptor`] | the accept loop (a mio poller and waker): limits, registration, hand-off or `busy` |
-//! | `worker` | one worker's event loop: reading, replying, flushing, closing (its own table maps the files) |
-//! | [`registry`] | the shared map of sessions and the server-wide counts |
-//! | [`session`] | a session's shared handle (counters, outbox) and the worker's own state |
-//! | [`proxy`] | the PROXY protocol header: parsing it, reading it without blocking |
-//! | [`protocol`] | pure framing: messages, line endings, `quit` (`splitter`); safe display of peer text (`text`) |
-//! | [`shutdown`] | the idempotent shutdown trigger |
-//! | [`modes`] | the [`Handler`] trait and the echo and manual modes |
-//! | [`chat`] | chat mode: the relay, nicknames, notices |
-//! | `outbox` | what is queued for a session, its cost, and chat's back-pressure |
-//! | [`command`] | what a typed console line means (pure parsing) |
-//! | [`console`] | operator commands on stdin, carried out |
+//! | [`arrival`] | how a connection gets in: listeners, inherited sockets, acceptor, allow/deny, PROXY header, hand-over, notify, descriptors |
+//! | [`session`] | a session as others see it: the shared handle, its outbox, the registry |
+//! | `worker` | the event loop and what only it touches: reading, writing, closing, timers, balance, scheduling |
+//! | [`modes`] | what the server replies: the [`Handler`] trait, echo, manual, chat |
+//! | [`operator`] | watching and steering: console and commands, output, admin endpoint, metrics, summary |
 //! | [`faults`] | faults on purpose: specs, the live set, the per-session draw, pacing |
-//! | `timers` | a worker's timer queue: the faulted sessions' deadlines, nearest first |
-//! | [`output`] | operator output and logs through a bounded queue that never blocks |
-//! | [`admin`] | the HTTP admin endpoint (`--admin`): metrics, health, sessions, stats, shutdown |
-//! | [`metrics`] | per-worker counters, summed into the Prometheus exposition at scrape time (`exposition`) |
-//! | `summary` | [`Summary`]: what a run served, returned by [`Server::run`] |
+//! | [`protocol`] | pure framing: messages, line endings, `quit`; safe display of peer text |
+//! | `config` | [`Config`] and [`Overflow`]: the limits, their defaults, [`Config::validate`] |
+//! | [`shutdown`] | the idempotent shutdown trigger |
+//! | `shared` | what the acceptors and every worker read for the whole run |
+//! | `run` | [`Server`], [`Running`] and [`serve`]: starting the threads, waiting for them |
 //!
 //! [`Server::run`] returns once a shutdown was triggered and every session was closed (or the
 //! shutdown deadline passed), with a [`Summary`] of what was served.
@@ -44,23 +37,16 @@ pub mod faults;
 pub mod modes;
 pub mod operator;
 pub mod protocol;
+mod run;
 pub mod session;
+mod shared;
 pub mod shutdown;
 mod worker;
 
-use std::fmt;
-use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
-
-use crossbeam::channel;
-
+pub use arrival::acceptor::Acceptors;
 pub use arrival::access::{Access, Cidr};
 pub use arrival::descriptors::fit_max_conns;
-pub use arrival::listen::{BindOptions, bind, bind_all, bind_all_with};
+pub use arrival::listen::{BindOptions, LISTEN_BACKLOG, bind, bind_all, bind_all_with};
 pub use arrival::proxy::ProxyProtocol;
 pub use config::{
     Balancing, Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, Overflow, WorkerSched,
@@ -73,460 +59,8 @@ pub use operator::metrics::{Exposition, Metrics};
 pub use operator::output::Printer;
 pub use operator::summary::Summary;
 pub use protocol::{LineEnding, Message};
+pub use run::{Running, Server, serve};
 pub use session::outbox::MESSAGE_OVERHEAD;
 pub use session::registry::{Fanout, Kick, Registry, Stats};
 pub use session::{SessionHandle, SessionId, Traffic};
 pub use shutdown::Shutdown;
-
-pub use arrival::acceptor::Acceptors;
-use arrival::acceptor::{Acceptor, Closer};
-use arrival::descriptors::spare_fds;
-use worker::Worker;
-
-/// The target of the server's own log lines, also those written in `descriptors`, so that
-/// `RUST_LOG` filters and the JSON `target` field name the server.
-const LOG: &str = module_path!();
-
-/// The listen socket's kernel backlog: how many finished handshakes the kernel queues before
-/// `accept()` (std's fixed value is 128).
-pub const LISTEN_BACKLOG: i32 = 1024;
-
-use crate::time::later;
-
-/// Shared by the acceptor and every worker for the whole run.
-pub(crate) struct Shared {
-    pub(crate) registry: Registry,
-    pub(crate) handler: Arc<dyn Handler>,
-    pub(crate) shutdown: Shutdown,
-    pub(crate) config: Config,
-    /// The workers' and the acceptor's counts; one cell per worker.
-    pub(crate) metrics: Arc<Metrics>,
-    /// `config.max_conns` resolved against the descriptor limit.
-    pub(crate) max_conns: usize,
-    /// The live set of faults each new session draws from.
-    pub(crate) faults: Faults,
-    /// Sessions closed at the shutdown deadline before their goodbye was out.
-    pub(crate) forced_closes: Arc<AtomicUsize>,
-    /// Set by [`Acceptors::stop`]: the acceptors return, the workers serve on.
-    pub(crate) accepting_stopped: AtomicBool,
-    /// Which workers are in use, and the sessions on their way from one to another.
-    pub(crate) balance: worker::balance::Balance,
-}
-
-/// A server ready to run: a listener, a config, a handler and the handles others use to
-/// reach it ([`Server::registry`], [`Server::shutdown`]).
-///
-/// # Examples
-///
-/// Serve echo on a free port, talk to it, shut it down:
-///
-/// ```
-/// use std::io::{Read, Write};
-/// use std::net::TcpStream;
-/// use tcpool::server::{bind, Config, Server};
-///
-/// let server = Server::new(bind("127.0.0.1:0".parse()?)?, Config::default());
-/// let addr = server.local_addr()?;
-/// let shutdown = server.shutdown();
-/// let running = std::thread::spawn(move || server.run());
-///
-/// let mut client = TcpStream::connect(addr)?;
-/// client.write_all(b"hello")?;
-/// let mut reply = [0; 5];
-/// client.read_exact(&mut reply)?;
-/// assert_eq!(&reply, b"hello");
-///
-/// shutdown.trigger();
-/// let mut goodbye = Vec::new();
-/// client.read_to_end(&mut goodbye)?;
-/// assert_eq!(goodbye, b"quit"); // no terminator: the client never sent one
-/// let summary = running.join().unwrap()?;
-/// assert_eq!(summary.sessions, 1);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub struct Server {
-    /// One or more; each gets an acceptor of its own, all handing off to the same pool.
-    listeners: Vec<TcpListener>,
-    config: Config,
-    handler: Option<Arc<dyn Handler>>,
-    printer: Printer,
-    registry: Registry,
-    shutdown: Shutdown,
-    metrics: Arc<Metrics>,
-    faults: Faults,
-}
-
-impl fmt::Debug for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server")
-            .field("listeners", &self.listeners)
-            .field("config", &self.config)
-            .finish()
-    }
-}
-
-impl Server {
-    /// A server on `listener` (from [`bind`]; the acceptor makes it non-blocking) with the handler of
-    /// `config.mode`, printing operator output to stdout.
-    pub fn new(listener: TcpListener, config: Config) -> Self {
-        let registry = Registry::new(config.outbox_limit);
-        let metrics = Arc::new(Metrics::new(config.worker_count()));
-        let seed = config.seed.unwrap_or_else(faults::random_seed);
-        let faults = Faults::new(seed, &config.faults);
-        Server {
-            listeners: vec![listener],
-            faults,
-            config,
-            handler: None,
-            printer: Printer::stdout(),
-            registry,
-            shutdown: Shutdown::new(),
-            metrics,
-        }
-    }
-
-    /// Serves `listener` too, with an acceptor of its own handing off to the same workers
-    /// (several `--bind` addresses, inherited sockets).
-    pub fn also_on(mut self, listener: TcpListener) -> Self {
-        self.listeners.push(listener);
-        self
-    }
-
-    /// Replies with `handler` instead of the mode's.
-    pub fn handler(mut self, handler: impl Handler) -> Self {
-        self.handler = Some(Arc::new(handler));
-        self
-    }
-
-    /// Prints operator output (manual mode's client lines) through `printer`.
-    pub fn printer(mut self, printer: Printer) -> Self {
-        self.printer = printer;
-        self
-    }
-
-    /// Obeys `shutdown` instead of a shutdown of its own.
-    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
-        self.shutdown = shutdown;
-        self
-    }
-
-    /// The shutdown handle: trigger it to stop the server gracefully.
-    pub fn shutdown(&self) -> Shutdown {
-        self.shutdown.clone()
-    }
-
-    /// The registry of sessions.
-    pub fn registry(&self) -> Registry {
-        self.registry.clone()
-    }
-
-    /// What a Prometheus scrape of this server reads ([`Exposition::encode`]).
-    pub fn exposition(&self) -> Exposition {
-        Exposition::new(
-            Arc::clone(&self.metrics),
-            self.registry.clone(),
-            self.config.backlog,
-        )
-        .with_faults(self.faults.clone())
-    }
-
-    /// The address the first listener is bound to (with the real port when bound to port 0).
-    ///
-    /// # Errors
-    ///
-    /// As [`TcpListener::local_addr`].
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listeners[0].local_addr()
-    }
-
-    /// The addresses of every listener, in the order they were given.
-    ///
-    /// # Errors
-    ///
-    /// As [`TcpListener::local_addr`].
-    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        self.listeners.iter().map(TcpListener::local_addr).collect()
-    }
-
-    /// An operator console for this server.
-    pub fn console(&self) -> Console {
-        Console::new(
-            self.registry.clone(),
-            self.shutdown.clone(),
-            self.config.mode,
-            self.printer.clone(),
-        )
-        .with_faults(self.faults.clone())
-    }
-
-    /// The live set of faults: what is added or cleared here applies at once.
-    pub fn faults(&self) -> Faults {
-        self.faults.clone()
-    }
-
-    /// Serves until the shutdown is triggered, then closes every session gracefully within
-    /// `config.shutdown_timeout` and returns what was served. The same as
-    /// [`Server::start`] followed by [`Running::wait`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Server::start`].
-    pub fn run(self) -> io::Result<Summary> {
-        self.start()?.wait()
-    }
-
-    /// Starts serving: the workers, the acceptor and the shutdown hooks are running and the
-    /// `listening on` line is logged when this returns.
-    ///
-    /// # Errors
-    ///
-    /// When the server cannot start: the config is invalid ([`Config::validate`]), the
-    /// listener cannot be read, a poller or thread cannot be created. Once serving, errors
-    /// concern single sessions and are logged.
-    pub fn start(self) -> io::Result<Running> {
-        let Server {
-            listeners,
-            config,
-            handler,
-            printer,
-            registry,
-            shutdown,
-            metrics,
-            faults,
-        } = self;
-        config.validate()?;
-        let addrs = listeners
-            .iter()
-            .map(TcpListener::local_addr)
-            .collect::<io::Result<Vec<_>>>()?;
-        let workers = metrics.worker_count();
-        let max_conns = fit_max_conns(config.max_conns, workers);
-        let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
-        let forced_closes = Arc::new(AtomicUsize::new(0));
-        let shared = Arc::new(Shared {
-            registry: registry.clone(),
-            handler,
-            shutdown: shutdown.clone(),
-            config: config.clone(),
-            metrics,
-            max_conns,
-            faults: faults.clone(),
-            forced_closes: Arc::clone(&forced_closes),
-            accepting_stopped: AtomicBool::new(false),
-            balance: worker::balance::Balance::new(workers, config.balance == Balancing::Auto),
-        });
-
-        let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
-            Worker::new(i, Arc::clone(&shared))
-        })?;
-        registry.watch_backlog(pool.depth());
-        shared.balance.attach(pool.spread());
-        let (counted, timeout) = (registry.clone(), config.shutdown_timeout);
-        shutdown.on_trigger(move || {
-            log::info!(
-                "shutting down: sessions={} timeout={timeout:?}",
-                counted.len()
-            );
-        });
-        let wakers = pool.wakers();
-        shutdown.on_trigger(move || wakers.wake_all());
-        let (closer, closer_thread) = Closer::spawn(spare_fds(max_conns, workers))?;
-        // Each acceptor holds a clone of `acceptor_done`: it disconnects when the last returns.
-        let (acceptor_done, acceptor_stopped) = channel::bounded::<()>(0);
-        let mut acceptor_threads = Vec::with_capacity(listeners.len());
-        let mut acceptor_wakers = Vec::with_capacity(listeners.len());
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let made = Acceptor::new(
-                listener,
-                Arc::clone(&shared),
-                pool.submitter(),
-                closer.clone(),
-            );
-            let acceptor = match made {
-                Ok((acceptor, waker)) => {
-                    acceptor_wakers.push(Arc::clone(&waker));
-                    shutdown.on_trigger(move || {
-                        if let Err(e) = waker.wake() {
-                            log::warn!("cannot wake the acceptor: error={e}");
-                        }
-                    });
-                    acceptor
-                }
-                Err(e) => {
-                    shutdown.trigger();
-                    return Err(e);
-                }
-            };
-            let name = match i {
-                0 => "tcpool-acceptor".to_owned(),
-                i => format!("tcpool-acceptor-{}", i + 1),
-            };
-            let done = acceptor_done.clone();
-            let spawned = thread::Builder::new().name(name).spawn(move || {
-                let _done = done;
-                acceptor.run();
-            });
-            match spawned {
-                Ok(thread) => acceptor_threads.push(thread),
-                Err(e) => {
-                    shutdown.trigger();
-                    return Err(e);
-                }
-            }
-        }
-        drop((acceptor_done, closer));
-        log::info!(
-            "listening on {} (mode={} workers={workers} balance={} worker-sched={} backlog={} max-conns={max_conns} overflow={})",
-            arrival::listen::describe(&addrs),
-            config.mode,
-            config.balance,
-            config.worker_sched,
-            config.backlog,
-            config.overflow
-        );
-        if !faults.active().is_empty() {
-            let specs: Vec<String> = faults
-                .active()
-                .iter()
-                .map(|f| format!("#{} {}", f.id, f.spec))
-                .collect();
-            log::info!("faults: {} seed={}", specs.join(" "), faults.seed());
-        }
-        let acceptors = Acceptors {
-            shared: Arc::clone(&shared),
-            wakers: acceptor_wakers,
-            stopped: acceptor_stopped.clone(),
-        };
-        Ok(Running {
-            addrs,
-            acceptors,
-            faults,
-            registry,
-            shutdown,
-            shutdown_timeout: config.shutdown_timeout,
-            pool,
-            acceptor_threads,
-            acceptor_stopped,
-            closer_thread,
-            forced_closes,
-        })
-    }
-}
-
-/// A started server: it serves until its shutdown is triggered; [`Running::wait`] then
-/// returns the [`Summary`].
-pub struct Running {
-    addrs: Vec<SocketAddr>,
-    acceptors: Acceptors,
-    faults: Faults,
-    registry: Registry,
-    shutdown: Shutdown,
-    shutdown_timeout: Duration,
-    pool: crate::pool::Pool<worker::Conn>,
-    acceptor_threads: Vec<thread::JoinHandle<()>>,
-    /// Disconnects when every acceptor thread has returned (nobody ever sends on it).
-    acceptor_stopped: channel::Receiver<()>,
-    closer_thread: thread::JoinHandle<()>,
-    /// [`Shared::forced_closes`].
-    forced_closes: Arc<AtomicUsize>,
-}
-
-impl fmt::Debug for Running {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Running")
-            .field("addrs", &self.addrs)
-            .field("sessions", &self.registry.len())
-            .finish()
-    }
-}
-
-impl Running {
-    /// The address the server listens on (the first, when it listens on several).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addrs[0]
-    }
-
-    /// Every address the server listens on.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
-    }
-
-    /// The live set of faults: a fault added here touches the sessions that connect from
-    /// now on; one cleared here ends for everyone at once.
-    pub fn faults(&self) -> Faults {
-        self.faults.clone()
-    }
-
-    /// What stops the acceptors alone, while the sessions are still served (a hand-over).
-    pub fn acceptors(&self) -> Acceptors {
-        self.acceptors.clone()
-    }
-
-    /// Blocks until the shutdown is triggered, then waits (at most the shutdown timeout) for
-    /// every session to be closed and every thread to stop, and returns what was served.
-    ///
-    /// # Errors
-    ///
-    /// None at present: a deadline that passed is reported in [`Summary::forced`]. The
-    /// `Result` leaves room for failures a future version may report.
-    pub fn wait(self) -> io::Result<Summary> {
-        let Running {
-            registry,
-            shutdown,
-            shutdown_timeout,
-            pool,
-            acceptor_threads,
-            acceptor_stopped,
-            closer_thread,
-            forced_closes,
-            ..
-        } = self;
-        shutdown.wait();
-        let started = shutdown.triggered_at().unwrap_or_else(Instant::now);
-        let deadline = later(started, shutdown_timeout);
-        let acceptor_done = acceptor_stopped.recv_deadline(deadline)
-            == Err(channel::RecvTimeoutError::Disconnected);
-        if acceptor_done {
-            for thread in acceptor_threads {
-                let _ = thread.join();
-            }
-        } else {
-            log::warn!("acceptor did not stop before the shutdown deadline");
-        }
-        let joined = pool.join_timeout(deadline.saturating_duration_since(Instant::now()));
-        if let Err(e) = &joined {
-            log::warn!("shutdown deadline passed: {e}; their sessions are dropped");
-        }
-        if acceptor_done {
-            // Its sender went with the acceptor: the closer drains what it has and returns.
-            let _ = closer_thread.join();
-        }
-        let forced_closes = forced_closes.load(Ordering::Relaxed);
-        if forced_closes > 0 {
-            log::warn!(
-                "shutdown deadline passed: {forced_closes} session(s) closed before their goodbye \
-                 was out"
-            );
-        }
-        let stats = registry.stats();
-        log::info!("stopped after {:?}", started.elapsed());
-        Ok(Summary {
-            sessions: stats.total,
-            peak: stats.peak,
-            rejected: stats.rejected,
-            traffic: stats.traffic,
-            uptime: stats.uptime,
-            forced: joined.is_err() || !acceptor_done,
-        })
-    }
-}
-
-/// Serves on `listener` with `config` until `shutdown` is triggered. The one-call way in;
-/// see [`Server`] for a custom handler, the registry or the console.
-///
-/// # Errors
-///
-/// As [`Server::run`].
-pub fn serve(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<Summary> {
-    Server::new(listener, config).with_shutdown(shutdown).run()
-}

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::server::LineEnding;
+use crate::server::protocol::LineEnding;
 
 /// Distinct echo payloads per run; connection `i` sends payload `i % PAYLOAD_VARIANTS`.
 pub(super) const PAYLOAD_VARIANTS: usize = 16;

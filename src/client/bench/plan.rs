@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::server::LineEnding;
+use crate::server::protocol::LineEnding;
 
 use super::framing::{Delimiter, Greeting, PAYLOAD_VARIANTS, Protocol, Reply, Template, payload};
 use super::{DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_SIZE, DEFAULT_TIMEOUT};

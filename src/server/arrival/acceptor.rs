@@ -39,9 +39,18 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::pool::{SubmitError, Submitter};
+use crate::server::config::Overflow;
 use crate::server::operator::metrics::Rejection;
-use crate::server::worker::{Conn, DRAIN};
-use crate::server::{Overflow, Shared};
+use crate::server::session::{DRAIN, SessionHandle};
+use crate::server::shared::Shared;
+use crate::time::Throttle;
+
+/// A connection accepted and registered by the acceptor, on its way to a worker.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) handle: Arc<SessionHandle>,
+}
 
 /// The line a client gets when the server is full.
 pub const BUSY: &[u8] = b"busy: server full, try again later\n";
@@ -287,35 +296,6 @@ fn transient(e: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
     )
-}
-
-/// Lets an event through at most once per period and counts the ones it held back.
-#[derive(Debug)]
-pub(crate) struct Throttle {
-    period: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    pub(crate) fn new(period: Duration) -> Self {
-        Throttle {
-            period,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(events held back since the last one let through)` if this one may go.
-    pub(crate) fn ready(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|last| now - last < self.period) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
 }
 
 /// Most connections the closer keeps draining at once; beyond that (or beyond the descriptors

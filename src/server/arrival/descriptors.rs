@@ -1,7 +1,6 @@
 //! The file descriptor limit: raising it, fitting `max_conns` to it, and what it leaves the
 //! closer for rejected connections.
 
-use crate::server::LOG;
 use crate::server::config::DEFAULT_MAX_CONNS;
 
 /// Descriptors kept free for everything that is not a session: stdio, the listener, each
@@ -24,7 +23,7 @@ pub fn fit_max_conns(max_conns: Option<usize>, workers: usize) -> usize {
     let limit = match rlimit::increase_nofile_limit((wanted + reserved) as u64) {
         Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
         Err(e) => {
-            log::warn!(target: LOG, "cannot read the file descriptor limit: error={e}");
+            log::warn!("cannot read the file descriptor limit: error={e}");
             return wanted;
         }
     };
@@ -35,7 +34,6 @@ pub fn fit_max_conns(max_conns: Option<usize>, workers: usize) -> usize {
     match max_conns {
         Some(explicit) => {
             log::warn!(
-                target: LOG,
                 "max-conns {explicit} kept, but the file descriptor limit ({limit}) covers about {fits} sessions"
             );
             explicit
@@ -43,7 +41,6 @@ pub fn fit_max_conns(max_conns: Option<usize>, workers: usize) -> usize {
         None => {
             let lowered = fits.max(1);
             log::warn!(
-                target: LOG,
                 "max-conns lowered from {wanted} to {lowered} to fit the file descriptor limit ({limit})"
             );
             lowered

@@ -310,9 +310,9 @@ mod tests {
 
     #[test]
     fn the_admin_listener_is_passed_last_and_named() {
-        let a = crate::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let b = crate::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let admin = crate::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let a = crate::server::arrival::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = crate::server::arrival::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let admin = crate::server::arrival::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let sockets = Sockets::new(&[a, b], Some(&admin)).unwrap();
         let (fds, names) = sockets.passed().unwrap();
         assert_eq!(fds.len(), 3);

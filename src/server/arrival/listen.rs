@@ -24,7 +24,9 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::server::LISTEN_BACKLOG;
+/// The listen socket's kernel backlog: how many finished handshakes the kernel queues before
+/// `accept()` (std's fixed value is 128).
+pub const LISTEN_BACKLOG: i32 = 1024;
 
 /// Binds a listener on `addr` with the kernel backlog set to [`LISTEN_BACKLOG`] and
 /// `SO_REUSEADDR`, so a restarted server can bind at once.

@@ -6,7 +6,7 @@
 //! 107 bytes), binary in version 2 (a 12-byte signature, then a length). `ppp` parses both.
 //! When the protocol is on, every connection must begin with a header of the configured
 //! version — the server never guesses whether one is present — and a worker reads it before
-//! the session's normal life begins: [`read_header`] peeks at what has arrived without
+//! the session's normal life begins: `read_header` peeks at what has arrived without
 //! blocking, and consumes exactly the header once it is complete, so the bytes after it are
 //! the client's first message, framed as if the header had never been there (it does not
 //! set the line ending). A `LOCAL` header (a balancer's health check) or an `UNKNOWN`

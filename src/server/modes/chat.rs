@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::{GeneralSecurityProfile, MixedScript};
 
-use crate::server::modes::{Context, Handler};
+use super::handler::{Context, Handler};
 use crate::server::protocol::{LineEnding, Message, escape};
 use crate::server::session::SessionId;
 

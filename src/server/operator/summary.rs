@@ -3,10 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::server::operator::console;
 use crate::server::session::Traffic;
+use crate::units::human_duration;
 
-/// What a server run served, returned by [`Server::run`] and printed at exit.
+/// What a server run served, returned by [`Server::run`](crate::server::Server::run) and printed at exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     /// Sessions served in all.
@@ -31,7 +31,7 @@ impl fmt::Display for Summary {
             "tcpool served {} session(s) in {} (peak {} at once, {} rejected): \
              {} message(s) in and {} out, {} byte(s) in and {} out.",
             self.sessions,
-            console::human_duration(self.uptime),
+            human_duration(self.uptime),
             self.peak,
             self.rejected,
             t.messages_in,

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::server::session::{CloseReason, SendError, SessionHandle, SessionId};
+use super::terms::{CloseReason, SendError, SessionId};
 
 /// What a seed-style message costs beyond its bytes: its allocation and its queue slot.
 pub const MESSAGE_OVERHEAD: usize = 64;
@@ -114,7 +114,7 @@ struct State {
     /// Since when the charge has been above the soft mark.
     pressed_since: Option<Instant>,
     /// Senders whose reading stopped because this outbox was pressed.
-    waiters: Vec<Weak<SessionHandle>>,
+    waiters: Vec<Weak<dyn Nudge>>,
 }
 
 /// The queue of messages for one session; see the module documentation.
@@ -332,12 +332,13 @@ impl Outbox {
 
     /// Sender side: registers `sender` to be nudged when this outbox stops pressing. Returns
     /// `false` (registering nothing) when it no longer presses: the sender may go on.
-    pub(crate) fn hold(&self, sender: &Arc<SessionHandle>) -> bool {
+    pub(crate) fn hold<S: Nudge + 'static>(&self, sender: &Arc<S>) -> bool {
         let mut state = self.state.lock();
         if state.close.is_some() || self.charged() <= self.soft_mark() {
             return false;
         }
         let me = Arc::downgrade(sender);
+        let me: Weak<dyn Nudge> = me;
         state.waiters.retain(|w| w.strong_count() > 0);
         if !state.waiters.iter().any(|w| w.ptr_eq(&me)) {
             state.waiters.push(me);
@@ -346,11 +347,41 @@ impl Outbox {
     }
 }
 
+/// A sender held back by a pressed outbox: nudged when it may send again. The outbox knows
+/// its senders by this alone ([`SessionHandle`](super::SessionHandle) is the one there is).
+pub(crate) trait Nudge: Send + Sync {
+    /// Asks the sender's worker to look at it again.
+    fn nudge(&self);
+}
+
 /// Nudges every sender still alive in `waiters`.
-fn wake(waiters: Vec<Weak<SessionHandle>>) {
+fn wake(waiters: Vec<Weak<dyn Nudge>>) {
     for waiter in waiters {
         if let Some(sender) = waiter.upgrade() {
             sender.nudge();
+        }
+    }
+}
+
+/// Bytes accepted for sending, written as one write each (a partly taken one is finished
+/// later, in order).
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// A reply composed by the worker itself (an echo, a handler's reply).
+    Own(Vec<u8>),
+    /// Taken from the outbox: charged against the outbox limit until written, the bytes as
+    /// they go out and `overhead` once the whole chunk is out.
+    Queued { bytes: Vec<u8>, overhead: usize },
+    /// A fixed text the server composes: the closing `quit` in the session's line ending.
+    Static(&'static [u8]),
+}
+
+impl Chunk {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Own(v) => v,
+            Chunk::Queued { bytes, .. } => bytes,
+            Chunk::Static(s) => s,
         }
     }
 }

@@ -5,9 +5,11 @@ use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::server::session::{Chunk, CloseReason, Phase, Speech};
+use crate::server::session::outbox::Chunk;
+use crate::server::session::{CloseReason, DRAIN, Speech};
+use crate::server::worker::session::Phase;
 
-use super::{DRAIN, LOG, READ_BUDGET, Worker, chunk_len, idle_scan_interval, quit_line};
+use super::{LOG, READ_BUDGET, Worker, chunk_len, idle_scan_interval, quit_line};
 
 impl Worker {
     /// Starts ending session `t`: what is queued is flushed, then `quit` (when the server is

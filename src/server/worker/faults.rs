@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::server::faults::End;
+use crate::server::session::CloseReason;
 use crate::server::session::outbox::Entry;
-use crate::server::session::{CloseReason, Phase, Session};
+use crate::server::worker::session::{Phase, Session};
 
 use super::{LOG, Worker};
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crate::server::modes::Context;
 use crate::server::protocol::{Flow, Message, escape};
-use crate::server::session::{CloseReason, Phase, Speech};
+use crate::server::session::{CloseReason, Speech};
+use crate::server::worker::session::Phase;
 
 use super::{LOG, READ_BUDGET, Worker, panic_text};
 
@@ -224,7 +225,7 @@ impl Worker {
     pub(super) fn call_handler(
         &mut self,
         t: usize,
-        f: impl FnOnce(&dyn crate::server::Handler, &mut Context<'_>),
+        f: impl FnOnce(&dyn crate::server::modes::Handler, &mut Context<'_>),
     ) {
         let Some(session) = self.sessions.get(t) else {
             return;

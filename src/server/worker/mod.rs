@@ -9,8 +9,9 @@
 //!
 //! Ending a session (shutdown, kick, idle timeout, outbox overflow, handler panic) follows the
 //! wire contract: flush what was queued, send `quit` as a write of its own in the session's
-//! line ending, shut the write side, drain input for up to [`DRAIN`], close. At shutdown
-//! every session starts this at once, bounded by the shutdown deadline.
+//! line ending, shut the write side, drain input for up to
+//! [`DRAIN`](crate::server::session::DRAIN), close. At shutdown every session starts this at
+//! once, bounded by the shutdown deadline.
 //!
 //! Every file below adds to the one `impl Worker`:
 //!
@@ -23,6 +24,16 @@
 //! | `faults` | carrying out the faults a session drew, and their timers |
 //! | `closing` | ending sessions: `quit`, shut, drain, close; shutdown and deadlines |
 //! | `moving` | handing sessions to other workers and adopting theirs (`--balance auto`) |
+//! | `grouping` | where each session's packets arrive, so a client thread's sessions share a worker |
+//!
+//! And what the loop uses:
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | `session` | the worker's own part of a session: socket, splitter, pending writes, phase |
+//! | `timers` | the timer queue: the faulted sessions' deadlines, nearest first |
+//! | `balance` | which workers are in use, and the sessions on their way between them |
+//! | `sched` | the worker threads' scheduling policy (`--worker-sched`) |
 
 pub(crate) mod balance;
 mod closing;
@@ -33,6 +44,7 @@ mod input;
 mod moving;
 mod output;
 mod sched;
+mod session;
 mod timers;
 
 use std::collections::VecDeque;
@@ -44,22 +56,22 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::server::Shared;
-use crate::server::arrival::acceptor::Throttle;
+use crate::server::arrival::acceptor::Conn;
 use crate::server::protocol::{LineEnding, Splitter};
 use crate::server::session::outbox::{Entry, Mailbox};
+use crate::server::shared::Shared;
+use crate::time::Throttle;
 use balance::Meter;
 
 use crate::pool::{Inbox, Notify};
-use crate::server::session::{Chunk, CloseReason, Session, SessionHandle, SessionId};
+use crate::server::session::outbox::Chunk;
+use crate::server::session::{CloseReason, SessionId};
+use crate::server::worker::session::Session;
 use timers::Timers;
 
 /// The target of every log line a worker writes, whichever of its files writes it, so that
 /// `RUST_LOG` filters and the JSON `target` field name the worker.
 const LOG: &str = module_path!();
-
-/// How long a closing session's input is drained after its write side is shut.
-pub(crate) const DRAIN: Duration = Duration::from_millis(250);
 
 /// The worker's shared read buffer; also the most one read hands to the handler.
 const READ_BUFFER: usize = 64 * 1024;
@@ -74,13 +86,6 @@ const CLOSING_TICK: Duration = Duration::from_millis(10);
 const PRESSED_TICK: Duration = Duration::from_millis(50);
 
 const WAKE: Token = Token(usize::MAX);
-
-/// A connection accepted and registered by the acceptor, on its way to a worker.
-#[derive(Debug)]
-pub(crate) struct Conn {
-    pub(crate) stream: std::net::TcpStream,
-    pub(crate) handle: Arc<SessionHandle>,
-}
 
 impl Notify for Mailbox {
     fn notify(&self) {

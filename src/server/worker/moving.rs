@@ -1,4 +1,4 @@
-//! Moving sessions between workers, as the balance decides (`server/balance.rs`).
+//! Moving sessions between workers, as the balance decides (`balance`).
 //!
 //! A session moves only while nothing of it is in flight inside its worker: open, nothing
 //! pending to write, nothing left to read from the last event, no faults or timers, no PROXY
@@ -14,8 +14,9 @@ use std::time::Duration;
 use mio::{Interest, Token};
 
 use super::Worker;
-use crate::server::session::{CloseReason, Phase, Session};
+use crate::server::session::CloseReason;
 use crate::server::worker::balance::{Load, Meter, Step};
+use crate::server::worker::session::{Phase, Session};
 
 /// How often a worker no longer in use looks again for sessions it can hand on, while it
 /// still has some (a session with faults stays where it is).

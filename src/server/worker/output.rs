@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::server::protocol::{LineEnding, Message};
-use crate::server::session::{Chunk, CloseReason, Phase, Session, SessionHandle};
+use crate::server::session::outbox::Chunk;
+use crate::server::session::{CloseReason, SessionHandle};
+use crate::server::worker::session::{Phase, Session};
 
 use super::{LOG, Worker, write_some};
 

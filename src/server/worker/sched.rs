@@ -19,7 +19,7 @@
 
 use std::io;
 
-use crate::server::WorkerSched;
+use crate::server::config::WorkerSched;
 
 /// What [`apply`] did to the calling thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

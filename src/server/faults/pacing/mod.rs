@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Active, After, FaultKind, Rng};
-use crate::server::session::{Chunk, SessionId};
+use crate::server::session::SessionId;
+use crate::server::session::outbox::Chunk;
 
 /// Reading stops while this much is held: a peer that sends faster than its faulted replies
 /// go out costs at most about one read more than this.

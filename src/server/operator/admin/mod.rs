@@ -3,7 +3,7 @@
 //! A sibling of the [`console`](crate::server::operator::console): it answers over the same library calls
 //! ([`Registry::list`], [`Registry::stats`], [`Registry::kick`], [`Shutdown::trigger`],
 //! [`Faults::add`], [`Faults::clear`], [`Faults::list`]) and
-//! reimplements none of them; `GET /metrics` is [`Exposition::encode`]. HTTP is [`http`]'s:
+//! reimplements none of them; `GET /metrics` is [`Exposition::encode`]. HTTP is `http`'s:
 //! one bounded request per connection, read within a deadline, answered, then the close.
 //! The admin thread only accepts; each connection is read and answered on a thread of its
 //! own, at most [`MAX_CONNECTIONS`] at once (one more is answered 503 and closed at once),
@@ -111,7 +111,7 @@ impl Admin {
     /// # Errors
     ///
     /// When the listener's address cannot be read or the thread cannot be started.
-    pub fn start(listener: TcpListener, server: &crate::server::Server) -> io::Result<Admin> {
+    pub fn start(listener: TcpListener, server: &crate::server::run::Server) -> io::Result<Admin> {
         let control = Control {
             registry: server.registry(),
             shutdown: server.shutdown(),

@@ -1,7 +1,7 @@
 //! What the server counts for `GET /metrics`, and the Prometheus exposition of it.
 //!
 //! Events are recorded where they happen, on the thread they happen on: each worker owns a
-//! [`WorkerMetrics`] (sessions it serves, sessions it closed by reason, session durations,
+//! `WorkerMetrics` (sessions it serves, sessions it closed by reason, session durations,
 //! reply times) in its own cache line, written with relaxed atomic adds and never locked; the
 //! acceptor counts rejections and accept errors. Messages and bytes are the per-session
 //! counters the registry already keeps. Nothing is summed until a scrape asks:
@@ -199,7 +199,7 @@ impl WorkerMetrics {
     }
 }
 
-/// The server's own counts, beside the registry's: one [`WorkerMetrics`] per worker and the
+/// The server's own counts, beside the registry's: one `WorkerMetrics` per worker and the
 /// acceptor's counts. Created with the server; read by [`Exposition`].
 pub struct Metrics {
     workers: Box<[CachePadded<WorkerMetrics>]>,

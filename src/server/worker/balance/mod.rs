@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::pool::Spread;
-use crate::server::session::Session;
 use crate::server::session::outbox::Mailbox;
+use crate::server::worker::session::Session;
 
 mod meter;
 #[cfg(test)]
@@ -85,7 +85,7 @@ pub(crate) struct Balance {
     epoch: Instant,
     enabled: bool,
     /// `belonging[from * workers + to]`: sessions worker `from` holds whose packets arrive
-    /// on the CPU of worker `to`'s group, at `from`'s last look (`worker/grouping.rs`).
+    /// on the CPU of worker `to`'s group, at `from`'s last look (`grouping`).
     belonging: Box<[AtomicUsize]>,
 }
 

@@ -1,0 +1,51 @@
+//! Printing a bench report to stdout, as text or as one JSON line: for a run, and for
+//! `bench merge`.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use tcpool::client::bench::{Report, ServerView};
+
+/// Prints `report` (as text, or one JSON line); exit code 1 when it counted any error.
+pub(crate) fn print(report: &Report, json: bool) -> anyhow::Result<ExitCode> {
+    print_with(report, None, json)
+}
+
+/// [`print`], with the server's view (`--server-metrics`): a `Server` block after the report,
+/// or a `server` object in the JSON.
+pub(crate) fn print_with(
+    report: &Report,
+    server: Option<&ServerView>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let printed = if json {
+        let mut value = serde_json::to_value(report).context("cannot encode the report")?;
+        if let (Some(server), Some(object)) = (server, value.as_object_mut()) {
+            let server = serde_json::to_value(server).context("cannot encode the report")?;
+            object.insert("server".into(), server);
+        }
+        writeln!(out, "{value}")
+    } else {
+        match server {
+            Some(server) => write!(out, "{report}\n{server}"),
+            None => write!(out, "{report}"),
+        }
+    };
+    // A closed stdout (`| head`) is not the benchmark's failure; any other write error (a
+    // full disk) lost the report, and is.
+    match printed.and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            log::debug!("cannot print the report: error={e}");
+        }
+        Err(e) => return Err(e).context("cannot write the report to stdout"),
+        Ok(()) => {}
+    }
+    Ok(if report.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
