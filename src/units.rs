@@ -171,6 +171,18 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// A duration as a log field's number of milliseconds: `1.204`, `250`, `300000`. The key
+/// that carries it ends in `_ms`, so a log shipper reads a number with its unit.
+#[derive(Debug, Clone, Copy)]
+pub struct Millis(pub Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = format!("{:.3}", self.0.as_secs_f64() * 1000.0);
+        f.write_str(ms.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
 /// A size as the grammar writes it, in the largest binary unit that shows it whole:
 /// `64KiB`, `1MiB`, `1000B`.
 pub fn show_size(bytes: u64) -> String {
@@ -358,6 +370,18 @@ mod tests {
 
     fn s(text: &str) -> Result<u64, String> {
         parse_size(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn millis_are_plain_numbers() {
+        assert_eq!(
+            Millis(Duration::from_micros(1_203_511)).to_string(),
+            "1203.511"
+        );
+        assert_eq!(Millis(Duration::from_millis(250)).to_string(), "250");
+        assert_eq!(Millis(Duration::from_nanos(1_500)).to_string(), "0.002");
+        assert_eq!(Millis(Duration::ZERO).to_string(), "0");
+        assert_eq!(Millis(Duration::from_secs(300)).to_string(), "300000");
     }
 
     #[test]

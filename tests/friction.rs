@@ -191,7 +191,7 @@ fn no_prompt_is_left_between_the_last_log_line_and_the_summary() {
                 .signal(nix::sys::signal::Signal::SIGTERM)
                 .unwrap();
         }
-        pty.exp_string("stopped after").unwrap();
+        pty.exp_string("stopped: took_ms=").unwrap();
         let (between, _) = pty.exp_regex("tcpool served [^\r\n]*").unwrap();
         // What a person sees: a prompt drawn here must have been erased before the summary.
         if let Some(at) = between.rfind("tcpool> ") {

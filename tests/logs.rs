@@ -58,4 +58,22 @@ fn json_logs_parse_line_by_line_and_carry_the_details() {
     assert_eq!(closed["bytes_in"], 11);
     assert_eq!(closed["level"], "debug");
     assert_eq!(closed["target"], "tcpool::server::worker");
+    // Durations are numbers, their unit in the key, and agree with the text form's value.
+    let ms = closed["duration_ms"].as_f64().expect("duration_ms is a number");
+    assert!(ms >= 0.0 && ms < 60_000.0, "{closed:?}");
+    let stopped = objects
+        .iter()
+        .find(|o| o["msg"] == "stopped")
+        .unwrap_or_else(|| panic!("no stopped line in {lines:?}"));
+    assert!(stopped["took_ms"].is_number(), "{stopped:?}");
+    // No field of any line is a debug rendering of an internal type.
+    for o in &objects {
+        for (key, value) in o.iter() {
+            let text = value.to_string();
+            assert!(
+                !text.contains("Token(") && !text.contains("Some(") && !text.contains("{ "),
+                "{key} looks like a debug string: {o:?}"
+            );
+        }
+    }
 }

@@ -4,10 +4,11 @@
 //! The library logs in one style (STYLE.md): a subject, then `key=value` details, as in
 //! `session 7 closed: peer=127.0.0.1:51234 reason=quit`. The JSON form carries the same
 //! facts as fields: `ts`, `level`, `target`, `msg` (the subject), then each `key=value` (a
-//! value of digits becomes a number) and `session` when the subject names one:
+//! value of digits, or of digits with a decimal point, becomes a number; durations are
+//! milliseconds in keys that end in `_ms`) and `session` when the subject names one:
 //!
 //! ```text
-//! {"ts":"2026-12-01T21:02:55.123Z","level":"debug","target":"tcpool::server::worker","msg":"session 7 closed","session":7,"peer":"127.0.0.1:51234","reason":"quit"}
+//! {"ts":"2026-12-01T21:02:55.123Z","level":"debug","target":"tcpool::server::worker","msg":"session 7 closed","session":7,"peer":"127.0.0.1:51234","reason":"quit","duration_ms":1203.511}
 //! ```
 //!
 //! It is an env_logger format: the lines go wherever the text form would (the
@@ -73,10 +74,21 @@ fn session_of(msg: &str) -> Option<u64> {
     rest.split([' ', ':']).next()?.parse().ok()
 }
 
-/// A value of digits is a number; anything else stays text.
+/// A value of digits is a number, and so is one of digits with a decimal point (a duration
+/// in a `_ms` field); anything else stays text.
 fn typed(value: &str) -> Value {
-    match value.parse::<u64>() {
-        Ok(n) if !value.starts_with('+') => Value::from(n),
+    if let Ok(n) = value.parse::<u64>()
+        && !value.starts_with('+')
+    {
+        return Value::from(n);
+    }
+    let decimal = value.split_once('.').is_some_and(|(whole, part)| {
+        [whole, part]
+            .iter()
+            .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+    });
+    match value.parse::<f64>() {
+        Ok(x) if decimal => Value::from(x),
         _ => Value::from(value),
     }
 }
@@ -165,12 +177,15 @@ mod tests {
 
     #[test]
     fn details_become_fields_and_the_subject_the_message() {
-        let m = parsed("session 7 closed: peer=127.0.0.1:51234 reason=quit bytes_in=12");
+        let m = parsed(
+            "session 7 closed: peer=127.0.0.1:51234 reason=quit duration_ms=1203.511 bytes_in=12",
+        );
         assert_eq!(m["msg"], "session 7 closed");
         assert_eq!(m["session"], 7);
         assert_eq!(m["peer"], "127.0.0.1:51234");
         assert_eq!(m["reason"], "quit");
         assert_eq!(m["bytes_in"], 12);
+        assert_eq!(m["duration_ms"], 1203.511);
         assert_eq!(m["level"], "warn");
         assert_eq!(m["target"], "t");
         assert_eq!(m["ts"], "2026-12-01T21:02:55.123Z");
@@ -178,9 +193,14 @@ mod tests {
 
     #[test]
     fn values_with_spaces_and_parenthesised_details() {
-        let m = parsed("accept failed: error=Too many open files (os error 24) backoff=5ms");
+        let m = parsed("accept failed: error=Too many open files (os error 24) backoff_ms=5");
         assert_eq!(m["error"], "Too many open files (os error 24)");
-        assert_eq!(m["backoff"], "5ms");
+        assert_eq!(m["backoff_ms"], 5);
+        // Only plain decimals are numbers: versions, addresses and `1.` stay text.
+        for text in ["1.2.3", "1.", ".5", "127.0.0.1", "1e3", "-1.5", "NaN"] {
+            let m = parsed(&format!("x: value={text}"));
+            assert_eq!(m["value"], text, "{text}");
+        }
         let m = parsed("listening on 127.0.0.1:8900 (mode=echo workers=2 max-conns=10000)");
         assert_eq!(m["msg"], "listening on 127.0.0.1:8900");
         assert_eq!(m["mode"], "echo");

@@ -521,8 +521,8 @@ impl Reload {
             // serves them until the shutdown below tells them `quit`.
             if !self.acceptors.stop(self.timeout) {
                 log::warn!(
-                    "hand-over: an acceptor did not stop within {:?}",
-                    self.timeout
+                    "hand-over: an acceptor did not stop in time: timeout_ms={}",
+                    tcpool::units::Millis(self.timeout)
                 );
             }
             std::thread::sleep(handover::SETTLE);

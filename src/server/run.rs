@@ -26,6 +26,7 @@ use super::shutdown::Shutdown;
 use super::worker::Worker;
 use super::worker::balance::Balance;
 use crate::time::later;
+use crate::units::Millis;
 
 /// A server ready to run: a listener, a config, a handler and the handles others use to
 /// reach it ([`Server::registry`], [`Server::shutdown`]).
@@ -238,8 +239,9 @@ impl Server {
         let (counted, timeout) = (registry.clone(), config.shutdown_timeout);
         shutdown.on_trigger(move || {
             log::info!(
-                "shutting down: sessions={} timeout={timeout:?}",
-                counted.len()
+                "shutting down: sessions={} timeout_ms={}",
+                counted.len(),
+                Millis(timeout)
             );
         });
         let wakers = pool.wakers();
@@ -423,7 +425,7 @@ impl Running {
             );
         }
         let stats = registry.stats();
-        log::info!("stopped after {:?}", started.elapsed());
+        log::info!("stopped: took_ms={}", Millis(started.elapsed()));
         Ok(Summary {
             sessions: stats.total,
             peak: stats.peak,

@@ -44,6 +44,7 @@ use crate::server::operator::metrics::Rejection;
 use crate::server::session::{DRAIN, SessionHandle};
 use crate::server::shared::Shared;
 use crate::time::Throttle;
+use crate::units::Millis;
 
 /// A connection accepted and registered by the acceptor, on its way to a worker.
 #[derive(Debug)]
@@ -150,7 +151,8 @@ impl Acceptor {
                     self.shared.metrics.accept_error();
                     if let Some(suppressed) = accept_errors.ready() {
                         log::warn!(
-                            "accept failed: error={e} backoff={backoff:?} suppressed={suppressed}"
+                            "accept failed: error={e} backoff_ms={} suppressed={suppressed}",
+                            Millis(backoff)
                         );
                     }
                     if shutdown.wait_timeout(backoff) {

@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::server::session::outbox::Chunk;
 use crate::server::session::{CloseReason, DRAIN, Speech};
 use crate::server::worker::session::Phase;
+use crate::units::Millis;
 
 use super::{LOG, READ_BUDGET, Worker, chunk_len, idle_scan_interval, quit_line};
 
@@ -215,10 +216,10 @@ impl Worker {
                 let handle = &self.sessions[t].handle;
                 log::warn!(
                     target: LOG,
-                    "session {} dropped: peer={} reason=idle-timeout idle_for={:?}",
+                    "session {} dropped: peer={} reason=idle-timeout idle_for_ms={}",
                     handle.id(),
                     handle.peer(),
-                    timeout
+                    Millis(timeout)
                 );
                 self.begin_close(t, CloseReason::Idle);
             }
@@ -253,10 +254,10 @@ impl Worker {
         metrics.closed(reason, handle.connected_for());
         log::debug!(
             target: LOG,
-            "session {} closed: peer={} reason={reason} duration={:?} bytes_in={} bytes_out={}",
+            "session {} closed: peer={} reason={reason} duration_ms={} bytes_in={} bytes_out={}",
             handle.id(),
             handle.peer(),
-            handle.connected_for(),
+            Millis(handle.connected_for()),
             traffic.bytes_in,
             traffic.bytes_out
         );

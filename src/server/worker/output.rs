@@ -8,6 +8,7 @@ use crate::server::protocol::{LineEnding, Message};
 use crate::server::session::outbox::Chunk;
 use crate::server::session::{CloseReason, SessionHandle};
 use crate::server::worker::session::{Phase, Session};
+use crate::units::Millis;
 
 use super::{LOG, Worker, write_some};
 
@@ -229,12 +230,12 @@ impl Worker {
             let handle = &session.handle;
             log::warn!(
                 target: LOG,
-                "session {} dropped: peer={} reason=outbox-overflow queued_bytes={} limit={} behind_for={:?}",
+                "session {} dropped: peer={} reason=outbox-overflow queued_bytes={} limit={} behind_for_ms={}",
                 handle.id(),
                 handle.peer(),
                 handle.queued_bytes(),
                 self.shared.config.outbox_limit,
-                now.saturating_duration_since(since)
+                Millis(now.saturating_duration_since(since))
             );
             self.begin_close(t, CloseReason::Overflow);
             false

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::{Active, After, FaultKind, Rng};
 use crate::server::session::SessionId;
 use crate::server::session::outbox::Chunk;
+use crate::units::Millis;
 
 /// Reading stops while this much is held: a peer that sends faster than its faulted replies
 /// go out costs at most about one read more than this.
@@ -218,12 +219,19 @@ impl Pacing {
                 self.stall = Stall::On {
                     until: duration.map(|d| later(now, d)),
                 };
-                log::debug!(
-                    "session {} stalled by fault: for={:?} faults={}",
-                    self.session,
-                    duration,
-                    self.describe()
-                );
+                match duration {
+                    Some(d) => log::debug!(
+                        "session {} stalled by fault: for_ms={} faults={}",
+                        self.session,
+                        Millis(d),
+                        self.describe()
+                    ),
+                    None => log::debug!(
+                        "session {} stalled by fault: until=cleared faults={}",
+                        self.session,
+                        self.describe()
+                    ),
+                }
             }
             (Stall::On { until: Some(until) }, _) if now >= until => self.stall = Stall::Over,
             _ => {}

@@ -177,7 +177,11 @@ impl Meter {
             self.awake.saturating_add(1)
         };
         log::trace!(
-            "window: {window:?} saturated={} spare={} awake={}",
+            "window: busy={:.3} waiting={:.3} preempted={:.1} idle_cpus={:.2} saturated={} spare={} awake={}",
+            window.busy,
+            window.waiting,
+            window.preempted,
+            window.idle_cpus,
             self.saturated,
             self.spare,
             self.awake
