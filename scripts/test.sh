@@ -62,4 +62,21 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   DEBIAN_FRONTEND=noninteractive "${install[@]}" </dev/null
 fi
 
+# --- mdBook ------------------------------------------------------------------------------
+# A test (tests/book.rs) builds the book under docs/ with `mdbook build`. Debian has no mdbook
+# package, so it comes from crates.io: pinned, and --locked to the dependencies it was released
+# with. Its default features (search, serve, watch) are for reading and live-reloading the book
+# in a browser; `mdbook build` needs none of them, and without them it compiles in about two
+# minutes on two cores.
+mdbook_version=0.5.4
+if ! type -P mdbook >/dev/null 2>&1; then
+  echo "installing mdbook $mdbook_version (cargo install)" >&2
+  cargo install mdbook --locked --version "$mdbook_version" --no-default-features </dev/null
+  # cargo installs into its own bin directory, which is not always on PATH.
+  if ! type -P mdbook >/dev/null 2>&1; then
+    export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+  fi
+fi
+# --- end of mdBook -----------------------------------------------------------------------
+
 exec cargo test "$@"

@@ -1,4 +1,5 @@
-//! Coverage-guided fuzzing of the message splitter: `cargo fuzz run splitter` (see the README).
+//! Coverage-guided fuzzing of the message splitter: `cargo fuzz run splitter` (see the book's
+//! Hardening chapter, docs/src/hardening.md).
 //!
 //! The input's first byte picks `--max-line` (1 to 64) and how to cut the rest into reads; the
 //! rest is a line-based session's input. For any input and any cut, the holding splitter

@@ -3,7 +3,7 @@
 use super::*;
 
 /// CI SHORT RUN of the soak script (about 25 s): `scripts/soak.sh 20` against the test
-/// build's binary. The long run is documented in the README.
+/// build's binary. The long run is documented in the book, docs/src/hardening.md.
 #[test]
 fn soak_script_short_run_ci() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/soak.sh");
