@@ -59,7 +59,9 @@ fn json_logs_parse_line_by_line_and_carry_the_details() {
     assert_eq!(closed["level"], "debug");
     assert_eq!(closed["target"], "tcpool::server::worker");
     // Durations are numbers, their unit in the key, and agree with the text form's value.
-    let ms = closed["duration_ms"].as_f64().expect("duration_ms is a number");
+    let ms = closed["duration_ms"]
+        .as_f64()
+        .expect("duration_ms is a number");
     assert!(ms >= 0.0 && ms < 60_000.0, "{closed:?}");
     let stopped = objects
         .iter()

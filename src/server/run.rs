@@ -28,6 +28,10 @@ use super::worker::balance::Balance;
 use crate::time::later;
 use crate::units::Millis;
 
+/// The target of the server's own lifecycle lines (listening, shutting down, stopped), so
+/// that `RUST_LOG` filters and the JSON `target` field name the server, not this file.
+const LOG: &str = "tcpool::server";
+
 /// A server ready to run: a listener, a config, a handler and the handles others use to
 /// reach it ([`Server::registry`], [`Server::shutdown`]).
 ///
@@ -239,6 +243,7 @@ impl Server {
         let (counted, timeout) = (registry.clone(), config.shutdown_timeout);
         shutdown.on_trigger(move || {
             log::info!(
+                target: LOG,
                 "shutting down: sessions={} timeout_ms={}",
                 counted.len(),
                 Millis(timeout)
@@ -263,7 +268,7 @@ impl Server {
                     acceptor_wakers.push(Arc::clone(&waker));
                     shutdown.on_trigger(move || {
                         if let Err(e) = waker.wake() {
-                            log::warn!("cannot wake the acceptor: error={e}");
+                            log::warn!(target: LOG, "cannot wake the acceptor: error={e}");
                         }
                     });
                     acceptor
@@ -292,6 +297,7 @@ impl Server {
         }
         drop((acceptor_done, closer));
         log::info!(
+            target: LOG,
             "listening on {} (mode={} workers={workers} balance={} worker-sched={} backlog={} max-conns={max_conns} overflow={})",
             listen::describe(&addrs),
             config.mode,
@@ -306,7 +312,7 @@ impl Server {
                 .iter()
                 .map(|f| format!("#{} {}", f.id, f.spec))
                 .collect();
-            log::info!("faults: {} seed={}", specs.join(" "), faults.seed());
+            log::info!(target: LOG, "faults: {} seed={}", specs.join(" "), faults.seed());
         }
         let acceptors = Acceptors {
             shared: Arc::clone(&shared),
@@ -407,11 +413,11 @@ impl Running {
                 let _ = thread.join();
             }
         } else {
-            log::warn!("acceptor did not stop before the shutdown deadline");
+            log::warn!(target: LOG, "acceptor did not stop before the shutdown deadline");
         }
         let joined = pool.join_timeout(deadline.saturating_duration_since(Instant::now()));
         if let Err(e) = &joined {
-            log::warn!("shutdown deadline passed: {e}; their sessions are dropped");
+            log::warn!(target: LOG, "shutdown deadline passed: {e}; their sessions are dropped");
         }
         if acceptor_done {
             // Its sender went with the acceptor: the closer drains what it has and returns.
@@ -420,12 +426,13 @@ impl Running {
         let forced_closes = forced_closes.load(Ordering::Relaxed);
         if forced_closes > 0 {
             log::warn!(
+                target: LOG,
                 "shutdown deadline passed: {forced_closes} session(s) closed before their goodbye \
                  was out"
             );
         }
         let stats = registry.stats();
-        log::info!("stopped: took_ms={}", Millis(started.elapsed()));
+        log::info!(target: LOG, "stopped: took_ms={}", Millis(started.elapsed()));
         Ok(Summary {
             sessions: stats.total,
             peak: stats.peak,
