@@ -45,8 +45,8 @@ fn echoes(server: &Binary) {
 }
 
 #[test]
-fn workers_run_under_sched_batch_by_default_and_nothing_else_does() {
-    let server = Binary::serve(&["--workers", "2"]);
+fn workers_run_under_sched_batch_when_asked_and_nothing_else_does() {
+    let server = Binary::serve(&["--workers", "2", "--worker-sched", "batch"]);
     let (workers, acceptor) = settled(&server, 3);
     assert_eq!(workers.len(), 2, "{workers:?}");
     assert_eq!(acceptor, 0, "the acceptor keeps SCHED_OTHER");
@@ -71,12 +71,30 @@ fn worker_sched_normal_leaves_the_workers_alone() {
 }
 
 #[test]
+fn the_default_leaves_the_workers_alone_and_says_so() {
+    let server = Binary::serve(&["--workers", "2"]);
+    echoes(&server);
+    let (workers, acceptor) = settled(&server, 0);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert_eq!(acceptor, 0);
+    assert!(
+        server
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("worker-sched=normal")),
+        "{:?}",
+        server.stderr_lines()
+    );
+}
+
+#[test]
 fn a_policy_chosen_from_outside_is_kept_and_said_so() {
-    // `chrt --idle 0` starts the whole process under SCHED_IDLE, as an operator might.
+    // `chrt --idle 0` starts the whole process under SCHED_IDLE, as an operator might; even
+    // `--worker-sched batch` does not override it.
     let mut command = Command::new("chrt");
     command
         .args(["--idle", "0", support::tcpool_bin(), "serve", "--port", "0"])
-        .args(["--workers", "2"])
+        .args(["--workers", "2", "--worker-sched", "batch"])
         .env("RUST_LOG", "info")
         .env("RUST_LOG_STYLE", "never");
     let server = Binary::launch(command);

@@ -53,11 +53,12 @@ pub(crate) struct ServeArgs {
     /// or each connection to the next worker in turn, for good.
     #[arg(long, value_enum, default_value_t = BalanceArg::Auto)]
     balance: BalanceArg,
-    /// How the worker threads are scheduled (Linux): woken by a client's bytes, a worker
-    /// waits for the running thread's turn to end rather than cutting in, and so handles more
-    /// at each wake (`batch`, SCHED_BATCH); or the policy the process started with (`normal`).
-    /// A policy other than the default set from outside (`chrt`, systemd) is kept either way.
-    #[arg(long, value_enum, value_name = "POLICY", default_value_t = SchedArg::Batch)]
+    /// How the worker threads are scheduled (Linux): the policy the process started with, a
+    /// woken worker answering at once (`normal`); or SCHED_BATCH (`batch`), where a woken
+    /// worker waits for the running thread's turn to end and handles more at each wake, at
+    /// the cost of a p99 up to ten times longer. A policy set from outside (`chrt`, systemd)
+    /// is kept either way.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = SchedArg::Normal)]
     worker_sched: SchedArg,
     /// Connections accepted but not yet adopted by a worker.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
@@ -164,7 +165,7 @@ enum BalanceArg {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum SchedArg {
-    /// SCHED_BATCH: no preemption at wake-up, fewer context switches a message.
+    /// SCHED_BATCH: no preemption at wake-up, fewer context switches a message, a longer tail.
     Batch,
     /// The policy the process started with.
     Normal,
