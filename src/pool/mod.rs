@@ -16,19 +16,34 @@
 //! workers still receive what is queued for them and then see [`Closed`];
 //! [`Pool::join_timeout`] waits, with a deadline, for every worker to return. Dropping a pool
 //! only closes it; waiting is always an explicit, bounded call.
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | (this file) | [`Pool`]: starting the threads, closing the queue, joining with a deadline |
+//! | `gate` | the one shared capacity (the backlog) and [`Depth`], which reads it |
+//! | `inbox` | [`Inbox`]: a worker's lane |
+//! | `submit` | [`Submitter`]: queueing a job and waking its worker; [`Wakers`], [`Spread`] |
 
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use crossbeam::channel::{self, Receiver};
 use parking_lot::{Condvar, Mutex};
 
+mod gate;
+mod inbox;
+mod submit;
 #[cfg(test)]
 mod test;
+
+pub use gate::Depth;
+use gate::Gate;
+pub use inbox::{Closed, Inbox};
+pub use submit::{Spread, SubmitError, Submitter, Wakers};
 
 /// How the pool wakes a worker that may be waiting for something else (its poller, a condvar).
 pub trait Notify: Send + Sync {
@@ -44,291 +59,6 @@ pub trait Worker<T>: Send + 'static {
     /// The worker's loop: take jobs from `inbox` (and do whatever else the worker does) until
     /// the inbox reports [`Closed`] and the worker's own work is finished.
     fn run(self, inbox: Inbox<T>);
-}
-
-/// One worker's end of the hand-off queue: the lane of jobs meant for it.
-///
-/// It also carries the worker's "done" token: when every inbox has been dropped, the pool
-/// knows that every worker has returned.
-pub struct Inbox<T> {
-    jobs: Receiver<T>,
-    gate: Arc<Gate>,
-    _done: Sender<()>,
-}
-
-/// The queue's shared capacity: jobs queued on any lane and not yet taken.
-#[derive(Debug)]
-struct Gate {
-    queued: Mutex<usize>,
-    room: Condvar,
-    capacity: usize,
-}
-
-impl Gate {
-    /// Takes a place, waiting until `deadline` for one (`None`: do not wait). Returns whether
-    /// it got one.
-    fn enter(&self, deadline: Option<Instant>) -> bool {
-        let mut queued = self.queued.lock();
-        while *queued >= self.capacity {
-            let Some(deadline) = deadline else {
-                return false;
-            };
-            if self.room.wait_until(&mut queued, deadline).timed_out() && *queued >= self.capacity {
-                return false;
-            }
-        }
-        *queued += 1;
-        true
-    }
-
-    /// Gives a place back.
-    fn leave(&self) {
-        *self.queued.lock() -= 1;
-        self.room.notify_one();
-    }
-}
-
-/// The queue is closed and empty: no job will ever arrive again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
-
-impl fmt::Display for Closed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("hand-off queue closed")
-    }
-}
-
-impl std::error::Error for Closed {}
-
-impl<T> Inbox<T> {
-    /// Takes one queued job without blocking: `Ok(None)` when the queue is empty but open.
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] once the queue is disconnected and everything queued has been taken.
-    pub fn try_take(&self) -> Result<Option<T>, Closed> {
-        match self.jobs.try_recv() {
-            Ok(job) => {
-                self.gate.leave();
-                Ok(Some(job))
-            }
-            Err(channel::TryRecvError::Empty) => Ok(None),
-            Err(channel::TryRecvError::Disconnected) => Err(Closed),
-        }
-    }
-
-    /// Takes one job, waiting at most `timeout` for one: `Ok(None)` when none came.
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] once the queue is disconnected and everything queued has been taken.
-    pub fn take_timeout(&self, timeout: Duration) -> Result<Option<T>, Closed> {
-        match self.jobs.recv_timeout(timeout) {
-            Ok(job) => {
-                self.gate.leave();
-                Ok(Some(job))
-            }
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(Closed),
-        }
-    }
-}
-
-impl<T> fmt::Debug for Inbox<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inbox")
-            .field("queued", &self.jobs.len())
-            .finish()
-    }
-}
-
-/// Why a job could not be queued; the job is handed back.
-#[derive(PartialEq, Eq)]
-pub enum SubmitError<T> {
-    /// The queue is at capacity (for `submit_timeout`: it stayed so for the whole timeout).
-    Full(T),
-    /// The pool was closed.
-    Closed(T),
-}
-
-impl<T> SubmitError<T> {
-    /// The job that was not queued.
-    pub fn into_inner(self) -> T {
-        match self {
-            SubmitError::Full(job) | SubmitError::Closed(job) => job,
-        }
-    }
-}
-
-impl<T> fmt::Debug for SubmitError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SubmitError::Full(_) => f.write_str("Full(..)"),
-            SubmitError::Closed(_) => f.write_str("Closed(..)"),
-        }
-    }
-}
-
-impl<T> fmt::Display for SubmitError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SubmitError::Full(_) => f.write_str("hand-off queue full"),
-            SubmitError::Closed(_) => f.write_str("hand-off queue closed"),
-        }
-    }
-}
-
-impl<T> std::error::Error for SubmitError<T> {}
-
-/// Reads how many jobs are queued without keeping the queue open: what a stats reader holds.
-#[derive(Debug, Clone)]
-pub struct Depth {
-    gate: Arc<Gate>,
-}
-
-impl Depth {
-    /// Jobs queued and not yet taken by a worker.
-    pub fn get(&self) -> usize {
-        *self.gate.queued.lock()
-    }
-}
-
-/// Wakes a pool's workers without keeping its queue open: what a shutdown hook holds.
-#[derive(Clone)]
-pub struct Wakers {
-    notifiers: Arc<[Arc<dyn Notify>]>,
-}
-
-impl Wakers {
-    /// Wakes every worker, for instance so that each notices a shutdown flag.
-    pub fn wake_all(&self) {
-        for notifier in self.notifiers.iter() {
-            notifier.notify();
-        }
-    }
-}
-
-impl fmt::Debug for Wakers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wakers")
-            .field("workers", &self.notifiers.len())
-            .finish()
-    }
-}
-
-/// Sets how many of a pool's workers take new jobs: the first `n`, in turn. What a load
-/// balancer holds; all of them at first.
-#[derive(Debug, Clone)]
-pub struct Spread {
-    in_use: Arc<AtomicUsize>,
-    size: usize,
-}
-
-impl Spread {
-    /// New jobs go to the first `n` workers (at least one, at most all of them).
-    pub fn set(&self, n: usize) {
-        self.in_use.store(n.clamp(1, self.size), Ordering::Relaxed);
-    }
-
-    /// How many workers take new jobs.
-    pub fn get(&self) -> usize {
-        self.in_use.load(Ordering::Relaxed)
-    }
-
-    /// The pool's worker count.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-}
-
-/// The submitting side of a pool: cheap to clone, one per producer thread.
-pub struct Submitter<T> {
-    /// One lane per worker; the queue is open while any submitter holds them.
-    lanes: Arc<[Sender<T>]>,
-    gate: Arc<Gate>,
-    notifiers: Arc<[Arc<dyn Notify>]>,
-    next: Arc<AtomicUsize>,
-    /// Lanes that take new jobs: the first this many ([`Spread`]).
-    in_use: Arc<AtomicUsize>,
-}
-
-impl<T> Clone for Submitter<T> {
-    fn clone(&self) -> Self {
-        Submitter {
-            lanes: Arc::clone(&self.lanes),
-            gate: Arc::clone(&self.gate),
-            notifiers: Arc::clone(&self.notifiers),
-            next: Arc::clone(&self.next),
-            in_use: Arc::clone(&self.in_use),
-        }
-    }
-}
-
-impl<T> fmt::Debug for Submitter<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Submitter")
-            .field("queued", &self.queued())
-            .field("workers", &self.notifiers.len())
-            .finish()
-    }
-}
-
-impl<T> Submitter<T> {
-    /// Queues `job` if there is room, then wakes the next worker in turn. Never blocks.
-    ///
-    /// # Errors
-    ///
-    /// [`SubmitError::Full`] when the queue is at capacity, [`SubmitError::Closed`] when the
-    /// pool is closed; both hand the job back.
-    pub fn try_submit(&self, job: T) -> Result<(), SubmitError<T>> {
-        if !self.gate.enter(None) {
-            return Err(SubmitError::Full(job));
-        }
-        self.dispatch(job)
-    }
-
-    /// Queues `job`, waiting at most `timeout` for room, then wakes the next worker in turn.
-    ///
-    /// # Errors
-    ///
-    /// [`SubmitError::Full`] when no room came within `timeout`, [`SubmitError::Closed`] when
-    /// the pool is closed; both hand the job back.
-    pub fn submit_timeout(&self, job: T, timeout: Duration) -> Result<(), SubmitError<T>> {
-        if !self
-            .gate
-            .enter(Some(crate::time::later(Instant::now(), timeout)))
-        {
-            return Err(SubmitError::Full(job));
-        }
-        self.dispatch(job)
-    }
-
-    /// Jobs queued and not yet taken by a worker.
-    pub fn queued(&self) -> usize {
-        *self.gate.queued.lock()
-    }
-
-    /// Puts `job` (its place in the gate already taken) on the next lane in use and wakes
-    /// that worker; a lane whose worker has returned is passed over, for any other lane.
-    fn dispatch(&self, mut job: T) -> Result<(), SubmitError<T>> {
-        let in_use = self
-            .in_use
-            .load(Ordering::Relaxed)
-            .clamp(1, self.lanes.len());
-        let first = self.next.fetch_add(1, Ordering::Relaxed) % in_use;
-        for step in 0..self.lanes.len() {
-            let turn = (first + step) % self.lanes.len();
-            match self.lanes[turn].send(job) {
-                Ok(()) => {
-                    self.notifiers[turn].notify();
-                    return Ok(());
-                }
-                Err(channel::SendError(back)) => job = back,
-            }
-        }
-        self.gate.leave();
-        Err(SubmitError::Closed(job))
-    }
 }
 
 /// A fixed set of worker threads and the bounded queue that feeds them.
