@@ -6,11 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::histogram::histogram;
-use super::report::{Generator, Report, Second, Window};
+use super::report::{Generator, MIXED, Report, Second, Window};
 use super::text::human_window;
-
-/// What a merged report says it sent and expected when the generators differ.
-pub(super) const MIXED: &str = "mixed";
 
 /// Below this overlap of the generators' windows, [`Merged::warning`] says so.
 pub const OVERLAP_WARNING: f64 = 0.9;

@@ -10,12 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ErrorKind, FirstError};
 use super::framing::{Protocol, Reply, escape};
-use super::histogram::{Percentiles, Tally, histogram};
+use super::histogram::{Percentiles, histogram};
 use super::plan::{Options, Plan};
+use super::tally::Tally;
 use super::worker::Outcome;
 
 /// Below this share of the `--rate` asked for, the report says the rate was not reached.
 const RATE_REACHED: f64 = 0.95;
+
+/// What a merged report says it sent and expected when the generators differ.
+pub(super) const MIXED: &str = "mixed";
 
 /// What a run measured (or what `bench merge` made of several). `Display` is the human
 /// report; `Serialize` gives the JSON one, and `Deserialize` reads it back.
