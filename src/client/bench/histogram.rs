@@ -59,16 +59,117 @@ pub(super) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// A histogram of the run's bounds and precision: 1 us to [`HISTOGRAM_MAX_US`], three
+/// significant digits (23,552 counters, 184 KiB).
 pub(super) fn histogram() -> Histogram<u64> {
     // Bounds and precision are constants known to be valid.
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("valid histogram bounds")
 }
 
-/// A histogram for one second of the timeline: two significant digits and only as wide as
-/// its values, so that an hour of seconds stays small.
-pub(super) fn second_histogram() -> Histogram<u64> {
-    // Two significant digits is a valid precision.
-    Histogram::new(2).expect("valid histogram precision")
+/// A latency histogram in the buckets of the run's own ([`histogram()`]: the same bounds and
+/// precision), keeping only the buckets that hold a count: what each second of the timeline
+/// is. A second's replies fill a few hundred of the 23,552 buckets at most, each kept in 16
+/// bytes, so an hour of seconds takes some megabytes where full histograms would take 184 KiB
+/// a second. Added together, the seconds give exactly the histogram of all their replies;
+/// [`SparseHistogram::histogram`] gives the full form back, to read or to write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SparseHistogram {
+    /// Each bucket that holds a count: its lowest value and the count; by value, no zeros.
+    buckets: Vec<(u64, u64)>,
+}
+
+impl SparseHistogram {
+    /// What `histogram` holds, in the run's buckets (each count where `Histogram::add` would
+    /// put it).
+    ///
+    /// # Errors
+    ///
+    /// Values beyond the run's bounds.
+    pub fn of(histogram: &Histogram<u64>) -> Result<Self, String> {
+        let mut full = self::histogram();
+        full.add(histogram)
+            .map_err(|e| format!("the histogram has values beyond {HISTOGRAM_MAX_US} us: {e:?}"))?;
+        let mut sparse = SparseHistogram::default();
+        sparse.add_full(&full);
+        Ok(sparse)
+    }
+
+    /// Adds `full`, a histogram in the run's buckets: made by [`histogram()`], or counting
+    /// from 1 us in three significant digits up to any bound within [`HISTOGRAM_MAX_US`].
+    pub(super) fn add_full(&mut self, full: &Histogram<u64>) {
+        debug_assert_eq!((full.low(), full.sigfig()), (1, 3), "the run's buckets");
+        self.merge(full.iter_recorded().map(|v| {
+            (
+                full.lowest_equivalent(v.value_iterated_to()),
+                v.count_at_value(),
+            )
+        }));
+    }
+
+    /// Adds `other`'s counts to this one's.
+    pub fn add(&mut self, other: &SparseHistogram) {
+        self.merge(other.buckets.iter().copied());
+    }
+
+    /// Merges `other`, buckets by value, into `self.buckets`.
+    fn merge(&mut self, other: impl Iterator<Item = (u64, u64)>) {
+        let mine = std::mem::take(&mut self.buckets);
+        let mut other = other.peekable();
+        let mut merged = Vec::with_capacity(mine.len() + other.size_hint().0);
+        let mut mine = mine.into_iter().peekable();
+        loop {
+            let next = match (mine.peek().copied(), other.peek().copied()) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a.0 == b.0 => {
+                    mine.next();
+                    other.next();
+                    (a.0, a.1.saturating_add(b.1))
+                }
+                (Some(a), Some(b)) if a.0 < b.0 => {
+                    mine.next();
+                    a
+                }
+                (Some(a), None) => {
+                    mine.next();
+                    a
+                }
+                (_, Some(b)) => {
+                    other.next();
+                    b
+                }
+            };
+            merged.push(next);
+        }
+        merged.shrink_to_fit();
+        self.buckets = merged;
+    }
+
+    /// How many values it holds.
+    pub fn len(&self) -> u64 {
+        self.buckets
+            .iter()
+            .fold(0u64, |total, (_, n)| total.saturating_add(*n))
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// How many buckets hold a count (what it costs: 16 bytes each).
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// The full histogram: the run's bounds and precision, these counts.
+    pub fn histogram(&self) -> Histogram<u64> {
+        let mut full = histogram();
+        for &(value, n) in &self.buckets {
+            // Every bucket came from a histogram of these bounds.
+            full.record_n(value, n).expect("a value within the bounds");
+        }
+        full
+    }
 }
 
 /// `histogram` in HdrHistogram's V2 deflate form, base64: what `--json` carries.
@@ -109,5 +210,72 @@ mod tests {
         assert_eq!(back, h);
         assert!(decode("not base64!").is_err());
         assert!(decode("aGVsbG8=").is_err());
+    }
+
+    /// Latencies from 1 us to past the hour, most of them far above 255 us.
+    fn latencies(n: u64, seed: u64) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let spread = (i * 7919 + seed * 104_729) % 36;
+                (1 + i % 997) << spread
+            })
+            .collect()
+    }
+
+    fn full(values: &[u64]) -> Histogram<u64> {
+        let mut h = histogram();
+        for &v in values {
+            h.saturating_record(v);
+        }
+        h
+    }
+
+    #[test]
+    fn a_sparse_histogram_is_the_full_one_in_its_buckets() {
+        let values = latencies(20_000, 1);
+        assert!(values.iter().any(|&v| v > HISTOGRAM_MAX_US));
+        let whole = full(&values);
+        let sparse = SparseHistogram::of(&whole).unwrap();
+        assert_eq!(sparse.histogram(), whole);
+        assert_eq!(sparse.len(), values.len() as u64);
+        assert_eq!(sparse.buckets(), whole.iter_recorded().count());
+        assert!(!sparse.is_empty() && SparseHistogram::default().is_empty());
+
+        // Any split, added back, is the whole: what the seconds of a run are to the run.
+        let (a, b) = values.split_at(7_001);
+        let mut added = SparseHistogram::of(&full(a)).unwrap();
+        added.add(&SparseHistogram::of(&full(b)).unwrap());
+        assert_eq!(added, sparse);
+        let mut folded = SparseHistogram::default();
+        folded.add_full(&full(b));
+        folded.add_full(&full(a));
+        assert_eq!(folded, sparse);
+        for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                added.histogram().value_at_quantile(q),
+                whole.value_at_quantile(q),
+                "quantile {q}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sparse_histogram_takes_others_as_the_run_adds_them() {
+        // A coarser histogram (as seconds were once kept) lands where `add` puts it.
+        let mut coarse = Histogram::<u64>::new(2).unwrap();
+        for v in latencies(1_000, 2) {
+            coarse.record(v.min(HISTOGRAM_MAX_US)).unwrap();
+        }
+        let mut added = histogram();
+        added.add(&coarse).unwrap();
+        assert_eq!(SparseHistogram::of(&coarse).unwrap().histogram(), added);
+        // Values the run's histogram cannot hold are refused.
+        let mut huge = Histogram::<u64>::new(3).unwrap();
+        huge.record(1 << 50).unwrap();
+        assert!(SparseHistogram::of(&huge).is_err());
+        // And it reads back from its portable form.
+        let sparse = SparseHistogram::of(&coarse).unwrap();
+        let back = decode(&encode(&sparse.histogram())).unwrap();
+        assert_eq!(SparseHistogram::of(&back).unwrap(), sparse);
     }
 }

@@ -77,7 +77,7 @@ pub use report::Report;
 
 pub use error::FirstError;
 pub use framing::{Greeting, Protocol, Reply, Template};
-pub use histogram::{decode, encode};
+pub use histogram::{SparseHistogram, decode, encode};
 pub use interval_log::write_interval_log;
 pub use merge::{Merged, OVERLAP_WARNING, merge};
 pub use plot::plot;
