@@ -68,14 +68,18 @@ pub(super) fn histogram() -> Histogram<u64> {
 
 /// A latency histogram in the buckets of the run's own ([`histogram()`]: the same bounds and
 /// precision), keeping only the buckets that hold a count: what each second of the timeline
-/// is. A second's replies fill a few hundred of the 23,552 buckets at most, each kept in 16
-/// bytes, so an hour of seconds takes some megabytes where full histograms would take 184 KiB
-/// a second. Added together, the seconds give exactly the histogram of all their replies;
+/// is. A second's replies fill some tens to a few thousand of the 23,552 buckets, 8 bytes
+/// each, where a full histogram of these bounds takes 184 KiB whatever it holds. Added
+/// together, the seconds give exactly the histogram of all their replies;
 /// [`SparseHistogram::histogram`] gives the full form back, to read or to write.
+///
+/// A bucket counts up to `u32::MAX` (4.29 billion replies in one bucket of one second); sums
+/// beyond saturate there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SparseHistogram {
     /// Each bucket that holds a count: its lowest value and the count; by value, no zeros.
-    buckets: Vec<(u64, u64)>,
+    /// Every value of the run's histogram fits in 32 bits: it ends below 2^32 us.
+    buckets: Vec<(u32, u32)>,
 }
 
 impl SparseHistogram {
@@ -84,11 +88,20 @@ impl SparseHistogram {
     ///
     /// # Errors
     ///
-    /// Values beyond the run's bounds.
+    /// Values beyond the run's bounds, or a bucket that counts more than `u32::MAX`.
     pub fn of(histogram: &Histogram<u64>) -> Result<Self, String> {
         let mut full = self::histogram();
         full.add(histogram)
             .map_err(|e| format!("the histogram has values beyond {HISTOGRAM_MAX_US} us: {e:?}"))?;
+        if full
+            .iter_recorded()
+            .any(|v| v.count_at_value() > u64::from(u32::MAX))
+        {
+            return Err(format!(
+                "the histogram counts more than {} in one bucket",
+                u32::MAX
+            ));
+        }
         let mut sparse = SparseHistogram::default();
         sparse.add_full(&full);
         Ok(sparse)
@@ -99,9 +112,11 @@ impl SparseHistogram {
     pub(super) fn add_full(&mut self, full: &Histogram<u64>) {
         debug_assert_eq!((full.low(), full.sigfig()), (1, 3), "the run's buckets");
         self.merge(full.iter_recorded().map(|v| {
+            let value = full.lowest_equivalent(v.value_iterated_to());
             (
-                full.lowest_equivalent(v.value_iterated_to()),
-                v.count_at_value(),
+                // The run's buckets all start below 2^32 us.
+                u32::try_from(value).expect("a value within the run's bounds"),
+                u32::try_from(v.count_at_value()).unwrap_or(u32::MAX),
             )
         }));
     }
@@ -112,7 +127,7 @@ impl SparseHistogram {
     }
 
     /// Merges `other`, buckets by value, into `self.buckets`.
-    fn merge(&mut self, other: impl Iterator<Item = (u64, u64)>) {
+    fn merge(&mut self, other: impl Iterator<Item = (u32, u32)>) {
         let mine = std::mem::take(&mut self.buckets);
         let mut other = other.peekable();
         let mut merged = Vec::with_capacity(mine.len() + other.size_hint().0);
@@ -146,9 +161,7 @@ impl SparseHistogram {
 
     /// How many values it holds.
     pub fn len(&self) -> u64 {
-        self.buckets
-            .iter()
-            .fold(0u64, |total, (_, n)| total.saturating_add(*n))
+        self.buckets.iter().map(|&(_, n)| u64::from(n)).sum()
     }
 
     /// Whether it holds no value.
@@ -156,7 +169,7 @@ impl SparseHistogram {
         self.buckets.is_empty()
     }
 
-    /// How many buckets hold a count (what it costs: 16 bytes each).
+    /// How many buckets hold a count (what it costs: 8 bytes each).
     pub fn buckets(&self) -> usize {
         self.buckets.len()
     }
@@ -166,7 +179,8 @@ impl SparseHistogram {
         let mut full = histogram();
         for &(value, n) in &self.buckets {
             // Every bucket came from a histogram of these bounds.
-            full.record_n(value, n).expect("a value within the bounds");
+            full.record_n(u64::from(value), u64::from(n))
+                .expect("a value within the bounds");
         }
         full
     }
@@ -269,10 +283,24 @@ mod tests {
         let mut added = histogram();
         added.add(&coarse).unwrap();
         assert_eq!(SparseHistogram::of(&coarse).unwrap().histogram(), added);
-        // Values the run's histogram cannot hold are refused.
+        // Values the run's histogram cannot hold are refused, and so are counts a bucket
+        // cannot; sums saturate.
         let mut huge = Histogram::<u64>::new(3).unwrap();
         huge.record(1 << 50).unwrap();
         assert!(SparseHistogram::of(&huge).is_err());
+        let mut many = histogram();
+        // Its values all fit in 32 bits.
+        many.record(u64::from(u32::MAX)).unwrap();
+        assert!(many.record(1 << 32).is_err());
+        assert_eq!(SparseHistogram::of(&many).unwrap().histogram(), many);
+        many.reset();
+        many.record_n(100, u64::from(u32::MAX) + 1).unwrap();
+        assert!(SparseHistogram::of(&many).is_err());
+        many.reset();
+        many.record_n(100, u64::from(u32::MAX)).unwrap();
+        let mut most = SparseHistogram::of(&many).unwrap();
+        most.add(&most.clone());
+        assert_eq!(most.len(), u64::from(u32::MAX));
         // And it reads back from its portable form.
         let sparse = SparseHistogram::of(&coarse).unwrap();
         let back = decode(&encode(&sparse.histogram())).unwrap();
