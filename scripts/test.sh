@@ -62,6 +62,29 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   DEBIAN_FRONTEND=noninteractive "${install[@]}" </dev/null
 fi
 
+# The bench tests read `--hdr-log` files back with the Python hdrhistogram package (`hdrh`), an
+# HdrHistogram written by others. Debian has no package for it: pip installs it, into Debian's
+# own python3 only past its "externally managed" guard (PEP 668), which other python3s lack.
+if ! python3 -c 'import hdrh' 2>/dev/null; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    if [ "$(readlink -f "$(command -v python3)")" != "$(readlink -f /usr/bin/python3 2>/dev/null)" ] ||
+      [ "$(id -u)" -ne 0 ]; then
+      echo "the tests need pip for $(command -v python3) (Debian's: sudo apt-get install python3-pip)" >&2
+      exit 1
+    fi
+    echo "installing pip for the test reader: apt-get install python3-pip" >&2
+    apt-get update -qq </dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip </dev/null
+  fi
+  install=(python3 -m pip install -q hdrhistogram)
+  if python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+    install+=(--break-system-packages)
+  fi
+  echo "installing the test reader: ${install[*]}" >&2
+  "${install[@]}" </dev/null
+fi
+
 # --- mdBook ------------------------------------------------------------------------------
 # A test (tests/book.rs) builds the book under docs/ with `mdbook build`. Debian has no mdbook
 # package, so it comes from crates.io: pinned, and --locked to the dependencies it was released

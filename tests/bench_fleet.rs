@@ -11,7 +11,7 @@ use tcpool::client::bench;
 use crate::bench::bench as run_bench;
 use crate::support::*;
 
-fn unix_now() -> f64 {
+pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -19,16 +19,16 @@ fn unix_now() -> f64 {
 }
 
 /// A scratch directory for report files, removed on drop.
-struct Scratch(std::path::PathBuf);
+pub struct Scratch(pub std::path::PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("tcpool-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
 
-    fn write(&self, name: &str, report: &Value) -> String {
+    pub fn write(&self, name: &str, report: &Value) -> String {
         let path = self.0.join(name);
         std::fs::write(&path, report.to_string()).unwrap();
         path.to_str().unwrap().to_owned()
@@ -41,7 +41,8 @@ impl Drop for Scratch {
     }
 }
 
-fn merge(args: &[&str]) -> (i32, String, String) {
+/// Runs `tcpool bench merge ARGS...`: exit code, stdout, stderr.
+pub fn merge(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(tcpool_bin())
         .args(["bench", "merge"])
         .args(args)

@@ -9,8 +9,8 @@ use mio::net::TcpStream;
 
 use super::error::{ErrorKind, Failure};
 use super::framing::shown;
-use super::histogram::Tally;
 use super::plan::{Framing, Plan, ReplyEnd, Schedule};
+use super::tally::Tally;
 
 /// Above this many bytes already written (or already matched), the front of a buffer is
 /// dropped; below it, bytes are only dropped once the buffer is empty.
@@ -159,7 +159,12 @@ impl Conn {
             chunk = &chunk[n..];
             if complete {
                 self.inflight.pop_front();
-                tally.complete(front, now, self.reply_read, schedule);
+                tally.complete(
+                    front.measured.then_some(front.intended),
+                    now,
+                    self.reply_read,
+                    schedule,
+                );
                 self.reply_read = 0;
                 if self.expect_off == self.expect.len() {
                     self.expect.clear();

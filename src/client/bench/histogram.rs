@@ -1,18 +1,13 @@
-//! Latency histograms: how values are recorded, what one thread measured ([`Tally`]) second
-//! by second, how tallies merge, the [`Percentiles`] read from them, and the portable form
-//! (HdrHistogram V2 deflate, base64) that JSON reports carry and `bench merge` reads back.
+//! Latency histograms: their bounds and precision, the [`Percentiles`] read from them, and
+//! the portable form (HdrHistogram V2 deflate, base64) that JSON reports carry and `bench
+//! merge` reads back.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
-
-use super::conn::Flight;
-use super::error::{ErrorKind, FirstError};
-use super::plan::Schedule;
 
 /// The highest latency the histograms keep apart, in microseconds (one hour); longer ones are
 /// recorded as this.
@@ -64,16 +59,131 @@ pub(super) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// A histogram of the run's bounds and precision: 1 us to [`HISTOGRAM_MAX_US`], three
+/// significant digits (23,552 counters, 184 KiB).
 pub(super) fn histogram() -> Histogram<u64> {
     // Bounds and precision are constants known to be valid.
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("valid histogram bounds")
 }
 
-/// A histogram for one second of the timeline: two significant digits and only as wide as
-/// its values, so that an hour of seconds stays small.
-pub(super) fn second_histogram() -> Histogram<u64> {
-    // Two significant digits is a valid precision.
-    Histogram::new(2).expect("valid histogram precision")
+/// A latency histogram in the buckets of the run's own ([`histogram()`]: the same bounds and
+/// precision), keeping only the buckets that hold a count: what each second of the timeline
+/// is. A second's replies fill some tens to a few thousand of the 23,552 buckets, 8 bytes
+/// each, where a full histogram of these bounds takes 184 KiB whatever it holds. Added
+/// together, the seconds give exactly the histogram of all their replies;
+/// [`SparseHistogram::histogram`] gives the full form back, to read or to write.
+///
+/// A bucket counts up to `u32::MAX` (4.29 billion replies in one bucket of one second); sums
+/// beyond saturate there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SparseHistogram {
+    /// Each bucket that holds a count: its lowest value and the count; by value, no zeros.
+    /// Every value of the run's histogram fits in 32 bits: it ends below 2^32 us.
+    buckets: Vec<(u32, u32)>,
+}
+
+impl SparseHistogram {
+    /// What `histogram` holds, in the run's buckets (each count where `Histogram::add` would
+    /// put it).
+    ///
+    /// # Errors
+    ///
+    /// Values beyond the run's bounds, or a bucket that counts more than `u32::MAX`.
+    pub fn of(histogram: &Histogram<u64>) -> Result<Self, String> {
+        let mut full = self::histogram();
+        full.add(histogram)
+            .map_err(|e| format!("the histogram has values beyond {HISTOGRAM_MAX_US} us: {e:?}"))?;
+        if full
+            .iter_recorded()
+            .any(|v| v.count_at_value() > u64::from(u32::MAX))
+        {
+            return Err(format!(
+                "the histogram counts more than {} in one bucket",
+                u32::MAX
+            ));
+        }
+        let mut sparse = SparseHistogram::default();
+        sparse.add_full(&full);
+        Ok(sparse)
+    }
+
+    /// Adds `full`, a histogram in the run's buckets: made by [`histogram()`], or counting
+    /// from 1 us in three significant digits up to any bound within [`HISTOGRAM_MAX_US`].
+    pub(super) fn add_full(&mut self, full: &Histogram<u64>) {
+        debug_assert_eq!((full.low(), full.sigfig()), (1, 3), "the run's buckets");
+        self.merge(full.iter_recorded().map(|v| {
+            let value = full.lowest_equivalent(v.value_iterated_to());
+            (
+                // The run's buckets all start below 2^32 us.
+                u32::try_from(value).expect("a value within the run's bounds"),
+                u32::try_from(v.count_at_value()).unwrap_or(u32::MAX),
+            )
+        }));
+    }
+
+    /// Adds `other`'s counts to this one's.
+    pub fn add(&mut self, other: &SparseHistogram) {
+        self.merge(other.buckets.iter().copied());
+    }
+
+    /// Merges `other`, buckets by value, into `self.buckets`.
+    fn merge(&mut self, other: impl Iterator<Item = (u32, u32)>) {
+        let mine = std::mem::take(&mut self.buckets);
+        let mut other = other.peekable();
+        let mut merged = Vec::with_capacity(mine.len() + other.size_hint().0);
+        let mut mine = mine.into_iter().peekable();
+        loop {
+            let next = match (mine.peek().copied(), other.peek().copied()) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a.0 == b.0 => {
+                    mine.next();
+                    other.next();
+                    (a.0, a.1.saturating_add(b.1))
+                }
+                (Some(a), Some(b)) if a.0 < b.0 => {
+                    mine.next();
+                    a
+                }
+                (Some(a), None) => {
+                    mine.next();
+                    a
+                }
+                (_, Some(b)) => {
+                    other.next();
+                    b
+                }
+            };
+            merged.push(next);
+        }
+        merged.shrink_to_fit();
+        self.buckets = merged;
+    }
+
+    /// How many values it holds.
+    pub fn len(&self) -> u64 {
+        self.buckets.iter().map(|&(_, n)| u64::from(n)).sum()
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// How many buckets hold a count (what it costs: 8 bytes each).
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// The full histogram: the run's bounds and precision, these counts.
+    pub fn histogram(&self) -> Histogram<u64> {
+        let mut full = histogram();
+        for &(value, n) in &self.buckets {
+            // Every bucket came from a histogram of these bounds.
+            full.record_n(u64::from(value), u64::from(n))
+                .expect("a value within the bounds");
+        }
+        full
+    }
 }
 
 /// `histogram` in HdrHistogram's V2 deflate form, base64: what `--json` carries.
@@ -100,142 +210,6 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("the histogram does not decode: {e:?}"))
 }
 
-/// One second of the measured window on one thread.
-pub(super) struct Second {
-    pub(super) latency: Histogram<u64>,
-    pub(super) errors: u64,
-}
-
-/// One thread's measurements; merged at the end.
-pub(super) struct Tally {
-    /// Every measured reply's latency, late ones included.
-    pub(super) latency: Histogram<u64>,
-    pub(super) connect: Histogram<u64>,
-    pub(super) errors: BTreeMap<ErrorKind, u64>,
-    /// The first error of each kind, and when it happened.
-    pub(super) first_errors: BTreeMap<ErrorKind, (Instant, FirstError)>,
-    pub(super) sent: u64,
-    /// Measured replies that came within the window.
-    pub(super) messages: u64,
-    /// Their bytes.
-    pub(super) bytes: u64,
-    /// Measured messages in flight when the window closed: answered late, or not at all.
-    pub(super) in_flight_at_end: u64,
-    /// Of those, the replies that came after it (awaited, not counted in `messages`).
-    pub(super) late: u64,
-    /// Replies completed, warm-up included: the live throughput.
-    pub(super) completed: u64,
-    /// The measured window second by second.
-    pub(super) timeline: Vec<Second>,
-}
-
-impl Tally {
-    pub(super) fn new() -> Self {
-        Tally {
-            latency: histogram(),
-            connect: histogram(),
-            errors: BTreeMap::new(),
-            first_errors: BTreeMap::new(),
-            sent: 0,
-            messages: 0,
-            bytes: 0,
-            in_flight_at_end: 0,
-            late: 0,
-            completed: 0,
-            timeline: Vec::new(),
-        }
-    }
-
-    /// The timeline's entry for `now`: seconds before the window count in the first, those
-    /// after a duration limit's end in the last.
-    fn second(&mut self, now: Instant, schedule: Option<&Schedule>) -> &mut Second {
-        let mut i = 0;
-        if let Some(s) = schedule {
-            let mut at = now.saturating_duration_since(s.measure_start);
-            if let Some(end) = s.end {
-                let last = end
-                    .duration_since(s.measure_start)
-                    .saturating_sub(Duration::from_nanos(1));
-                at = at.min(last);
-            }
-            i = at.as_secs() as usize;
-        }
-        while self.timeline.len() <= i {
-            self.timeline.push(Second {
-                latency: second_histogram(),
-                errors: 0,
-            });
-        }
-        &mut self.timeline[i]
-    }
-
-    pub(super) fn complete(
-        &mut self,
-        flight: Flight,
-        now: Instant,
-        bytes: usize,
-        schedule: Option<&Schedule>,
-    ) {
-        self.completed += 1;
-        if !flight.measured {
-            return;
-        }
-        let us = micros(now.saturating_duration_since(flight.intended));
-        self.latency.saturating_record(us);
-        if schedule.and_then(|s| s.end).is_some_and(|end| now > end) {
-            self.late += 1;
-            self.in_flight_at_end += 1;
-            return;
-        }
-        self.messages += 1;
-        self.bytes += bytes as u64;
-        self.second(now, schedule).latency.saturating_record(us);
-    }
-
-    /// Counts an error, keeping the first of its kind.
-    pub(super) fn error(
-        &mut self,
-        kind: ErrorKind,
-        detail: FirstError,
-        now: Instant,
-        schedule: Option<&Schedule>,
-    ) {
-        *self.errors.entry(kind).or_default() += 1;
-        self.first_errors.entry(kind).or_insert((now, detail));
-        self.second(now, schedule).errors += 1;
-    }
-
-    pub(super) fn absorb(&mut self, other: Tally) {
-        // Same bounds on both sides, and saturating records never exceed them.
-        self.latency.add(&other.latency).expect("same bounds");
-        self.connect.add(&other.connect).expect("same bounds");
-        for (kind, n) in other.errors {
-            *self.errors.entry(kind).or_default() += n;
-        }
-        for (kind, first) in other.first_errors {
-            let mine = self.first_errors.entry(kind).or_insert(first.clone());
-            if first.0 < mine.0 {
-                *mine = first;
-            }
-        }
-        self.sent += other.sent;
-        self.messages += other.messages;
-        self.bytes += other.bytes;
-        self.in_flight_at_end += other.in_flight_at_end;
-        self.late += other.late;
-        self.completed += other.completed;
-        for (i, second) in other.timeline.into_iter().enumerate() {
-            if i == self.timeline.len() {
-                self.timeline.push(second);
-                continue;
-            }
-            // Second histograms resize themselves to take any value.
-            let _ = self.timeline[i].latency.add(&second.latency);
-            self.timeline[i].errors += second.errors;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +224,86 @@ mod tests {
         assert_eq!(back, h);
         assert!(decode("not base64!").is_err());
         assert!(decode("aGVsbG8=").is_err());
+    }
+
+    /// Latencies from 1 us to past the hour, most of them far above 255 us.
+    fn latencies(n: u64, seed: u64) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let spread = (i * 7919 + seed * 104_729) % 36;
+                (1 + i % 997) << spread
+            })
+            .collect()
+    }
+
+    fn full(values: &[u64]) -> Histogram<u64> {
+        let mut h = histogram();
+        for &v in values {
+            h.saturating_record(v);
+        }
+        h
+    }
+
+    #[test]
+    fn a_sparse_histogram_is_the_full_one_in_its_buckets() {
+        let values = latencies(20_000, 1);
+        assert!(values.iter().any(|&v| v > HISTOGRAM_MAX_US));
+        let whole = full(&values);
+        let sparse = SparseHistogram::of(&whole).unwrap();
+        assert_eq!(sparse.histogram(), whole);
+        assert_eq!(sparse.len(), values.len() as u64);
+        assert_eq!(sparse.buckets(), whole.iter_recorded().count());
+        assert!(!sparse.is_empty() && SparseHistogram::default().is_empty());
+
+        // Any split, added back, is the whole: what the seconds of a run are to the run.
+        let (a, b) = values.split_at(7_001);
+        let mut added = SparseHistogram::of(&full(a)).unwrap();
+        added.add(&SparseHistogram::of(&full(b)).unwrap());
+        assert_eq!(added, sparse);
+        let mut folded = SparseHistogram::default();
+        folded.add_full(&full(b));
+        folded.add_full(&full(a));
+        assert_eq!(folded, sparse);
+        for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                added.histogram().value_at_quantile(q),
+                whole.value_at_quantile(q),
+                "quantile {q}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sparse_histogram_takes_others_as_the_run_adds_them() {
+        // A coarser histogram (as seconds were once kept) lands where `add` puts it.
+        let mut coarse = Histogram::<u64>::new(2).unwrap();
+        for v in latencies(1_000, 2) {
+            coarse.record(v.min(HISTOGRAM_MAX_US)).unwrap();
+        }
+        let mut added = histogram();
+        added.add(&coarse).unwrap();
+        assert_eq!(SparseHistogram::of(&coarse).unwrap().histogram(), added);
+        // Values the run's histogram cannot hold are refused, and so are counts a bucket
+        // cannot; sums saturate.
+        let mut huge = Histogram::<u64>::new(3).unwrap();
+        huge.record(1 << 50).unwrap();
+        assert!(SparseHistogram::of(&huge).is_err());
+        let mut many = histogram();
+        // Its values all fit in 32 bits.
+        many.record(u64::from(u32::MAX)).unwrap();
+        assert!(many.record(1 << 32).is_err());
+        assert_eq!(SparseHistogram::of(&many).unwrap().histogram(), many);
+        many.reset();
+        many.record_n(100, u64::from(u32::MAX) + 1).unwrap();
+        assert!(SparseHistogram::of(&many).is_err());
+        many.reset();
+        many.record_n(100, u64::from(u32::MAX)).unwrap();
+        let mut most = SparseHistogram::of(&many).unwrap();
+        most.add(&most.clone());
+        assert_eq!(most.len(), u64::from(u32::MAX));
+        // And it reads back from its portable form.
+        let sparse = SparseHistogram::of(&coarse).unwrap();
+        let back = decode(&encode(&sparse.histogram())).unwrap();
+        assert_eq!(SparseHistogram::of(&back).unwrap(), sparse);
     }
 }

@@ -1,6 +1,8 @@
 //! The standard HdrHistogram interval log of a run (`--hdr-log`): one histogram per second of
 //! the measured window, readable by HdrHistogram's own tools (`HistogramLogProcessor`, the
-//! Rust crate's `IntervalLogIterator`). Values are microseconds.
+//! Rust crate's `IntervalLogIterator`, Python's `hdrh`). Values are microseconds, with the
+//! bounds and precision of the report's whole histogram: the intervals added together are
+//! that histogram less the late replies (answered after the window, so in no interval).
 
 use std::io;
 use std::time::{Duration, UNIX_EPOCH};
@@ -30,7 +32,7 @@ pub fn write_interval_log(report: &Report, out: &mut impl io::Write) -> io::Resu
     for (i, second) in report.timeline.iter().enumerate() {
         let length = (report.duration_s - i as f64).clamp(0.0, 1.0);
         log.write_histogram(
-            &second.histogram,
+            &second.histogram.histogram(),
             Duration::from_secs(i as u64),
             Duration::from_secs_f64(length),
             None,

@@ -5,12 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::histogram::histogram;
-use super::report::{Generator, Report, Second, Window};
+use super::histogram::{SparseHistogram, histogram};
+use super::report::{Generator, MIXED, Report, Second, Window};
 use super::text::human_window;
-
-/// What a merged report says it sent and expected when the generators differ.
-pub(super) const MIXED: &str = "mixed";
 
 /// Below this overlap of the generators' windows, [`Merged::warning`] says so.
 pub const OVERLAP_WARNING: f64 = 0.9;
@@ -80,7 +77,8 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
 
     let mut latency = histogram();
     let mut connect = histogram();
-    let mut seconds: BTreeMap<u64, Second> = BTreeMap::new();
+    // Each second's latencies and errors.
+    let mut seconds: BTreeMap<u64, (SparseHistogram, u64)> = BTreeMap::new();
     let mut merged = Report::empty(String::new());
     let mut targets: Vec<&str> = Vec::new();
     let mut rates = Some(0.0);
@@ -95,14 +93,9 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
         let offset = (r.window.start - start).round().max(0.0) as u64;
         for s in &r.timeline {
             let at = s.second + offset;
-            let entry = seconds
-                .entry(at)
-                .or_insert_with(|| Second::new(at, super::histogram::second_histogram(), 0));
-            entry
-                .histogram
-                .add(&s.histogram)
-                .map_err(|e| format!("{source}: cannot add second {}: {e:?}", s.second))?;
-            entry.errors = add(entry.errors, s.errors, source)?;
+            let entry = seconds.entry(at).or_default();
+            entry.0.add(&s.histogram);
+            entry.1 = add(entry.1, s.errors, source)?;
         }
         if !targets.contains(&r.target.as_str()) {
             targets.push(&r.target);
@@ -145,9 +138,9 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
     let last = seconds.keys().next_back().copied();
     merged.timeline = match last {
         Some(last) => (0..=last)
-            .map(|i| match seconds.remove(&i) {
-                Some(s) => Second::new(i, s.histogram, s.errors),
-                None => Second::new(i, super::histogram::second_histogram(), 0),
+            .map(|i| {
+                let (latency, errors) = seconds.remove(&i).unwrap_or_default();
+                Second::new(i, latency, errors)
             })
             .collect(),
         None => Vec::new(),
@@ -222,11 +215,10 @@ mod tests {
     /// A report that recorded exactly `values`, over `window`.
     fn run(values: &[u64], window: (f64, f64), errors: u64) -> Report {
         let mut h = histogram();
-        let mut second = super::super::histogram::second_histogram();
         for &v in values {
             h.record(v).unwrap();
-            second.record(v).unwrap();
         }
+        let second = SparseHistogram::of(&h).unwrap();
         let mut r = Report::empty("127.0.0.1:8900".into());
         r.messages = values.len() as u64;
         r.bytes = values.len() as u64 * 64;
@@ -308,6 +300,14 @@ mod tests {
         // The second generator's first second lands five seconds in.
         assert_eq!(merged.report.timeline.len(), 6);
         assert_eq!(merged.report.timeline[5].messages, 1);
+        // The empty seconds between go through JSON and come back empty.
+        let json = serde_json::to_string(&merged.report).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert!(back.timeline[1..5].iter().all(|s| s.histogram.is_empty()));
+        assert_eq!(
+            back.timeline[5].histogram,
+            merged.report.timeline[5].histogram
+        );
         assert_eq!(merged.report.request, "echo");
         assert!(merge(&[]).is_err());
         let mut redis = run(&[10], (0.0, 10.0), 0);

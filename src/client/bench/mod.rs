@@ -50,8 +50,8 @@
 //!
 //! The parts, one file each: `plan` (the options and what the threads share), `worker` (one
 //! thread's poller), `conn` (a connection's state machine), `framing` (requests and how
-//! replies end), `histogram` (recording latencies and their portable form), `report` (the
-//! result and its JSON), `text` (the result for people), `merge` (many results as one),
+//! replies end), `tally` (what one thread measured), `histogram` (latency histograms and
+//! their portable form), `report` (the result and its JSON), `text` (the result for people), `merge` (many results as one),
 //! `plot` (results as a picture), `interval_log` (the run as an HdrHistogram log), `error`
 //! (why a connection failed) and `server` (the server's own counts from its `/metrics`, for
 //! `--server-metrics`).
@@ -66,6 +66,7 @@ mod plan;
 mod plot;
 mod report;
 mod server;
+mod tally;
 mod text;
 mod worker;
 
@@ -76,7 +77,7 @@ pub use report::Report;
 
 pub use error::FirstError;
 pub use framing::{Greeting, Protocol, Reply, Template};
-pub use histogram::{decode, encode};
+pub use histogram::{SparseHistogram, decode, encode};
 pub use interval_log::write_interval_log;
 pub use merge::{Merged, OVERLAP_WARNING, merge};
 pub use plot::plot;

@@ -10,12 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ErrorKind, FirstError};
 use super::framing::{Protocol, Reply, escape};
-use super::histogram::{Percentiles, Tally, histogram};
+use super::histogram::{Percentiles, SparseHistogram, histogram};
 use super::plan::{Options, Plan};
+use super::tally::Tally;
 use super::worker::Outcome;
 
 /// Below this share of the `--rate` asked for, the report says the rate was not reached.
 const RATE_REACHED: f64 = 0.95;
+
+/// What a merged report says it sent and expected when the generators differ.
+pub(super) const MIXED: &str = "mixed";
 
 /// What a run measured (or what `bench merge` made of several). `Display` is the human
 /// report; `Serialize` gives the JSON one, and `Deserialize` reads it back.
@@ -115,42 +119,80 @@ impl Window {
     }
 }
 
-/// One second of the measured window.
+/// One second of the measured window: its replies' latencies are the same values, in the same
+/// buckets, as the whole run's, so the seconds added together are the run's histogram less
+/// the late replies.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Second {
     /// Seconds since the window started.
     pub second: u64,
     /// Replies that came in this second.
     pub messages: u64,
-    /// Median latency of those replies (two significant digits).
+    /// Median latency of those replies (three significant digits, as the whole run's).
     pub p50_us: u64,
     /// Their 99th percentile.
     pub p99_us: u64,
+    /// The slowest of them.
+    #[serde(default)]
+    pub max_us: u64,
     /// Errors in this second.
     pub errors: u64,
-    /// The second's latency histogram, V2 deflate, base64 (two significant digits).
-    #[serde(with = "base64_histogram")]
-    pub histogram: Histogram<u64>,
+    /// The second's latency histogram, V2 deflate, base64, with the bounds and precision of
+    /// the whole run's.
+    #[serde(with = "base64_sparse")]
+    pub histogram: SparseHistogram,
 }
 
 impl Second {
-    pub(super) fn new(second: u64, histogram: Histogram<u64>, errors: u64) -> Self {
-        let (p50_us, p99_us) = if histogram.is_empty() {
-            (0, 0)
-        } else {
-            (
-                histogram.value_at_quantile(0.5),
-                histogram.value_at_quantile(0.99),
-            )
-        };
+    pub(super) fn new(second: u64, histogram: SparseHistogram, errors: u64) -> Self {
+        let (mut p50_us, mut p99_us, mut max_us) = (0, 0, 0);
+        if !histogram.is_empty() {
+            let full = histogram.histogram();
+            p50_us = full.value_at_quantile(0.5);
+            p99_us = full.value_at_quantile(0.99);
+            max_us = full.max();
+        }
         Second {
             second,
             messages: histogram.len(),
             p50_us,
             p99_us,
+            max_us,
             errors,
             histogram,
         }
+    }
+}
+
+/// A second's histogram in JSON: the full histogram's V2 deflate, base64.
+mod base64_sparse {
+    use std::sync::LazyLock;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use super::super::histogram::{SparseHistogram, decode, encode, histogram};
+
+    /// An empty second, written and read without a histogram: a merge of far-apart windows has
+    /// many.
+    static EMPTY: LazyLock<String> = LazyLock::new(|| encode(&histogram()));
+
+    pub(super) fn serialize<S: Serializer>(h: &SparseHistogram, s: S) -> Result<S::Ok, S::Error> {
+        if h.is_empty() {
+            return s.serialize_str(&EMPTY);
+        }
+        s.serialize_str(&encode(&h.histogram()))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<SparseHistogram, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == *EMPTY {
+            return Ok(SparseHistogram::default());
+        }
+        decode(&text)
+            .and_then(|h| SparseHistogram::of(&h))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -309,7 +351,7 @@ pub(super) fn report(
     };
     let echo = options.protocol == Protocol::Echo;
     let timeline = total
-        .timeline
+        .take_timeline()
         .into_iter()
         .enumerate()
         .map(|(i, s)| Second::new(i as u64, s.latency, s.errors))

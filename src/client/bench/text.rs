@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 
 use std::time::Duration;
 
-use super::report::{Report, Window};
+use super::report::{MIXED, Report, Window};
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -32,7 +32,7 @@ impl fmt::Display for Report {
         };
         let what = if self.request == "echo" {
             format!("{}-byte echo messages ending {}", self.size, self.eol)
-        } else if self.request == super::merge::MIXED {
+        } else if self.request == MIXED {
             "requests that differ between the generators".to_owned()
         } else {
             format!("\"{}\", reply {}", self.request, self.reply)

@@ -16,8 +16,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::conn::{Conn, State};
 use super::error::{ErrorKind, Failure, FirstError};
-use super::histogram::{Tally, micros};
+use super::histogram::micros;
 use super::plan::{Limit, Plan, Schedule};
+use super::tally::Tally;
 
 /// How often each thread checks the stop flag and the timeouts and publishes its counts.
 pub(super) const TICK: Duration = Duration::from_millis(10);
