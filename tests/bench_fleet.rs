@@ -146,6 +146,17 @@ fn merge_sums_two_runs_and_reads_percentiles_from_both_histograms() {
         "{text}"
     );
     assert!(text.contains(&fa) && text.contains(&fb), "{text}");
+
+    // A run is never counted twice: not a file given twice, not a merged report beside
+    // the reports it was made from (`results/*.json` after a fleet run wrote merged.json).
+    assert_eq!(m["runs"].as_array().unwrap().len(), 2, "{m}");
+    let (code, out, err) = merge(&[&fa, &fa]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("is given twice"), "{err}");
+    let fm = scratch.write("merged.json", &m);
+    let (code, out, err) = merge(&[&fa, &fb, &fm]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains(&format!("and {fm} both hold run")), "{err}");
 }
 
 #[test]

@@ -47,6 +47,7 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
     for (source, r) in reports {
         check(r).map_err(|e| format!("{source} is not a report this build wrote: {e}"))?;
     }
+    let runs = distinct_runs(reports)?;
     let start = reports
         .iter()
         .map(|(_, r)| r.window.start)
@@ -166,10 +167,47 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
     merged.warmup_s = first.warmup_s;
     merged.rate = rates;
     merged.window = Window { start, end };
+    merged.runs = runs;
     Ok(Merged {
         report: merged.assemble(latency, connect),
         overlap,
     })
+}
+
+/// Every input's runs, refusing a run that two inputs hold: the same file given twice, or a
+/// merged report beside one of the reports it was made from. A report from before run ids
+/// stands for one run named by its window and counts.
+fn distinct_runs(reports: &[(String, Report)]) -> Result<Vec<String>, String> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut all = Vec::new();
+    for (source, r) in reports {
+        let ids = if r.runs.is_empty() {
+            let h = &r.latency;
+            vec![format!(
+                "{}@{}-{}/{}/{}/{}",
+                r.target,
+                r.window.start,
+                r.window.end,
+                h.len(),
+                h.mean(),
+                h.max()
+            )]
+        } else {
+            r.runs.clone()
+        };
+        for id in ids {
+            if let Some(earlier) = seen.insert(id.clone(), source) {
+                let why = if earlier == source {
+                    format!("{source} is given twice")
+                } else {
+                    format!("{earlier} and {source} both hold run {id}")
+                };
+                return Err(format!("{why}: merging them would count that run twice"));
+            }
+            all.push(id);
+        }
+    }
+    Ok(all)
 }
 
 /// The longest span of windows one merge covers, in seconds (a timeline entry each): more
@@ -219,7 +257,10 @@ mod tests {
             h.record(v).unwrap();
         }
         let second = SparseHistogram::of(&h).unwrap();
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut r = Report::empty("127.0.0.1:8900".into());
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        r.runs = vec![format!("test-{id}")];
         r.messages = values.len() as u64;
         r.bytes = values.len() as u64 * 64;
         r.connections = 4;
@@ -345,14 +386,41 @@ mod tests {
         ])
         .unwrap_err();
         assert!(error.contains("windows span"), "{error}");
-        let mut huge = run(&[10], (0.0, 10.0), 0);
-        huge.messages = u64::MAX;
-        let error = merge(&[("a".into(), huge.clone()), ("b".into(), huge)]).unwrap_err();
+        let huge = || {
+            let mut r = run(&[10], (0.0, 10.0), 0);
+            r.messages = u64::MAX;
+            r
+        };
+        let error = merge(&[("a".into(), huge()), ("b".into(), huge())]).unwrap_err();
         assert!(error.contains("b: the counts overflow"), "{error}");
         let mut errors = run(&[10], (0.0, 10.0), 0);
         errors.errors_by_kind.insert(ErrorKind::Timeout, u64::MAX);
         errors.errors_by_kind.insert(ErrorKind::ConnectRefused, 1);
         let error = merge(&[("a".into(), errors)]).unwrap_err();
         assert!(error.contains("error counts overflow"), "{error}");
+    }
+
+    #[test]
+    fn a_run_is_never_counted_twice() {
+        let (a, b) = (run(&[10], (0.0, 10.0), 0), run(&[20], (0.0, 10.0), 0));
+        // The same report twice.
+        let error = merge(&[("a".into(), a.clone()), ("a".into(), a.clone())]).unwrap_err();
+        assert!(error.contains("a is given twice"), "{error}");
+        // A merged report beside one of its inputs.
+        let ab = merge(&[("a".into(), a.clone()), ("b".into(), b.clone())]).unwrap();
+        assert_eq!(ab.report.runs, [a.runs[0].clone(), b.runs[0].clone()]);
+        let error = merge(&[("ab".into(), ab.report.clone()), ("b".into(), b)]).unwrap_err();
+        assert!(error.contains("ab and b both hold run"), "{error}");
+        // Merged reports that do not overlap merge, and list every run.
+        let (c, d) = (run(&[30], (0.0, 10.0), 0), run(&[40], (0.0, 10.0), 0));
+        let cd = merge(&[("c".into(), c), ("d".into(), d)]).unwrap();
+        let all = merge(&[("ab".into(), ab.report), ("cd".into(), cd.report)]).unwrap();
+        assert_eq!(all.report.runs.len(), 4);
+        assert_eq!(all.report.messages, 4);
+        // A report from before run ids: the same file twice is still caught.
+        let mut old = a;
+        old.runs.clear();
+        let error = merge(&[("x".into(), old.clone()), ("y".into(), old)]).unwrap_err();
+        assert!(error.contains("x and y both hold run"), "{error}");
     }
 }

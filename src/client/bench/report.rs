@@ -29,6 +29,10 @@ pub(super) const MIXED: &str = "mixed";
 /// bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// The runs this report holds: one random id for a run, every input's for a merge. A
+    /// merge refuses inputs that share one, which would count that run twice.
+    #[serde(default)]
+    pub runs: Vec<String>,
     /// The server's address.
     pub target: String,
     /// The latency histogram (microseconds) as HdrHistogram V2 deflate, base64: every
@@ -262,6 +266,7 @@ impl Report {
     /// An empty report for `target`: a starting point for [`Report::assemble`].
     pub(super) fn empty(target: String) -> Self {
         Report {
+            runs: Vec::new(),
             target,
             latency: histogram(),
             connect: histogram(),
@@ -296,6 +301,20 @@ impl Report {
             interrupted: false,
         }
     }
+}
+
+/// A new run's id: 64 random bits (std's per-process hash keys, mixed with the clock and the
+/// process id) in hex, unique enough that two runs never share one.
+fn run_id(now: SystemTime) -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        now.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 /// Seconds since the UNIX epoch of `at`, given one instant known on both clocks.
@@ -357,6 +376,7 @@ pub(super) fn report(
         .map(|(i, s)| Second::new(i as u64, s.latency, s.errors))
         .collect();
     let report = Report {
+        runs: vec![run_id(clock.1)],
         timeline,
         first_errors: total
             .first_errors
