@@ -239,9 +239,30 @@ fn plot_draws_one_series_per_input() {
     assert!(status.success());
     let (colors, texts) = series(&std::fs::read_to_string(&out).unwrap());
     assert_eq!(colors.len(), 3, "{colors:?}");
-    for file in &files {
-        assert!(texts.contains(file), "no legend for {file}: {texts:?}");
+    // One title line per run, outside the panels: its name, target, load and figures.
+    for (file, run) in files.iter().zip([&a, &b, &c]) {
+        let title = texts
+            .iter()
+            .find(|t| t.starts_with(&format!("{file}: ")))
+            .unwrap_or_else(|| panic!("no title for {file}: {texts:?}"));
+        let connections = run.report["connections"].as_u64().unwrap();
+        assert!(
+            title.contains(&format!("{connections} connection")),
+            "{title}"
+        );
+        assert!(
+            title.contains(" msg/s, p50 ") && title.contains(", p99 "),
+            "{title}"
+        );
     }
+    // Readable ticks: the latency axis in units, the throughput with separators.
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.ends_with(" µs") || t.ends_with(" ms")),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.contains(',')), "{texts:?}");
 }
 
 #[test]

@@ -5,6 +5,8 @@ use std::fmt;
 use std::io;
 
 use serde::{Deserialize, Serialize};
+
+use crate::server::protocol::escape;
 /// Why a connection failed. Serialised (and displayed) in snake_case: `mismatch`,
 /// `connect_refused`, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -91,6 +93,13 @@ pub struct FirstError {
     pub message: Option<String>,
 }
 
+/// Text from a report file or a server made safe for a terminal: control characters and
+/// escape sequences shown as escapes, as the server shows peer text. Text that is escaped
+/// already stays as it is.
+pub(super) fn clean(text: &str) -> String {
+    escape(text.as_bytes())
+}
+
 impl fmt::Display for FirstError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -99,14 +108,14 @@ impl fmt::Display for FirstError {
             self.connection, self.offset
         )?;
         if let Some(expected) = &self.expected {
-            write!(f, ": expected \"{expected}\"")?;
+            write!(f, ": expected \"{}\"", clean(expected))?;
         }
         if let Some(received) = &self.received {
             let sep = if self.expected.is_some() { "," } else { ":" };
-            write!(f, "{sep} received \"{received}\"")?;
+            write!(f, "{sep} received \"{}\"", clean(received))?;
         }
         if let Some(message) = &self.message {
-            write!(f, " ({message})")?;
+            write!(f, " ({})", clean(message))?;
         }
         Ok(())
     }

@@ -1,20 +1,40 @@
-//! Pictures of runs: one SVG with the latency by percentile (the percentile axis on a log
-//! scale, as HdrHistogram's own plotter draws it: 90 %, 99 %, 99.9 % equally spaced), and
-//! throughput and p99 second by second, one curve per run in each. Drawn by `plotters` with
-//! its SVG backend: no browser, no system library.
+//! Pictures of runs: one SVG with a title line per run, the latency by percentile (the
+//! percentile axis on a log scale, as HdrHistogram's own plotter draws it: 90 %, 99 %,
+//! 99.9 % equally spaced; the latency axis on a log scale too, so a p50 of 37 µs and one of
+//! 97 µs stand apart under a tail of milliseconds), and throughput and p99 second by second.
+//! One colour per run, from a palette that colour-blind readers tell apart (Okabe and Ito's).
+//! Drawn by `plotters` with its SVG backend: no browser, no system library.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::Report;
 
-/// The picture's size in pixels.
-const SIZE: (u32, u32) = (900, 1000);
+/// The picture's width, and the height of its three panels, in pixels.
+const WIDTH: u32 = 960;
+const PANELS: u32 = 1000;
+/// The height of one run's title line.
+const LINE: u32 = 22;
 
 /// The percentile axis ends at this many nines at most (99.9999 %).
 const MAX_NINES: i32 = 6;
 
-/// Draws `runs` (each named, for the legend) as one SVG document.
+/// Okabe and Ito's colours for colour-blind readers, without the yellow that white hides.
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];
+
+fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// Draws `runs` (each named, for its title line) as one SVG document.
 ///
 /// # Errors
 ///
@@ -42,27 +62,36 @@ pub fn plot(runs: &[(String, &Report)]) -> Result<String, String> {
     if runs.is_empty() {
         return Err("nothing to plot".into());
     }
+    let header = 12 + LINE * runs.len() as u32;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, header + PANELS)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let panels = root.split_evenly((3, 1));
+        let (top, bottom) = root.split_vertically(header);
+        titles(&top, runs).map_err(|e| format!("cannot draw: {e}"))?;
+        let panels = bottom.split_evenly((3, 1));
         percentiles(&panels[0], runs).map_err(|e| format!("cannot draw: {e}"))?;
         per_second(
             &panels[1],
             runs,
             "Throughput per second",
-            "msg/s",
+            Unit::Rate,
             |r, i| {
                 let len = second_length(r, i);
                 (len > 0.0).then(|| r.timeline[i].messages as f64 / len)
             },
         )
         .map_err(|e| format!("cannot draw: {e}"))?;
-        per_second(&panels[2], runs, "p99 latency per second", "ms", |r, i| {
-            let s = &r.timeline[i];
-            (s.messages > 0).then(|| s.p99_us as f64 / 1e3)
-        })
+        per_second(
+            &panels[2],
+            runs,
+            "p99 latency per second",
+            Unit::Micros,
+            |r, i| {
+                let s = &r.timeline[i];
+                (s.messages > 0).then_some(s.p99_us as f64)
+            },
+        )
         .map_err(|e| format!("cannot draw: {e}"))?;
         root.present().map_err(|e| e.to_string())?;
     }
@@ -71,6 +100,46 @@ pub fn plot(runs: &[(String, &Report)]) -> Result<String, String> {
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// One line per run, in its colour: its name, the target and the load, what it measured.
+fn titles(area: &Area<'_>, runs: &[(String, &Report)]) -> Drawn {
+    for (i, (name, r)) in runs.iter().enumerate() {
+        let y = 8 + LINE as i32 * i as i32;
+        area.draw(&Rectangle::new(
+            [(10, y + 3), (34, y + 15)],
+            color(i).filled(),
+        ))?;
+        area.draw(&Text::new(
+            title(name, r),
+            (42, y),
+            ("sans-serif", 15).into_font().color(&BLACK),
+        ))?;
+    }
+    Ok(())
+}
+
+/// `NAME: TARGET, 8 connections, pipeline 1: 62,345 msg/s, p50 37 µs, p99 3.1 ms`.
+fn title(name: &str, r: &Report) -> String {
+    let load = match r.rate {
+        Some(rate) => format!("rate {}/s", thousands(rate)),
+        None => format!("pipeline {}", r.pipeline),
+    };
+    let mut line = format!(
+        "{name}: {}, {} connection{}, {load}: {} msg/s, p50 {}, p99 {}, p99.9 {}",
+        r.target,
+        thousands(r.connections as f64),
+        if r.connections == 1 { "" } else { "s" },
+        thousands(r.msgs_per_sec),
+        micros(r.latency_us.p50 as f64),
+        micros(r.latency_us.p99 as f64),
+        micros(r.latency_us.p999 as f64),
+    );
+    if r.errors > 0 {
+        let s = if r.errors == 1 { "" } else { "s" };
+        line.push_str(&format!(", {} error{s}", thousands(r.errors as f64)));
+    }
+    super::error::clean(&line)
+}
 
 /// How much of second `i` was inside the window (the last one may be partial).
 fn second_length(r: &Report, i: usize) -> f64 {
@@ -82,6 +151,9 @@ fn nines(q: f64) -> f64 {
     1.0 / (1.0 - q).max(10f64.powi(-MAX_NINES))
 }
 
+/// The percentiles marked on each curve, with their names.
+const MARKED: [(f64, &str); 3] = [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")];
+
 fn percentiles(area: &Area<'_>, runs: &[(String, &Report)]) -> Drawn {
     let curves: Vec<Vec<(f64, f64)>> = runs
         .iter()
@@ -91,7 +163,7 @@ fn percentiles(area: &Area<'_>, runs: &[(String, &Report)]) -> Drawn {
                 .map(|v| {
                     (
                         nines(v.quantile_iterated_to()),
-                        v.value_iterated_to() as f64 / 1e3,
+                        v.value_iterated_to().max(1) as f64,
                     )
                 })
                 .collect()
@@ -104,41 +176,63 @@ fn percentiles(area: &Area<'_>, runs: &[(String, &Report)]) -> Drawn {
         .fold(100.0, f64::max)
         .log10()
         .ceil();
-    let y_max = curves.iter().flatten().map(|p| p.1).fold(0.001, f64::max) * 1.05;
+    let (y_min, y_max) = decades(curves.iter().flatten().map(|p| p.1));
     let mut chart = ChartBuilder::on(area)
         .caption("Latency by percentile", ("sans-serif", 18))
         .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d((1.0..10f64.powf(x_max)).log_scale(), 0.0..y_max)?;
+        .margin_right(40)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (1.0..10f64.powf(x_max)).log_scale(),
+            (y_min..y_max).log_scale(),
+        )?;
     chart
         .configure_mesh()
         .x_desc("percentile")
-        .y_desc("ms")
+        .y_desc("latency (log scale)")
         .x_label_formatter(&|x| format!("{}%", trim(100.0 * (1.0 - 1.0 / x))))
-        .y_label_formatter(&|v| format!("{v:.2}"))
+        .y_label_formatter(&|v| micros(*v))
         .draw()?;
-    for (i, ((name, _), curve)) in runs.iter().zip(curves).enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(curve, color.stroke_width(2)))?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    for (i, ((_, r), curve)) in runs.iter().zip(curves).enumerate() {
+        let c = color(i);
+        chart.draw_series(LineSeries::new(curve, c.stroke_width(2)))?;
+        let h = r.latency_histogram();
+        if h.is_empty() {
+            continue;
+        }
+        chart.draw_series(MARKED.iter().map(|&(q, _)| {
+            let at = (nines(q), h.value_at_quantile(q).max(1) as f64);
+            Circle::new(at, 4, c.filled())
+        }))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    // The marked percentiles' names, along the top of the panel.
+    for (q, name) in MARKED {
+        if nines(q) < 10f64.powf(x_max) {
+            chart.draw_series(std::iter::once(Text::new(
+                name,
+                (nines(q), y_max / 1.6),
+                ("sans-serif", 13).into_font().color(&BLACK.mix(0.7)),
+            )))?;
+        }
+    }
     Ok(())
+}
+
+/// Where a value is shown as a rate or as a latency.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Messages a second, with thousands separators.
+    Rate,
+    /// A latency given in microseconds, shown in µs, ms or s.
+    Micros,
 }
 
 fn per_second(
     area: &Area<'_>,
     runs: &[(String, &Report)],
     caption: &str,
-    unit: &str,
+    unit: Unit,
     value: impl Fn(&Report, usize) -> Option<f64>,
 ) -> Drawn {
     let curves: Vec<Vec<(f64, f64)>> = runs
@@ -155,36 +249,93 @@ fn per_second(
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let y_max = curves.iter().flatten().map(|p| p.1).fold(0.001, f64::max) * 1.1;
+    let y_max = curves.iter().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 18))
         .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
+        .margin_right(40)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
     chart
         .configure_mesh()
         .x_desc("second of the measured window")
-        .y_desc(unit)
-        .y_label_formatter(&|v| {
-            if *v >= 100.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.2}")
-            }
+        .y_desc(match unit {
+            Unit::Rate => "messages per second",
+            Unit::Micros => "latency",
+        })
+        .x_label_formatter(&|x| trim(*x))
+        .y_label_formatter(&|v| match unit {
+            Unit::Rate => thousands(*v),
+            Unit::Micros => micros(*v),
         })
         .draw()?;
-    for (i, curve) in curves.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart.draw_series(LineSeries::new(curve, color.stroke_width(2)))?;
+    for (i, ((_, r), curve)) in runs.iter().zip(curves).enumerate() {
+        let c = color(i);
+        chart.draw_series(LineSeries::new(curve.clone(), c.stroke_width(2)))?;
+        chart.draw_series(curve.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+        // Seconds with errors: a cross on the curve.
+        if let Unit::Rate = unit {
+            chart.draw_series(
+                curve
+                    .iter()
+                    .zip(&r.timeline)
+                    .filter(|(_, s)| s.errors > 0)
+                    .map(|(&p, _)| Cross::new(p, 7, c.stroke_width(2))),
+            )?;
+        }
     }
     Ok(())
 }
 
+/// A log axis that spans whole decades around `values` (at least one).
+fn decades(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, 1.0f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let lo = if lo.is_finite() { lo.max(1.0) } else { 1.0 };
+    let lo = 10f64.powf(lo.log10().floor());
+    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+    (lo, hi)
+}
+
+/// A latency given in microseconds, in the unit that reads best: `37 µs`, `3.1 ms`, `2 s`.
+fn micros(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{} µs", trim_to(us, 0))
+    } else if us < 1_000_000.0 {
+        format!("{} ms", trim_to(us / 1e3, 2))
+    } else {
+        format!("{} s", trim_to(us / 1e6, 2))
+    }
+}
+
+/// A number with thousands separators: `1,400,000`.
+fn thousands(n: f64) -> String {
+    let whole = format!("{:.0}", n.max(0.0));
+    let mut out = String::with_capacity(whole.len() + whole.len() / 3);
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `n` with at most `decimals` decimals, without trailing zeros.
+fn trim_to(n: f64, decimals: usize) -> String {
+    let s = format!("{n:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
 /// A percentage without trailing zeros: `99.9`, `90`.
 fn trim(p: f64) -> String {
-    let s = format!("{p:.4}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    trim_to(p, 4)
 }
 
 #[cfg(test)]
@@ -199,5 +350,19 @@ mod tests {
         assert_eq!(trim(99.9), "99.9");
         assert_eq!(trim(90.0), "90");
         assert_eq!(trim(0.0), "0");
+    }
+
+    #[test]
+    fn labels_read_at_every_scale() {
+        assert_eq!(micros(37.0), "37 µs");
+        assert_eq!(micros(999.0), "999 µs");
+        assert_eq!(micros(3_140.0), "3.14 ms");
+        assert_eq!(micros(20_000.0), "20 ms");
+        assert_eq!(micros(2_000_000.0), "2 s");
+        assert_eq!(thousands(1_400_000.0), "1,400,000");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.4), "1,000");
+        assert_eq!(decades([37.0, 97.0, 3_100.0].into_iter()), (10.0, 10_000.0));
+        assert_eq!(decades(std::iter::empty()), (1.0, 10.0));
     }
 }

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 
 use std::time::Duration;
 
+use super::error::clean;
 use super::report::{MIXED, Report, Window};
 
 impl fmt::Display for Report {
@@ -14,7 +15,10 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "Target      {} ({} connection(s), {} connected, {} thread(s))",
-            self.target, self.connections, self.connected, self.threads
+            clean(&self.target),
+            self.connections,
+            self.connected,
+            self.threads
         )?;
         if self.messages == 0 && self.late_replies == 0 && self.errors > 0 {
             writeln!(
@@ -35,7 +39,7 @@ impl fmt::Display for Report {
         } else if self.request == MIXED {
             "requests that differ between the generators".to_owned()
         } else {
-            format!("\"{}\", reply {}", self.request, self.reply)
+            format!("\"{}\", reply {}", clean(&self.request), clean(&self.reply))
         };
         writeln!(f, "Load        {what}, pipeline {}, {load}", self.pipeline)?;
         write!(f, "Duration    {:.2} s", self.duration_s)?;
@@ -81,7 +85,7 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "  {:<24} {:>10} msgs {:>12.1} msg/s  p50 {:>9}  p99 {:>9}  errors {}",
-                g.source,
+                clean(&g.source),
                 g.messages,
                 g.msgs_per_sec,
                 human_us(g.latency_us.p50 as f64),
