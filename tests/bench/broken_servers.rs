@@ -117,3 +117,45 @@ fn one_failing_connection_does_not_stop_the_others() {
     // The failed connection's 750 messages are lost, the other three connections' are not.
     assert_eq!(run.u64("messages"), 3 * 750, "{}", run.report);
 }
+
+#[test]
+fn a_server_that_streams_without_end_cannot_hold_a_bench_thread() {
+    // Starts a reply that never ends, as fast as the socket takes it.
+    let server = BrokenServer::start(|mut stream| {
+        let answers = vec![b'a'; 256 * 1024];
+        let mut first = [0u8; 1];
+        if stream.read(&mut first).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && stream.write_all(&answers).is_ok() {}
+    });
+    // One thread for the streaming connections and the well-behaved bookkeeping alike: its
+    // timers and the end of the run must still come on time.
+    let started = Instant::now();
+    let run = bench(
+        server.addr,
+        &[
+            "-c",
+            "2",
+            "--threads",
+            "1",
+            "-d",
+            "1",
+            "--timeout",
+            "1",
+            "--send",
+            "PING\r\n",
+            "--until",
+            "\r\n",
+        ],
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1 + 1 + 2),
+        "a streaming server held the run for {took:?}: {}",
+        run.report
+    );
+    assert_eq!(run.code, 1, "{}", run.report);
+    assert_eq!(run.kind("timeout"), 2, "{}", run.report);
+}

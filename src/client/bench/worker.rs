@@ -23,6 +23,11 @@ use super::tally::Tally;
 /// How often each thread checks the stop flag and the timeouts and publishes its counts.
 pub(super) const TICK: Duration = Duration::from_millis(10);
 
+/// Full reads of one connection per wake-up: a server that sends without end cannot keep a
+/// thread from its other connections, its timers and the stop flag. What is left is read
+/// on the next turn of the loop.
+const READ_BUDGET: usize = 16;
+
 /// The load starts this long after the last connection is open, so that every thread (each
 /// wakes at least every [`TICK`]) is waiting when it does.
 const START_MARGIN: Duration = Duration::from_millis(25);
@@ -68,6 +73,9 @@ pub(super) struct Worker<'a> {
     /// Past the schedule's end: nothing new is queued; connections end once their replies are
     /// in.
     draining: bool,
+    /// Connections whose read stopped at [`READ_BUDGET`] with more to read, and whether
+    /// their peer's end of stream is still to be read.
+    read_again: Vec<(usize, bool)>,
 }
 
 impl<'a> Worker<'a> {
@@ -98,6 +106,7 @@ impl<'a> Worker<'a> {
             published: (0, 0, 0),
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
             draining: false,
+            read_again: Vec::new(),
         })
     }
 
@@ -130,7 +139,11 @@ impl<'a> Worker<'a> {
             if self.active == 0 && self.next_open >= self.conns.len() {
                 break;
             }
-            let timeout = self.poll_timeout(now, next_tick);
+            let timeout = if self.read_again.is_empty() {
+                self.poll_timeout(now, next_tick)
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -153,6 +166,11 @@ impl<'a> Worker<'a> {
                         }
                     }
                     State::Finished => {}
+                }
+            }
+            for (i, closing) in std::mem::take(&mut self.read_again) {
+                if matches!(self.conns[i].state, State::Greeting(_) | State::Open) {
+                    self.read(i, Instant::now(), closing);
                 }
             }
         }
@@ -325,10 +343,16 @@ impl<'a> Worker<'a> {
     /// the event also said the peer closed, so the end of stream must be read too.
     fn read(&mut self, i: usize, now: Instant, closing: bool) {
         let conn = &mut self.conns[i];
+        let mut reads = 0;
         let result = loop {
             let Some(stream) = conn.stream.as_mut() else {
                 return;
             };
+            if reads == READ_BUDGET {
+                self.read_again.push((i, closing));
+                break Ok(());
+            }
+            reads += 1;
             match stream.read(&mut self.buf) {
                 Ok(0) => {
                     break Err(Failure::new(
