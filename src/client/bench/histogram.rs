@@ -205,9 +205,90 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|e| format!("the histogram is not base64: {e}"))?;
+    check_header(&bytes)?;
     Deserializer::new()
         .deserialize(&mut bytes.as_slice())
         .map_err(|e| format!("the histogram does not decode: {e:?}"))
+}
+
+/// The V2 cookies, with the low nibble of the word size masked out: a compressed histogram,
+/// and a plain one (alone, or inside a compressed one).
+const V2_COMPRESSED: u32 = 0x1c84_9304;
+const V2_PLAIN: u32 = 0x1c84_9303;
+const WORD_SIZE_BITS: u32 = 0xf0;
+/// The plain V2 header's length: cookie, payload length, offset, precision, lowest,
+/// highest, ratio.
+const V2_HEADER: usize = 40;
+/// The most a histogram of the run's bounds takes decompressed: every counter as a varint
+/// of at most 9 bytes, and more room than that.
+const MAX_INFLATED: u64 = 1 << 20;
+
+/// Checks what a histogram says of itself before anything is allocated from it: the
+/// compressed length within the input, the decompressed size bounded, the payload length
+/// within what was decompressed, and the bounds and precision of a histogram this program
+/// writes (so its counters take what a run's do, never what a header claims).
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    use std::io::Read as _;
+    let be32 = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|s| u32::from_be_bytes(s.try_into().expect("four bytes")))
+    };
+    let short = || "the histogram is cut short".to_owned();
+    let cookie = be32(bytes, 0).ok_or_else(short)? & !WORD_SIZE_BITS;
+    if cookie == V2_PLAIN {
+        return check_plain(bytes);
+    }
+    if cookie != V2_COMPRESSED {
+        return Err("the histogram is not an HdrHistogram V2 one".into());
+    }
+    let claimed = be32(bytes, 4).ok_or_else(short)? as usize;
+    if claimed > bytes.len() - 8 {
+        return Err(format!(
+            "the histogram claims {claimed} bytes where {} follow",
+            bytes.len() - 8
+        ));
+    }
+    let mut inflated = Vec::new();
+    flate2::read::ZlibDecoder::new(&bytes[8..8 + claimed])
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| format!("the histogram does not inflate: {e}"))?;
+    if inflated.len() as u64 > MAX_INFLATED {
+        return Err(format!(
+            "the histogram inflates past {MAX_INFLATED} bytes, more than a run's"
+        ));
+    }
+    if be32(&inflated, 0).ok_or_else(short)? & !WORD_SIZE_BITS != V2_PLAIN {
+        return Err("the histogram is not an HdrHistogram V2 one inside".into());
+    }
+    check_plain(&inflated)
+}
+
+/// [`check_header`] for a plain V2 histogram: its payload within `bytes`, its bounds a run's.
+fn check_plain(bytes: &[u8]) -> Result<(), String> {
+    let field = |at: usize, len: usize| {
+        bytes
+            .get(at..at + len)
+            .map(|s| s.iter().fold(0u64, |a, &b| a << 8 | u64::from(b)))
+            .ok_or_else(|| "the histogram is cut short".to_owned())
+    };
+    let payload = field(4, 4)? as usize;
+    let follow = bytes.len().saturating_sub(V2_HEADER);
+    if payload > follow {
+        return Err(format!(
+            "the histogram claims a payload of {payload} bytes where {follow} follow"
+        ));
+    }
+    let precision = field(12, 4)?;
+    let lowest = field(16, 8)?;
+    let highest = field(24, 8)?;
+    if precision != 3 || lowest != 1 || highest > 2 * HISTOGRAM_MAX_US {
+        return Err(format!(
+            "the histogram's bounds ({lowest}..{highest}, {precision} digits) are not those \
+             of a run (1..{HISTOGRAM_MAX_US} us, 3 digits)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -224,6 +305,29 @@ mod tests {
         assert_eq!(back, h);
         assert!(decode("not base64!").is_err());
         assert!(decode("aGVsbG8=").is_err());
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_before_anything_is_allocated() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        // A compressed histogram that claims 4 GiB of compressed bytes, in 56 characters.
+        let mut claim = V2_COMPRESSED.to_be_bytes().to_vec();
+        claim.extend_from_slice(&u32::MAX.to_be_bytes());
+        claim.extend_from_slice(&[0x78, 0x9c, 1, 2, 3, 4, 5, 6]);
+        let error = decode(&b64(&claim)).unwrap_err();
+        assert!(error.contains("claims 4294967295 bytes"), "{error}");
+        // Well-formed, but with bounds that would take gigabytes of counters.
+        let huge = Histogram::<u64>::new_with_bounds(1, u64::MAX / 4, 5).unwrap();
+        let error = decode(&encode(&huge)).unwrap_err();
+        assert!(error.contains("are not those of a run"), "{error}");
+        // Cut short anywhere: an error, never a panic.
+        let good = base64::engine::general_purpose::STANDARD
+            .decode(encode(&histogram()))
+            .unwrap();
+        for cut in 0..good.len() {
+            assert!(decode(&b64(&good[..cut])).is_err(), "cut at {cut}");
+        }
     }
 
     /// Latencies from 1 us to past the hour, most of them far above 255 us.

@@ -70,6 +70,15 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
             "the windows span {union:.0} s, more than the {MAX_SPAN_S} s one merge covers"
         ));
     }
+    // The merged timeline has an entry a second of the span: runs far apart in time would
+    // make millions of empty seconds out of a few present ones.
+    let present: f64 = reports.iter().map(|(_, r)| r.timeline.len() as f64).sum();
+    if union > 2.0 * present + SPAN_SLACK_S {
+        return Err(format!(
+            "the windows span {union:.0} s but hold {present:.0} s of timeline: runs that far \
+             apart are not one load; merge the runs of one --start-at"
+        ));
+    }
     let overlap = if union > 0.0 {
         ((common_end - common_start) / union).clamp(0.0, 1.0)
     } else {
@@ -213,6 +222,10 @@ fn distinct_runs(reports: &[(String, Report)]) -> Result<Vec<String>, String> {
 /// The longest span of windows one merge covers, in seconds (a timeline entry each): more
 /// than a month of runs.
 const MAX_SPAN_S: u64 = 3_000_000;
+
+/// How far the span of the windows may exceed twice the seconds of timeline they hold: an
+/// hour of generators that started late or ran short.
+const SPAN_SLACK_S: f64 = 3600.0;
 
 /// What a report read from a file must hold before it is merged: a window in UNIX time, a
 /// timeline within it, error counts that add up.
@@ -386,6 +399,13 @@ mod tests {
         ])
         .unwrap_err();
         assert!(error.contains("windows span"), "{error}");
+        // Within the longest span, but a second of timeline each, a month apart.
+        let error = merge(&[
+            ("a".into(), run(&[10], (0.0, 1.0), 0)),
+            ("b".into(), run(&[10], (2_999_000.0, 2_999_001.0), 0)),
+        ])
+        .unwrap_err();
+        assert!(error.contains("hold 2 s of timeline"), "{error}");
         let huge = || {
             let mut r = run(&[10], (0.0, 10.0), 0);
             r.messages = u64::MAX;
