@@ -14,6 +14,11 @@ mod cli;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Which log lines to write (to stderr): error, warn, info, debug or trace, or a full
+    /// env_logger filter such as `info,tcpool::server::worker=debug`. Wins over RUST_LOG when
+    /// both are given [default: RUST_LOG if set, else info].
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = cli::parse_log_level)]
+    log_level: Option<cli::LogLevel>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,19 +34,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_level = cli.log_level.as_ref();
     let result = match cli.command {
         // `serve` sets up logging itself: on a terminal, log lines go above its prompt.
         Command::Serve(args) => {
             cli::terminal::hold_stop_signal();
-            cli::serve::run(args)
+            cli::serve::run(args, log_level)
         }
         Command::Talk(args) => {
             cli::terminal::hold_stop_signal();
-            cli::init_logging(None);
+            cli::init_logging(None, log_level);
             cli::talk::run(args)
         }
         Command::Bench(args) => {
-            cli::init_logging(None);
+            cli::init_logging(None, log_level);
             cli::bench::run(args)
         }
     };

@@ -417,3 +417,77 @@ fn connect_timeout_bounds_a_connect_that_gets_no_answer() {
         benched.stdout
     );
 }
+
+#[test]
+fn log_level_turns_on_debug_lines_over_rust_log() {
+    // The helper sets RUST_LOG=info: the flag wins, and each session's debug line appears.
+    let mut server = Binary::serve(&["--log-level", "debug"]);
+    let mut client = connect(server.addr);
+    assert_eq!(round_trip(&mut client, b"ping\n"), b"ping\n");
+    let line = server.wait_stderr("a debug line", |l| {
+        l.contains(" DEBUG ") && l.contains("session 1 opened")
+    });
+    assert!(line.contains("tcpool::server::worker"), "{line}");
+    drop(client);
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+#[test]
+fn log_level_is_global_and_wins_over_rust_log_either_way() {
+    // A bench that cannot connect logs why at debug level, and exits 1.
+    let target = format!("127.0.0.1:{}", free_port());
+    let bench = |env: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(tcpool_bin());
+        command
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("RUST_LOG_STYLE", "never")
+            .stdin(Stdio::null());
+        if let Some(filter) = env {
+            command.env("RUST_LOG", filter);
+        }
+        let out = command.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let run = [
+        "bench",
+        "-c",
+        "1",
+        "-n",
+        "1",
+        "--connect-timeout",
+        "5s",
+        &target,
+    ];
+    let with = |level: &'static str| [&run[..], &["--log-level", level]].concat();
+    let debug = "cannot connect: addr=";
+    assert!(!bench(None, &run).contains(debug));
+    assert!(bench(Some("debug"), &run).contains(debug));
+    assert!(bench(None, &with("debug")).contains(debug));
+    assert!(!bench(Some("debug"), &with("warn")).contains(debug));
+    // Before the subcommand too, and as a full filter naming one module.
+    let before = [
+        &["--log-level", "warn,tcpool::client::bench::worker=debug"][..],
+        &run,
+    ]
+    .concat();
+    let stderr = bench(None, &before);
+    assert!(stderr.contains(debug), "{stderr}");
+    assert!(!stderr.contains("bench starting"), "{stderr}");
+}
+
+#[test]
+fn a_bad_log_level_exits_2() {
+    for (value, message) in [
+        ("loud", "\"loud\" is not a level"),
+        ("", "names no level"),
+        ("tcpool=loud", "invalid logging spec"),
+        ("=debug", "names no target"),
+        ("info/(", "invalid regex"),
+    ] {
+        assert_usage_error(&["serve", "--log-level", value], message);
+        assert_usage_error(&["--log-level", value, "talk"], message);
+    }
+}

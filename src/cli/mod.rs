@@ -14,31 +14,79 @@ use std::time::Duration;
 use tcpool::server::Printer;
 use tcpool::units;
 
-/// Starts logging, `RUST_LOG` over the default `info`: to stderr, or with a printer (a
-/// terminal with a prompt) through it instead. Either way the log lines go through a
-/// [`Printer`]'s queue, so a stalled stderr or terminal never blocks the thread that logs.
-pub(crate) fn init_logging(printer: Option<Printer>) {
-    init_logging_as(printer, log_format::LogFormat::Text);
+/// Starts logging at `level` (a `--log-level` filter), else `RUST_LOG`, else `info`: to
+/// stderr, or with a printer (a terminal with a prompt) through it instead. Either way the
+/// log lines go through a [`Printer`]'s queue, so a stalled stderr or terminal never blocks
+/// the thread that logs.
+pub(crate) fn init_logging(printer: Option<Printer>, level: Option<&LogLevel>) {
+    init_logging_as(printer, log_format::LogFormat::Text, level);
 }
 
 /// [`init_logging`] in the given format.
-pub(crate) fn init_logging_as(printer: Option<Printer>, format: log_format::LogFormat) {
+pub(crate) fn init_logging_as(
+    printer: Option<Printer>,
+    format: log_format::LogFormat,
+    level: Option<&LogLevel>,
+) {
     use std::io::IsTerminal;
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // The flag wins over the variable: with it, `RUST_LOG` is not read at all.
+    let mut builder = match level {
+        Some(level) => {
+            let mut builder = env_logger::Builder::new();
+            builder.parse_filters(&level.0);
+            builder
+        }
+        None => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")),
+    };
     let style = match &printer {
         None if io::stderr().is_terminal() => env_logger::WriteStyle::Always,
         _ => env_logger::WriteStyle::Never,
     };
-    if std::env::var_os("RUST_LOG_STYLE").is_none() {
-        builder.write_style(style);
-    }
+    match std::env::var(env_logger::DEFAULT_WRITE_STYLE_ENV) {
+        Ok(chosen) => builder.parse_write_style(&chosen),
+        Err(_) => builder.write_style(style),
+    };
     let printer = printer.unwrap_or_else(Printer::stderr);
     builder.target(env_logger::Target::Pipe(Box::new(printer.line_writer())));
     if format == log_format::LogFormat::Json {
         builder.format(log_format::write_json);
     }
     builder.init();
+}
+
+/// A `--log-level` value: a level, or an env_logger filter that [`parse_log_level`] checked.
+#[derive(Debug, Clone)]
+pub(crate) struct LogLevel(String);
+
+/// Parses `--log-level`: `error`, `warn`, `info`, `debug`, `trace` or `off`, or an env_logger
+/// filter (`info,tcpool::server::worker=debug`, `warn/regex`). Stricter than env_logger,
+/// which reads a bare word that is no level as a target to log in full: here a target needs
+/// its level (`tcpool=trace`), so that a misspelt level is an error, not a silent filter.
+pub(crate) fn parse_log_level(s: &str) -> Result<LogLevel, String> {
+    let directives = s.split_once('/').map_or(s, |(directives, _)| directives);
+    if directives.trim().is_empty() {
+        return Err(format!(
+            "{s:?} names no level: error, warn, info, debug, trace or off"
+        ));
+    }
+    for directive in directives.split(',').map(str::trim) {
+        if directive.starts_with('=') {
+            return Err(format!("{directive:?} names no target before its `=`"));
+        }
+        if !directive.is_empty()
+            && !directive.contains('=')
+            && directive.parse::<log::LevelFilter>().is_err()
+        {
+            return Err(format!(
+                "{directive:?} is not a level: error, warn, info, debug, trace or off (a target \
+                 takes one: TARGET=LEVEL)"
+            ));
+        }
+    }
+    env_filter::Builder::new()
+        .try_parse(s)
+        .map_err(|e| e.to_string())?;
+    Ok(LogLevel(s.to_owned()))
 }
 
 /// Parses a duration in the one grammar ([`tcpool::units`]: `250ms`, `5m`, bare seconds);

@@ -25,6 +25,7 @@ use tcpool::server::{
     operator::admin::Admin,
 };
 
+use super::LogLevel;
 use super::log_format::LogFormat;
 use super::terminal;
 use super::{bad_value, parse_positive_seconds, parse_seconds, parse_size_u32};
@@ -195,7 +196,7 @@ fn parse_max_line(s: &str) -> Result<u32, String> {
 }
 
 /// Runs the server until a shutdown; exit code 0 after any requested shutdown.
-pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Result<ExitCode> {
     let manual = matches!(args.mode, ModeArg::Manual);
     let config = Config {
         workers: args.workers.map_or(0, usize::from),
@@ -287,6 +288,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     super::init_logging_as(
         editor.as_ref().map(|(_, printer)| printer.clone()),
         args.log_format,
+        log_level,
     );
     let shutdown_timeout = config.shutdown_timeout;
     let server = listeners
