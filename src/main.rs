@@ -30,6 +30,8 @@ enum Command {
     /// Load-test a TCP server (echo by default, or any request/response protocol):
     /// throughput, exact latency percentiles, checked replies; merge and plot reports.
     Bench(cli::bench::BenchArgs),
+    /// Print the completion script for a shell: bash, zsh, fish, elvish or powershell.
+    Completions(cli::completions::CompletionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             cli::init_logging(None, log_level);
             cli::bench::run(args)
         }
+        Command::Completions(args) => cli::completions::run(args),
     };
     match result {
         Ok(code) => code,

@@ -491,3 +491,43 @@ fn a_bad_log_level_exits_2() {
         assert_usage_error(&["--log-level", value, "talk"], message);
     }
 }
+
+/// A fresh directory for one test's files, under the system's temporary directory.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tcpool-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn completions_print_a_script_for_each_shell() {
+    let dir = scratch_dir("completions");
+    let out = tcpool(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let script = dir.join("tcpool.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "bash -n: {checked:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("complete -F _tcpool") || text.contains("-F _tcpool"),
+        "{text}"
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = tcpool(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("tcpool"), "{shell}: {text}");
+        // Every command is offered.
+        for command in ["serve", "talk", "bench", "merge"] {
+            assert!(text.contains(command), "{shell} misses {command}");
+        }
+    }
+    assert_usage_error(&["completions", "ksh"], "invalid value 'ksh'");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,14 +2,17 @@
 
 pub(crate) mod bench;
 pub(crate) mod bench_files;
+pub(crate) mod completions;
 pub(crate) mod log_format;
 pub(crate) mod report_out;
 pub(crate) mod serve;
 pub(crate) mod talk;
 pub(crate) mod terminal;
 
-use std::io;
+use std::io::{self, Write as _};
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use tcpool::server::Printer;
 use tcpool::units;
@@ -129,4 +132,23 @@ pub(crate) fn bad_value(subcommand: &str, message: impl std::fmt::Display) -> ! 
     command
         .error(clap::error::ErrorKind::ValueValidation, message)
         .exit()
+}
+
+/// A command's `Examples:` section for the end of its `--help` (and its man page): `text` is
+/// its lines after a first line break, each indented by two spaces, a `# comment` line before
+/// each example.
+pub(crate) fn examples(text: &str) -> clap::builder::StyledStr {
+    let header = clap::builder::Styles::styled().get_header().to_owned();
+    let text = text.strip_prefix('\n').unwrap_or(text);
+    format!("{header}Examples:{header:#}\n{text}").into()
+}
+
+/// Writes `bytes` to stdout. A closed stdout (`| head`) is no failure: whoever closed it has
+/// read what they wanted; any other write error (a full disk) lost `what`, and is.
+pub(crate) fn print_stdout(bytes: &[u8], what: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.with_context(|| format!("cannot write {what} to stdout")),
+    }
 }
