@@ -32,6 +32,9 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Print the completion script for a shell: bash, zsh, fish, elvish or powershell.
     Completions(cli::completions::CompletionsArgs),
+    /// Print a manual page in roff (`tcpool man bench | man -l -`), or write every page into
+    /// a directory (--dir).
+    Man(cli::man::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
             cli::bench::run(args)
         }
         Command::Completions(args) => cli::completions::run(args),
+        Command::Man(args) => cli::man::run(args),
     };
     match result {
         Ok(code) => code,

@@ -531,3 +531,76 @@ fn completions_print_a_script_for_each_shell() {
     assert_usage_error(&["completions", "ksh"], "invalid value 'ksh'");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `man -l FILE`'s text, with any overstrike formatting taken out; `man` must succeed and
+/// say nothing on stderr.
+fn man_renders(file: &std::path::Path) -> String {
+    let out = Command::new("man")
+        .arg("-l")
+        .arg(file)
+        // Wide lines, so that no flag is broken at a hyphen.
+        .env("MANWIDTH", "1000")
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "man -l {}: {stderr}", file.display());
+    assert!(stderr.is_empty(), "man -l {}: {stderr}", file.display());
+    let mut text = String::new();
+    for c in String::from_utf8_lossy(&out.stdout).chars() {
+        if c == '\u{8}' {
+            text.pop();
+        } else {
+            text.push(c);
+        }
+    }
+    text
+}
+
+#[test]
+fn man_writes_a_page_per_command_and_man_renders_each() {
+    let dir = scratch_dir("man");
+    let out = tcpool(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let pages = [
+        ("tcpool", "--log-level"),
+        ("tcpool-serve", "--max-conns"),
+        ("tcpool-talk", "--no-wait"),
+        ("tcpool-bench", "--connections"),
+        ("tcpool-bench-merge", "--json"),
+        ("tcpool-bench-plot", "--output"),
+        ("tcpool-completions", "--log-level"),
+        ("tcpool-man", "--dir"),
+    ];
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = pages.iter().map(|(p, _)| format!("{p}.1")).collect();
+    expected.sort();
+    assert_eq!(files, expected);
+    for (page, flag) in pages {
+        let file = dir.join(format!("{page}.1"));
+        assert!(listed.contains(&file.display().to_string()), "{listed}");
+        let text = man_renders(&file);
+        assert!(text.contains(page), "{page}: {text}");
+        assert!(text.contains(flag), "{page} lacks {flag}: {text}");
+    }
+    // Without --dir, one page on stdout: the same as its file.
+    let out = tcpool(&["man", "bench", "merge"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let written = std::fs::read(dir.join("tcpool-bench-merge.1")).unwrap();
+    assert_eq!(out.stdout, written);
+    assert_eq!(
+        tcpool(&["man"]).stdout,
+        std::fs::read(dir.join("tcpool.1")).unwrap()
+    );
+    assert_usage_error(
+        &["man", "bench", "nope"],
+        "tcpool bench has no command \"nope\"",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,6 +4,7 @@ pub(crate) mod bench;
 pub(crate) mod bench_files;
 pub(crate) mod completions;
 pub(crate) mod log_format;
+pub(crate) mod man;
 pub(crate) mod report_out;
 pub(crate) mod serve;
 pub(crate) mod talk;
