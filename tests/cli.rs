@@ -588,6 +588,7 @@ fn man_writes_a_page_per_command_and_man_renders_each() {
         let text = man_renders(&file);
         assert!(text.contains(page), "{page}: {text}");
         assert!(text.contains(flag), "{page} lacks {flag}: {text}");
+        assert!(text.contains("EXAMPLES"), "{page}: {text}");
     }
     // Without --dir, one page on stdout: the same as its file.
     let out = tcpool(&["man", "bench", "merge"]);
@@ -603,4 +604,41 @@ fn man_writes_a_page_per_command_and_man_renders_each() {
         "tcpool bench has no command \"nope\"",
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_commands_help_ends_with_examples() {
+    for command in [
+        &[][..],
+        &["serve"],
+        &["talk"],
+        &["bench"],
+        &["bench", "merge"],
+        &["bench", "plot"],
+        &["completions"],
+        &["man"],
+    ] {
+        for help in ["--help", "-h"] {
+            let out = tcpool(&[command, &[help]].concat());
+            assert_eq!(out.status.code(), Some(0), "{command:?} {help}: {out:?}");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let examples = text
+                .rfind("\nExamples:\n")
+                .unwrap_or_else(|| panic!("{command:?} {help}: {text}"));
+            let lines: Vec<&str> = text[examples..].lines().map(str::trim).collect();
+            let comments = lines.iter().filter(|l| l.starts_with("# ")).count();
+            let commands = lines
+                .iter()
+                .filter(|l| !l.starts_with('#') && l.contains("tcpool "))
+                .count();
+            assert!(comments >= 3, "{command:?} {help}: {text}");
+            assert!(commands >= 3, "{command:?} {help}: {text}");
+        }
+    }
+    // And each documents where its durations and sizes come from.
+    let bench = String::from_utf8_lossy(&tcpool(&["bench", "--help"]).stdout).into_owned();
+    assert!(
+        bench.contains("(such as 250ms, 5s, 2m; bare = seconds)"),
+        "{bench}"
+    );
 }
