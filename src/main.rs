@@ -84,11 +84,15 @@ fn main() -> ExitCode {
         Command::Talk(args) => {
             cli::terminal::hold_stop_signal();
             cli::init_logging(None, log_level);
-            cli::talk::run(args)
+            let result = cli::talk::run(args);
+            cli::flush_logs();
+            result
         }
         Command::Bench(args) => {
             cli::init_logging(None, log_level);
-            cli::bench::run(args)
+            let result = cli::bench::run(args);
+            cli::flush_logs();
+            result
         }
         Command::Completions(args) => cli::completions::run(args),
         Command::Man(args) => cli::man::run(args),

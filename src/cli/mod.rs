@@ -58,6 +58,13 @@ pub(crate) fn init_logging_as(
     builder.init();
 }
 
+/// Gives the log lines still queued for stderr a moment (0.2 s at most) to be written: a
+/// command that returns right after logging would otherwise end the process with them in
+/// the queue. `serve` waits for them itself, with its other output.
+pub(crate) fn flush_logs() {
+    let _ = Printer::stderr().flush_timeout(Duration::from_millis(200));
+}
+
 /// A `--log-level` value: a level, or an env_logger filter that [`parse_log_level`] checked.
 #[derive(Debug, Clone)]
 pub(crate) struct LogLevel(String);
