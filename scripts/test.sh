@@ -22,6 +22,7 @@ peers=(
   "haproxy haproxy"
   "systemd-socket-activate systemd"
   "systemd-analyze systemd"
+  "man man-db"
 )
 
 missing=()

@@ -417,3 +417,228 @@ fn connect_timeout_bounds_a_connect_that_gets_no_answer() {
         benched.stdout
     );
 }
+
+#[test]
+fn log_level_turns_on_debug_lines_over_rust_log() {
+    // The helper sets RUST_LOG=info: the flag wins, and each session's debug line appears.
+    let mut server = Binary::serve(&["--log-level", "debug"]);
+    let mut client = connect(server.addr);
+    assert_eq!(round_trip(&mut client, b"ping\n"), b"ping\n");
+    let line = server.wait_stderr("a debug line", |l| {
+        l.contains(" DEBUG ") && l.contains("session 1 opened")
+    });
+    assert!(line.contains("tcpool::server::worker"), "{line}");
+    drop(client);
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+#[test]
+fn log_level_is_global_and_wins_over_rust_log_either_way() {
+    // A bench that cannot connect logs why at debug level, and exits 1.
+    let target = format!("127.0.0.1:{}", free_port());
+    let bench = |env: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(tcpool_bin());
+        command
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("RUST_LOG_STYLE", "never")
+            .stdin(Stdio::null());
+        if let Some(filter) = env {
+            command.env("RUST_LOG", filter);
+        }
+        let out = command.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let run = [
+        "bench",
+        "-c",
+        "1",
+        "-n",
+        "1",
+        "--connect-timeout",
+        "5s",
+        &target,
+    ];
+    let with = |level: &'static str| [&run[..], &["--log-level", level]].concat();
+    let debug = "cannot connect: addr=";
+    assert!(!bench(None, &run).contains(debug));
+    assert!(bench(Some("debug"), &run).contains(debug));
+    assert!(bench(None, &with("debug")).contains(debug));
+    assert!(!bench(Some("debug"), &with("warn")).contains(debug));
+    // Before the subcommand too, and as a full filter naming one module.
+    let before = [
+        &["--log-level", "warn,tcpool::client::bench::worker=debug"][..],
+        &run,
+    ]
+    .concat();
+    let stderr = bench(None, &before);
+    assert!(stderr.contains(debug), "{stderr}");
+    assert!(!stderr.contains("bench starting"), "{stderr}");
+}
+
+#[test]
+fn a_bad_log_level_exits_2() {
+    for (value, message) in [
+        ("loud", "\"loud\" is not a level"),
+        ("", "names no level"),
+        ("tcpool=loud", "invalid logging spec"),
+        ("=debug", "names no target"),
+        ("info/(", "invalid regex"),
+    ] {
+        assert_usage_error(&["serve", "--log-level", value], message);
+        assert_usage_error(&["--log-level", value, "talk"], message);
+    }
+}
+
+/// A fresh directory for one test's files, under the system's temporary directory.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tcpool-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn completions_print_a_script_for_each_shell() {
+    let dir = scratch_dir("completions");
+    let out = tcpool(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let script = dir.join("tcpool.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "bash -n: {checked:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("complete -F _tcpool") || text.contains("-F _tcpool"),
+        "{text}"
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = tcpool(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("tcpool"), "{shell}: {text}");
+        // Every command is offered.
+        for command in ["serve", "talk", "bench", "merge"] {
+            assert!(text.contains(command), "{shell} misses {command}");
+        }
+    }
+    assert_usage_error(&["completions", "ksh"], "invalid value 'ksh'");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `man -l FILE`'s text, with any overstrike formatting taken out; `man` must succeed and
+/// say nothing on stderr.
+fn man_renders(file: &std::path::Path) -> String {
+    let out = Command::new("man")
+        .arg("-l")
+        .arg(file)
+        // Wide lines, so that no flag is broken at a hyphen.
+        .env("MANWIDTH", "1000")
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "man -l {}: {stderr}", file.display());
+    assert!(stderr.is_empty(), "man -l {}: {stderr}", file.display());
+    let mut text = String::new();
+    for c in String::from_utf8_lossy(&out.stdout).chars() {
+        if c == '\u{8}' {
+            text.pop();
+        } else {
+            text.push(c);
+        }
+    }
+    text
+}
+
+#[test]
+fn man_writes_a_page_per_command_and_man_renders_each() {
+    let dir = scratch_dir("man");
+    let out = tcpool(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let pages = [
+        ("tcpool", "--log-level"),
+        ("tcpool-serve", "--max-conns"),
+        ("tcpool-talk", "--no-wait"),
+        ("tcpool-bench", "--connections"),
+        ("tcpool-bench-merge", "--json"),
+        ("tcpool-bench-plot", "--output"),
+        ("tcpool-completions", "--log-level"),
+        ("tcpool-man", "--dir"),
+    ];
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = pages.iter().map(|(p, _)| format!("{p}.1")).collect();
+    expected.sort();
+    assert_eq!(files, expected);
+    for (page, flag) in pages {
+        let file = dir.join(format!("{page}.1"));
+        assert!(listed.contains(&file.display().to_string()), "{listed}");
+        let text = man_renders(&file);
+        assert!(text.contains(page), "{page}: {text}");
+        assert!(text.contains(flag), "{page} lacks {flag}: {text}");
+        assert!(text.contains("EXAMPLES"), "{page}: {text}");
+    }
+    // Without --dir, one page on stdout: the same as its file.
+    let out = tcpool(&["man", "bench", "merge"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let written = std::fs::read(dir.join("tcpool-bench-merge.1")).unwrap();
+    assert_eq!(out.stdout, written);
+    assert_eq!(
+        tcpool(&["man"]).stdout,
+        std::fs::read(dir.join("tcpool.1")).unwrap()
+    );
+    assert_usage_error(
+        &["man", "bench", "nope"],
+        "tcpool bench has no command \"nope\"",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_commands_help_ends_with_examples() {
+    for command in [
+        &[][..],
+        &["serve"],
+        &["talk"],
+        &["bench"],
+        &["bench", "merge"],
+        &["bench", "plot"],
+        &["completions"],
+        &["man"],
+    ] {
+        for help in ["--help", "-h"] {
+            let out = tcpool(&[command, &[help]].concat());
+            assert_eq!(out.status.code(), Some(0), "{command:?} {help}: {out:?}");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let examples = text
+                .rfind("\nExamples:\n")
+                .unwrap_or_else(|| panic!("{command:?} {help}: {text}"));
+            let lines: Vec<&str> = text[examples..].lines().map(str::trim).collect();
+            let comments = lines.iter().filter(|l| l.starts_with("# ")).count();
+            let commands = lines
+                .iter()
+                .filter(|l| !l.starts_with('#') && l.contains("tcpool "))
+                .count();
+            assert!(comments >= 3, "{command:?} {help}: {text}");
+            assert!(commands >= 3, "{command:?} {help}: {text}");
+        }
+    }
+    // And each documents where its durations and sizes come from.
+    let bench = String::from_utf8_lossy(&tcpool(&["bench", "--help"]).stdout).into_owned();
+    assert!(
+        bench.contains("(such as 250ms, 5s, 2m; bare = seconds)"),
+        "{bench}"
+    );
+}

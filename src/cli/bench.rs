@@ -24,7 +24,11 @@ use tcpool::units;
 
 /// `tcpool bench` flags, or one of its subcommands.
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = super::examples(EXAMPLES)
+)]
 pub(crate) struct BenchArgs {
     #[command(subcommand)]
     command: Option<BenchCommand>,
@@ -48,49 +52,55 @@ struct RunArgs {
     /// port.
     #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:8900", value_parser = parse_target)]
     target: Target,
-    /// Connections to open; one that fails is not reopened.
-    #[arg(short = 'c', long, default_value_t = bench::DEFAULT_CONNECTIONS as u32,
+    /// Connections to open, all before the load starts; one that fails is not reopened.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = bench::DEFAULT_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     connections: u32,
-    /// How long to measure, after the warm-up (10s, 500ms; bare: seconds) [default: 10s unless
-    /// -n is given].
+    /// How long to measure, after the warm-up (such as 250ms, 5s, 2m; bare = seconds) [default: 10s, unless -n is
+    /// given].
     #[arg(short = 'd', long, value_name = "TIME", value_parser = super::parse_positive_seconds,
           conflicts_with = "messages")]
     duration: Option<Duration>,
-    /// Measured messages to send in all, split across connections (warm-up not included).
+    /// Send exactly TOTAL measured messages in all, split across the connections, instead of
+    /// measuring for a duration (warm-up not included) [default: none, -d decides].
     #[arg(short = 'n', long, value_name = "TOTAL", value_parser = clap::value_parser!(u64).range(1..))]
     messages: Option<u64>,
-    /// Echo: bytes per message, line ending included (64, 1KiB).
+    /// Echo: bytes per message, line ending included, at most 64MiB (such as 64, 1KiB; bare =
+    /// bytes).
     #[arg(allow_hyphen_values = true, short = 's', long, value_name = "SIZE", default_value = "64", value_parser = parse_size)]
     size: usize,
-    /// Messages in flight per connection at most.
+    /// Messages in flight per connection at most (1: the next is sent once the reply came).
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pipeline: u32,
-    /// Total messages per second over all connections (open loop: latency counts from each
-    /// message's intended send time) [default: as fast as replies come].
+    /// Messages per second in all, over all connections, at least 0.001 (open loop: latency
+    /// counts from each message's intended send time) [default: none, as fast as replies
+    /// come].
     #[arg(allow_hyphen_values = true, long, value_name = "R", value_parser = parse_rate)]
     rate: Option<f64>,
-    /// Unmeasured load before measuring (1s, 500ms).
+    /// Load before measuring, its messages checked but not counted (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(long, value_name = "TIME", default_value = "0", value_parser = super::parse_seconds)]
     warmup: Duration,
-    /// How long a reply may take before it counts as a `timeout` error.
+    /// How long a reply may take before it counts as a `timeout` error (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "TIME", default_value = "5s", value_parser = super::parse_positive_seconds)]
     timeout: Duration,
-    /// How long a connect may take (per address) before it counts as `connect_timeout`.
+    /// How long a connect may take (per address) before it counts as a `connect_timeout`
+    /// error (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "TIME", default_value = "5s", value_parser = super::parse_positive_seconds)]
     connect_timeout: Duration,
     /// Echo: how each message ends, none, lf or crlf.
     #[arg(long, value_name = "EOL", default_value = "lf")]
     eol: LineEnding,
-    /// Threads driving the connections [default: the number of CPUs].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Threads driving the connections, at most one per connection [default: the number of
+    /// CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     /// The request to send instead of the echo payload: escapes \r \n \t \0 \\ \xHH, and
     /// {conn} (connection index) and {seq} (message number) filled in. Needs one of
-    /// --expect, --until or --reply-size.
+    /// --expect, --until or --reply-size [default: none, an echo load].
     #[arg(long, value_name = "BYTES", conflicts_with_all = ["send_file", "size", "eol"])]
     send: Option<String>,
-    /// The request's raw bytes, read from a file (no escapes or placeholders).
+    /// The request's raw bytes, read from a file of at most 64MiB (no escapes or
+    /// placeholders).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["size", "eol"])]
     send_file: Option<PathBuf>,
     /// The reply is exactly these bytes (escapes and placeholders as for --send); anything
@@ -100,7 +110,8 @@ struct RunArgs {
     /// The reply ends at the first occurrence of these bytes (escapes allowed); not checked.
     #[arg(long, value_name = "BYTES", conflicts_with = "reply_size")]
     until: Option<String>,
-    /// The reply is exactly this many bytes (32, 1KiB); not checked.
+    /// The reply is exactly this many bytes, at most 64MiB; not checked (such as 32, 1KiB;
+    /// bare = bytes).
     #[arg(allow_hyphen_values = true, long, value_name = "SIZE", value_parser = parse_size)]
     reply_size: Option<usize>,
     /// Sent once on each connection right after it connects (AUTH, SELECT, HELLO); its reply
@@ -110,28 +121,41 @@ struct RunArgs {
     /// Where the first message's reply ends [default: \n].
     #[arg(long, value_name = "BYTES", requires = "first_message")]
     first_until: Option<String>,
-    /// Open at most R connections per second, evenly spaced; the load starts once the last
-    /// one is open.
+    /// Open at most R connections per second (at least 0.001), evenly spaced; the load starts
+    /// once the last one is open [default: all at once].
     #[arg(allow_hyphen_values = true, long, value_name = "R", value_parser = parse_rate)]
     connect_rate: Option<f64>,
-    /// Connect first, then start the warm-up at TIME: UNIX seconds, or +SECS from now (so
-    /// that several generators measure the same window).
+    /// Connect first, then start the warm-up at TIME: UNIX seconds (1767225600.5), or +TIME
+    /// from now (+5s; bare = seconds), so that several generators measure the same window
+    /// [default: at once].
     #[arg(allow_hyphen_values = true, long, value_name = "TIME", value_parser = parse_start_at)]
     start_at: Option<SystemTime>,
     /// Also read the server's own counts from its Prometheus metrics (tcpool serve --admin)
-    /// before and after the run: `http://127.0.0.1:9900/metrics`, or HOST:PORT.
+    /// before and after the run: `http://127.0.0.1:9900/metrics`, or HOST:PORT [default:
+    /// off].
     #[arg(long, value_name = "URL")]
     server_metrics: Option<MetricsUrl>,
     /// Print the report as one JSON object on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
-    /// Also write the standard HdrHistogram interval log here (one interval a second).
+    /// Also write the standard HdrHistogram interval log here (one interval a second, values
+    /// in µs).
     #[arg(long, value_name = "FILE")]
     hdr_log: Option<PathBuf>,
     /// Also draw the run as an SVG picture here (see `tcpool bench plot`).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
 }
+
+const EXAMPLES: &str = r"
+  # Echo load on 127.0.0.1:8900: 64 connections for 10 s
+  tcpool bench
+  # 200 connections at 20,000 msg/s in all, for 30 s after a 2 s warm-up
+  tcpool bench 127.0.0.1:8900 -c 200 --rate 20000 -d 30s --warmup 2s
+  # Redis PING on port 6379, 16 in flight per connection, the report saved as JSON
+  tcpool bench 6379 --send 'PING\r\n' --expect '+PONG\r\n' --pipeline 16 --json > ping.json
+  # With the server's own counts (tcpool serve --admin 127.0.0.1:9900)
+  tcpool bench -d 5s --server-metrics 127.0.0.1:9900";
 
 /// Set by Ctrl-C (or SIGTERM): the run stops and reports what it measured.
 static STOP: AtomicBool = AtomicBool::new(false);

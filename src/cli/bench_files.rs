@@ -11,6 +11,7 @@ use tcpool::client::bench::{self, Report};
 
 /// `tcpool bench merge` flags.
 #[derive(Debug, Args)]
+#[command(after_help = super::examples(MERGE_EXAMPLES))]
 pub(crate) struct MergeArgs {
     /// The reports to merge, each written by `tcpool bench --json`.
     #[arg(value_name = "REPORT.json", required = true)]
@@ -19,6 +20,17 @@ pub(crate) struct MergeArgs {
     #[arg(long)]
     json: bool,
 }
+
+const MERGE_EXAMPLES: &str = "
+  # Two generators on one 10 s window, then their exact sum
+  at=$(( $(date +%s) + 3 ))
+  tcpool bench -d 10s --start-at $at --json > a.json &
+  tcpool bench -d 10s --start-at $at --json > b.json; wait
+  tcpool bench merge a.json b.json
+  # The merged report as JSON, for a script or for bench plot
+  tcpool bench merge a.json b.json --json > merged.json
+  # Every report in a directory, such as one from each machine
+  tcpool bench merge reports/*.json";
 
 /// The largest report `merge` and `plot` read (a run of days, second by second, is some tens
 /// of MB).
@@ -71,6 +83,7 @@ pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
 
 /// `tcpool bench plot` flags.
 #[derive(Debug, Args)]
+#[command(after_help = super::examples(PLOT_EXAMPLES))]
 pub(crate) struct PlotArgs {
     /// The reports to draw, each written by `tcpool bench --json` (or `bench merge --json`).
     #[arg(value_name = "REPORT.json", required = true)]
@@ -79,6 +92,16 @@ pub(crate) struct PlotArgs {
     #[arg(short = 'o', long, value_name = "FILE.svg")]
     output: PathBuf,
 }
+
+const PLOT_EXAMPLES: &str = "
+  # Two saved runs in one picture, one curve each
+  tcpool bench -d 5s --json > one.json
+  tcpool bench -d 5s --pipeline 16 --json > sixteen.json
+  tcpool bench plot one.json sixteen.json -o runs.svg
+  # A merged report beside one of its generators
+  tcpool bench plot merged.json a.json -o merged.svg
+  # A run drawn as soon as it ends, without saving its report
+  tcpool bench -d 5s --plot run.svg";
 
 /// Draws the reports, one curve each, into one SVG file.
 pub(crate) fn plot(args: PlotArgs) -> anyhow::Result<ExitCode> {

@@ -25,6 +25,7 @@ use tcpool::server::{
     operator::admin::Admin,
 };
 
+use super::LogLevel;
 use super::log_format::LogFormat;
 use super::terminal;
 use super::{bad_value, parse_positive_seconds, parse_seconds, parse_size_u32};
@@ -38,16 +39,18 @@ const PROMPT_SETTLE: Duration = Duration::from_millis(50);
 
 /// `tcpool serve` flags.
 #[derive(Debug, Args)]
+#[command(after_help = super::examples(EXAMPLES))]
 pub(crate) struct ServeArgs {
-    /// Address to listen on (repeatable: `--bind 127.0.0.1 --bind ::1`; `::` is dual-stack
-    /// unless an IPv4 address is bound beside it).
+    /// Address to listen on (repeatable: `--bind 127.0.0.1 --bind ::1`). 0.0.0.0 is every
+    /// IPv4 interface; `::` is every interface, IPv4 too, unless an IPv4 address is bound
+    /// beside it.
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     bind: Vec<IpAddr>,
     /// Port to listen on; 0 picks a free one (the log shows which).
     #[arg(short = 'p', long, default_value_t = tcpool::DEFAULT_PORT)]
     port: u16,
-    /// Worker threads [default: the number of CPUs].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Worker threads, each serving many clients [default: the number of CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
     /// How sessions are shared among the workers: gathered on as few as keep up (`auto`),
     /// or each connection to the next worker in turn, for good.
@@ -60,12 +63,13 @@ pub(crate) struct ServeArgs {
     /// is kept either way.
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = SchedArg::Normal)]
     worker_sched: SchedArg,
-    /// Connections accepted but not yet adopted by a worker.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Connections accepted but not yet taken by a worker; while it is full, --overflow
+    /// decides.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     backlog: u32,
-    /// Most clients served at once; more get `busy` [default: 10000, lowered to fit the
-    /// file descriptor limit].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Most clients served at once; one more is answered `busy` and closed [default: 10000,
+    /// lowered to fit the file descriptor limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_conns: Option<u32>,
     /// What the server replies.
     #[arg(long, value_enum, default_value_t = ModeArg::Echo)]
@@ -74,33 +78,37 @@ pub(crate) struct ServeArgs {
     /// answer `busy` and close.
     #[arg(long, value_enum, default_value_t = OverflowArg::Wait)]
     overflow: OverflowArg,
-    /// Close a session when no byte moved either way for this long (`90s`, `5m`; bare =
-    /// seconds); 0 = never.
+    /// Close a session when no byte moved either way for this long; 0 = never
+    /// (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "0", value_parser = parse_seconds)]
     idle_timeout: Duration,
-    /// Longest partial line held for a line-based peer (chat, manual) (`64KiB`; bare = bytes);
-    /// at most 2147483583 bytes, so that an --outbox-limit can hold two of them.
+    /// In chat and manual mode, the longest partial line held for a client; a longer one is
+    /// cut into messages. At most 2147483583 bytes, so that an --outbox-limit can hold two of
+    /// them (such as 64KiB, 1MB; bare = bytes).
     #[arg(allow_hyphen_values = true, long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_max_line)]
     max_line: u32,
-    /// Most bytes queued for one client; a reader that falls further behind is disconnected
-    /// (`1MiB`; bare = bytes). At least 2 × (--max-line + 64).
+    /// Most bytes queued for one client; a reader that falls further behind is disconnected.
+    /// At least 2 × (--max-line + 64) (such as 512KiB, 1MB; bare = bytes).
     #[arg(allow_hyphen_values = true, long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size_u32)]
     outbox_limit: u32,
     /// In chat, how long a client may stay more than half --outbox-limit behind before it is
-    /// disconnected; meanwhile the senders it lags behind are not read (`3s`; bare = seconds).
+    /// disconnected; meanwhile the senders it lags behind are not read (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "3s", value_parser = parse_positive_seconds)]
     outbox_grace: Duration,
-    /// How long a graceful shutdown may take (`5s`, `500ms`; bare = seconds).
+    /// How long a graceful shutdown may take; sessions still open then are closed without a
+    /// goodbye (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     shutdown_timeout: Duration,
-    /// Serve the admin HTTP endpoint (metrics, health, sessions) on this address, such as
-    /// `127.0.0.1:9900`. It has no authentication: keep it on loopback [default: off].
+    /// Serve the admin HTTP endpoint (/metrics, /healthz, /sessions, /stats, /faults) on this
+    /// IP:PORT, such as 127.0.0.1:9900. It has no authentication: keep it on loopback
+    /// [default: off].
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
     /// A fault for new sessions, `KIND[,key=value...][,p=P]` (repeatable; several combine):
     /// `latency,delay=20ms,jitter=5ms`, `bandwidth,rate=64KiB`, `slice,size=4,delay=10ms`,
     /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`.
-    /// `p` is the chance a new session gets it (default 1); a bare `after` counts replies.
+    /// `p` is the chance a new session gets it (default 1); a bare `after` counts replies
+    /// [default: none].
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<FaultSpec>,
     /// Seed of the per-session fault draws: the same seed and order of connections give the
@@ -116,24 +124,34 @@ pub(crate) struct ServeArgs {
     #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<server::Cidr>,
     /// Turn away clients in this address block at once, without a reply (repeatable; wins
-    /// over --allow).
+    /// over --allow) [default: nobody].
     #[arg(long = "deny", value_name = "CIDR")]
     deny: Vec<server::Cidr>,
     /// Expect a PROXY protocol header (HAProxy's `send-proxy` / `send-proxy-v2`) at the
     /// start of every connection; its client becomes the session's peer [default: off].
     #[arg(long, value_enum, value_name = "VERSION")]
     proxy_protocol: Option<ProxyArg>,
-    /// How long a connection may take to send its PROXY header (`5s`; bare = seconds).
+    /// How long a connection may take to send its PROXY header (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     proxy_timeout: Duration,
     /// How long a hand-over (SIGHUP) waits for the new process to say it is ready before it
-    /// gives up, stops it and keeps serving (`5s`; bare = seconds).
+    /// gives up, stops it and keeps serving (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     handover_timeout: Duration,
-    /// How log lines are written: env_logger's text, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// How log lines are written (to stderr): env_logger's text, or one JSON object per line.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
+
+const EXAMPLES: &str = "
+  # Echo on 127.0.0.1:8900 until Ctrl-C, or `quit` typed on its console
+  tcpool serve
+  # A chat room on port 9000 for 100 people at most; idle ones leave after 5 minutes
+  tcpool serve --mode chat --port 9000 --max-conns 100 --idle-timeout 5m
+  # Metrics and health on 127.0.0.1:9900, and a JSON log line for each session
+  tcpool serve --admin 127.0.0.1:9900 --log-format json --log-level debug
+  # A slow server: half the sessions get every reply 20 ms (± 5 ms) late
+  tcpool serve --fault latency,delay=20ms,jitter=5ms,p=0.5";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
@@ -196,7 +214,7 @@ fn parse_max_line(s: &str) -> Result<u32, String> {
 }
 
 /// Runs the server until a shutdown; exit code 0 after any requested shutdown.
-pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Result<ExitCode> {
     let manual = matches!(args.mode, ModeArg::Manual);
     let config = Config {
         workers: args.workers.map_or(0, usize::from),
@@ -288,6 +306,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     super::init_logging_as(
         editor.as_ref().map(|(_, printer)| printer.clone()),
         args.log_format,
+        log_level,
     );
     let shutdown_timeout = config.shutdown_timeout;
     let server = listeners

@@ -19,13 +19,14 @@ use super::{parse_positive_seconds, terminal};
 
 /// `tcpool talk` flags.
 #[derive(Debug, Args)]
+#[command(after_help = super::examples(EXAMPLES))]
 pub(crate) struct TalkArgs {
     /// Server to talk to: PORT (on 127.0.0.1), HOST, HOST:PORT or [IPv6]:PORT. A name is
     /// tried at each of its addresses in turn.
     #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:8900", value_parser = addr::parse)]
     addr: Target,
-    /// What ends each line sent: none (the seed client's way), lf or crlf [default: none,
-    /// or lf with --no-wait].
+    /// What ends each line sent: none (each line a write of its own, with no terminator), lf
+    /// or crlf [default: none, or lf with --no-wait].
     #[arg(long, value_name = "EOL")]
     eol: Option<LineEnding>,
     /// Piped input: send every line without waiting for its reply; at the end of input, wait
@@ -33,14 +34,21 @@ pub(crate) struct TalkArgs {
     /// otherwise, so that the server can tell them apart.
     #[arg(long)]
     no_wait: bool,
-    /// How long to wait for a reply before going on with a warning (`5s`, `500ms`; bare =
-    /// seconds).
+    /// How long to wait for a reply before going on with a warning (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     reply_timeout: Duration,
-    /// How long each address may take to accept the connection.
+    /// How long each address may take to accept the connection (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     connect_timeout: Duration,
 }
+
+const EXAMPLES: &str = r"
+  # Type lines to the server on 127.0.0.1:8900 and read its replies; `quit` leaves
+  tcpool talk
+  # One scripted exchange with the server on port 9000 of this machine
+  printf 'hello\nquit\n' | tcpool talk 9000
+  # A thousand lines sent at once, without waiting for each reply
+  seq 1000 | tcpool talk --no-wait localhost:8900";
 
 /// Talks to the server; exit code 0 whenever the conversation ended normally.
 pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
