@@ -150,7 +150,7 @@ fn the_first_error_of_each_kind_shows_where_and_what() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("Result      no reply came: every connection failed (mismatch 2)"),
+        text.contains("Result      replies came, none right: every connection failed (mismatch 2)"),
         "{text}"
     );
     assert!(

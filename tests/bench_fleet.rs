@@ -77,9 +77,10 @@ fn start_at_connects_first_and_starts_the_window_then() {
         "{:?}",
         run.elapsed
     );
-    // Connecting happened before: the connect phase is the wait for the start.
+    // Connecting happened before, and the connect phase is the connects alone, not the
+    // wait for the start that followed them (two loopback connects: milliseconds).
     assert!(
-        run.report["connect_s"].as_f64().unwrap() >= 1.0,
+        run.report["connect_s"].as_f64().unwrap() < 0.5,
         "{}",
         run.report
     );

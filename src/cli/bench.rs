@@ -231,6 +231,13 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     };
+    // Every output file is opened before the first connect: a path that cannot be written
+    // is said at once, not after the whole run.
+    let create = |path: &std::path::Path| {
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
+    };
+    let hdr_log = args.hdr_log.as_deref().map(create).transpose()?;
+    let plot = args.plot.as_deref().map(create).transpose()?;
     let scrape_timeout = options.connect_timeout;
     let before = match &args.server_metrics {
         Some(url) => Some(
@@ -249,17 +256,16 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         restore_control_chars();
     }
     let report = result.with_context(|| format!("benchmark against {} failed", args.target))?;
-    if let Some(path) = &args.hdr_log {
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        );
+    if let (Some(path), Some(file)) = (&args.hdr_log, hdr_log) {
+        let mut file = std::io::BufWriter::new(file);
         bench::write_interval_log(&report, &mut file)
             .and_then(|()| file.flush())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    if let Some(path) = &args.plot {
-        super::bench_files::write_plot(&[(args.target.to_string(), &report)], path)?;
+    if let (Some(path), Some(mut file)) = (&args.plot, plot) {
+        let svg = bench::plot(&[(args.target.to_string(), &report)]).map_err(anyhow::Error::msg)?;
+        file.write_all(svg.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let server = match (&args.server_metrics, &before) {
         (Some(url), Some(before)) => {
@@ -275,7 +281,13 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
 
-    super::report_out::print_with(&report, server.as_ref(), args.json)
+    let code = super::report_out::print_with(&report, server.as_ref(), args.json)?;
+    // Stopped by Ctrl-C or SIGTERM: the report is out, and the exit code says how it ended.
+    Ok(if STOP.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else {
+        code
+    })
 }
 
 /// The library's options from the flags; an error is a usage error.

@@ -112,7 +112,7 @@ pub(crate) fn plot(args: PlotArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Draws `runs` into `path`.
-pub(crate) fn write_plot(runs: &[(String, &Report)], path: &Path) -> anyhow::Result<()> {
+fn write_plot(runs: &[(String, &Report)], path: &Path) -> anyhow::Result<()> {
     let svg = bench::plot(runs).map_err(anyhow::Error::msg)?;
     std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -22,11 +22,62 @@ fn close_after_five_messages_is_counted_as_closed() {
     assert_eq!(run.u64("errors"), 4);
     // An orderly close, or a reset when the sixth message was still unread at the close.
     assert_eq!(run.kind("closed") + run.kind("reset"), 4, "{}", run.report);
-    // The run ended when the last connection failed, not at the deadline.
+    // The run ended when the last connection failed, not at the deadline, and says so.
     assert!(
         run.elapsed < Duration::from_secs(4),
         "took {:?}",
         run.elapsed
+    );
+    let why = run.report["ended_early"]
+        .as_str()
+        .expect("ended_early says why");
+    assert!(
+        why.starts_with("stopped at 0.") && why.contains(" of 5.00 s: every connection"),
+        "{why}"
+    );
+
+    // The text report says it too, under the duration.
+    let text = Command::new(tcpool_bin())
+        .args(["bench", &server.addr.to_string(), "-c", "4", "-d", "5"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("            stopped at 0."), "{text}");
+}
+
+#[test]
+fn a_run_that_ends_as_planned_says_nothing_of_an_early_end() {
+    let server = BrokenServer::start(|stream| echo_then_close(stream, 1 << 30));
+    let run = bench(server.addr, &["-c", "2", "-d", "0.5"]);
+    run.assert_clean();
+    assert_eq!(run.report["ended_early"], Value::Null, "{}", run.report);
+}
+
+#[test]
+fn wrong_replies_are_not_called_no_reply() {
+    // Every reply is wrong from its first byte.
+    let server = BrokenServer::start(|stream| echo_flipping_byte(stream, 0));
+    let out = Command::new(tcpool_bin())
+        .args(["bench", &server.addr.to_string(), "-c", "2", "-d", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Result      replies came, none right: every connection failed (mismatch 2)"),
+        "{text}"
+    );
+    let silent = BrokenServer::start(|stream| echo_then_close(stream, 0));
+    let out = Command::new(tcpool_bin())
+        .args(["bench", &silent.addr.to_string(), "-c", "2", "-d", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Result      no reply came: every connection failed"),
+        "{text}"
     );
 }
 

@@ -190,7 +190,7 @@ pub fn echo_flipping_byte(mut stream: TcpStream, at: usize) {
 }
 
 /// Echoes exactly `limit` bytes, then closes.
-fn echo_then_close(mut stream: TcpStream, limit: usize) {
+pub fn echo_then_close(mut stream: TcpStream, limit: usize) {
     let mut buf = [0u8; 4096];
     let mut left = limit;
     while left > 0 {

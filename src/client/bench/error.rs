@@ -51,6 +51,21 @@ impl ErrorKind {
         }
     }
 
+    /// What a connection that failed this way did, for a sentence: `was closed by the server`.
+    pub(super) fn what(self) -> &'static str {
+        match self {
+            ErrorKind::Mismatch => "got a wrong reply",
+            ErrorKind::Busy => "was turned away busy",
+            ErrorKind::Closed => "was closed by the server",
+            ErrorKind::Reset => "was reset",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::ConnectFailed => {
+                "could not connect"
+            }
+            ErrorKind::Io => "failed",
+        }
+    }
+
     pub(super) fn of_connect(e: &io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,

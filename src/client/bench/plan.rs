@@ -219,6 +219,9 @@ impl Framing {
 /// When the load runs, fixed once every connection is open (or has failed).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Schedule {
+    /// Every connection was open (or had failed): the end of the connect phase, before any
+    /// wait for [`Options::start_at`].
+    pub(super) connected: Instant,
     /// The warm-up starts: the first messages may go.
     pub(super) go: Instant,
     /// The end of the warm-up: messages intended from here on are measured.
@@ -273,6 +276,7 @@ impl Plan<'_> {
             Limit::Messages(_) => None,
         };
         let _ = self.schedule.set(Schedule {
+            connected: now,
             go,
             measure_start,
             end,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ErrorKind, FirstError};
 use super::framing::{Protocol, Reply, escape};
 use super::histogram::{Percentiles, SparseHistogram, histogram};
-use super::plan::{Options, Plan};
+use super::plan::{Limit, Options, Plan, Schedule};
 use super::tally::Tally;
 use super::worker::Outcome;
 
@@ -83,6 +83,11 @@ pub struct Report {
     pub messages: u64,
     /// Bytes of those replies.
     pub bytes: u64,
+    /// Why the run stopped before its `-d` or `-n` was done, when it did (every connection
+    /// failed): `stopped at 0.98 s of 2.00 s: every connection was closed by the server
+    /// (closed 4)`. `null` for a run that ran its course or was interrupted.
+    #[serde(default)]
+    pub ended_early: Option<String>,
     /// Measured messages still in flight when the window closed; awaited (or timed out)
     /// after it and not counted in `messages`.
     pub in_flight_at_end: u64,
@@ -289,6 +294,7 @@ impl Report {
             sent: 0,
             messages: 0,
             bytes: 0,
+            ended_early: None,
             in_flight_at_end: 0,
             late_replies: 0,
             errors: 0,
@@ -315,6 +321,57 @@ fn run_id(now: SystemTime) -> String {
     );
     h.write_u32(std::process::id());
     format!("{:016x}", h.finish())
+}
+
+/// Why a run that was not interrupted stopped short of its `-d` or `-n`, if it did: every
+/// connection had failed.
+fn early_end(
+    options: &Options,
+    schedule: Option<Schedule>,
+    finished: Instant,
+    total: &Tally,
+) -> Option<String> {
+    let errors: u64 = total.errors.values().sum();
+    if errors == 0 {
+        return None;
+    }
+    let (at, of) = match (options.limit, schedule) {
+        (_, None) => return Some(format!("stopped before the load began: {}", why(total))),
+        (Limit::Duration(d), Some(s)) => {
+            let end = s.end?;
+            if finished >= end {
+                return None;
+            }
+            let at = finished.saturating_duration_since(s.measure_start);
+            (
+                format!("{:.2} s", at.as_secs_f64()),
+                format!("{:.2} s", d.as_secs_f64()),
+            )
+        }
+        (Limit::Messages(n), Some(_)) => {
+            let answered = total.messages + total.late;
+            if answered >= n {
+                return None;
+            }
+            (format!("{answered} messages"), format!("{n}"))
+        }
+    };
+    Some(format!("stopped at {at} of {of}: {}", why(total)))
+}
+
+/// `every connection was closed by the server (closed 4)`, or for several kinds
+/// `every connection failed (closed 2, reset 2)`.
+fn why(total: &Tally) -> String {
+    let kinds: Vec<String> = total
+        .errors
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    let what = match total.errors.keys().collect::<Vec<_>>().as_slice() {
+        [one] => one.what(),
+        _ => "failed",
+    };
+    format!("every connection {what} ({})", kinds.join(", "))
 }
 
 /// Seconds since the UNIX epoch of `at`, given one instant known on both clocks.
@@ -356,7 +413,7 @@ pub(super) fn report(
     if let Some(end) = schedule.and_then(|s| s.end) {
         window_end = window_end.min(end);
     }
-    let connect_end = schedule.map_or(finished, |s| s.go);
+    let connect_end = schedule.map_or(finished, |s| s.connected);
     let (request, reply) = match &options.protocol {
         Protocol::Echo => ("echo".to_owned(), "echo".to_owned()),
         Protocol::Request { send, reply } => (
@@ -369,6 +426,9 @@ pub(super) fn report(
         ),
     };
     let echo = options.protocol == Protocol::Echo;
+    let ended_early = (!interrupted)
+        .then(|| early_end(options, schedule, finished, &total))
+        .flatten();
     let timeline = total
         .take_timeline()
         .into_iter()
@@ -404,6 +464,7 @@ pub(super) fn report(
         bytes: total.bytes,
         in_flight_at_end: total.in_flight_at_end,
         late_replies: total.late,
+        ended_early,
         errors_by_kind: total.errors,
         interrupted,
         ..Report::empty(options.addrs[0].to_string())

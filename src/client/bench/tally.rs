@@ -194,6 +194,7 @@ mod tests {
     /// A window of three seconds from `start`.
     fn window(start: Instant) -> Schedule {
         Schedule {
+            connected: start,
             go: start,
             measure_start: start,
             end: Some(start + Duration::from_secs(3)),

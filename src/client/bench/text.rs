@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 
 use std::time::Duration;
 
-use super::error::clean;
+use super::error::{ErrorKind, clean};
 use super::report::{MIXED, Report, Window};
 
 impl fmt::Display for Report {
@@ -21,9 +21,15 @@ impl fmt::Display for Report {
             self.threads
         )?;
         if self.messages == 0 && self.late_replies == 0 && self.errors > 0 {
+            // Wrong bytes are still bytes: a reply came, and none was right.
+            let what = if self.errors_by_kind.contains_key(&ErrorKind::Mismatch) {
+                "replies came, none right"
+            } else {
+                "no reply came"
+            };
             writeln!(
                 f,
-                "Result      no reply came: every connection failed ({})",
+                "Result      {what}: every connection failed ({})",
                 kinds(self)
             )?;
             return first_errors(f, self);
@@ -50,6 +56,9 @@ impl fmt::Display for Report {
             f.write_str(" (interrupted)")?;
         }
         writeln!(f)?;
+        if let Some(why) = &self.ended_early {
+            writeln!(f, "            {}", clean(why))?;
+        }
         let verb = if self.request == "echo" {
             "echoed and verified"
         } else {
