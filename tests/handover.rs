@@ -202,6 +202,18 @@ fn sighup_hands_over_without_refusing_or_resetting_a_connection() {
     let (bench, bench_out, bench_err) =
         spawn_bench(&addr.to_string(), &["--json", "-c", "4", "-d", "20"]);
     wait_until("some continuous rounds", || Tally::get(&tally.exact) >= 200);
+    // The bench's connections are the old process's sessions before the hand-over starts
+    // (on a busy machine the bench can take a while to start): four long-lived sessions
+    // that have echoed more than the established ones' one line.
+    wait_until("the bench's connections on the old process", || {
+        let (_, body) = http_get(admin, "/sessions");
+        let sessions: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        sessions.as_array().map_or(0, |list| {
+            list.iter()
+                .filter(|s| s["messages_in"].as_u64().unwrap_or(0) >= 50)
+                .count()
+        }) >= 4
+    });
 
     old.signal("HUP");
     let pid = successor_pid(&old);

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::clean;
 use super::report::Report;
 use super::text::human_us;
 use crate::client::addr::{self, Target};
@@ -287,6 +288,14 @@ pub struct ServerView {
     pub bytes_out: u64,
     /// Its time from reading a message to writing the reply.
     pub reply: ReplyTimes,
+    /// Faults that touched sessions during the run (`#1 latency,delay=20ms`): the server's
+    /// reply times leave out the delays they injected.
+    #[serde(default)]
+    pub faults: Vec<String>,
+    /// The server's process changed between the scrapes (a restart or a hand-over): its
+    /// counts cannot be set against the client's.
+    #[serde(default)]
+    pub restarted: bool,
     /// Where the client's and the server's counts differ.
     pub warnings: Vec<String>,
 }
@@ -319,9 +328,23 @@ impl ServerView {
             bytes_in: delta("tcpool_bytes_total", &[("direction", "in")]),
             bytes_out: delta("tcpool_bytes_total", &[("direction", "out")]),
             reply: reply_times(before, after),
+            faults: before_after(before, after, FAULTS, "fault")
+                .filter(|&(_, was, is)| is > was)
+                .map(|(name, _, _)| clean(&name))
+                .collect(),
+            restarted: after.sum(STARTED, &[]) != before.sum(STARTED, &[]),
             warnings: Vec::new(),
         };
-        view.warnings = view.disagreements(report);
+        view.warnings = if view.restarted {
+            vec![format!(
+                "the server's process changed between the scrapes (started at {:.0}, then at \
+                 {:.0}: a restart or a hand-over); its counts are not the run's",
+                before.sum(STARTED, &[]),
+                after.sum(STARTED, &[])
+            )]
+        } else {
+            view.disagreements(report)
+        };
         view
     }
 
@@ -380,6 +403,25 @@ impl ServerView {
         }
         out
     }
+}
+
+/// The series of the process's start time: a different value is a different process.
+const STARTED: &str = "process_start_time_seconds";
+/// Sessions each fault touched, by fault.
+const FAULTS: &str = "tcpool_fault_sessions_total";
+
+/// Each value of `name`'s `key` label after the run, with its value before and after.
+fn before_after<'a>(
+    before: &'a Samples,
+    after: &'a Samples,
+    name: &str,
+    key: &str,
+) -> impl Iterator<Item = (String, f64, f64)> + 'a {
+    let was = before.by_label(name, key);
+    after.by_label(name, key).into_iter().map(move |(k, v)| {
+        let w = was.get(&k).copied().unwrap_or(0.0);
+        (k, w, v)
+    })
 }
 
 /// The reply-time percentiles of the run: the bucket counts' difference, then the linear
@@ -464,126 +506,19 @@ impl fmt::Display for ServerView {
             human_us(r.p99_us),
             r.count
         )?;
+        if !self.faults.is_empty() {
+            writeln!(
+                f,
+                "  Faults    active on the server: {}; its reply time excludes injected delays",
+                self.faults.join(", ")
+            )?;
+        }
         for warning in &self.warnings {
-            writeln!(f, "  Warning   {warning}")?;
+            writeln!(f, "  Warning   {}", clean(warning))?;
         }
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_read_labels_escapes_and_infinities() {
-        let s = Samples::parse(
-            "# HELP x y\nx_total{a=\"1\",b=\"q\\\"z\"} 3\nx_total{a=\"2\"} 4 1700000000\n\
-             h_bucket{le=\"+Inf\"} 7\nbare 1.5e3\ngarbage\n",
-        );
-        assert_eq!(s.sum("x_total", &[]), 7.0);
-        assert_eq!(s.sum("x_total", &[("b", "q\"z")]), 3.0);
-        assert_eq!(s.sum("h_bucket", &[("le", "+Inf")]), 7.0);
-        assert_eq!(s.sum("bare", &[]), 1500.0);
-        assert_eq!(s.sum("garbage", &[]), 0.0);
-    }
-
-    #[test]
-    fn percentiles_interpolate_within_the_bucket() {
-        let before = Samples::parse(
-            "tcpool_reply_seconds_bucket{le=\"0.00001\"} 0\n\
-             tcpool_reply_seconds_bucket{le=\"0.00002\"} 0\n\
-             tcpool_reply_seconds_bucket{le=\"+Inf\"} 0\n",
-        );
-        let after = Samples::parse(
-            "tcpool_reply_seconds_bucket{le=\"0.00001\"} 50\n\
-             tcpool_reply_seconds_bucket{le=\"0.00002\"} 100\n\
-             tcpool_reply_seconds_bucket{le=\"+Inf\"} 100\n",
-        );
-        let r = reply_times(&before, &after);
-        assert_eq!(r.count, 100);
-        assert!((r.p50_us - 10.0).abs() < 1e-6, "{r:?}");
-        assert!((r.p90_us - 18.0).abs() < 1e-6, "{r:?}");
-    }
-
-    /// A loopback HTTP server that reads the request and then runs `answer` on the stream.
-    fn http_server(answer: impl FnOnce(std::net::TcpStream) + Send + 'static) -> MetricsUrl {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-        thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            stream
-                .set_write_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            // Read the whole request head: closing a socket with unread input would reset
-            // the connection and could wipe out the answer before the client reads it.
-            let mut request = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&chunk[..n]),
-                }
-            }
-            answer(stream);
-        });
-        url.parse().unwrap()
-    }
-
-    #[test]
-    fn a_scrape_wants_tcpool_metrics_in_bounded_size_and_time() {
-        let timeout = Duration::from_millis(500);
-        let not_ours = http_server(|mut s| {
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello\n");
-        });
-        let error = not_ours.scrape(timeout).unwrap_err().to_string();
-        assert!(error.contains("not with tcpool's metrics"), "{error}");
-
-        let ours = http_server(|mut s| {
-            let _ = s.write_all(
-                b"HTTP/1.0 200 OK\r\n\r\n# TYPE tcpool_sessions_closed_total counter\n\
-                  tcpool_sessions_closed_total 3\n",
-            );
-        });
-        assert_eq!(ours.scrape(timeout).unwrap().sum(CLOSED, &[]), 3.0);
-
-        // Held open, never answering: the scrape gives up at its timeout and says so.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let stalled = http_server(move |_s| {
-            let _ = held.recv_timeout(Duration::from_secs(10));
-        });
-        let started = Instant::now();
-        let error = stalled.scrape(timeout).unwrap_err().to_string();
-        assert!(error.contains("did not answer within 500ms"), "{error}");
-        assert!(started.elapsed() < Duration::from_secs(5));
-        drop(release);
-
-        // An endless answer, in small pieces: refused at the cap or at the timeout.
-        let endless = http_server(|mut s| {
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n");
-            let line = [b'#'; 4096];
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) && s.write_all(&line).is_ok() {}
-        });
-        let started = Instant::now();
-        let error = endless.scrape(timeout).unwrap_err().to_string();
-        assert!(
-            error.contains("answered more than") || error.contains("did not answer within"),
-            "{error}"
-        );
-        assert!(started.elapsed() < Duration::from_secs(5));
-    }
-
-    #[test]
-    fn urls_take_a_path_or_default_to_metrics() {
-        let u: MetricsUrl = "http://127.0.0.1:9900".parse().unwrap();
-        assert_eq!(u.to_string(), "http://127.0.0.1:9900/metrics");
-        let u: MetricsUrl = "localhost:9/m".parse().unwrap();
-        assert_eq!(u.to_string(), "http://localhost:9/m");
-        assert!("https://x:1/".parse::<MetricsUrl>().is_err());
-        assert!("http://:x/".parse::<MetricsUrl>().is_err());
-    }
-}
+mod tests;
