@@ -66,7 +66,7 @@ pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("valid histogram bounds")
 }
 
-/// A latency histogram in the buckets of the run's own ([`histogram()`]: the same bounds and
+/// A latency histogram in the buckets of the run's own (`histogram()`: the same bounds and
 /// precision), keeping only the buckets that hold a count: what each second of the timeline
 /// is. A second's replies fill some tens to a few thousand of the 23,552 buckets, 8 bytes
 /// each, where a full histogram of these bounds takes 184 KiB whatever it holds. Added
