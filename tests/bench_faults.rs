@@ -86,3 +86,33 @@ fn truncate_shows_as_mismatch() {
     );
     assert!(run.kind("mismatch") >= 1, "{}", run.report);
 }
+
+#[test]
+fn an_open_loop_that_falls_behind_counts_in_flight_only_what_had_gone_out() {
+    // 20 ms a reply: 8 connections at pipeline 1 manage some 400 msg/s of the 2,000 asked,
+    // so messages meant for the window are still going out after it.
+    let server = served("latency,delay=20ms");
+    let run = bench(
+        server.addr,
+        &[
+            "-c",
+            "8",
+            "--pipeline",
+            "1",
+            "--rate",
+            "1000",
+            "-d",
+            "2",
+            "--timeout",
+            "1",
+        ],
+    );
+    assert_eq!(run.u64("errors"), 0, "{}", run.report);
+    let in_flight = run.u64("in_flight_at_end");
+    assert!(
+        in_flight <= 8,
+        "{in_flight} in flight at most 8 x 1: {}",
+        run.report
+    );
+    assert!(run.u64("late_replies") >= in_flight, "{}", run.report);
+}

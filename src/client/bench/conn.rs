@@ -161,6 +161,7 @@ impl Conn {
                 self.inflight.pop_front();
                 tally.complete(
                     front.measured.then_some(front.intended),
+                    front.sent,
                     now,
                     self.reply_read,
                     schedule,
@@ -311,7 +312,11 @@ impl Conn {
     }
 
     /// Measured messages still awaiting their reply.
-    pub(super) fn measured_in_flight(&self) -> u64 {
-        self.inflight.iter().filter(|f| f.measured).count() as u64
+    /// Measured messages sent by `end` (when there is one) and not answered.
+    pub(super) fn measured_in_flight(&self, end: Option<Instant>) -> u64 {
+        self.inflight
+            .iter()
+            .filter(|f| f.measured && end.is_none_or(|end| f.sent <= end))
+            .count() as u64
     }
 }

@@ -106,11 +106,13 @@ impl Tally {
         i
     }
 
-    /// Counts a reply that came `now`, `bytes` long, to a message whose latency runs from
-    /// `measured_from` (`None`: a warm-up message, counted only as completed).
+    /// Counts a reply that came `now`, `bytes` long, to a message sent at `sent` whose
+    /// latency runs from `measured_from` (`None`: a warm-up message, counted only as
+    /// completed).
     pub(super) fn complete(
         &mut self,
         measured_from: Option<Instant>,
+        sent: Instant,
         now: Instant,
         bytes: usize,
         schedule: Option<&Schedule>,
@@ -121,9 +123,15 @@ impl Tally {
         };
         let us = micros(now.saturating_duration_since(intended)).min(HISTOGRAM_MAX_US);
         self.latency.saturating_record(us);
-        if schedule.and_then(|s| s.end).is_some_and(|end| now > end) {
+        if let Some(end) = schedule.and_then(|s| s.end)
+            && now > end
+        {
             self.late += 1;
-            self.in_flight_at_end += 1;
+            // In flight at the end only if it had gone out by then: an open loop that fell
+            // behind sends messages meant for the window after it.
+            if sent <= end {
+                self.in_flight_at_end += 1;
+            }
             return;
         }
         self.messages += 1;
@@ -228,7 +236,7 @@ mod tests {
         for &(at_ms, us) in replies {
             let now = start + Duration::from_millis(at_ms);
             let from = now - Duration::from_micros(us);
-            tally.complete(Some(from), now, 64, Some(&schedule));
+            tally.complete(Some(from), from, now, 64, Some(&schedule));
         }
         tally
     }

@@ -177,8 +177,12 @@ impl<'a> Worker<'a> {
         let finished_at = Instant::now();
         for i in 0..self.conns.len() {
             if self.conns[i].state != State::Finished {
-                // The window ends here: what is still in flight was in flight at its end.
-                self.tally.in_flight_at_end += self.conns[i].measured_in_flight();
+                // The window ends here: what is still in flight was in flight at its end
+                // (once draining, `close` counts it).
+                if !self.draining {
+                    let end = self.schedule.and_then(|s| s.end);
+                    self.tally.in_flight_at_end += self.conns[i].measured_in_flight(end);
+                }
                 self.close(i, None, finished_at);
             }
         }
@@ -528,7 +532,8 @@ impl<'a> Worker<'a> {
         }
         // Messages left unanswered after the window closed were in flight at its end.
         if self.draining {
-            self.tally.in_flight_at_end += conn.measured_in_flight();
+            let end = self.schedule.and_then(|s| s.end);
+            self.tally.in_flight_at_end += conn.measured_in_flight(end);
         }
         conn.state = State::Finished;
         conn.inflight.clear();
