@@ -108,6 +108,15 @@ pub struct FirstError {
     pub message: Option<String>,
 }
 
+/// Error counts by kind as people read them: `mismatch 3, timeout 1`.
+pub(super) fn counts(by_kind: &std::collections::BTreeMap<ErrorKind, u64>) -> String {
+    let kinds: Vec<String> = by_kind
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    kinds.join(", ")
+}
+
 /// Text from a report file or a server made safe for a terminal: control characters and
 /// escape sequences shown as escapes, as the server shows peer text. Text that is escaped
 /// already stays as it is.

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::error::{ErrorKind, FirstError};
+use super::error::{ErrorKind, FirstError, counts};
 use super::framing::{Protocol, Reply, escape};
 use super::histogram::{Percentiles, SparseHistogram, histogram};
 use super::plan::{Limit, Options, Plan, Schedule};
@@ -362,16 +362,11 @@ fn early_end(
 /// `every connection was closed by the server (closed 4)`, or for several kinds
 /// `every connection failed (closed 2, reset 2)`.
 fn why(total: &Tally) -> String {
-    let kinds: Vec<String> = total
-        .errors
-        .iter()
-        .map(|(kind, n)| format!("{kind} {n}"))
-        .collect();
     let what = match total.errors.keys().collect::<Vec<_>>().as_slice() {
         [one] => one.what(),
         _ => "failed",
     };
-    format!("every connection {what} ({})", kinds.join(", "))
+    format!("every connection {what} ({})", counts(&total.errors))
 }
 
 /// Seconds since the UNIX epoch of `at`, given one instant known on both clocks.

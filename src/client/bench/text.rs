@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 
 use std::time::Duration;
 
-use super::error::{ErrorKind, clean};
+use super::error::{ErrorKind, clean, counts};
 use super::report::{MIXED, Report, Window};
 
 impl fmt::Display for Report {
@@ -150,12 +150,7 @@ impl fmt::Display for Report {
 
 /// `mismatch 3, timeout 1`.
 fn kinds(report: &Report) -> String {
-    let kinds: Vec<String> = report
-        .errors_by_kind
-        .iter()
-        .map(|(kind, n)| format!("{kind} {n}"))
-        .collect();
-    kinds.join(", ")
+    counts(&report.errors_by_kind)
 }
 
 /// One line per error kind: the first of that kind.
