@@ -1,6 +1,6 @@
 //! One grammar for every duration and size a user writes: flags, and the specs parsed later.
 //!
-//! A **duration** is a number with one of `us`, `ms`, `s`, `m`, `h`; a bare number is seconds:
+//! A **duration** is a number with one of `ns`, `us`, `ms`, `s`, `m`, `h`; a bare number is seconds:
 //! `250ms`, `1.5s`, `5m`, `10`. A **size** is a number with one of `B`, `KiB`, `MiB`, `GiB`
 //! (powers of 1024), `KB`, `MB`, `GB` (powers of 1000); a bare number is bytes: `64KiB`, `1MB`,
 //! `4096`. Size units ignore case. A number is decimal, with an optional fraction and exponent
@@ -10,7 +10,8 @@
 //! (an `Instant` plus a duration, a buffer of a size): a duration is at most [`MAX_DURATION`]
 //! (365 days), a size at most [`MAX_SIZE`] (1024 GiB). Negative numbers, `NaN` and infinities are
 //! refused with a message that says so; a size must come out as a whole number of bytes, and a
-//! duration is rounded down to whole nanoseconds.
+//! duration is rounded down to whole nanoseconds (one that is not zero but shorter than 1 ns
+//! is refused). What [`show_duration`] and [`show_size`] write parses back to the same value.
 
 use std::fmt;
 use std::time::Duration;
@@ -37,6 +38,7 @@ impl fmt::Display for UnitError {
 impl std::error::Error for UnitError {}
 
 const DURATION_UNITS: &[(&str, u128)] = &[
+    ("ns", 1),
     ("us", 1_000),
     ("ms", 1_000_000),
     ("s", 1_000_000_000),
@@ -54,7 +56,7 @@ const SIZE_UNITS: &[(&str, u128)] = &[
     ("gb", 1_000_000_000),
 ];
 
-/// Parses a duration: a number and one of `us`, `ms`, `s`, `m`, `h`, seconds when bare.
+/// Parses a duration: a number and one of `ns`, `us`, `ms`, `s`, `m`, `h`, seconds when bare.
 ///
 /// # Errors
 ///
@@ -83,7 +85,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         "" => 1_000_000_000,
         _ => lookup(DURATION_UNITS, unit).ok_or_else(|| {
             fail(format!(
-                "has an unknown unit {unit:?} (a duration takes us, ms, s, m or h; bare means seconds)"
+                "has an unknown unit {unit:?} (a duration takes ns, us, ms, s, m or h; bare means seconds)"
             ))
         })?,
     };
@@ -94,6 +96,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
             show_duration(MAX_DURATION)
         ))
     })?;
+    // Rounding down must never turn a duration that is not zero into zero, which means
+    // "never" or "at once" to many of the flags that take one.
+    if nanos == 0 && (number.digits != 0 || number.dropped) {
+        return Err(fail("is shorter than 1ns, the finest duration".into()));
+    }
     let secs = u64::try_from(nanos / 1_000_000_000).expect("bounded by MAX_DURATION");
     let sub = u32::try_from(nanos % 1_000_000_000).expect("below one second");
     Ok(Duration::new(secs, sub))
@@ -405,7 +412,10 @@ mod tests {
         assert_eq!(d(".5s"), Ok(Duration::from_millis(500)));
         assert_eq!(d("2e3ms"), Ok(Duration::from_secs(2)));
         assert_eq!(d("1.5e-3"), Ok(Duration::from_micros(1500)));
-        assert_eq!(d("0.0000000001"), Ok(Duration::ZERO));
+        assert_eq!(d("0.000000001"), Ok(Duration::from_nanos(1)));
+        assert_eq!(d("500ns"), Ok(Duration::from_nanos(500)));
+        assert_eq!(d("0.0s"), Ok(Duration::ZERO));
+        assert_eq!(d("1.9ns"), Ok(Duration::from_nanos(1)));
         assert_eq!(d("8760h"), Ok(MAX_DURATION));
     }
 
@@ -453,7 +463,12 @@ mod tests {
             ("10S", "unknown unit"),
             ("10 ms ms", "unknown unit"),
             ("1.2.3", "unknown unit"),
-            ("10KiB", "us, ms, s, m or h"),
+            ("10KiB", "ns, us, ms, s, m or h"),
+            // Not zero, yet nothing left once rounded down to whole nanoseconds: refused
+            // rather than taken as 0, which means "never" to `--idle-timeout`.
+            ("1e-12", "shorter than 1ns"),
+            ("0.0000000001", "shorter than 1ns"),
+            ("0.5ns", "shorter than 1ns"),
         ] {
             let error = d(text).expect_err(text);
             assert!(error.contains(why), "{text:?}: {error}");
@@ -498,7 +513,7 @@ mod tests {
 
     #[test]
     fn shown_values_parse_back() {
-        for text in ["90s", "5m", "2h", "250ms", "100us", "0s"] {
+        for text in ["90s", "5m", "2h", "250ms", "100us", "500ns", "1500ns", "0s"] {
             assert_eq!(show_duration(d(text).unwrap()), text);
         }
         for text in ["64KiB", "1MiB", "3GiB", "1000B", "0B"] {
@@ -524,7 +539,18 @@ mod tests {
             }
 
             #[test]
-            fn whole_numbers_of_a_unit_parse_exactly(n in 0u64..100_000, unit in 0usize..5) {
+            fn every_duration_shown_parses_back_to_itself(nanos in 0u64..=MAX_DURATION.as_nanos() as u64) {
+                let d = Duration::from_nanos(nanos);
+                prop_assert_eq!(parse_duration(&show_duration(d)), Ok(d));
+            }
+
+            #[test]
+            fn every_size_shown_parses_back_to_itself(bytes in 0u64..=MAX_SIZE) {
+                prop_assert_eq!(parse_size(&show_size(bytes)), Ok(bytes));
+            }
+
+            #[test]
+            fn whole_numbers_of_a_unit_parse_exactly(n in 0u64..100_000, unit in 0usize..DURATION_UNITS.len()) {
                 let (name, scale) = DURATION_UNITS[unit];
                 let nanos = u128::from(n) * scale;
                 let parsed = parse_duration(&format!("{n}{name}"));
