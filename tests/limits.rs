@@ -139,3 +139,46 @@ fn clients_still_in_the_kernel_queue_at_shutdown_are_told_quit() {
     // Served: the staller and the one adopted from the backlog; the rest were only told quit.
     assert_eq!(summary.sessions, 2, "{summary}");
 }
+
+#[test]
+fn sizes_that_imply_too_much_memory_are_refused_at_once() {
+    for (args, message) in [
+        (
+            &["--workers", "65535"][..],
+            "--workers 65535 is more than 1024",
+        ),
+        (
+            &["--workers", "1025"][..],
+            "--workers 1025 is more than 1024",
+        ),
+        (&["--idle-timeout", "1e-12"][..], "shorter than 1ns"),
+        (&["--idle-timeout", "500us"][..], "below 1ms"),
+    ] {
+        let started = Instant::now();
+        let out = Command::new(tcpool_bin())
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    // A library user is refused the same way, before anything is sized by it.
+    let listener = tcpool::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = Config {
+        workers: 65535,
+        ..Config::default()
+    };
+    assert_eq!(config.worker_count(), tcpool::server::MAX_WORKERS);
+    match tcpool::server::Server::new(listener, config).start() {
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput),
+        Ok(_) => panic!("65535 workers were not refused"),
+    }
+}
