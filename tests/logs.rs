@@ -62,7 +62,7 @@ fn json_logs_parse_line_by_line_and_carry_the_details() {
     let ms = closed["duration_ms"]
         .as_f64()
         .expect("duration_ms is a number");
-    assert!(ms >= 0.0 && ms < 60_000.0, "{closed:?}");
+    assert!((0.0..60_000.0).contains(&ms), "{closed:?}");
     let stopped = objects
         .iter()
         .find(|o| o["msg"] == "stopped")
