@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::server::faults::End;
+use crate::server::faults::{End, Pacing};
 use crate::server::session::CloseReason;
 use crate::server::session::outbox::Entry;
 use crate::server::worker::session::{Phase, Session};
@@ -33,7 +33,7 @@ impl Worker {
             return;
         };
         let now = Instant::now();
-        match pacing.advance(now, &mut session.pending) {
+        match pacing.advance(now, &mut session.pending, self.turn) {
             Some(End::Reset) => return self.reset(t),
             Some(End::Close) => {
                 log::debug!(
@@ -58,6 +58,14 @@ impl Worker {
             && let Err(e) = session.flush()
         {
             return self.fail(t, &e);
+        }
+        // The turn's budget is spent with more due: the rest goes next turn, after the other
+        // sessions, or when the socket takes more (`on_writable` steps the faults again).
+        if session.pending.is_empty()
+            && session.fault.as_deref().is_some_and(Pacing::budget_spent)
+            && !self.stepping.contains(&t)
+        {
+            self.stepping.push(t);
         }
         // The socket kept up and the faults have room, but the outbox holds more than they
         // took: it is taken on the worker's next round (other sessions get their turn
@@ -127,6 +135,22 @@ impl Worker {
         self.remove(t);
     }
 
+    /// Steps the faults of the sessions whose last turn's budget ran out with more due.
+    pub(super) fn step_again(&mut self) {
+        let stepping = std::mem::take(&mut self.stepping);
+        for &t in &stepping {
+            if self.sessions.contains(t) {
+                self.fault_step(t);
+                self.read_on(t);
+            }
+        }
+        let mut stepping = stepping;
+        stepping.clear();
+        if self.stepping.is_empty() {
+            self.stepping = stepping;
+        }
+    }
+
     /// Handles the faulted sessions' deadlines that are due, and the clearing of faults.
     pub(super) fn fire_timers(&mut self) {
         let generation = self.shared.faults.generation();
@@ -191,6 +215,6 @@ fn outbox_room(session: &Session) -> usize {
 }
 
 /// Whether a faulted session's faults have room for what still waits in its outbox.
-pub(super) fn wants_outbox(session: &Session) -> bool {
+fn wants_outbox(session: &Session) -> bool {
     outbox_room(session) > 0 && session.handle.outbox().charged() > 0
 }

@@ -26,6 +26,13 @@ const HOLD_LIMIT: usize = 64 * 1024;
 /// The bandwidth pacer's burst: at most one read's worth.
 const MAX_BURST: u64 = 64 * 1024;
 
+/// The most pieces (each a write of its own) one session's faults let out in one turn of its
+/// worker's loop; the rest waits for the next turn, after the worker's other sessions.
+pub(crate) const TURN_WRITES: usize = 64;
+
+/// The most bytes one session's faults let out in one turn of its worker's loop.
+pub(crate) const TURN_BYTES: usize = 64 * 1024;
+
 /// How a faulted session ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
@@ -111,6 +118,11 @@ pub(crate) struct Pacing {
     armed: Option<Instant>,
     /// Bytes of the current line seen so far (for `truncate` on a line-based peer).
     line_len: usize,
+    /// The worker's turn last let out in, and the pieces and bytes let out in it.
+    turn: (u64, usize, usize),
+    /// [`advance`](Self::advance) stopped with more due, its turn's budget spent: the worker
+    /// comes back next turn, so no timer is asked for it.
+    budget_spent: bool,
 }
 
 impl Pacing {
@@ -137,6 +149,8 @@ impl Pacing {
             stall: Stall::Waiting,
             armed: None,
             line_len: 0,
+            turn: (0, 0, 0),
+            budget_spent: false,
         }
     }
 
@@ -239,8 +253,20 @@ impl Pacing {
     }
 
     /// Moves what is due into `out` (each piece one write), and says whether the session
-    /// must end now.
-    pub(crate) fn advance(&mut self, now: Instant, out: &mut VecDeque<Chunk>) -> Option<End> {
+    /// must end now. In the worker's turn `turn` it lets out at most [`TURN_WRITES`] pieces
+    /// and [`TURN_BYTES`] bytes, so that a fault that cuts a reply into many pieces never
+    /// keeps the worker from its other sessions; [`budget_spent`](Self::budget_spent) then
+    /// says that more is due at once.
+    pub(crate) fn advance(
+        &mut self,
+        now: Instant,
+        out: &mut VecDeque<Chunk>,
+        turn: u64,
+    ) -> Option<End> {
+        if self.turn.0 != turn {
+            self.turn = (turn, 0, 0);
+        }
+        self.budget_spent = false;
         if let Some((end, after)) = self.plan.end
             && self.reached(after, now)
         {
@@ -252,6 +278,10 @@ impl Pacing {
         }
         while let Some(front) = self.held.front_mut() {
             if front.due > now {
+                break;
+            }
+            if self.turn.1 >= TURN_WRITES || self.turn.2 >= TURN_BYTES {
+                self.budget_spent = true;
                 break;
             }
             let mut piece = front.bytes.len() - front.sent;
@@ -275,6 +305,8 @@ impl Pacing {
                 out.push_back(Chunk::Own(front.bytes[start..start + piece].to_vec()));
                 front.sent += piece;
                 self.held_bytes -= piece;
+                self.turn.1 += 1;
+                self.turn.2 += piece;
                 if let Some((_, delay)) = self.plan.slice {
                     self.next_piece = Some(later(now, delay));
                 }
@@ -309,7 +341,7 @@ impl Pacing {
             (Stall::On { until: Some(until) }, _) => at(until),
             _ => {}
         }
-        if matches!(self.stall, Stall::On { .. }) {
+        if matches!(self.stall, Stall::On { .. }) || self.budget_spent {
             return next;
         }
         if let Some(front) = self.held.front() {
@@ -330,6 +362,12 @@ impl Pacing {
             at(due);
         }
         next
+    }
+
+    /// Whether the last [`advance`](Self::advance) stopped with more due at once, its turn's
+    /// budget spent: the worker must come back next turn.
+    pub(crate) fn budget_spent(&self) -> bool {
+        self.budget_spent
     }
 
     /// Whether the session's input may be read: not while stalled, nor while much is held.
