@@ -125,16 +125,30 @@ fn clients_still_in_the_kernel_queue_at_shutdown_are_told_quit() {
     server.wait_for("a full backlog", |r| r.stats().backlog == 1);
     let mut in_hand = connect(server.addr);
     server.wait_for("the acceptor to hold one", |r| r.len() == 3);
-    let mut queued: Vec<TcpStream> = (0..3).map(|_| connect(server.addr)).collect();
+    // Each is told `quit` in the line ending of what it sent already: none when it sent
+    // nothing or no line (seed-style), else its first line's.
+    in_hand.write_all(b"hand\r\n").unwrap();
+    in_backlog.write_all(b"backlog\n").unwrap();
+    let sent: [&[u8]; 4] = [b"", b"q\r\n", b"q\n", b"partial"];
+    let told: [&[u8]; 4] = [b"quit", b"quit\r\n", b"quit\n", b"quit"];
+    let mut queued: Vec<TcpStream> = sent
+        .iter()
+        .map(|bytes| {
+            let mut c = connect(server.addr);
+            c.write_all(bytes).unwrap();
+            c
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(50));
 
     let stopping = thread::spawn(move || server.stop());
-    assert_eq!(read_to_close(&mut in_hand), b"quit");
-    for c in &mut queued {
-        assert_eq!(read_to_close(c), b"quit");
+    assert_eq!(read_to_close(&mut in_hand), b"quit\r\n");
+    for (c, told) in queued.iter_mut().zip(told) {
+        assert_eq!(read_to_close(c), told);
     }
     open.store(true, Ordering::SeqCst);
     assert_eq!(read_to_close(&mut staller), b"stall\nquit\n");
-    assert_eq!(read_to_close(&mut in_backlog), b"quit");
+    assert_eq!(read_to_close(&mut in_backlog), b"quit\n");
     let summary = stopping.join().unwrap();
     // Served: the staller and the one adopted from the backlog; the rest were only told quit.
     assert_eq!(summary.sessions, 2, "{summary}");

@@ -57,7 +57,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::server::arrival::acceptor::Conn;
-use crate::server::protocol::{LineEnding, Splitter};
+use crate::server::protocol::Splitter;
 use crate::server::session::outbox::{Entry, Mailbox};
 use crate::server::shared::Shared;
 use crate::time::Throttle;
@@ -375,15 +375,6 @@ impl Worker {
             ),
             _ => {}
         }
-    }
-}
-
-/// `quit` in the given line ending, as a static buffer.
-fn quit_line(ending: LineEnding) -> &'static [u8] {
-    match ending {
-        LineEnding::None => b"quit",
-        LineEnding::Lf => b"quit\n",
-        LineEnding::CrLf => b"quit\r\n",
     }
 }
 
