@@ -328,3 +328,39 @@ fn kicked_clients_that_do_not_read_are_gone_within_a_second_whatever_the_shutdow
     drop(stuck);
     assert!(!server.stop().forced);
 }
+
+#[test]
+fn clients_connecting_during_a_shutdown_are_refused_never_reset() {
+    let mut server = Binary::serve(&["--shutdown-timeout", "5s"]);
+    let addr = server.addr;
+    // A client that neither reads nor closes keeps the shutdown going a while.
+    let _holder = small_stuck_reader(addr);
+    server.signal("TERM");
+    server.wait_stderr("the shutdown to start", |l| l.contains("shutting down"));
+    let mut late = Vec::new();
+    let mut refused = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while server.child.try_wait().unwrap().is_none() && Instant::now() < until {
+        match TcpStream::connect(addr) {
+            Ok(c) => late.push(c),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+            Err(e) => panic!("connect during the shutdown: {e}"),
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(server.wait_timeout(Duration::from_secs(10)), Some(0));
+    assert!(
+        refused + late.len() > 0,
+        "no connect was tried during the shutdown"
+    );
+    // An accepted one was told `quit` or `busy` the careful way; none was reset.
+    for mut c in late {
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut got = Vec::new();
+        let result = std::io::Read::read_to_end(&mut c, &mut got);
+        assert!(
+            result.is_ok() && (got == b"quit" || got.starts_with(b"busy")),
+            "a late client got {got:?} and {result:?} ({refused} refused)"
+        );
+    }
+}
