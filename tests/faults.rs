@@ -406,7 +406,8 @@ fn a_fault_that_writes_byte_by_byte_never_blocks_its_worker() {
             while !stop_r.load(Ordering::Relaxed) && Instant::now() < until {
                 match reader.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(_) => {}
+                    // Not woken for every byte: the server's work is measured, not ours.
+                    Ok(_) => thread::sleep(Duration::from_millis(1)),
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -442,6 +443,9 @@ fn a_fault_that_writes_byte_by_byte_never_blocks_its_worker() {
         count, 300,
         "300 round trips took more than 10 s (p50 {p50:?})"
     );
-    // A correctness bound on blocking, not a speed figure: a blocked worker takes seconds.
-    assert!(p99 < Duration::from_millis(5), "p50 {p50:?} p99 {p99:?}");
+    // A correctness bound on blocking, not a speed figure: a blocked worker takes seconds
+    // (p50 1.1 s before the budget). Alone on the 2-core machine p99 is 1.5 to 4 ms; the
+    // bound leaves room for tests running beside it.
+    assert!(p50 < Duration::from_millis(5), "p50 {p50:?} p99 {p99:?}");
+    assert!(p99 < Duration::from_millis(20), "p50 {p50:?} p99 {p99:?}");
 }

@@ -271,6 +271,9 @@ impl Worker {
         let Some(mut session) = self.sessions.try_remove(t) else {
             return;
         };
+        if let Some(pacing) = session.fault.take() {
+            session.handle.outbox().release(pacing.charged());
+        }
         let _ = self.poll.registry().deregister(&mut session.stream);
         session.discard_pending(false);
         self.release_outbox(&session);

@@ -36,6 +36,7 @@ impl Worker {
         match pacing.advance(now, &mut session.pending, self.turn) {
             Some(End::Reset) => return self.reset(t),
             Some(End::Close) => {
+                session.handle.outbox().release(pacing.charged());
                 log::debug!(
                     target: LOG,
                     "session {} closed by fault: peer={} faults={}",
@@ -76,30 +77,35 @@ impl Worker {
     }
 
     /// Moves what session `t`'s outbox holds (chat lines, manual replies, notices) into its
-    /// faults, as any reply of its own: only while the socket keeps up and the faults hold
-    /// less than their limit, so that what a flooding sender relays waits in the outbox,
-    /// under its limit and back-pressure, not here. Taken entries stop being charged to the
-    /// outbox. Returns the close request pending, if any.
+    /// faults, as any reply of its own, while the socket keeps up. What is taken stays
+    /// charged to the outbox until it is written, so a faulted reader is charged for what
+    /// its faults hold back as any reader for what it has not read: its senders are pressed
+    /// only past the soft mark, and a `latency` costs the room no throughput, only the bytes
+    /// in flight. Returns the close request pending, if any.
     pub(super) fn feed_faults(&mut self, t: usize) -> Option<CloseReason> {
         let session = &mut self.sessions[t];
-        let budget = outbox_room(session);
+        if !session.pending.is_empty() {
+            return None;
+        }
         let pacing = session.fault.as_deref_mut()?;
         let outbox = session.handle.outbox();
         let mut entries = std::mem::take(&mut self.entries);
-        let close = outbox.take_up_to(&mut entries, budget);
+        let close = outbox.take(&mut entries, None);
         let now = Instant::now();
         let queued = entries.len() as u64;
         for entry in entries.drain(..) {
             // A run of lines is cut line by line even for a reader that never spoke, and
             // counts as its lines for `after=N`.
-            match &entry {
+            let cost = entry.cost();
+            let kept = match entry {
                 Entry::Lines(run) => {
-                    let lines = memchr::memchr_iter(b'\n', run).count().max(1) as u64;
-                    pacing.hold_replies(now, run, true, lines);
+                    let lines = memchr::memchr_iter(b'\n', &run).count().max(1) as u64;
+                    pacing.hold_replies(now, run, true, lines, true)
                 }
-                Entry::Message(message) => pacing.hold(now, message, false),
-            }
-            outbox.release(entry.cost());
+                Entry::Message(message) => pacing.hold_replies(now, message, false, 1, true),
+            };
+            // What `truncate` cut and a message's overhead are not held: no longer charged.
+            outbox.release(cost - kept);
         }
         self.entries = entries;
         self.took_from_outbox(t, queued);
@@ -112,6 +118,7 @@ impl Worker {
         let session = &mut self.sessions[t];
         let _ = session.flush();
         if let Some(pacing) = session.fault.take() {
+            session.handle.outbox().release(pacing.charged());
             log::debug!(
                 target: LOG,
                 "session {} reset by fault: peer={} faults={}",
@@ -205,16 +212,8 @@ impl Worker {
     }
 }
 
-/// How much more a faulted session's faults take from its outbox now: their room, while the
-/// socket keeps up (nothing pending); 0 otherwise, and for a session without faults.
-fn outbox_room(session: &Session) -> usize {
-    match session.fault.as_deref() {
-        Some(pacing) if session.pending.is_empty() => pacing.room(),
-        _ => 0,
-    }
-}
-
-/// Whether a faulted session's faults have room for what still waits in its outbox.
+/// Whether a faulted session's faults would take what waits in its outbox now: while the
+/// socket keeps up (nothing pending).
 fn wants_outbox(session: &Session) -> bool {
-    outbox_room(session) > 0 && session.handle.outbox().charged() > 0
+    session.fault.is_some() && session.pending.is_empty() && session.handle.outbox().has_queued()
 }
