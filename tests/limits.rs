@@ -166,7 +166,10 @@ fn sizes_that_imply_too_much_memory_are_refused_at_once() {
             "--workers 1025 is more than 1024",
         ),
         (&["--idle-timeout", "1e-12"][..], "shorter than 1ns"),
-        (&["--idle-timeout", "500us"][..], "below 1ms"),
+        (
+            &["--idle-timeout", "500us"][..],
+            "--idle-timeout 500us is below 1ms",
+        ),
     ] {
         let started = Instant::now();
         let out = Command::new(tcpool_bin())

@@ -199,8 +199,9 @@ impl Config {
             && timeout < IDLE_TIMEOUT_RESOLUTION
         {
             return invalid(format!(
-                "--idle-timeout {timeout:?} is below {}, the finest the timer counts: \
+                "--idle-timeout {} is below {}, the finest the timer counts: \
                  give 0 for never, or at least 1ms",
+                crate::units::show_duration(timeout),
                 crate::units::show_duration(IDLE_TIMEOUT_RESOLUTION)
             ));
         }
