@@ -111,3 +111,33 @@ fn a_bad_block_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("did you mean 10.0.0.0/8"), "{stderr}");
 }
+
+#[test]
+fn allow_everything_in_ipv6_lets_ipv4_clients_of_a_dual_stack_listener_in() {
+    init_logger();
+    let Ok(mut listeners) = bind_all(&["::".parse().unwrap()], 0) else {
+        eprintln!("no IPv6 here: the mapping is covered by the block's unit tests");
+        return;
+    };
+    let config = Config {
+        access: Access {
+            allow: vec!["::/0".parse().unwrap()],
+            deny: vec![],
+        },
+        ..Config::default()
+    };
+    let server = Server::new(listeners.remove(0), config);
+    let port = server.local_addr().unwrap().port();
+    let shutdown = server.shutdown();
+    let running = std::thread::spawn(move || server.run());
+
+    let mut v4 = connect(SocketAddr::new("127.0.0.1".parse().unwrap(), port));
+    assert_eq!(round_trip(&mut v4, b"mapped\n"), b"mapped\n");
+    let mut v6 = connect(SocketAddr::new("::1".parse().unwrap(), port));
+    assert_eq!(round_trip(&mut v6, b"six\n"), b"six\n");
+
+    shutdown.trigger();
+    assert_eq!(read_to_close(&mut v4), b"quit\n");
+    assert_eq!(read_to_close(&mut v6), b"quit\n");
+    assert_eq!(running.join().unwrap().unwrap().sessions, 2);
+}

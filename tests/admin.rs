@@ -604,3 +604,55 @@ fn faults_are_added_listed_cleared_and_counted_over_http() {
     let mut after = connect(served.addr);
     assert_eq!(round_trip(&mut after, b"hello"), b"hello");
 }
+
+#[test]
+fn faults_added_and_cleared_all_day_are_forgotten() {
+    init_logger();
+    let server = Server::new(
+        bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        Config::default(),
+    );
+    let admin = Admin::start(bind("127.0.0.1:0".parse().unwrap()).unwrap(), &server).unwrap();
+    let faults = server.faults();
+    let shutdown = server.shutdown();
+    let running = server.start().unwrap();
+    let addr = admin.local_addr();
+    let metrics = || {
+        let (status, text) = request(addr, "GET", "/metrics", b"");
+        assert_eq!(status, 200);
+        text
+    };
+    let before = metrics().len();
+    // Through HTTP as an operator would, then 2,000 pairs through the same handle.
+    let (status, body) = request(addr, "POST", "/faults", b"slice,size=1,delay=500ns");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(request(addr, "DELETE", "/faults/1", b"").0, 200);
+    for _ in 1..2000 {
+        let id = faults.add("slice,size=1,delay=500ns".parse().unwrap());
+        assert_eq!(faults.clear(Some(id)), 1);
+    }
+    let after = metrics().len();
+    eprintln!("/metrics: {before} bytes before 2,000 add/clear pairs, {after} after");
+    assert!(
+        after.abs_diff(before) * 10 <= before,
+        "/metrics grew from {before} to {after} bytes"
+    );
+    let (status, body) = request(addr, "GET", "/faults", b"");
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), tcpool::server::faults::CLEARED_KEPT);
+    assert_eq!(listed.last().unwrap()["id"], 2000);
+    // What is shown posts back as it is.
+    let shown = listed[0]["spec"].as_str().unwrap().to_owned();
+    assert_eq!(shown, "slice,size=1B,delay=500ns");
+    let (status, body) = request(addr, "POST", "/faults", shown.as_bytes());
+    assert_eq!(status, 201, "{body}");
+    assert!(faults.list().last().unwrap().active);
+    // The summary's line of faults is as short.
+    let touched = faults.touched();
+    assert!(touched.len() < 2048, "{} bytes: {touched}", touched.len());
+    shutdown.trigger();
+    running.wait().unwrap();
+    drop(admin);
+}

@@ -246,3 +246,46 @@ fn a_client_that_never_spoke_is_told_quit_with_a_newline_like_its_notices() {
     assert_eq!(read_to_close(&mut silent), b"quit\n");
     assert_eq!(summary.sessions, 1);
 }
+
+#[test]
+fn chat_clients_caught_in_the_kernel_queue_at_shutdown_get_quit_in_their_line_ending() {
+    init_logger();
+    let listener = tcpool::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tcpool::server::Server::new(
+        listener,
+        Config {
+            mode: Mode::Chat,
+            ..Config::default()
+        },
+    );
+    // Connected and spoken before the server takes anyone: they wait in the kernel's queue,
+    // and the shutdown comes first.
+    let cases: [(&[u8], &[u8]); 4] = [
+        (b"hi\r\n", b"quit\r\n"),
+        (b"hi\n", b"quit\n"),
+        (b"", b"quit\n"),
+        (b"hi", b"quit"),
+    ];
+    let mut clients: Vec<std::net::TcpStream> = cases
+        .iter()
+        .map(|(said, _)| {
+            let mut c = connect(addr);
+            c.write_all(said).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    server.shutdown().trigger();
+    let summary = server.run().unwrap();
+    for (c, (said, told)) in clients.iter_mut().zip(cases) {
+        let got = read_to_close(c);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(told),
+            "after {:?}",
+            String::from_utf8_lossy(said)
+        );
+    }
+    assert_eq!(summary.sessions, 0);
+}

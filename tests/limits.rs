@@ -125,17 +125,77 @@ fn clients_still_in_the_kernel_queue_at_shutdown_are_told_quit() {
     server.wait_for("a full backlog", |r| r.stats().backlog == 1);
     let mut in_hand = connect(server.addr);
     server.wait_for("the acceptor to hold one", |r| r.len() == 3);
-    let mut queued: Vec<TcpStream> = (0..3).map(|_| connect(server.addr)).collect();
+    // Each is told `quit` in the line ending of what it sent already: none when it sent
+    // nothing or no line (seed-style), else its first line's.
+    in_hand.write_all(b"hand\r\n").unwrap();
+    in_backlog.write_all(b"backlog\n").unwrap();
+    let sent: [&[u8]; 4] = [b"", b"q\r\n", b"q\n", b"partial"];
+    let told: [&[u8]; 4] = [b"quit", b"quit\r\n", b"quit\n", b"quit"];
+    let mut queued: Vec<TcpStream> = sent
+        .iter()
+        .map(|bytes| {
+            let mut c = connect(server.addr);
+            c.write_all(bytes).unwrap();
+            c
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(50));
 
     let stopping = thread::spawn(move || server.stop());
-    assert_eq!(read_to_close(&mut in_hand), b"quit");
-    for c in &mut queued {
-        assert_eq!(read_to_close(c), b"quit");
+    assert_eq!(read_to_close(&mut in_hand), b"quit\r\n");
+    for (c, told) in queued.iter_mut().zip(told) {
+        assert_eq!(read_to_close(c), told);
     }
     open.store(true, Ordering::SeqCst);
     assert_eq!(read_to_close(&mut staller), b"stall\nquit\n");
-    assert_eq!(read_to_close(&mut in_backlog), b"quit");
+    assert_eq!(read_to_close(&mut in_backlog), b"quit\n");
     let summary = stopping.join().unwrap();
     // Served: the staller and the one adopted from the backlog; the rest were only told quit.
     assert_eq!(summary.sessions, 2, "{summary}");
+}
+
+#[test]
+fn sizes_that_imply_too_much_memory_are_refused_at_once() {
+    for (args, message) in [
+        (
+            &["--workers", "65535"][..],
+            "--workers 65535 is more than 1024",
+        ),
+        (
+            &["--workers", "1025"][..],
+            "--workers 1025 is more than 1024",
+        ),
+        (&["--idle-timeout", "1e-12"][..], "shorter than 1ns"),
+        (
+            &["--idle-timeout", "500us"][..],
+            "--idle-timeout 500us is below 1ms",
+        ),
+    ] {
+        let started = Instant::now();
+        let out = Command::new(tcpool_bin())
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    // A library user is refused the same way, before anything is sized by it.
+    let listener = tcpool::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = Config {
+        workers: 65535,
+        ..Config::default()
+    };
+    assert_eq!(config.worker_count(), tcpool::server::MAX_WORKERS);
+    match tcpool::server::Server::new(listener, config).start() {
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput),
+        Ok(_) => panic!("65535 workers were not refused"),
+    }
 }

@@ -197,9 +197,8 @@ fn sessions_forced_closed_at_the_deadline_are_one_warning_with_a_count() {
         .collect();
     assert_eq!(warned.len(), 1, "{lines:?}");
     let count = warned[0]
-        .split(": ")
-        .nth(1)
-        .and_then(|rest| rest.strip_suffix(" session(s) closed before their goodbye was out"))
+        .split_once(" session(s) closed before their goodbye was out")
+        .and_then(|(head, _)| head.rsplit(' ').next())
         .and_then(|n| n.parse::<usize>().ok());
     assert!(matches!(count, Some(1..=2)), "{warned:?}");
 }
@@ -294,4 +293,74 @@ fn a_huge_shutdown_timeout_crashes_no_worker() {
     assert_eq!(read_to_close(&mut last), b"quit");
     assert_eq!(summary.sessions, 4);
     assert!(!summary.forced);
+}
+
+#[test]
+fn kicked_clients_that_do_not_read_are_gone_within_a_second_whatever_the_shutdown_timeout() {
+    // As `--shutdown-timeout 8760h`: a kicked session that cannot be flushed was held that
+    // long, not the 250 ms drain the wire contract states.
+    let server = TestServer::start(Config {
+        workers: 2,
+        shutdown_timeout: Duration::from_secs(8760 * 3600),
+        ..Config::default()
+    });
+    let addr = server.addr;
+    let stuck: Vec<TcpStream> = (0..20)
+        .map(|_| thread::spawn(move || small_stuck_reader(addr)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    server.wait_for("the 20 sessions", |r| r.len() == 20);
+    let started = Instant::now();
+    for handle in server.registry.handles() {
+        assert!(server.registry.kick(handle.id()));
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while !server.registry.is_empty() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let took = started.elapsed();
+    let held = server.registry.len();
+    eprintln!("20 kicked non-readers: {held} held after {took:?}");
+    assert_eq!(held, 0, "{held} of 20 still held after {took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    drop(stuck);
+    assert!(!server.stop().forced);
+}
+
+#[test]
+fn clients_connecting_during_a_shutdown_are_refused_never_reset() {
+    let mut server = Binary::serve(&["--shutdown-timeout", "5s"]);
+    let addr = server.addr;
+    // A client that neither reads nor closes keeps the shutdown going a while.
+    let _holder = small_stuck_reader(addr);
+    server.signal("TERM");
+    server.wait_stderr("the shutdown to start", |l| l.contains("shutting down"));
+    let mut late = Vec::new();
+    let mut refused = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while server.child.try_wait().unwrap().is_none() && Instant::now() < until {
+        match TcpStream::connect(addr) {
+            Ok(c) => late.push(c),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+            Err(e) => panic!("connect during the shutdown: {e}"),
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(server.wait_timeout(Duration::from_secs(10)), Some(0));
+    assert!(
+        refused + late.len() > 0,
+        "no connect was tried during the shutdown"
+    );
+    // An accepted one was told `quit` or `busy` the careful way; none was reset.
+    for mut c in late {
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut got = Vec::new();
+        let result = std::io::Read::read_to_end(&mut c, &mut got);
+        assert!(
+            result.is_ok() && (got == b"quit" || got.starts_with(b"busy")),
+            "a late client got {got:?} and {result:?} ({refused} refused)"
+        );
+    }
 }

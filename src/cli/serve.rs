@@ -348,11 +348,14 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     // The service manager hears when a stop begins (`READY=1` follows the start below);
     // without NOTIFY_SOCKET both are no-ops. After a hand-over the new process is the
     // service, and this one's stop is none of the manager's business.
+    // A shutdown that is not a hand-over lets the second handles go, so the listening
+    // sockets close with the acceptors: a late client is refused, not reset at exit.
     shutdown.on_trigger({
-        let (shutdown, notify) = (shutdown.clone(), notify.clone());
+        let (shutdown, notify, sockets) = (shutdown.clone(), notify.clone(), sockets.clone());
         move || {
             if !shutdown.is_handed_over() {
                 let _ = notify.stopping();
+                sockets.release();
             }
         }
     });

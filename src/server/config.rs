@@ -17,6 +17,15 @@ pub const DEFAULT_OUTBOX_GRACE: Duration = Duration::from_secs(3);
 /// The default `--max-conns`.
 pub const DEFAULT_MAX_CONNS: usize = 10_000;
 
+/// The most worker threads a server runs. The balance keeps a table of workers × workers
+/// counters (8 MiB at this bound) and every worker its own thread, poller and read buffer:
+/// 1,024 is far more than any machine has CPUs, and bounds what `--workers` can allocate.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The finest `idle_timeout`: the poller counts in milliseconds, so a shorter timeout could
+/// only mean 0 ms, or be rounded away to never.
+pub const IDLE_TIMEOUT_RESOLUTION: Duration = Duration::from_millis(1);
+
 /// What the acceptor does while the hand-off queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
@@ -171,12 +180,30 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` when `outbox_limit` is below [`min_outbox_limit`] of `max_line`, or a
-    /// limit is zero.
+    /// `InvalidInput` when `outbox_limit` is below [`min_outbox_limit`] of `max_line`, a
+    /// limit is zero, `workers` is above [`MAX_WORKERS`], or `idle_timeout` is below
+    /// [`IDLE_TIMEOUT_RESOLUTION`]. Checked before anything is allocated, so a value that
+    /// would ask for more memory than a machine has is refused, never attempted.
     pub fn validate(&self) -> io::Result<()> {
         let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         if self.backlog == 0 || self.max_line == 0 || self.max_conns == Some(0) {
             return invalid("--backlog, --max-line and --max-conns must be at least 1".into());
+        }
+        if self.workers > MAX_WORKERS {
+            return invalid(format!(
+                "--workers {} is more than {MAX_WORKERS}, the most worker threads a server runs",
+                self.workers
+            ));
+        }
+        if let Some(timeout) = self.idle_timeout
+            && timeout < IDLE_TIMEOUT_RESOLUTION
+        {
+            return invalid(format!(
+                "--idle-timeout {} is below {}, the finest the timer counts: \
+                 give 0 for never, or at least 1ms",
+                crate::units::show_duration(timeout),
+                crate::units::show_duration(IDLE_TIMEOUT_RESOLUTION)
+            ));
         }
         let min = min_outbox_limit(self.max_line);
         if self.outbox_limit < min {
@@ -193,11 +220,14 @@ impl Config {
         Ok(())
     }
 
-    /// The number of worker threads this config asks for (resolving 0 to the CPU count).
+    /// The number of worker threads this config asks for (resolving 0 to the CPU count), at
+    /// most [`MAX_WORKERS`]: what is sized by it before [`validate`](Self::validate) refuses
+    /// a larger `workers` stays bounded.
     pub fn worker_count(&self) -> usize {
         match self.workers {
             0 => thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
+        .min(MAX_WORKERS)
     }
 }

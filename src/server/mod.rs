@@ -49,8 +49,8 @@ pub use arrival::descriptors::fit_max_conns;
 pub use arrival::listen::{BindOptions, LISTEN_BACKLOG, bind, bind_all, bind_all_with};
 pub use arrival::proxy::ProxyProtocol;
 pub use config::{
-    Balancing, Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, Overflow, WorkerSched,
-    min_outbox_limit,
+    Balancing, Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, IDLE_TIMEOUT_RESOLUTION,
+    MAX_WORKERS, Overflow, WorkerSched, min_outbox_limit,
 };
 pub use faults::{FaultSpec, Faults};
 pub use modes::{Context, Handler, Mode};

@@ -427,8 +427,8 @@ impl Running {
         if forced_closes > 0 {
             log::warn!(
                 target: LOG,
-                "shutdown deadline passed: {forced_closes} session(s) closed before their goodbye \
-                 was out"
+                "shutdown: {forced_closes} session(s) closed before their goodbye was out \
+                 (their peers took nothing for 500 ms, or the deadline passed)"
             );
         }
         let stats = registry.stats();

@@ -1,6 +1,6 @@
 //! One grammar for every duration and size a user writes: flags, and the specs parsed later.
 //!
-//! A **duration** is a number with one of `us`, `ms`, `s`, `m`, `h`; a bare number is seconds:
+//! A **duration** is a number with one of `ns`, `us`, `ms`, `s`, `m`, `h`; a bare number is seconds:
 //! `250ms`, `1.5s`, `5m`, `10`. A **size** is a number with one of `B`, `KiB`, `MiB`, `GiB`
 //! (powers of 1024), `KB`, `MB`, `GB` (powers of 1000); a bare number is bytes: `64KiB`, `1MB`,
 //! `4096`. Size units ignore case. A number is decimal, with an optional fraction and exponent
@@ -10,7 +10,8 @@
 //! (an `Instant` plus a duration, a buffer of a size): a duration is at most [`MAX_DURATION`]
 //! (365 days), a size at most [`MAX_SIZE`] (1024 GiB). Negative numbers, `NaN` and infinities are
 //! refused with a message that says so; a size must come out as a whole number of bytes, and a
-//! duration is rounded down to whole nanoseconds.
+//! duration is rounded down to whole nanoseconds (one that is not zero but shorter than 1 ns
+//! is refused). What [`show_duration`] and [`show_size`] write parses back to the same value.
 
 use std::fmt;
 use std::time::Duration;
@@ -37,6 +38,7 @@ impl fmt::Display for UnitError {
 impl std::error::Error for UnitError {}
 
 const DURATION_UNITS: &[(&str, u128)] = &[
+    ("ns", 1),
     ("us", 1_000),
     ("ms", 1_000_000),
     ("s", 1_000_000_000),
@@ -54,7 +56,7 @@ const SIZE_UNITS: &[(&str, u128)] = &[
     ("gb", 1_000_000_000),
 ];
 
-/// Parses a duration: a number and one of `us`, `ms`, `s`, `m`, `h`, seconds when bare.
+/// Parses a duration: a number and one of `ns`, `us`, `ms`, `s`, `m`, `h`, seconds when bare.
 ///
 /// # Errors
 ///
@@ -83,7 +85,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         "" => 1_000_000_000,
         _ => lookup(DURATION_UNITS, unit).ok_or_else(|| {
             fail(format!(
-                "has an unknown unit {unit:?} (a duration takes us, ms, s, m or h; bare means seconds)"
+                "has an unknown unit {unit:?} (a duration takes ns, us, ms, s, m or h; bare means seconds)"
             ))
         })?,
     };
@@ -94,6 +96,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
             show_duration(MAX_DURATION)
         ))
     })?;
+    // Rounding down must never turn a duration that is not zero into zero, which means
+    // "never" or "at once" to many of the flags that take one.
+    if nanos == 0 && (number.digits != 0 || number.dropped) {
+        return Err(fail("is shorter than 1ns, the finest duration".into()));
+    }
     let secs = u64::try_from(nanos / 1_000_000_000).expect("bounded by MAX_DURATION");
     let sub = u32::try_from(nanos % 1_000_000_000).expect("below one second");
     Ok(Duration::new(secs, sub))

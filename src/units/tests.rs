@@ -41,7 +41,10 @@ fn durations_in_every_unit() {
     assert_eq!(d(".5s"), Ok(Duration::from_millis(500)));
     assert_eq!(d("2e3ms"), Ok(Duration::from_secs(2)));
     assert_eq!(d("1.5e-3"), Ok(Duration::from_micros(1500)));
-    assert_eq!(d("0.0000000001"), Ok(Duration::ZERO));
+    assert_eq!(d("0.000000001"), Ok(Duration::from_nanos(1)));
+    assert_eq!(d("500ns"), Ok(Duration::from_nanos(500)));
+    assert_eq!(d("0.0s"), Ok(Duration::ZERO));
+    assert_eq!(d("1.9ns"), Ok(Duration::from_nanos(1)));
     assert_eq!(d("8760h"), Ok(MAX_DURATION));
 }
 
@@ -89,7 +92,12 @@ fn durations_out_of_bounds_or_malformed_are_refused() {
         ("10S", "unknown unit"),
         ("10 ms ms", "unknown unit"),
         ("1.2.3", "unknown unit"),
-        ("10KiB", "us, ms, s, m or h"),
+        ("10KiB", "ns, us, ms, s, m or h"),
+        // Not zero, yet nothing left once rounded down to whole nanoseconds: refused
+        // rather than taken as 0, which means "never" to `--idle-timeout`.
+        ("1e-12", "shorter than 1ns"),
+        ("0.0000000001", "shorter than 1ns"),
+        ("0.5ns", "shorter than 1ns"),
     ] {
         let error = d(text).expect_err(text);
         assert!(error.contains(why), "{text:?}: {error}");
@@ -134,7 +142,7 @@ fn sizes_out_of_bounds_or_malformed_are_refused() {
 
 #[test]
 fn shown_values_parse_back() {
-    for text in ["90s", "5m", "2h", "250ms", "100us", "0s"] {
+    for text in ["90s", "5m", "2h", "250ms", "100us", "500ns", "1500ns", "0s"] {
         assert_eq!(show_duration(d(text).unwrap()), text);
     }
     for text in ["64KiB", "1MiB", "3GiB", "1000B", "0B"] {
@@ -160,7 +168,18 @@ mod properties {
         }
 
         #[test]
-        fn whole_numbers_of_a_unit_parse_exactly(n in 0u64..100_000, unit in 0usize..5) {
+        fn every_duration_shown_parses_back_to_itself(nanos in 0u64..=MAX_DURATION.as_nanos() as u64) {
+            let d = Duration::from_nanos(nanos);
+            prop_assert_eq!(parse_duration(&show_duration(d)), Ok(d));
+        }
+
+        #[test]
+        fn every_size_shown_parses_back_to_itself(bytes in 0u64..=MAX_SIZE) {
+            prop_assert_eq!(parse_size(&show_size(bytes)), Ok(bytes));
+        }
+
+        #[test]
+        fn whole_numbers_of_a_unit_parse_exactly(n in 0u64..100_000, unit in 0usize..DURATION_UNITS.len()) {
             let (name, scale) = DURATION_UNITS[unit];
             let nanos = u128::from(n) * scale;
             let parsed = parse_duration(&format!("{n}{name}"));

@@ -41,6 +41,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::pool::{SubmitError, Submitter};
 use crate::server::config::Overflow;
 use crate::server::operator::metrics::Rejection;
+use crate::server::protocol::LineEnding;
 use crate::server::session::{DRAIN, SessionHandle};
 use crate::server::shared::Shared;
 use crate::time::Throttle;
@@ -181,7 +182,8 @@ impl Acceptor {
         while told < DRAIN_AT_SHUTDOWN {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    self.closer.close_with(stream, b"quit");
+                    let quit = self.quit_for(&stream);
+                    self.closer.close_with(stream, quit);
                     told += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -191,6 +193,19 @@ impl Acceptor {
         if told > 0 {
             log::debug!("queued clients told quit at shutdown: count={told}");
         }
+    }
+
+    /// `quit` for a client accepted but never made a session: in the line ending of what it
+    /// sent already (looked at, not taken), else in the handler's ending for a session that
+    /// has not spoken (chat's `\n`), as a session would be told.
+    fn quit_for(&self, stream: &TcpStream) -> &'static [u8] {
+        let mut buf = [0u8; 1024];
+        let _ = stream.set_nonblocking(true);
+        let ending = match stream.peek(&mut buf) {
+            Ok(n) if n > 0 => LineEnding::of_input(&buf[..n]),
+            _ => self.shared.handler.silent_ending(),
+        };
+        ending.quit()
     }
 
     /// Admits one accepted connection. `full_since` is when the backlog was first found full
@@ -243,7 +258,8 @@ impl Acceptor {
                     if self.shared.shutdown.is_triggered() {
                         // Accepted but never adopted: not served, but told `quit` all the same.
                         registry.withdraw(id);
-                        self.closer.close_with(back.stream, b"quit");
+                        let quit = self.quit_for(&back.stream);
+                        self.closer.close_with(back.stream, quit);
                         return;
                     }
                     conn = back;
@@ -255,7 +271,8 @@ impl Acceptor {
                 }
                 Err(SubmitError::Closed(back)) => {
                     registry.withdraw(id);
-                    self.closer.close_with(back.stream, b"quit");
+                    let quit = self.quit_for(&back.stream);
+                    self.closer.close_with(back.stream, quit);
                     return;
                 }
             }

@@ -19,8 +19,10 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// Whether `ip` is in the block. IPv4 and IPv6 blocks match only their own family
-    /// (after an IPv4-mapped IPv6 address is read as the IPv4 address it is).
+    /// Whether `ip` is in the block. An IPv4-mapped IPv6 address is read as the IPv4
+    /// address it is; an IPv4 address is in an IPv6 block that holds its IPv4-mapped form
+    /// (`::/0` and `::ffff:0:0/96` hold every IPv4 client), and an IPv6 address is never in
+    /// an IPv4 block.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.ip, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
@@ -29,7 +31,13 @@ impl Cidr {
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 same_prefix(u128::from(net), u128::from(ip), 128, self.prefix)
             }
-            _ => false,
+            (IpAddr::V6(net), IpAddr::V4(ip)) => same_prefix(
+                u128::from(net),
+                u128::from(ip.to_ipv6_mapped()),
+                128,
+                self.prefix,
+            ),
+            (IpAddr::V4(_), IpAddr::V6(_)) => false,
         }
     }
 }
@@ -71,7 +79,6 @@ impl FromStr for Cidr {
         let ip: IpAddr = addr
             .parse()
             .map_err(|_| CidrError(format!("{addr:?} is not an IP address")))?;
-        let ip = ip.to_canonical();
         let bits = if ip.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => bits,
@@ -80,6 +87,11 @@ impl FromStr for Cidr {
                 .ok()
                 .filter(|&p| p <= bits)
                 .ok_or_else(|| CidrError(format!("prefix {p:?} must be 0 to {bits}")))?,
+        };
+        // An IPv4-mapped block (`::ffff:10.0.0.0/104`) is the IPv4 block it maps.
+        let (ip, prefix) = match ip.to_canonical() {
+            IpAddr::V4(v4) if ip.is_ipv6() && prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
+            _ => (ip, prefix),
         };
         if masked(ip, prefix) != ip {
             return Err(CidrError(format!(
@@ -154,6 +166,14 @@ mod tests {
         // An IPv4 client of a dual-stack listener is its IPv4 address.
         assert!(cidr("127.0.0.0/8").contains(ip("::ffff:127.0.0.1")));
         assert!(cidr("::ffff:127.0.0.1").contains(ip("127.0.0.1")));
+        // Every address is in `::/0`, an IPv4 client too, whichever way it comes.
+        assert!(cidr("::/0").contains(ip("127.0.0.1")));
+        assert!(cidr("::/0").contains(ip("::ffff:192.0.2.1")));
+        assert!(cidr("::ffff:0:0/96").contains(ip("192.0.2.1")));
+        assert!(!cidr("2001:db8::/32").contains(ip("192.0.2.1")));
+        assert!(!cidr("::/96").contains(ip("192.0.2.1")));
+        assert_eq!(cidr("::ffff:10.0.0.0/104"), cidr("10.0.0.0/8"));
+        assert_eq!(cidr("::ffff:10.0.0.1"), cidr("10.0.0.1"));
     }
 
     #[test]
@@ -190,6 +210,15 @@ mod tests {
             deny: vec![cidr("::/0")],
         };
         assert!(!deny_only.permits(ip("::1")));
-        assert!(deny_only.permits(ip("127.0.0.1")));
+        // `::/0` is every address, IPv4 clients included.
+        assert!(!deny_only.permits(ip("127.0.0.1")));
+        assert!(!deny_only.permits(ip("::ffff:127.0.0.1")));
+        let allow_all = Access {
+            allow: vec![cidr("::/0")],
+            deny: vec![],
+        };
+        assert!(allow_all.permits(ip("127.0.0.1")));
+        assert!(allow_all.permits(ip("::ffff:127.0.0.1")));
+        assert!(allow_all.permits(ip("::1")));
     }
 }

@@ -28,10 +28,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
+use parking_lot::Mutex;
 
 use crate::server::arrival::listen::ADMIN_FDNAME;
 use crate::server::arrival::notify::{NOTIFY_SOCKET_VAR, SERVICE_SOCKET_VAR};
@@ -53,9 +55,15 @@ const FIRST_FD: i32 = 3;
 /// How often the wait looks whether the new process has exited.
 const POLL: Duration = Duration::from_millis(20);
 
-/// The listening sockets a hand-over passes on: second handles, taken at start-up.
-#[derive(Debug)]
+/// The listening sockets a hand-over passes on: second handles, taken at start-up. A
+/// cheap-clone handle: [`release`](Sockets::release) lets them go for every clone.
+#[derive(Debug, Clone)]
 pub struct Sockets {
+    held: Arc<Mutex<Option<Held>>>,
+}
+
+#[derive(Debug)]
+struct Held {
     listeners: Vec<TcpListener>,
     admin: Option<TcpListener>,
 }
@@ -67,24 +75,40 @@ impl Sockets {
     ///
     /// When a descriptor cannot be duplicated.
     pub fn new(listeners: &[TcpListener], admin: Option<&TcpListener>) -> io::Result<Sockets> {
-        Ok(Sockets {
+        let held = Held {
             listeners: listeners
                 .iter()
                 .map(TcpListener::try_clone)
                 .collect::<io::Result<_>>()?,
             admin: admin.map(TcpListener::try_clone).transpose()?,
+        };
+        Ok(Sockets {
+            held: Arc::new(Mutex::new(Some(held))),
         })
+    }
+
+    /// Closes the second handles: at a shutdown that is not a hand-over, so that the
+    /// listening sockets close with the acceptors and a client connecting meanwhile is
+    /// refused by the kernel, not accepted into a queue nobody takes and reset at exit.
+    pub fn release(&self) {
+        drop(self.held.lock().take());
     }
 
     /// The descriptors in the order they are passed, with their `LISTEN_FDNAMES` names.
     fn passed(&self) -> io::Result<(Vec<OwnedFd>, String)> {
+        let held = self.held.lock();
+        let Some(held) = held.as_ref() else {
+            return Err(io::Error::other(
+                "the listening sockets were let go: the server is shutting down",
+            ));
+        };
         let mut fds = Vec::new();
         let mut names = String::new();
-        let named = self
+        let named = held
             .listeners
             .iter()
             .map(|l| (l, LISTEN_FDNAME))
-            .chain(self.admin.iter().map(|l| (l, ADMIN_FDNAME)));
+            .chain(held.admin.iter().map(|l| (l, ADMIN_FDNAME)));
         for (listener, name) in named {
             fds.push(OwnedFd::from(listener.try_clone()?));
             if !names.is_empty() {

@@ -60,11 +60,37 @@ impl Active {
     }
 }
 
+/// How many cleared faults are kept, the most recent ones, for their counts.
+pub const CLEARED_KEPT: usize = 16;
+
 #[derive(Debug, Default)]
 struct Set {
     next_id: u64,
-    /// Every fault ever added, in order; cleared ones stay for their counts.
+    /// The active faults and the last [`CLEARED_KEPT`] cleared ones, in the order they were
+    /// added. Older cleared faults are forgotten, so that adding and clearing faults for the
+    /// life of a server grows neither its memory nor `/metrics`, `/faults` or the summary.
     all: Vec<Arc<Active>>,
+}
+
+impl Set {
+    /// Forgets the cleared faults beyond the last [`CLEARED_KEPT`] (the sessions that drew
+    /// one keep their own handle on it).
+    fn forget_old(&mut self) {
+        let cleared = self.all.iter().filter(|f| f.is_cleared()).count();
+        let mut forget = cleared.saturating_sub(CLEARED_KEPT);
+        if forget == 0 {
+            return;
+        }
+        // Cleared faults are forgotten oldest first.
+        self.all.retain(|f| {
+            if forget > 0 && f.is_cleared() {
+                forget -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
 }
 
 #[derive(Debug)]
@@ -147,12 +173,15 @@ impl Faults {
     /// that have it. Returns how many active faults were cleared (0: no such active fault).
     pub fn clear(&self, id: Option<FaultId>) -> usize {
         let cleared = {
-            let set = self.inner.set.read();
-            set.all
+            let mut set = self.inner.set.write();
+            let cleared = set
+                .all
                 .iter()
                 .filter(|f| id.is_none_or(|id| f.id == id))
                 .filter(|f| !f.cleared.swap(true, Ordering::Relaxed))
-                .count()
+                .count();
+            set.forget_old();
+            cleared
         };
         if cleared > 0 {
             self.inner.generation.fetch_add(1, Ordering::Relaxed);
@@ -163,7 +192,8 @@ impl Faults {
         cleared
     }
 
-    /// Every fault added so far, cleared ones included, in the order they were added.
+    /// The active faults and the last [`CLEARED_KEPT`] cleared ones, in the order they were
+    /// added.
     pub fn list(&self) -> Vec<FaultInfo> {
         let set = self.inner.set.read();
         set.all

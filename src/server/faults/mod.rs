@@ -21,7 +21,7 @@ mod spec;
 mod tests;
 
 pub(crate) use live::Active;
-pub use live::{FaultId, FaultInfo, Faults};
+pub use live::{CLEARED_KEPT, FaultId, FaultInfo, Faults};
 pub(crate) use pacing::{End, Pacing};
 pub use spec::{After, FaultError, FaultKind, FaultSpec};
 

@@ -185,9 +185,83 @@ fn the_generator_is_reproducible_and_roughly_uniform() {
     );
 }
 
+#[test]
+fn cleared_faults_are_forgotten_but_the_last_few() {
+    let faults = Faults::new(1, &[]);
+    let kept = faults.add("latency,delay=1s".parse().unwrap());
+    for _ in 0..2000 {
+        let id = faults.add("latency,delay=500ns".parse().unwrap());
+        assert_eq!(faults.clear(Some(id)), 1);
+    }
+    let list = faults.list();
+    assert_eq!(list.len(), 1 + CLEARED_KEPT);
+    assert_eq!((list[0].id, list[0].active), (kept, true));
+    // The most recent cleared ones, in order.
+    let ids: Vec<u64> = list[1..].iter().map(|f| f.id.0).collect();
+    let last: Vec<u64> = (2002 - CLEARED_KEPT as u64..2002).collect();
+    assert_eq!(ids, last);
+    assert!(list[1..].iter().all(|f| !f.active));
+    // Clearing a forgotten fault again finds nothing.
+    assert_eq!(faults.clear(Some(FaultId(2))), 0);
+}
+
 proptest::proptest! {
     #[test]
     fn parse_never_panics(text in ".{0,64}") {
         let _ = text.parse::<FaultSpec>();
+    }
+}
+
+mod shown {
+    use super::*;
+    use crate::units::{MAX_DURATION, MAX_SIZE};
+    use proptest::prelude::*;
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            (0u64..2_000_000).prop_map(Duration::from_nanos),
+            (0u64..=MAX_DURATION.as_nanos() as u64).prop_map(Duration::from_nanos),
+            (0u64..=MAX_DURATION.as_secs()).prop_map(Duration::from_secs),
+        ]
+    }
+
+    fn after() -> impl Strategy<Value = After> {
+        prop_oneof![
+            any::<u64>().prop_map(After::Replies),
+            duration().prop_map(After::Time)
+        ]
+    }
+
+    fn kind() -> impl Strategy<Value = FaultKind> {
+        prop_oneof![
+            (duration(), duration())
+                .prop_map(|(delay, jitter)| FaultKind::Latency { delay, jitter }),
+            (1..=MAX_SIZE).prop_map(|rate| FaultKind::Bandwidth { rate }),
+            (1..=MAX_SIZE, duration()).prop_map(|(size, delay)| FaultKind::Slice { size, delay }),
+            (after(), proptest::option::of(duration()))
+                .prop_map(|(after, duration)| FaultKind::Stall { after, duration }),
+            after().prop_map(|after| FaultKind::Reset { after }),
+            after().prop_map(|after| FaultKind::Close { after }),
+            (0..=MAX_SIZE).prop_map(|bytes| FaultKind::Truncate { bytes }),
+        ]
+    }
+
+    fn probability() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(1.0),
+            Just(0.0),
+            0.0..=1.0f64,
+            (0u32..=1000).prop_map(|n| f64::from(n) / 1000.0)
+        ]
+    }
+
+    proptest! {
+        /// What `/faults`, `/fault` and the logs show can be posted back as it is.
+        #[test]
+        fn a_shown_spec_parses_back_to_itself(kind in kind(), p in probability()) {
+            let spec = FaultSpec::new(kind, p).unwrap();
+            let shown = spec.to_string();
+            prop_assert_eq!(shown.parse::<FaultSpec>().map_err(|e| e.to_string()), Ok(spec), "{}", shown);
+        }
     }
 }

@@ -129,7 +129,9 @@ pub fn check_nick(name: &str) -> Result<String, NickError> {
 
 /// What makes two nicknames the same: they share a key. A name has two, the TR39 skeleton
 /// taken after case folding and before it, since neither order alone catches both `I`/`i` (a
-/// case) and `I`/`l` (a look-alike). Folding is full folding, so `ß` is `ss`.
+/// case) and `I`/`l` (a look-alike). Folding is full folding, so `ß` is `ss`. TR39 maps
+/// single characters, so the one pair of letters it misses, `vv` for `w`, is joined
+/// afterwards (`rn` for `m` it has).
 pub fn nick_keys(name: &str) -> Vec<String> {
     fn fold(text: &str) -> String {
         text.chars()
@@ -143,9 +145,16 @@ pub fn nick_keys(name: &str) -> Vec<String> {
     fn skeleton(text: &str) -> String {
         unicode_security::skeleton(text).collect()
     }
+    fn joined(text: String) -> String {
+        if text.contains("vv") {
+            text.replace("vv", "w")
+        } else {
+            text
+        }
+    }
     let name: String = name.nfkc().collect();
-    let folded_first = fold(&skeleton(&fold(&name)));
-    let skeleton_first = fold(&skeleton(&fold(&skeleton(&name))));
+    let folded_first = joined(fold(&skeleton(&fold(&name))));
+    let skeleton_first = joined(fold(&skeleton(&fold(&skeleton(&name)))));
     if folded_first == skeleton_first {
         vec![folded_first]
     } else {
@@ -345,6 +354,11 @@ mod tests {
         assert!(same("I", "i"));
         assert!(same("straße", "strasse"));
         assert!(same("STRASSE", "straße"));
+        // Two letters that look like one.
+        assert!(same("vvim", "wim"));
+        assert!(same("VVim", "wim"));
+        assert!(same("rnary", "mary"));
+        assert!(!same("vim", "wim"));
     }
 
     #[test]

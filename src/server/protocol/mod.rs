@@ -67,6 +67,25 @@ impl LineEnding {
         line.extend_from_slice(self.as_bytes());
         line
     }
+
+    /// `quit` in this ending, as a static buffer.
+    pub fn quit(self) -> &'static [u8] {
+        match self {
+            LineEnding::None => b"quit",
+            LineEnding::Lf => b"quit\n",
+            LineEnding::CrLf => b"quit\r\n",
+        }
+    }
+
+    /// The ending a peer whose first input is `data` speaks in: that of its first line, or
+    /// none (seed-style) when `data` holds no `\n`.
+    pub fn of_input(data: &[u8]) -> LineEnding {
+        match memchr::memchr(b'\n', data) {
+            None => LineEnding::None,
+            Some(i) if i > 0 && data[i - 1] == b'\r' => LineEnding::CrLf,
+            Some(_) => LineEnding::Lf,
+        }
+    }
 }
 
 impl fmt::Display for LineEnding {

@@ -168,6 +168,11 @@ impl Outbox {
         self.state.lock().close.is_some()
     }
 
+    /// Whether messages wait in the queue (not yet taken by the worker).
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.state.lock().entries.is_empty()
+    }
+
     /// Since when the outbox has been pressed, if it is.
     pub(crate) fn pressed_since(&self) -> Option<Instant> {
         self.state.lock().pressed_since
@@ -276,39 +281,6 @@ impl Outbox {
         };
         wake(waiters);
         requested
-    }
-
-    /// Worker side: moves queued entries into `into` until they cost `budget` or more (so
-    /// at least one when `budget` is not 0) and returns the close request pending, if any.
-    /// A run of lines longer than what is left of `budget` is split after its last whole
-    /// line that fits (or its first line): lines pile up in one run while nothing is taken,
-    /// and a run of them all would cost up to the outbox limit at once. What is not taken
-    /// stays queued and charged; a later push posts the session again.
-    pub(crate) fn take_up_to(&self, into: &mut Vec<Entry>, budget: usize) -> Option<CloseReason> {
-        let mut state = self.state.lock();
-        state.posted = false;
-        let mut taken = 0;
-        while taken < budget {
-            let left = budget - taken;
-            if let Some(Entry::Lines(run)) = state.entries.front_mut()
-                && run.len() > left
-                && let Some(cut) = memchr::memrchr(b'\n', &run[..left])
-                    .or_else(|| memchr::memchr(b'\n', run))
-                    .map(|at| at + 1)
-                    .filter(|&cut| cut < run.len())
-            {
-                let head = run[..cut].to_vec();
-                run.drain(..cut);
-                into.push(Entry::Lines(head));
-                break;
-            }
-            let Some(entry) = state.entries.pop_front() else {
-                break;
-            };
-            taken += entry.cost();
-            into.push(entry);
-        }
-        state.close
     }
 
     /// Worker side: `n` charged bytes reached the socket or were discarded. Draining to the
@@ -431,27 +403,6 @@ mod tests {
         assert_eq!(o.push(&[&[b'z'; 50]], false), Err(SendError::Overflow));
         assert!(o.is_closing());
         assert_eq!(o.push(&[b"1"], false), Err(SendError::Closing));
-    }
-
-    #[test]
-    fn a_long_run_of_lines_is_taken_a_budget_of_whole_lines_at_a_time() {
-        let o = outbox(10_000);
-        for n in 0..10 {
-            o.push(&[format!("{n}").repeat(99).as_bytes(), b"\n"], false)
-                .unwrap();
-        }
-        let mut taken = Vec::new();
-        o.take_up_to(&mut taken, 250);
-        assert_eq!(taken.len(), 1);
-        assert!(matches!(&taken[0], Entry::Lines(b) if b.len() == 200 && b.ends_with(b"1\n")));
-        // A first line longer than the budget is taken whole, alone.
-        taken.clear();
-        o.take_up_to(&mut taken, 10);
-        assert!(matches!(&taken[0], Entry::Lines(b) if b.len() == 100 && b.starts_with(b"2")));
-        taken.clear();
-        o.take_up_to(&mut taken, 100_000);
-        assert!(matches!(&taken[0], Entry::Lines(b) if b.len() == 700 && b.starts_with(b"3")));
-        assert_eq!(o.charged(), 1000, "taking charges nothing back");
     }
 
     #[test]

@@ -10,7 +10,14 @@ use crate::server::session::{CloseReason, DRAIN, Speech};
 use crate::server::worker::session::Phase;
 use crate::units::Millis;
 
-use super::{LOG, READ_BUDGET, Worker, chunk_len, idle_scan_interval, quit_line};
+use crate::server::protocol::LineEnding;
+
+use super::{LOG, READ_BUDGET, Worker, chunk_len, idle_scan_interval};
+
+/// How long a closing session's flush may go without the peer taking a byte before the
+/// session is closed without the rest: a peer that does not read cannot be flushed, and is
+/// not held for the whole `--shutdown-timeout` (a peer that keeps reading is, at most).
+pub(crate) const FLUSH_STALL: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Worker {
     /// Starts ending session `t`: what is queued is flushed, then `quit` (when the server is
@@ -47,19 +54,27 @@ impl Worker {
         session.deferred = Default::default();
         if reason.says_quit() {
             let ending = match handle.speech() {
-                Speech::Silent => self.shared.handler.silent_ending(),
+                // What it sent may not have been read yet (a session adopted at shutdown,
+                // or whose first line came with it): its first line tells its ending.
+                Speech::Silent => match unread_ending(&session.stream) {
+                    Some(ending) => ending,
+                    None => self.shared.handler.silent_ending(),
+                },
                 Speech::Spoken(ending) => ending,
             };
-            session.pending.push_back(Chunk::Static(quit_line(ending)));
+            session.pending.push_back(Chunk::Static(ending.quit()));
         }
         handle.counters().messages_out.fetch_add(
             queued + u64::from(reason.says_quit()),
             std::sync::atomic::Ordering::Relaxed,
         );
         let linger = self.shared.config.shutdown_timeout;
+        let now = Instant::now();
         let deadline = self
             .stopping
-            .unwrap_or_else(|| crate::time::later(Instant::now(), linger));
+            .unwrap_or_else(|| crate::time::later(now, linger));
+        // The flush's progress is timed from here: see `FLUSH_STALL`.
+        session.last_active = now;
         session.phase = Phase::Flushing { reason, deadline };
         self.closing.push(t);
         // The handler hears of the end once, as it begins (chat's `left` goes out now,
@@ -150,21 +165,36 @@ impl Worker {
         if !self.closing.is_empty() {
             let stopping = self.stopping;
             let mut closing = std::mem::take(&mut self.closing);
+            // A slow reader may have made room without the socket reporting it (Linux
+            // signals writable only once a third of the send buffer is free): try to write
+            // before calling its flush stalled.
+            for &t in &closing {
+                if self.sessions.get(t).is_some_and(|s| {
+                    matches!(s.phase, Phase::Flushing { .. }) && now >= s.last_active + FLUSH_STALL
+                }) {
+                    self.on_writable(t);
+                }
+            }
             closing.retain(|&t| {
                 let Some(session) = self.sessions.get(t) else {
                     return false;
                 };
                 let due = match session.phase {
                     Phase::Open => return false,
-                    Phase::Flushing { deadline, .. } => deadline.min(stopping.unwrap_or(deadline)),
+                    // Bounded by the deadline, and by the peer's reading: a flush that
+                    // moved no byte for `FLUSH_STALL` cannot complete.
+                    Phase::Flushing { deadline, .. } => deadline
+                        .min(stopping.unwrap_or(deadline))
+                        .min(session.last_active + FLUSH_STALL),
                     Phase::Draining { until, .. } => until.min(stopping.unwrap_or(until)),
                 };
                 if now < due {
                     return true;
                 }
                 if let Phase::Flushing { reason, .. } = session.phase {
-                    if stopping.is_some_and(|at| now >= at) {
-                        // Counted for the one warning the server logs once stopped.
+                    if stopping.is_some() {
+                        // Counted for the one warning the server logs once stopped: the
+                        // deadline passed, or the peer took nothing for `FLUSH_STALL`.
                         self.shared
                             .forced_closes
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -241,6 +271,9 @@ impl Worker {
         let Some(mut session) = self.sessions.try_remove(t) else {
             return;
         };
+        if let Some(pacing) = session.fault.take() {
+            session.handle.outbox().release(pacing.charged());
+        }
         let _ = self.poll.registry().deregister(&mut session.stream);
         session.discard_pending(false);
         self.release_outbox(&session);
@@ -262,5 +295,15 @@ impl Worker {
             traffic.bytes_out
         );
         self.shared.registry.unregister(handle.id());
+    }
+}
+
+/// The line ending of what a session sent that was not read yet, if it sent anything: looked
+/// at without taking it from the socket.
+fn unread_ending(stream: &mio::net::TcpStream) -> Option<LineEnding> {
+    let mut buf = [0u8; 1024];
+    match stream.peek(&mut buf) {
+        Ok(n) if n > 0 => Some(LineEnding::of_input(&buf[..n])),
+        _ => None,
     }
 }

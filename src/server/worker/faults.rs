@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::server::faults::End;
+use crate::server::faults::{End, Pacing};
 use crate::server::session::CloseReason;
 use crate::server::session::outbox::Entry;
 use crate::server::worker::session::{Phase, Session};
@@ -33,9 +33,10 @@ impl Worker {
             return;
         };
         let now = Instant::now();
-        match pacing.advance(now, &mut session.pending) {
+        match pacing.advance(now, &mut session.pending, self.turn) {
             Some(End::Reset) => return self.reset(t),
             Some(End::Close) => {
+                session.handle.outbox().release(pacing.charged());
                 log::debug!(
                     target: LOG,
                     "session {} closed by fault: peer={} faults={}",
@@ -59,6 +60,14 @@ impl Worker {
         {
             return self.fail(t, &e);
         }
+        // The turn's budget is spent with more due: the rest goes next turn, after the other
+        // sessions, or when the socket takes more (`on_writable` steps the faults again).
+        if session.pending.is_empty()
+            && session.fault.as_deref().is_some_and(Pacing::budget_spent)
+            && !self.stepping.contains(&t)
+        {
+            self.stepping.push(t);
+        }
         // The socket kept up and the faults have room, but the outbox holds more than they
         // took: it is taken on the worker's next round (other sessions get their turn
         // first), as no writable event or new message may ever come to ask for it.
@@ -68,30 +77,35 @@ impl Worker {
     }
 
     /// Moves what session `t`'s outbox holds (chat lines, manual replies, notices) into its
-    /// faults, as any reply of its own: only while the socket keeps up and the faults hold
-    /// less than their limit, so that what a flooding sender relays waits in the outbox,
-    /// under its limit and back-pressure, not here. Taken entries stop being charged to the
-    /// outbox. Returns the close request pending, if any.
+    /// faults, as any reply of its own, while the socket keeps up. What is taken stays
+    /// charged to the outbox until it is written, so a faulted reader is charged for what
+    /// its faults hold back as any reader for what it has not read: its senders are pressed
+    /// only past the soft mark, and a `latency` costs the room no throughput, only the bytes
+    /// in flight. Returns the close request pending, if any.
     pub(super) fn feed_faults(&mut self, t: usize) -> Option<CloseReason> {
         let session = &mut self.sessions[t];
-        let budget = outbox_room(session);
+        if !session.pending.is_empty() {
+            return None;
+        }
         let pacing = session.fault.as_deref_mut()?;
         let outbox = session.handle.outbox();
         let mut entries = std::mem::take(&mut self.entries);
-        let close = outbox.take_up_to(&mut entries, budget);
+        let close = outbox.take(&mut entries, None);
         let now = Instant::now();
         let queued = entries.len() as u64;
         for entry in entries.drain(..) {
             // A run of lines is cut line by line even for a reader that never spoke, and
             // counts as its lines for `after=N`.
-            match &entry {
+            let cost = entry.cost();
+            let kept = match entry {
                 Entry::Lines(run) => {
-                    let lines = memchr::memchr_iter(b'\n', run).count().max(1) as u64;
-                    pacing.hold_replies(now, run, true, lines);
+                    let lines = memchr::memchr_iter(b'\n', &run).count().max(1) as u64;
+                    pacing.hold_replies(now, run, true, lines, true)
                 }
-                Entry::Message(message) => pacing.hold(now, message, false),
-            }
-            outbox.release(entry.cost());
+                Entry::Message(message) => pacing.hold_replies(now, message, false, 1, true),
+            };
+            // What `truncate` cut and a message's overhead are not held: no longer charged.
+            outbox.release(cost - kept);
         }
         self.entries = entries;
         self.took_from_outbox(t, queued);
@@ -104,6 +118,7 @@ impl Worker {
         let session = &mut self.sessions[t];
         let _ = session.flush();
         if let Some(pacing) = session.fault.take() {
+            session.handle.outbox().release(pacing.charged());
             log::debug!(
                 target: LOG,
                 "session {} reset by fault: peer={} faults={}",
@@ -125,6 +140,22 @@ impl Worker {
         };
         self.call_handler(t, |handler, ctx| handler.on_close(ctx));
         self.remove(t);
+    }
+
+    /// Steps the faults of the sessions whose last turn's budget ran out with more due.
+    pub(super) fn step_again(&mut self) {
+        let stepping = std::mem::take(&mut self.stepping);
+        for &t in &stepping {
+            if self.sessions.contains(t) {
+                self.fault_step(t);
+                self.read_on(t);
+            }
+        }
+        let mut stepping = stepping;
+        stepping.clear();
+        if self.stepping.is_empty() {
+            self.stepping = stepping;
+        }
     }
 
     /// Handles the faulted sessions' deadlines that are due, and the clearing of faults.
@@ -181,16 +212,8 @@ impl Worker {
     }
 }
 
-/// How much more a faulted session's faults take from its outbox now: their room, while the
-/// socket keeps up (nothing pending); 0 otherwise, and for a session without faults.
-fn outbox_room(session: &Session) -> usize {
-    match session.fault.as_deref() {
-        Some(pacing) if session.pending.is_empty() => pacing.room(),
-        _ => 0,
-    }
-}
-
-/// Whether a faulted session's faults have room for what still waits in its outbox.
-pub(super) fn wants_outbox(session: &Session) -> bool {
-    outbox_room(session) > 0 && session.handle.outbox().charged() > 0
+/// Whether a faulted session's faults would take what waits in its outbox now: while the
+/// socket keeps up (nothing pending).
+fn wants_outbox(session: &Session) -> bool {
+    session.fault.is_some() && session.pending.is_empty() && session.handle.outbox().has_queued()
 }

@@ -57,7 +57,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::server::arrival::acceptor::Conn;
-use crate::server::protocol::{LineEnding, Splitter};
+use crate::server::protocol::Splitter;
 use crate::server::session::outbox::{Entry, Mailbox};
 use crate::server::shared::Shared;
 use crate::time::Throttle;
@@ -76,7 +76,8 @@ const LOG: &str = module_path!();
 /// The worker's shared read buffer; also the most one read hands to the handler.
 const READ_BUFFER: usize = 64 * 1024;
 
-/// Reads per session per readiness event, so one busy peer cannot starve the others.
+/// Reads per session per readiness event, so one busy peer cannot starve the others. (A
+/// faulted session's writes are bounded per turn likewise: `TURN_WRITES`, `TURN_BYTES`.)
 const READ_BUDGET: usize = 16;
 
 /// How often the loop looks at closing sessions' deadlines while any are closing.
@@ -105,6 +106,10 @@ pub(crate) struct Worker {
     posted: Vec<(usize, SessionId)>,
     /// Sessions whose read loop stopped with input left because the budget ran out.
     again: Vec<usize>,
+    /// Faulted sessions whose faults spent their turn's budget with more due at once.
+    stepping: Vec<usize>,
+    /// The turns of the loop so far: a faulted session's budget is per turn.
+    turn: u64,
     /// Entries taken from an outbox, on their way into a session's pending writes.
     entries: Vec<Entry>,
     /// Sessions whose outbox is above its soft mark, for the grace deadline.
@@ -169,6 +174,8 @@ impl Worker {
             reply: Vec::new(),
             posted: Vec::new(),
             again: Vec::new(),
+            stepping: Vec::new(),
+            turn: 0,
             entries: Vec::new(),
             pressed: Vec::new(),
             closing: Vec::new(),
@@ -197,6 +204,8 @@ impl Worker {
                 break;
             }
             self.now = Instant::now();
+            self.turn += 1;
+            let stepping = !self.stepping.is_empty();
             for event in events.iter() {
                 if event.token() == WAKE {
                     continue;
@@ -224,6 +233,9 @@ impl Worker {
             self.deliver_posted();
             self.balance_pass();
             self.fire_timers();
+            if stepping {
+                self.step_again();
+            }
             for t in std::mem::take(&mut self.again) {
                 if self.sessions.contains(t) {
                     self.on_readable(t);
@@ -244,7 +256,7 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() {
+        if !self.again.is_empty() || !self.stepping.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut timeout = None;
@@ -363,15 +375,6 @@ impl Worker {
             ),
             _ => {}
         }
-    }
-}
-
-/// `quit` in the given line ending, as a static buffer.
-fn quit_line(ending: LineEnding) -> &'static [u8] {
-    match ending {
-        LineEnding::None => b"quit",
-        LineEnding::Lf => b"quit\n",
-        LineEnding::CrLf => b"quit\r\n",
     }
 }
 

@@ -124,8 +124,9 @@ impl Worker {
             Ok(true) => match session.phase {
                 Phase::Open => {
                     let read_more = session.read_more;
-                    // The socket caught up: a faulted session takes more from its outbox.
-                    if super::faults::wants_outbox(session) {
+                    // The socket caught up: a faulted session takes more from its outbox,
+                    // and lets out what its faults hold that is due.
+                    if session.fault.is_some() {
                         self.fault_step(t);
                     }
                     if read_more {

@@ -19,12 +19,21 @@ use crate::server::session::SessionId;
 use crate::server::session::outbox::Chunk;
 use crate::units::Millis;
 
-/// Reading stops while this much is held: a peer that sends faster than its faulted replies
-/// go out costs at most about one read more than this.
+/// Reading stops while this much of the session's own replies is held: a peer that sends
+/// faster than its faulted replies go out costs at most about one read more than this. What
+/// the faults hold from the session's outbox is not counted here: it stays charged to the
+/// outbox, under its limit and its back-pressure, until written.
 const HOLD_LIMIT: usize = 64 * 1024;
 
 /// The bandwidth pacer's burst: at most one read's worth.
 const MAX_BURST: u64 = 64 * 1024;
+
+/// The most pieces (each a write of its own) one session's faults let out in one turn of its
+/// worker's loop; the rest waits for the next turn, after the worker's other sessions.
+pub(crate) const TURN_WRITES: usize = 64;
+
+/// The most bytes one session's faults let out in one turn of its worker's loop.
+pub(crate) const TURN_BYTES: usize = 64 * 1024;
 
 /// How a faulted session ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +92,8 @@ struct Held {
     sent: usize,
     /// The replies it counts as for `after=N`: 1, or the messages in a run of relayed lines.
     replies: u64,
+    /// Taken from the outbox: its bytes stay charged there until written.
+    charged: bool,
 }
 
 /// A faulted session's faults and the replies they hold. Owned by the session's worker.
@@ -97,6 +108,8 @@ pub(crate) struct Pacing {
     connected: Instant,
     held: VecDeque<Held>,
     held_bytes: usize,
+    /// The part of `held_bytes` taken from the outbox, still charged there.
+    charged_bytes: usize,
     /// When the last held reply is due: a later one is never due before it.
     last_due: Option<Instant>,
     /// The bandwidth bucket, in bytes, as of `refilled`.
@@ -111,6 +124,11 @@ pub(crate) struct Pacing {
     armed: Option<Instant>,
     /// Bytes of the current line seen so far (for `truncate` on a line-based peer).
     line_len: usize,
+    /// The worker's turn last let out in, and the pieces and bytes let out in it.
+    turn: (u64, usize, usize),
+    /// [`advance`](Self::advance) stopped with more due, its turn's budget spent: the worker
+    /// comes back next turn, so no timer is asked for it.
+    budget_spent: bool,
 }
 
 impl Pacing {
@@ -130,6 +148,7 @@ impl Pacing {
             connected,
             held: VecDeque::new(),
             held_bytes: 0,
+            charged_bytes: 0,
             last_due: None,
             refilled: connected,
             next_piece: None,
@@ -137,6 +156,8 @@ impl Pacing {
             stall: Stall::Waiting,
             armed: None,
             line_len: 0,
+            turn: (0, 0, 0),
+            budget_spent: false,
         }
     }
 
@@ -154,17 +175,26 @@ impl Pacing {
     /// For a line-based peer each line is a reply of its own (an echo of several lines read
     /// at once is one write, but as many replies).
     pub(crate) fn hold(&mut self, now: Instant, bytes: &[u8], lines: bool) {
-        self.hold_replies(now, bytes, lines, 1);
+        self.hold_replies(now, bytes.to_vec(), lines, 1, false);
     }
 
     /// As [`hold`](Self::hold), for a write that counts as `replies` replies (a run of
-    /// relayed lines counts as its lines).
-    pub(crate) fn hold_replies(&mut self, now: Instant, bytes: &[u8], lines: bool, replies: u64) {
-        let bytes = match self.plan.truncate {
-            Some(n) if lines => self.truncate_lines(n, bytes),
-            Some(n) => bytes[..n.min(bytes.len())].to_vec(),
-            None => bytes.to_vec(),
-        };
+    /// relayed lines counts as its lines); `charged` when it was taken from the outbox and
+    /// stays charged there until written. Returns how many bytes are held (what `truncate`
+    /// left).
+    pub(crate) fn hold_replies(
+        &mut self,
+        now: Instant,
+        mut bytes: Vec<u8>,
+        lines: bool,
+        replies: u64,
+        charged: bool,
+    ) -> usize {
+        match self.plan.truncate {
+            Some(n) if lines => bytes = self.truncate_lines(n, &bytes),
+            Some(n) => bytes.truncate(n),
+            None => {}
+        }
         let keep = bytes.len();
         let mut due = now;
         if let Some((delay, jitter)) = self.plan.latency {
@@ -179,8 +209,13 @@ impl Pacing {
             bytes,
             sent: 0,
             replies,
+            charged,
         });
         self.held_bytes += keep;
+        if charged {
+            self.charged_bytes += keep;
+        }
+        keep
     }
 
     /// The first `n` bytes of every line in `bytes`, counting a line's bytes across replies.
@@ -239,8 +274,20 @@ impl Pacing {
     }
 
     /// Moves what is due into `out` (each piece one write), and says whether the session
-    /// must end now.
-    pub(crate) fn advance(&mut self, now: Instant, out: &mut VecDeque<Chunk>) -> Option<End> {
+    /// must end now. In the worker's turn `turn` it lets out at most [`TURN_WRITES`] pieces
+    /// and [`TURN_BYTES`] bytes, so that a fault that cuts a reply into many pieces never
+    /// keeps the worker from its other sessions; [`budget_spent`](Self::budget_spent) then
+    /// says that more is due at once.
+    pub(crate) fn advance(
+        &mut self,
+        now: Instant,
+        out: &mut VecDeque<Chunk>,
+        turn: u64,
+    ) -> Option<End> {
+        if self.turn.0 != turn {
+            self.turn = (turn, 0, 0);
+        }
+        self.budget_spent = false;
         if let Some((end, after)) = self.plan.end
             && self.reached(after, now)
         {
@@ -252,6 +299,10 @@ impl Pacing {
         }
         while let Some(front) = self.held.front_mut() {
             if front.due > now {
+                break;
+            }
+            if self.turn.1 >= TURN_WRITES || self.turn.2 >= TURN_BYTES {
+                self.budget_spent = true;
                 break;
             }
             let mut piece = front.bytes.len() - front.sent;
@@ -272,9 +323,22 @@ impl Pacing {
             }
             if piece > 0 {
                 let start = front.sent;
-                out.push_back(Chunk::Own(front.bytes[start..start + piece].to_vec()));
+                // A reply let out whole is moved, not copied.
+                let bytes = if start == 0 && piece == front.bytes.len() {
+                    std::mem::take(&mut front.bytes)
+                } else {
+                    front.bytes[start..start + piece].to_vec()
+                };
+                out.push_back(if front.charged {
+                    self.charged_bytes -= piece;
+                    Chunk::Queued { bytes, overhead: 0 }
+                } else {
+                    Chunk::Own(bytes)
+                });
                 front.sent += piece;
                 self.held_bytes -= piece;
+                self.turn.1 += 1;
+                self.turn.2 += piece;
                 if let Some((_, delay)) = self.plan.slice {
                     self.next_piece = Some(later(now, delay));
                 }
@@ -309,7 +373,7 @@ impl Pacing {
             (Stall::On { until: Some(until) }, _) => at(until),
             _ => {}
         }
-        if matches!(self.stall, Stall::On { .. }) {
+        if matches!(self.stall, Stall::On { .. }) || self.budget_spent {
             return next;
         }
         if let Some(front) = self.held.front() {
@@ -332,15 +396,21 @@ impl Pacing {
         next
     }
 
-    /// Whether the session's input may be read: not while stalled, nor while much is held.
-    pub(crate) fn may_read(&self) -> bool {
-        !matches!(self.stall, Stall::On { .. }) && self.held_bytes < HOLD_LIMIT
+    /// Whether the last [`advance`](Self::advance) stopped with more due at once, its turn's
+    /// budget spent: the worker must come back next turn.
+    pub(crate) fn budget_spent(&self) -> bool {
+        self.budget_spent
     }
 
-    /// How many more bytes the faults take from the session's outbox before they hold
-    /// [`HOLD_LIMIT`]: what is beyond stays queued there, under the outbox's own limit.
-    pub(crate) fn room(&self) -> usize {
-        HOLD_LIMIT.saturating_sub(self.held_bytes)
+    /// Whether the session's input may be read: not while stalled, nor while much is held.
+    pub(crate) fn may_read(&self) -> bool {
+        !matches!(self.stall, Stall::On { .. }) && self.held_bytes - self.charged_bytes < HOLD_LIMIT
+    }
+
+    /// The bytes held that were taken from the outbox and are still charged there: to be
+    /// released if the faults end without sending them.
+    pub(crate) fn charged(&self) -> usize {
+        self.charged_bytes
     }
 
     /// Records `at` as the deadline in the timer queue; `false` if one at least as early is
@@ -370,7 +440,11 @@ impl Pacing {
             if held.sent < held.bytes.len() {
                 let mut bytes = held.bytes;
                 bytes.drain(..held.sent);
-                out.push_back(Chunk::Own(bytes));
+                out.push_back(if held.charged {
+                    Chunk::Queued { bytes, overhead: 0 }
+                } else {
+                    Chunk::Own(bytes)
+                });
             }
         }
     }

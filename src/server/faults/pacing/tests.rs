@@ -24,6 +24,12 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A new turn of the worker's loop for every call, so no budget carries over.
+fn turn() -> u64 {
+    static TURN: AtomicU64 = AtomicU64::new(1);
+    TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn written(out: &mut VecDeque<Chunk>) -> Vec<Vec<u8>> {
     out.drain(..).map(|c| c.bytes().to_vec()).collect()
 }
@@ -36,7 +42,7 @@ fn latency_holds_each_reply_and_keeps_order() {
     for (i, reply) in [b"a", b"b", b"c"].iter().enumerate() {
         p.hold(t0 + ms(i as u64), *reply, false);
     }
-    assert_eq!(p.advance(t0 + ms(4), &mut out), None);
+    assert_eq!(p.advance(t0 + ms(4), &mut out, turn()), None);
     assert!(out.is_empty(), "nothing before delay - jitter");
     let first = p.deadline().unwrap();
     assert!(
@@ -44,7 +50,7 @@ fn latency_holds_each_reply_and_keeps_order() {
         "{:?}",
         first - t0
     );
-    p.advance(t0 + ms(40), &mut out);
+    p.advance(t0 + ms(40), &mut out, turn());
     assert_eq!(written(&mut out), [b"a", b"b", b"c"]);
     assert_eq!(p.deadline(), None, "nothing held, nothing timed");
 }
@@ -83,11 +89,11 @@ fn slice_cuts_every_reply_into_spaced_pieces() {
     let mut p = pacing(&["slice,size=4,delay=10ms"], t0);
     let mut out = VecDeque::new();
     p.hold(t0, b"hello world", false);
-    p.advance(t0, &mut out);
+    p.advance(t0, &mut out, turn());
     assert_eq!(written(&mut out), [b"hell"]);
     assert_eq!(p.deadline(), Some(t0 + ms(10)));
-    p.advance(t0 + ms(10), &mut out);
-    p.advance(t0 + ms(20), &mut out);
+    p.advance(t0 + ms(10), &mut out, turn());
+    p.advance(t0 + ms(20), &mut out, turn());
     assert_eq!(written(&mut out), [&b"o wo"[..], b"rld"]);
 }
 
@@ -97,7 +103,7 @@ fn bandwidth_allows_one_burst_then_paces() {
     let mut p = pacing(&["bandwidth,rate=1000"], t0);
     let mut out = VecDeque::new();
     p.hold(t0, &[7; 3000], false);
-    p.advance(t0, &mut out);
+    p.advance(t0, &mut out, turn());
     let burst: usize = written(&mut out).iter().map(Vec::len).sum();
     assert_eq!(burst, 1000);
     let mut sent = burst;
@@ -105,7 +111,7 @@ fn bandwidth_allows_one_burst_then_paces() {
     while let Some(at) = p.deadline() {
         assert!(at > now, "the deadline moves on");
         now = at;
-        p.advance(now, &mut out);
+        p.advance(now, &mut out, turn());
         sent += written(&mut out).iter().map(Vec::len).sum::<usize>();
     }
     assert_eq!(sent, 3000);
@@ -120,12 +126,12 @@ fn truncate_keeps_the_first_bytes_of_each_reply() {
     let mut out = VecDeque::new();
     p.hold(t0, b"hello", false);
     p.hold(t0, b"hi", false);
-    p.advance(t0, &mut out);
+    p.advance(t0, &mut out, turn());
     assert_eq!(written(&mut out), [&b"hel"[..], b"hi"]);
     // Line by line for a line-based peer, a line counted across replies.
     p.hold(t0, b"abcdef\nab\nabc", true);
     p.hold(t0, b"def\n", true);
-    p.advance(t0, &mut out);
+    p.advance(t0, &mut out, turn());
     assert_eq!(written(&mut out), [b"abcab\nabc"]);
 }
 
@@ -134,17 +140,17 @@ fn reset_and_close_come_after_n_replies_or_a_duration() {
     let t0 = Instant::now();
     let mut out = VecDeque::new();
     let mut p = pacing(&["reset,after=2"], t0);
-    assert_eq!(p.advance(t0, &mut out), None);
+    assert_eq!(p.advance(t0, &mut out, turn()), None);
     p.hold(t0, b"1", false);
     p.hold(t0, b"2", false);
-    assert_eq!(p.advance(t0, &mut out), Some(End::Reset));
+    assert_eq!(p.advance(t0, &mut out, turn()), Some(End::Reset));
     assert_eq!(written(&mut out), [b"1", b"2"]);
     let mut p = pacing(&["close,after=1s"], t0);
     assert_eq!(p.deadline(), Some(t0 + ms(1000)));
-    assert_eq!(p.advance(t0 + ms(999), &mut out), None);
-    assert_eq!(p.advance(t0 + ms(1000), &mut out), Some(End::Close));
+    assert_eq!(p.advance(t0 + ms(999), &mut out, turn()), None);
+    assert_eq!(p.advance(t0 + ms(1000), &mut out, turn()), Some(End::Close));
     assert_eq!(
-        pacing(&["reset"], t0).advance(t0, &mut out),
+        pacing(&["reset"], t0).advance(t0, &mut out, turn()),
         Some(End::Reset)
     );
 }
@@ -156,15 +162,15 @@ fn a_stall_stops_reading_and_sending_then_ends() {
     let mut p = pacing(&["stall,after=1,for=100ms"], t0);
     p.hold(t0, b"1", false);
     p.hold(t0, b"2", false);
-    p.advance(t0, &mut out);
+    p.advance(t0, &mut out, turn());
     assert_eq!(written(&mut out), [b"1"]);
     assert!(!p.may_read());
     assert_eq!(p.deadline(), Some(t0 + ms(100)));
-    p.advance(t0 + ms(100), &mut out);
+    p.advance(t0 + ms(100), &mut out, turn());
     assert_eq!(written(&mut out), [b"2"]);
     assert!(p.may_read());
     let mut forever = pacing(&["stall"], t0);
-    forever.advance(t0, &mut out);
+    forever.advance(t0, &mut out, turn());
     assert!(!forever.may_read());
     assert_eq!(forever.deadline(), None, "a stall for good sets no timer");
 }
@@ -176,7 +182,7 @@ fn release_all_sends_what_is_held_in_order() {
     let mut p = pacing(&["slice,size=2,delay=1s", "latency,delay=1s"], t0);
     p.hold(t0, b"abcde", false);
     p.hold(t0, b"fg", false);
-    p.advance(t0 + ms(1000), &mut out);
+    p.advance(t0 + ms(1000), &mut out, turn());
     p.release_all(&mut out);
     assert_eq!(written(&mut out).concat(), b"abcdefg");
 }
@@ -192,7 +198,7 @@ fn clearing_the_latency_makes_what_it_held_due() {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(p.forget_cleared());
     p.hold(t0 + ms(1), b"de", false);
-    p.advance(t0 + ms(1), &mut out);
+    p.advance(t0 + ms(1), &mut out, turn());
     assert_eq!(written(&mut out), [&b"abc"[..], b"de"]);
 }
 
@@ -206,4 +212,40 @@ fn the_timer_is_armed_once_per_deadline() {
     assert!(!p.fired(t0 + ms(5)), "a stale timer");
     assert!(p.fired(t0 + ms(4)));
     assert!(p.arm(t0 + ms(6)));
+}
+
+#[test]
+fn a_turn_lets_out_a_bounded_number_of_pieces_and_asks_for_the_next() {
+    let t0 = Instant::now();
+    let mut p = pacing(&["slice,size=1"], t0);
+    let reply = vec![b'x'; 64 * 1024];
+    p.hold(t0, &reply, false);
+    let mut out = VecDeque::new();
+    let now = turn();
+    p.advance(t0, &mut out, now);
+    assert_eq!(out.len(), TURN_WRITES, "one turn's budget of writes");
+    assert!(p.budget_spent());
+    // No timer is asked for what is due at once: the worker comes back next turn.
+    assert_eq!(p.deadline(), None);
+    // The same turn lets out nothing more; the next one does.
+    p.advance(t0, &mut out, now);
+    assert_eq!(out.len(), TURN_WRITES);
+    let mut turns = 1;
+    while p.budget_spent() {
+        out.clear();
+        p.advance(t0, &mut out, turn());
+        assert!(out.len() <= TURN_WRITES);
+        turns += 1;
+    }
+    assert_eq!(turns, reply.len() / TURN_WRITES);
+
+    // Large pieces: bounded by bytes, a whole reply at least.
+    out.clear();
+    let mut p = pacing(&["latency,delay=1ms"], t0);
+    for _ in 0..4 {
+        p.hold(t0, &reply, false);
+    }
+    p.advance(t0 + ms(1), &mut out, turn());
+    assert!(p.budget_spent());
+    assert_eq!(written(&mut out).concat().len(), TURN_BYTES);
 }

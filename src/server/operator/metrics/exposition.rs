@@ -40,7 +40,7 @@ impl Exposition {
         }
     }
 
-    /// Also exposes how many sessions each of `faults` touched
+    /// Also exposes how many sessions each of the active `faults` touched
     /// (`tcpool_fault_sessions_total{fault="#1 latency,delay=20ms"}`).
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = Some(faults);
@@ -269,15 +269,17 @@ impl Collector for Exposition {
             "Time from reading a message to writing its reply",
         )?;
         if let Some(faults) = &self.faults {
+            // Active faults only: a cleared fault's series leaves, so that adding and
+            // clearing faults for the life of a server does not grow the exposition.
             let touched: Vec<(String, u64)> = faults
-                .list()
+                .active()
                 .iter()
                 .map(|f| (format!("#{} {}", f.id, f.spec), f.sessions))
                 .collect();
             family(
                 &mut e,
                 "tcpool_fault_sessions",
-                "Sessions each fault touched (cleared faults included)",
+                "Sessions each active fault touched",
                 Counter,
                 Some("fault"),
                 touched,
