@@ -22,7 +22,7 @@ use tcpool::server::arrival::handover::{self, Sockets};
 use tcpool::server::arrival::notify::Notify;
 use tcpool::server::{
     self, Balancing, Config, FaultSpec, Mode, Overflow, Printer, Server, WorkerSched,
-    operator::admin::Admin,
+    operator::admin::Admin, operator::audit::Source,
 };
 
 use super::log_format::LogFormat;
@@ -298,12 +298,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // SIGINT, SIGTERM and Ctrl-C at the console prompt: the first shuts down gracefully,
     // a second exits at once. SIGHUP is the hand-over.
     let interrupts = Arc::new(AtomicUsize::new(0));
+    let audit = server.audit();
     let on_interrupt = {
         let shutdown = shutdown.clone();
-        move || {
+        let audit = audit.clone();
+        move |signal: &'static str| {
             if interrupts.fetch_add(1, Ordering::SeqCst) == 0 {
                 // Triggered first, so that on a terminal this line is not left to the editor.
-                shutdown.trigger();
+                audit.shutdown(&shutdown, Source::Signal(signal));
                 log::info!("signal received: shutting down gracefully; a second one exits at once");
             } else {
                 terminal::restore();
@@ -312,7 +314,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let handler = on_interrupt.clone();
-    ctrlc::set_handler(handler).context("cannot install the signal handler")?;
+    ctrlc::set_handler(move || handler("SIGINT")).context("cannot install the signal handler")?;
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP])
         .context("cannot install the signal handler")?;
 
@@ -368,9 +370,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .spawn(move || {
                 for signal in signals.forever() {
                     match signal {
-                        SIGHUP if on_terminal => hung_up(&reload.shutdown),
+                        SIGHUP if on_terminal => hung_up(&reload.shutdown, &audit),
                         SIGHUP => reload.on_hangup(),
-                        _ => on_interrupt(),
+                        _ => on_interrupt("SIGTERM"),
                     }
                 }
             })
@@ -382,7 +384,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .spawn(move || {
             terminal::take_stop_signal();
             match editor {
-                Some((editor, _)) => console.run_terminal(editor, &on_interrupt),
+                Some((editor, _)) => console.run_terminal(editor, &|| on_interrupt("Ctrl-C")),
                 None => console.run_lines(std::io::stdin().lock()),
             }
         })
@@ -429,9 +431,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// SIGHUP with a terminal on stdin, stdout or stderr: the terminal hung up, so the server
 /// shuts down gracefully. It is not a second Ctrl-C: a hang-up may bring SIGHUP twice (from the shell
 /// and from the kernel), and neither cuts the shutdown short.
-fn hung_up(shutdown: &Shutdown) {
-    if !shutdown.is_triggered() {
-        shutdown.trigger();
+fn hung_up(shutdown: &Shutdown, audit: &server::Audit) {
+    if audit.shutdown(shutdown, Source::Signal("SIGHUP")) {
         log::info!(
             "SIGHUP with a terminal attached: the terminal hung up; shutting down \
              gracefully (a hand-over is for a server with no terminal on stdin, stdout or \

@@ -54,6 +54,7 @@ pub use config::{
 };
 pub use faults::{FaultSpec, Faults};
 pub use modes::{Context, Handler, Mode};
+pub use operator::audit::Audit;
 pub use operator::console::Console;
 pub use operator::metrics::{Exposition, Metrics};
 pub use operator::output::Printer;

@@ -16,6 +16,7 @@ use super::arrival::listen;
 use super::config::{Balancing, Config};
 use super::faults::{self, Faults};
 use super::modes::Handler;
+use super::operator::audit::Audit;
 use super::operator::console::Console;
 use super::operator::metrics::{Exposition, Metrics};
 use super::operator::output::Printer;
@@ -73,6 +74,7 @@ pub struct Server {
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
     faults: Faults,
+    audit: Audit,
 }
 
 impl fmt::Debug for Server {
@@ -101,6 +103,7 @@ impl Server {
             registry,
             shutdown: Shutdown::new(),
             metrics,
+            audit: Audit::new(),
         }
     }
 
@@ -147,6 +150,13 @@ impl Server {
             self.config.backlog,
         )
         .with_faults(self.faults.clone())
+        .with_audit(self.audit.clone())
+    }
+
+    /// The audit trail: changes made at run time through it are logged with who asked and
+    /// counted in the metrics.
+    pub fn audit(&self) -> Audit {
+        self.audit.clone()
     }
 
     /// The address the first listener is bound to (with the real port when bound to port 0).
@@ -176,6 +186,7 @@ impl Server {
             self.printer.clone(),
         )
         .with_faults(self.faults.clone())
+        .with_audit(self.audit.clone())
     }
 
     /// The live set of faults: what is added or cleared here applies at once.
@@ -212,6 +223,7 @@ impl Server {
             shutdown,
             metrics,
             faults,
+            audit: _,
         } = self;
         config.validate()?;
         let addrs = listeners
