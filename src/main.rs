@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve many clients at once: echo (the default), chat or manual replies.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Talk to a server line by line, like the seed's client (full duplex on a terminal).
     Talk(cli::talk::TalkArgs),
     /// Load-test a TCP server (echo by default, or any request/response protocol):
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         // `serve` sets up logging itself: on a terminal, log lines go above its prompt.
         Command::Serve(args) => {
             cli::terminal::hold_stop_signal();
-            cli::serve::run(args)
+            cli::serve::run(*args)
         }
         Command::Talk(args) => {
             cli::terminal::hold_stop_signal();

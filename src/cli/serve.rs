@@ -94,9 +94,17 @@ pub(crate) struct ServeArgs {
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     shutdown_timeout: Duration,
     /// Serve the admin HTTP endpoint (metrics, health, sessions) on this address, such as
-    /// `127.0.0.1:9900`. It has no authentication: keep it on loopback [default: off].
-    #[arg(long, value_name = "ADDR")]
+    /// `127.0.0.1:9900` or `localhost:9900`. Any address but loopback needs
+    /// --admin-token-file [default: off].
+    #[arg(long, value_name = "ADDR", value_parser = parse_admin_addr)]
     admin: Option<SocketAddr>,
+    /// A file holding the admin endpoint's bearer token: every route but /healthz then needs
+    /// `Authorization: Bearer TOKEN`. Read once, at start.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<std::path::PathBuf>,
+    /// Let /metrics answer without the admin token (for a Prometheus without it).
+    #[arg(long)]
+    admin_public_metrics: bool,
     /// A fault for new sessions, `KIND[,key=value...][,p=P]` (repeatable; several combine):
     /// `latency,delay=20ms,jitter=5ms`, `bandwidth,rate=64KiB`, `slice,size=4,delay=10ms`,
     /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`.
@@ -195,6 +203,42 @@ fn parse_max_line(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+/// Parses `--admin`: `IP:PORT`, or `NAME:PORT` for a name that resolves to loopback
+/// (`localhost:9900`), which becomes that loopback address (IPv4 first).
+fn parse_admin_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs as _;
+    let mut found: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not IP:PORT or NAME:PORT ({e})"))?
+        .filter(|a| a.ip().is_loopback())
+        .collect();
+    found.sort_by_key(|a| !a.is_ipv4());
+    found
+        .first()
+        .copied()
+        .ok_or_else(|| format!("{s:?}: a name must resolve to a loopback address; give an IP"))
+}
+
+/// The admin token of `--admin-token-file`: exit 1 when the file cannot be read, 2 when what
+/// it holds is not a token.
+fn admin_token(path: &std::path::Path) -> anyhow::Result<server::operator::admin::Token> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
+    match std::str::from_utf8(&text)
+        .map_err(|_| std::io::Error::other("the token is not UTF-8"))
+        .and_then(server::operator::admin::Token::new)
+    {
+        Ok(token) => Ok(token),
+        Err(e) => bad_value(
+            "serve",
+            format!("--admin-token-file {}: {e}", path.display()),
+        ),
+    }
+}
+
 /// Runs the server until a shutdown; exit code 0 after any requested shutdown.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let manual = matches!(args.mode, ModeArg::Manual);
@@ -255,6 +299,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         server::bind_all_with(&args.bind, args.port, &options)?
     };
+    let admin_token = args
+        .admin_token_file
+        .as_deref()
+        .map(admin_token)
+        .transpose()?;
     let admin_listener = match (inherited.admin, args.admin) {
         (Some(listener), _) => Some(listener),
         (None, Some(addr)) => {
@@ -262,6 +311,21 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => None,
     };
+    // Anyone who reaches the endpoint can kick sessions and stop the server: only loopback
+    // goes without a token.
+    if let Some(listener) = &admin_listener
+        && admin_token.is_none()
+        && let Ok(addr) = listener.local_addr()
+        && !addr.ip().to_canonical().is_loopback()
+    {
+        bad_value(
+            "serve",
+            format!(
+                "--admin {addr} is not a loopback address: give --admin-token-file FILE, or \
+                 bind the admin endpoint to 127.0.0.1 or ::1"
+            ),
+        );
+    }
     // Second handles on every listening socket, for a hand-over to pass on.
     let sockets = Sockets::new(&listeners, admin_listener.as_ref())
         .context("cannot keep the sockets for a hand-over")?;
@@ -341,7 +405,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let admin = match admin_listener {
         Some(listener) => {
-            Some(Admin::start(listener, &server).context("cannot start the admin endpoint")?)
+            let options = server::operator::admin::Options {
+                token: admin_token,
+                public_metrics: args.admin_public_metrics,
+                ..Default::default()
+            };
+            Some(
+                Admin::start_with(listener, &server, options)
+                    .context("cannot start the admin endpoint")?,
+            )
         }
         None => None,
     };

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 
 use super::arrival::acceptor::{Acceptor, Acceptors, Closer, Conn};
+use super::arrival::access::Access;
 use super::arrival::descriptors::{fit_max_conns, spare_fds};
 use super::arrival::listen;
 use super::config::{Balancing, Config};
@@ -157,6 +158,11 @@ impl Server {
     /// counted in the metrics.
     pub fn audit(&self) -> Audit {
         self.audit.clone()
+    }
+
+    /// Who may connect (`--allow`, `--deny`), for the admin endpoint to apply too.
+    pub fn access(&self) -> Access {
+        self.config.access.clone()
     }
 
     /// The address the first listener is bound to (with the real port when bound to port 0).
