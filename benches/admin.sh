@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # What observing the server costs: echo throughput and CPU per message with `--admin` off and
 # on (scraped once a second), in interleaved runs, then the time of one `/metrics` scrape
-# (and of `/stats`, `/sessions`) with SESSIONS idle sessions connected.
+# (and of `/stats`, `/sessions`) with SESSIONS idle sessions connected, then the latency of
+# one admin request: REQUESTS sequential `/healthz` and `/stats` on one kept-alive connection
+# (Python's http.client), median and p99.
 #
 #   bash benches/admin.sh                 # 5 interleaved pairs of 3 s runs, 10,000 sessions
 #   RUNS=3 SESSIONS=2000 bash benches/admin.sh
+#   PARTS=latency REQUESTS=5000 bash benches/admin.sh
 #
-# Settings (environment): RUNS pairs (5), DURATION seconds per run (3), CONNECTIONS for the
-# load (64), SESSIONS for the scrape (10000; needs that many descriptors twice over, for the
-# server and the client). The generator shares the machine's cores with the server: check
+# Settings (environment): PARTS to run ("load scrape latency"), RUNS pairs (5), DURATION
+# seconds per run (3), CONNECTIONS for the load (64), SESSIONS for the scrape (10000; needs
+# that many descriptors twice over, for the server and the client), REQUESTS per route for the
+# latency (2000). The generator shares the machine's cores with the server: check
 # `uptime` first, other work shows up as noise. CPU per message is the server's user + system
 # time from /proc/PID/stat over the run, divided by the messages answered.
 #
@@ -21,6 +25,9 @@ RUNS=${RUNS:-5}
 DURATION=${DURATION:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 SESSIONS=${SESSIONS:-10000}
+REQUESTS=${REQUESTS:-2000}
+PARTS=${PARTS:-load scrape latency}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 cargo build --release -q
 bin=target/release/tcpool
@@ -69,6 +76,7 @@ EOF
 
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 
+if part load; then
 echo "echo load: $CONNECTIONS connections, ${DURATION}s runs, --admin off and on (scraped every second)"
 for run in $(seq "$RUNS"); do
     if [ $((run % 2)) -eq 1 ]; then order="off on"; else order="on off"; fi
@@ -78,8 +86,10 @@ for run in $(seq "$RUNS"); do
         stop
     done
 done
-
 echo
+fi
+
+if part scrape; then
 echo "scrape cost with $SESSIONS idle sessions"
 start --admin 127.0.0.1:0
 timeout 300 python3 - "$port" "$admin" "$SESSIONS" <<'EOF'
@@ -109,3 +119,34 @@ for s in socks:
     s.close()
 EOF
 stop
+echo
+fi
+
+if part latency; then
+echo "admin request latency: $REQUESTS sequential requests per route on one kept-alive connection"
+start --admin 127.0.0.1:0
+timeout 300 python3 - "$admin" "$REQUESTS" <<'EOF'
+import http.client, statistics, sys, time
+admin, n = sys.argv[1], int(sys.argv[2])
+host, port = admin.rsplit(":", 1)
+conn = http.client.HTTPConnection(host, int(port), timeout=10)
+for path in ("/healthz", "/stats"):
+    for _ in range(50):  # warm-up
+        conn.request("GET", path)
+        conn.getresponse().read()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        times.append(time.perf_counter() - t)
+        assert r.status == 200, r.status
+    times.sort()
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    print("%-9s median %6.1f us  p99 %6.1f us  max %7.1f us  (%d requests, one connection)" % (
+        path, statistics.median(times) * 1e6, p99 * 1e6, times[-1] * 1e6, n))
+conn.close()
+EOF
+stop
+fi

@@ -46,7 +46,7 @@ enum Command {
     /// gracefully, every client told `quit`, and print a summary; a second Ctrl-C exits at
     /// once. Without a terminal attached, SIGHUP hands the listening sockets over to a new
     /// copy of the program, for an upgrade that drops no client.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Talk to a server line by line: type at a prompt, or pipe lines in.
     ///
     /// Every message from the server is printed as `server>> TEXT`. On a terminal, messages
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         // `serve` sets up logging itself: on a terminal, log lines go above its prompt.
         Command::Serve(args) => {
             cli::terminal::hold_stop_signal();
-            cli::serve::run(args, log_level)
+            cli::serve::run(*args, log_level)
         }
         Command::Talk(args) => {
             cli::terminal::hold_stop_signal();

@@ -1,6 +1,7 @@
 //! The admin endpoint: every route with good and bad input, `/metrics` read by the real
-//! Python `prometheus_client` parser and checked by value, `/healthz` during shutdown, and a
-//! slowloris on the admin port that must not stall the data port.
+//! Python `prometheus_client` parser and checked by value, `/healthz` during shutdown, a
+//! slowloris on the admin port that must not stall the data port, keep-alive, `/sessions` a
+//! page at a time, the token, `--allow`/`--deny`, and the audit lines of every change.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tcpool::server::operator::admin::{Admin, BODY_LIMIT};
+use tcpool::server::operator::admin::{Admin, BODY_LIMIT, Options, Token};
 use tcpool::server::{Config, Running, Server, bind};
 
 use crate::support::{
@@ -27,9 +28,19 @@ pub struct Served {
 
 impl Served {
     pub fn start(config: Config) -> Served {
+        Served::start_with(config, Options::default())
+    }
+
+    /// With a token, public metrics or other limits.
+    pub fn start_with(config: Config, options: Options) -> Served {
         init_logger();
         let server = Server::new(bind("127.0.0.1:0".parse().unwrap()).unwrap(), config);
-        let admin = Admin::start(bind("127.0.0.1:0".parse().unwrap()).unwrap(), &server).unwrap();
+        let admin = Admin::start_with(
+            bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+            &server,
+            options,
+        )
+        .unwrap();
         let shutdown = server.shutdown();
         let running = server.start().unwrap();
         Served {
@@ -86,6 +97,65 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Str
     .into_bytes();
     head.extend_from_slice(body);
     raw(addr, &head)
+}
+
+/// One answer read off a kept-alive connection: status, head (status line and headers) and
+/// body, by its `Content-Length`.
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (any case), if the answer has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.split("\r\n").skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads exactly one answer from `stream`, leaving what follows it unread.
+pub fn read_answer(stream: &mut TcpStream) -> Answer {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("an answer's head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {head:?}"));
+    let mut answer = Answer {
+        status,
+        head,
+        body: String::new(),
+    };
+    let length: usize = answer
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length: {:?}", answer.head));
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).unwrap();
+    answer.body = String::from_utf8(body).unwrap();
+    answer
+}
+
+/// Sends one request on a kept-alive connection (no `Connection: close`), with extra header
+/// lines, and reads its answer.
+pub fn exchange_on(stream: &mut TcpStream, method: &str, path: &str, headers: &str) -> Answer {
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    read_answer(stream)
 }
 
 /// Sends raw bytes as a request; returns the status and body of the answer.
@@ -655,4 +725,348 @@ fn faults_added_and_cleared_all_day_are_forgotten() {
     shutdown.trigger();
     running.wait().unwrap();
     drop(admin);
+}
+
+#[test]
+fn two_requests_on_one_connection_are_both_answered() {
+    let served = Served::start(Config::default());
+    let mut stream = connect(served.admin_addr());
+    let first = exchange_on(&mut stream, "GET", "/healthz", "");
+    assert_eq!((first.status, first.body.as_str()), (200, "ok\n"));
+    assert_eq!(first.header("connection"), None, "{}", first.head);
+    let second = exchange_on(&mut stream, "GET", "/stats", "");
+    assert_eq!(second.status, 200);
+    let stats: Value = serde_json::from_str(&second.body).unwrap();
+    assert_eq!(stats["sessions"], 0);
+    // And a third, pipelined behind a fourth: both answered, in order.
+    stream
+        .write_all(
+            b"GET /faults HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .unwrap();
+    assert_eq!(read_answer(&mut stream).body, "[]\n");
+    assert_eq!(read_answer(&mut stream).body, "ok\n");
+}
+
+#[test]
+fn sessions_come_a_page_at_a_time_with_a_link_to_the_next() {
+    crate::support::raise_fd_limit();
+    let served = Served::start(Config::default());
+    let clients: Vec<TcpStream> = (0..2500).map(|_| connect(served.addr)).collect();
+    wait_until("2,500 sessions", || {
+        served.json("/stats")["sessions"] == 2500
+    });
+    let mut stream = connect(served.admin_addr());
+    let mut next = Some("/sessions?limit=1000".to_owned());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        let page = exchange_on(&mut stream, "GET", &path, "");
+        assert_eq!(page.status, 200, "{}", page.body);
+        let list: Value = serde_json::from_str(&page.body).unwrap();
+        let list = list.as_array().unwrap();
+        assert!(list.len() <= 1000);
+        for s in list {
+            assert!(seen.insert(s["id"].as_u64().unwrap()), "{s} seen twice");
+            assert!(s["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+        }
+        next = page.header("link").map(|link| {
+            let last = list.last().unwrap()["id"].as_u64().unwrap();
+            assert_eq!(
+                link,
+                format!("</sessions?after={last}&limit=1000>; rel=\"next\"")
+            );
+            link[1..link.find('>').unwrap()].to_owned()
+        });
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 2500);
+    assert_eq!(
+        seen.iter().copied().collect::<Vec<_>>(),
+        (1..=2500).collect::<Vec<_>>()
+    );
+    // The default page is 1000; a bad limit or after is 400.
+    let first = exchange_on(&mut stream, "GET", "/sessions", "");
+    assert_eq!(
+        serde_json::from_str::<Value>(&first.body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1000
+    );
+    assert!(
+        first
+            .header("link")
+            .unwrap()
+            .contains("after=1000&limit=1000")
+    );
+    for bad in ["limit=0", "limit=10001", "limit=ten", "after=-3", "after="] {
+        let answer = exchange_on(&mut stream, "GET", &format!("/sessions?{bad}"), "");
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
+    }
+    let tail = exchange_on(&mut stream, "GET", "/sessions?after=2400&limit=10000", "");
+    assert_eq!(
+        serde_json::from_str::<Value>(&tail.body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+    assert_eq!(tail.header("link"), None);
+    drop(clients);
+}
+
+#[test]
+fn a_token_guards_every_route_but_healthz_and_metrics_only_when_asked() {
+    let token = Token::new("s3cret-token").unwrap();
+    let served = Served::start_with(
+        Config::default(),
+        Options {
+            token: Some(token.clone()),
+            ..Options::default()
+        },
+    );
+    let mut stream = connect(served.admin_addr());
+    let right = "Authorization: Bearer s3cret-token\r\n";
+    for path in ["/stats", "/sessions", "/faults", "/metrics"] {
+        for wrong in [
+            "",
+            "Authorization: Bearer s3cret-tokeN\r\n",
+            "Authorization: s3cret-token\r\n",
+        ] {
+            let mut fresh = connect(served.admin_addr());
+            let answer = exchange_on(&mut fresh, "GET", path, wrong);
+            assert_eq!(answer.status, 401, "{path} {wrong:?}");
+            assert!(
+                answer
+                    .header("www-authenticate")
+                    .unwrap()
+                    .starts_with("Bearer"),
+                "{}",
+                answer.head
+            );
+        }
+        assert_eq!(
+            exchange_on(&mut stream, "GET", path, right).status,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(exchange_on(&mut stream, "GET", "/healthz", "").status, 200);
+    // A change without the token changes nothing.
+    let mut fresh = connect(served.admin_addr());
+    assert_eq!(exchange_on(&mut fresh, "POST", "/shutdown", "").status, 401);
+    assert!(!served.shutdown.is_triggered());
+    assert_eq!(
+        exchange_on(&mut stream, "POST", "/shutdown", right).status,
+        202
+    );
+    assert!(served.shutdown.is_triggered());
+
+    let public = Served::start_with(
+        Config::default(),
+        Options {
+            token: Some(token),
+            public_metrics: true,
+            ..Options::default()
+        },
+    );
+    let mut stream = connect(public.admin_addr());
+    assert_eq!(exchange_on(&mut stream, "GET", "/metrics", "").status, 200);
+    assert_eq!(exchange_on(&mut stream, "GET", "/stats", "").status, 401);
+}
+
+#[test]
+fn a_denied_address_is_answered_403_not_reset() {
+    let served = Served::start(Config {
+        access: tcpool::server::Access {
+            allow: vec![],
+            deny: vec!["127.0.0.0/8".parse().unwrap()],
+        },
+        ..Config::default()
+    });
+    for _ in 0..3 {
+        let (status, body) = request(served.admin_addr(), "POST", "/shutdown", b"");
+        assert_eq!((status, body.as_str()), (403, "forbidden\n"));
+    }
+    assert!(!served.shutdown.is_triggered());
+}
+
+#[test]
+fn the_binary_refuses_a_public_admin_without_a_token_and_checks_the_token_file() {
+    let run = |args: &[&str]| {
+        let started = Instant::now();
+        let out = Command::new(crate::support::tcpool_bin())
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(started.elapsed() < IO_TIMEOUT);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--admin", "0.0.0.0:0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("--admin-token-file"),
+        "{stderr}"
+    );
+    let dir = std::env::temp_dir().join(format!("tcpool-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let (code, stderr) = run(&[
+        "--admin",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the token is empty"), "{stderr}");
+    let missing = dir.join("missing");
+    let (code, stderr) = run(&[
+        "--admin",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the admin token file"),
+        "{stderr}"
+    );
+
+    // With a token, a public address serves; `localhost` is taken as loopback.
+    let good = dir.join("good");
+    std::fs::write(&good, "tok-123\n").unwrap();
+    let mut server = crate::support::Binary::serve_with(
+        &[
+            "--admin",
+            "0.0.0.0:0",
+            "--admin-token-file",
+            good.to_str().unwrap(),
+        ],
+        Stdio::null(),
+        |_| {},
+    );
+    let admin = SocketAddr::from(([127, 0, 0, 1], server.admin_addr().port()));
+    // A 401 closes its connection: nothing more is read from a client without the token.
+    let mut refused = connect(admin);
+    let answer = exchange_on(&mut refused, "GET", "/stats", "");
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(read_to_close(&mut refused), b"");
+    let mut stream = connect(admin);
+    let auth = "Authorization: Bearer tok-123\r\n";
+    assert_eq!(exchange_on(&mut stream, "GET", "/stats", auth).status, 200);
+    assert_eq!(
+        exchange_on(&mut stream, "POST", "/shutdown", auth).status,
+        202
+    );
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+    let mut local =
+        crate::support::Binary::serve_with(&["--admin", "localhost:0"], Stdio::null(), |_| {});
+    assert!(local.admin_addr().ip().is_loopback());
+    local.signal("TERM");
+    assert_eq!(local.wait_timeout(IO_TIMEOUT), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The audit line of `what` in `lines`, which must name `source`.
+fn audit_line<'a>(lines: &'a [String], what: &str, source: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|l| l.contains(&format!("audit: {what}")) && l.contains(source))
+        .unwrap_or_else(|| panic!("no audit line {what:?} with {source:?} in {lines:?}"))
+}
+
+#[test]
+fn every_change_is_an_audit_line_naming_who_asked_and_is_counted() {
+    use crate::support::Binary;
+    // The admin endpoint: with the client's address.
+    let mut server = Binary::serve_with(&["--admin", "127.0.0.1:0"], Stdio::null(), |_| {});
+    let admin = server.admin_addr();
+    let mut client = connect(server.addr);
+    assert_eq!(round_trip(&mut client, b"hi\n"), b"hi\n");
+    let mut http = connect(admin);
+    let peer = http.local_addr().unwrap().to_string();
+    write!(
+        http,
+        "POST /faults HTTP/1.1\r\nHost: t\r\nContent-Length: 18\r\n\r\nlatency,delay=20ms"
+    )
+    .unwrap();
+    assert_eq!(read_answer(&mut http).status, 201);
+    assert_eq!(
+        exchange_on(&mut http, "DELETE", "/faults/1", "").status,
+        200
+    );
+    assert_eq!(
+        exchange_on(&mut http, "POST", "/sessions/1/kick", "").status,
+        200
+    );
+    let m = parse_with_prometheus_client(&exchange_on(&mut http, "GET", "/metrics", "").body);
+    for action in ["fault-add", "fault-clear", "kick"] {
+        let key = format!("tcpool_changes_total{{action=\"{action}\",source=\"admin\"}}");
+        assert_eq!(sample(&m, &key), 1.0, "{key}");
+    }
+    assert_eq!(
+        sample(
+            &m,
+            r#"tcpool_changes_total{action="shutdown",source="admin"}"#
+        ),
+        0.0
+    );
+    assert_eq!(exchange_on(&mut http, "POST", "/shutdown", "").status, 202);
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+    drop(client);
+    let lines = server.stderr_lines();
+    let by = format!("source=admin peer={peer}");
+    assert!(audit_line(&lines, "fault added", &by).contains("id=1 spec=latency,delay=20ms"));
+    assert!(audit_line(&lines, "fault cleared", &by).contains("id=1 spec=latency,delay=20ms"));
+    assert!(audit_line(&lines, "session kicked", &by).contains("id=1"));
+    assert!(audit_line(&lines, "shutdown", &by).contains(" INFO "));
+
+    // The console.
+    let mut server = Binary::serve(&[]);
+    let mut client = connect(server.addr);
+    assert_eq!(round_trip(&mut client, b"hi\n"), b"hi\n");
+    server.type_line("/fault truncate,bytes=3");
+    server.type_line("/fault latency,delay=5ms");
+    server.type_line("/fault clear");
+    server.wait_stderr("the clears", |l| l.contains("audit: fault cleared: id=2"));
+    server.type_line("/kick 1");
+    server.wait_stderr("the kick", |l| l.contains("audit: session kicked"));
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+    drop(client);
+    let lines = server.stderr_lines();
+    assert!(
+        audit_line(&lines, "fault added", "source=console").contains("id=1 spec=truncate,bytes=3")
+    );
+    assert!(
+        audit_line(&lines, "fault cleared: id=1", "source=console")
+            .contains("spec=truncate,bytes=3")
+    );
+    assert!(
+        audit_line(&lines, "fault cleared: id=2", "source=console")
+            .contains("spec=latency,delay=5ms")
+    );
+    assert!(audit_line(&lines, "session kicked", "source=console").contains("id=1"));
+    audit_line(&lines, "shutdown", "source=console");
+
+    // A signal.
+    let mut server = Binary::serve_with(&[], Stdio::null(), |_| {});
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+    audit_line(
+        &server.stderr_lines(),
+        "shutdown",
+        "source=signal signal=SIGTERM",
+    );
 }

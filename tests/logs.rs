@@ -79,3 +79,33 @@ fn json_logs_parse_line_by_line_and_carry_the_details() {
         }
     }
 }
+
+#[test]
+fn audit_lines_carry_what_and_who_as_json_fields() {
+    let mut server = Binary::serve_with(&["--log-format", "json"], Stdio::piped(), |_| {});
+    server.type_line("/fault latency,delay=20ms");
+    server.wait_stderr("the audit line", |l| l.contains("audit: fault added"));
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+    let objects: Vec<serde_json::Map<String, Value>> = server
+        .stderr_lines()
+        .iter()
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(Value::Object(map)) => Some(map),
+            _ => None,
+        })
+        .collect();
+    let find = |msg: &str| {
+        objects
+            .iter()
+            .find(|o| o["msg"] == msg)
+            .unwrap_or_else(|| panic!("no {msg:?} in {objects:?}"))
+    };
+    let added = find("audit: fault added");
+    assert_eq!(added["level"], "info");
+    assert_eq!(added["id"], 1);
+    assert_eq!(added["spec"], "latency,delay=20ms");
+    assert_eq!(added["source"], "console");
+    let shutdown = find("audit: shutdown");
+    assert_eq!(shutdown["source"], "console");
+}

@@ -22,7 +22,7 @@ use tcpool::server::arrival::handover::{self, Sockets};
 use tcpool::server::arrival::notify::Notify;
 use tcpool::server::{
     self, Balancing, Config, FaultSpec, Mode, Overflow, Printer, Server, WorkerSched,
-    operator::admin::Admin,
+    operator::admin::Admin, operator::audit::Source,
 };
 
 use super::LogLevel;
@@ -100,10 +100,17 @@ pub(crate) struct ServeArgs {
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     shutdown_timeout: Duration,
     /// Serve the admin HTTP endpoint (/metrics, /healthz, /sessions, /stats, /faults) on this
-    /// IP:PORT, such as 127.0.0.1:9900. It has no authentication: keep it on loopback
-    /// [default: off].
-    #[arg(long, value_name = "ADDR")]
+    /// address, such as 127.0.0.1:9900 or localhost:9900. Any address but loopback needs
+    /// --admin-token-file [default: off].
+    #[arg(long, value_name = "ADDR", value_parser = parse_admin_addr)]
     admin: Option<SocketAddr>,
+    /// A file holding the admin endpoint's bearer token: every route but /healthz then needs
+    /// `Authorization: Bearer TOKEN`. Read once, at start.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<std::path::PathBuf>,
+    /// Let /metrics answer without the admin token (for a Prometheus without it).
+    #[arg(long)]
+    admin_public_metrics: bool,
     /// A fault for new sessions, `KIND[,key=value...][,p=P]` (repeatable; several combine):
     /// `latency,delay=20ms,jitter=5ms`, `bandwidth,rate=64KiB`, `slice,size=4,delay=10ms`,
     /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`.
@@ -213,6 +220,42 @@ fn parse_max_line(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+/// Parses `--admin`: `IP:PORT`, or `NAME:PORT` for a name that resolves to loopback
+/// (`localhost:9900`), which becomes that loopback address (IPv4 first).
+fn parse_admin_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs as _;
+    let mut found: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not IP:PORT or NAME:PORT ({e})"))?
+        .filter(|a| a.ip().is_loopback())
+        .collect();
+    found.sort_by_key(|a| !a.is_ipv4());
+    found
+        .first()
+        .copied()
+        .ok_or_else(|| format!("{s:?}: a name must resolve to a loopback address; give an IP"))
+}
+
+/// The admin token of `--admin-token-file`: exit 1 when the file cannot be read, 2 when what
+/// it holds is not a token.
+fn admin_token(path: &std::path::Path) -> anyhow::Result<server::operator::admin::Token> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
+    match std::str::from_utf8(&text)
+        .map_err(|_| std::io::Error::other("the token is not UTF-8"))
+        .and_then(server::operator::admin::Token::new)
+    {
+        Ok(token) => Ok(token),
+        Err(e) => bad_value(
+            "serve",
+            format!("--admin-token-file {}: {e}", path.display()),
+        ),
+    }
+}
+
 /// Runs the server until a shutdown; exit code 0 after any requested shutdown.
 pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Result<ExitCode> {
     let manual = matches!(args.mode, ModeArg::Manual);
@@ -273,6 +316,11 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         };
         server::bind_all_with(&args.bind, args.port, &options)?
     };
+    let admin_token = args
+        .admin_token_file
+        .as_deref()
+        .map(admin_token)
+        .transpose()?;
     let admin_listener = match (inherited.admin, args.admin) {
         (Some(listener), _) => Some(listener),
         (None, Some(addr)) => {
@@ -280,6 +328,21 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         }
         (None, None) => None,
     };
+    // Anyone who reaches the endpoint can kick sessions and stop the server: only loopback
+    // goes without a token.
+    if let Some(listener) = &admin_listener
+        && admin_token.is_none()
+        && let Ok(addr) = listener.local_addr()
+        && !addr.ip().to_canonical().is_loopback()
+    {
+        bad_value(
+            "serve",
+            format!(
+                "--admin {addr} is not a loopback address: give --admin-token-file FILE, or \
+                 bind the admin endpoint to 127.0.0.1 or ::1"
+            ),
+        );
+    }
     // Second handles on every listening socket, for a hand-over to pass on.
     let sockets = Sockets::new(&listeners, admin_listener.as_ref())
         .context("cannot keep the sockets for a hand-over")?;
@@ -317,12 +380,14 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     // SIGINT, SIGTERM and Ctrl-C at the console prompt: the first shuts down gracefully,
     // a second exits at once. SIGHUP is the hand-over.
     let interrupts = Arc::new(AtomicUsize::new(0));
+    let audit = server.audit();
     let on_interrupt = {
         let shutdown = shutdown.clone();
-        move || {
+        let audit = audit.clone();
+        move |signal: &'static str| {
             if interrupts.fetch_add(1, Ordering::SeqCst) == 0 {
                 // Triggered first, so that on a terminal this line is not left to the editor.
-                shutdown.trigger();
+                audit.shutdown(&shutdown, Source::Signal(signal));
                 log::info!("signal received: shutting down gracefully; a second one exits at once");
             } else {
                 terminal::restore();
@@ -331,7 +396,7 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         }
     };
     let handler = on_interrupt.clone();
-    ctrlc::set_handler(handler).context("cannot install the signal handler")?;
+    ctrlc::set_handler(move || handler("SIGINT")).context("cannot install the signal handler")?;
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP])
         .context("cannot install the signal handler")?;
 
@@ -361,7 +426,15 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     });
     let admin = match admin_listener {
         Some(listener) => {
-            Some(Admin::start(listener, &server).context("cannot start the admin endpoint")?)
+            let options = server::operator::admin::Options {
+                token: admin_token,
+                public_metrics: args.admin_public_metrics,
+                ..Default::default()
+            };
+            Some(
+                Admin::start_with(listener, &server, options)
+                    .context("cannot start the admin endpoint")?,
+            )
         }
         None => None,
     };
@@ -390,9 +463,9 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             .spawn(move || {
                 for signal in signals.forever() {
                     match signal {
-                        SIGHUP if on_terminal => hung_up(&reload.shutdown),
+                        SIGHUP if on_terminal => hung_up(&reload.shutdown, &audit),
                         SIGHUP => reload.on_hangup(),
-                        _ => on_interrupt(),
+                        _ => on_interrupt("SIGTERM"),
                     }
                 }
             })
@@ -404,7 +477,7 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         .spawn(move || {
             terminal::take_stop_signal();
             match editor {
-                Some((editor, _)) => console.run_terminal(editor, &on_interrupt),
+                Some((editor, _)) => console.run_terminal(editor, &|| on_interrupt("Ctrl-C")),
                 None => console.run_lines(std::io::stdin().lock()),
             }
         })
@@ -451,9 +524,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
 /// SIGHUP with a terminal on stdin, stdout or stderr: the terminal hung up, so the server
 /// shuts down gracefully. It is not a second Ctrl-C: a hang-up may bring SIGHUP twice (from the shell
 /// and from the kernel), and neither cuts the shutdown short.
-fn hung_up(shutdown: &Shutdown) {
-    if !shutdown.is_triggered() {
-        shutdown.trigger();
+fn hung_up(shutdown: &Shutdown, audit: &server::Audit) {
+    if audit.shutdown(shutdown, Source::Signal("SIGHUP")) {
         log::info!(
             "SIGHUP with a terminal attached: the terminal hung up; shutting down \
              gracefully (a hand-over is for a server with no terminal on stdin, stdout or \

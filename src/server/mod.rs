@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Threads: one acceptor per listener (blocking on its own poller), `--workers` workers, one
-//! closer for connections that never became sessions, the console on stdin, the admin endpoint
-//! and the operator output writer. Queues: the bounded hand-off (the backlog), each session's
+//! closer for connections that never became sessions, the console on stdin, the control plane
+//! (`tcpool-control`, where the admin endpoint's connections are tasks) and the operator output
+//! writer. Queues: the bounded hand-off (the backlog), each session's
 //! bounded outbox, each worker's mailbox of sessions with news.
 //!
 //! | room | what it is |
@@ -24,6 +25,7 @@
 //! | [`faults`] | faults on purpose: specs, the live set, the per-session draw, pacing |
 //! | [`protocol`] | pure framing: messages, line endings, `quit`; safe display of peer text |
 //! | `config` | [`Config`] and [`Overflow`]: the limits, their defaults, [`Config::validate`] |
+//! | [`control`] | the control plane: one thread with a current-thread tokio runtime, where the admin endpoint runs |
 //! | [`shutdown`] | the idempotent shutdown trigger |
 //! | `shared` | what the acceptors and every worker read for the whole run |
 //! | `run` | [`Server`], [`Running`] and [`serve`]: starting the threads, waiting for them |
@@ -33,6 +35,7 @@
 
 pub mod arrival;
 mod config;
+pub mod control;
 pub mod faults;
 pub mod modes;
 pub mod operator;
@@ -54,6 +57,7 @@ pub use config::{
 };
 pub use faults::{FaultSpec, Faults};
 pub use modes::{Context, Handler, Mode};
+pub use operator::audit::Audit;
 pub use operator::console::Console;
 pub use operator::metrics::{Exposition, Metrics};
 pub use operator::output::Printer;

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 
 use super::arrival::acceptor::{Acceptor, Acceptors, Closer, Conn};
+use super::arrival::access::Access;
 use super::arrival::descriptors::{fit_max_conns, spare_fds};
 use super::arrival::listen;
 use super::config::{Balancing, Config};
 use super::faults::{self, Faults};
 use super::modes::Handler;
+use super::operator::audit::Audit;
 use super::operator::console::Console;
 use super::operator::metrics::{Exposition, Metrics};
 use super::operator::output::Printer;
@@ -73,6 +75,7 @@ pub struct Server {
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
     faults: Faults,
+    audit: Audit,
 }
 
 impl fmt::Debug for Server {
@@ -101,6 +104,7 @@ impl Server {
             registry,
             shutdown: Shutdown::new(),
             metrics,
+            audit: Audit::new(),
         }
     }
 
@@ -147,6 +151,18 @@ impl Server {
             self.config.backlog,
         )
         .with_faults(self.faults.clone())
+        .with_audit(self.audit.clone())
+    }
+
+    /// The audit trail: changes made at run time through it are logged with who asked and
+    /// counted in the metrics.
+    pub fn audit(&self) -> Audit {
+        self.audit.clone()
+    }
+
+    /// Who may connect (`--allow`, `--deny`), for the admin endpoint to apply too.
+    pub fn access(&self) -> Access {
+        self.config.access.clone()
     }
 
     /// The address the first listener is bound to (with the real port when bound to port 0).
@@ -176,6 +192,7 @@ impl Server {
             self.printer.clone(),
         )
         .with_faults(self.faults.clone())
+        .with_audit(self.audit.clone())
     }
 
     /// The live set of faults: what is added or cleared here applies at once.
@@ -212,6 +229,7 @@ impl Server {
             shutdown,
             metrics,
             faults,
+            audit: _,
         } = self;
         config.validate()?;
         let addrs = listeners

@@ -13,6 +13,7 @@ use std::io::{self, BufRead};
 
 use crate::server::faults::Faults;
 use crate::server::modes::Mode;
+use crate::server::operator::audit::{Audit, Source};
 use crate::server::operator::output::Printer;
 use crate::server::protocol::escape;
 use crate::server::session::registry::{Kick, Registry};
@@ -55,6 +56,7 @@ pub struct Console {
     mode: Mode,
     printer: Printer,
     faults: Faults,
+    audit: Audit,
 }
 
 impl Console {
@@ -66,7 +68,17 @@ impl Console {
             mode,
             printer,
             faults: Faults::default(),
+            audit: Audit::new(),
         }
+    }
+
+    /// Logs and counts the changes it makes (faults, kicks, `quit`) in `audit` (a server's:
+    /// [`Server::audit`]).
+    ///
+    /// [`Server::audit`]: crate::server::Server::audit
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Adds and clears faults in `faults` (a running server's: [`Server::faults`]).
@@ -87,13 +99,13 @@ impl Console {
     pub fn execute(&self, line: &str) -> bool {
         match parse(line) {
             Command::Quit => {
-                self.shutdown.trigger();
+                self.audit.shutdown(&self.shutdown, Source::Console);
                 return false;
             }
             Command::List => self.printer.print(&self.list()),
             Command::Stats => self.printer.print(&self.stats()),
             Command::Kick(id) => {
-                let done = match self.registry.try_kick(id) {
+                let done = match self.audit.kick(&self.registry, id, Source::Console) {
                     Kick::Kicked => format!("kicked #{id}"),
                     Kick::AlreadyClosing => format!("session #{id} is already closing"),
                     Kick::Unknown => format!("no session #{id}"),
@@ -102,14 +114,17 @@ impl Console {
             }
             Command::Help => self.printer.print(&self.help()),
             Command::FaultAdd(spec) => {
-                let id = self.faults.add(spec);
+                let id = self.audit.add_fault(&self.faults, spec, Source::Console);
                 self.printer.print(&format!(
                     "fault #{id} added: {spec} (sessions that connect from now on)"
                 ));
             }
             Command::FaultList => self.printer.print(&self.fault_list()),
             Command::FaultClear(id) => {
-                let done = match (id, self.faults.clear(id)) {
+                let done = match (
+                    id,
+                    self.audit.clear_faults(&self.faults, id, Source::Console),
+                ) {
                     (Some(id), 0) => format!("no active fault #{id}"),
                     (Some(id), _) => format!("fault #{id} cleared"),
                     (None, 0) => "no active fault".to_owned(),
@@ -164,7 +179,7 @@ impl Console {
         };
         for id in ids {
             let sent = if text == "quit" {
-                self.registry.kick(id)
+                self.audit.kick(&self.registry, id, Source::Console) == Kick::Kicked
             } else {
                 self.registry.send_line(id, text).is_ok()
             };

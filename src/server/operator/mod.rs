@@ -1,7 +1,9 @@
 //! What a person or a program uses to watch and steer the server: the console and its
-//! commands, operator output, the admin endpoint, metrics, the summary.
+//! commands, operator output, the admin endpoint, the audit trail of changes, metrics, the
+//! summary.
 
 pub mod admin;
+pub mod audit;
 pub mod command;
 pub mod console;
 pub mod metrics;

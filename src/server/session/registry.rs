@@ -5,10 +5,14 @@
 //! the console, the chat relay and shutdown find sessions here and talk to them through their
 //! outboxes. The map's lock is held only to look up or copy out handles, never while queueing
 //! a message or waking a worker.
+//!
+//! The map is ordered by id (a `BTreeMap`; ids only grow), so a listing is in id order with no
+//! sort, and a page of it ([`Registry::page`]) copies out only the handles it returns.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -55,7 +59,7 @@ pub struct Registry {
 }
 
 struct Inner {
-    sessions: RwLock<HashMap<SessionId, Arc<SessionHandle>>>,
+    sessions: RwLock<BTreeMap<SessionId, Arc<SessionHandle>>>,
     next_id: AtomicU64,
     started: Instant,
     outbox_limit: usize,
@@ -121,7 +125,7 @@ impl Registry {
     pub fn new(outbox_limit: usize) -> Self {
         Registry {
             inner: Arc::new(Inner {
-                sessions: RwLock::new(HashMap::new()),
+                sessions: RwLock::new(BTreeMap::new()),
                 next_id: AtomicU64::new(1),
                 started: Instant::now(),
                 outbox_limit,
@@ -182,24 +186,27 @@ impl Registry {
 
     /// Every connected session, by id.
     pub fn handles(&self) -> Vec<Arc<SessionHandle>> {
-        let mut all: Vec<_> = self.inner.sessions.read().values().cloned().collect();
-        all.sort_unstable_by_key(|h| h.id());
-        all
+        self.snapshot()
     }
 
     /// One [`SessionInfo`] per connected session, by id.
     pub fn list(&self) -> Vec<SessionInfo> {
-        self.handles()
-            .iter()
-            .map(|h| SessionInfo {
-                id: h.id(),
-                peer: h.peer(),
-                nick: h.nick(),
-                connected_for: h.connected_for(),
-                traffic: h.traffic(),
-                closing: h.is_closing(),
-            })
-            .collect()
+        self.handles().iter().map(|h| info(h)).collect()
+    }
+
+    /// At most `limit` sessions with ids above `after` (from the first with `None`), by id,
+    /// and whether more follow. Under the read lock it copies out only the handles it returns,
+    /// so a page costs the same with 100 sessions or 100,000.
+    pub fn page(&self, after: Option<SessionId>, limit: usize) -> (Vec<SessionInfo>, bool) {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let (handles, more) = {
+            let sessions = self.inner.sessions.read();
+            let mut range = sessions.range((from, Bound::Unbounded));
+            let handles: Vec<Arc<SessionHandle>> =
+                range.by_ref().take(limit).map(|(_, h)| h.clone()).collect();
+            (handles, range.next().is_some())
+        };
+        (handles.iter().map(|h| info(h)).collect(), more)
     }
 
     /// The counts now.
@@ -295,7 +302,7 @@ impl Registry {
         delivered
     }
 
-    /// Every connected session, in no particular order (cheaper than [`Registry::handles`]).
+    /// Every connected session, by id.
     fn snapshot(&self) -> Vec<Arc<SessionHandle>> {
         self.inner.sessions.read().values().cloned().collect()
     }
@@ -345,6 +352,18 @@ impl Registry {
             0 => None,
             id => Some(SessionId(id)).filter(|&id| self.get(id).is_some()),
         }
+    }
+}
+
+/// What `/list` shows of a session.
+fn info(h: &SessionHandle) -> SessionInfo {
+    SessionInfo {
+        id: h.id(),
+        peer: h.peer(),
+        nick: h.nick(),
+        connected_for: h.connected_for(),
+        traffic: h.traffic(),
+        closing: h.is_closing(),
     }
 }
 
@@ -441,6 +460,35 @@ mod tests {
                 assert_eq!(h.queued_bytes(), if h.id() == skip { 0 } else { 2 });
             }
         }
+    }
+
+    #[test]
+    fn pages_walk_every_session_once_in_id_order() {
+        let registry = Registry::new(1024);
+        let handles: Vec<_> = (0..25).map(|i| registry.register(peer(i))).collect();
+        // Gaps: ended sessions are skipped, never repeated.
+        registry.unregister(handles[3].id());
+        registry.unregister(handles[10].id());
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, more) = registry.page(after, 10);
+            assert!(page.len() <= 10);
+            seen.extend(page.iter().map(|s| s.id));
+            after = page.last().map(|s| s.id);
+            if !more {
+                break;
+            }
+        }
+        let want: Vec<SessionId> = registry.list().iter().map(|s| s.id).collect();
+        assert_eq!(seen, want);
+        assert_eq!(seen.len(), 23);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        let (last, more) = registry.page(Some(handles[24].id()), 10);
+        assert!(last.is_empty() && !more);
+        let (exact, more) = registry.page(Some(handles[19].id()), 5);
+        assert_eq!(exact.len(), 5);
+        assert!(!more);
     }
 
     #[test]

@@ -1,21 +1,16 @@
-//! The admin endpoint (`--admin ADDR`): a small HTTP/1.1 server on a thread of its own.
+//! The admin endpoint (`--admin ADDR`): HTTP/1.1 with hyper, as tasks on the
+//! [control plane](crate::server::control).
 //!
 //! A sibling of the [`console`](crate::server::operator::console): it answers over the same library calls
-//! ([`Registry::list`], [`Registry::stats`], [`Registry::kick`], [`Shutdown::trigger`],
-//! [`Faults::add`], [`Faults::clear`], [`Faults::list`]) and
-//! reimplements none of them; `GET /metrics` is [`Exposition::encode`]. HTTP is `http`'s:
-//! one bounded request per connection, read within a deadline, answered, then the close.
-//! The admin thread only accepts; each connection is read and answered on a thread of its
-//! own, at most [`MAX_CONNECTIONS`] at once (one more is answered 503 and closed at once),
-//! so a client that never finishes its request or never reads the answer holds one of those
-//! threads until the deadline, never the admin thread, a worker or the data port's
-//! descriptors.
+//! ([`Registry::page`], [`Registry::stats`], [`Faults::list`]) and makes its changes through
+//! the same [`Audit`] (kick, shutdown, faults added and cleared), so each is logged with the
+//! client's address and counted; `GET /metrics` is [`Exposition::encode`].
 //!
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /metrics` | the Prometheus text exposition |
 //! | `GET /healthz` | 200 `ok` while serving, 503 once shutdown began |
-//! | `GET /sessions` | the `/list` data as a JSON list |
+//! | `GET /sessions[?limit=N&after=ID]` | the `/list` data as a JSON list, a page of at most `N` sessions (1000 by default, 10000 at most) with ids above `ID`; a `Link: <...>; rel="next"` header when more remain |
 //! | `POST /sessions/ID/kick` | ends session ID with `quit`; 409 if it is already closing, 404 for an unknown id |
 //! | `GET /stats` | the `/stats` data as a JSON object |
 //! | `POST /shutdown` | starts a graceful shutdown (202) |
@@ -23,35 +18,109 @@
 //! | `POST /faults` | adds the fault whose SPEC is the body (plain text); 201 with its id, 400 for a bad SPEC |
 //! | `DELETE /faults/ID` | clears fault ID (200); 404 for an unknown or already cleared id |
 //!
-//! An unknown path is 404, a wrong method 405 (with `Allow`), a body over [`BODY_LIMIT`] 413;
-//! every error has a one-line text body. There is no authentication: bind it to loopback.
+//! An unknown path is 404, a wrong method 405 (with `Allow`), a bad `limit` or `after` 400, a
+//! body over [`BODY_LIMIT`] 413, a body not sent within [`Limits::body_timeout`] 408; every
+//! error has a one-line text body.
+//!
+//! Who may ask: a client `--allow`/`--deny` turns away is answered 403 and closed. With a
+//! [`Token`], every route but `/healthz` (and `/metrics` with [`Options::public_metrics`])
+//! needs `Authorization: Bearer TOKEN`, else 401 with `WWW-Authenticate: Bearer`. Without
+//! one there is no authentication: the binary refuses that on any address but loopback.
+//!
+//! Connections are tasks, at most [`Limits::max_connections`] served at once; the next ones,
+//! up to [`Limits::max_refusing`] more, are answered `503` with `Connection: close` (the
+//! answer written, the write side shut, the input drained briefly, then the close, so the
+//! client reads the answer rather than a reset); past both the endpoint stops accepting and
+//! new clients wait in the kernel's queue. Every connection is bounded in time: its request
+//! head ([`Limits::header_timeout`], which is also how long a kept-alive connection may sit
+//! idle), its body ([`Limits::body_timeout`]) and its whole life ([`Limits::lifetime`]).
 
-mod http;
+mod auth;
+mod serve;
 
 use std::fmt;
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-pub use http::{DEADLINE, HEAD_LIMIT};
+pub use auth::Token;
 
+use crate::server::arrival::access::Access;
+use crate::server::control::ControlPlane;
 use crate::server::faults::{FaultId, FaultSpec, Faults};
+use crate::server::operator::audit::{Audit, Source};
 use crate::server::operator::metrics::{self, Exposition};
-use crate::server::session::SessionId;
 use crate::server::session::registry::{Kick, Registry};
+use crate::server::session::{SessionId, registry::SessionInfo};
 use crate::server::shutdown::Shutdown;
 
-/// The largest request body read; a longer one is answered 413 unread.
+/// The largest request body read; a longer one is answered 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The most admin connections served at once (each a thread and a descriptor); one more is
-/// answered 503 and closed without a thread.
-pub const MAX_CONNECTIONS: usize = 32;
+/// The largest request head (request line and headers); a longer one is answered 431.
+pub const HEAD_LIMIT: usize = 8 * 1024;
+
+/// The most admin connections served at once by default.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How many connections past [`MAX_CONNECTIONS`] are answered 503 at once by default.
+pub const MAX_REFUSING: usize = 256;
+
+/// `GET /sessions`: the sessions in a page unless `limit` says otherwise, and the most it may.
+pub const SESSIONS_PAGE: usize = 1000;
+
+/// The largest `limit` of `GET /sessions`.
+pub const SESSIONS_PAGE_MAX: usize = 10_000;
+
+/// How long and how much an admin connection may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once ([`MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Connections answered 503 at once, beyond those ([`MAX_REFUSING`]).
+    pub max_refusing: usize,
+    /// The largest request head, at least 8192 ([`HEAD_LIMIT`]).
+    pub head: usize,
+    /// The largest request body ([`BODY_LIMIT`]).
+    pub body: usize,
+    /// How long a request head may take to arrive, counted from the end of the previous
+    /// answer on a kept-alive connection (so also the longest idle time); past it the
+    /// connection is closed (5 s).
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive once its head has; past it, 408 (5 s).
+    pub body_timeout: Duration,
+    /// How long a connection may stay open in all; then it finishes the request under way
+    /// and closes (60 s).
+    pub lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            max_refusing: MAX_REFUSING,
+            head: HEAD_LIMIT,
+            body: BODY_LIMIT,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            lifetime: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Who may use the endpoint and its limits.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The bearer token every route but `/healthz` needs; `None`: no authentication.
+    pub token: Option<Token>,
+    /// `/metrics` needs no token even when there is one (`--admin-public-metrics`).
+    pub public_metrics: bool,
+    /// The limits of each connection.
+    pub limits: Limits,
+}
 
 /// What the routes act on: the same handles the console holds.
 #[derive(Debug, Clone)]
@@ -60,16 +129,17 @@ struct Control {
     shutdown: Shutdown,
     exposition: Exposition,
     faults: Faults,
+    audit: Audit,
 }
 
-/// A running admin endpoint. Dropping it (or [`Admin::stop`]) stops its thread.
+/// A running admin endpoint. Dropping it (or [`Admin::stop`]) stops it.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::io::{Read, Write};
 /// use std::net::TcpStream;
-/// use tcpool::server::{admin::Admin, bind, Config, Server};
+/// use tcpool::server::{bind, operator::admin::Admin, Config, Server};
 ///
 /// let server = Server::new(bind("127.0.0.1:0".parse()?)?, Config::default());
 /// let admin = Admin::start(bind("127.0.0.1:0".parse()?)?, &server)?;
@@ -90,8 +160,10 @@ struct Control {
 /// ```
 pub struct Admin {
     addr: SocketAddr,
-    stopping: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    stopped: Option<mpsc::Receiver<()>>,
+    /// The control plane, when this endpoint started its own.
+    control: Option<ControlPlane>,
 }
 
 impl fmt::Debug for Admin {
@@ -101,38 +173,99 @@ impl fmt::Debug for Admin {
 }
 
 impl Admin {
-    /// Serves the admin routes for `server` on `listener` (from [`bind`](crate::server::bind)), on a
-    /// thread named `tcpool-admin`, until stopped. Start it before [`Server::start`]
-    /// consumes the server; it keeps answering through the shutdown, so a load balancer
-    /// sees `/healthz` turn 503.
+    /// Serves the admin routes for `server` on `listener` (from [`bind`](crate::server::bind))
+    /// with no token and the default [`Limits`], on a control plane of its own, until
+    /// stopped. `--allow`/`--deny` ([`Server::access`]) apply. Start it before
+    /// [`Server::start`] consumes the server; it keeps answering through the shutdown, so a
+    /// load balancer sees `/healthz` turn 503.
     ///
     /// [`Server::start`]: crate::server::Server::start
+    /// [`Server::access`]: crate::server::Server::access
     ///
     /// # Errors
     ///
-    /// When the listener's address cannot be read or the thread cannot be started.
+    /// When the listener's address cannot be read or the control plane cannot be started.
     pub fn start(listener: TcpListener, server: &crate::server::run::Server) -> io::Result<Admin> {
-        let control = Control {
-            registry: server.registry(),
-            shutdown: server.shutdown(),
-            exposition: server.exposition(),
-            faults: server.faults(),
+        Admin::start_with(listener, server, Options::default())
+    }
+
+    /// [`Admin::start`] with a token, public metrics or other limits.
+    ///
+    /// # Errors
+    ///
+    /// As [`Admin::start`].
+    pub fn start_with(
+        listener: TcpListener,
+        server: &crate::server::run::Server,
+        options: Options,
+    ) -> io::Result<Admin> {
+        let control = ControlPlane::start()?;
+        let mut admin = Admin::start_on(&control, listener, server, options)?;
+        admin.control = Some(control);
+        Ok(admin)
+    }
+
+    /// [`Admin::start_with`] on a control plane that others share; stopping the endpoint
+    /// leaves it running.
+    ///
+    /// # Errors
+    ///
+    /// When the listener cannot be made non-blocking or registered with the runtime.
+    pub fn start_on(
+        control: &ControlPlane,
+        listener: TcpListener,
+        server: &crate::server::run::Server,
+        options: Options,
+    ) -> io::Result<Admin> {
+        let state = serve::State {
+            control: Control {
+                registry: server.registry(),
+                shutdown: server.shutdown(),
+                exposition: server.exposition(),
+                faults: server.faults(),
+                audit: server.audit(),
+            },
+            access: server.access(),
+            options,
         };
+        Admin::serve(control, listener, state)
+    }
+
+    fn serve(
+        control: &ControlPlane,
+        listener: TcpListener,
+        state: serve::State,
+    ) -> io::Result<Admin> {
         let addr = listener.local_addr()?;
-        // Non-blocking, so the admin thread sees `stop` within one poll interval.
         listener.set_nonblocking(true)?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stopping = Arc::clone(&stopping);
-            thread::Builder::new()
-                .name("tcpool-admin".into())
-                .spawn(move || serve(&listener, &stopping, &control))?
+        let listener = {
+            let _entered = control.handle().enter();
+            tokio::net::TcpListener::from_std(listener)?
         };
-        log::info!("admin endpoint on http://{addr} (no authentication)");
+        let auth = match (&state.options.token, state.options.public_metrics) {
+            (None, _) => "auth=none",
+            (Some(_), false) => "auth=bearer open=/healthz",
+            (Some(_), true) => "auth=bearer open=/healthz,/metrics",
+        };
+        let access = if state.access.is_open() {
+            ""
+        } else {
+            " access=--allow/--deny"
+        };
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let (done, stopped) = mpsc::channel();
+        control.spawn(serve::accept_loop(
+            listener,
+            Arc::new(state),
+            stopping,
+            done,
+        ));
+        log::info!("admin endpoint on http://{addr} ({auth}{access})");
         Ok(Admin {
             addr,
-            stopping,
-            thread: Some(thread),
+            stop: Some(stop),
+            stopped: Some(stopped),
+            control: None,
         })
     }
 
@@ -141,17 +274,23 @@ impl Admin {
         self.addr
     }
 
-    /// Stops taking connections and waits for the admin thread (connections already taken
-    /// are still answered on their own threads, each within its [`DEADLINE`]s; none is
-    /// waited for).
+    /// Stops taking connections; those open finish the request under way and close
+    /// (on its own control plane, within [`STOP_GRACE`](crate::server::control::STOP_GRACE);
+    /// the rest are closed).
     pub fn stop(mut self) {
         self.halt();
     }
 
     fn halt(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(stopped) = self.stopped.take() {
+            // The accept task drops its end once the listener is closed.
+            let _ = stopped.recv_timeout(Duration::from_secs(1));
+        }
+        if let Some(control) = self.control.take() {
+            control.stop();
         }
     }
 }
@@ -162,72 +301,16 @@ impl Drop for Admin {
     }
 }
 
-/// How often the admin thread looks for a new connection or `stop` when idle.
-const POLL: Duration = Duration::from_millis(20);
-
-fn serve(listener: &TcpListener, stopping: &AtomicBool, control: &Control) {
-    let active = Arc::new(AtomicUsize::new(0));
-    while !stopping.load(Ordering::SeqCst) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(POLL);
-                continue;
-            }
-            Err(e) => {
-                // Out of descriptors, most likely: wait rather than spin.
-                log::debug!("admin accept failed: error={e}");
-                thread::sleep(POLL);
-                continue;
-            }
-        };
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::SeqCst);
-            busy(stream);
-            continue;
-        }
-        let slot = Slot(Arc::clone(&active));
-        let control = control.clone();
-        let spawned = thread::Builder::new()
-            .name("tcpool-admin-request".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let _slot = slot;
-                connection(stream, &control);
-            });
-        if let Err(e) = spawned {
-            log::warn!("admin connection dropped: error={e}");
-        }
-    }
-    log::debug!("admin stopped");
-}
-
-/// One of the [`MAX_CONNECTIONS`] places, given back when its thread ends.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A connection over the cap: a 503 if the socket takes it at once, then the close.
-fn busy(stream: TcpStream) {
-    let _ = stream.set_nonblocking(true);
-    let line = "too many admin connections\n";
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{line}",
-        line.len()
-    );
-    let _ = (&stream).write_all(answer.as_bytes());
-    log::debug!("admin connection refused: {MAX_CONNECTIONS} already served");
-}
-
-/// What a route answers: a status and a text or JSON body.
+/// What a route answers: a status, a text or JSON body and the headers that go with it.
 struct Reply {
     status: u16,
     body: Body,
     allow: Option<&'static str>,
+    link: Option<String>,
+    /// Close the connection after this answer (the request's body was not read whole).
+    close: bool,
+    /// 401: `WWW-Authenticate: Bearer`.
+    challenge: bool,
 }
 
 enum Body {
@@ -244,14 +327,16 @@ impl Reply {
             status,
             body: Body::Text(line),
             allow: None,
+            link: None,
+            close: false,
+            challenge: false,
         }
     }
 
     fn json(status: u16, value: Value) -> Reply {
         Reply {
-            status,
             body: Body::Json(value),
-            allow: None,
+            ..Reply::text(status, "")
         }
     }
 
@@ -261,59 +346,68 @@ impl Reply {
             ..Reply::text(405, format!("method not allowed: use {allow}"))
         }
     }
-}
 
-/// Reads one request, answers it and closes, each step within its deadline.
-fn connection(mut stream: TcpStream, control: &Control) {
-    if stream.set_nonblocking(false).is_err() {
-        return;
+    fn closing(self) -> Reply {
+        Reply {
+            close: true,
+            ..self
+        }
     }
-    let (method, reply) = match http::read_request(&mut stream, BODY_LIMIT) {
-        Ok(request) => {
-            let path = request.target.split(['?', '#']).next().unwrap_or("");
-            let reply = route(&request.method, path, &request.body, control);
-            log::debug!(
-                "admin request: method={} path={} status={}",
-                crate::server::protocol::escape(request.method.as_bytes()),
-                crate::server::protocol::escape(path.as_bytes()),
-                reply.status
-            );
-            (request.method, reply)
+
+    /// The body's bytes and content type.
+    fn into_bytes(self) -> (Vec<u8>, &'static str) {
+        match self.body {
+            Body::Text(s) => (s.into_bytes(), "text/plain; charset=utf-8"),
+            Body::Json(v) => {
+                let mut s = v.to_string();
+                s.push('\n');
+                (s.into_bytes(), "application/json")
+            }
+            Body::Metrics(s) => (s.into_bytes(), metrics::CONTENT_TYPE),
         }
-        Err(http::Refusal::Answer(status, line)) => {
-            log::debug!("admin request refused: status={status}");
-            (String::new(), Reply::text(status, line))
-        }
-        Err(http::Refusal::Silent) => return,
-    };
-    let (bytes, kind) = match reply.body {
-        Body::Text(s) => (s.into_bytes(), "text/plain; charset=utf-8"),
-        Body::Json(v) => {
-            let mut s = v.to_string();
-            s.push('\n');
-            (s.into_bytes(), "application/json")
-        }
-        Body::Metrics(s) => (s.into_bytes(), metrics::CONTENT_TYPE),
-    };
-    let mut headers = vec![("Content-Type", kind)];
-    if let Some(allow) = reply.allow {
-        headers.push(("Allow", allow));
-    }
-    let with_body = method != "HEAD";
-    if let Err(e) = http::respond(&mut stream, reply.status, &headers, &bytes, with_body) {
-        log::debug!("admin reply failed: error={e}");
     }
 }
 
-fn route(method: &str, path: &str, body: &[u8], control: &Control) -> Reply {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+/// Which route a path names, before its method is looked at: what authentication needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// `/healthz`: never needs the token.
+    Health,
+    /// `/metrics`: needs it unless the metrics are public.
+    Metrics,
+    /// Everything else.
+    Guarded,
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_end_matches('/').split('/').skip(1).collect()
+}
+
+fn openness(path: &str) -> Open {
+    match segments(path).as_slice() {
+        ["healthz"] => Open::Health,
+        ["metrics"] => Open::Metrics,
+        _ => Open::Guarded,
+    }
+}
+
+/// One request whose body was read whole: its route's answer.
+fn route(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+    peer: SocketAddr,
+    control: &Control,
+) -> Reply {
+    let segments = segments(path);
     let get = method == "GET" || method == "HEAD";
     let post = method == "POST";
+    let source = Source::Admin(peer);
     match segments.as_slice() {
         ["metrics"] if get => Reply {
-            status: 200,
             body: Body::Metrics(control.exposition.encode()),
-            allow: None,
+            ..Reply::text(200, "")
         },
         ["healthz"] if get => {
             if control.shutdown.is_triggered() {
@@ -322,16 +416,16 @@ fn route(method: &str, path: &str, body: &[u8], control: &Control) -> Reply {
                 Reply::text(200, "ok")
             }
         }
-        ["sessions"] if get => Reply::json(200, sessions(&control.registry)),
+        ["sessions"] if get => sessions(&control.registry, query),
         ["stats"] if get => Reply::json(200, stats(&control.registry)),
-        ["sessions", id, "kick"] if post => kick(&control.registry, id),
+        ["sessions", id, "kick"] if post => kick(control, id, source),
         ["shutdown"] if post => {
-            control.shutdown.trigger();
+            control.audit.shutdown(&control.shutdown, source);
             Reply::text(202, "shutting down")
         }
         ["faults"] if get => Reply::json(200, faults(&control.faults)),
-        ["faults"] if post => add_fault(&control.faults, body),
-        ["faults", id] if method == "DELETE" => clear_fault(&control.faults, id),
+        ["faults"] if post => add_fault(control, body, source),
+        ["faults", id] if method == "DELETE" => clear_fault(control, id, source),
         ["faults"] => Reply::wrong_method("GET, POST"),
         ["faults", _] => Reply::wrong_method("DELETE"),
         ["metrics" | "healthz" | "sessions" | "stats"] => Reply::wrong_method("GET"),
@@ -346,12 +440,12 @@ fn route(method: &str, path: &str, body: &[u8], control: &Control) -> Reply {
     }
 }
 
-fn kick(registry: &Registry, id: &str) -> Reply {
+fn kick(control: &Control, id: &str, source: Source) -> Reply {
     let unknown = || Reply::text(404, format!("no session #{}", id.escape_debug()));
     let Ok(id) = id.parse::<SessionId>() else {
         return unknown();
     };
-    match registry.try_kick(id) {
+    match control.audit.kick(&control.registry, id, source) {
         Kick::Kicked => Reply::json(200, json!({ "kicked": id.0 })),
         Kick::AlreadyClosing => Reply::text(409, format!("session #{id} is already closing")),
         Kick::Unknown => unknown(),
@@ -377,50 +471,100 @@ fn faults(faults: &Faults) -> Value {
     Value::Array(list)
 }
 
-fn add_fault(faults: &Faults, body: &[u8]) -> Reply {
+fn add_fault(control: &Control, body: &[u8], source: Source) -> Reply {
     let Ok(text) = std::str::from_utf8(body) else {
         return Reply::text(400, "the fault spec is not UTF-8 text");
     };
     match text.trim().parse::<FaultSpec>() {
         Ok(spec) => {
-            let id = faults.add(spec);
+            let id = control.audit.add_fault(&control.faults, spec, source);
             Reply::json(201, json!({ "id": id.0, "spec": spec.to_string() }))
         }
         Err(e) => Reply::text(400, e.to_string().replace(['\n', '\r'], " ")),
     }
 }
 
-fn clear_fault(faults: &Faults, id: &str) -> Reply {
+fn clear_fault(control: &Control, id: &str, source: Source) -> Reply {
     let unknown = || Reply::text(404, format!("no active fault #{}", id.escape_debug()));
     let Ok(id) = id.parse::<FaultId>() else {
         return unknown();
     };
-    match faults.clear(Some(id)) {
+    match control
+        .audit
+        .clear_faults(&control.faults, Some(id), source)
+    {
         0 => unknown(),
         _ => Reply::json(200, json!({ "cleared": id.0 })),
     }
 }
 
-/// `/list` as JSON: one object per session, by id.
-fn sessions(registry: &Registry) -> Value {
-    let list: Vec<Value> = registry
-        .list()
-        .into_iter()
-        .map(|s| {
-            json!({
-                "id": s.id.0,
-                "peer": s.peer.to_string(),
-                "nick": s.nick,
-                "connected_seconds": s.connected_for.as_secs_f64(),
-                "messages_in": s.traffic.messages_in,
-                "messages_out": s.traffic.messages_out,
-                "bytes_in": s.traffic.bytes_in,
-                "bytes_out": s.traffic.bytes_out,
-                "closing": s.closing,
-            })
-        })
-        .collect();
-    Value::Array(list)
+/// `limit` and `after` of `GET /sessions`; other parameters are ignored.
+fn page_query(query: Option<&str>) -> Result<(Option<SessionId>, usize), String> {
+    let mut after = None;
+    let mut limit = SESSIONS_PAGE;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=SESSIONS_PAGE_MAX).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "limit must be a number from 1 to {SESSIONS_PAGE_MAX}, not {:?}",
+                            value.escape_debug().to_string()
+                        )
+                    })?;
+            }
+            "after" => {
+                let id = value.parse::<u64>().map_err(|_| {
+                    format!(
+                        "after must be a session id, not {:?}",
+                        value.escape_debug().to_string()
+                    )
+                })?;
+                after = Some(SessionId(id));
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
+}
+
+/// `/list` as JSON, a page at a time: one object per session, by id.
+fn sessions(registry: &Registry, query: Option<&str>) -> Reply {
+    let (after, limit) = match page_query(query) {
+        Ok(q) => q,
+        Err(e) => return Reply::text(400, format!("bad request: {e}")),
+    };
+    let (page, more) = registry.page(after, limit);
+    let link = match (more, page.last()) {
+        (true, Some(last)) => Some(format!(
+            "</sessions?after={}&limit={limit}>; rel=\"next\"",
+            last.id
+        )),
+        _ => None,
+    };
+    let list: Vec<Value> = page.iter().map(session).collect();
+    Reply {
+        link,
+        ..Reply::json(200, Value::Array(list))
+    }
+}
+
+fn session(s: &SessionInfo) -> Value {
+    json!({
+        "id": s.id.0,
+        "peer": s.peer.to_string(),
+        "nick": s.nick,
+        "connected_seconds": s.connected_for.as_secs_f64(),
+        "messages_in": s.traffic.messages_in,
+        "messages_out": s.traffic.messages_out,
+        "bytes_in": s.traffic.bytes_in,
+        "bytes_out": s.traffic.bytes_out,
+        "closing": s.closing,
+    })
 }
 
 /// `/stats` as JSON.
@@ -438,4 +582,36 @@ fn stats(registry: &Registry) -> Value {
         "bytes_in": s.traffic.bytes_in,
         "bytes_out": s.traffic.bytes_out,
     })
+}
+
+/// Whether the access rules let `peer` in.
+fn permitted(access: &Access, peer: SocketAddr) -> bool {
+    access.permits(peer.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_queries_are_checked() {
+        assert_eq!(page_query(None), Ok((None, SESSIONS_PAGE)));
+        assert_eq!(
+            page_query(Some("after=7&limit=2&pretty=1")),
+            Ok((Some(SessionId(7)), 2))
+        );
+        for bad in [
+            "limit=0",
+            "limit=10001",
+            "limit=x",
+            "limit=",
+            "after=-1",
+            "after=a",
+        ] {
+            assert!(page_query(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(openness("/healthz/"), Open::Health);
+        assert_eq!(openness("/metrics"), Open::Metrics);
+        assert_eq!(openness("/stats"), Open::Guarded);
+    }
 }

@@ -17,6 +17,7 @@ use super::{
     close_label,
 };
 use crate::server::faults::Faults;
+use crate::server::operator::audit::Audit;
 use crate::server::session::registry::Registry;
 
 /// Everything a scrape reads: the server's [`Metrics`], the registry's counts, the
@@ -27,6 +28,7 @@ pub struct Exposition {
     registry: Registry,
     backlog_capacity: usize,
     faults: Option<Faults>,
+    audit: Option<Audit>,
 }
 
 impl Exposition {
@@ -37,7 +39,15 @@ impl Exposition {
             registry,
             backlog_capacity,
             faults: None,
+            audit: None,
         }
+    }
+
+    /// Also exposes the changes made at run time, by action and by who asked
+    /// (`tcpool_changes_total{action="fault-add",source="admin"}`).
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// Also exposes how many sessions each of the active `faults` touched
@@ -284,6 +294,18 @@ impl Collector for Exposition {
                 Some("fault"),
                 touched,
             )?;
+        }
+        if let Some(audit) = &self.audit {
+            let mut metric = e.encode_descriptor(
+                "tcpool_changes",
+                "Changes made at run time (faults, kicks, shutdown), by action and by who asked",
+                None,
+                Counter,
+            )?;
+            for (action, source, n) in audit.counts() {
+                let labels = [("action", action), ("source", source)];
+                ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+            }
         }
         let version = [(env!("CARGO_PKG_VERSION").to_owned(), 1u64)];
         family(
