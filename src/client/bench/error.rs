@@ -31,6 +31,15 @@ pub enum ErrorKind {
     ConnectFailed,
     /// Any other I/O error on an open connection.
     Io,
+    /// An error reply (`--reply`, or `--error-prefix` with `--until`): the server answered,
+    /// with an error. Counted per reply; the connection goes on.
+    Reply,
+    /// Bytes the reply framing cannot read (`--reply`): a malformed reply, or a declared
+    /// length over `--max-reply`. Ends the connection.
+    Protocol,
+    /// The reply to the first message was an error or not the one expected
+    /// (`--first-expect`). Ends the connection.
+    FirstReply,
 }
 
 impl ErrorKind {
@@ -46,6 +55,9 @@ impl ErrorKind {
             ErrorKind::ConnectTimeout => "connect_timeout",
             ErrorKind::ConnectFailed => "connect_failed",
             ErrorKind::Io => "io",
+            ErrorKind::Reply => "reply",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::FirstReply => "first_reply",
         }
     }
 
