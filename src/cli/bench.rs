@@ -88,8 +88,8 @@ struct RunArgs {
     threads: Option<u16>,
     /// The request to send instead of the echo payload: escapes \r \n \t \0 \\ \xHH, and
     /// {conn} (connection index), {seq} (message number), {key:N} (a key drawn from 0..N),
-    /// {key:N:zipf=S} (drawn with Zipf exponent S) and {rand:LEN} (LEN random printable
-    /// bytes) filled in. Needs one of --reply, --expect, --until or --reply-size. Given more
+    /// {key:N:zipf=S} (drawn with Zipf exponent S), either with :pad=W (zero-padded to W
+    /// digits) and {rand:LEN} (LEN random printable bytes) filled in. Needs one of --reply, --expect, --until or --reply-size. Given more
     /// than once, each message is one of them, drawn by --weight, and each is reported apart.
     #[arg(long, value_name = "BYTES", conflicts_with_all = ["send_file", "size", "eol"])]
     send: Vec<String>,

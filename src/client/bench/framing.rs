@@ -88,7 +88,8 @@ pub struct Greeting {
 
 /// Bytes with placeholders: `{conn}` (the connection's index, from 0), `{seq}` (the
 /// message's number on its connection, from 0), `{key:N}` (a number drawn uniformly from
-/// 0..N), `{key:N:zipf=S}` (drawn from 0..N with Zipf exponent S: 0 the most often) and
+/// 0..N), `{key:N:zipf=S}` (drawn from 0..N with Zipf exponent S: 0 the most often), either
+/// with `:pad=W` (zero-padded to W digits, for requests that state their length) and
 /// `{rand:LEN}` (LEN random printable bytes). Each placeholder draws on its own, from the
 /// connection's [`Draw`].
 ///
@@ -113,10 +114,11 @@ enum Piece {
     Bytes(Vec<u8>),
     Conn,
     Seq,
-    /// `{key:N}`, or with `zipf` the exponent's bits.
+    /// `{key:N}`, or with `zipf` the exponent's bits; zero-padded to `pad` digits.
     Key {
         n: u64,
         zipf: Option<u64>,
+        pad: u8,
     },
     Rand(usize),
 }
@@ -321,8 +323,17 @@ impl Template {
                 Piece::Bytes(b) => out.extend_from_slice(b),
                 Piece::Conn => number(out, conn as u64),
                 Piece::Seq => number(out, seq),
-                Piece::Key { n, zipf: None } => number(out, draw.below(*n)),
-                Piece::Key { n, zipf: Some(s) } => number(out, draw.zipf(*n, f64::from_bits(*s))),
+                Piece::Key { n, zipf, pad } => {
+                    let key = match zipf {
+                        None => draw.below(*n),
+                        Some(s) => draw.zipf(*n, f64::from_bits(*s)),
+                    };
+                    let digits = key.checked_ilog10().unwrap_or(0) as usize + 1;
+                    for _ in digits..usize::from(*pad) {
+                        out.push(b'0');
+                    }
+                    number(out, key);
+                }
                 Piece::Rand(len) => {
                     out.reserve(*len);
                     let mut left = *len;
@@ -362,9 +373,15 @@ impl fmt::Display for Template {
                 Piece::Bytes(b) => f.write_str(&escape(b))?,
                 Piece::Conn => f.write_str("{conn}")?,
                 Piece::Seq => f.write_str("{seq}")?,
-                Piece::Key { n, zipf: None } => write!(f, "{{key:{n}}}")?,
-                Piece::Key { n, zipf: Some(s) } => {
-                    write!(f, "{{key:{n}:zipf={}}}", f64::from_bits(*s))?;
+                Piece::Key { n, zipf, pad } => {
+                    write!(f, "{{key:{n}")?;
+                    if let Some(s) = zipf {
+                        write!(f, ":zipf={}", f64::from_bits(*s))?;
+                    }
+                    if *pad > 0 {
+                        write!(f, ":pad={pad}")?;
+                    }
+                    f.write_str("}")?;
                 }
                 Piece::Rand(len) => write!(f, "{{rand:{len}}}")?,
             }
@@ -388,37 +405,44 @@ fn number(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// A key space placeholder's inside: `key:N`, `key:N:zipf=S` or `rand:LEN`.
+/// A key space placeholder's inside: `key:N` with options `zipf=S` and `pad=W`, or
+/// `rand:LEN`.
 fn placeholder(inner: &str) -> Result<Piece, String> {
     let mut parts = inner.split(':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("key"), Some(n), zipf, None) => {
+    match (parts.next(), parts.next()) {
+        (Some("key"), Some(n)) => {
             let n: u64 = n
                 .parse()
                 .map_err(|_| format!("{n:?} is not a number of keys"))?;
             if n == 0 {
                 return Err("a key space needs at least 1 key".into());
             }
-            let zipf = match zipf {
-                None => None,
-                Some(z) => {
-                    let s = z
-                        .strip_prefix("zipf=")
-                        .and_then(|s| s.parse::<f64>().ok())
+            let (mut zipf, mut pad) = (None, 0);
+            for option in parts {
+                if let Some(s) = option.strip_prefix("zipf=") {
+                    let s = s
+                        .parse::<f64>()
+                        .ok()
                         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 100.0)
-                        .ok_or_else(|| {
-                            format!("{z:?}: write zipf=S with S a number above 0 (0.99)")
-                        })?;
-                    Some(s.to_bits())
+                        .ok_or_else(|| format!("{option:?}: zipf=S with S above 0 (0.99)"))?;
+                    zipf = Some(s.to_bits());
+                } else if let Some(w) = option.strip_prefix("pad=") {
+                    pad = w
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|w| *w <= 20)
+                        .ok_or_else(|| format!("{option:?}: pad=W with W from 0 to 20"))?;
+                } else {
+                    return Err(format!("{option:?}: the options are zipf=S and pad=W"));
                 }
-            };
-            Ok(Piece::Key { n, zipf })
+            }
+            Ok(Piece::Key { n, zipf, pad })
         }
-        (Some("rand"), Some(len), None, None) => match len.parse::<usize>() {
+        (Some("rand"), Some(len)) if parts.next().is_none() => match len.parse::<usize>() {
             Ok(len) if (1..=MAX_RAND).contains(&len) => Ok(Piece::Rand(len)),
             _ => Err(format!("{len:?}: a length from 1 to {MAX_RAND}")),
         },
-        _ => Err("write {key:N}, {key:N:zipf=S} or {rand:LEN}".into()),
+        _ => Err("write {key:N}, {key:N:zipf=S}, {key:N:pad=W} or {rand:LEN}".into()),
     }
 }
 

@@ -210,20 +210,24 @@ impl Parser {
             if self.line.len() + piece.len() > MAX_LINE {
                 break Err(format!("a line longer than {MAX_LINE} bytes"));
             }
-            self.line.extend_from_slice(piece);
             i += piece.len();
             self.total += piece.len() as u64;
             if !complete {
+                self.line.extend_from_slice(piece);
                 break Ok(None);
             }
-            let line = std::mem::take(&mut self.line);
-            let step = match self.framed.clone() {
-                Framed::Resp => self.resp_line(&line),
-                Framed::Memcache => self.memcache_line(&line),
-                Framed::Http1 { ok } => self.http_line(&line, &ok, head_request),
+            // A line whole in this chunk is read where it is; a line that came in pieces, from
+            // the pieces put together.
+            let step = if self.line.is_empty() {
+                self.read_line(piece, head_request)
+            } else {
+                self.line.extend_from_slice(piece);
+                let line = std::mem::take(&mut self.line);
+                let step = self.read_line(&line, head_request);
+                self.line = line;
+                self.line.clear();
+                step
             };
-            self.line = line;
-            self.line.clear();
             match step {
                 Ok(Some(done)) => break Ok(Some(done)),
                 Ok(None) => {}
@@ -254,6 +258,22 @@ impl Parser {
                 }))
             }
             Err(message) => Err(self.bad(message)),
+        }
+    }
+
+    /// One whole line, by the protocol.
+    fn read_line(
+        &mut self,
+        line: &[u8],
+        head_request: bool,
+    ) -> Result<Option<(Class, bool)>, String> {
+        match &self.framed {
+            Framed::Resp => self.resp_line(line),
+            Framed::Memcache => self.memcache_line(line),
+            Framed::Http1 { ok } => {
+                let ok = ok.clone();
+                self.http_line(line, &ok, head_request)
+            }
         }
     }
 
@@ -578,7 +598,8 @@ impl Parser {
                 self.expect_body(size)?;
                 Ok(None)
             }
-            Phase::Body | Phase::ChunkData => unreachable!("bodies are skipped, not read as lines"),
+            // Bodies are skipped, never read as lines; should one be, it is not a reply.
+            Phase::Body | Phase::ChunkData => Err("a line inside a body".into()),
         }
     }
 
