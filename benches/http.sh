@@ -106,7 +106,8 @@ else:
 ' "$work/run.json"
 }
 
-# wrk CONNECTIONS: prints "rps p50_ms p99_ms".
+# wrk CONNECTIONS: prints "rps p50_ms p99_ms" (a latency wrk writes in a form not read here
+# is 0).
 run_wrk() {
     local c=$1
     timeout --kill-after=5 $((DURATION + 30)) wrk -c "$c" -t "$(( THREADS < c ? THREADS : c ))" \
@@ -115,8 +116,11 @@ run_wrk() {
 import re, sys
 text = open(sys.argv[1]).read()
 def ms(v):
-    n, unit = re.match(r"([0-9.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    m = re.match(r"([0-9.]+)(us|ms|s|m)$", v)
+    if not m:
+        return 0.0
+    n, unit = m.groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 rps = re.search(r"Requests/sec:\s+([0-9.]+)", text)
 p50 = re.search(r"50%\s+(\S+)", text)
 p99 = re.search(r"99%\s+(\S+)", text)
