@@ -553,3 +553,48 @@ fn a_hostile_length_ends_the_connection_unallocated() {
     );
     assert_eq!(run.kind("protocol"), 1, "{}", run.report);
 }
+
+#[test]
+fn framing_flags_that_cannot_work_are_usage_errors() {
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &[
+                "--send", "x", "--weight", "1", "--weight", "2", "--until", "x",
+            ],
+            "--weight",
+        ),
+        (
+            &["--send", "x", "--reply", "resp", "--ok-status", "200"],
+            "--ok-status",
+        ),
+        (
+            &["--send", "x", "--reply", "http1", "--ok-status", "300-200"],
+            "empty",
+        ),
+        (
+            &["--send", "x", "--reply", "resp", "--expect", "x"],
+            "cannot be used",
+        ),
+        (&["--send", "{key:0}", "--reply", "resp"], "at least 1 key"),
+        (
+            &["--send", "{rand:2000000}", "--reply", "resp"],
+            "a length from 1",
+        ),
+        (
+            &["--send", "x", "--reply", "resp", "--max-reply", "0"],
+            "at least 1 byte",
+        ),
+        (&["--send", "x", "--reply", "gopher"], "gopher"),
+    ];
+    for (args, message) in cases {
+        let out = Command::new(tcpool_bin())
+            .arg("bench")
+            .args(args)
+            .arg("127.0.0.1:1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
