@@ -598,3 +598,54 @@ fn framing_flags_that_cannot_work_are_usage_errors() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_file_of_requests_is_a_weighted_mix() {
+    let (_redis, port) = redis();
+    let dir = tempfile_dir::Dir::new();
+    let path = dir.path().join("mix.txt");
+    std::fs::write(
+        &path,
+        "# GETs and SETs\n3 GET k:{key:100}\\r\\n\n\n1 SET k:{key:100} {rand:8}\\r\\n\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let run = bench(
+        port,
+        &[
+            "-c",
+            "2",
+            "-n",
+            "4000",
+            "--reply",
+            "resp",
+            "--requests",
+            path,
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    let kinds = run.report["kinds"].as_array().unwrap();
+    assert_eq!(kinds.len(), 2);
+    assert_eq!(kinds[0]["request"], r"GET k:{key:100}\r\n");
+    assert_eq!(
+        (kinds[0]["weight"].as_u64(), kinds[1]["weight"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let share = count(&kinds[0], "messages") as f64 / 4000.0;
+    assert!((share - 0.75).abs() < 0.03, "GET share {share}");
+    std::fs::write(dir.path().join("bad.txt"), "0 GET k\\r\\n\n").unwrap();
+    let bad = dir.path().join("bad.txt");
+    let out = Command::new(tcpool_bin())
+        .args([
+            "bench",
+            "--reply",
+            "resp",
+            "--requests",
+            bad.to_str().unwrap(),
+            "127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.txt:1"));
+}

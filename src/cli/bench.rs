@@ -97,6 +97,10 @@ struct RunArgs {
     /// 1` sends A nine times in ten. Give one per --send, or none.
     #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..), requires = "send")]
     weight: Vec<u32>,
+    /// A mix of requests from a file: one a line, `WEIGHT REQUEST`, the request written as for
+    /// --send (escapes, placeholders); empty lines and lines starting with # are skipped.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["send", "send_file", "weight", "size", "eol"])]
+    requests: Option<PathBuf>,
     /// Seeds {key:N}, {rand:LEN} and the mix: the same seed draws the same requests in the
     /// same order on each connection.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -316,12 +320,13 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
             args.send.len()
         );
     }
-    let send = match (&args.send[..], &args.send_file) {
-        ([], Some(path)) => Some(vec![Request::new(Template::raw(
+    let send = match (&args.send[..], &args.send_file, &args.requests) {
+        ([], _, Some(path)) => Some(requests_file(path)?),
+        ([], Some(path), None) => Some(vec![Request::new(Template::raw(
             super::bench_files::read_capped(path, MAX_MESSAGE as u64)?,
         ))]),
-        ([], None) => None,
-        (texts, _) => Some(
+        ([], None, None) => None,
+        (texts, _, _) => Some(
             texts
                 .iter()
                 .enumerate()
@@ -424,6 +429,36 @@ fn parse_size(s: &str) -> Result<usize, String> {
             units::show_size(MAX_MESSAGE as u64)
         )),
     }
+}
+
+/// `--requests FILE`: `WEIGHT REQUEST` lines.
+fn requests_file(path: &std::path::Path) -> anyhow::Result<Vec<Request>> {
+    let bytes = super::bench_files::read_capped(path, MAX_MESSAGE as u64)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+    let mut requests = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let (weight, request) = line
+            .split_once(' ')
+            .ok_or_else(|| anyhow::anyhow!("{}: write WEIGHT REQUEST", at()))?;
+        let weight = weight
+            .parse::<u32>()
+            .ok()
+            .filter(|w| *w > 0)
+            .ok_or_else(|| anyhow::anyhow!("{}: {weight:?} is not a weight of 1 or more", at()))?;
+        let template =
+            Template::parse(request).map_err(|e| anyhow::anyhow!("{}: {request:?}: {e}", at()))?;
+        requests.push(Request { template, weight });
+    }
+    if requests.is_empty() {
+        anyhow::bail!("{} holds no request", path.display());
+    }
+    Ok(requests)
 }
 
 /// `--max-reply`: any size of at least 1 byte.
