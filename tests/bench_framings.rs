@@ -501,7 +501,8 @@ fn http_connection_close_is_reopened_and_counted() {
     assert_eq!(run.code, 0, "{}", run.report);
     assert_eq!(run.u64("messages"), 50);
     assert_eq!(run.u64("sent"), 50);
-    assert_eq!(run.u64("reconnects"), 50, "{}", run.report);
+    // Every response closed its connection; the last on each of the two needed no new one.
+    assert_eq!(run.u64("reconnects"), 48, "{}", run.report);
     assert_eq!(run.u64("connected"), 2);
 }
 

@@ -372,9 +372,10 @@ impl<'a> Worker<'a> {
 
     /// The server closes the connection after the reply just read (HTTP `Connection: close`):
     /// it is opened again, to the first address, and greeted again; what was in flight is sent
-    /// again on it. Past the window's end it just ends.
+    /// again on it. Past the window's end, or with nothing left to send, it just ends.
     fn reopen(&mut self, i: usize, now: Instant) {
-        if self.draining {
+        let conn = &self.conns[i];
+        if self.draining || (conn.quota == Some(0) && conn.inflight.is_empty()) {
             return self.close(i, None, now);
         }
         let conn = &mut self.conns[i];
