@@ -11,6 +11,14 @@
 # key with a 3-byte value (redis-benchmark's SET without -r). tcpool checks every reply
 # (`--expect`); redis-benchmark counts them.
 #
+# The `mix` case: tcpool sends 90 % GET and 10 % SET of keys drawn uniformly from 100,000
+# (`--reply resp`, every reply framed and classified, misses counted), in redis-benchmark's
+# own form (multi-bulk, `key:` and 12 digits: `{key:100000:pad=12}`), next to
+# redis-benchmark's `-t get,set -r 100000`, which runs its GETs and its SETs one after the
+# other; its line for the mix is the rate of that 90/10 mix at its own GET and SET rates
+# (1 / (0.9 / get + 0.1 / set)), with the GET run's latency. tcpool's line ends with the
+# hit ratio it saw: the key space fills as the runs go.
+#
 # Settings (environment): ROUNDS turns per case (3), CONNECTIONS (50, redis-benchmark's
 # default), PIPELINES ("1 16"), DURATION seconds per tcpool run (3; redis-benchmark gets as
 # many requests as tcpool answered in its first run, so the two run about as long), THREADS
@@ -25,6 +33,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
 PIPELINES=${PIPELINES:-"1 16"}
+CASES=${CASES:-"ping set mix"}
+KEYS=${KEYS:-100000}
 DURATION=${DURATION:-3}
 THREADS=${THREADS:-1}
 
@@ -67,9 +77,27 @@ field() {
     sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" <<<"$json" | head -n 1
 }
 
-# tcpool CASE PIPELINE: prints "rps p50_ms p99_ms".
+# tcpool CASE PIPELINE: prints "rps p50_ms p99_ms" (and the hit ratio for mix).
 run_tcpool() {
     local send expect
+    if [ "$1" = mix ]; then
+        timeout --kill-after=5 $((DURATION + 30)) "$tcpool" bench "$port" --json -c "$CONNECTIONS" \
+            --pipeline "$2" -d "$DURATION" --warmup 0.5 "${threads[@]}" --reply resp \
+            --send "*2\\r\\n\$3\\r\\nGET\\r\\n\$16\\r\\nkey:{key:$KEYS:pad=12}\\r\\n" --weight 9 \
+            --send "*3\\r\\n\$3\\r\\nSET\\r\\n\$16\\r\\nkey:{key:$KEYS:pad=12}\\r\\n\$3\\r\\nxxx\\r\\n" --weight 1 \
+            >"$work/run.json" 2>>"$work/bench.log" || true
+        python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r["errors"]:
+    print("0 0 0 errors", sum(r["errors_by_kind"].values()))
+else:
+    hit = r["replies"]["hit_ratio"]
+    print("%.0f %.3f %.3f hit_ratio=%s" % (r["msgs_per_sec"], r["latency_us"]["p50"] / 1000,
+          r["latency_us"]["p99"] / 1000, "none" if hit is None else "%.3f" % hit))
+' "$work/run.json"
+        return
+    fi
     case $1 in
         ping) send='*1\r\n$4\r\nPING\r\n' expect='+PONG\r\n' ;;
         set) send='*3\r\n$3\r\nSET\r\n$16\r\nkey:000000000000\r\n$3\r\nxxx\r\n' expect='+OK\r\n' ;;
@@ -90,6 +118,13 @@ run_tcpool() {
 # redis-benchmark CASE PIPELINE REQUESTS: prints "rps p50_ms p99_ms".
 run_redis_benchmark() {
     local test
+    if [ "$1" = mix ]; then
+        timeout --kill-after=5 $((DURATION * 20 + 30)) redis-benchmark -p "$port" -c "$CONNECTIONS" \
+            -P "$2" -n "$3" -r "$KEYS" -t get,set --csv 2>>"$work/bench.log" | tr -d '"' |
+            awk -F, '$1 == "SET" { set = $2 } $1 == "GET" { get = $2; p50 = $5; p99 = $7 }
+                END { if (get > 0 && set > 0) printf "%.0f %.3f %.3f get=%.0f set=%.0f\n", 1 / (0.9 / get + 0.1 / set), p50, p99, get, set; else print "0 0 0" }'
+        return
+    fi
     case $1 in ping) test=ping_mbulk ;; set) test=set ;; esac
     timeout --kill-after=5 $((DURATION * 10 + 30)) redis-benchmark -p "$port" -c "$CONNECTIONS" \
         -P "$2" -n "$3" -t "$test" --csv 2>>"$work/bench.log" | tail -n 1 | tr -d '"' |
@@ -101,19 +136,19 @@ median() {
 }
 
 printf '%-6s %-8s %-22s %12s %9s %9s\n' case pipeline tool "requests/s" "p50 ms" "p99 ms"
-for case in ping set; do
+for case in $CASES; do
     for p in $PIPELINES; do
         requests=""
         : >"$work/tcpool.txt"
         : >"$work/redis-benchmark.txt"
         for round in $(seq "$ROUNDS"); do
-            read -r rps p50 p99 <<<"$(run_tcpool "$case" "$p")"
-            printf '%-6s %-8s %-22s %12s %9s %9s\n' "$case" "$p" "tcpool bench" "$rps" "$p50" "$p99"
+            read -r rps p50 p99 extra <<<"$(run_tcpool "$case" "$p")"
+            printf '%-6s %-8s %-22s %12s %9s %9s %s\n' "$case" "$p" "tcpool bench" "$rps" "$p50" "$p99" "${extra:-}"
             echo "$rps $p50 $p99" >>"$work/tcpool.txt"
             # As many requests as tcpool answered, so both tools run about as long.
             [ -n "$requests" ] || requests=$(awk -v r="$rps" -v d="$DURATION" 'BEGIN { n = int(r * d); print (n < 1000 ? 1000 : n) }')
-            read -r rps p50 p99 <<<"$(run_redis_benchmark "$case" "$p" "$requests")"
-            printf '%-6s %-8s %-22s %12s %9s %9s\n' "$case" "$p" "redis-benchmark" "$rps" "$p50" "$p99"
+            read -r rps p50 p99 extra <<<"$(run_redis_benchmark "$case" "$p" "$requests")"
+            printf '%-6s %-8s %-22s %12s %9s %9s %s\n' "$case" "$p" "redis-benchmark" "$rps" "$p50" "$p99" "${extra:-}"
             echo "$rps $p50 $p99" >>"$work/redis-benchmark.txt"
             : "$round"
         done

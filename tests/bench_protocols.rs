@@ -11,7 +11,12 @@ use crate::bench::{BrokenServer, External, bench};
 use crate::support::*;
 
 /// A `redis-server` on a free loopback port, with nothing saved to disk.
-fn redis() -> (External, u16) {
+pub(crate) fn redis() -> (External, u16) {
+    redis_with(&[])
+}
+
+/// A `redis-server` as [`redis`], with more arguments.
+pub(crate) fn redis_with(extra: &[&str]) -> (External, u16) {
     let port = free_port();
     let child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
@@ -23,6 +28,7 @@ fn redis() -> (External, u16) {
             "--protected-mode",
             "yes",
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -34,10 +40,16 @@ fn redis() -> (External, u16) {
 }
 
 /// A `memcached` on a free loopback port (TCP only).
-fn memcached() -> (External, u16) {
+pub(crate) fn memcached() -> (External, u16) {
+    memcached_with(&[])
+}
+
+/// A `memcached` as [`memcached`], with more arguments.
+pub(crate) fn memcached_with(extra: &[&str]) -> (External, u16) {
     let port = free_port();
     let mut command = Command::new("memcached");
     command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
+    command.args(extra);
     // As root, memcached wants to be told which user to run as.
     if nix_is_root() {
         command.args(["-u", "root"]);
@@ -61,7 +73,7 @@ fn nix_is_root() -> bool {
 }
 
 /// Sends one command to a Redis server and returns its one-line reply.
-fn redis_command(port: u16, command: &str) -> String {
+pub(crate) fn redis_command(port: u16, command: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();

@@ -17,7 +17,8 @@ use parking_lot::Mutex;
 
 use tcpool::client::addr::{self, Target};
 use tcpool::client::bench::{
-    self, Greeting, Limit, MetricsUrl, Options, Progress, Protocol, Reply, ServerView, Template,
+    self, Framed, Greeting, Limit, MetricsUrl, Options, Progress, Protocol, Reply, Request,
+    ServerView, Template,
 };
 use tcpool::server::LineEnding;
 use tcpool::units;
@@ -95,10 +96,43 @@ struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     /// The request to send instead of the echo payload: escapes \r \n \t \0 \\ \xHH, and
-    /// {conn} (connection index) and {seq} (message number) filled in. Needs one of
-    /// --expect, --until or --reply-size [default: none, an echo load].
+    /// {conn} (connection index), {seq} (message number), {key:N} (a key drawn from 0..N),
+    /// {key:N:zipf=S} (drawn with Zipf exponent S), either with :pad=W (zero-padded to W
+    /// digits) and {rand:LEN} (LEN random printable bytes) filled in. Needs one of --reply,
+    /// --expect, --until or --reply-size [default: none, an echo load]. Given more than once,
+    /// each message is one of them, drawn by --weight, and each is reported apart.
     #[arg(long, value_name = "BYTES", conflicts_with_all = ["send_file", "size", "eol"])]
-    send: Option<String>,
+    send: Vec<String>,
+    /// The share of the --send before it in a mix (1): `--send A --weight 9 --send B --weight
+    /// 1` sends A nine times in ten. Give one per --send, or none.
+    #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..), requires = "send")]
+    weight: Vec<u32>,
+    /// A mix of requests from a file: one a line, `WEIGHT REQUEST`, the request written as for
+    /// --send (escapes, placeholders); empty lines and lines starting with # are skipped.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["send", "send_file", "weight", "size", "eol"])]
+    requests: Option<PathBuf>,
+    /// Seeds {key:N}, {rand:LEN} and the mix: the same seed draws the same requests in the
+    /// same order on each connection [default: 0].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// Replies framed by their protocol and classified ok, error or miss: resp (Redis: RESP2
+    /// and RESP3; errors `-` and `!`, misses null), memcache (text protocol; errors ERROR,
+    /// CLIENT_ERROR, SERVER_ERROR; misses END without VALUE) or http1 (statuses outside
+    /// --ok-status are errors; a response with `Connection: close` ends its connection, which
+    /// is opened again and counted in reconnects). Error replies make the exit code 1.
+    #[arg(long, value_name = "PROTOCOL", conflicts_with_all = ["expect", "until", "reply_size"])]
+    reply: Option<ReplyProtocol>,
+    /// --reply: the longest reply taken; a declared length above it is a protocol error that
+    /// ends the connection (such as 64KiB, 1MiB; bare = bytes) [default: 512MiB].
+    #[arg(allow_hyphen_values = true, long, value_name = "SIZE", requires = "reply", value_parser = parse_max_reply)]
+    max_reply: Option<u64>,
+    /// --reply http1: the statuses that count as ok, such as 200-399 or 204 [default: 200-299].
+    #[arg(long, value_name = "RANGE", requires = "reply", value_parser = parse_status_range)]
+    ok_status: Option<(u16, u16)>,
+    /// --until: a reply that starts with these bytes is an error reply (`-`, `ERR `);
+    /// counted by its first word [default: none].
+    #[arg(long, value_name = "BYTES", requires = "until")]
+    error_prefix: Option<String>,
     /// The request's raw bytes, read from a file of at most 64MiB (no escapes or
     /// placeholders).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["size", "eol"])]
@@ -115,12 +149,17 @@ struct RunArgs {
     #[arg(allow_hyphen_values = true, long, value_name = "SIZE", value_parser = parse_size)]
     reply_size: Option<usize>,
     /// Sent once on each connection right after it connects (AUTH, SELECT, HELLO); its reply
-    /// is read up to \n (or --first-until), not checked, timed or counted.
+    /// is read up to \n (or --first-until; with --reply, as the protocol frames it, and an
+    /// error reply ends the connection), not timed or counted.
     #[arg(long, value_name = "BYTES")]
     first_message: Option<String>,
-    /// Where the first message's reply ends [default: \n].
+    /// Where the first message's reply ends [default: \n, or as --reply frames it].
     #[arg(long, value_name = "BYTES", requires = "first_message")]
     first_until: Option<String>,
+    /// The first message's reply must be exactly these bytes (+OK\r\n); anything else ends
+    /// the connection as a first_reply error, showing the bytes that came.
+    #[arg(long, value_name = "BYTES", requires = "first_message")]
+    first_expect: Option<String>,
     /// Open at most R connections per second (at least 0.001), evenly spaced; the load starts
     /// once the last one is open [default: all at once].
     #[arg(allow_hyphen_values = true, long, value_name = "R", value_parser = parse_rate)]
@@ -156,6 +195,17 @@ const EXAMPLES: &str = r"
   tcpool bench 6379 --send 'PING\r\n' --expect '+PONG\r\n' --pipeline 16 --json > ping.json
   # With the server's own counts (tcpool serve --admin 127.0.0.1:9900)
   tcpool bench -d 5s --server-metrics 127.0.0.1:9900";
+
+/// `--reply`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReplyProtocol {
+    /// Redis: RESP2 and RESP3.
+    Resp,
+    /// The memcached text protocol.
+    Memcache,
+    /// HTTP/1.1 (and 1.0) responses.
+    Http1,
+}
 
 /// Set by Ctrl-C (or SIGTERM): the run stops and reports what it measured.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -300,35 +350,71 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
         template(flag, text)?.render(0, 0, &mut out);
         Ok(out)
     };
-    let send = match (&args.send, &args.send_file) {
-        (Some(text), _) => Some(template("--send", text)?),
-        (None, Some(path)) => Some(Template::raw(super::bench_files::read_capped(
-            path,
-            MAX_MESSAGE as u64,
-        )?)),
-        (None, None) => None,
+    if !args.weight.is_empty() && args.weight.len() != args.send.len() {
+        anyhow::bail!(
+            "{} --weight for {} --send: give one per --send, or none",
+            args.weight.len(),
+            args.send.len()
+        );
+    }
+    let send = match (&args.send[..], &args.send_file, &args.requests) {
+        ([], _, Some(path)) => Some(requests_file(path)?),
+        ([], Some(path), None) => Some(vec![Request::new(Template::raw(
+            super::bench_files::read_capped(path, MAX_MESSAGE as u64)?,
+        ))]),
+        ([], None, None) => None,
+        (texts, _, _) => Some(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    Ok(Request {
+                        template: template("--send", text)?,
+                        weight: args.weight.get(i).copied().unwrap_or(1),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<Request>>>()?,
+        ),
     };
-    let reply = match (&args.expect, &args.until, args.reply_size) {
-        (Some(text), _, _) => Some(Reply::Exact(template("--expect", text)?)),
-        (None, Some(text), _) => Some(Reply::Until(bytes("--until", text)?)),
-        (None, None, Some(n)) => Some(Reply::Size(n)),
-        (None, None, None) => None,
+    let reply = match (&args.expect, &args.until, args.reply_size, args.reply) {
+        (Some(text), _, _, _) => Some(Reply::Exact(template("--expect", text)?)),
+        (None, Some(text), _, _) => Some(Reply::Until(bytes("--until", text)?)),
+        (None, None, Some(n), _) => Some(Reply::Size(n)),
+        (None, None, None, Some(protocol)) => Some(Reply::Framed(match protocol {
+            ReplyProtocol::Resp => Framed::Resp,
+            ReplyProtocol::Memcache => Framed::Memcache,
+            ReplyProtocol::Http1 => {
+                let (low, high) = args.ok_status.unwrap_or((200, 299));
+                Framed::Http1 { ok: low..=high }
+            }
+        })),
+        (None, None, None, None) => None,
     };
+    if args.ok_status.is_some() && !matches!(args.reply, Some(ReplyProtocol::Http1)) {
+        anyhow::bail!("--ok-status is for --reply http1");
+    }
     let protocol = match (send, reply) {
         (None, None) => Protocol::Echo,
         (Some(send), Some(reply)) => Protocol::Request { send, reply },
-        (Some(_), None) => {
-            anyhow::bail!("--send needs one of --expect, --until or --reply-size to end replies")
+        (Some(_), None) => anyhow::bail!(
+            "--send needs one of --reply, --expect, --until or --reply-size to end replies"
+        ),
+        (None, Some(_)) => {
+            anyhow::bail!("--reply, --expect, --until and --reply-size need --send")
         }
-        (None, Some(_)) => anyhow::bail!("--expect, --until and --reply-size need --send"),
     };
     let greeting = match &args.first_message {
         Some(text) => Some(Greeting {
             message: template("--first-message", text)?,
-            until: bytes(
-                "--first-until",
-                args.first_until.as_deref().unwrap_or("\\n"),
-            )?,
+            until: match &args.first_until {
+                Some(until) => Some(bytes("--first-until", until)?),
+                None if args.reply.is_some() => None,
+                None => Some(b"\n".to_vec()),
+            },
+            expect: match &args.first_expect {
+                Some(text) => Some(bytes("--first-expect", text)?),
+                None => None,
+            },
         }),
         None => None,
     };
@@ -352,6 +438,12 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
         timeout: args.timeout,
         line_ending: args.eol,
         threads: args.threads.map_or(0, usize::from),
+        seed: args.seed,
+        max_reply: args.max_reply.unwrap_or(bench::DEFAULT_MAX_REPLY),
+        error_prefix: match &args.error_prefix {
+            Some(text) => Some(bytes("--error-prefix", text)?),
+            None => None,
+        },
     };
     options.validate().context("invalid options")?;
     Ok(options)
@@ -374,6 +466,60 @@ fn parse_size(s: &str) -> Result<usize, String> {
             units::show_size(MAX_MESSAGE as u64)
         )),
     }
+}
+
+/// `--requests FILE`: `WEIGHT REQUEST` lines.
+fn requests_file(path: &std::path::Path) -> anyhow::Result<Vec<Request>> {
+    let bytes = super::bench_files::read_capped(path, MAX_MESSAGE as u64)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+    let mut requests = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let (weight, request) = line
+            .split_once(' ')
+            .ok_or_else(|| anyhow::anyhow!("{}: write WEIGHT REQUEST", at()))?;
+        let weight = weight
+            .parse::<u32>()
+            .ok()
+            .filter(|w| *w > 0)
+            .ok_or_else(|| anyhow::anyhow!("{}: {weight:?} is not a weight of 1 or more", at()))?;
+        let template =
+            Template::parse(request).map_err(|e| anyhow::anyhow!("{}: {request:?}: {e}", at()))?;
+        requests.push(Request { template, weight });
+    }
+    if requests.is_empty() {
+        anyhow::bail!("{} holds no request", path.display());
+    }
+    Ok(requests)
+}
+
+/// `--max-reply`: any size of at least 1 byte.
+fn parse_max_reply(s: &str) -> Result<u64, String> {
+    match units::parse_size(s).map_err(|e| e.to_string())? {
+        0 => Err("must be at least 1 byte".into()),
+        n => Ok(n),
+    }
+}
+
+/// `--ok-status`: `200-399`, or one status `204`.
+fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
+    let status = |t: &str| match t.trim().parse::<u16>() {
+        Ok(n) if (100..=999).contains(&n) => Ok(n),
+        _ => Err(format!("{t:?} is not an HTTP status (100 to 999)")),
+    };
+    let (low, high) = match s.split_once('-') {
+        Some((low, high)) => (status(low)?, status(high)?),
+        None => (status(s)?, status(s)?),
+    };
+    if low > high {
+        return Err(format!("{s:?}: the range is empty"));
+    }
+    Ok((low, high))
 }
 
 /// The lowest `--rate` and `--connect-rate`: one every 1,000 s. Slower rates would only wait,

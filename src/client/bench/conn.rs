@@ -7,10 +7,15 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use super::error::{ErrorKind, Failure};
-use super::framing::shown;
+use super::error::{ErrorKind, Failure, FirstError};
+use super::framing::{Draw, shown};
 use super::plan::{Framing, Plan, ReplyEnd, Schedule};
+use super::proto::{Class, Done, Parser, Step, until_prefix};
 use super::tally::Tally;
+
+/// The first bytes of a reply kept to classify and show it (`--error-prefix`, the first
+/// message's reply); `--first-expect` keeps up to its own length and one more byte.
+const HEAD: usize = 64;
 
 /// Above this many bytes already written (or already matched), the front of a buffer is
 /// dropped; below it, bytes are only dropped once the buffer is empty.
@@ -28,6 +33,10 @@ pub(super) struct Flight {
     pub(super) measured: bool,
     /// An exact reply's length (echo and `--expect`); 0 otherwise.
     pub(super) reply_len: usize,
+    /// Which request of the mix it is.
+    pub(super) kind: u16,
+    /// An HTTP `HEAD`: its response has no body.
+    pub(super) head: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -38,7 +47,8 @@ pub(super) enum State {
     Greeting(Instant),
     /// Connected (and greeted): sending once the schedule says so.
     Open,
-    /// Done or failed; never reopened.
+    /// Done or failed; never reopened (only a clean close asked for by the server, HTTP's
+    /// `Connection: close`, reopens a connection, before this).
     Finished,
 }
 
@@ -69,11 +79,29 @@ pub(super) struct Conn {
     pub(super) next_send: Instant,
     /// Open loop: an entry for this connection is in the worker's `due` heap.
     pub(super) scheduled: bool,
+    /// Key spaces and the mix draw from here.
+    draw: Draw,
+    /// `--reply`: the reply parser.
+    parser: Option<Parser>,
+    /// The first bytes of the reply being read (`--error-prefix`, the first message's reply).
+    head: Vec<u8>,
+    /// Reply bytes read before the reply being read began.
+    reply_start: u64,
+    /// Times this connection was reopened.
+    pub(super) reopens: u64,
 }
 
 impl Conn {
-    pub(super) fn new(index: usize, quota: Option<u64>, now: Instant) -> Self {
+    pub(super) fn new(index: usize, quota: Option<u64>, now: Instant, plan: &Plan<'_>) -> Self {
         Conn {
+            draw: Draw::new(plan.options.seed, index),
+            parser: plan
+                .framing
+                .framed()
+                .map(|f| Parser::new(f.clone(), plan.options.max_reply)),
+            head: Vec::new(),
+            reply_start: 0,
+            reopens: 0,
             index,
             stream: None,
             state: State::Connecting(0, now),
@@ -93,7 +121,9 @@ impl Conn {
     }
 
     /// Reads `chunk`, the next bytes from the server: finishes the greeting, checks exact
-    /// replies as they arrive, and completes each message whose reply it ends.
+    /// replies as they arrive, and completes each message whose reply it ends. `Ok(true)`:
+    /// the server said it closes the connection after the reply just read (HTTP's
+    /// `Connection: close`); the rest of `chunk`, if any, was not read.
     pub(super) fn consume(
         &mut self,
         mut chunk: &[u8],
@@ -101,20 +131,10 @@ impl Conn {
         plan: &Plan<'_>,
         schedule: Option<&Schedule>,
         tally: &mut Tally,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         while !chunk.is_empty() {
             if let State::Greeting(_) = self.state {
-                let Some(end) = plan.greeting_end.as_ref() else {
-                    self.state = State::Open;
-                    continue;
-                };
-                let n = match end.find(chunk, &mut self.matched) {
-                    Some(n) => {
-                        self.state = State::Open;
-                        n
-                    }
-                    None => chunk.len(),
-                };
+                let n = self.greeting_reply(chunk, plan)?;
                 self.received += n as u64;
                 chunk = &chunk[n..];
                 continue;
@@ -122,61 +142,250 @@ impl Conn {
             let Some(front) = self.inflight.front().copied() else {
                 return Err(self.unsolicited(chunk));
             };
-            let n = match &plan.framing {
-                Framing::Echo(_)
-                | Framing::Request {
-                    reply: ReplyEnd::Exact(_),
-                    ..
-                } => {
-                    let want = front.reply_len - self.reply_read;
-                    let expected = &self.expect[self.expect_off..self.expect_off + want];
-                    let n = want.min(chunk.len());
-                    if chunk[..n] != expected[..n] {
-                        let at = chunk.iter().zip(expected).position(|(a, b)| a != b);
-                        return Err(self.mismatch(at.unwrap_or(0), chunk, expected, plan));
-                    }
-                    self.expect_off += n;
-                    (n, n == want)
+            let Framing::Request {
+                reply: ReplyEnd::Framed(_),
+                ..
+            } = &plan.framing
+            else {
+                let n = self.consume_unframed(chunk, front, now, plan, schedule, tally)?;
+                chunk = &chunk[n..];
+                continue;
+            };
+            let parser = self.parser.as_mut().expect("a framed reply has a parser");
+            let done = match parser.feed(chunk, front.head) {
+                Ok(Step::Need) => {
+                    self.reply_read += chunk.len();
+                    self.received += chunk.len() as u64;
+                    return Ok(false);
                 }
-                Framing::Request {
-                    reply: ReplyEnd::Until(end),
-                    ..
-                } => match end.find(chunk, &mut self.matched) {
-                    Some(n) => (n, true),
-                    None => (chunk.len(), false),
-                },
-                Framing::Request {
-                    reply: ReplyEnd::Size(size),
-                    ..
-                } => {
-                    let n = (size - self.reply_read).min(chunk.len());
-                    (n, self.reply_read + n == *size)
+                Ok(Step::Done(done)) => done,
+                Err(bad) => {
+                    return Err(Failure {
+                        kind: ErrorKind::Protocol,
+                        detail: FirstError {
+                            offset: self.reply_start,
+                            received: Some(bad.shown),
+                            message: Some(bad.message),
+                            ..FirstError::default()
+                        },
+                    });
                 }
             };
-            let (n, complete) = n;
-            self.reply_read += n;
-            self.received += n as u64;
-            chunk = &chunk[n..];
-            if complete {
-                self.inflight.pop_front();
-                tally.complete(
-                    front.measured.then_some(front.intended),
-                    front.sent,
-                    now,
-                    self.reply_read,
-                    schedule,
-                );
-                self.reply_read = 0;
-                if self.expect_off == self.expect.len() {
-                    self.expect.clear();
-                    self.expect_off = 0;
-                } else if self.expect_off > COMPACT {
-                    self.expect.drain(..self.expect_off);
-                    self.expect_off = 0;
+            self.reply_read += done.used;
+            self.received += done.used as u64;
+            chunk = &chunk[done.used..];
+            let close = done.close;
+            self.complete(front, done, now, schedule, tally);
+            if close {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The first message's reply: up to its delimiter, or framed by `--reply`; checked against
+    /// `--first-expect`, and an error reply fails the connection. Returns the bytes used.
+    fn greeting_reply(&mut self, chunk: &[u8], plan: &Plan<'_>) -> Result<usize, Failure> {
+        let greeting = plan.options.greeting.as_ref();
+        let expect = greeting.and_then(|g| g.expect.as_deref());
+        let (n, end) = match (plan.greeting_end.as_ref(), self.parser.as_mut()) {
+            (Some(end), _) => match end.find(chunk, &mut self.matched) {
+                Some(n) => (n, None),
+                None => (chunk.len(), Some(false)),
+            },
+            (None, Some(parser)) => match parser.feed(chunk, false) {
+                Ok(Step::Need) => (chunk.len(), Some(false)),
+                Ok(Step::Done(done)) => {
+                    if done.class == Class::Error {
+                        self.keep_head(&chunk[..done.used], expect);
+                        return Err(self.first_reply(expect));
+                    }
+                    (done.used, None)
+                }
+                Err(bad) => {
+                    return Err(Failure {
+                        kind: ErrorKind::FirstReply,
+                        detail: FirstError {
+                            offset: 0,
+                            received: Some(bad.shown),
+                            message: Some(format!("the first message's reply: {}", bad.message)),
+                            ..FirstError::default()
+                        },
+                    });
+                }
+            },
+            (None, None) => (0, None),
+        };
+        self.keep_head(&chunk[..n], expect);
+        if end.is_none() {
+            if expect.is_some_and(|e| self.head != e) {
+                return Err(self.first_reply(expect));
+            }
+            self.head.clear();
+            self.state = State::Open;
+        }
+        Ok(n)
+    }
+
+    /// Keeps the first bytes of the reply being read.
+    fn keep_head(&mut self, bytes: &[u8], expect: Option<&[u8]>) {
+        let keep = expect.map_or(HEAD, |e| (e.len() + 1).max(HEAD));
+        if self.head.len() < keep {
+            let take = bytes.len().min(keep - self.head.len());
+            self.head.extend_from_slice(&bytes[..take]);
+        }
+    }
+
+    /// The first message's reply was an error, or not `expect`.
+    fn first_reply(&self, expect: Option<&[u8]>) -> Failure {
+        Failure {
+            kind: ErrorKind::FirstReply,
+            detail: FirstError {
+                offset: 0,
+                expected: expect.map(shown),
+                received: Some(shown(&self.head)),
+                message: Some("the first message failed; the connection ends".into()),
+                ..FirstError::default()
+            },
+        }
+    }
+
+    /// A reply is complete: counted by class, an error reply counted as an error too.
+    fn complete(
+        &mut self,
+        front: Flight,
+        done: Done,
+        now: Instant,
+        schedule: Option<&Schedule>,
+        tally: &mut Tally,
+    ) {
+        self.inflight.pop_front();
+        tally.complete_kind(
+            front.measured.then_some(front.intended),
+            front.sent,
+            now,
+            self.reply_read,
+            schedule,
+            usize::from(front.kind),
+            done.class,
+        );
+        if done.class == Class::Error {
+            let prefix = done.prefix.unwrap_or_default();
+            *tally.error_prefixes.entry(prefix).or_default() += 1;
+            let detail = FirstError {
+                connection: self.index,
+                offset: self.reply_start,
+                received: done.shown,
+                ..FirstError::default()
+            };
+            tally.error(ErrorKind::Reply, detail, now, schedule);
+        }
+        self.reply_read = 0;
+        self.reply_start = self.received;
+    }
+
+    /// Echo, `--expect`, `--until` and `--reply-size`: reads the front reply from `chunk`;
+    /// returns the bytes used.
+    fn consume_unframed(
+        &mut self,
+        chunk: &[u8],
+        front: Flight,
+        now: Instant,
+        plan: &Plan<'_>,
+        schedule: Option<&Schedule>,
+        tally: &mut Tally,
+    ) -> Result<usize, Failure> {
+        let n = match &plan.framing {
+            Framing::Echo(_)
+            | Framing::Request {
+                reply: ReplyEnd::Exact(_),
+                ..
+            } => {
+                let want = front.reply_len - self.reply_read;
+                let expected = &self.expect[self.expect_off..self.expect_off + want];
+                let n = want.min(chunk.len());
+                if chunk[..n] != expected[..n] {
+                    let at = chunk.iter().zip(expected).position(|(a, b)| a != b);
+                    return Err(self.mismatch(at.unwrap_or(0), chunk, expected, plan));
+                }
+                self.expect_off += n;
+                (n, n == want)
+            }
+            Framing::Request {
+                reply: ReplyEnd::Until(end),
+                ..
+            } => match end.find(chunk, &mut self.matched) {
+                Some(n) => (n, true),
+                None => (chunk.len(), false),
+            },
+            Framing::Request {
+                reply: ReplyEnd::Size(size),
+                ..
+            } => {
+                let n = (size - self.reply_read).min(chunk.len());
+                (n, self.reply_read + n == *size)
+            }
+            Framing::Request {
+                reply: ReplyEnd::Framed(_),
+                ..
+            } => unreachable!("framed replies are read by their parser"),
+        };
+        let (n, complete) = n;
+        let prefix = plan.options.error_prefix.as_deref();
+        if prefix.is_some() {
+            self.keep_head(&chunk[..n], None);
+        }
+        self.reply_read += n;
+        self.received += n as u64;
+        if complete {
+            let class = match prefix {
+                Some(p) if self.head.starts_with(p) => Class::Error,
+                _ => Class::Ok,
+            };
+            let done = Done {
+                used: n,
+                class,
+                prefix: (class == Class::Error).then(|| until_prefix(&self.head)),
+                close: false,
+                shown: (class == Class::Error).then(|| shown(&self.head)),
+            };
+            self.head.clear();
+            self.complete(front, done, now, schedule, tally);
+            if self.expect_off == self.expect.len() {
+                self.expect.clear();
+                self.expect_off = 0;
+            } else if self.expect_off > COMPACT {
+                self.expect.drain(..self.expect_off);
+                self.expect_off = 0;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Forgets everything of the connection that was, before it is opened again: what was
+    /// in flight is given back to be sent again on the new one (its replies will never come:
+    /// the server closed after the reply before them).
+    pub(super) fn forget(&mut self, tally: &mut Tally) {
+        for flight in self.inflight.drain(..) {
+            if flight.measured {
+                tally.sent -= 1;
+                if let Some(quota) = self.quota.as_mut() {
+                    *quota += 1;
                 }
             }
         }
-        Ok(())
+        self.out.clear();
+        self.out_off = 0;
+        self.expect.clear();
+        self.expect_off = 0;
+        self.reply_read = 0;
+        self.matched = 0;
+        self.head.clear();
+        self.reply_start = self.received;
+        if let Some(parser) = self.parser.as_mut() {
+            parser.reset();
+        }
+        self.reopens += 1;
     }
 
     /// Bytes that arrived with nothing in flight: a server's `busy` or `quit` line, or bytes
@@ -250,7 +459,9 @@ impl Conn {
     pub(super) fn greet(&mut self, plan: &Plan<'_>, now: Instant) {
         match &plan.options.greeting {
             Some(greeting) => {
-                greeting.message.render(self.index, 0, &mut self.out);
+                greeting
+                    .message
+                    .render_drawn(self.index, 0, &mut self.draw, &mut self.out);
                 self.state = State::Greeting(now);
             }
             None => self.state = State::Open,
@@ -275,6 +486,8 @@ impl Conn {
             }
             tally.sent += 1;
         }
+        let mut kind = 0;
+        let mut head = false;
         let reply_len = match &plan.framing {
             Framing::Echo(payloads) => {
                 let payload = &payloads[self.index % payloads.len()];
@@ -282,15 +495,25 @@ impl Conn {
                 self.expect.extend_from_slice(payload);
                 payload.len()
             }
-            Framing::Request { send, reply } => {
-                send.render(self.index, self.seq, &mut self.out);
+            Framing::Request {
+                send,
+                weights,
+                total,
+                head: heads,
+                reply,
+            } => {
+                if send.len() > 1 {
+                    kind = self.draw.pick(weights, *total);
+                }
+                head = heads[kind];
+                send[kind].render_drawn(self.index, self.seq, &mut self.draw, &mut self.out);
                 match reply {
                     ReplyEnd::Exact(t) => {
                         let before = self.expect.len();
-                        t.render(self.index, self.seq, &mut self.expect);
+                        t.render_drawn(self.index, self.seq, &mut self.draw, &mut self.expect);
                         self.expect.len() - before
                     }
-                    ReplyEnd::Until(_) | ReplyEnd::Size(_) => 0,
+                    ReplyEnd::Until(_) | ReplyEnd::Size(_) | ReplyEnd::Framed(_) => 0,
                 }
             }
         };
@@ -300,6 +523,8 @@ impl Conn {
             sent: now,
             measured,
             reply_len,
+            kind: kind as u16,
+            head,
         });
     }
 

@@ -33,6 +33,15 @@ pub enum ErrorKind {
     ConnectFailed,
     /// Any other I/O error on an open connection.
     Io,
+    /// An error reply (`--reply`, or `--error-prefix` with `--until`): the server answered,
+    /// with an error. Counted per reply; the connection goes on.
+    Reply,
+    /// Bytes the reply framing cannot read (`--reply`): a malformed reply, or a declared
+    /// length over `--max-reply`. Ends the connection.
+    Protocol,
+    /// The reply to the first message was an error or not the one expected
+    /// (`--first-expect`). Ends the connection.
+    FirstReply,
 }
 
 impl ErrorKind {
@@ -48,6 +57,9 @@ impl ErrorKind {
             ErrorKind::ConnectTimeout => "connect_timeout",
             ErrorKind::ConnectFailed => "connect_failed",
             ErrorKind::Io => "io",
+            ErrorKind::Reply => "reply",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::FirstReply => "first_reply",
         }
     }
 
@@ -63,6 +75,9 @@ impl ErrorKind {
                 "could not connect"
             }
             ErrorKind::Io => "failed",
+            ErrorKind::Reply => "got an error reply",
+            ErrorKind::Protocol => "got a reply that cannot be read",
+            ErrorKind::FirstReply => "got a wrong reply to its first message",
         }
     }
 

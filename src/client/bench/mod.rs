@@ -64,6 +64,7 @@ mod interval_log;
 mod merge;
 mod plan;
 mod plot;
+mod proto;
 mod report;
 mod server;
 mod tally;
@@ -76,12 +77,14 @@ pub use plan::{Limit, Options};
 pub use report::Report;
 
 pub use error::FirstError;
-pub use framing::{Greeting, Protocol, Reply, Template};
+pub use framing::{Draw, Greeting, MAX_RAND, Protocol, Reply, Request, Template};
 pub use histogram::{SparseHistogram, decode, encode};
 pub use interval_log::write_interval_log;
 pub use merge::{Merged, OVERLAP_WARNING, merge};
+pub use plan::{DEFAULT_MAX_REPLY, MAX_KINDS};
 pub use plot::plot;
-pub use report::{Generator, Second, Window};
+pub use proto::{Class, Framed};
+pub use report::{Generator, Replies, RequestKind, Second, Window};
 pub use server::{MetricsUrl, ReplyTimes, SETTLE, Samples, ServerView};
 
 use std::io;
@@ -216,7 +219,20 @@ pub fn run(
             .connect_rate
             .map(|rate| Duration::from_secs_f64(1.0 / rate)),
         framing: Framing::new(options, connections),
-        greeting_end: options.greeting.as_ref().map(|g| Delimiter::new(&g.until)),
+        greeting_end: options
+            .greeting
+            .as_ref()
+            .and_then(|g| match (&g.until, &options.protocol) {
+                (Some(until), _) => Some(Delimiter::new(until)),
+                (
+                    None,
+                    Protocol::Request {
+                        reply: Reply::Framed(_),
+                        ..
+                    },
+                ) => None,
+                (None, _) => Some(Delimiter::new(b"\n")),
+            }),
         stop,
         abort: AtomicBool::new(false),
         live: Live::default(),

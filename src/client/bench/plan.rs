@@ -11,7 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::server::protocol::LineEnding;
 
 use super::framing::{Delimiter, Greeting, PAYLOAD_VARIANTS, Protocol, Reply, Template, payload};
+use super::proto::Framed;
 use super::{DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_SIZE, DEFAULT_TIMEOUT};
+
+/// The default reply limit (`--max-reply`): a declared length above it is a protocol error.
+pub const DEFAULT_MAX_REPLY: u64 = 512 << 20;
+
+/// The most kinds of request in a mix.
+pub const MAX_KINDS: usize = 1024;
 
 /// When a run ends: after a measured duration or after a number of messages.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,6 +70,14 @@ pub struct Options {
     pub line_ending: LineEnding,
     /// Threads driving the connections; 0 means one per CPU. Never more than connections.
     pub threads: usize,
+    /// Seeds the key spaces and the choice of request in a mix (`--seed`, 0): the same seed
+    /// draws the same sequence on each connection.
+    pub seed: u64,
+    /// [`Reply::Framed`]: the longest reply (and declared length) taken (512 MiB).
+    pub max_reply: u64,
+    /// [`Reply::Until`]: a reply starting with these bytes is an error reply
+    /// (`--error-prefix`).
+    pub error_prefix: Option<Vec<u8>>,
 }
 
 impl Default for Options {
@@ -86,6 +101,9 @@ impl Default for Options {
             timeout: DEFAULT_TIMEOUT,
             line_ending: LineEnding::Lf,
             threads: 0,
+            seed: 0,
+            max_reply: DEFAULT_MAX_REPLY,
+            error_prefix: None,
         }
     }
 }
@@ -131,8 +149,20 @@ impl Options {
             return invalid("pipeline must be at least 1".into());
         }
         if let Protocol::Request { send, reply } = &self.protocol {
-            if send.is_empty() {
+            if send.is_empty() || send.iter().any(|r| r.template.is_empty()) {
                 return invalid("the request to send is empty".into());
+            }
+            if send.len() > MAX_KINDS {
+                return invalid(format!("at most {MAX_KINDS} kinds of request in a mix"));
+            }
+            if send.iter().any(|r| r.weight == 0) {
+                return invalid("a request's weight must be at least 1".into());
+            }
+            if self.error_prefix.as_ref().is_some_and(|p| p.is_empty()) {
+                return invalid("the error prefix is empty".into());
+            }
+            if self.error_prefix.is_some() && !matches!(reply, Reply::Until(_)) {
+                return invalid("an error prefix needs replies that end at a delimiter".into());
             }
             match reply {
                 Reply::Until(d) if d.is_empty() => {
@@ -169,8 +199,13 @@ impl Options {
         {
             return invalid(format!("connect rate {rate} must be a positive number"));
         }
+        if self.max_reply == 0 {
+            return invalid("the reply limit must be at least 1 byte".into());
+        }
         if let Some(g) = &self.greeting
-            && (g.message.is_empty() || g.until.is_empty())
+            && (g.message.is_empty()
+                || g.until.as_ref().is_some_and(|u| u.is_empty())
+                || g.expect.as_ref().is_some_and(|e| e.is_empty()))
         {
             return invalid("the first message and its reply's end must not be empty".into());
         }
@@ -185,8 +220,17 @@ impl Options {
 pub(super) enum Framing {
     /// The echo payloads, one per variant: each is also its own reply.
     Echo(Vec<Arc<[u8]>>),
-    /// A request rendered per message, and where its reply ends.
-    Request { send: Template, reply: ReplyEnd },
+    /// A request rendered per message (one of `send`, drawn by weight), and where its reply
+    /// ends.
+    Request {
+        send: Vec<Template>,
+        weights: Vec<u32>,
+        /// The weights' sum.
+        total: u64,
+        /// `send[i]` is an HTTP `HEAD`: its response has no body.
+        head: Vec<bool>,
+        reply: ReplyEnd,
+    },
 }
 
 /// [`Reply`] ready to match.
@@ -194,6 +238,28 @@ pub(super) enum ReplyEnd {
     Exact(Template),
     Until(Delimiter),
     Size(usize),
+    Framed(Framed),
+}
+
+impl Framing {
+    /// The reply framing's protocol, if replies are framed by one.
+    pub(super) fn framed(&self) -> Option<&Framed> {
+        match self {
+            Framing::Request {
+                reply: ReplyEnd::Framed(f),
+                ..
+            } => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Kinds of request: 1 unless a mix.
+    pub(super) fn kinds(&self) -> usize {
+        match self {
+            Framing::Echo(_) => 1,
+            Framing::Request { send, .. } => send.len(),
+        }
+    }
 }
 
 impl Framing {
@@ -205,11 +271,22 @@ impl Framing {
                     .collect(),
             ),
             Protocol::Request { send, reply } => Framing::Request {
-                send: send.clone(),
+                send: send.iter().map(|r| r.template.clone()).collect(),
+                weights: send.iter().map(|r| r.weight).collect(),
+                total: send.iter().map(|r| u64::from(r.weight)).sum(),
+                head: send
+                    .iter()
+                    .map(|r| {
+                        let mut out = Vec::new();
+                        r.template.render(0, 0, &mut out);
+                        out.starts_with(b"HEAD ")
+                    })
+                    .collect(),
                 reply: match reply {
                     Reply::Exact(t) => ReplyEnd::Exact(t.clone()),
                     Reply::Until(d) => ReplyEnd::Until(Delimiter::new(d)),
                     Reply::Size(n) => ReplyEnd::Size(*n),
+                    Reply::Framed(f) => ReplyEnd::Framed(f.clone()),
                 },
             },
         }
@@ -249,7 +326,8 @@ pub(super) struct Plan<'a> {
     /// Connect rate: the time between two connects.
     pub(super) connect_interval: Option<Duration>,
     pub(super) framing: Framing,
-    /// The greeting's delimiter, ready to match.
+    /// The greeting's delimiter, ready to match; `None` with a greeting: its reply is framed
+    /// by the reply framing.
     pub(super) greeting_end: Option<Delimiter>,
     /// The caller's stop flag, checked every [`TICK`](super::worker::TICK).
     pub(super) stop: &'a AtomicBool,

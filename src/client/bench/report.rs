@@ -110,6 +110,62 @@ pub struct Report {
     pub connect_us: Percentiles,
     /// The stop flag ended the run early.
     pub interrupted: bool,
+    /// Replies by what they said, when they are classified (`--reply`, `--error-prefix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replies: Option<Replies>,
+    /// A mix of requests: each kind's own throughput and latency, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<RequestKind>,
+    /// Connections opened again after the server closed them cleanly (HTTP `Connection:
+    /// close`).
+    #[serde(default)]
+    pub reconnects: u64,
+}
+
+/// Measured replies by what they said: ok, error or miss. Error replies are also errors
+/// (`errors_by_kind.reply`, warm-up included), whose first is in `first_errors.reply`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Replies {
+    /// Replies that did what was asked.
+    pub ok: u64,
+    /// Error replies.
+    pub error: u64,
+    /// Replies that found nothing: a RESP null, memcached `END` without a value.
+    pub miss: u64,
+    /// `ok / (ok + miss)` of the replies that are not errors, when there were misses.
+    pub hit_ratio: Option<f64>,
+    /// Error replies (warm-up included) by kind: the error's first word (`ERR`, `NOAUTH`,
+    /// `SERVER_ERROR`) or the HTTP status.
+    pub errors_by_prefix: BTreeMap<String, u64>,
+}
+
+impl Replies {
+    fn new(ok: u64, error: u64, miss: u64, errors_by_prefix: BTreeMap<String, u64>) -> Self {
+        Replies {
+            ok,
+            error,
+            miss,
+            hit_ratio: (miss > 0).then(|| ok as f64 / (ok + miss) as f64),
+            errors_by_prefix,
+        }
+    }
+}
+
+/// One kind of request in a mix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestKind {
+    /// The request as written (escaped).
+    pub request: String,
+    /// Its weight in the mix.
+    pub weight: u32,
+    /// Its measured replies within the window.
+    pub messages: u64,
+    /// `messages / duration_s`.
+    pub msgs_per_sec: f64,
+    /// Its latency.
+    pub latency_us: Percentiles,
+    /// Its replies by what they said (all ok unless classified).
+    pub replies: Replies,
 }
 
 /// The measured window, in seconds since the UNIX epoch.
@@ -305,6 +361,9 @@ impl Report {
             latency_us: Percentiles::default(),
             connect_us: Percentiles::default(),
             interrupted: false,
+            replies: None,
+            kinds: Vec::new(),
+            reconnects: 0,
         }
     }
 }
@@ -412,13 +471,55 @@ pub(super) fn report(
     let (request, reply) = match &options.protocol {
         Protocol::Echo => ("echo".to_owned(), "echo".to_owned()),
         Protocol::Request { send, reply } => (
-            send.to_string(),
+            send.iter()
+                .map(|r| r.template.to_string())
+                .collect::<Vec<_>>()
+                .join(" | "),
             match reply {
                 Reply::Exact(t) => format!("expect \"{t}\""),
                 Reply::Until(d) => format!("until \"{}\"", escape(d)),
                 Reply::Size(n) => format!("size {n}"),
+                Reply::Framed(f) => f.to_string(),
             },
         ),
+    };
+    let classified = matches!(
+        options.protocol,
+        Protocol::Request {
+            reply: Reply::Framed(_),
+            ..
+        }
+    ) || options.error_prefix.is_some();
+    let replies = classified.then(|| {
+        let c = &total.classes;
+        Replies::new(c.ok, c.error, c.miss, total.error_prefixes.clone())
+    });
+    let window_s = (window_end.max(measure_start))
+        .saturating_duration_since(measure_start)
+        .as_secs_f64();
+    let kinds = match &options.protocol {
+        Protocol::Request { send, .. } if send.len() > 1 => send
+            .iter()
+            .zip(&total.kinds)
+            .map(|(r, k)| RequestKind {
+                request: r.template.to_string(),
+                weight: r.weight,
+                messages: k.messages,
+                msgs_per_sec: if window_s > 0.0 {
+                    k.messages as f64 / window_s
+                } else {
+                    0.0
+                },
+                latency_us: Percentiles::of(&k.latency),
+                replies: Replies::new(
+                    k.classes.ok,
+                    k.classes.error,
+                    k.classes.miss,
+                    BTreeMap::new(),
+                ),
+            })
+            .collect(),
+        _ => Vec::new(),
     };
     let echo = options.protocol == Protocol::Echo;
     let ended_early = (!interrupted)
@@ -462,6 +563,9 @@ pub(super) fn report(
         ended_early,
         errors_by_kind: total.errors,
         interrupted,
+        replies,
+        kinds,
+        reconnects: total.reconnects,
         ..Report::empty(options.addrs[0].to_string())
     };
     report.assemble(total.latency, total.connect)

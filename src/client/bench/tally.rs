@@ -17,6 +17,38 @@ use hdrhistogram::Histogram;
 use super::error::{ErrorKind, FirstError};
 use super::histogram::{HISTOGRAM_MAX_US, SparseHistogram, histogram, micros};
 use super::plan::Schedule;
+use super::proto::Class;
+
+/// Measured replies by what they were ([`Class`]), overall or for one kind of request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Classes {
+    pub(super) ok: u64,
+    pub(super) error: u64,
+    pub(super) miss: u64,
+}
+
+impl Classes {
+    fn count(&mut self, class: Class) {
+        match class {
+            Class::Ok => self.ok += 1,
+            Class::Error => self.error += 1,
+            Class::Miss => self.miss += 1,
+        }
+    }
+
+    fn add(&mut self, other: &Classes) {
+        self.ok += other.ok;
+        self.error += other.error;
+        self.miss += other.miss;
+    }
+}
+
+/// One kind of request in a mix: its measured replies and their latencies.
+pub(super) struct Kind {
+    pub(super) messages: u64,
+    pub(super) classes: Classes,
+    pub(super) latency: Histogram<u64>,
+}
 
 /// One second of the measured window on one thread.
 #[derive(Default)]
@@ -45,6 +77,15 @@ pub(super) struct Tally {
     pub(super) late: u64,
     /// Replies completed, warm-up included: the live throughput.
     pub(super) completed: u64,
+    /// Measured replies within the window by class.
+    pub(super) classes: Classes,
+    /// Error replies (all, warm-up included) by their kind: the error's first word or the
+    /// HTTP status.
+    pub(super) error_prefixes: BTreeMap<String, u64>,
+    /// A mix of requests: each kind's own counts (empty for a single kind).
+    pub(super) kinds: Vec<Kind>,
+    /// Connections reopened after the server closed them cleanly (HTTP `Connection: close`).
+    pub(super) reconnects: u64,
     /// The measured window second by second, except what `current` still holds.
     timeline: Vec<Second>,
     /// The second replies are being recorded in (an index in `timeline`), and their latencies
@@ -65,6 +106,10 @@ impl Tally {
             in_flight_at_end: 0,
             late: 0,
             completed: 0,
+            classes: Classes::default(),
+            error_prefixes: BTreeMap::new(),
+            kinds: Vec::new(),
+            reconnects: 0,
             timeline: Vec::new(),
             // Three significant digits are a valid precision.
             current: (0, Histogram::new(3).expect("valid histogram precision")),
@@ -106,9 +151,25 @@ impl Tally {
         i
     }
 
+    /// A tally that keeps `kinds` kinds of request apart (1: no mix).
+    pub(super) fn with_kinds(kinds: usize) -> Self {
+        let mut tally = Tally::new();
+        if kinds > 1 {
+            tally.kinds = (0..kinds)
+                .map(|_| Kind {
+                    messages: 0,
+                    classes: Classes::default(),
+                    latency: histogram(),
+                })
+                .collect();
+        }
+        tally
+    }
+
     /// Counts a reply that came `now`, `bytes` long, to a message sent at `sent` whose
     /// latency runs from `measured_from` (`None`: a warm-up message, counted only as
     /// completed).
+    #[cfg(test)]
     pub(super) fn complete(
         &mut self,
         measured_from: Option<Instant>,
@@ -116,6 +177,21 @@ impl Tally {
         now: Instant,
         bytes: usize,
         schedule: Option<&Schedule>,
+    ) {
+        self.complete_kind(measured_from, sent, now, bytes, schedule, 0, Class::Ok);
+    }
+
+    /// [`Tally::complete`] for a reply of `class` to a request of kind `kind`.
+    #[allow(clippy::too_many_arguments)] // one reply's facts, passed on the hot path unboxed
+    pub(super) fn complete_kind(
+        &mut self,
+        measured_from: Option<Instant>,
+        sent: Instant,
+        now: Instant,
+        bytes: usize,
+        schedule: Option<&Schedule>,
+        kind: usize,
+        class: Class,
     ) {
         self.completed += 1;
         let Some(intended) = measured_from else {
@@ -136,6 +212,12 @@ impl Tally {
         }
         self.messages += 1;
         self.bytes += bytes as u64;
+        self.classes.count(class);
+        if let Some(k) = self.kinds.get_mut(kind) {
+            k.messages += 1;
+            k.classes.count(class);
+            k.latency.saturating_record(us);
+        }
         let i = self.second(now, schedule);
         if i != self.current.0 {
             self.fold();
@@ -184,6 +266,20 @@ impl Tally {
         self.in_flight_at_end += other.in_flight_at_end;
         self.late += other.late;
         self.completed += other.completed;
+        self.classes.add(&other.classes);
+        for (prefix, n) in other.error_prefixes {
+            *self.error_prefixes.entry(prefix).or_default() += n;
+        }
+        if self.kinds.is_empty() {
+            self.kinds = other.kinds;
+        } else {
+            for (mine, theirs) in self.kinds.iter_mut().zip(&other.kinds) {
+                mine.messages += theirs.messages;
+                mine.classes.add(&theirs.classes);
+                mine.latency.add(&theirs.latency).expect("same bounds");
+            }
+        }
+        self.reconnects += other.reconnects;
         for (i, second) in timeline.into_iter().enumerate() {
             if i == self.timeline.len() {
                 self.timeline.push(second);

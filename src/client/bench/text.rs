@@ -127,6 +127,7 @@ impl fmt::Display for Report {
             chart(f, latency)?;
         }
         writeln!(f)?;
+        replies(f, self)?;
         let c = &self.connect_us;
         writeln!(
             f,
@@ -146,6 +147,58 @@ impl fmt::Display for Report {
             first_errors(f, self)
         }
     }
+}
+
+/// The replies by class, each kind of a mix, and the reconnects, when there are any.
+fn replies(f: &mut fmt::Formatter<'_>, report: &Report) -> fmt::Result {
+    if let Some(r) = &report.replies {
+        write!(
+            f,
+            "Replies     ok {}  error {}  miss {}",
+            r.ok, r.error, r.miss
+        )?;
+        if let Some(hit) = r.hit_ratio {
+            write!(f, "  (hit ratio {:.2} %)", hit * 100.0)?;
+        }
+        writeln!(f)?;
+        if !r.errors_by_prefix.is_empty() {
+            let by: Vec<String> = r
+                .errors_by_prefix
+                .iter()
+                .map(|(p, n)| format!("{p} {n}"))
+                .collect();
+            writeln!(f, "            errors by kind: {}", by.join(", "))?;
+        }
+    }
+    for k in &report.kinds {
+        write!(
+            f,
+            "Request     \"{}\" x{}: {} msgs {:.1} msg/s  p50 {}  p99 {}  max {}",
+            k.request,
+            k.weight,
+            k.messages,
+            k.msgs_per_sec,
+            human_us(k.latency_us.p50 as f64),
+            human_us(k.latency_us.p99 as f64),
+            human_us(k.latency_us.max as f64),
+        )?;
+        if report.replies.is_some() {
+            write!(
+                f,
+                "  ok {} error {} miss {}",
+                k.replies.ok, k.replies.error, k.replies.miss
+            )?;
+        }
+        writeln!(f)?;
+    }
+    if report.reconnects > 0 {
+        writeln!(
+            f,
+            "Reconnects  {} (the server closed after a reply; each connection was opened again)",
+            report.reconnects
+        )?;
+    }
+    Ok(())
 }
 
 /// `mismatch 3, timeout 1`.

@@ -90,7 +90,7 @@ impl<'a> Worker<'a> {
                     Limit::Messages(n) => Some(n / total + u64::from((index as u64) < n % total)),
                     Limit::Duration(_) => None,
                 };
-                Conn::new(index, quota, now)
+                Conn::new(index, quota, now, plan)
             })
             .collect();
         Ok(Worker {
@@ -102,7 +102,7 @@ impl<'a> Worker<'a> {
             ready: false,
             schedule: None,
             due: BinaryHeap::new(),
-            tally: Tally::new(),
+            tally: Tally::with_kinds(plan.framing.kinds()),
             published: (0, 0, 0),
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
             draining: false,
@@ -291,9 +291,12 @@ impl<'a> Worker<'a> {
         }
         // Small messages must not wait for Nagle's algorithm; if this fails they still go.
         let _ = stream.set_nodelay(true);
-        self.tally
-            .connect
-            .saturating_record(micros(now.duration_since(since)));
+        // A reopened connection's connect is not a connection of the run's.
+        if self.conns[i].reopens == 0 {
+            self.tally
+                .connect
+                .saturating_record(micros(now.duration_since(since)));
+        }
         self.plan.live.open.fetch_add(1, Ordering::Relaxed);
         self.conns[i].greet(self.plan, now);
         self.flush(i, now);
@@ -368,8 +371,10 @@ impl<'a> Worker<'a> {
                 Ok(n) => {
                     let chunk = &self.buf[..n];
                     let schedule = self.schedule.as_ref();
-                    if let Err(f) = conn.consume(chunk, now, self.plan, schedule, &mut self.tally) {
-                        break Err(f);
+                    match conn.consume(chunk, now, self.plan, schedule, &mut self.tally) {
+                        Err(f) => break Err(f),
+                        Ok(true) => return self.reopen(i, now),
+                        Ok(false) => {}
                     }
                     // A short read emptied the socket's receive buffer: asking again would
                     // only hear `WouldBlock`, a system call per event for nothing. Bytes that
@@ -391,6 +396,26 @@ impl<'a> Worker<'a> {
             Ok(()) => {}
             Err(failure) => self.close(i, Some(failure), now),
         }
+    }
+
+    /// The server closes the connection after the reply just read (HTTP `Connection: close`):
+    /// it is opened again, to the first address, and greeted again; what was in flight is sent
+    /// again on it. Past the window's end, or with nothing left to send, it just ends.
+    fn reopen(&mut self, i: usize, now: Instant) {
+        let conn = &self.conns[i];
+        if self.draining || (conn.quota == Some(0) && conn.inflight.is_empty()) {
+            return self.close(i, None, now);
+        }
+        let conn = &mut self.conns[i];
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        if matches!(conn.state, State::Open | State::Greeting(_)) {
+            self.plan.live.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        conn.forget(&mut self.tally);
+        self.tally.reconnects += 1;
+        self.open(i, 0, now);
     }
 
     /// Queues what the connection may send now, writes it, and ends the connection when it
