@@ -650,3 +650,45 @@ fn a_file_of_requests_is_a_weighted_mix() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.txt:1"));
 }
+
+#[test]
+fn redis_resp3_after_hello_is_framed() {
+    let (_redis, port) = redis();
+    assert_eq!(redis_command(port, "HSET h a 1 b 2\r\n"), ":2\r\n");
+    assert_eq!(redis_command(port, "ZADD z 1.5 m\r\n"), ":1\r\n");
+    // HELLO 3 answers with a map; after it a missing key is RESP3's null `_`, HGETALL a map
+    // and ZSCORE a double `,1.5`.
+    let run = bench(
+        port,
+        &[
+            "-c",
+            "2",
+            "-n",
+            "300",
+            "--reply",
+            "resp",
+            "--first-message",
+            r"HELLO 3\r\n",
+            "--send",
+            r"GET missing\r\n",
+            "--send",
+            r"HGETALL h\r\n",
+            "--send",
+            r"ZSCORE z m\r\n",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    let kinds = run.report["kinds"].as_array().unwrap();
+    assert_eq!(
+        count(&kinds[0]["replies"], "miss"),
+        count(&kinds[0], "messages")
+    );
+    assert_eq!(
+        count(&kinds[1]["replies"], "ok"),
+        count(&kinds[1], "messages")
+    );
+    assert_eq!(
+        count(&kinds[2]["replies"], "ok"),
+        count(&kinds[2], "messages")
+    );
+}
