@@ -68,8 +68,8 @@ impl Worker {
         {
             self.stepping.push(t);
         }
-        // The socket kept up and the faults have room, but the outbox holds more than they
-        // took: it is taken on the worker's next round (other sessions get their turn
+        // The socket kept up, but the outbox holds more than the faults took (it came while
+        // they wrote): it is taken on the worker's next round (other sessions get their turn
         // first), as no writable event or new message may ever come to ask for it.
         if wants_outbox(session) {
             session.handle.nudge();
