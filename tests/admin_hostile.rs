@@ -244,7 +244,7 @@ fn healthz_answers_every_time_through_a_slowloris_of_40() {
         let started = Instant::now();
         let answer = healthz(served.admin_addr());
         assert!(answer.ends_with("\r\n\r\nok\n"), "check {checks}: {answer}");
-        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(started.elapsed() < Duration::from_secs(2));
         checks += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
