@@ -103,12 +103,13 @@ struct RunArgs {
     /// each message is one of them, drawn by --weight, and each is reported apart.
     #[arg(long, value_name = "BYTES", conflicts_with_all = ["send_file", "size", "eol"])]
     send: Vec<String>,
-    /// The share of the --send before it in a mix (1): `--send A --weight 9 --send B --weight
-    /// 1` sends A nine times in ten. Give one per --send, or none.
+    /// The share of the --send before it in a mix: `--send A --weight 9 --send B --weight 1`
+    /// sends A nine times in ten. Give one per --send, or none [default: 1 each].
     #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..), requires = "send")]
     weight: Vec<u32>,
     /// A mix of requests from a file: one a line, `WEIGHT REQUEST`, the request written as for
-    /// --send (escapes, placeholders); empty lines and lines starting with # are skipped.
+    /// --send (escapes, placeholders); empty lines and lines starting with # are skipped
+    /// [default: none].
     #[arg(long, value_name = "PATH", conflicts_with_all = ["send", "send_file", "weight", "size", "eol"])]
     requests: Option<PathBuf>,
     /// Seeds {key:N}, {rand:LEN} and the mix: the same seed draws the same requests in the
@@ -119,7 +120,8 @@ struct RunArgs {
     /// and RESP3; errors `-` and `!`, misses null), memcache (text protocol; errors ERROR,
     /// CLIENT_ERROR, SERVER_ERROR; misses END without VALUE) or http1 (statuses outside
     /// --ok-status are errors; a response with `Connection: close` ends its connection, which
-    /// is opened again and counted in reconnects). Error replies make the exit code 1.
+    /// is opened again and counted in reconnects). Error replies make the exit code 1
+    /// [default: none, replies framed by --expect, --until or --reply-size].
     #[arg(long, value_name = "PROTOCOL", conflicts_with_all = ["expect", "until", "reply_size"])]
     reply: Option<ReplyProtocol>,
     /// --reply: the longest reply taken; a declared length above it is a protocol error that
@@ -157,7 +159,8 @@ struct RunArgs {
     #[arg(long, value_name = "BYTES", requires = "first_message")]
     first_until: Option<String>,
     /// The first message's reply must be exactly these bytes (+OK\r\n); anything else ends
-    /// the connection as a first_reply error, showing the bytes that came.
+    /// the connection as a first_reply error, showing the bytes that came [default: not
+    /// checked, but an error reply under --reply still ends the connection].
     #[arg(long, value_name = "BYTES", requires = "first_message")]
     first_expect: Option<String>,
     /// Open at most R connections per second (at least 0.001), evenly spaced; the load starts

@@ -105,7 +105,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_admin_addr)]
     admin: Option<SocketAddr>,
     /// A file holding the admin endpoint's bearer token: every route but /healthz then needs
-    /// `Authorization: Bearer TOKEN`. Read once, at start.
+    /// `Authorization: Bearer TOKEN`. Read once, at start [default: none, no token asked;
+    /// loopback only].
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<std::path::PathBuf>,
     /// Let /metrics answer without the admin token (for a Prometheus without it).

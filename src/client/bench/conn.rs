@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::bytes::shown;
 use super::error::{ErrorKind, Failure, FirstError};
-use super::framing::{Draw, shown};
+use super::framing::Draw;
 use super::plan::{Framing, Plan, ReplyEnd, Schedule};
 use super::proto::{Class, Done, Parser, Step, until_prefix};
 use super::tally::Tally;

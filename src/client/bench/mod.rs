@@ -56,6 +56,7 @@
 //! (why a connection failed) and `server` (the server's own counts from its `/metrics`, for
 //! `--server-metrics`).
 
+mod bytes;
 mod conn;
 mod error;
 mod framing;

@@ -11,7 +11,7 @@
 
 use std::ops::RangeInclusive;
 
-use super::framing::shown;
+use super::bytes::shown;
 
 /// The longest line (a RESP header, a memcached line, an HTTP status line or header).
 pub(super) const MAX_LINE: usize = 64 * 1024;
@@ -678,7 +678,7 @@ fn first_word(line: &[u8]) -> String {
         .position(|&b| matches!(b, b' ' | b'\r' | b'\n'))
         .unwrap_or(line.len())
         .min(32);
-    super::framing::escape(&line[..end])
+    super::bytes::escape(&line[..end])
 }
 
 /// `--until` with `--error-prefix`: the kind of an error reply is its first word.

@@ -8,8 +8,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::bytes::escape;
 use super::error::{ErrorKind, FirstError, counts};
-use super::framing::{Protocol, Reply, escape};
+use super::framing::{Protocol, Reply};
 use super::histogram::{Percentiles, SparseHistogram, histogram};
 use super::plan::{Limit, Options, Plan, Schedule};
 use super::tally::Tally;
