@@ -415,11 +415,12 @@ fn room_rate(spec: Option<&str>) -> (f64, f64) {
 
 #[test]
 fn latency_on_a_few_readers_leaves_the_rest_of_the_room_its_rate() {
-    // Two rounds each, taking turns, the best of each: the machine's load varies more
-    // between two runs than the bound allows.
+    // Rounds taking turns, each comparing the room with and without the fault side by side:
+    // the machine's load drifts more between rounds than the bound allows, so the best round's
+    // ratio counts (before the fix, every round was under a fifth).
     let spec = "latency,delay=200ms,p=0.2";
-    let (mut base, mut with) = ((0.0f64, 0.0f64), (0.0f64, 0.0f64));
-    for _ in 0..2 {
+    let mut best = 0.0f64;
+    for _ in 0..3 {
         let b = room_rate(None);
         let w = room_rate(Some(spec));
         eprintln!(
@@ -427,13 +428,14 @@ fn latency_on_a_few_readers_leaves_the_rest_of_the_room_its_rate() {
              with 4 of 20 under {spec}: {:.0}, {:.0}",
             b.0, b.1, w.0, w.1
         );
-        base = (base.0.max(b.0), base.1.max(b.1));
-        with = (with.0.max(w.0), with.1.max(w.1));
+        best = best.max(w.0 / b.0);
+        if best >= 0.8 {
+            break;
+        }
     }
     assert!(
-        with.0 >= 0.8 * base.0,
-        "the room's rate fell from {:.0} to {:.0} lines/s",
-        base.0,
-        with.0
+        best >= 0.8,
+        "the room kept at best {:.0}% of its rate",
+        best * 100.0
     );
 }

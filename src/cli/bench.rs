@@ -1,5 +1,8 @@
 //! `tcpool bench`: flags, Ctrl-C, the progress bar and the report around
 //! [`tcpool::client::bench::run`]; `bench merge` and `bench plot` over saved JSON reports.
+//!
+//! Longer than 500 lines on purpose: every `bench` flag is here with the help text a user reads
+//! in `--help`, and the run around the library; a third of it is that help.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;

@@ -5,6 +5,9 @@
 //! ([`server::handover`]) and then shuts this one down — unless a terminal is attached
 //! (stdin, stdout or stderr): there SIGHUP means the terminal hung up, and the server shuts
 //! down; in manual mode SIGHUP is ignored (the operator's console cannot be handed over).
+//!
+//! Longer than 500 lines on purpose: every `serve` flag is here with the help text a user reads
+//! in `--help`, and the run that wires them together; a third of it is that help.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;

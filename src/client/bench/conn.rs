@@ -1,5 +1,8 @@
 //! One connection's state machine: connecting, greeting, open, finished; what it has in
 //! flight, what it still has to write, and how far it has read the reply at the front.
+//!
+//! Longer than 500 lines: one connection's state machine, from queueing a message to framing
+//! and checking its reply as the bytes arrive, in the five ways a reply can end.
 
 use std::collections::VecDeque;
 use std::io::{self, Write as _};

@@ -8,6 +8,10 @@
 //! longer than [`MAX_LINE`], nesting deeper than [`MAX_DEPTH`] or bytes that do not belong to
 //! the protocol are a protocol error, which ends the connection: nothing a server declares is
 //! ever allocated.
+//!
+//! Longer than the other files: one incremental parser for three protocols, which share the
+//! line reader, the limits and the skipping of bodies; each protocol is one arm of the parser's
+//! `feed`. Split it by protocol when one of them grows.
 
 use std::ops::RangeInclusive;
 

@@ -1,6 +1,9 @@
 //! The [`Report`] of a run: merged from what the threads measured, and serialised for JSON
 //! with everything a later `bench merge` or `bench plot` needs: the whole latency histogram,
 //! the measured window in UNIX time and the run second by second.
+//!
+//! Longer than 500 lines: most of it is the report's fields, each with the words a reader of
+//! the JSON needs, and the merge of the threads' counts into them.
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

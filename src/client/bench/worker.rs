@@ -4,6 +4,10 @@
 //!
 //! The load starts only once every connection of every thread is open (or has failed): the
 //! last thread to get there fixes the [`Schedule`] for all.
+//!
+//! Longer than 500 lines: one thread's event loop and the connection life it drives (connect,
+//! greet, pump, read, close, the open-loop schedule), which all work on the loop's one borrow
+//! of its connections.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -20,7 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::{Access, Control, Open, Options, Reply, openness, permitted, route};
+use super::routes::{Open, Reply, openness, route};
+use super::{Access, Control, Options, permitted};
 
 /// What every connection task reads.
 pub(super) struct State {

@@ -1,0 +1,323 @@
+//! What each admin route answers: the route table, the replies, and the JSON of sessions,
+//! stats and faults. The HTTP around them is `serve`'s.
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+
+use super::{Control, SESSIONS_PAGE, SESSIONS_PAGE_MAX};
+use crate::server::faults::{FaultId, FaultSpec, Faults};
+use crate::server::operator::audit::Source;
+use crate::server::operator::metrics;
+use crate::server::session::registry::{Kick, Registry};
+use crate::server::session::{SessionId, registry::SessionInfo};
+
+/// What a route answers: a status, a text or JSON body and the headers that go with it.
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) body: Body,
+    pub(super) allow: Option<&'static str>,
+    pub(super) link: Option<String>,
+    /// Close the connection after this answer (the request's body was not read whole).
+    pub(super) close: bool,
+    /// 401: `WWW-Authenticate: Bearer`.
+    pub(super) challenge: bool,
+}
+
+pub(super) enum Body {
+    Text(String),
+    Json(Value),
+    Metrics(String),
+}
+
+impl Reply {
+    pub(super) fn text(status: u16, line: impl Into<String>) -> Reply {
+        let mut line = line.into();
+        line.push('\n');
+        Reply {
+            status,
+            body: Body::Text(line),
+            allow: None,
+            link: None,
+            close: false,
+            challenge: false,
+        }
+    }
+
+    pub(super) fn json(status: u16, value: Value) -> Reply {
+        Reply {
+            body: Body::Json(value),
+            ..Reply::text(status, "")
+        }
+    }
+
+    pub(super) fn wrong_method(allow: &'static str) -> Reply {
+        Reply {
+            allow: Some(allow),
+            ..Reply::text(405, format!("method not allowed: use {allow}"))
+        }
+    }
+
+    pub(super) fn closing(self) -> Reply {
+        Reply {
+            close: true,
+            ..self
+        }
+    }
+
+    /// The body's bytes and content type.
+    pub(super) fn into_bytes(self) -> (Vec<u8>, &'static str) {
+        match self.body {
+            Body::Text(s) => (s.into_bytes(), "text/plain; charset=utf-8"),
+            Body::Json(v) => {
+                let mut s = v.to_string();
+                s.push('\n');
+                (s.into_bytes(), "application/json")
+            }
+            Body::Metrics(s) => (s.into_bytes(), metrics::CONTENT_TYPE),
+        }
+    }
+}
+
+/// Which route a path names, before its method is looked at: what authentication needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Open {
+    /// `/healthz`: never needs the token.
+    Health,
+    /// `/metrics`: needs it unless the metrics are public.
+    Metrics,
+    /// Everything else.
+    Guarded,
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_end_matches('/').split('/').skip(1).collect()
+}
+
+pub(super) fn openness(path: &str) -> Open {
+    match segments(path).as_slice() {
+        ["healthz"] => Open::Health,
+        ["metrics"] => Open::Metrics,
+        _ => Open::Guarded,
+    }
+}
+
+/// One request whose body was read whole: its route's answer.
+pub(super) fn route(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+    peer: SocketAddr,
+    control: &Control,
+) -> Reply {
+    let segments = segments(path);
+    let get = method == "GET" || method == "HEAD";
+    let post = method == "POST";
+    let source = Source::Admin(peer);
+    match segments.as_slice() {
+        ["metrics"] if get => Reply {
+            body: Body::Metrics(control.exposition.encode()),
+            ..Reply::text(200, "")
+        },
+        ["healthz"] if get => {
+            if control.shutdown.is_triggered() {
+                Reply::text(503, "shutting down")
+            } else {
+                Reply::text(200, "ok")
+            }
+        }
+        ["sessions"] if get => sessions(&control.registry, query),
+        ["stats"] if get => Reply::json(200, stats(&control.registry)),
+        ["sessions", id, "kick"] if post => kick(control, id, source),
+        ["shutdown"] if post => {
+            control.audit.shutdown(&control.shutdown, source);
+            Reply::text(202, "shutting down")
+        }
+        ["faults"] if get => Reply::json(200, faults(&control.faults)),
+        ["faults"] if post => add_fault(control, body, source),
+        ["faults", id] if method == "DELETE" => clear_fault(control, id, source),
+        ["faults"] => Reply::wrong_method("GET, POST"),
+        ["faults", _] => Reply::wrong_method("DELETE"),
+        ["metrics" | "healthz" | "sessions" | "stats"] => Reply::wrong_method("GET"),
+        ["sessions", _, "kick"] | ["shutdown"] => Reply::wrong_method("POST"),
+        _ => Reply::text(
+            404,
+            format!(
+                "no such route: {}",
+                crate::server::protocol::escape(path.as_bytes())
+            ),
+        ),
+    }
+}
+
+fn kick(control: &Control, id: &str, source: Source) -> Reply {
+    let unknown = || Reply::text(404, format!("no session #{}", id.escape_debug()));
+    let Ok(id) = id.parse::<SessionId>() else {
+        return unknown();
+    };
+    match control.audit.kick(&control.registry, id, source) {
+        Kick::Kicked => Reply::json(200, json!({ "kicked": id.0 })),
+        Kick::AlreadyClosing => Reply::text(409, format!("session #{id} is already closing")),
+        Kick::Unknown => unknown(),
+    }
+}
+
+/// `/fault` as JSON: every fault added so far, cleared ones included (`active: false`).
+fn faults(faults: &Faults) -> Value {
+    let list: Vec<Value> = faults
+        .list()
+        .into_iter()
+        .map(|f| {
+            json!({
+                "id": f.id.0,
+                "spec": f.spec.to_string(),
+                "kind": f.spec.kind.name(),
+                "p": f.spec.p,
+                "sessions": f.sessions,
+                "active": f.active,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn add_fault(control: &Control, body: &[u8], source: Source) -> Reply {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Reply::text(400, "the fault spec is not UTF-8 text");
+    };
+    match text.trim().parse::<FaultSpec>() {
+        Ok(spec) => {
+            let id = control.audit.add_fault(&control.faults, spec, source);
+            Reply::json(201, json!({ "id": id.0, "spec": spec.to_string() }))
+        }
+        Err(e) => Reply::text(400, e.to_string().replace(['\n', '\r'], " ")),
+    }
+}
+
+fn clear_fault(control: &Control, id: &str, source: Source) -> Reply {
+    let unknown = || Reply::text(404, format!("no active fault #{}", id.escape_debug()));
+    let Ok(id) = id.parse::<FaultId>() else {
+        return unknown();
+    };
+    match control
+        .audit
+        .clear_faults(&control.faults, Some(id), source)
+    {
+        0 => unknown(),
+        _ => Reply::json(200, json!({ "cleared": id.0 })),
+    }
+}
+
+/// `limit` and `after` of `GET /sessions`; other parameters are ignored.
+fn page_query(query: Option<&str>) -> Result<(Option<SessionId>, usize), String> {
+    let mut after = None;
+    let mut limit = SESSIONS_PAGE;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=SESSIONS_PAGE_MAX).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "limit must be a number from 1 to {SESSIONS_PAGE_MAX}, not {:?}",
+                            value.escape_debug().to_string()
+                        )
+                    })?;
+            }
+            "after" => {
+                let id = value.parse::<u64>().map_err(|_| {
+                    format!(
+                        "after must be a session id, not {:?}",
+                        value.escape_debug().to_string()
+                    )
+                })?;
+                after = Some(SessionId(id));
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
+}
+
+/// `/list` as JSON, a page at a time: one object per session, by id.
+fn sessions(registry: &Registry, query: Option<&str>) -> Reply {
+    let (after, limit) = match page_query(query) {
+        Ok(q) => q,
+        Err(e) => return Reply::text(400, format!("bad request: {e}")),
+    };
+    let (page, more) = registry.page(after, limit);
+    let link = match (more, page.last()) {
+        (true, Some(last)) => Some(format!(
+            "</sessions?after={}&limit={limit}>; rel=\"next\"",
+            last.id
+        )),
+        _ => None,
+    };
+    let list: Vec<Value> = page.iter().map(session).collect();
+    Reply {
+        link,
+        ..Reply::json(200, Value::Array(list))
+    }
+}
+
+fn session(s: &SessionInfo) -> Value {
+    json!({
+        "id": s.id.0,
+        "peer": s.peer.to_string(),
+        "nick": s.nick,
+        "connected_seconds": s.connected_for.as_secs_f64(),
+        "messages_in": s.traffic.messages_in,
+        "messages_out": s.traffic.messages_out,
+        "bytes_in": s.traffic.bytes_in,
+        "bytes_out": s.traffic.bytes_out,
+        "closing": s.closing,
+    })
+}
+
+/// `/stats` as JSON.
+fn stats(registry: &Registry) -> Value {
+    let s = registry.stats();
+    json!({
+        "uptime_seconds": s.uptime.as_secs_f64(),
+        "sessions": s.sessions,
+        "peak": s.peak,
+        "total": s.total,
+        "rejected": s.rejected,
+        "backlog": s.backlog,
+        "messages_in": s.traffic.messages_in,
+        "messages_out": s.traffic.messages_out,
+        "bytes_in": s.traffic.bytes_in,
+        "bytes_out": s.traffic.bytes_out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_queries_are_checked() {
+        assert_eq!(page_query(None), Ok((None, SESSIONS_PAGE)));
+        assert_eq!(
+            page_query(Some("after=7&limit=2&pretty=1")),
+            Ok((Some(SessionId(7)), 2))
+        );
+        for bad in [
+            "limit=0",
+            "limit=10001",
+            "limit=x",
+            "limit=",
+            "after=-1",
+            "after=a",
+        ] {
+            assert!(page_query(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(openness("/healthz/"), Open::Health);
+        assert_eq!(openness("/metrics"), Open::Metrics);
+        assert_eq!(openness("/stats"), Open::Guarded);
+    }
+}
