@@ -75,6 +75,9 @@ pub(crate) fn read_reports(files: &[PathBuf]) -> anyhow::Result<Vec<(String, Rep
 pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let reports = read_reports(&args.files)?;
     let merged = bench::merge(&reports).map_err(anyhow::Error::msg)?;
+    if let Some(note) = merged.note() {
+        eprintln!("note: {note}");
+    }
     if let Some(warning) = merged.warning() {
         eprintln!("warning: {warning}");
     }

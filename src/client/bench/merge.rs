@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::histogram::{SparseHistogram, histogram};
-use super::report::{Generator, MIXED, Report, Second, Window};
+use super::report::{Generator, MIXED, Replies, Report, Second, Window};
 use super::text::human_window;
 
 /// Below this overlap of the generators' windows, [`Merged::warning`] says so.
@@ -31,6 +31,14 @@ impl Merged {
                 human_window(&self.report.window)
             )
         })
+    }
+
+    /// A note for reports of a mix: their figures per request kind are not merged.
+    pub fn note(&self) -> Option<&'static str> {
+        self.report.kinds_left_out.then_some(
+            "the figures per request kind are left out: they hold percentiles without their \
+             histograms, which cannot be added exactly",
+        )
     }
 }
 
@@ -134,6 +142,20 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
         merged.bytes = add(merged.bytes, r.bytes, source)?;
         merged.in_flight_at_end = add(merged.in_flight_at_end, r.in_flight_at_end, source)?;
         merged.late_replies = add(merged.late_replies, r.late_replies, source)?;
+        merged.reconnects = add(merged.reconnects, r.reconnects, source)?;
+        if let Some(theirs) = &r.replies {
+            let ours = merged.replies.get_or_insert_with(Replies::default);
+            ours.ok = add(ours.ok, theirs.ok, source)?;
+            ours.error = add(ours.error, theirs.error, source)?;
+            ours.miss = add(ours.miss, theirs.miss, source)?;
+            for (prefix, n) in &theirs.errors_by_prefix {
+                let total = ours.errors_by_prefix.entry(prefix.clone()).or_default();
+                *total = add(*total, *n, source)?;
+            }
+        }
+        // A mix's figures per request kind are percentiles without their histograms: they
+        // cannot be added exactly, so a merged report leaves them out and says so.
+        merged.kinds_left_out |= !r.kinds.is_empty();
         merged.interrupted |= r.interrupted;
         merged.connect_s = merged.connect_s.max(r.connect_s);
         merged.generators.push(Generator {
@@ -177,6 +199,9 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
     merged.rate = rates;
     merged.window = Window { start, end };
     merged.runs = runs;
+    if let Some(r) = merged.replies.as_mut() {
+        r.hit_ratio = (r.miss > 0).then(|| r.ok as f64 / (r.ok + r.miss) as f64);
+    }
     Ok(Merged {
         report: merged.assemble(latency, connect),
         overlap,
@@ -262,6 +287,7 @@ fn add(a: u64, b: u64, source: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
     use crate::client::bench::ErrorKind;
+    use crate::client::bench::report::RequestKind;
 
     /// A report that recorded exactly `values`, over `window`.
     fn run(values: &[u64], window: (f64, f64), errors: u64) -> Report {
@@ -418,6 +444,45 @@ mod tests {
         errors.errors_by_kind.insert(ErrorKind::ConnectRefused, 1);
         let error = merge(&[("a".into(), errors)]).unwrap_err();
         assert!(error.contains("error counts overflow"), "{error}");
+    }
+
+    #[test]
+    fn classified_replies_add_up_and_kinds_are_left_out_with_a_note() {
+        let with = |ok, error, miss, prefix: &str| {
+            let mut r = run(&[10], (0.0, 10.0), 0);
+            r.replies = Some(Replies {
+                ok,
+                error,
+                miss,
+                hit_ratio: None,
+                errors_by_prefix: [(prefix.to_owned(), error)].into(),
+            });
+            r.reconnects = 2;
+            r
+        };
+        let m = merge(&[
+            ("a".into(), with(60, 1, 40, "ERR")),
+            ("b".into(), with(30, 2, 10, "NOAUTH")),
+        ])
+        .unwrap();
+        let replies = m.report.replies.clone().unwrap();
+        assert_eq!((replies.ok, replies.error, replies.miss), (90, 3, 50));
+        assert_eq!(replies.hit_ratio, Some(90.0 / 140.0));
+        assert_eq!(replies.errors_by_prefix["NOAUTH"], 2);
+        assert_eq!(m.report.reconnects, 4);
+        assert_eq!(m.note(), None);
+        let mut mix = with(1, 0, 0, "x");
+        mix.kinds = vec![RequestKind {
+            request: "GET".into(),
+            weight: 1,
+            messages: 1,
+            msgs_per_sec: 0.1,
+            latency_us: Default::default(),
+            replies: Replies::default(),
+        }];
+        let m = merge(&[("mix".into(), mix)]).unwrap();
+        assert!(m.report.kinds.is_empty());
+        assert!(m.note().unwrap().contains("left out"));
     }
 
     #[test]

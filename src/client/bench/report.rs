@@ -124,6 +124,9 @@ pub struct Report {
     /// close`).
     #[serde(default)]
     pub reconnects: u64,
+    /// A merged report of mixes: the inputs' figures per request kind were left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kinds_left_out: bool,
 }
 
 /// Measured replies by what they said: ok, error or miss. Error replies are also errors
@@ -368,6 +371,7 @@ impl Report {
             replies: None,
             kinds: Vec::new(),
             reconnects: 0,
+            kinds_left_out: false,
         }
     }
 }
