@@ -98,7 +98,7 @@ fn escape_char(c: char) -> String {
 /// The first rule it breaks (taken names are checked by the room, not here).
 ///
 /// ```
-/// use tcpool::server::chat::{check_nick, NickError};
+/// use tcpool::server::modes::chat::{check_nick, NickError};
 ///
 /// assert_eq!(check_nick("ann").as_deref(), Ok("ann"));
 /// assert_eq!(check_nick("李小龍").as_deref(), Ok("李小龍"));

@@ -50,7 +50,7 @@ pub enum Command {
 /// Understands one console line. Pure: the same line always gives the same command.
 ///
 /// ```
-/// use tcpool::server::console::{parse, Command, Target};
+/// use tcpool::server::operator::console::{parse, Command, Target};
 /// use tcpool::server::SessionId;
 ///
 /// assert_eq!(parse("quit"), Command::Quit);
