@@ -73,8 +73,8 @@ pub(crate) fn read_reports(files: &[PathBuf]) -> anyhow::Result<Vec<(String, Rep
 
 /// Merges the reports and prints the result; exit 1 when any generator had errors.
 pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
-    let reports = read_reports(&args.files)?;
-    let merged = bench::merge(&reports).map_err(anyhow::Error::msg)?;
+    let mut reports = read_reports(&args.files)?;
+    let merged = bench::merge(&mut reports).map_err(anyhow::Error::msg)?;
     if let Some(note) = merged.note() {
         eprintln!("note: {note}");
     }

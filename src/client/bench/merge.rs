@@ -4,6 +4,7 @@
 //! over the common window: from the earliest start to the latest end.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use super::histogram::{SparseHistogram, histogram};
 use super::report::{Generator, MIXED, Replies, Report, Second, Window};
@@ -48,11 +49,11 @@ impl Merged {
 ///
 /// No reports, or a histogram that cannot be added (values beyond this build's bounds),
 /// naming the input.
-pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
+pub fn merge(reports: &mut [(String, Report)]) -> Result<Merged, String> {
     let Some((_, first)) = reports.first() else {
         return Err("nothing to merge".into());
     };
-    for (source, r) in reports {
+    for (source, r) in reports.iter() {
         check(r).map_err(|e| format!("{source} is not a report this build wrote: {e}"))?;
     }
     let runs = distinct_runs(reports)?;
@@ -95,12 +96,29 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
 
     let mut latency = histogram();
     let mut connect = histogram();
-    // Each second's latencies and errors.
+    // Generators that sent different requests are merged all the same, and said to differ.
+    let alike = reports
+        .iter()
+        .all(|(_, r)| r.request == first.request && r.reply == first.reply);
+    let (request, reply) = if alike {
+        (first.request.clone(), first.reply.clone())
+    } else {
+        (MIXED.to_owned(), MIXED.to_owned())
+    };
+    let (size, eol, pipeline, warmup_s) = (
+        first.size,
+        first.eol.clone(),
+        first.pipeline,
+        first.warmup_s,
+    );
+    // Each second's latencies and errors. The inputs' seconds are moved in, not copied: a
+    // long run's timeline is most of its report.
     let mut seconds: BTreeMap<u64, (SparseHistogram, u64)> = BTreeMap::new();
     let mut merged = Report::empty(String::new());
-    let mut targets: Vec<&str> = Vec::new();
+    let mut targets: Vec<String> = Vec::new();
     let mut rates = Some(0.0);
-    for (source, r) in reports {
+    for (source, r) in reports.iter_mut() {
+        let source: &str = source;
         latency
             .add(r.latency_histogram())
             .map_err(|e| format!("{source}: cannot add its latency histogram: {e:?}"))?;
@@ -109,14 +127,21 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
             .map_err(|e| format!("{source}: cannot add its connect histogram: {e:?}"))?;
         // Seconds of this generator's window, placed on the common clock.
         let offset = (r.window.start - start).round().max(0.0) as u64;
-        for s in &r.timeline {
+        for s in std::mem::take(&mut r.timeline) {
             let at = s.second + offset;
-            let entry = seconds.entry(at).or_default();
-            entry.0.add(&s.histogram);
-            entry.1 = add(entry.1, s.errors, source)?;
+            match seconds.entry(at) {
+                Entry::Vacant(v) => {
+                    v.insert((s.histogram, s.errors));
+                }
+                Entry::Occupied(mut o) => {
+                    let entry = o.get_mut();
+                    entry.0.add(&s.histogram);
+                    entry.1 = add(entry.1, s.errors, source)?;
+                }
+            }
         }
-        if !targets.contains(&r.target.as_str()) {
-            targets.push(&r.target);
+        if !targets.contains(&r.target) {
+            targets.push(r.target.clone());
         }
         rates = rates.zip(r.rate).map(|(a, b)| a + b);
         for (kind, n) in &r.errors_by_kind {
@@ -159,7 +184,7 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
         merged.interrupted |= r.interrupted;
         merged.connect_s = merged.connect_s.max(r.connect_s);
         merged.generators.push(Generator {
-            source: source.clone(),
+            source: source.to_owned(),
             window: r.window,
             messages: r.messages,
             errors: r.errors,
@@ -178,24 +203,12 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Merged, String> {
         None => Vec::new(),
     };
     merged.target = targets.join(", ");
-    // Generators that sent different requests are merged all the same, and said to differ.
-    let alike = reports
-        .iter()
-        .all(|(_, r)| r.request == first.request && r.reply == first.reply);
-    merged.request = if alike {
-        first.request.clone()
-    } else {
-        MIXED.into()
-    };
-    merged.reply = if alike {
-        first.reply.clone()
-    } else {
-        MIXED.into()
-    };
-    merged.size = first.size;
-    merged.eol = first.eol.clone();
-    merged.pipeline = first.pipeline;
-    merged.warmup_s = first.warmup_s;
+    merged.request = request;
+    merged.reply = reply;
+    merged.size = size;
+    merged.eol = eol;
+    merged.pipeline = pipeline;
+    merged.warmup_s = warmup_s;
     merged.rate = rates;
     merged.window = Window { start, end };
     merged.runs = runs;
@@ -329,7 +342,8 @@ mod tests {
         let back = |r: &Report| -> Report {
             serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap()
         };
-        let merged = merge(&[("a.json".into(), back(&ra)), ("b.json".into(), back(&rb))]).unwrap();
+        let merged =
+            merge(&mut [("a.json".into(), back(&ra)), ("b.json".into(), back(&rb))]).unwrap();
         let m = &merged.report;
         assert_eq!(m.messages, 1_000);
         assert_eq!(m.bytes, 64_000);
@@ -370,7 +384,7 @@ mod tests {
 
     #[test]
     fn windows_that_barely_overlap_are_warned_about() {
-        let merged = merge(&[
+        let merged = merge(&mut [
             ("a".into(), run(&[10], (0.0, 10.0), 0)),
             ("b".into(), run(&[10], (5.0, 15.0), 0)),
         ])
@@ -389,10 +403,10 @@ mod tests {
             merged.report.timeline[5].histogram
         );
         assert_eq!(merged.report.request, "echo");
-        assert!(merge(&[]).is_err());
+        assert!(merge(&mut []).is_err());
         let mut redis = run(&[10], (0.0, 10.0), 0);
         redis.request = "PING\\r\\n".into();
-        let mixed = merge(&[
+        let mixed = merge(&mut [
             ("a".into(), run(&[10], (0.0, 10.0), 0)),
             ("b".into(), redis),
         ])
@@ -412,21 +426,21 @@ mod tests {
             (window(f64::NAN, 10.0), "not in UNIX time"),
             (window(10.0, 5.0), "not in UNIX time"),
         ] {
-            let error = merge(&[("a".into(), r)]).unwrap_err();
+            let error = merge(&mut [("a".into(), r)]).unwrap_err();
             assert!(error.contains(why), "{error}");
         }
         let mut far = run(&[10], (0.0, 10.0), 0);
         far.timeline[0].second = 1_000_000_000_000;
-        let error = merge(&[("a".into(), far)]).unwrap_err();
+        let error = merge(&mut [("a".into(), far)]).unwrap_err();
         assert!(error.contains("timeline has second"), "{error}");
-        let error = merge(&[
+        let error = merge(&mut [
             ("a".into(), run(&[10], (0.0, 10.0), 0)),
             ("b".into(), run(&[10], (4e9, 4e9 + 1.0), 0)),
         ])
         .unwrap_err();
         assert!(error.contains("windows span"), "{error}");
         // Within the longest span, but a second of timeline each, a month apart.
-        let error = merge(&[
+        let error = merge(&mut [
             ("a".into(), run(&[10], (0.0, 1.0), 0)),
             ("b".into(), run(&[10], (2_999_000.0, 2_999_001.0), 0)),
         ])
@@ -437,12 +451,12 @@ mod tests {
             r.messages = u64::MAX;
             r
         };
-        let error = merge(&[("a".into(), huge()), ("b".into(), huge())]).unwrap_err();
+        let error = merge(&mut [("a".into(), huge()), ("b".into(), huge())]).unwrap_err();
         assert!(error.contains("b: the counts overflow"), "{error}");
         let mut errors = run(&[10], (0.0, 10.0), 0);
         errors.errors_by_kind.insert(ErrorKind::Timeout, u64::MAX);
         errors.errors_by_kind.insert(ErrorKind::ConnectRefused, 1);
-        let error = merge(&[("a".into(), errors)]).unwrap_err();
+        let error = merge(&mut [("a".into(), errors)]).unwrap_err();
         assert!(error.contains("error counts overflow"), "{error}");
     }
 
@@ -460,7 +474,7 @@ mod tests {
             r.reconnects = 2;
             r
         };
-        let m = merge(&[
+        let m = merge(&mut [
             ("a".into(), with(60, 1, 40, "ERR")),
             ("b".into(), with(30, 2, 10, "NOAUTH")),
         ])
@@ -480,7 +494,7 @@ mod tests {
             latency_us: Default::default(),
             replies: Replies::default(),
         }];
-        let m = merge(&[("mix".into(), mix)]).unwrap();
+        let m = merge(&mut [("mix".into(), mix)]).unwrap();
         assert!(m.report.kinds.is_empty());
         assert!(m.note().unwrap().contains("left out"));
     }
@@ -489,23 +503,23 @@ mod tests {
     fn a_run_is_never_counted_twice() {
         let (a, b) = (run(&[10], (0.0, 10.0), 0), run(&[20], (0.0, 10.0), 0));
         // The same report twice.
-        let error = merge(&[("a".into(), a.clone()), ("a".into(), a.clone())]).unwrap_err();
+        let error = merge(&mut [("a".into(), a.clone()), ("a".into(), a.clone())]).unwrap_err();
         assert!(error.contains("a is given twice"), "{error}");
         // A merged report beside one of its inputs.
-        let ab = merge(&[("a".into(), a.clone()), ("b".into(), b.clone())]).unwrap();
+        let ab = merge(&mut [("a".into(), a.clone()), ("b".into(), b.clone())]).unwrap();
         assert_eq!(ab.report.runs, [a.runs[0].clone(), b.runs[0].clone()]);
-        let error = merge(&[("ab".into(), ab.report.clone()), ("b".into(), b)]).unwrap_err();
+        let error = merge(&mut [("ab".into(), ab.report.clone()), ("b".into(), b)]).unwrap_err();
         assert!(error.contains("ab and b both hold run"), "{error}");
         // Merged reports that do not overlap merge, and list every run.
         let (c, d) = (run(&[30], (0.0, 10.0), 0), run(&[40], (0.0, 10.0), 0));
-        let cd = merge(&[("c".into(), c), ("d".into(), d)]).unwrap();
-        let all = merge(&[("ab".into(), ab.report), ("cd".into(), cd.report)]).unwrap();
+        let cd = merge(&mut [("c".into(), c), ("d".into(), d)]).unwrap();
+        let all = merge(&mut [("ab".into(), ab.report), ("cd".into(), cd.report)]).unwrap();
         assert_eq!(all.report.runs.len(), 4);
         assert_eq!(all.report.messages, 4);
         // A report from before run ids: the same file twice is still caught.
         let mut old = a;
         old.runs.clear();
-        let error = merge(&[("x".into(), old.clone()), ("y".into(), old)]).unwrap_err();
+        let error = merge(&mut [("x".into(), old.clone()), ("y".into(), old)]).unwrap_err();
         assert!(error.contains("x and y both hold run"), "{error}");
     }
 }
