@@ -1,5 +1,6 @@
 //! `--balance auto` with two workers in use keeps each client thread's sessions on one
-//! worker: the sessions whose packets arrive on one CPU are swapped onto one worker.
+//! worker: the sessions whose packets arrive on one CPU are swapped onto one worker, and they
+//! stay there when the client threads trade CPUs.
 //!
 //! Two client threads, each pinned to a CPU of its own and each echoing 16 KiB blocks on its
 //! connections as fast as they come back, load two workers (as two generator threads on the
@@ -12,9 +13,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
@@ -75,13 +76,17 @@ fn peer_ports_by_poller() -> Vec<HashSet<u16>> {
 /// A client thread pinned to `cpu` that, round after round until `stop`, writes a numbered
 /// 16 KiB block on each of its connections and reads each back whole, checking every byte.
 /// Returns the rounds it made.
-fn pinned_client(
+///
+/// It moves to CPU `(cpu + hops) % 2` as `hops` counts up.
+fn hopping_client(
     cpu: usize,
+    hops: Arc<AtomicUsize>,
     mut streams: Vec<TcpStream>,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<u64> {
     thread::spawn(move || {
         pin(cpu);
+        let mut hopped = 0;
         let blocks: Vec<Vec<u8>> = (0..streams.len())
             .map(|c| {
                 (0..)
@@ -94,12 +99,20 @@ fn pinned_client(
         let mut rounds = 0u64;
         let started = Instant::now();
         while !stop.load(Ordering::Relaxed) && started.elapsed() < 2 * PATIENCE {
+            let now = hops.load(Ordering::Relaxed);
+            if now != hopped {
+                hopped = now;
+                pin((cpu + hopped) % 2);
+            }
             for (stream, block) in streams.iter_mut().zip(&blocks) {
                 stream.write_all(block).unwrap();
             }
             for (c, (stream, block)) in streams.iter_mut().zip(&blocks).enumerate() {
                 stream.read_exact(&mut buf).unwrap();
-                assert!(buf == *block, "cpu {cpu} connection {c}: the echo differs");
+                assert!(
+                    buf == *block,
+                    "client {cpu} connection {c}: the echo differs"
+                );
             }
             rounds += 1;
         }
@@ -113,11 +126,37 @@ fn pin(cpu: usize) {
     sched_setaffinity(Pid::from_raw(0), &set).unwrap();
 }
 
+/// Waits (bounded by [`PATIENCE`]) until two workers are in use, each holding one of the
+/// groups of sessions (by their peers' ports) whole; tells whether they did.
+fn wait_grouped(groups: &[Vec<u16>; 2]) -> bool {
+    let started = Instant::now();
+    loop {
+        let pollers = peer_ports_by_poller();
+        let home = |group: &[u16]| {
+            pollers
+                .iter()
+                .position(|peers| group.iter().all(|p| peers.contains(p)))
+        };
+        // Two workers in use, each holding one group whole.
+        if let (Some(a), Some(b)) = (home(&groups[0]), home(&groups[1]))
+            && a != b
+            && pollers.len() == 2
+        {
+            return true;
+        }
+        if started.elapsed() > PATIENCE {
+            eprintln!("pollers: {pollers:?}, groups: {groups:?}");
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Connections in all, half of them in each group.
 const CLIENTS: usize = 16;
 
 #[test]
-fn sessions_whose_packets_arrive_on_one_cpu_end_up_on_one_worker() {
+fn sessions_whose_packets_arrive_on_one_cpu_end_up_on_one_worker_and_stay() {
     let cpus = thread::available_parallelism().map_or(1, usize::from);
     if cpus < 2 {
         eprintln!("skipped: one CPU, no two client threads on CPUs of their own");
@@ -139,31 +178,26 @@ fn sessions_whose_packets_arrive_on_one_cpu_end_up_on_one_worker() {
         streams[group].push(stream);
     }
     let [zero, one] = streams;
+    let hops = Arc::new(AtomicUsize::new(0));
     let clients = [
-        pinned_client(0, zero, stop.clone()),
-        pinned_client(1, one, stop.clone()),
+        hopping_client(0, hops.clone(), zero, stop.clone()),
+        hopping_client(1, hops.clone(), one, stop.clone()),
     ];
-    let started = Instant::now();
-    let grouped = loop {
-        let pollers = peer_ports_by_poller();
-        let home = |group: &[u16]| {
-            pollers
-                .iter()
-                .position(|peers| group.iter().all(|p| peers.contains(p)))
-        };
-        // Two workers in use, each holding one group whole.
-        if let (Some(a), Some(b)) = (home(&groups[0]), home(&groups[1]))
-            && a != b
-            && pollers.len() == 2
-        {
-            break true;
+    let grouped = wait_grouped(&groups);
+    let moved = moved_in(&served.scrape());
+    // Then the two client threads trade CPUs, again and again: each worker's sessions still
+    // all come from one CPU, as grouped as before, and nothing needs to move. (The grouping
+    // used to swap them all at each trade, chasing threads that the kernel moves, as it does
+    // a lone generator thread, from CPU to CPU.) Each trade lasts long enough for the
+    // grouping's looks, every 250 ms, to call the sessions steady.
+    let trades = 4;
+    if grouped {
+        for _ in 0..trades {
+            hops.fetch_add(1, Ordering::Relaxed);
+            thread::sleep(Duration::from_millis(700));
         }
-        if started.elapsed() > PATIENCE {
-            eprintln!("pollers: {pollers:?}, groups: {groups:?}");
-            break false;
-        }
-        thread::sleep(std::time::Duration::from_millis(50));
-    };
+    }
+    let moved_trading = moved_in(&served.scrape()) - moved;
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         assert!(client.join().unwrap() > 0);
@@ -173,5 +207,11 @@ fn sessions_whose_packets_arrive_on_one_cpu_end_up_on_one_worker() {
         "each group's sessions on a worker of its own within {PATIENCE:?}"
     );
     // Getting there took moves: the sessions were placed split.
-    assert!(moved_in(&served.scrape()) >= 2.0);
+    assert!(moved >= 2.0);
+    // A gathering on one worker or a spreading over two, as the load asks, moves each
+    // session once at most; a swap at each trade would move them all each time.
+    assert!(
+        moved_trading <= CLIENTS as f64,
+        "{moved_trading} moves of {CLIENTS} sessions over {trades} trades of CPUs"
+    );
 }

@@ -13,7 +13,10 @@
 //! to worker `k`, no more than `k` counted as belonging here at its own last look, plus half
 //! the difference if this worker holds more sessions than `k`. Sessions are swapped, never
 //! piled on one worker, so a client whose packets all arrive on one CPU (one NIC queue)
-//! leaves them evenly spread.
+//! leaves them evenly spread. And only a worker whose sessions' packets come from the CPUs
+//! of two or more workers hands any on: one whose all come from one CPU is as grouped as it
+//! can be, whichever CPU that is. Without this, a lone client thread that the kernel moves
+//! from CPU to CPU (or two that trade CPUs) had every session swapped at each of its moves.
 //!
 //! A load that just started is the one most split: new connections are placed in turn, and
 //! a spreading hands sessions on by share. So a new connection's first look is taken as it
@@ -61,6 +64,9 @@ impl Worker {
         let balance = &self.shared.balance;
         // Which of this worker's sessions belong with which worker.
         let mut belong: Vec<Vec<usize>> = vec![Vec::new(); in_use];
+        // Whether the steady sessions' packets come from more than one worker's CPUs.
+        let mut first = None;
+        let mut mixed = false;
         let movable: Vec<usize> = self
             .sessions
             .iter()
@@ -78,10 +84,22 @@ impl Worker {
             // rarer, not rare: such a client's tasks can stay on one thread for a while.)
             let steady = s.arrives_on.replace(cpu) == Some(cpu);
             let to = cpu % in_use;
-            if steady && to != self.index {
+            if steady {
+                mixed |= *first.get_or_insert(to) != to;
                 belong[to].push(t);
             }
         }
+        // Sessions whose packets all come from one CPU have no better worker than another:
+        // one client thread, or several that the kernel runs on one CPU for now. Swapping
+        // them would only chase that thread as it moves from CPU to CPU, a swap of every
+        // session at each of its moves. Nothing is owed either way until they differ.
+        if !mixed {
+            for to in (0..in_use).filter(|&to| to != self.index) {
+                balance.set_belonging(self.index, to, 0);
+            }
+            return;
+        }
+        belong[self.index].clear();
         for (to, sessions) in belong.iter_mut().enumerate() {
             if to == self.index {
                 continue;
