@@ -23,6 +23,7 @@ peers=(
   "systemd-socket-activate systemd"
   "systemd-analyze systemd"
   "man man-db"
+  "openssl openssl"
 )
 
 missing=()

@@ -6,6 +6,7 @@
 //! | [`server`] | the server: config, acceptor, workers, session registry, modes, console, faults, metrics, shutdown (its own table maps the files) |
 //! | [`client`] | the clients: `talk` (interactive, seed-compatible) and `bench` (load generator), and the `HOST:PORT` they take |
 //! | `time` | deadlines that saturate instead of overflowing |
+//! | [`tls`] | TLS on rustls for the server and the clients: the non-blocking link, configurations, made certificates |
 //! | [`units`] | the one grammar of durations (`250ms`, `5m`) and sizes (`64KiB`) that every flag takes |
 //!
 //! The quickest way in is [`serve`]: bind with [`server::bind`], hand it a [`Config`] and a
@@ -16,6 +17,7 @@ pub mod client;
 pub mod pool;
 pub mod server;
 mod time;
+pub mod tls;
 pub mod units;
 
 pub use server::{Config, Handler, Mode, Overflow, Server, Shutdown, Summary, serve};

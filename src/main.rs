@@ -65,6 +65,9 @@ enum Command {
     /// Ctrl-C stops the run early and still prints the report. `bench merge` and `bench plot`
     /// work on reports saved with --json.
     Bench(cli::bench::BenchArgs),
+    /// Make certificates for tests: a CA, a server and a client certificate, and broken
+    /// ones (`tcpool tls gen DIR`).
+    Tls(cli::tls::TlsArgs),
     /// Print the completion script for a shell: bash, zsh, fish, elvish or powershell.
     Completions(cli::completions::CompletionsArgs),
     /// Print a manual page in roff (`tcpool man bench | man -l -`), or write every page into
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             cli::flush_logs();
             result
         }
+        Command::Tls(args) => cli::tls::run(args),
         Command::Completions(args) => cli::completions::run(args),
         Command::Man(args) => cli::man::run(args),
     };

@@ -43,4 +43,5 @@ mod scripts;
 mod seed;
 mod shutdown;
 mod talk;
+mod tls;
 mod wire;

@@ -91,6 +91,8 @@ struct RunArgs {
     /// error (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "TIME", default_value = "5s", value_parser = super::parse_positive_seconds)]
     connect_timeout: Duration,
+    #[command(flatten)]
+    tls: super::tls::TlsClientArgs,
     /// Echo: how each message ends, none, lf or crlf.
     #[arg(long, value_name = "EOL", default_value = "lf")]
     eol: LineEnding,
@@ -424,7 +426,15 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
         }),
         None => None,
     };
+    let tls = match args.tls.settings() {
+        Some(settings) => Some(bench::BenchTls {
+            config: tcpool::tls::client_config(&settings)?,
+            name: tcpool::tls::server_name(&settings, &args.target.host())?,
+        }),
+        None => None,
+    };
     let options = Options {
+        tls,
         addrs,
         protocol,
         greeting,

@@ -9,6 +9,7 @@ pub(crate) mod report_out;
 pub(crate) mod serve;
 pub(crate) mod talk;
 pub(crate) mod terminal;
+pub(crate) mod tls;
 
 use std::io::{self, Write as _};
 use std::time::Duration;

@@ -130,6 +130,27 @@ pub(crate) struct ServeArgs {
     /// kernel spreads new connections over them.
     #[arg(long)]
     reuse_port: bool,
+    /// Speak TLS with a certificate made at start (`auto`): ECDSA P-256, for localhost,
+    /// 127.0.0.1, ::1 and the host name, signed by a CA whose certificate goes to
+    /// --tls-ca-out for clients to verify with. Without --tls-port, every listener speaks
+    /// TLS [default: off].
+    #[arg(long, value_enum, value_name = "auto", conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls: Option<TlsArg>,
+    /// Speak TLS with this certificate chain (PEM, the server's certificate first); with
+    /// --tls-key. Without --tls-port, every listener speaks TLS [default: none].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC) [default: none].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Speak TLS on this port (on every --bind address), plaintext staying on --port
+    /// [default: none, TLS on --port].
+    #[arg(long, value_name = "PORT")]
+    tls_port: Option<u16>,
+    /// Where `--tls auto` writes its CA's certificate [default: tcpool-ca-PID.pem in the
+    /// temporary directory].
+    #[arg(long, value_name = "FILE")]
+    tls_ca_out: Option<std::path::PathBuf>,
     /// Let only clients in this address block connect, `10.0.0.0/8`, `::1` (repeatable; any
     /// one matching lets a client in) [default: everyone].
     #[arg(long = "allow", value_name = "CIDR")]
@@ -261,8 +282,32 @@ fn admin_token(path: &std::path::Path) -> anyhow::Result<server::operator::admin
 }
 
 /// Runs the server until a shutdown; exit code 0 after any requested shutdown.
+/// `--tls`'s one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TlsArg {
+    /// Make a certificate at start.
+    Auto,
+}
+
+/// Where the server's certificate comes from, if it speaks TLS.
+fn tls_certs(args: &ServeArgs) -> Option<tcpool::tls::ServerCerts> {
+    match (&args.tls, &args.tls_cert, &args.tls_key) {
+        (Some(TlsArg::Auto), _, _) => Some(tcpool::tls::ServerCerts::Auto {
+            ca_out: args.tls_ca_out.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("tcpool-ca-{}.pem", std::process::id()))
+            }),
+        }),
+        (None, Some(chain), Some(key)) => Some(tcpool::tls::ServerCerts::Files {
+            chain: chain.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    }
+}
+
 pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Result<ExitCode> {
     let manual = matches!(args.mode, ModeArg::Manual);
+    let tls_certs = tls_certs(&args);
     let config = Config {
         workers: args.workers.map_or(0, usize::from),
         balance: match args.balance {
@@ -306,19 +351,30 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     if let Err(e) = config.validate() {
         bad_value("serve", e);
     }
+    if tls_certs.is_none() && (args.tls_port.is_some() || args.tls_ca_out.is_some()) {
+        bad_value(
+            "serve",
+            "--tls-port and --tls-ca-out need a certificate: --tls auto, or --tls-cert FILE --tls-key FILE",
+        );
+    }
     // Sockets a service manager bound for us, taken before any thread starts (it edits the
     // environment); otherwise the --bind addresses.
     let notify = Notify::from_env();
     let inherited =
         server::arrival::listen::inherited().context("cannot take the inherited sockets")?;
     let activated = inherited.listeners.len();
-    let listeners = if activated > 0 {
-        inherited.listeners
+    let (listeners, tls_listeners) = if activated > 0 {
+        (inherited.listeners, inherited.tls)
     } else {
         let options = server::BindOptions {
             reuse_port: args.reuse_port,
         };
-        server::bind_all_with(&args.bind, args.port, &options)?
+        let tls = match args.tls_port {
+            Some(port) => server::bind_all_with(&args.bind, port, &options)
+                .with_context(|| format!("cannot listen on port {port} (--tls-port)"))?,
+            None => Vec::new(),
+        };
+        (server::bind_all_with(&args.bind, args.port, &options)?, tls)
     };
     let admin_token = args
         .admin_token_file
@@ -348,7 +404,7 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         );
     }
     // Second handles on every listening socket, for a hand-over to pass on.
-    let sockets = Sockets::new(&listeners, admin_listener.as_ref())
+    let sockets = Sockets::new(&listeners, &tls_listeners, admin_listener.as_ref())
         .context("cannot keep the sockets for a hand-over")?;
     let mut listeners = listeners.into_iter();
     let first = listeners.next().context("no address to listen on")?;
@@ -376,10 +432,36 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         log_level,
     );
     let shutdown_timeout = config.shutdown_timeout;
-    let server = listeners
+    let mut server = listeners
         .fold(Server::new(first, config), Server::also_on)
         .printer(printer.clone())
         .with_shutdown(shutdown.clone());
+    if let Some(certs) = &tls_certs {
+        let made = tcpool::tls::server_config(certs).context("cannot set up TLS")?;
+        log::info!(
+            "TLS certificate: {}",
+            tcpool::tls::peer::describe_cert(&made.served)
+        );
+        if let Some(ca) = &made.ca_file {
+            log::info!(
+                "TLS auto: clients verify with --tls-ca {} (the CA made at start)",
+                ca.display()
+            );
+        }
+        if let Some(path) = tcpool::tls::key_log_file() {
+            log::warn!(
+                "SSLKEYLOGFILE={path}: the secrets of every TLS session are written there, for \
+                 Wireshark; anyone who reads it can decrypt them"
+            );
+        }
+        // Without --tls-port (or inherited sockets named `tls`), every listener speaks TLS.
+        server = if args.tls_port.is_none() && tls_listeners.is_empty() {
+            server.all_tls()
+        } else {
+            tls_listeners.into_iter().fold(server, Server::also_on_tls)
+        }
+        .tls(made.config);
+    }
 
     // SIGINT, SIGTERM and Ctrl-C at the console prompt: the first shuts down gracefully,
     // a second exits at once. SIGHUP is the hand-over.

@@ -2,7 +2,6 @@
 //! seed-compatible mode (piped stdin).
 
 use std::io::{self, IsTerminal, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +39,8 @@ pub(crate) struct TalkArgs {
     /// How long each address may take to accept the connection (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     connect_timeout: Duration,
+    #[command(flatten)]
+    tls: super::tls::TlsClientArgs,
 }
 
 const EXAMPLES: &str = r"
@@ -48,11 +49,13 @@ const EXAMPLES: &str = r"
   # One scripted exchange with the server on port 9000 of this machine
   printf 'hello\nquit\n' | tcpool talk 9000
   # A thousand lines sent at once, without waiting for each reply
-  seq 1000 | tcpool talk --no-wait localhost:8900";
+  seq 1000 | tcpool talk --no-wait localhost:8900
+  # Over TLS, to `tcpool serve --tls auto`, verifying with the CA file its log names
+  tcpool talk --tls --tls-ca /tmp/tcpool-ca-PID.pem localhost:8900";
 
 /// Talks to the server; exit code 0 whenever the conversation ended normally.
 pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
-    let (stream, _) = args
+    let (mut stream, _) = args
         .addr
         .connect(args.connect_timeout)
         .with_context(|| format!("cannot connect to {}", args.addr))?;
@@ -67,14 +70,36 @@ pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
         wait: !args.no_wait,
         reply_timeout: args.reply_timeout,
     };
-    if io::stdin().is_terminal() && io::stdout().is_terminal() {
+    let interactive_here = io::stdin().is_terminal() && io::stdout().is_terminal();
+    if let Some(settings) = args.tls.settings() {
+        let config = tcpool::tls::client_config(&settings)?;
+        let name = tcpool::tls::server_name(&settings, &args.addr.host())?;
+        let conn = tcpool::tls::pump::handshake(&mut stream, config, name, args.connect_timeout)
+            .map_err(|e| anyhow::anyhow!(super::tls::handshake_failed(&e)))
+            .with_context(|| format!("cannot talk to {}", args.addr))?;
+        if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
+            eprintln!("tls: {}", tcpool::tls::peer::describe_cert(cert));
+        }
+        eprintln!("tls: {}", tcpool::tls::peer::describe_session(&conn));
+        let (stream, pump) =
+            tcpool::tls::pump::pump(stream, conn).context("cannot start the TLS link")?;
+        let ended = if interactive_here {
+            interactive(stream, options)
+        } else {
+            piped(stream, options)
+        };
+        // The last line and `close_notify` may still be on their way.
+        pump.finish(Duration::from_secs(2));
+        return ended;
+    }
+    if interactive_here {
         interactive(stream, options)
     } else {
         piped(stream, options)
     }
 }
 
-fn piped(stream: TcpStream, options: Options) -> anyhow::Result<ExitCode> {
+fn piped(stream: impl talk::Stream, options: Options) -> anyhow::Result<ExitCode> {
     terminal::take_stop_signal();
     // A client's replies wait for a slow stdout rather than being dropped (the server's
     // lossy printer is for output that must never hold anything up).
@@ -108,7 +133,7 @@ fn announce(end: &End) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn interactive(mut stream: TcpStream, options: Options) -> anyhow::Result<ExitCode> {
+fn interactive(mut stream: impl talk::Stream, options: Options) -> anyhow::Result<ExitCode> {
     use rustyline::ExternalPrinter as _;
     use rustyline::error::ReadlineError;
 

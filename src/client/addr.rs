@@ -228,6 +228,14 @@ impl fmt::Display for Target {
 }
 
 impl Target {
+    /// The host as given: a name, or an IP address's text (for TLS, the name to verify).
+    pub fn host(&self) -> String {
+        match &self.host {
+            Host::Ip(ip) => ip.to_string(),
+            Host::Name(name) => name.clone(),
+        }
+    }
+
     /// The port to connect to.
     pub fn port(&self) -> u16 {
         self.port

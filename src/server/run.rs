@@ -66,8 +66,11 @@ const LOG: &str = "tcpool::server";
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Server {
-    /// One or more; each gets an acceptor of its own, all handing off to the same pool.
-    listeners: Vec<TcpListener>,
+    /// One or more, each with whether it speaks TLS; each gets an acceptor of its own, all
+    /// handing off to the same pool.
+    listeners: Vec<(TcpListener, bool)>,
+    /// What TLS listeners serve.
+    tls: Option<Arc<rustls::ServerConfig>>,
     config: Config,
     handler: Option<Arc<dyn Handler>>,
     printer: Printer,
@@ -96,7 +99,8 @@ impl Server {
         let seed = config.seed.unwrap_or_else(faults::random_seed);
         let faults = Faults::new(seed, &config.faults);
         Server {
-            listeners: vec![listener],
+            listeners: vec![(listener, false)],
+            tls: None,
             faults,
             config,
             handler: None,
@@ -111,7 +115,29 @@ impl Server {
     /// Serves `listener` too, with an acceptor of its own handing off to the same workers
     /// (several `--bind` addresses, inherited sockets).
     pub fn also_on(mut self, listener: TcpListener) -> Self {
-        self.listeners.push(listener);
+        self.listeners.push((listener, false));
+        self
+    }
+
+    /// Serves `listener` too, speaking TLS there with the configuration given to
+    /// [`Server::tls`] (without one, [`Server::start`] fails).
+    pub fn also_on_tls(mut self, listener: TcpListener) -> Self {
+        self.listeners.push((listener, true));
+        self
+    }
+
+    /// Speaks TLS on every listener: the first one too.
+    pub fn all_tls(mut self) -> Self {
+        for (_, tls) in &mut self.listeners {
+            *tls = true;
+        }
+        self
+    }
+
+    /// What the TLS listeners serve: certificates, versions, resumption
+    /// ([`crate::tls::server_config`] makes one).
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -171,7 +197,7 @@ impl Server {
     ///
     /// As [`TcpListener::local_addr`].
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listeners[0].local_addr()
+        self.listeners[0].0.local_addr()
     }
 
     /// The addresses of every listener, in the order they were given.
@@ -180,7 +206,7 @@ impl Server {
     ///
     /// As [`TcpListener::local_addr`].
     pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        self.listeners.iter().map(TcpListener::local_addr).collect()
+        self.listeners.iter().map(|(l, _)| l.local_addr()).collect()
     }
 
     /// An operator console for this server.
@@ -222,6 +248,7 @@ impl Server {
     pub fn start(self) -> io::Result<Running> {
         let Server {
             listeners,
+            tls,
             config,
             handler,
             printer,
@@ -232,10 +259,22 @@ impl Server {
             audit: _,
         } = self;
         config.validate()?;
+        if tls.is_none() && listeners.iter().any(|&(_, tls)| tls) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TLS listener and no TLS configuration: no certificate to serve",
+            ));
+        }
         let addrs = listeners
             .iter()
-            .map(TcpListener::local_addr)
+            .map(|(l, _)| l.local_addr())
             .collect::<io::Result<Vec<_>>>()?;
+        let tls_addrs: Vec<SocketAddr> = addrs
+            .iter()
+            .zip(&listeners)
+            .filter(|(_, (_, tls))| *tls)
+            .map(|(addr, _)| *addr)
+            .collect();
         let workers = metrics.worker_count();
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
@@ -251,6 +290,7 @@ impl Server {
             forced_closes: Arc::clone(&forced_closes),
             accepting_stopped: AtomicBool::new(false),
             balance: Balance::new(workers, config.balance == Balancing::Auto),
+            tls,
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
@@ -274,9 +314,10 @@ impl Server {
         let (acceptor_done, acceptor_stopped) = channel::bounded::<()>(0);
         let mut acceptor_threads = Vec::with_capacity(listeners.len());
         let mut acceptor_wakers = Vec::with_capacity(listeners.len());
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, (listener, tls)) in listeners.into_iter().enumerate() {
             let made = Acceptor::new(
                 listener,
+                tls,
                 Arc::clone(&shared),
                 pool.submitter(),
                 closer.clone(),
@@ -324,6 +365,9 @@ impl Server {
             config.backlog,
             config.overflow
         );
+        if !tls_addrs.is_empty() {
+            log::info!(target: LOG, "TLS on {}", listen::describe(&tls_addrs));
+        }
         if !faults.active().is_empty() {
             let specs: Vec<String> = faults
                 .active()

@@ -29,4 +29,6 @@ pub(crate) struct Shared {
     pub(crate) accepting_stopped: AtomicBool,
     /// Which workers are in use, and the sessions on their way from one to another.
     pub(crate) balance: Balance,
+    /// What the TLS listeners' sessions speak.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }

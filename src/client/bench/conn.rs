@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write as _};
 use std::time::Instant;
 
-use mio::net::TcpStream;
+use crate::tls::Link;
 
 use super::bytes::shown;
 use super::error::{ErrorKind, Failure, FirstError};
@@ -47,6 +47,8 @@ pub(super) struct Flight {
 pub(super) enum State {
     /// Connect to the address at this index started at this time.
     Connecting(usize, Instant),
+    /// Connected; the TLS handshake began at this time (`--tls`).
+    Handshaking(Instant),
     /// Connected; the greeting went out at this time and its reply is awaited.
     Greeting(Instant),
     /// Connected (and greeted): sending once the schedule says so.
@@ -60,7 +62,7 @@ pub(super) enum State {
 pub(super) struct Conn {
     /// Global index: `{conn}`, the echo payload and the open-loop phase.
     pub(super) index: usize,
-    pub(super) stream: Option<TcpStream>,
+    pub(super) stream: Option<Link>,
     pub(super) state: State,
     pub(super) inflight: VecDeque<Flight>,
     /// Bytes queued for writing; `out[out_off..]` are not written yet.
@@ -434,6 +436,14 @@ impl Conn {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
+        // What TLS holds for the socket goes first (a handshake message, say).
+        if let Err(e) = stream.flush() {
+            return Err(Failure::new(
+                ErrorKind::of_transfer(&e),
+                self.received,
+                e.to_string(),
+            ));
+        }
         while self.out_off < self.out.len() {
             match stream.write(&self.out[self.out_off..]) {
                 Ok(0) => return Err(Failure::new(ErrorKind::Closed, self.received, "write: 0")),

@@ -42,6 +42,9 @@ pub enum ErrorKind {
     /// The reply to the first message was an error or not the one expected
     /// (`--first-expect`). Ends the connection.
     FirstReply,
+    /// The TLS handshake failed (`--tls`): the certificate did not verify, no version or
+    /// suite in common, an alert. Ends the connection.
+    Tls,
 }
 
 impl ErrorKind {
@@ -60,6 +63,7 @@ impl ErrorKind {
             ErrorKind::Reply => "reply",
             ErrorKind::Protocol => "protocol",
             ErrorKind::FirstReply => "first_reply",
+            ErrorKind::Tls => "tls",
         }
     }
 
@@ -78,6 +82,7 @@ impl ErrorKind {
             ErrorKind::Reply => "got an error reply",
             ErrorKind::Protocol => "got a reply that cannot be read",
             ErrorKind::FirstReply => "got a wrong reply to its first message",
+            ErrorKind::Tls => "failed its TLS handshake",
         }
     }
 

@@ -74,7 +74,7 @@ mod worker;
 
 pub use error::ErrorKind;
 pub use histogram::Percentiles;
-pub use plan::{Limit, Options};
+pub use plan::{BenchTls, Limit, Options};
 pub use report::Report;
 
 pub use error::FirstError;

@@ -78,6 +78,25 @@ pub struct Options {
     /// [`Reply::Until`]: a reply starting with these bytes is an error reply
     /// (`--error-prefix`).
     pub error_prefix: Option<Vec<u8>>,
+    /// Speak TLS on every connection (`--tls`): a handshake after each connect, before the
+    /// connection counts as open.
+    pub tls: Option<BenchTls>,
+}
+
+/// How bench's connections speak TLS.
+#[derive(Debug, Clone)]
+pub struct BenchTls {
+    /// The client configuration: roots or none, versions, provider.
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name asked for and verified.
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl PartialEq for BenchTls {
+    /// The same configuration object and name.
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.config, &other.config) && self.name == other.name
+    }
 }
 
 impl Default for Options {
@@ -104,6 +123,7 @@ impl Default for Options {
             seed: 0,
             max_reply: DEFAULT_MAX_REPLY,
             error_prefix: None,
+            tls: None,
         }
     }
 }

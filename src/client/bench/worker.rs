@@ -23,6 +23,7 @@ use super::error::{ErrorKind, Failure, FirstError};
 use super::histogram::micros;
 use super::plan::{Limit, Plan, Schedule};
 use super::tally::Tally;
+use crate::tls::Link;
 
 /// How often each thread checks the stop flag and the timeouts and publishes its counts.
 pub(super) const TICK: Duration = Duration::from_millis(10);
@@ -161,6 +162,7 @@ impl<'a> Worker<'a> {
                 let i = event.token().0;
                 match self.conns[i].state {
                     State::Connecting(addr, since) => self.on_connecting(i, addr, since, now),
+                    State::Handshaking(_) => self.on_handshaking(i, now),
                     State::Greeting(_) | State::Open => {
                         let closing = event.is_read_closed() || event.is_error();
                         if event.is_readable() || closing {
@@ -251,7 +253,14 @@ impl<'a> Worker<'a> {
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(stream)
+            Ok(match &self.plan.options.tls {
+                Some(tls) => {
+                    let conn = rustls::ClientConnection::new(tls.config.clone(), tls.name.clone())
+                        .map_err(io::Error::other)?;
+                    Link::tls(stream, conn)
+                }
+                None => Link::plain(stream),
+            })
         });
         match connected {
             Ok(stream) => {
@@ -268,7 +277,7 @@ impl<'a> Worker<'a> {
         let target = self.plan.options.addrs[addr];
         log::debug!("bench connection {i} cannot connect: addr={target} error={e}");
         if let Some(mut stream) = self.conns[i].stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(stream.socket_mut());
         }
         if addr + 1 < self.plan.options.addrs.len() {
             return self.open(i, addr + 1, now);
@@ -279,7 +288,7 @@ impl<'a> Worker<'a> {
 
     /// A connecting socket had an event: connected, failed, or not yet.
     fn on_connecting(&mut self, i: usize, addr: usize, since: Instant, now: Instant) {
-        let Some(stream) = self.conns[i].stream.as_ref() else {
+        let Some(stream) = self.conns[i].stream.as_ref().map(Link::socket) else {
             return;
         };
         let failed = match stream.take_error() {
@@ -302,6 +311,38 @@ impl<'a> Worker<'a> {
                 .saturating_record(micros(now.duration_since(since)));
         }
         self.plan.live.open.fetch_add(1, Ordering::Relaxed);
+        if self.plan.options.tls.is_some() {
+            self.conns[i].state = State::Handshaking(now);
+            return self.on_handshaking(i, now);
+        }
+        self.connected(i, now);
+    }
+
+    /// A handshaking connection had an event (or just connected): the handshake goes on,
+    /// ends, or failed.
+    fn on_handshaking(&mut self, i: usize, now: Instant) {
+        let Some(link) = self.conns[i].stream.as_mut() else {
+            return;
+        };
+        match link.handshake() {
+            Ok(true) => self.connected(i, now),
+            Ok(false) => {}
+            Err(e) => {
+                let why = crate::tls::error_text(&e);
+                log::debug!("bench connection {i} TLS handshake failed: error={why}");
+                let kind = match e.kind() {
+                    io::ErrorKind::InvalidData => ErrorKind::Tls,
+                    _ => ErrorKind::of_transfer(&e),
+                };
+                let failure = Failure::new(kind, 0, format!("TLS handshake: {why}"));
+                self.close(i, Some(failure), now);
+            }
+        }
+    }
+
+    /// Connected (and, with TLS, the handshake done): the greeting goes out, and what came
+    /// with the connect is read.
+    fn connected(&mut self, i: usize, now: Instant) {
         self.conns[i].greet(self.plan, now);
         self.flush(i, now);
         // The connect's event may also have been the edge for bytes that came with it (a
@@ -314,10 +355,12 @@ impl<'a> Worker<'a> {
         if self.ready || self.next_open < self.conns.len() {
             return;
         }
-        let waiting = self
-            .conns
-            .iter()
-            .any(|c| matches!(c.state, State::Connecting(..) | State::Greeting(_)));
+        let waiting = self.conns.iter().any(|c| {
+            matches!(
+                c.state,
+                State::Connecting(..) | State::Handshaking(_) | State::Greeting(_)
+            )
+        });
         if !waiting {
             self.ready = true;
             self.plan.thread_ready(now, START_MARGIN);
@@ -364,6 +407,7 @@ impl<'a> Worker<'a> {
                 break Ok(());
             }
             reads += 1;
+            let drains = stream.short_read_drains();
             match stream.read(&mut self.buf) {
                 Ok(0) => {
                     break Err(Failure::new(
@@ -383,7 +427,7 @@ impl<'a> Worker<'a> {
                     // A short read emptied the socket's receive buffer: asking again would
                     // only hear `WouldBlock`, a system call per event for nothing. Bytes that
                     // arrive later raise a new edge; an end of stream already seen does not.
-                    if n < self.buf.len() && !closing {
+                    if n < self.buf.len() && !closing && drains {
                         break Ok(());
                     }
                 }
@@ -412,9 +456,12 @@ impl<'a> Worker<'a> {
         }
         let conn = &mut self.conns[i];
         if let Some(mut stream) = conn.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(stream.socket_mut());
         }
-        if matches!(conn.state, State::Open | State::Greeting(_)) {
+        if matches!(
+            conn.state,
+            State::Open | State::Greeting(_) | State::Handshaking(_)
+        ) {
             self.plan.live.open.fetch_sub(1, Ordering::Relaxed);
         }
         conn.forget(&mut self.tally);
@@ -522,6 +569,15 @@ impl<'a> Worker<'a> {
                     self.connect_failed(i, addr, &e, now);
                     continue;
                 }
+                State::Handshaking(since)
+                    if now.duration_since(since) >= options.connect_timeout =>
+                {
+                    Failure::new(
+                        ErrorKind::Timeout,
+                        0,
+                        format!("no TLS handshake within {:?}", options.connect_timeout),
+                    )
+                }
                 State::Greeting(since) if now.duration_since(since) >= options.timeout => {
                     Failure::new(
                         ErrorKind::Timeout,
@@ -554,9 +610,12 @@ impl<'a> Worker<'a> {
             return;
         }
         if let Some(mut stream) = conn.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(stream.socket_mut());
         }
-        if matches!(conn.state, State::Open | State::Greeting(_)) {
+        if matches!(
+            conn.state,
+            State::Open | State::Greeting(_) | State::Handshaking(_)
+        ) {
             self.plan.live.open.fetch_sub(1, Ordering::Relaxed);
         }
         // Messages left unanswered after the window closed were in flight at its end.

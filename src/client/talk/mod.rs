@@ -12,12 +12,54 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, RecvTimeoutError};
 
 use crate::server::protocol::{Flow, LineEnding, Splitter, escape};
+
+/// A connection to talk over: a TCP socket, or the plaintext end of a TLS link
+/// ([`crate::tls::pump`]).
+pub trait Stream: Read + Write + Send + Sized + 'static {
+    /// A second handle on the same connection, for the reader thread.
+    ///
+    /// # Errors
+    ///
+    /// As the socket's `try_clone`.
+    fn try_clone(&self) -> io::Result<Self>;
+    /// Ends one or both directions.
+    ///
+    /// # Errors
+    ///
+    /// As the socket's `shutdown`.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// How long a read may block.
+    ///
+    /// # Errors
+    ///
+    /// As the socket's `set_read_timeout`.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+macro_rules! stream_of_socket {
+    ($socket:ty) => {
+        impl Stream for $socket {
+            fn try_clone(&self) -> io::Result<Self> {
+                <$socket>::try_clone(self)
+            }
+            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                <$socket>::shutdown(self, how)
+            }
+            fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+                <$socket>::set_read_timeout(self, timeout)
+            }
+        }
+    };
+}
+stream_of_socket!(TcpStream);
+stream_of_socket!(UnixStream);
 
 /// What the reader thread saw.
 #[derive(Debug)]
@@ -93,8 +135,8 @@ const BUSY_WAIT: Duration = Duration::from_secs(1);
 /// # Errors
 ///
 /// When the stream cannot be cloned or the thread cannot start.
-pub fn spawn_reader(
-    stream: &TcpStream,
+pub fn spawn_reader<S: Stream>(
+    stream: &S,
     print: impl Fn(&str) + Send + 'static,
 ) -> io::Result<Receiver<Event>> {
     let mut stream = stream.try_clone()?;
@@ -177,7 +219,7 @@ pub fn spawn_reader(
 }
 
 /// Reports a held-back `busy` message as an ordinary one, and stops waiting for the close.
-fn release(tx: &channel::Sender<Event>, held: &mut Option<Vec<u8>>, stream: &TcpStream) {
+fn release<S: Stream>(tx: &channel::Sender<Event>, held: &mut Option<Vec<u8>>, stream: &S) {
     if let Some(text) = held.take() {
         let _ = stream.set_read_timeout(None);
         let _ = tx.send(Event::Message(text));
@@ -189,7 +231,7 @@ fn release(tx: &channel::Sender<Event>, held: &mut Option<Vec<u8>>, stream: &Tcp
 /// # Errors
 ///
 /// The write's error.
-pub fn send_line(stream: &mut TcpStream, line: &str, eol: LineEnding) -> io::Result<()> {
+pub fn send_line(stream: &mut impl Write, line: &str, eol: LineEnding) -> io::Result<()> {
     stream.write_all(&eol.terminate(line.as_bytes()))
 }
 
@@ -203,8 +245,8 @@ pub fn send_line(stream: &mut TcpStream, line: &str, eol: LineEnding) -> io::Res
 ///
 /// When reading the input fails, or sending fails for another reason than the server having
 /// closed.
-pub fn run_piped(
-    mut stream: TcpStream,
+pub fn run_piped<S: Stream>(
+    mut stream: S,
     input: impl BufRead + Send + 'static,
     options: Options,
     print: impl Fn(&str) + Send + 'static,

@@ -52,6 +52,8 @@ use crate::units::Millis;
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
     pub(crate) handle: Arc<SessionHandle>,
+    /// Accepted on a TLS listener: the worker puts TLS in front of it.
+    pub(crate) tls: bool,
 }
 
 /// The line a client gets when the server is full.
@@ -77,6 +79,8 @@ const WAKE: Token = Token(1);
 
 pub(crate) struct Acceptor {
     listener: TcpListener,
+    /// Whether its connections speak TLS.
+    tls: bool,
     poll: Poll,
     /// Held as long as the poller: closing the waker's descriptor would take a wake-up
     /// not yet collected out of the poller with it.
@@ -91,6 +95,7 @@ impl Acceptor {
     /// once the shutdown flag is set.
     pub(crate) fn new(
         listener: TcpListener,
+        tls: bool,
         shared: Arc<Shared>,
         submitter: Submitter<Conn>,
         closer: Closer,
@@ -105,6 +110,7 @@ impl Acceptor {
         )?;
         let acceptor = Acceptor {
             listener,
+            tls,
             poll,
             _waker: Arc::clone(&waker),
             shared,
@@ -234,7 +240,11 @@ impl Acceptor {
         }
         let handle = registry.register(peer);
         let id = handle.id();
-        let mut conn = Conn { stream, handle };
+        let mut conn = Conn {
+            stream,
+            handle,
+            tls: self.tls,
+        };
         loop {
             let result = match config.overflow {
                 Overflow::Reject => {

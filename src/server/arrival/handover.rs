@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use command_fds::{CommandFdExt, FdMapping};
 use parking_lot::Mutex;
 
-use crate::server::arrival::listen::ADMIN_FDNAME;
+use crate::server::arrival::listen::{ADMIN_FDNAME, TLS_FDNAME};
 use crate::server::arrival::notify::{NOTIFY_SOCKET_VAR, SERVICE_SOCKET_VAR};
 
 /// How long the old process waits for the new one's `READY=1` unless told otherwise.
@@ -65,21 +65,30 @@ pub struct Sockets {
 #[derive(Debug)]
 struct Held {
     listeners: Vec<TcpListener>,
+    tls: Vec<TcpListener>,
     admin: Option<TcpListener>,
 }
 
 impl Sockets {
-    /// Second handles on `listeners` and `admin` (the same sockets, shared with the server).
+    /// Second handles on `listeners`, the `tls` ones beside them and `admin` (the same
+    /// sockets, shared with the server).
     ///
     /// # Errors
     ///
     /// When a descriptor cannot be duplicated.
-    pub fn new(listeners: &[TcpListener], admin: Option<&TcpListener>) -> io::Result<Sockets> {
-        let held = Held {
-            listeners: listeners
-                .iter()
+    pub fn new(
+        listeners: &[TcpListener],
+        tls: &[TcpListener],
+        admin: Option<&TcpListener>,
+    ) -> io::Result<Sockets> {
+        let clone = |all: &[TcpListener]| {
+            all.iter()
                 .map(TcpListener::try_clone)
-                .collect::<io::Result<_>>()?,
+                .collect::<io::Result<Vec<_>>>()
+        };
+        let held = Held {
+            listeners: clone(listeners)?,
+            tls: clone(tls)?,
             admin: admin.map(TcpListener::try_clone).transpose()?,
         };
         Ok(Sockets {
@@ -108,6 +117,7 @@ impl Sockets {
             .listeners
             .iter()
             .map(|l| (l, LISTEN_FDNAME))
+            .chain(held.tls.iter().map(|l| (l, TLS_FDNAME)))
             .chain(held.admin.iter().map(|l| (l, ADMIN_FDNAME)));
         for (listener, name) in named {
             fds.push(OwnedFd::from(listener.try_clone()?));
@@ -337,11 +347,11 @@ mod tests {
         let a = crate::server::arrival::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let b = crate::server::arrival::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let admin = crate::server::arrival::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let sockets = Sockets::new(&[a, b], Some(&admin)).unwrap();
+        let sockets = Sockets::new(&[a, b], &[], Some(&admin)).unwrap();
         let (fds, names) = sockets.passed().unwrap();
         assert_eq!(fds.len(), 3);
         assert_eq!(names, "listen:listen:admin");
-        let without = Sockets::new(&[], None).unwrap();
+        let without = Sockets::new(&[], &[], None).unwrap();
         assert_eq!(without.passed().unwrap().1, "");
     }
 

@@ -14,7 +14,7 @@
 //! (or `systemd-socket-activate`) passes them as descriptors 3, 4, ... with `LISTEN_FDS`
 //! and `LISTEN_PID`, and [`inherited`] takes them (through `listenfd`) instead of binding.
 //! Named `admin` in `LISTEN_FDNAMES` (`FileDescriptorName=admin`), one serves the admin
-//! endpoint. A hand-over ([`handover`](crate::server::arrival::handover)) passes its sockets the same way,
+//! endpoint; named `tls`, one speaks TLS beside the others (`--tls-port`). A hand-over ([`handover`](crate::server::arrival::handover)) passes its sockets the same way,
 //! without `LISTEN_PID`, which `listenfd` then does not check.
 //!
 //! What a listener's clients may do once accepted is the acceptor's concern.
@@ -116,6 +116,10 @@ fn bind_with(
 /// The name `LISTEN_FDNAMES` gives the socket that serves the admin endpoint.
 pub const ADMIN_FDNAME: &str = "admin";
 
+/// The name `LISTEN_FDNAMES` gives a socket that speaks TLS beside plaintext ones
+/// (`serve --tls-port`).
+pub const TLS_FDNAME: &str = "tls";
+
 /// Listening sockets a service manager passed (`LISTEN_FDS` for this process), in order.
 #[derive(Debug, Default)]
 pub struct Inherited {
@@ -123,6 +127,8 @@ pub struct Inherited {
     pub listeners: Vec<TcpListener>,
     /// The one named [`ADMIN_FDNAME`], if any.
     pub admin: Option<TcpListener>,
+    /// Those named [`TLS_FDNAME`].
+    pub tls: Vec<TcpListener>,
 }
 
 /// Takes the listening sockets passed by a service manager, if any; clears `LISTEN_FDS` and
@@ -155,6 +161,8 @@ pub fn inherited() -> io::Result<Inherited> {
         )?;
         if names.get(i).is_some_and(|n| n == ADMIN_FDNAME) && found.admin.is_none() {
             found.admin = Some(listener);
+        } else if names.get(i).is_some_and(|n| n == TLS_FDNAME) {
+            found.tls.push(listener);
         } else {
             found.listeners.push(listener);
         }

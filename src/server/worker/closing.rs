@@ -1,6 +1,7 @@
 //! Ending sessions as the wire contract says: flush, `quit`, shut the write side, drain,
 //! close; one at a time or all at once at shutdown, each within its deadline.
 
+use crate::tls::Link;
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,7 +57,7 @@ impl Worker {
             let ending = match handle.speech() {
                 // What it sent may not have been read yet (a session adopted at shutdown,
                 // or whose first line came with it): its first line tells its ending.
-                Speech::Silent => match unread_ending(&session.stream) {
+                Speech::Silent => match unread_ending(&session.link) {
                     Some(ending) => ending,
                     None => self.shared.handler.silent_ending(),
                 },
@@ -85,7 +86,7 @@ impl Worker {
 
     pub(super) fn shut_write(&mut self, t: usize, reason: CloseReason) {
         let session = &mut self.sessions[t];
-        let _ = session.stream.shutdown(std::net::Shutdown::Write);
+        let _ = session.link.shutdown_write();
         let until = Instant::now() + DRAIN;
         session.phase = Phase::Draining { reason, until };
         self.drain_input(t);
@@ -98,7 +99,7 @@ impl Worker {
             let Some(session) = self.sessions.get_mut(t) else {
                 return;
             };
-            match session.stream.read(&mut self.buf) {
+            match session.link.read(&mut self.buf) {
                 Ok(0) => {
                     if matches!(session.phase, Phase::Draining { .. }) {
                         self.remove(t);
@@ -115,7 +116,20 @@ impl Worker {
     }
 
     pub(super) fn fail(&mut self, t: usize, error: &io::Error) {
-        if let Some(session) = self.sessions.get(t) {
+        if let Some(session) = self.sessions.get(t)
+            && session.link.is_tls()
+            && error.kind() == io::ErrorKind::InvalidData
+        {
+            // A handshake that failed, a record that did not decrypt: the operator of a
+            // TLS server looks for these (a client that does not trust the certificate).
+            log::info!(
+                target: LOG,
+                "session {} TLS failed: peer={} error={}",
+                session.handle.id(),
+                session.handle.peer(),
+                crate::tls::error_text(error)
+            );
+        } else if let Some(session) = self.sessions.get(t) {
             log::debug!(
                 target: LOG,
                 "session {} failed: peer={} error={error}",
@@ -274,7 +288,7 @@ impl Worker {
         if let Some(pacing) = session.fault.take() {
             session.handle.outbox().release(pacing.charged());
         }
-        let _ = self.poll.registry().deregister(&mut session.stream);
+        let _ = self.poll.registry().deregister(session.link.socket_mut());
         session.discard_pending(false);
         self.release_outbox(&session);
         let reason = match session.phase {
@@ -300,9 +314,13 @@ impl Worker {
 
 /// The line ending of what a session sent that was not read yet, if it sent anything: looked
 /// at without taking it from the socket.
-fn unread_ending(stream: &mio::net::TcpStream) -> Option<LineEnding> {
+fn unread_ending(link: &Link) -> Option<LineEnding> {
+    if link.is_tls() {
+        // What waits in the socket is ciphertext.
+        return None;
+    }
     let mut buf = [0u8; 1024];
-    match stream.peek(&mut buf) {
+    match link.socket().peek(&mut buf) {
         Ok(n) if n > 0 => Some(LineEnding::of_input(&buf[..n])),
         _ => None,
     }

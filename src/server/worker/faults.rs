@@ -127,7 +127,9 @@ impl Worker {
                 pacing.describe()
             );
         }
-        if let Err(e) = socket2::SockRef::from(&session.stream).set_linger(Some(Duration::ZERO)) {
+        if let Err(e) =
+            socket2::SockRef::from(session.link.socket()).set_linger(Some(Duration::ZERO))
+        {
             log::debug!(
                 target: LOG,
                 "session {} cannot set SO_LINGER: error={e}",

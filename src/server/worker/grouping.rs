@@ -75,7 +75,7 @@ impl Worker {
             .collect();
         for t in movable {
             let s = &mut self.sessions[t];
-            let Some(cpu) = arrives_on(&s.stream) else {
+            let Some(cpu) = arrives_on(s.link.socket()) else {
                 continue;
             };
             // Only a session whose packets came from the same CPU at the last look too: a
@@ -128,7 +128,7 @@ impl Worker {
             return;
         }
         let s = &mut self.sessions[t];
-        s.arrives_on = arrives_on(&s.stream);
+        s.arrives_on = arrives_on(s.link.socket());
         self.look_soon();
     }
 

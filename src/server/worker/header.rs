@@ -18,7 +18,7 @@ impl Worker {
         else {
             return;
         };
-        let why = match proxy::read_header(&mut session.stream, expected, &mut self.buf) {
+        let why = match proxy::read_header(session.link.socket_mut(), expected, &mut self.buf) {
             // Part of a header and then the peer's FIN: the rest can never come, and no
             // event will say so again.
             Ok(Step::Pending) if session.read_closed => "closed inside its PROXY header".into(),
@@ -84,7 +84,7 @@ impl Worker {
         let Some(mut session) = self.sessions.try_remove(t) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut session.stream);
+        let _ = self.poll.registry().deregister(session.link.socket_mut());
         self.headers.retain(|&(h, _, _)| h != t);
         self.release_outbox(&session);
         self.shared.registry.withdraw(session.handle.id());

@@ -45,14 +45,17 @@ impl Worker {
                 return;
             }
             session.read_more = false;
-            match session.stream.read(&mut self.buf) {
+            match session.link.read(&mut self.buf) {
                 Ok(0) => return self.on_eof(t),
                 Ok(n) => {
                     session.last_active = self.now;
                     // A short read emptied the socket: the poller reports the next arrival
                     // (edge-triggered readiness fires on every one), so reading again now
                     // would only hear `WouldBlock`. The end of input is the exception.
-                    let drained = n < self.buf.len() && !session.read_closed;
+                    // With TLS, rustls may hold more than one read brought out.
+                    let drained = n < self.buf.len()
+                        && !session.read_closed
+                        && session.link.short_read_drains();
                     self.on_input(t, n);
                     if drained {
                         return;

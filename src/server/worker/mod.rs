@@ -53,6 +53,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+
+use crate::tls::Link;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
@@ -221,6 +223,14 @@ impl Worker {
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.on_readable(t);
+                    // A TLS handshake finished by that read lets out what waited for it.
+                    if self
+                        .sessions
+                        .get(t)
+                        .is_some_and(|s| s.link.is_tls() && !s.pending.is_empty())
+                    {
+                        self.on_writable(t);
+                    }
                 }
             }
             while inbox_open {
@@ -277,7 +287,11 @@ impl Worker {
     }
 
     fn adopt(&mut self, conn: Conn) {
-        let Conn { stream, handle } = conn;
+        let Conn {
+            stream,
+            handle,
+            tls,
+        } = conn;
         let id = handle.id();
         if let Err(e) = stream.set_nonblocking(true) {
             log::warn!("session {id} dropped: peer={} error={e}", handle.peer());
@@ -296,13 +310,25 @@ impl Worker {
             self.shared.registry.unregister(id);
             return;
         }
+        let link = match tls.then_some(self.shared.tls.as_ref()).flatten() {
+            Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+                Ok(conn) => Link::tls(stream, conn),
+                Err(e) => {
+                    log::warn!("session {id} dropped: peer={} error={e}", handle.peer());
+                    let _ = self.poll.registry().deregister(&mut stream);
+                    self.shared.registry.unregister(id);
+                    return;
+                }
+            },
+            None => Link::plain(stream),
+        };
         handle.adopt(Arc::clone(&self.mailbox), t);
         let splitter = if self.shared.handler.holds_partial_lines() {
             Splitter::holding(self.shared.config.max_line)
         } else {
             Splitter::passing()
         };
-        let mut session = Session::new(handle, stream, splitter);
+        let mut session = Session::new(handle, link, splitter);
         if self.shared.config.proxy.is_some() {
             let deadline = Instant::now() + self.shared.config.proxy_timeout;
             session.header_deadline = Some(deadline);
@@ -387,7 +413,7 @@ fn idle_scan_interval(timeout: Duration) -> Duration {
 }
 
 /// Writes as much of `bytes` as the socket takes now.
-fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+fn write_some(stream: &mut Link, bytes: &[u8]) -> io::Result<usize> {
     use std::io::Write;
     let mut done = 0;
     while done < bytes.len() {

@@ -101,7 +101,7 @@ impl Worker {
     /// shutting down): the session stays here.
     pub(super) fn send_on(&mut self, t: usize, to: usize) -> bool {
         let mut session = Box::new(self.sessions.remove(t));
-        let _ = self.poll.registry().deregister(&mut session.stream);
+        let _ = self.poll.registry().deregister(session.link.socket_mut());
         match self.shared.balance.send(to, session) {
             Ok(()) => {
                 self.shared.metrics.worker(self.index).moved_out();
@@ -140,7 +140,7 @@ impl Worker {
         let entry = self.sessions.vacant_entry();
         let t = entry.key();
         let registered = self.poll.registry().register(
-            &mut session.stream,
+            session.link.socket_mut(),
             Token(t),
             Interest::READABLE | Interest::WRITABLE,
         );

@@ -101,7 +101,7 @@ impl Worker {
             return;
         }
         // Write straight from `bytes`; only what the socket does not take is copied.
-        match write_some(&mut session.stream, bytes) {
+        match write_some(&mut session.link, bytes) {
             Ok(n) => {
                 session
                     .handle

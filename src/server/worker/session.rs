@@ -1,4 +1,4 @@
-//! The worker's own part of a session: the socket, the message splitter, the bytes accepted
+//! The worker's own part of a session: the socket (with TLS or without), the message splitter, the bytes accepted
 //! for sending that the socket has not taken yet, where the session is in its life. An idle
 //! session holds no buffers: the worker reads into one buffer it shares among its sessions.
 
@@ -11,6 +11,7 @@ use crate::server::faults::Pacing;
 use crate::server::protocol::Splitter;
 use crate::server::session::outbox::{Chunk, Entry, MAX_SLACK, MESSAGE_OVERHEAD, append};
 use crate::server::session::{CloseReason, SessionHandle};
+use crate::tls::Link;
 
 /// Where a session is in its life, as its worker sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +69,8 @@ impl Deferred {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) handle: Arc<SessionHandle>,
-    pub(crate) stream: mio::net::TcpStream,
+    /// The socket, and the TLS connection in front of it on a TLS listener.
+    pub(crate) link: Link,
     pub(crate) splitter: Splitter,
     /// Accepted for sending, not yet written; the front chunk may be partly written.
     pub(crate) pending: VecDeque<Chunk>,
@@ -99,14 +101,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(
-        handle: Arc<SessionHandle>,
-        stream: mio::net::TcpStream,
-        splitter: Splitter,
-    ) -> Self {
+    pub(crate) fn new(handle: Arc<SessionHandle>, link: Link, splitter: Splitter) -> Self {
         Session {
             handle,
-            stream,
+            link,
             splitter,
             pending: VecDeque::new(),
             written: 0,
@@ -156,12 +154,15 @@ impl Session {
     }
 
     /// Writes pending chunks, each with its own write calls, until done or the socket is full.
-    /// Returns `Ok(true)` when nothing is left pending.
+    /// Returns `Ok(true)` when nothing is left pending (nor held by TLS for the socket).
     pub(crate) fn flush(&mut self) -> std::io::Result<bool> {
         use std::io::Write;
+        if !self.link.flush()? {
+            return Ok(false);
+        }
         while let Some(chunk) = self.pending.front_mut() {
             let bytes = &chunk.bytes()[self.written..];
-            match self.stream.write(bytes) {
+            match self.link.write(bytes) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.handle
@@ -195,7 +196,7 @@ impl Session {
         if self.pending.capacity() > 16 {
             self.pending.shrink_to(4);
         }
-        Ok(true)
+        Ok(!self.link.has_unsent())
     }
 
     /// Discards what is still pending for the peer, except the rest of a chunk partly

@@ -1,0 +1,94 @@
+//! The TLS flags `talk` and `bench` share, and `tcpool tls gen`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use tcpool::tls::ClientTls;
+
+/// A client's TLS flags.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TlsClientArgs {
+    /// Speak TLS, verifying the server's certificate against --tls-ca or the system's roots
+    /// [default: off, plaintext].
+    #[arg(long)]
+    pub(crate) tls: bool,
+    /// CA certificates (PEM) to verify the server with, such as the file `serve --tls auto`
+    /// names in its log [default: the system's roots].
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca: Option<PathBuf>,
+    /// Do not verify the server's certificate (any issuer, any name, expired): for a test
+    /// server only [default: off, verified].
+    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
+    tls_insecure: bool,
+    /// The name to ask the server for (SNI) and to verify its certificate against [default:
+    /// the host connected to].
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    tls_servername: Option<String>,
+}
+
+impl TlsClientArgs {
+    /// The client's TLS settings, if it speaks TLS.
+    pub(crate) fn settings(&self) -> Option<ClientTls> {
+        self.tls.then(|| ClientTls {
+            ca: self.tls_ca.clone(),
+            insecure: self.tls_insecure,
+            servername: self.tls_servername.clone(),
+        })
+    }
+}
+
+/// What a failed handshake means for the user, with the flags that change it.
+pub(crate) fn handshake_failed(e: &std::io::Error) -> String {
+    let why = tcpool::tls::error_text(e);
+    if why.contains("certificate") || why.contains("Certificate") {
+        format!(
+            "TLS handshake failed: {why} (verify with --tls-ca FILE, name the server with \
+             --tls-servername NAME, or skip the check with --tls-insecure)"
+        )
+    } else {
+        format!("TLS handshake failed: {why}")
+    }
+}
+
+const EXAMPLES: &str = r"
+  # A CA and certificates for tests, in ./certs
+  tcpool tls gen certs
+  # A server with them, TLS on 8901 beside plaintext on 8900
+  tcpool serve --tls-cert certs/server.pem --tls-key certs/server-key.pem --tls-port 8901
+  # A client that checks the server's certificate against that CA
+  tcpool talk --tls --tls-ca certs/ca.pem localhost:8901";
+
+/// `tcpool tls` subcommands.
+#[derive(Debug, Args)]
+#[command(after_help = super::examples(EXAMPLES))]
+pub(crate) struct TlsArgs {
+    #[command(subcommand)]
+    command: TlsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCommand {
+    /// Write a CA and certificates signed by it into DIR, each with its key: ca.pem,
+    /// server.pem (localhost, 127.0.0.1, ::1, this host), client.pem (for mutual TLS),
+    /// expired.pem and wrong-name.pem (for testing how clients fail).
+    #[command(after_help = super::examples(EXAMPLES))]
+    Gen {
+        /// The directory to write into (made if missing; files in it are replaced).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// Runs a `tcpool tls` subcommand.
+pub(crate) fn run(args: TlsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        TlsCommand::Gen { dir } => {
+            for path in tcpool::tls::make::set(&dir)? {
+                println!("{}", path.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,182 @@
+//! TLS for every side of tcpool, on rustls with one crypto provider (aws-lc-rs).
+//!
+//! - [`Link`]: a non-blocking socket that speaks plaintext or TLS, for the server's workers
+//!   and the load generator's event loops alike.
+//! - [`server_config`]: the server's side, from certificate and key files or made at start
+//!   ([`ServerCerts::Auto`]), with stateless session tickets.
+//! - [`client_config`]: the clients' side, verifying against a CA file or the system's roots
+//!   unless told not to.
+//! - [`make`]: certificates made here: the auto CA, and `tcpool tls gen`'s set for tests.
+//! - [`peer`]: what a client shows of the server it reached.
+//! - [`pump`]: a TLS client connection behind a plain socket, for code written for one.
+
+pub mod link;
+pub mod make;
+pub mod peer;
+pub mod pump;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+pub use link::Link;
+
+/// The crypto provider every config here uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Where the server's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerCerts {
+    /// A certificate chain and its key, PEM files (the key PKCS#8, RSA or EC).
+    Files {
+        /// The chain: the server's certificate first, then what signed it.
+        chain: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
+    /// Made at start: an ECDSA P-256 certificate for localhost, 127.0.0.1, ::1 and the host
+    /// name, signed by a CA made with it, whose certificate is written to `ca_out`.
+    Auto {
+        /// Where the CA's certificate goes.
+        ca_out: PathBuf,
+    },
+}
+
+/// A server's TLS configuration, and what `--tls auto` made for it.
+#[derive(Debug)]
+pub struct ServerTls {
+    /// For [`crate::Server::tls`].
+    pub config: Arc<ServerConfig>,
+    /// The leaf certificate served, for the log.
+    pub served: CertificateDer<'static>,
+    /// With [`ServerCerts::Auto`]: the CA's certificate file, written.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Builds the server's TLS configuration: TLS 1.2 and 1.3, the provider's groups and suites,
+/// and resumption by stateless tickets (as well as rustls's own cache of stateful sessions).
+pub fn server_config(certs: &ServerCerts) -> anyhow::Result<ServerTls> {
+    let (chain, key, ca_file) = match certs {
+        ServerCerts::Files { chain, key } => (read_chain(chain)?, read_key(key)?, None),
+        ServerCerts::Auto { ca_out } => {
+            let made = make::auto()?;
+            std::fs::write(ca_out, &made.ca_pem).with_context(|| {
+                format!("cannot write the CA's certificate to {}", ca_out.display())
+            })?;
+            (vec![made.leaf], made.key, Some(ca_out.clone()))
+        }
+    };
+    let served = chain[0].clone();
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and the key do not go together")?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("TLS ticketer")?;
+    config.key_log = Arc::new(rustls::KeyLogFile::new());
+    Ok(ServerTls {
+        config: Arc::new(config),
+        served,
+        ca_file,
+    })
+}
+
+/// How a client checks the server it reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// CA certificates (PEM) to verify against; the system's roots when `None`.
+    pub ca: Option<PathBuf>,
+    /// Verify nothing: any certificate, any name.
+    pub insecure: bool,
+    /// The name to ask for (SNI) and to verify; the host connected to when `None`.
+    pub servername: Option<String>,
+}
+
+/// Builds a client's TLS configuration from `tls`.
+pub fn client_config(tls: &ClientTls) -> anyhow::Result<Arc<ClientConfig>> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?;
+    let config = if tls.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(peer::AcceptAnything(provider())))
+            .with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &tls.ca {
+            Some(path) => {
+                for cert in read_chain(path)? {
+                    roots
+                        .add(cert)
+                        .with_context(|| format!("{}: not a CA certificate", path.display()))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    let _ = roots.add(cert);
+                }
+                if roots.is_empty() {
+                    bail!("no system CA certificates found: give --tls-ca FILE, or --tls-insecure");
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    let mut config = config;
+    config.key_log = Arc::new(rustls::KeyLogFile::new());
+    Ok(Arc::new(config))
+}
+
+/// The name a client asks for and verifies: `servername`, or else `host` (a name or an IP
+/// address).
+pub fn server_name(tls: &ClientTls, host: &str) -> anyhow::Result<ServerName<'static>> {
+    let name = tls.servername.as_deref().unwrap_or(host);
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(name.to_owned()).with_context(|| format!("not a server name: {name:?}"))
+}
+
+/// The file named by `SSLKEYLOGFILE`, where rustls writes every session's secrets (for
+/// Wireshark) when it is set: tell the user.
+pub fn key_log_file() -> Option<String> {
+    std::env::var("SSLKEYLOGFILE")
+        .ok()
+        .filter(|p| !p.is_empty())
+}
+
+/// The certificates of a PEM file, in order; an error if it holds none.
+pub fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read certificates from {}", path.display()))?;
+    if chain.is_empty() {
+        bail!("{}: no certificate in it", path.display());
+    }
+    Ok(chain)
+}
+
+/// The private key of a PEM file: PKCS#8, RSA (PKCS#1) or EC (SEC1).
+pub fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("cannot read a private key from {}", path.display()))
+}
+
+/// Why a TLS handshake or record failed, in the words of one log field: the rustls error
+/// inside an I/O error, if there is one.
+pub fn error_text(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => tls.to_string(),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,494 @@
+//! TLS: `serve` on a TLS listener (a certificate made at start, or files from `tcpool tls
+//! gen`) beside a plaintext one, `talk --tls` and `bench --tls`, each against the others and
+//! against real peers: OpenSSL's `s_client` and `s_server`, ncat's `--ssl` listener, and
+//! Python's `ssl`. Verification failures, a client that speaks no TLS, and the graceful
+//! shutdown's `close_notify` too.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
+use tcpool::server::bind;
+use tcpool::tls::{ClientTls, ServerCerts};
+use tcpool::{Config, Server, Shutdown};
+
+use crate::support::{IO_TIMEOUT, free_port, tcpool_bin};
+
+/// A scratch directory of this test's own, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("tcpool-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An in-process server: plaintext on one port, TLS on another, certificates from `certs`.
+struct Both {
+    plain: SocketAddr,
+    tls: SocketAddr,
+    shutdown: Shutdown,
+    running: Option<thread::JoinHandle<std::io::Result<tcpool::Summary>>>,
+}
+
+impl Both {
+    fn start(certs: &ServerCerts) -> Both {
+        crate::support::init_logger();
+        let made = tcpool::tls::server_config(certs).unwrap();
+        let plain = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let tls = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addrs = (plain.local_addr().unwrap(), tls.local_addr().unwrap());
+        let server = Server::new(plain, Config::default())
+            .also_on_tls(tls)
+            .tls(made.config);
+        let shutdown = server.shutdown();
+        let running = thread::spawn(move || server.run());
+        Both {
+            plain: addrs.0,
+            tls: addrs.1,
+            shutdown,
+            running: Some(running),
+        }
+    }
+
+    fn stop(mut self) -> tcpool::Summary {
+        self.shutdown.trigger();
+        self.running.take().unwrap().join().unwrap().unwrap()
+    }
+}
+
+impl Drop for Both {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// A blocking rustls client on `addr`, verifying with `ca` as `name`.
+fn client(addr: SocketAddr, ca: &Path, name: &str) -> StreamOwned<ClientConnection, TcpStream> {
+    let config = tcpool::tls::client_config(&ClientTls {
+        ca: Some(ca.to_owned()),
+        ..ClientTls::default()
+    })
+    .unwrap();
+    let conn =
+        ClientConnection::new(config, ServerName::try_from(name.to_owned()).unwrap()).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    StreamOwned::new(conn, sock)
+}
+
+fn echo_once(stream: &mut impl ReadWrite, line: &[u8]) -> Vec<u8> {
+    stream.write_all(line).unwrap();
+    stream.flush().unwrap();
+    let mut got = vec![0; line.len()];
+    stream.read_exact(&mut got).unwrap();
+    got
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+#[test]
+fn echo_over_tls_beside_plaintext_with_a_certificate_made_at_start() {
+    let scratch = Scratch::new("auto");
+    let ca = scratch.path("ca.pem");
+    let both = Both::start(&ServerCerts::Auto { ca_out: ca.clone() });
+    // TLS, verified against the CA the server wrote, by name and by address.
+    for name in ["localhost", "127.0.0.1"] {
+        let mut tls = client(both.tls, &ca, name);
+        assert_eq!(
+            echo_once(&mut tls, b"hello over tls\n"),
+            b"hello over tls\n"
+        );
+        let state = tls.conn.protocol_version();
+        assert_eq!(state, Some(rustls::ProtocolVersion::TLSv1_3));
+    }
+    // Plaintext on the other port, at the same time.
+    let mut plain = TcpStream::connect(both.plain).unwrap();
+    plain.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(echo_once(&mut plain, b"plain\n"), b"plain\n");
+    // A large block, more than rustls holds at once, comes back whole.
+    let mut tls = client(both.tls, &ca, "localhost");
+    let block: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut back = Vec::new();
+    // In pieces (one owner reads and writes): each comes back before the next goes.
+    for piece in block.chunks(16 * 1024) {
+        tls.write_all(piece).unwrap();
+        let mut got = vec![0; piece.len()];
+        tls.read_exact(&mut got).unwrap();
+        back.extend_from_slice(&got);
+    }
+    assert!(back == block, "the block came back changed");
+    let summary = both.stop();
+    assert!(summary.sessions >= 4);
+}
+
+#[test]
+fn the_graceful_shutdown_says_quit_then_close_notify() {
+    let scratch = Scratch::new("shutdown");
+    let ca = scratch.path("ca.pem");
+    let both = Both::start(&ServerCerts::Auto { ca_out: ca.clone() });
+    let mut tls = client(both.tls, &ca, "localhost");
+    assert_eq!(echo_once(&mut tls, b"hi\n"), b"hi\n");
+    let shutdown = both.shutdown.clone();
+    shutdown.trigger();
+    // `read_to_end` fails with UnexpectedEof unless the server sent close_notify.
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).expect("a clean TLS close");
+    assert_eq!(rest, b"quit\n");
+    both.stop();
+}
+
+#[test]
+fn a_client_that_speaks_no_tls_is_turned_away_and_the_others_go_on() {
+    let scratch = Scratch::new("garbage");
+    let ca = scratch.path("ca.pem");
+    let both = Both::start(&ServerCerts::Auto { ca_out: ca.clone() });
+    let mut good = client(both.tls, &ca, "localhost");
+    assert_eq!(echo_once(&mut good, b"before\n"), b"before\n");
+    // Plaintext on the TLS port: an alert back, then the close.
+    let mut bad = TcpStream::connect(both.tls).unwrap();
+    bad.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    bad.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = bad.read_to_end(&mut answer);
+    assert_eq!(
+        answer.first(),
+        Some(&0x15),
+        "a TLS alert record: {answer:?}"
+    );
+    // A client that sends half a ClientHello and stops holds nothing up either.
+    let mut half = TcpStream::connect(both.tls).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    assert_eq!(echo_once(&mut good, b"after\n"), b"after\n");
+    drop(half);
+    both.stop();
+}
+
+#[test]
+fn a_client_that_does_not_trust_the_certificate_fails_and_the_server_logs_why() {
+    let scratch = Scratch::new("untrusted");
+    let made = tcpool::tls::make::set(&scratch.0).unwrap();
+    assert!(made.iter().any(|p| p.ends_with("wrong-name.pem")));
+    // The server presents the expired certificate.
+    let mut server = crate::support::Binary::serve(&[
+        "--tls-cert",
+        scratch.path("expired.pem").to_str().unwrap(),
+        "--tls-key",
+        scratch.path("expired-key.pem").to_str().unwrap(),
+    ]);
+    let out = talk_tls(
+        server.addr,
+        &["--tls-ca", scratch.path("ca.pem").to_str().unwrap()],
+        "hi\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TLS handshake failed"), "{stderr}");
+    assert!(
+        stderr.contains("expired") || stderr.contains("Expired"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--tls-insecure"), "{stderr}");
+    server.wait_stderr("the server's log line", |l| l.contains("TLS failed"));
+    // --tls-insecure talks to it all the same.
+    let out = talk_tls(server.addr, &["--tls-insecure"], "hi\nquit\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("server>> hi"), "{stdout}");
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+fn talk_tls(addr: SocketAddr, flags: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(tcpool_bin())
+        .args(["talk", "--tls", "--tls-servername", "localhost"])
+        .args(flags)
+        .arg(addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    wait_output(child)
+}
+
+fn wait_output(mut child: std::process::Child) -> std::process::Output {
+    let deadline = Instant::now() + IO_TIMEOUT * 3;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "the command did not end: {:?}",
+                child.wait_with_output().unwrap()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn talk_over_tls_verifies_and_shows_the_server() {
+    let scratch = Scratch::new("talk");
+    tcpool::tls::make::set(&scratch.0).unwrap();
+    let cert = scratch.path("server.pem");
+    let key = scratch.path("server-key.pem");
+    let mut server = crate::support::Binary::serve(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    server.wait_stderr("the certificate line", |l| {
+        l.contains("TLS certificate: subject=")
+    });
+    let out = talk_tls(
+        server.addr,
+        &["--tls-ca", scratch.path("ca.pem").to_str().unwrap()],
+        "hello\nsecond\nquit\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("server>> hello") && stdout.contains("server>> second"),
+        "{stdout}"
+    );
+    // The peer's certificate and what was agreed, as `openssl x509 -fingerprint` shows it.
+    let fingerprint = openssl_fingerprint(&cert);
+    assert!(
+        stderr.contains(&format!("sha256={fingerprint}")),
+        "{stderr} / {fingerprint}"
+    );
+    assert!(stderr.contains("CN=tcpool server"), "{stderr}");
+    assert!(stderr.contains("version=TLSv1_3"), "{stderr}");
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+/// `openssl x509 -fingerprint -sha256` of a PEM certificate: the part after `=`.
+fn openssl_fingerprint(cert: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .expect("openssl is needed for this test (scripts/test.sh installs it)");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim().split('=').nth(1).unwrap().to_owned()
+}
+
+#[test]
+fn openssl_s_client_and_python_ssl_talk_to_the_server() {
+    let scratch = Scratch::new("peers");
+    let ca = scratch.path("ca.pem");
+    let both = Both::start(&ServerCerts::Auto { ca_out: ca.clone() });
+    // OpenSSL's client, verifying (exit code 0 only if the chain verified).
+    let mut s_client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-verify_hostname",
+            "localhost",
+        ])
+        .args(["-connect", &both.tls.to_string(), "-CAfile"])
+        .arg(&ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is needed for this test (scripts/test.sh installs it)");
+    let mut stdin = s_client.stdin.take().unwrap();
+    stdin.write_all(b"from openssl\n").unwrap();
+    let mut lines = BufReader::new(s_client.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "from openssl\n");
+    drop(stdin);
+    let _ = s_client.kill();
+    let _ = s_client.wait();
+    // Python's ssl module, verifying by name.
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+with socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"from python\n")
+        got = b""
+        while not got.endswith(b"\n"):
+            got += s.recv(100)
+        print(got.decode().strip(), s.version())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&ca)
+        .arg(both.tls.port().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "from python TLSv1.3");
+    both.stop();
+}
+
+#[test]
+fn bench_over_tls_checks_every_byte_against_tcpool_and_ncat() {
+    let scratch = Scratch::new("bench");
+    tcpool::tls::make::set(&scratch.0).unwrap();
+    let (cert, key, ca) = (
+        scratch.path("server.pem"),
+        scratch.path("server-key.pem"),
+        scratch.path("ca.pem"),
+    );
+    let both = Both::start(&ServerCerts::Files {
+        chain: cert.clone(),
+        key: key.clone(),
+    });
+    // ncat's TLS listener (OpenSSL) running `cat` for each client: an echo server too.
+    let port = free_port();
+    let mut ncat = Command::new("ncat")
+        .args(["--ssl", "--ssl-cert"])
+        .arg(&cert)
+        .arg("--ssl-key")
+        .arg(&key)
+        .args(["-l", "-k", "127.0.0.1", &port.to_string(), "-e", "/bin/cat"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ncat is needed for this test (scripts/test.sh installs it)");
+    wait_listening(port);
+    for target in [both.tls.to_string(), format!("127.0.0.1:{port}")] {
+        let out = Command::new(tcpool_bin())
+            .args(["bench", "--json", "-c", "4", "-n", "400", "-s", "100"])
+            .args(["--tls", "--tls-servername", "localhost", "--tls-ca"])
+            .arg(&ca)
+            .arg(&target)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(report["messages"], 400, "{target}: {report}");
+        assert_eq!(report["errors"], 0, "{target}: {report}");
+        assert_eq!(out.status.code(), Some(0));
+    }
+    // Without the CA, every connection fails its handshake: the `tls` kind.
+    let out = Command::new(tcpool_bin())
+        .args(["bench", "--json", "-c", "2", "-n", "10", "--tls"])
+        .arg(both.tls.to_string())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors_by_kind"]["tls"], 2, "{report}");
+    assert_eq!(out.status.code(), Some(1));
+    let _ = ncat.kill();
+    let _ = ncat.wait();
+    both.stop();
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn talk_reaches_openssl_s_server() {
+    let scratch = Scratch::new("s_server");
+    tcpool::tls::make::set(&scratch.0).unwrap();
+    let port = free_port();
+    // `-rev` answers each line reversed: a server that is not tcpool's.
+    let mut s_server = Command::new("openssl")
+        .args(["s_server", "-rev", "-accept", &port.to_string(), "-cert"])
+        .arg(scratch.path("server.pem"))
+        .arg("-key")
+        .arg(scratch.path("server-key.pem"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl is needed for this test (scripts/test.sh installs it)");
+    wait_listening(port);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let out = talk_tls(
+        addr,
+        &[
+            "--eol",
+            "lf",
+            "--tls-ca",
+            scratch.path("ca.pem").to_str().unwrap(),
+        ],
+        "stressed\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("server>> desserts"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = s_server.kill();
+    let _ = s_server.wait();
+}
+
+#[test]
+fn tls_gen_writes_certificates_that_openssl_verifies() {
+    let scratch = Scratch::new("gen");
+    let out = Command::new(tcpool_bin())
+        .args(["tls", "gen"])
+        .arg(&scratch.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 10, "{listed}");
+    let verify = |name: &str| {
+        let out = Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(scratch.path("ca.pem"))
+            .arg(scratch.path(name))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    for good in ["server.pem", "client.pem", "wrong-name.pem"] {
+        let (ok, text) = verify(good);
+        assert!(ok, "{good}: {text}");
+    }
+    let (ok, text) = verify("expired.pem");
+    assert!(!ok && text.contains("expired"), "{text}");
+}
