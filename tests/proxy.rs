@@ -12,14 +12,14 @@ use crate::support::*;
 
 /// HAProxy on a free loopback port, forwarding to `backend` with `server_options`
 /// (`send-proxy`); killed on drop.
-struct Haproxy {
+pub struct Haproxy {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     _dir: TempDir,
 }
 
 impl Haproxy {
-    fn start(backend: SocketAddr, server_options: &str) -> Haproxy {
+    pub fn start(backend: SocketAddr, server_options: &str) -> Haproxy {
         let dir = TempDir::new("haproxy");
         let port = free_port();
         let config = format!(

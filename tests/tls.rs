@@ -51,14 +51,16 @@ struct Both {
 
 impl Both {
     fn start(certs: &ServerCerts) -> Both {
+        Both::start_with(certs, Config::default())
+    }
+
+    fn start_with(certs: &ServerCerts, config: Config) -> Both {
         crate::support::init_logger();
         let made = tcpool::tls::server_config(certs).unwrap();
         let plain = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let tls = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addrs = (plain.local_addr().unwrap(), tls.local_addr().unwrap());
-        let server = Server::new(plain, Config::default())
-            .also_on_tls(tls)
-            .tls(made.config);
+        let server = Server::new(plain, config).also_on_tls(tls).tls(made.config);
         let shutdown = server.shutdown();
         let running = thread::spawn(move || server.run());
         Both {
@@ -161,7 +163,13 @@ fn the_graceful_shutdown_says_quit_then_close_notify() {
 fn a_client_that_speaks_no_tls_is_turned_away_and_the_others_go_on() {
     let scratch = Scratch::new("garbage");
     let ca = scratch.path("ca.pem");
-    let both = Both::start(&ServerCerts::Auto { ca_out: ca.clone() });
+    let both = Both::start_with(
+        &ServerCerts::Auto { ca_out: ca.clone() },
+        Config {
+            tls_handshake_timeout: Duration::from_millis(300),
+            ..Config::default()
+        },
+    );
     let mut good = client(both.tls, &ca, "localhost");
     assert_eq!(echo_once(&mut good, b"before\n"), b"before\n");
     // Plaintext on the TLS port: an alert back, then the close.
@@ -176,11 +184,20 @@ fn a_client_that_speaks_no_tls_is_turned_away_and_the_others_go_on() {
         "a TLS alert record: {answer:?}"
     );
     // A client that sends half a ClientHello and stops holds nothing up either.
+    // It is closed at --tls-handshake-timeout.
     let mut half = TcpStream::connect(both.tls).unwrap();
+    half.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .unwrap();
     assert_eq!(echo_once(&mut good, b"after\n"), b"after\n");
-    drop(half);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = half.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        started.elapsed() < IO_TIMEOUT,
+        "closed at the handshake timeout"
+    );
     both.stop();
 }
 
@@ -209,7 +226,9 @@ fn a_client_that_does_not_trust_the_certificate_fails_and_the_server_logs_why() 
         "{stderr}"
     );
     assert!(stderr.contains("--tls-insecure"), "{stderr}");
-    server.wait_stderr("the server's log line", |l| l.contains("TLS failed"));
+    server.wait_stderr("the server's log line", |l| {
+        l.contains("reason=tls error=received fatal alert: CertificateExpired")
+    });
     // --tls-insecure talks to it all the same.
     let out = talk_tls(server.addr, &["--tls-insecure"], "hi\nquit\n");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -287,6 +306,12 @@ fn talk_over_tls_verifies_and_shows_the_server() {
     );
     assert!(stderr.contains("CN=tcpool server"), "{stderr}");
     assert!(stderr.contains("version=TLSv1_3"), "{stderr}");
+    // /list tells a TLS session and what it agreed.
+    let mut held = client(server.addr, &scratch.path("ca.pem"), "localhost");
+    assert_eq!(echo_once(&mut held, b"x\n"), b"x\n");
+    server.type_line("/list");
+    let row = server.wait_stdout("a TLS session's row", |l| l.contains("(tls "));
+    assert!(row.contains("(tls TLSv1_3 TLS13_"), "{row}");
     server.signal("TERM");
     assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
 }
@@ -491,4 +516,69 @@ fn tls_gen_writes_certificates_that_openssl_verifies() {
     }
     let (ok, text) = verify("expired.pem");
     assert!(!ok && text.contains("expired"), "{text}");
+}
+
+#[test]
+fn behind_haproxy_passing_tls_through_with_a_proxy_header() {
+    let scratch = Scratch::new("haproxy");
+    let ca = scratch.path("ca.pem");
+    let mut server = crate::support::Binary::serve(&[
+        "--proxy-protocol",
+        "v2",
+        "--tls",
+        "auto",
+        "--tls-ca-out",
+        ca.to_str().unwrap(),
+    ]);
+    // HAProxy in TCP mode: the header in clear, then the client's TLS bytes as they come.
+    let haproxy = crate::proxy::Haproxy::start(server.addr, "send-proxy-v2");
+    let mut tls = client(haproxy.addr, &ca, "localhost");
+    assert_eq!(
+        echo_once(&mut tls, b"through haproxy\n"),
+        b"through haproxy\n"
+    );
+    let me = tls.sock.local_addr().unwrap().to_string();
+    server.type_line("/list");
+    let row = server.wait_stdout("the client's row in /list", |l| {
+        l.trim_start().starts_with("#1 ")
+    });
+    assert_eq!(row.split_whitespace().nth(1), Some(me.as_str()), "{row}");
+    server.type_line("quit");
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).expect("a clean TLS close");
+    assert_eq!(rest, b"quit\n");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+#[test]
+fn a_proxy_header_and_the_client_hello_in_one_write() {
+    let scratch = Scratch::new("one-write");
+    let ca = scratch.path("ca.pem");
+    let mut server = crate::support::Binary::serve(&[
+        "--proxy-protocol",
+        "v1",
+        "--tls",
+        "auto",
+        "--tls-ca-out",
+        ca.to_str().unwrap(),
+    ]);
+    let mut tls = client(server.addr, &ca, "localhost");
+    // The ClientHello rustls made, behind the header, in one write.
+    let mut hello = Vec::new();
+    tls.conn.write_tls(&mut hello).unwrap();
+    let mut first = b"PROXY TCP4 192.0.2.7 127.0.0.1 4000 8900\r\n".to_vec();
+    first.extend_from_slice(&hello);
+    tls.sock.write_all(&first).unwrap();
+    assert_eq!(echo_once(&mut tls, b"one write\n"), b"one write\n");
+    server.type_line("/list");
+    let row = server.wait_stdout("the client's row in /list", |l| {
+        l.trim_start().starts_with("#1 ")
+    });
+    assert_eq!(
+        row.split_whitespace().nth(1),
+        Some("192.0.2.7:4000"),
+        "{row}"
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
 }

@@ -147,6 +147,10 @@ pub(crate) struct ServeArgs {
     /// [default: none, TLS on --port].
     #[arg(long, value_name = "PORT")]
     tls_port: Option<u16>,
+    /// How long a TLS client may take to finish its handshake before it is closed (such as
+    /// 250ms, 5s, 2m; bare = seconds).
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_seconds)]
+    tls_handshake_timeout: Duration,
     /// Where `--tls auto` writes its CA's certificate [default: tcpool-ca-PID.pem in the
     /// temporary directory].
     #[arg(long, value_name = "FILE")]
@@ -346,6 +350,7 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             ProxyArg::Any => server::ProxyProtocol::Any,
         }),
         proxy_timeout: args.proxy_timeout,
+        tls_handshake_timeout: args.tls_handshake_timeout,
     };
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {

@@ -139,7 +139,13 @@ pub struct Config {
     pub proxy: Option<ProxyProtocol>,
     /// How long a connection may take to send its PROXY header (5 s).
     pub proxy_timeout: Duration,
+    /// How long a TLS connection's handshake may take, from its PROXY header or its
+    /// adoption by a worker, before it is closed (10 s).
+    pub tls_handshake_timeout: Duration,
 }
+
+/// [`Config::tls_handshake_timeout`]'s default.
+pub(crate) const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Config {
     fn default() -> Self {
@@ -161,6 +167,7 @@ impl Default for Config {
             access: Access::default(),
             proxy: None,
             proxy_timeout: proxy::DEFAULT_PROXY_TIMEOUT,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }

@@ -230,7 +230,7 @@ impl Console {
         );
         for (s, peer) in sessions.iter().zip(&peers) {
             out.push_str(&format!(
-                "\n{:>6}  {:<width$}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  {}{}",
+                "\n{:>6}  {:<width$}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  {}{}{}",
                 format!("#{}", s.id),
                 peer,
                 human_duration(s.connected_for),
@@ -243,6 +243,10 @@ impl Console {
                     .map(|n| escape(n.as_bytes()))
                     .unwrap_or_default(),
                 if s.closing { " (closing)" } else { "" },
+                s.tls
+                    .as_deref()
+                    .map(|t| format!(" (tls {t})"))
+                    .unwrap_or_default(),
             ));
         }
         out

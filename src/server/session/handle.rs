@@ -24,6 +24,8 @@ pub struct SessionHandle {
     peer: SocketAddr,
     /// The original client a PROXY header named, set once before the session opens.
     origin: std::sync::OnceLock<SocketAddr>,
+    /// What its TLS handshake agreed (version, suite, resumed), set once it is done.
+    tls: std::sync::OnceLock<String>,
     connected_at: Instant,
     counters: Counters,
     /// [`Speech`] as a byte, published by the worker whenever the peer's framing changes.
@@ -48,6 +50,7 @@ impl SessionHandle {
             id,
             peer,
             origin: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
             connected_at: Instant::now(),
             counters: Counters::default(),
             speech: AtomicU8::new(0),
@@ -70,6 +73,17 @@ impl SessionHandle {
     pub(crate) fn set_origin(&self, client: SocketAddr) {
         let client = SocketAddr::new(client.ip().to_canonical(), client.port());
         let _ = self.origin.set(client);
+    }
+
+    /// What its TLS handshake agreed, such as `TLSv1_3 TLS13_AES_256_GCM_SHA384 resumed`;
+    /// `None` without TLS, or while the handshake goes on.
+    pub fn tls(&self) -> Option<&str> {
+        self.tls.get().map(String::as_str)
+    }
+
+    /// Records what the TLS handshake agreed (only the first call counts).
+    pub(crate) fn set_tls(&self, agreed: String) {
+        let _ = self.tls.set(agreed);
     }
 
     /// How long the session has been connected.

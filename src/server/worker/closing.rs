@@ -173,6 +173,9 @@ impl Worker {
         if self.headers.front().is_some_and(|&(_, _, at)| now >= at) {
             self.check_headers(now);
         }
+        if self.handshakes.front().is_some_and(|&(_, _, at)| now >= at) {
+            self.check_handshakes(now);
+        }
         if !self.pressed.is_empty() {
             self.check_pressed(now);
         }

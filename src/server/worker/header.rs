@@ -36,10 +36,9 @@ impl Worker {
                     note_denied(&self.shared, peer);
                     return self.discard(t);
                 }
-                self.open(t);
                 // The bytes after the header may be in the socket already: no event will
                 // announce them.
-                return self.read_open(t);
+                return self.arrived_whole(t);
             }
         };
         self.drop_headerless(t, &escape(why.as_bytes()));
@@ -86,6 +85,7 @@ impl Worker {
         };
         let _ = self.poll.registry().deregister(session.link.socket_mut());
         self.headers.retain(|&(h, _, _)| h != t);
+        self.handshakes.retain(|&(h, _, _)| h != t);
         self.release_outbox(&session);
         self.shared.registry.withdraw(session.handle.id());
     }

@@ -31,6 +31,13 @@ impl Worker {
         {
             return self.read_header(t);
         }
+        if self
+            .sessions
+            .get(t)
+            .is_some_and(|s| s.handshake_deadline.is_some())
+        {
+            return self.shake(t);
+        }
         for _ in 0..READ_BUDGET {
             let Some(session) = self.sessions.get_mut(t) else {
                 return;

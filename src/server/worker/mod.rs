@@ -39,6 +39,7 @@ pub(crate) mod balance;
 mod closing;
 mod faults;
 mod grouping;
+mod handshake;
 mod header;
 mod input;
 mod moving;
@@ -129,9 +130,14 @@ pub(crate) struct Worker {
     /// Connections awaiting their PROXY header: slot, id, deadline, in the order adopted (so
     /// nearest deadline first: every one gets the same `--proxy-timeout`).
     headers: VecDeque<(usize, SessionId, Instant)>,
+    /// TLS connections whose handshake goes on: slot, id, deadline, nearest first (every
+    /// one gets the same `--tls-handshake-timeout`).
+    handshakes: VecDeque<(usize, SessionId, Instant)>,
     /// Bad or missing PROXY headers are logged at most once a second (a scan must not flood
     /// the log); the metric counts every one.
     header_warnings: Throttle,
+    /// Failed TLS handshakes likewise.
+    tls_warnings: Throttle,
     /// The faults' generation last looked at: when it changes, a fault was cleared.
     fault_generation: u64,
     /// This worker's own load, for the balance; started on the worker's thread.
@@ -169,7 +175,9 @@ impl Worker {
             fault_generation: shared.faults.generation(),
             timers: Timers::default(),
             headers: VecDeque::new(),
+            handshakes: VecDeque::new(),
             header_warnings: Throttle::new(Duration::from_secs(1)),
+            tls_warnings: Throttle::new(Duration::from_secs(1)),
             shared,
             sessions: Slab::new(),
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
@@ -276,9 +284,15 @@ impl Worker {
             timeout = Some(PRESSED_TICK);
         }
         let header_due = self.headers.front().map(|&(_, _, at)| at);
-        for at in [self.next_idle_scan, self.timers.next(), header_due]
-            .into_iter()
-            .flatten()
+        let handshake_due = self.handshakes.front().map(|&(_, _, at)| at);
+        for at in [
+            self.next_idle_scan,
+            self.timers.next(),
+            header_due,
+            handshake_due,
+        ]
+        .into_iter()
+        .flatten()
         {
             let until = at.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(until, |t: Duration| t.min(until)));
@@ -339,7 +353,7 @@ impl Worker {
         }
         entry.insert(session);
         self.grouping_arrival(t);
-        self.open(t);
+        self.arrived_whole(t);
     }
 
     /// Begins session `t`'s normal life: its faults, the handler's greeting, its outbox.

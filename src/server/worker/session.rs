@@ -96,6 +96,9 @@ pub(crate) struct Session {
     /// session's normal life — the handler's `on_open`, reading messages, writing its
     /// outbox — begins once it has.
     pub(crate) header_deadline: Option<Instant>,
+    /// While a TLS handshake goes on: when it must be done. As with the PROXY header, the
+    /// session's normal life begins once it is.
+    pub(crate) handshake_deadline: Option<Instant>,
     /// The CPU its packets arrived on at its worker's last look (`grouping`).
     pub(crate) arrives_on: Option<usize>,
 }
@@ -116,6 +119,7 @@ impl Session {
             deferred: Deferred::default(),
             fault: None,
             header_deadline: None,
+            handshake_deadline: None,
             arrives_on: None,
         }
     }

@@ -269,6 +269,7 @@ fn session(s: &SessionInfo) -> Value {
         "id": s.id.0,
         "peer": s.peer.to_string(),
         "nick": s.nick,
+        "tls": s.tls,
         "connected_seconds": s.connected_for.as_secs_f64(),
         "messages_in": s.traffic.messages_in,
         "messages_out": s.traffic.messages_out,

@@ -85,6 +85,8 @@ pub struct SessionInfo {
     pub peer: SocketAddr,
     /// The nickname, if the peer set one.
     pub nick: Option<String>,
+    /// What its TLS handshake agreed, on a TLS listener once it is done.
+    pub tls: Option<String>,
     /// How long it has been connected.
     pub connected_for: Duration,
     /// Its traffic so far.
@@ -361,6 +363,7 @@ fn info(h: &SessionHandle) -> SessionInfo {
         id: h.id(),
         peer: h.peer(),
         nick: h.nick(),
+        tls: h.tls().map(str::to_owned),
         connected_for: h.connected_for(),
         traffic: h.traffic(),
         closing: h.is_closing(),

@@ -1,0 +1,101 @@
+//! A TLS connection's handshake: done before it becomes a session, as its PROXY header is.
+//!
+//! Until the handshake is done the handler has not heard of the connection (no greeting, no
+//! faults drawn, nothing relayed to it), and a client that stops halfway is closed at
+//! `--tls-handshake-timeout`. One that fails — it does not trust the certificate, it speaks
+//! no TLS — gets rustls's alert and is closed, and the log says why, at most once a second
+//! (a scan must not flood it).
+
+use std::time::Instant;
+
+use crate::server::protocol::escape;
+
+use super::{LOG, Worker};
+
+impl Worker {
+    /// Connection `t` has all it needed before its handshake (its PROXY header, if one was
+    /// due): a plaintext one opens now, a TLS one begins its handshake. What the peer sent
+    /// already may be in the socket, and no event will announce it: it is read now.
+    pub(super) fn arrived_whole(&mut self, t: usize) {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
+        if session.link.is_tls() {
+            let deadline = Instant::now() + self.shared.config.tls_handshake_timeout;
+            session.handshake_deadline = Some(deadline);
+            self.handshakes
+                .push_back((t, session.handle.id(), deadline));
+            return self.shake(t);
+        }
+        self.open(t);
+        self.read_open(t);
+    }
+
+    /// Moves connection `t`'s handshake on with what has arrived; once done, the session
+    /// opens and reads what came after.
+    pub(super) fn shake(&mut self, t: usize) {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
+        let why = match session.link.handshake() {
+            Ok(false) if session.read_closed => "closed during the handshake".to_owned(),
+            Ok(false) => return,
+            Err(e) => crate::tls::error_text(&e),
+            Ok(true) => {
+                session.handshake_deadline = None;
+                if let Some(conn) = session.link.conn() {
+                    session.handle.set_tls(agreed(conn));
+                }
+                self.handshakes.retain(|&(h, _, _)| h != t);
+                self.open(t);
+                return self.read_open(t);
+            }
+        };
+        self.drop_unshaken(t, &why);
+    }
+
+    /// Drops the connections whose handshake is overdue.
+    pub(super) fn check_handshakes(&mut self, now: Instant) {
+        while let Some(&(t, id, at)) = self.handshakes.front() {
+            if at > now {
+                break;
+            }
+            self.handshakes.pop_front();
+            let Some(session) = self.sessions.get(t) else {
+                continue;
+            };
+            if session.handle.id() != id || session.handshake_deadline.is_none() {
+                continue;
+            }
+            let why = format!(
+                "no handshake within {:?}",
+                self.shared.config.tls_handshake_timeout
+            );
+            self.drop_unshaken(t, &why);
+        }
+    }
+
+    fn drop_unshaken(&mut self, t: usize, why: &str) {
+        if let Some(suppressed) = self.tls_warnings.ready() {
+            log::info!(
+                target: LOG,
+                "connection dropped: peer={} reason=tls error={} suppressed={suppressed}",
+                self.sessions[t].handle.peer(),
+                escape(why.as_bytes())
+            );
+        }
+        self.discard(t);
+    }
+}
+
+/// What a finished handshake agreed, in a few words: version, suite, whether resumed.
+fn agreed(conn: &rustls::Connection) -> String {
+    let version = conn
+        .protocol_version()
+        .map_or("?".to_owned(), |v| format!("{v:?}"));
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map_or("?".to_owned(), |s| format!("{:?}", s.suite()));
+    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    format!("{version} {suite}{}", if resumed { " resumed" } else { "" })
+}
