@@ -71,12 +71,7 @@ fn ip_text(bytes: &[u8]) -> String {
 /// What was agreed, in one line: version, suite, key exchange group, ALPN, and whether the
 /// session was resumed.
 pub fn describe_session(state: &CommonState) -> String {
-    let version = state
-        .protocol_version()
-        .map_or("?".to_owned(), |v| format!("{v:?}"));
-    let suite = state
-        .negotiated_cipher_suite()
-        .map_or("?".to_owned(), |s| format!("{:?}", s.suite()));
+    let (version, suite) = version_and_suite(state);
     let group = state
         .negotiated_key_exchange_group()
         .map_or("-".to_owned(), |g| format!("{:?}", g.name()));
@@ -85,6 +80,18 @@ pub fn describe_session(state: &CommonState) -> String {
         .map_or("-".to_owned(), |p| String::from_utf8_lossy(p).into_owned());
     let resumed = state.handshake_kind() == Some(HandshakeKind::Resumed);
     format!("version={version} suite={suite} group={group} alpn={alpn} resumed={resumed}")
+}
+
+/// The version and the suite agreed, as rustls names them (`TLSv1_3`,
+/// `TLS13_AES_256_GCM_SHA384`); `?` before the handshake has agreed on them.
+pub fn version_and_suite(state: &CommonState) -> (String, String) {
+    let version = state
+        .protocol_version()
+        .map_or("?".to_owned(), |v| format!("{v:?}"));
+    let suite = state
+        .negotiated_cipher_suite()
+        .map_or("?".to_owned(), |s| format!("{:?}", s.suite()));
+    (version, suite)
 }
 
 /// `--tls-insecure`: takes any certificate for any name, but still checks that the server

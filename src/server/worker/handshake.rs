@@ -90,12 +90,7 @@ impl Worker {
 
 /// What a finished handshake agreed, in a few words: version, suite, whether resumed.
 fn agreed(conn: &rustls::Connection) -> String {
-    let version = conn
-        .protocol_version()
-        .map_or("?".to_owned(), |v| format!("{v:?}"));
-    let suite = conn
-        .negotiated_cipher_suite()
-        .map_or("?".to_owned(), |s| format!("{:?}", s.suite()));
+    let (version, suite) = crate::tls::peer::version_and_suite(conn);
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     format!("{version} {suite}{}", if resumed { " resumed" } else { "" })
 }
