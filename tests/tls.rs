@@ -582,3 +582,108 @@ fn a_proxy_header_and_the_client_hello_in_one_write() {
     server.signal("TERM");
     assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
 }
+
+#[test]
+fn mutual_tls_asks_for_a_client_certificate_and_shows_its_name() {
+    let scratch = Scratch::new("mtls");
+    tcpool::tls::make::set(&scratch.0).unwrap();
+    let file = |name: &str| scratch.path(name).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (file("server.pem"), file("server-key.pem"), file("ca.pem"));
+    let mut server = crate::support::Binary::serve(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+    ]);
+    // Without a certificate: refused, and the client hears why.
+    let out = talk_tls(server.addr, &["--tls-ca", &ca], "hi\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CertificateRequired"), "{stderr}");
+    assert!(
+        stderr.contains("--tls-cert FILE --tls-key FILE"),
+        "{stderr}"
+    );
+    server.wait_stderr("the refusal", |l| {
+        l.contains("reason=tls error=peer sent no certificates")
+    });
+    // With one signed by the CA: served, its name in /list.
+    let (client_cert, client_key) = (file("client.pem"), file("client-key.pem"));
+    let flags = [
+        "--tls-ca",
+        &ca,
+        "--tls-cert",
+        &client_cert,
+        "--tls-key",
+        &client_key,
+    ];
+    let mut child = Command::new(tcpool_bin())
+        .args(["talk", "--tls", "--tls-servername", "localhost"])
+        .args(flags)
+        .arg(server.addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"hello\n").unwrap();
+    // Asked again until the session shows: the handshake may not be done at the first ask.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let row = loop {
+        server.type_line("/list");
+        thread::sleep(Duration::from_millis(100));
+        let lines = server.stdout_lines();
+        if let Some(row) = lines.iter().find(|l| l.contains("(tls ")) {
+            break row.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TLS session in /list: {lines:?}"
+        );
+    };
+    assert!(row.contains("client=tcpool client"), "{row}");
+    input.write_all(b"quit\n").unwrap();
+    drop(input);
+    let out = wait_output(child);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("server>> hello"), "{stdout}");
+    // bench too: with the certificate every byte checked, without it every connection
+    // refused, as errors of kind `tls`.
+    for (identity, errors) in [(true, 0), (false, 2)] {
+        let mut bench = Command::new(tcpool_bin());
+        bench
+            .args(["bench", "--json", "-c", "2", "-n", "100", "--tls"])
+            .args(["--tls-servername", "localhost", "--tls-ca", &ca]);
+        if identity {
+            bench.args(["--tls-cert", &client_cert, "--tls-key", &client_key]);
+        }
+        let out = bench.arg(server.addr.to_string()).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["errors"], errors, "{report}");
+        if errors > 0 {
+            assert_eq!(report["errors_by_kind"]["tls"], errors, "{report}");
+        }
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+
+    // `optional`: a client without one is served too.
+    let mut server = crate::support::Binary::serve(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+        "--tls-client-auth",
+        "optional",
+    ]);
+    let out = talk_tls(server.addr, &["--tls-ca", &ca], "hi\nquit\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("server>> hi"), "{stdout}");
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}

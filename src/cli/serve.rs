@@ -151,6 +151,20 @@ pub(crate) struct ServeArgs {
     /// 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_seconds)]
     tls_handshake_timeout: Duration,
+    /// Ask TLS clients for a certificate signed by these CAs (PEM): mutual TLS. Each
+    /// session's certificate name shows in /list [default: none asked].
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// With --tls-client-ca: turn away a client without a certificate (`required`), or serve
+    /// it without one (`optional`).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "required",
+        requires = "tls_client_ca"
+    )]
+    tls_client_auth: ClientAuthArg,
     /// Where `--tls auto` writes its CA's certificate [default: tcpool-ca-PID.pem in the
     /// temporary directory].
     #[arg(long, value_name = "FILE")]
@@ -286,6 +300,15 @@ fn admin_token(path: &std::path::Path) -> anyhow::Result<server::operator::admin
 }
 
 /// Runs the server until a shutdown; exit code 0 after any requested shutdown.
+/// `--tls-client-auth`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClientAuthArg {
+    /// A client without a certificate fails its handshake.
+    Required,
+    /// A client may come without one.
+    Optional,
+}
+
 /// `--tls`'s one value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TlsArg {
@@ -356,12 +379,22 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     if let Err(e) = config.validate() {
         bad_value("serve", e);
     }
-    if tls_certs.is_none() && (args.tls_port.is_some() || args.tls_ca_out.is_some()) {
+    if tls_certs.is_none()
+        && (args.tls_port.is_some() || args.tls_ca_out.is_some() || args.tls_client_ca.is_some())
+    {
         bad_value(
             "serve",
-            "--tls-port and --tls-ca-out need a certificate: --tls auto, or --tls-cert FILE --tls-key FILE",
+            "--tls-port, --tls-ca-out and --tls-client-ca need a certificate: --tls auto, or \
+             --tls-cert FILE --tls-key FILE",
         );
     }
+    let client_auth = args
+        .tls_client_ca
+        .clone()
+        .map(|ca| tcpool::tls::ClientAuth {
+            ca,
+            required: args.tls_client_auth == ClientAuthArg::Required,
+        });
     // Sockets a service manager bound for us, taken before any thread starts (it edits the
     // environment); otherwise the --bind addresses.
     let notify = Notify::from_env();
@@ -442,7 +475,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         .printer(printer.clone())
         .with_shutdown(shutdown.clone());
     if let Some(certs) = &tls_certs {
-        let made = tcpool::tls::server_config(certs).context("cannot set up TLS")?;
+        let made = tcpool::tls::server_config_with(certs, client_auth.as_ref())
+            .context("cannot set up TLS")?;
         log::info!(
             "TLS certificate: {}",
             tcpool::tls::peer::describe_cert(&made.served)

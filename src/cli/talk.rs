@@ -89,7 +89,15 @@ pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
             piped(stream, options)
         };
         // The last line and `close_notify` may still be on their way.
-        pump.finish(Duration::from_secs(2));
+        if let Some(why) = pump.finish(Duration::from_secs(2)) {
+            let hint = if why.contains("CertificateRequired") {
+                " (the server asks for a client certificate: --tls-cert FILE --tls-key FILE)"
+            } else {
+                ""
+            };
+            eprintln!("error: the TLS session failed: {why}{hint}");
+            return Ok(ExitCode::from(1));
+        }
         return ended;
     }
     if interactive_here {

@@ -26,6 +26,13 @@ pub(crate) struct TlsClientArgs {
     /// the host connected to].
     #[arg(long, value_name = "NAME", requires = "tls")]
     tls_servername: Option<String>,
+    /// A certificate chain (PEM) to show a server that asks for one (mutual TLS); with
+    /// --tls-key [default: none].
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM) [default: none].
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_cert"])]
+    tls_key: Option<PathBuf>,
 }
 
 impl TlsClientArgs {
@@ -35,6 +42,7 @@ impl TlsClientArgs {
             ca: self.tls_ca.clone(),
             insecure: self.tls_insecure,
             servername: self.tls_servername.clone(),
+            identity: self.tls_cert.clone().zip(self.tls_key.clone()),
         })
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use link::Link;
@@ -48,6 +49,16 @@ pub enum ServerCerts {
     },
 }
 
+/// Mutual TLS: the server asks clients for a certificate signed by `ca`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// The CA certificates (PEM) a client's certificate must chain to.
+    pub ca: PathBuf,
+    /// Whether a client without a certificate is turned away (`required`) or served without
+    /// an identity (`optional`).
+    pub required: bool,
+}
+
 /// A server's TLS configuration, and what `--tls auto` made for it.
 #[derive(Debug)]
 pub struct ServerTls {
@@ -62,6 +73,14 @@ pub struct ServerTls {
 /// Builds the server's TLS configuration: TLS 1.2 and 1.3, the provider's groups and suites,
 /// and resumption by stateless tickets (as well as rustls's own cache of stateful sessions).
 pub fn server_config(certs: &ServerCerts) -> anyhow::Result<ServerTls> {
+    server_config_with(certs, None)
+}
+
+/// [`server_config`], asking clients for certificates when `clients` says so.
+pub fn server_config_with(
+    certs: &ServerCerts,
+    clients: Option<&ClientAuth>,
+) -> anyhow::Result<ServerTls> {
     let (chain, key, ca_file) = match certs {
         ServerCerts::Files { chain, key } => (read_chain(chain)?, read_key(key)?, None),
         ServerCerts::Auto { ca_out } => {
@@ -73,10 +92,28 @@ pub fn server_config(certs: &ServerCerts) -> anyhow::Result<ServerTls> {
         }
     };
     let served = chain[0].clone();
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_no_client_auth()
+        .context("TLS versions")?;
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_chain(&auth.ca)? {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("{}: not a CA certificate", auth.ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = if auth.required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(verifier.build().context("the client CA")?)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .context("the certificate and the key do not go together")?;
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("TLS ticketer")?;
@@ -97,6 +134,8 @@ pub struct ClientTls {
     pub insecure: bool,
     /// The name to ask for (SNI) and to verify; the host connected to when `None`.
     pub servername: Option<String>,
+    /// A certificate chain and its key (PEM) to show a server that asks (mutual TLS).
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// Builds a client's TLS configuration from `tls`.
@@ -104,11 +143,10 @@ pub fn client_config(tls: &ClientTls) -> anyhow::Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS versions")?;
-    let config = if tls.insecure {
+    let builder = if tls.insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(peer::AcceptAnything(provider())))
-            .with_no_client_auth()
     } else {
         let mut roots = RootCertStore::empty();
         match &tls.ca {
@@ -129,9 +167,14 @@ pub fn client_config(tls: &ClientTls) -> anyhow::Result<Arc<ClientConfig>> {
                 }
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder.with_root_certificates(roots)
     };
-    let mut config = config;
+    let mut config = match &tls.identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(read_chain(chain)?, read_key(key)?)
+            .context("the client certificate and its key do not go together")?,
+    };
     config.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(Arc::new(config))
 }

@@ -23,6 +23,13 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     text
 }
 
+/// The common name (CN) of a certificate's subject, if it has one.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = x509.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
 /// A certificate in one line: its subject, the names it is for, when it expires, and its
 /// fingerprint.
 pub fn describe_cert(cert: &CertificateDer<'_>) -> String {

@@ -65,14 +65,16 @@ const USER: Token = Token(1);
 /// The thread [`pump`] started.
 #[derive(Debug)]
 pub struct Pump {
-    done: crossbeam::channel::Receiver<()>,
+    done: crossbeam::channel::Receiver<Option<String>>,
 }
 
 impl Pump {
     /// Waits up to `timeout` for the thread to carry what is still on its way and end (the
     /// caller's last line, `close_notify`): before the process exits, or they are lost.
-    pub fn finish(&self, timeout: Duration) {
-        let _ = self.done.recv_timeout(timeout);
+    /// Returns why the TLS session failed, if it did (an alert from the server, say: with
+    /// TLS 1.3 a server that refuses the client's certificate says so after the handshake).
+    pub fn finish(&self, timeout: Duration) -> Option<String> {
+        self.done.recv_timeout(timeout).ok().flatten()
     }
 }
 
@@ -102,12 +104,14 @@ pub fn pump(stream: TcpStream, conn: ClientConnection) -> io::Result<(UnixStream
     thread::Builder::new()
         .name("tcpool-tls".into())
         .spawn(move || {
-            if let Err(e) = carry(poll, &mut link, &mut user) {
-                log::debug!("TLS link to {peer:?} ended: {}", super::error_text(&e));
-            }
+            let failed = carry(poll, &mut link, &mut user).err().map(|e| {
+                let why = super::error_text(&e);
+                log::debug!("TLS link to {peer:?} ended: {why}");
+                why
+            });
             // Both ends close here: the user's side sees the end of input.
             let _ = user.shutdown(std::net::Shutdown::Both);
-            let _ = done_tx.send(());
+            let _ = done_tx.send(failed);
         })?;
     Ok((theirs, Pump { done }))
 }

@@ -42,8 +42,9 @@ pub enum ErrorKind {
     /// The reply to the first message was an error or not the one expected
     /// (`--first-expect`). Ends the connection.
     FirstReply,
-    /// The TLS handshake failed (`--tls`): the certificate did not verify, no version or
-    /// suite in common, an alert. Ends the connection.
+    /// TLS failed (`--tls`): the certificate did not verify, no version or suite in common,
+    /// an alert from the server (one refusing a missing client certificate, say). Ends the
+    /// connection.
     Tls,
 }
 
@@ -101,6 +102,13 @@ impl ErrorKind {
             | io::ErrorKind::BrokenPipe => ErrorKind::Reset,
             io::ErrorKind::UnexpectedEof => ErrorKind::Closed,
             io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            // A TLS alert or a record that does not decrypt (`--tls`): with TLS 1.3 a
+            // server that refuses the client's certificate says so after the handshake.
+            io::ErrorKind::InvalidData
+                if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) =>
+            {
+                ErrorKind::Tls
+            }
             _ => ErrorKind::Io,
         }
     }

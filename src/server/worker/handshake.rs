@@ -92,5 +92,17 @@ impl Worker {
 fn agreed(conn: &rustls::Connection) -> String {
     let (version, suite) = crate::tls::peer::version_and_suite(conn);
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    format!("{version} {suite}{}", if resumed { " resumed" } else { "" })
+    // With mutual TLS, who the client's verified certificate says it is.
+    let client = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| crate::tls::peer::common_name(cert).unwrap_or_else(|| "?".to_owned()));
+    format!(
+        "{version} {suite}{}{}",
+        if resumed { " resumed" } else { "" },
+        client.map_or(String::new(), |cn| format!(
+            " client={}",
+            escape(cn.as_bytes())
+        ))
+    )
 }
