@@ -14,9 +14,11 @@ use super::{LOG, Worker};
 
 impl Worker {
     /// Connection `t` has all it needed before its handshake (its PROXY header, if one was
-    /// due): a plaintext one opens now, a TLS one begins its handshake. What the peer sent
-    /// already may be in the socket, and no event will announce it: it is read now.
-    pub(super) fn arrived_whole(&mut self, t: usize) {
+    /// due): a plaintext one opens now, a TLS one begins its handshake. With `read_now`, what
+    /// the peer sent is read at once: after a PROXY header it may be in the socket already,
+    /// and no event will announce it. (A connection just registered with the poller hears of
+    /// what waits from its first event.)
+    pub(super) fn arrived_whole(&mut self, t: usize, read_now: bool) {
         let Some(session) = self.sessions.get_mut(t) else {
             return;
         };
@@ -25,10 +27,15 @@ impl Worker {
             session.handshake_deadline = Some(deadline);
             self.handshakes
                 .push_back((t, session.handle.id(), deadline));
-            return self.shake(t);
+            if read_now {
+                self.shake(t);
+            }
+            return;
         }
         self.open(t);
-        self.read_open(t);
+        if read_now {
+            self.read_open(t);
+        }
     }
 
     /// Moves connection `t`'s handshake on with what has arrived; once done, the session

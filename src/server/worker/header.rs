@@ -38,7 +38,7 @@ impl Worker {
                 }
                 // The bytes after the header may be in the socket already: no event will
                 // announce them.
-                return self.arrived_whole(t);
+                return self.arrived_whole(t, true);
             }
         };
         self.drop_headerless(t, &escape(why.as_bytes()));

@@ -353,7 +353,7 @@ impl Worker {
         }
         entry.insert(session);
         self.grouping_arrival(t);
-        self.arrived_whole(t);
+        self.arrived_whole(t, false);
     }
 
     /// Begins session `t`'s normal life: its faults, the handler's greeting, its outbox.
