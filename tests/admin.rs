@@ -33,8 +33,13 @@ impl Served {
 
     /// With a token, public metrics or other limits.
     pub fn start_with(config: Config, options: Options) -> Served {
-        init_logger();
         let server = Server::new(bind("127.0.0.1:0".parse().unwrap()).unwrap(), config);
+        Served::start_server(server, options)
+    }
+
+    /// `server`, as built, with its admin endpoint.
+    pub fn start_server(server: Server, options: Options) -> Served {
+        init_logger();
         let admin = Admin::start_with(
             bind("127.0.0.1:0".parse().unwrap()).unwrap(),
             &server,

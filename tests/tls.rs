@@ -687,3 +687,60 @@ fn mutual_tls_asks_for_a_client_certificate_and_shows_its_name() {
     server.signal("TERM");
     assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
 }
+
+#[test]
+fn metrics_count_full_resumed_and_failed_handshakes() {
+    let scratch = Scratch::new("metrics");
+    let ca = scratch.path("ca.pem");
+    let made = tcpool::tls::server_config(&ServerCerts::Auto { ca_out: ca.clone() }).unwrap();
+    let server = Server::new(
+        bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        Config::default(),
+    )
+    .all_tls()
+    .tls(made.config);
+    let served = crate::admin::Served::start_server(server, Default::default());
+    // One client configuration for two connections: the second resumes with the ticket
+    // the first received with its echo.
+    let config = tcpool::tls::client_config(&ClientTls {
+        ca: Some(ca.clone()),
+        ..ClientTls::default()
+    })
+    .unwrap();
+    for expect_resumed in [false, true] {
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = ClientConnection::new(config.clone(), name).unwrap();
+        let sock = TcpStream::connect(served.addr).unwrap();
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut tls = StreamOwned::new(conn, sock);
+        assert_eq!(echo_once(&mut tls, b"hi\n"), b"hi\n");
+        let resumed = tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        assert_eq!(resumed, expect_resumed);
+    }
+    // And one that speaks no TLS.
+    let mut bad = TcpStream::connect(served.addr).unwrap();
+    bad.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    bad.write_all(b"hello\n").unwrap();
+    let _ = bad.read_to_end(&mut Vec::new());
+    let count = |result: &str| {
+        served
+            .scrape()
+            .get(&format!(
+                "tcpool_tls_handshakes_total{{result=\"{result}\"}}"
+            ))
+            .copied()
+            .unwrap_or(-1.0)
+    };
+    crate::support::wait_until("the failed handshake counted", || count("failed") == 1.0);
+    assert_eq!(count("full"), 1.0);
+    assert_eq!(count("resumed"), 1.0);
+    assert_eq!(count("timeout"), 0.0);
+    // The histogram times the two that were done, as Python's prometheus_client reads it.
+    let scraped = served.scrape();
+    assert_eq!(
+        scraped.get("tcpool_tls_handshake_seconds_count{}"),
+        Some(&2.0)
+    );
+    let sum = scraped["tcpool_tls_handshake_seconds_sum{}"];
+    assert!(sum > 0.0 && sum < 2.0 * IO_TIMEOUT.as_secs_f64(), "{sum}");
+}

@@ -169,15 +169,21 @@ impl Server {
         self.registry.clone()
     }
 
-    /// What a Prometheus scrape of this server reads ([`Exposition::encode`]).
+    /// What a Prometheus scrape of this server reads ([`Exposition::encode`]). Take it after
+    /// [`Server::tls`], so that the TLS handshakes are in it.
     pub fn exposition(&self) -> Exposition {
-        Exposition::new(
+        let exposition = Exposition::new(
             Arc::clone(&self.metrics),
             self.registry.clone(),
             self.config.backlog,
         )
         .with_faults(self.faults.clone())
-        .with_audit(self.audit.clone())
+        .with_audit(self.audit.clone());
+        if self.tls.is_some() {
+            exposition.with_tls()
+        } else {
+            exposition
+        }
     }
 
     /// The audit trail: changes made at run time through it are logged with who asked and

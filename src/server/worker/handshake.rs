@@ -6,8 +6,9 @@
 //! no TLS — gets rustls's alert and is closed, and the log says why, at most once a second
 //! (a scan must not flood it).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::server::operator::metrics::Handshake;
 use crate::server::protocol::escape;
 
 use super::{LOG, Worker};
@@ -44,6 +45,11 @@ impl Worker {
         let Some(session) = self.sessions.get_mut(t) else {
             return;
         };
+        let began = session
+            .handshake_deadline
+            .map(|d| d - self.shared.config.tls_handshake_timeout);
+        let took = began.map_or(Duration::ZERO, |b| b.elapsed());
+        let metrics = self.shared.metrics.worker(self.index);
         let why = match session.link.handshake() {
             Ok(false) if session.read_closed => "closed during the handshake".to_owned(),
             Ok(false) => return,
@@ -52,12 +58,18 @@ impl Worker {
                 session.handshake_deadline = None;
                 if let Some(conn) = session.link.conn() {
                     session.handle.set_tls(agreed(conn));
+                    let how = match conn.handshake_kind() {
+                        Some(rustls::HandshakeKind::Resumed) => Handshake::Resumed,
+                        _ => Handshake::Full,
+                    };
+                    metrics.handshake(how, took);
                 }
                 self.handshakes.retain(|&(h, _, _)| h != t);
                 self.open(t);
                 return self.read_open(t);
             }
         };
+        metrics.handshake(Handshake::Failed, took);
         self.drop_unshaken(t, &why);
     }
 
@@ -74,10 +86,10 @@ impl Worker {
             if session.handle.id() != id || session.handshake_deadline.is_none() {
                 continue;
             }
-            let why = format!(
-                "no handshake within {:?}",
-                self.shared.config.tls_handshake_timeout
-            );
+            let timeout = self.shared.config.tls_handshake_timeout;
+            let why = format!("no handshake within {timeout:?}");
+            let metrics = self.shared.metrics.worker(self.index);
+            metrics.handshake(Handshake::Timeout, timeout);
             self.drop_unshaken(t, &why);
         }
     }

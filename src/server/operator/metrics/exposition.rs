@@ -13,8 +13,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::{
-    CLOSE_REASONS, Histogram, Metrics, REPLY_BOUNDS, Rejection, SESSION_BOUNDS, close_index,
-    close_label,
+    CLOSE_REASONS, HANDSHAKE_BOUNDS, Handshake, Histogram, Metrics, REPLY_BOUNDS, Rejection,
+    SESSION_BOUNDS, close_index, close_label,
 };
 use crate::server::faults::Faults;
 use crate::server::operator::audit::Audit;
@@ -29,6 +29,8 @@ pub struct Exposition {
     backlog_capacity: usize,
     faults: Option<Faults>,
     audit: Option<Audit>,
+    /// The server speaks TLS: its handshakes are counted.
+    tls: bool,
 }
 
 impl Exposition {
@@ -40,7 +42,15 @@ impl Exposition {
             backlog_capacity,
             faults: None,
             audit: None,
+            tls: false,
         }
+    }
+
+    /// Also exposes the TLS handshakes (`tcpool_tls_handshakes_total{result="full"}`, the
+    /// `tcpool_tls_handshake_seconds` histogram).
+    pub fn with_tls(mut self) -> Self {
+        self.tls = true;
+        self
     }
 
     /// Also exposes the changes made at run time, by action and by who asked
@@ -144,7 +154,13 @@ impl Collector for Exposition {
         let mut closed = [0u64; CLOSE_REASONS.len()];
         let mut durations = Merged::new(&SESSION_BOUNDS);
         let mut replies = Merged::new(&REPLY_BOUNDS);
+        let mut handshakes = [0u64; Handshake::ALL.len()];
+        let mut handshake_times = Merged::new(&HANDSHAKE_BOUNDS);
         for w in m.workers.iter() {
+            for (total, count) in handshakes.iter_mut().zip(&w.handshakes) {
+                *total += count.load(Ordering::Relaxed);
+            }
+            handshake_times.add(&w.handshake_times);
             for (total, count) in closed.iter_mut().zip(&w.closed) {
                 *total += count.load(Ordering::Relaxed);
             }
@@ -278,6 +294,24 @@ impl Collector for Exposition {
             "tcpool_reply_seconds",
             "Time from reading a message to writing its reply",
         )?;
+        if self.tls {
+            let series = Handshake::ALL
+                .iter()
+                .map(|&h| (h.as_str().to_owned(), handshakes[h as usize]));
+            family(
+                &mut e,
+                "tcpool_tls_handshakes",
+                "TLS handshakes, by how they ended: full, resumed, failed, timeout",
+                Counter,
+                Some("result"),
+                series,
+            )?;
+            handshake_times.encode(
+                &mut e,
+                "tcpool_tls_handshake_seconds",
+                "How long TLS handshakes that were done took, from their start",
+            )?;
+        }
         if let Some(faults) = &self.faults {
             // Active faults only: a cleared fault's series leaves, so that adding and
             // clearing faults for the life of a server does not grow the exposition.

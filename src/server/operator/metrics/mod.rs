@@ -107,6 +107,45 @@ const REPLY_BOUNDS: [f64; 16] = [
     1.0,
 ];
 
+/// How a TLS connection's handshake ended: the `result` label of
+/// `tcpool_tls_handshakes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// Done, a full handshake.
+    Full,
+    /// Done, a session resumed (a ticket, or rustls's cache).
+    Resumed,
+    /// Failed: an alert either way, a record that is not TLS, the peer closed.
+    Failed,
+    /// Not done within `--tls-handshake-timeout`.
+    Timeout,
+}
+
+impl Handshake {
+    const ALL: [Handshake; 4] = [
+        Handshake::Full,
+        Handshake::Resumed,
+        Handshake::Failed,
+        Handshake::Timeout,
+    ];
+
+    /// The metric's label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handshake::Full => "full",
+            Handshake::Resumed => "resumed",
+            Handshake::Failed => "failed",
+            Handshake::Timeout => "timeout",
+        }
+    }
+}
+
+/// Upper bounds of `tcpool_tls_handshake_seconds`' buckets: a handshake on loopback takes
+/// a millisecond or two of CPU; a slow client, or a loaded worker, more.
+const HANDSHAKE_BOUNDS: [f64; 12] = [
+    2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
 /// Upper bounds of `tcpool_session_duration_seconds`' buckets: from a probe to a day.
 const SESSION_BOUNDS: [f64; 10] = [
     0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 21600.0, 86400.0,
@@ -152,6 +191,8 @@ pub(crate) struct WorkerMetrics {
     closed: [AtomicU64; CLOSE_REASONS.len()],
     durations: Histogram,
     replies: Histogram,
+    handshakes: [AtomicU64; Handshake::ALL.len()],
+    handshake_times: Histogram,
 }
 
 impl WorkerMetrics {
@@ -162,6 +203,8 @@ impl WorkerMetrics {
             closed: Default::default(),
             durations: Histogram::new(&SESSION_BOUNDS),
             replies: Histogram::new(&REPLY_BOUNDS),
+            handshakes: Default::default(),
+            handshake_times: Histogram::new(&HANDSHAKE_BOUNDS),
         }
     }
 
@@ -191,6 +234,14 @@ impl WorkerMetrics {
         self.sessions.fetch_sub(1, Ordering::Relaxed);
         self.closed[close_index(reason)].fetch_add(1, Ordering::Relaxed);
         self.durations.observe(lasted);
+    }
+
+    /// A TLS handshake ended as `how`, `took` after it began; only those done are timed.
+    pub(crate) fn handshake(&self, how: Handshake, took: Duration) {
+        self.handshakes[how as usize].fetch_add(1, Ordering::Relaxed);
+        if matches!(how, Handshake::Full | Handshake::Resumed) {
+            self.handshake_times.observe(took);
+        }
     }
 
     /// `replies` replies to the messages of one read went out `took` after the read.
