@@ -744,3 +744,69 @@ fn metrics_count_full_resumed_and_failed_handshakes() {
     let sum = scraped["tcpool_tls_handshake_seconds_sum{}"];
     assert!(sum > 0.0 && sum < 2.0 * IO_TIMEOUT.as_secs_f64(), "{sum}");
 }
+
+#[test]
+fn versions_and_alpn_are_what_both_sides_allow() {
+    let scratch = Scratch::new("offer");
+    tcpool::tls::make::set(&scratch.0).unwrap();
+    let file = |name: &str| scratch.path(name).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (file("server.pem"), file("server-key.pem"), file("ca.pem"));
+    let mut server = crate::support::Binary::serve(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-versions",
+        "1.2",
+        "--tls-alpn",
+        "tcpool,echo",
+    ]);
+    // talk, offering both versions and one of the server's protocols: TLS 1.2, `echo`.
+    let out = talk_tls(
+        server.addr,
+        &["--tls-ca", &ca, "--tls-alpn", "other,echo"],
+        "hi\nquit\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("server>> hi"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("version=TLSv1_2") && stderr.contains("alpn=echo"),
+        "{stderr}"
+    );
+    // OpenSSL offering none of the server's protocols is turned away with an alert.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-alpn",
+            "h2",
+            "-connect",
+            &server.addr.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is needed for this test (scripts/test.sh installs it)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("no application protocol"), "{text}");
+    // A client that allows TLS 1.3 only finds no version in common.
+    let out = talk_tls(
+        server.addr,
+        &["--tls-ca", &ca, "--tls-versions", "1.3"],
+        "hi\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TLS handshake failed"), "{stderr}");
+    server.wait_stderr("the server's line", |l| l.contains("reason=tls"));
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+    // Without --tls, the offer is a usage error.
+    let out = Command::new(tcpool_bin())
+        .args(["talk", "--tls-alpn", "h2", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

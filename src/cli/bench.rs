@@ -426,7 +426,7 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
         }),
         None => None,
     };
-    let tls = match args.tls.settings() {
+    let tls = match args.tls.settings("bench") {
         Some(settings) => Some(bench::BenchTls {
             config: tcpool::tls::client_config(&settings)?,
             name: tcpool::tls::server_name(&settings, &args.target.host())?,

@@ -165,6 +165,8 @@ pub(crate) struct ServeArgs {
         requires = "tls_client_ca"
     )]
     tls_client_auth: ClientAuthArg,
+    #[command(flatten)]
+    tls_offer: super::tls::TlsOfferArgs,
     /// Where `--tls auto` writes its CA's certificate [default: tcpool-ca-PID.pem in the
     /// temporary directory].
     #[arg(long, value_name = "FILE")]
@@ -380,12 +382,15 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         bad_value("serve", e);
     }
     if tls_certs.is_none()
-        && (args.tls_port.is_some() || args.tls_ca_out.is_some() || args.tls_client_ca.is_some())
+        && (args.tls_port.is_some()
+            || args.tls_ca_out.is_some()
+            || args.tls_client_ca.is_some()
+            || args.tls_offer.given())
     {
         bad_value(
             "serve",
-            "--tls-port, --tls-ca-out and --tls-client-ca need a certificate: --tls auto, or \
-             --tls-cert FILE --tls-key FILE",
+            "--tls-port, --tls-ca-out, --tls-client-ca, --tls-versions and --tls-alpn need a \
+             certificate: --tls auto, or --tls-cert FILE --tls-key FILE",
         );
     }
     let client_auth = args
@@ -475,8 +480,9 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         .printer(printer.clone())
         .with_shutdown(shutdown.clone());
     if let Some(certs) = &tls_certs {
-        let made = tcpool::tls::server_config_with(certs, client_auth.as_ref())
-            .context("cannot set up TLS")?;
+        let made =
+            tcpool::tls::server_config_with(certs, client_auth.as_ref(), &args.tls_offer.offer())
+                .context("cannot set up TLS")?;
         log::info!(
             "TLS certificate: {}",
             tcpool::tls::peer::describe_cert(&made.served)

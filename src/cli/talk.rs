@@ -55,6 +55,8 @@ const EXAMPLES: &str = r"
 
 /// Talks to the server; exit code 0 whenever the conversation ended normally.
 pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
+    // Flags that do not go together are a usage error before anything is tried.
+    let tls = args.tls.settings("talk");
     let (mut stream, _) = args
         .addr
         .connect(args.connect_timeout)
@@ -71,7 +73,7 @@ pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
         reply_timeout: args.reply_timeout,
     };
     let interactive_here = io::stdin().is_terminal() && io::stdout().is_terminal();
-    if let Some(settings) = args.tls.settings() {
+    if let Some(settings) = tls {
         let config = tcpool::tls::client_config(&settings)?;
         let name = tcpool::tls::server_name(&settings, &args.addr.host())?;
         let conn = tcpool::tls::pump::handshake(&mut stream, config, name, args.connect_timeout)

@@ -33,16 +33,50 @@ pub(crate) struct TlsClientArgs {
     /// The private key of --tls-cert (PEM) [default: none].
     #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    offer: TlsOfferArgs,
+}
+
+/// The versions and ALPN protocols a server or a client offers.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TlsOfferArgs {
+    /// TLS versions to allow, `1.2`, `1.3` or both, comma-separated [default: 1.2,1.3].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    tls_versions: Vec<tcpool::tls::Version>,
+    /// ALPN protocols to offer, in order of preference, comma-separated, such as
+    /// `h2,http/1.1`; a server with some turns away a client that offers none of them
+    /// [default: none].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    tls_alpn: Vec<String>,
+}
+
+impl TlsOfferArgs {
+    /// Whether any was given.
+    pub(crate) fn given(&self) -> bool {
+        !(self.tls_versions.is_empty() && self.tls_alpn.is_empty())
+    }
+
+    pub(crate) fn offer(&self) -> tcpool::tls::Offer {
+        tcpool::tls::Offer {
+            versions: self.tls_versions.clone(),
+            alpn: self.tls_alpn.clone(),
+        }
+    }
 }
 
 impl TlsClientArgs {
-    /// The client's TLS settings, if it speaks TLS.
-    pub(crate) fn settings(&self) -> Option<ClientTls> {
+    /// The client's TLS settings, if it speaks TLS. `--tls-versions` or `--tls-alpn`
+    /// without `--tls` is a usage error (exit 2), as the other TLS flags are.
+    pub(crate) fn settings(&self, command: &str) -> Option<ClientTls> {
+        if !self.tls && self.offer.given() {
+            super::bad_value(command, "--tls-versions and --tls-alpn need --tls");
+        }
         self.tls.then(|| ClientTls {
             ca: self.tls_ca.clone(),
             insecure: self.tls_insecure,
             servername: self.tls_servername.clone(),
             identity: self.tls_cert.clone().zip(self.tls_key.clone()),
+            offer: self.offer.offer(),
         })
     }
 }

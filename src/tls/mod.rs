@@ -49,6 +49,52 @@ pub enum ServerCerts {
     },
 }
 
+/// A TLS version tcpool speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    /// TLS 1.2.
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
+}
+
+impl std::str::FromStr for Version {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "1.2" => Ok(Version::Tls12),
+            "1.3" => Ok(Version::Tls13),
+            other => Err(format!("{other:?} is not a TLS version: 1.2 or 1.3")),
+        }
+    }
+}
+
+fn versions(chosen: &[Version]) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let mut all = chosen.to_vec();
+    if all.is_empty() {
+        all = vec![Version::Tls12, Version::Tls13];
+    }
+    all.sort();
+    all.dedup();
+    all.iter()
+        .map(|v| match v {
+            Version::Tls12 => &rustls::version::TLS12,
+            Version::Tls13 => &rustls::version::TLS13,
+        })
+        .collect()
+}
+
+/// What a TLS server or client may agree on beside its certificates: the versions (both
+/// when empty) and the ALPN protocols, in order of preference (none when empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// TLS versions allowed; empty: 1.2 and 1.3.
+    pub versions: Vec<Version>,
+    /// ALPN protocol names; a server with some refuses a client that offers none of them.
+    pub alpn: Vec<String>,
+}
+
 /// Mutual TLS: the server asks clients for a certificate signed by `ca`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAuth {
@@ -73,13 +119,15 @@ pub struct ServerTls {
 /// Builds the server's TLS configuration: TLS 1.2 and 1.3, the provider's groups and suites,
 /// and resumption by stateless tickets (as well as rustls's own cache of stateful sessions).
 pub fn server_config(certs: &ServerCerts) -> anyhow::Result<ServerTls> {
-    server_config_with(certs, None)
+    server_config_with(certs, None, &Offer::default())
 }
 
-/// [`server_config`], asking clients for certificates when `clients` says so.
+/// [`server_config`], asking clients for certificates when `clients` says so, and agreeing
+/// only on what `offer` allows.
 pub fn server_config_with(
     certs: &ServerCerts,
     clients: Option<&ClientAuth>,
+    offer: &Offer,
 ) -> anyhow::Result<ServerTls> {
     let (chain, key, ca_file) = match certs {
         ServerCerts::Files { chain, key } => (read_chain(chain)?, read_key(key)?, None),
@@ -93,7 +141,7 @@ pub fn server_config_with(
     };
     let served = chain[0].clone();
     let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions(&offer.versions))
         .context("TLS versions")?;
     let builder = match clients {
         None => builder.with_no_client_auth(),
@@ -118,6 +166,7 @@ pub fn server_config_with(
         .context("the certificate and the key do not go together")?;
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("TLS ticketer")?;
     config.key_log = Arc::new(rustls::KeyLogFile::new());
+    config.alpn_protocols = offer.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(ServerTls {
         config: Arc::new(config),
         served,
@@ -136,12 +185,14 @@ pub struct ClientTls {
     pub servername: Option<String>,
     /// A certificate chain and its key (PEM) to show a server that asks (mutual TLS).
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// The versions and ALPN protocols offered.
+    pub offer: Offer,
 }
 
 /// Builds a client's TLS configuration from `tls`.
 pub fn client_config(tls: &ClientTls) -> anyhow::Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions(&tls.offer.versions))
         .context("TLS versions")?;
     let builder = if tls.insecure {
         builder
@@ -176,6 +227,12 @@ pub fn client_config(tls: &ClientTls) -> anyhow::Result<Arc<ClientConfig>> {
             .context("the client certificate and its key do not go together")?,
     };
     config.key_log = Arc::new(rustls::KeyLogFile::new());
+    config.alpn_protocols = tls
+        .offer
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
     Ok(Arc::new(config))
 }
 

@@ -116,8 +116,10 @@ fn agreed(conn: &rustls::Connection) -> String {
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|cert| crate::tls::peer::common_name(cert).unwrap_or_else(|| "?".to_owned()));
+    let alpn = conn.alpn_protocol().map(|p| format!(" alpn={}", escape(p)));
     format!(
-        "{version} {suite}{}{}",
+        "{version} {suite}{}{}{}",
+        alpn.unwrap_or_default(),
         if resumed { " resumed" } else { "" },
         client.map_or(String::new(), |cn| format!(
             " client={}",
