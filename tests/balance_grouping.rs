@@ -131,7 +131,12 @@ fn pin(cpu: usize) {
 fn wait_grouped(groups: &[Vec<u16>; 2]) -> bool {
     let started = Instant::now();
     loop {
-        let pollers = peer_ports_by_poller();
+        // This server's pollers: those watching any of its sessions (other tests in this
+        // process run servers of their own).
+        let pollers: Vec<HashSet<u16>> = peer_ports_by_poller()
+            .into_iter()
+            .filter(|peers| groups.iter().flatten().any(|p| peers.contains(p)))
+            .collect();
         let home = |group: &[u16]| {
             pollers
                 .iter()

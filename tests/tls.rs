@@ -810,3 +810,86 @@ fn versions_and_alpn_are_what_both_sides_allow() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// One line from a TLS stream, as text.
+fn tls_line(stream: &mut impl Read) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) => panic!("reading a line failed after {line:?}: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+fn plain_line(stream: &mut TcpStream) -> String {
+    String::from_utf8_lossy(&crate::support::read_line(stream)).into_owned()
+}
+
+#[test]
+fn in_chat_a_client_certificate_names_its_holder_and_nobody_takes_the_name() {
+    let scratch = Scratch::new("chat");
+    tcpool::tls::make::set_with(&scratch.0, &["alice"]).unwrap();
+    let file = |name: &str| scratch.path(name).to_str().unwrap().to_owned();
+    let ca = file("ca.pem");
+    let mut server = crate::support::Binary::serve(&[
+        "--mode",
+        "chat",
+        "--tls-cert",
+        &file("server.pem"),
+        "--tls-key",
+        &file("server-key.pem"),
+        "--tls-client-ca",
+        &ca,
+        "--tls-client-auth",
+        "optional",
+        "--tls-port",
+        "0",
+    ]);
+    let tls_line_logged = server.wait_stderr("the TLS line", |l| l.contains("TLS on "));
+    let tls_addr: SocketAddr = tls_line_logged
+        .split("TLS on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // A member on the plaintext port calls itself alice.
+    let mut plain = TcpStream::connect(server.addr).unwrap();
+    plain.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert!(plain_line(&mut plain).starts_with("* you are #1"));
+    plain.write_all(b"/nick alice\n").unwrap();
+    assert_eq!(plain_line(&mut plain), "* you are now alice\n");
+    // Then alice comes with her certificate: the name is hers.
+    let config = tcpool::tls::client_config(&ClientTls {
+        ca: Some(scratch.path("ca.pem")),
+        identity: Some((scratch.path("client.pem"), scratch.path("client-key.pem"))),
+        ..ClientTls::default()
+    })
+    .unwrap();
+    let conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+    let sock = TcpStream::connect(tls_addr).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut alice = StreamOwned::new(conn, sock);
+    assert!(tls_line(&mut alice).starts_with("* you are alice; 1 here: #1"));
+    assert_eq!(
+        plain_line(&mut plain),
+        "* alice is the name of a certificate holder: you are #1 again\n"
+    );
+    assert_eq!(plain_line(&mut plain), "* alice joined\n");
+    // She keeps it, and nobody else takes it.
+    alice.write_all(b"/nick bob\n").unwrap();
+    assert_eq!(
+        tls_line(&mut alice),
+        "* your name is your certificate's: alice\n"
+    );
+    plain.write_all(b"/nick alice\n").unwrap();
+    assert!(plain_line(&mut plain).starts_with("* nick refused"));
+    alice.write_all(b"hi\n").unwrap();
+    assert_eq!(plain_line(&mut plain), "<alice> hi\n");
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}

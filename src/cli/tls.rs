@@ -120,14 +120,23 @@ enum TlsCommand {
         /// The directory to write into (made if missing; files in it are replaced).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+        /// The name in the client certificate, client.pem: with `serve --tls-client-ca`, the
+        /// name `/list` shows and chat members know its holder by (repeatable: the others go
+        /// to client-NAME.pem) [default: tcpool client].
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
     },
 }
 
 /// Runs a `tcpool tls` subcommand.
 pub(crate) fn run(args: TlsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        TlsCommand::Gen { dir } => {
-            for path in tcpool::tls::make::set(&dir)? {
+        TlsCommand::Gen { dir, clients } => {
+            let mut names: Vec<&str> = clients.iter().map(String::as_str).collect();
+            if names.is_empty() {
+                names.push(tcpool::tls::make::CLIENT_NAME);
+            }
+            for path in tcpool::tls::make::set_with(&dir, &names)? {
                 println!("{}", path.display());
             }
         }

@@ -101,11 +101,20 @@ fn named(name: &str) -> DistinguishedName {
     dn
 }
 
+/// The name in `tcpool tls gen`'s client certificate unless told otherwise.
+pub const CLIENT_NAME: &str = "tcpool client";
+
 /// Writes a CA and certificates signed by it into `dir` (made if missing), each with its
 /// key: `ca.pem`, `server.pem` (for [`local_names`]), `client.pem` (for mutual TLS, named
-/// `tcpool client`), `expired.pem` (a server certificate that expired a year ago) and
+/// [`CLIENT_NAME`]), `expired.pem` (a server certificate that expired a year ago) and
 /// `wrong-name.pem` (one for `wrong.invalid` only). Returns the files written.
 pub fn set(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    set_with(dir, &[CLIENT_NAME])
+}
+
+/// [`set`], with a client certificate for each of `clients`: the first is `client.pem`, the
+/// others `client-NAME.pem` (NAME with anything but letters, digits, `-` and `_` as `_`).
+pub fn set_with(dir: &Path, clients: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
     let now = OffsetDateTime::now_utc();
     let ca = ca("tcpool test CA", now)?;
@@ -115,16 +124,6 @@ pub fn set(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         (
             "server",
             leaf(&ca, "tcpool server", local_names(), now, Use::Server)?,
-        ),
-        (
-            "client",
-            leaf(
-                &ca,
-                "tcpool client",
-                vec!["tcpool client".into()],
-                now,
-                Use::Client,
-            )?,
         ),
         (
             "expired",
@@ -156,7 +155,34 @@ pub fn set(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     };
     write("ca.pem".into(), ca.pem())?;
     write("ca-key.pem".into(), ca.key().serialize_pem())?;
-    for (name, (cert, key)) in made {
+    let clients = clients.iter().enumerate().map(|(i, &client)| {
+        let file = if i == 0 {
+            "client".to_owned()
+        } else {
+            let safe: String = client
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("client-{safe}")
+        };
+        // A client certificate names its holder in its subject; its DNS name is unused.
+        leaf(&ca, client, Vec::new(), now, Use::Client).map(|made| (file, made))
+    });
+    let mut clients = clients.collect::<anyhow::Result<Vec<_>>>()?;
+    let mut all = Vec::new();
+    for (name, made) in made {
+        all.push((name.to_owned(), made));
+        if name == "server" {
+            all.append(&mut clients);
+        }
+    }
+    for (name, (cert, key)) in all {
         write(format!("{name}.pem"), cert.pem())?;
         write(format!("{name}-key.pem"), key.serialize_pem())?;
     }

@@ -184,7 +184,42 @@ impl Chat {
         self.nicks.lock().retain(|_, holder| *holder != me);
     }
 
+    /// A member whose client certificate names it (mutual TLS) takes that name, from anyone
+    /// who held it as a nickname: that one is `#ID` again, and told why.
+    fn take_identity(&self, ctx: &mut Context<'_>, name: &str) {
+        let me = ctx.id();
+        let keys = nick_keys(name);
+        let evicted: Vec<SessionId> = {
+            let mut nicks = self.nicks.lock();
+            let evicted: Vec<SessionId> = keys
+                .iter()
+                .filter_map(|key| nicks.get(key).copied())
+                .filter(|&holder| holder != me)
+                .collect();
+            nicks.retain(|_, holder| !evicted.contains(holder) && *holder != me);
+            for key in keys {
+                nicks.insert(key, me);
+            }
+            evicted
+        };
+        ctx.session().set_nick(Some(name.to_owned()));
+        for id in evicted {
+            if let Some(holder) = ctx.registry().get(id) {
+                holder.set_nick(None);
+                ctx.relay_line(
+                    &format!("* {name} is the name of a certificate holder: you are #{id} again"),
+                    |h| h.id() == id,
+                );
+            }
+        }
+    }
+
     fn nick(&self, ctx: &mut Context<'_>, arg: &str) {
+        if let Some(name) = ctx.session().identity() {
+            let name = name.to_owned();
+            ctx.send_line(&format!("* your name is your certificate's: {name}"));
+            return;
+        }
         let arg = arg.trim();
         if arg.is_empty() {
             let now = ctx.session().display_name();
@@ -241,12 +276,16 @@ impl Handler for Chat {
         // Ids follow arrival: only those who were here first hear of a newcomer, even when a
         // later client registered before this one was adopted.
         let me = ctx.id();
-        ctx.relay_line(&format!("* #{me} joined"), |h| h.id() < me);
+        if let Some(name) = ctx.session().identity().map(str::to_owned) {
+            self.take_identity(ctx, &name);
+        }
+        let name = ctx.session().display_name();
+        ctx.relay_line(&format!("* {name} joined"), |h| h.id() < me);
         let mut here = Chat::roll_call(ctx, JOIN_NAMES, true);
         if here.contains(" more") {
             here.push_str(" (/who lists them)");
         }
-        ctx.send_line(&format!("* you are #{me};{}", &here[1..]));
+        ctx.send_line(&format!("* you are {name};{}", &here[1..]));
     }
 
     fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {

@@ -26,6 +26,8 @@ pub struct SessionHandle {
     origin: std::sync::OnceLock<SocketAddr>,
     /// What its TLS handshake agreed (version, suite, resumed), set once it is done.
     tls: std::sync::OnceLock<String>,
+    /// The name in its verified client certificate (mutual TLS), set with `tls`.
+    identity: std::sync::OnceLock<String>,
     connected_at: Instant,
     counters: Counters,
     /// [`Speech`] as a byte, published by the worker whenever the peer's framing changes.
@@ -51,6 +53,7 @@ impl SessionHandle {
             peer,
             origin: std::sync::OnceLock::new(),
             tls: std::sync::OnceLock::new(),
+            identity: std::sync::OnceLock::new(),
             connected_at: Instant::now(),
             counters: Counters::default(),
             speech: AtomicU8::new(0),
@@ -84,6 +87,17 @@ impl SessionHandle {
     /// Records what the TLS handshake agreed (only the first call counts).
     pub(crate) fn set_tls(&self, agreed: String) {
         let _ = self.tls.set(agreed);
+    }
+
+    /// The name in the client certificate its TLS handshake verified (mutual TLS): who the
+    /// peer is, as a CA vouched. In chat it is the member's name, which nobody else takes.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.get().map(String::as_str)
+    }
+
+    /// Records the verified client certificate's name (only the first call counts).
+    pub(crate) fn set_identity(&self, name: String) {
+        let _ = self.identity.set(name);
     }
 
     /// How long the session has been connected.

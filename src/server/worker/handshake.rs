@@ -58,6 +58,9 @@ impl Worker {
                 session.handshake_deadline = None;
                 if let Some(conn) = session.link.conn() {
                     session.handle.set_tls(agreed(conn));
+                    if let Some(name) = client_name(conn) {
+                        session.handle.set_identity(name);
+                    }
                     let how = match conn.handshake_kind() {
                         Some(rustls::HandshakeKind::Resumed) => Handshake::Resumed,
                         _ => Handshake::Full,
@@ -111,19 +114,20 @@ impl Worker {
 fn agreed(conn: &rustls::Connection) -> String {
     let (version, suite) = crate::tls::peer::version_and_suite(conn);
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    // With mutual TLS, who the client's verified certificate says it is.
-    let client = conn
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|cert| crate::tls::peer::common_name(cert).unwrap_or_else(|| "?".to_owned()));
+    let client = client_name(conn);
     let alpn = conn.alpn_protocol().map(|p| format!(" alpn={}", escape(p)));
     format!(
         "{version} {suite}{}{}{}",
         alpn.unwrap_or_default(),
         if resumed { " resumed" } else { "" },
-        client.map_or(String::new(), |cn| format!(
-            " client={}",
-            escape(cn.as_bytes())
-        ))
+        client.map_or(String::new(), |cn| format!(" client={cn}"))
     )
+}
+
+/// With mutual TLS, who the client's verified certificate says it is: its common name,
+/// escaped as every name tcpool shows is (`?` if it has none).
+fn client_name(conn: &rustls::Connection) -> Option<String> {
+    let cert = conn.peer_certificates()?.first()?;
+    let name = crate::tls::peer::common_name(cert).unwrap_or_else(|| "?".to_owned());
+    Some(escape(name.as_bytes()))
 }
