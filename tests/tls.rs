@@ -893,3 +893,58 @@ fn in_chat_a_client_certificate_names_its_holder_and_nobody_takes_the_name() {
     server.signal("TERM");
     assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
 }
+
+#[test]
+fn allow_cn_and_deny_cn_judge_the_client_certificate_name() {
+    let scratch = Scratch::new("cn");
+    tcpool::tls::make::set_with(&scratch.0, &["alice", "bob", "carol"]).unwrap();
+    let file = |name: &str| scratch.path(name).to_str().unwrap().to_owned();
+    let ca = file("ca.pem");
+    let mut server = crate::support::Binary::serve(&[
+        "--tls-cert",
+        &file("server.pem"),
+        "--tls-key",
+        &file("server-key.pem"),
+        "--tls-client-ca",
+        &ca,
+        "--allow-cn",
+        "alice",
+        "--allow-cn",
+        "carol",
+        "--deny-cn",
+        "carol",
+    ]);
+    let as_client = |cert: &str, key: &str| {
+        talk_tls(
+            server.addr,
+            &[
+                "--tls-ca",
+                &ca,
+                "--tls-cert",
+                &file(cert),
+                "--tls-key",
+                &file(key),
+            ],
+            "hi\nquit\n",
+        )
+    };
+    let alice = as_client("client.pem", "client-key.pem");
+    assert!(String::from_utf8_lossy(&alice.stdout).contains("server>> hi"));
+    for (who, cert, key) in [
+        ("bob", "client-bob.pem", "client-bob-key.pem"),
+        ("carol", "client-carol.pem", "client-carol-key.pem"),
+    ] {
+        let out = as_client(cert, key);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("server>>"),
+            "{who}"
+        );
+        server.wait_stderr("the refusal", |l| {
+            l.contains(&format!("certificate name {who} not allowed"))
+        });
+        // Such lines are logged at most once a second.
+        thread::sleep(Duration::from_millis(1100));
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}

@@ -165,6 +165,14 @@ pub(crate) struct ServeArgs {
         requires = "tls_client_ca"
     )]
     tls_client_auth: ClientAuthArg,
+    /// With --tls-client-ca: let in only clients whose certificate has this name (its
+    /// common name, exactly; repeatable) [default: any the CA signed].
+    #[arg(long = "allow-cn", value_name = "NAME", requires = "tls_client_ca")]
+    allow_cn: Vec<String>,
+    /// With --tls-client-ca: turn away clients whose certificate has this name (repeatable;
+    /// wins over --allow-cn) [default: nobody].
+    #[arg(long = "deny-cn", value_name = "NAME", requires = "tls_client_ca")]
+    deny_cn: Vec<String>,
     #[command(flatten)]
     tls_offer: super::tls::TlsOfferArgs,
     /// Where `--tls auto` writes its CA's certificate [default: tcpool-ca-PID.pem in the
@@ -376,6 +384,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         }),
         proxy_timeout: args.proxy_timeout,
         tls_handshake_timeout: args.tls_handshake_timeout,
+        allow_cn: args.allow_cn.clone(),
+        deny_cn: args.deny_cn.clone(),
     };
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {

@@ -142,6 +142,20 @@ pub struct Config {
     /// How long a TLS connection's handshake may take, from its PROXY header or its
     /// adoption by a worker, before it is closed (10 s).
     pub tls_handshake_timeout: Duration,
+    /// With mutual TLS: the client certificate names let in (`--allow-cn`); empty, any.
+    pub allow_cn: Vec<String>,
+    /// With mutual TLS: the client certificate names turned away (`--deny-cn`); wins over
+    /// `allow_cn`.
+    pub deny_cn: Vec<String>,
+}
+
+impl Config {
+    /// Whether a client whose certificate names it `name` may stay (`--allow-cn`,
+    /// `--deny-cn`); one without a certificate is judged by `--tls-client-auth` alone.
+    pub fn permits_cn(&self, name: &str) -> bool {
+        !self.deny_cn.iter().any(|n| n == name)
+            && (self.allow_cn.is_empty() || self.allow_cn.iter().any(|n| n == name))
+    }
 }
 
 /// [`Config::tls_handshake_timeout`]'s default.
@@ -168,6 +182,8 @@ impl Default for Config {
             proxy: None,
             proxy_timeout: proxy::DEFAULT_PROXY_TIMEOUT,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            allow_cn: Vec::new(),
+            deny_cn: Vec::new(),
         }
     }
 }

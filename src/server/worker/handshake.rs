@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::server::operator::metrics::Handshake;
+use crate::server::operator::metrics::{Handshake, Rejection};
 use crate::server::protocol::escape;
 
 use super::{LOG, Worker};
@@ -59,6 +59,13 @@ impl Worker {
                 if let Some(conn) = session.link.conn() {
                     session.handle.set_tls(agreed(conn));
                     if let Some(name) = client_name(conn) {
+                        if !self.shared.config.permits_cn(&name) {
+                            self.shared.metrics.rejected(Rejection::Denied);
+                            let why = format!(
+                                "certificate name {name} not allowed (--allow-cn, --deny-cn)"
+                            );
+                            return self.drop_unshaken(t, &why);
+                        }
                         session.handle.set_identity(name);
                     }
                     let how = match conn.handshake_kind() {
