@@ -5,6 +5,13 @@
 //! `--tls-handshake-timeout`. One that fails — it does not trust the certificate, it speaks
 //! no TLS — gets rustls's alert and is closed, and the log says why, at most once a second
 //! (a scan must not flood it).
+//!
+//! A handshake step costs a millisecond of CPU or so (the server's signature, the key
+//! exchange), where an echo costs microseconds: a storm of new TLS clients (a thousand
+//! connecting at once) would hold up the worker's open sessions for as long as it takes to
+//! serve them all in one turn. So a worker takes at most [`BUDGET`] handshake steps a turn;
+//! the others wait for the next turns, which come at once, after the events of the
+//! sessions already open.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +19,9 @@ use crate::server::operator::metrics::{Handshake, Rejection};
 use crate::server::protocol::escape;
 
 use super::{LOG, Worker};
+
+/// Handshake steps a worker takes in one turn at most.
+pub(super) const BUDGET: usize = 2;
 
 impl Worker {
     /// Connection `t` has all it needed before its handshake (its PROXY header, if one was
@@ -39,9 +49,38 @@ impl Worker {
         }
     }
 
-    /// Moves connection `t`'s handshake on with what has arrived; once done, the session
-    /// opens and reads what came after.
+    /// Moves connection `t`'s handshake on with what has arrived, within this turn's
+    /// [`BUDGET`] (else in a later turn); once done, the session opens and reads what came
+    /// after.
     pub(super) fn shake(&mut self, t: usize) {
+        if self.shaken >= BUDGET {
+            if !self.shake_later.contains(&t) {
+                self.shake_later.push_back(t);
+            }
+            return;
+        }
+        self.shaken += 1;
+        self.shake_now(t);
+    }
+
+    /// The handshakes put off by earlier turns, in order, within this turn's budget.
+    pub(super) fn shake_deferred(&mut self) {
+        while self.shaken < BUDGET {
+            let Some(t) = self.shake_later.pop_front() else {
+                return;
+            };
+            if self
+                .sessions
+                .get(t)
+                .is_some_and(|s| s.handshake_deadline.is_some())
+            {
+                self.shaken += 1;
+                self.shake_now(t);
+            }
+        }
+    }
+
+    fn shake_now(&mut self, t: usize) {
         let Some(session) = self.sessions.get_mut(t) else {
             return;
         };

@@ -109,6 +109,11 @@ pub(crate) struct Worker {
     posted: Vec<(usize, SessionId)>,
     /// Sessions whose read loop stopped with input left because the budget ran out.
     again: Vec<usize>,
+    /// TLS handshakes with input waiting, past this turn's [`handshake::BUDGET`]: taken
+    /// on in the next turns, after the events of the sessions already open.
+    shake_later: VecDeque<usize>,
+    /// Handshake steps taken this turn.
+    shaken: usize,
     /// Faulted sessions whose faults spent their turn's budget with more due at once.
     stepping: Vec<usize>,
     /// The turns of the loop so far: a faulted session's budget is per turn.
@@ -184,6 +189,8 @@ impl Worker {
             reply: Vec::new(),
             posted: Vec::new(),
             again: Vec::new(),
+            shake_later: VecDeque::new(),
+            shaken: 0,
             stepping: Vec::new(),
             turn: 0,
             entries: Vec::new(),
@@ -215,6 +222,7 @@ impl Worker {
             }
             self.now = Instant::now();
             self.turn += 1;
+            self.shaken = 0;
             let stepping = !self.stepping.is_empty();
             for event in events.iter() {
                 if event.token() == WAKE {
@@ -254,6 +262,7 @@ impl Worker {
             if stepping {
                 self.step_again();
             }
+            self.shake_deferred();
             for t in std::mem::take(&mut self.again) {
                 if self.sessions.contains(t) {
                     self.on_readable(t);
@@ -274,7 +283,7 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() || !self.stepping.is_empty() {
+        if !self.again.is_empty() || !self.stepping.is_empty() || !self.shake_later.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut timeout = None;
