@@ -776,6 +776,14 @@ fn versions_and_alpn_are_what_both_sides_allow() {
         stderr.contains("version=TLSv1_2") && stderr.contains("alpn=echo"),
         "{stderr}"
     );
+    // A client that offers no ALPN at all is served.
+    let out = talk_tls(server.addr, &["--tls-ca", &ca], "hi\nquit\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("server>> hi"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("alpn=-"), "{stderr}");
     // OpenSSL offering none of the server's protocols is turned away with an alert.
     let out = Command::new("openssl")
         .args([
