@@ -164,7 +164,7 @@ pub fn round_trip(stream: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one line (through `\n`), byte by byte so nothing after it is consumed.
-pub fn read_line(stream: &mut TcpStream) -> Vec<u8> {
+pub fn read_line(stream: &mut impl Read) -> Vec<u8> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while line.last() != Some(&b'\n') {

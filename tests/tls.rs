@@ -821,16 +821,7 @@ fn versions_and_alpn_are_what_both_sides_allow() {
 
 /// One line from a TLS stream, as text.
 fn tls_line(stream: &mut impl Read) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.last() != Some(&b'\n') {
-        match stream.read(&mut byte) {
-            Ok(0) => break,
-            Ok(_) => line.push(byte[0]),
-            Err(e) => panic!("reading a line failed after {line:?}: {e}"),
-        }
-    }
-    String::from_utf8_lossy(&line).into_owned()
+    String::from_utf8_lossy(&crate::support::read_line(stream)).into_owned()
 }
 
 fn plain_line(stream: &mut TcpStream) -> String {
