@@ -129,7 +129,7 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The pid in the old process's `hand-over: pid N serves now` line.
-fn successor_pid(old: &Binary) -> u32 {
+pub fn successor_pid(old: &Binary) -> u32 {
     let line = old.wait_stderr("the hand-over line", |l| l.contains("serves now"));
     line.split("hand-over: pid ")
         .nth(1)
@@ -140,7 +140,7 @@ fn successor_pid(old: &Binary) -> u32 {
 
 /// A process this test did not start itself (the new server): stopped with SIGTERM, and
 /// killed if it lingers, when dropped.
-struct Adopted(u32);
+pub struct Adopted(pub u32);
 
 impl Adopted {
     fn alive(&self) -> bool {
@@ -156,7 +156,7 @@ impl Adopted {
     }
 
     /// SIGTERM, then waits until it is gone; whether it went within `IO_TIMEOUT`.
-    fn stop(&self) -> bool {
+    pub fn stop(&self) -> bool {
         self.signal("TERM");
         let deadline = Instant::now() + IO_TIMEOUT;
         while self.alive() {

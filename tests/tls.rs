@@ -848,14 +848,7 @@ fn in_chat_a_client_certificate_names_its_holder_and_nobody_takes_the_name() {
         "--tls-port",
         "0",
     ]);
-    let tls_line_logged = server.wait_stderr("the TLS line", |l| l.contains("TLS on "));
-    let tls_addr: SocketAddr = tls_line_logged
-        .split("TLS on ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let tls_addr = tls_addr_of(&server);
     // A member on the plaintext port calls itself alice.
     let mut plain = TcpStream::connect(server.addr).unwrap();
     plain.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -946,4 +939,62 @@ fn allow_cn_and_deny_cn_judge_the_client_certificate_name() {
     }
     server.signal("TERM");
     assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+/// The address in a server's `TLS on ADDR` log line.
+fn tls_addr_of(server: &crate::support::Binary) -> SocketAddr {
+    let line = server.wait_stderr("the TLS line", |l| l.contains("TLS on "));
+    line.split("TLS on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_hand_over_passes_the_tls_listener_on_as_tls() {
+    let scratch = Scratch::new("handover");
+    tcpool::tls::make::set(&scratch.0).unwrap();
+    let file = |name: &str| scratch.path(name).to_str().unwrap().to_owned();
+    let keylog = scratch.path("keys.log");
+    let mut old = crate::support::Binary::serve_with(
+        &[
+            "--workers",
+            "1",
+            "--tls-cert",
+            &file("server.pem"),
+            "--tls-key",
+            &file("server-key.pem"),
+            "--tls-port",
+            "0",
+        ],
+        Stdio::null(),
+        |c| {
+            c.env("SSLKEYLOGFILE", &keylog);
+        },
+    );
+    let tls = tls_addr_of(&old);
+    old.wait_stderr("the key log warning", |l| l.contains("SSLKEYLOGFILE="));
+    let ca = scratch.path("ca.pem");
+    let mut before = client(tls, &ca, "localhost");
+    assert_eq!(echo_once(&mut before, b"before\n"), b"before\n");
+    // The secrets of that session were written for Wireshark.
+    let keys = std::fs::read_to_string(&keylog).unwrap();
+    assert!(keys.contains("CLIENT_HANDSHAKE_TRAFFIC_SECRET"), "{keys}");
+    old.signal("HUP");
+    let new = crate::handover::Adopted(crate::handover::successor_pid(&old));
+    // The old process says quit to its session and ends; the new one serves both ports,
+    // TLS on the TLS one.
+    let mut rest = Vec::new();
+    before.read_to_end(&mut rest).expect("a clean TLS close");
+    assert_eq!(rest, b"quit\n");
+    assert_eq!(old.wait_timeout(IO_TIMEOUT * 2), Some(0));
+    let mut after = client(tls, &ca, "localhost");
+    assert_eq!(echo_once(&mut after, b"after\n"), b"after\n");
+    let mut plain = TcpStream::connect(old.addr).unwrap();
+    plain.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(echo_once(&mut plain, b"plain\n"), b"plain\n");
+    drop((after, plain));
+    assert!(new.stop());
 }
