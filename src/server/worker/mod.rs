@@ -54,10 +54,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-
-use crate::tls::Link;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+
+use crate::tls::Link;
 
 use crate::server::arrival::acceptor::Conn;
 use crate::server::protocol::Splitter;
@@ -239,7 +239,9 @@ impl Worker {
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.on_readable(t);
-                    // A TLS handshake finished by that read lets out what waited for it.
+                    // A TLS read also sends what rustls holds for the socket (an answer to
+                    // a key update, the rest of a reply): that may take the room, and so
+                    // the writable edge, that pending chunks wait for. Try them now.
                     if self
                         .sessions
                         .get(t)
