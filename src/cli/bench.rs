@@ -172,6 +172,16 @@ struct RunArgs {
     /// once the last one is open [default: all at once].
     #[arg(allow_hyphen_values = true, long, value_name = "R", value_parser = parse_rate)]
     connect_rate: Option<f64>,
+    /// Close each connection after N replies and open a new one at once, within the window
+    /// (with --tls a handshake every N messages: 1 = one per request). Connects and
+    /// handshakes are timed apart from the messages [default: connections stay open].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    reconnect_every: Option<u64>,
+    /// Which TLS handshakes resume a session: off (every one full), tickets (each
+    /// reconnect offers a ticket from an earlier handshake) or mix=P (that share offers one,
+    /// such as mix=0.3) [default: tickets].
+    #[arg(long, value_name = "HOW", requires = "tls", value_parser = parse_resume)]
+    tls_resume: Option<bench::Resume>,
     /// Connect first, then start the warm-up at TIME: UNIX seconds (1767225600.5), or +TIME
     /// from now (+5s; bare = seconds), so that several generators measure the same window
     /// [default: at once].
@@ -430,6 +440,7 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
         Some(settings) => Some(bench::BenchTls {
             config: tcpool::tls::client_config(&settings)?,
             name: tcpool::tls::server_name(&settings, &args.target.host())?,
+            resume: args.tls_resume.unwrap_or_default(),
         }),
         None => None,
     };
@@ -439,6 +450,7 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
         protocol,
         greeting,
         connect_rate: args.connect_rate,
+        reconnect_every: args.reconnect_every,
         start_at: args.start_at,
         connections: args.connections as usize,
         limit: match (args.messages, args.duration) {
@@ -553,6 +565,11 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 /// UNIX seconds (`1767225600`, fractions allowed) or `+SECS` from now (`+5`, `+1.5s`).
+/// `--tls-resume`.
+fn parse_resume(s: &str) -> Result<bench::Resume, String> {
+    s.parse()
+}
+
 fn parse_start_at(s: &str) -> Result<SystemTime, String> {
     if let Some(ahead) = s.strip_prefix('+') {
         let ahead = units::parse_duration(ahead).map_err(|e| e.to_string())?;

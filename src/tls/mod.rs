@@ -9,11 +9,13 @@
 //! - [`make`]: certificates made here: the auto CA, and `tcpool tls gen`'s set for tests.
 //! - [`peer`]: what a client shows of the server it reached.
 //! - [`pump`]: a TLS client connection behind a plain socket, for code written for one.
+//! - [`resume`]: the load generator's store of session tickets, as large as its run.
 
 pub mod link;
 pub mod make;
 pub mod peer;
 pub mod pump;
+pub mod resume;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

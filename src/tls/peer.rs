@@ -79,12 +79,7 @@ fn ip_text(bytes: &[u8]) -> String {
 /// session was resumed.
 pub fn describe_session(state: &CommonState) -> String {
     let (version, suite) = version_and_suite(state);
-    let group = state
-        .negotiated_key_exchange_group()
-        .map_or("-".to_owned(), |g| format!("{:?}", g.name()));
-    let alpn = state
-        .alpn_protocol()
-        .map_or("-".to_owned(), |p| String::from_utf8_lossy(p).into_owned());
+    let (group, alpn) = group_and_alpn(state);
     let resumed = state.handshake_kind() == Some(HandshakeKind::Resumed);
     format!("version={version} suite={suite} group={group} alpn={alpn} resumed={resumed}")
 }
@@ -99,6 +94,18 @@ pub fn version_and_suite(state: &CommonState) -> (String, String) {
         .negotiated_cipher_suite()
         .map_or("?".to_owned(), |s| format!("{:?}", s.suite()));
     (version, suite)
+}
+
+/// The key exchange group and the application protocol agreed (`X25519MLKEM768`, `h2`); `-`
+/// for none.
+pub fn group_and_alpn(state: &CommonState) -> (String, String) {
+    let group = state
+        .negotiated_key_exchange_group()
+        .map_or("-".to_owned(), |g| format!("{:?}", g.name()));
+    let alpn = state
+        .alpn_protocol()
+        .map_or("-".to_owned(), |p| String::from_utf8_lossy(p).into_owned());
+    (group, alpn)
 }
 
 /// `--tls-insecure`: takes any certificate for any name, but still checks that the server

@@ -95,6 +95,10 @@ pub(super) struct Conn {
     reply_start: u64,
     /// Times this connection was reopened.
     pub(super) reopens: u64,
+    /// Messages queued since it was last opened.
+    queued_here: u64,
+    /// `--reconnect-every`: how many it may queue before it is opened again.
+    reconnect_every: Option<u64>,
 }
 
 impl Conn {
@@ -108,6 +112,8 @@ impl Conn {
             head: Vec::new(),
             reply_start: 0,
             reopens: 0,
+            queued_here: 0,
+            reconnect_every: plan.options.reconnect_every,
             index,
             stream: None,
             state: State::Connecting(0, now),
@@ -391,6 +397,7 @@ impl Conn {
         if let Some(parser) = self.parser.as_mut() {
             parser.reset();
         }
+        self.queued_here = 0;
         self.reopens += 1;
     }
 
@@ -532,6 +539,7 @@ impl Conn {
             }
         };
         self.seq += 1;
+        self.queued_here += 1;
         self.inflight.push_back(Flight {
             intended: scheduled.min(now),
             sent: now,
@@ -548,9 +556,19 @@ impl Conn {
         !draining
             && schedule.end.is_none_or(|end| at < end)
             && (at < schedule.measure_start || self.quota != Some(0))
+            && !self.used_up()
     }
 
-    /// Measured messages still awaiting their reply.
+    /// `--reconnect-every`: this connection has queued all it may before it is opened again.
+    pub(super) fn used_up(&self) -> bool {
+        self.reconnect_every.is_some_and(|n| self.queued_here >= n)
+    }
+
+    /// A number drawn below `n` from the connection's own seeded sequence.
+    pub(super) fn draw_below(&mut self, n: u64) -> u64 {
+        self.draw.below(n)
+    }
+
     /// Measured messages sent by `end` (when there is one) and not answered.
     pub(super) fn measured_in_flight(&self, end: Option<Instant>) -> u64 {
         self.inflight

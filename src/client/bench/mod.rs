@@ -14,7 +14,8 @@
 //!   connect time. A refused or failed connect tries the target's next address; one that
 //!   fails at every address, or takes longer than [`Options::connect_timeout`], is an error of
 //!   its kind, and that connection is not opened again (nor is any connection that fails
-//!   later). With a [`Greeting`] each connection sends it and awaits its reply here.
+//!   later). With a [`Greeting`] each connection sends it and awaits its reply here. With
+//!   [`Options::tls`] the TLS handshake follows the connect at once, timed apart from it.
 //! - **Start**: the load begins once every connection is open (or has failed), or at
 //!   [`Options::start_at`] if that is later, so that connecting is never measured and several
 //!   generators can share one window.
@@ -47,6 +48,10 @@
 //!   to the reply timeout) outside it: their latency is recorded, so a slow tail is not cut
 //!   off, but they are counted apart ([`Report::in_flight_at_end`]) and not in the
 //!   throughput. Setting the stop flag ends the run at once with what was measured so far.
+//! - **Reconnect**: with [`Options::reconnect_every`] a connection that has had that many
+//!   replies is closed (TLS's `close_notify` first) and opened again at once, with a new
+//!   connect and handshake, each timed into its own histogram, within the window: the
+//!   throughput then counts what the connects and handshakes cost.
 //!
 //! The parts, one file each: `plan` (the options and what the threads share), `worker` (one
 //! thread's poller), `conn` (a connection's state machine), `framing` (requests and how
@@ -74,7 +79,7 @@ mod worker;
 
 pub use error::ErrorKind;
 pub use histogram::Percentiles;
-pub use plan::{BenchTls, Limit, Options};
+pub use plan::{BenchTls, Limit, Options, Resume};
 pub use report::Report;
 
 pub use error::FirstError;
@@ -85,7 +90,7 @@ pub use merge::{Merged, OVERLAP_WARNING, merge};
 pub use plan::{DEFAULT_MAX_REPLY, MAX_KINDS};
 pub use plot::plot;
 pub use proto::{Class, Framed};
-pub use report::{Generator, Replies, RequestKind, Second, Window};
+pub use report::{Generator, Replies, RequestKind, Second, TlsReport, Window};
 pub use server::{MetricsUrl, ReplyTimes, SETTLE, Samples, ServerView};
 
 use std::io;
@@ -97,7 +102,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam::channel;
 
 use framing::Delimiter;
-use plan::{Framing, Live, Plan};
+use plan::{Framing, Live, Plan, TlsConfigs};
 use worker::{Outcome, Worker};
 
 /// The default number of connections (`-c`).
@@ -235,6 +240,10 @@ pub fn run(
                 (None, _) => Some(Delimiter::new(b"\n")),
             }),
         stop,
+        tls: options
+            .tls
+            .as_ref()
+            .map(|tls| TlsConfigs::new(tls, connections)),
         abort: AtomicBool::new(false),
         live: Live::default(),
     };

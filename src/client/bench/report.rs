@@ -127,6 +127,79 @@ pub struct Report {
     /// A merged report of mixes: the inputs' figures per request kind were left out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kinds_left_out: bool,
+    /// `--reconnect-every`: replies per connection before it was opened again; `null`:
+    /// connections stayed open.
+    #[serde(default)]
+    pub reconnect_every: Option<u64>,
+    /// `--tls`: the handshakes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsReport>,
+}
+
+/// A TLS run's handshakes: each timed from the end of its TCP connect to the end of the
+/// handshake, full and resumed apart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsReport {
+    /// `--tls-resume`: `off`, `tickets` or `mix=P`; `mixed` in a merge of different ones.
+    pub resume: String,
+    /// Full handshakes completed (warm-up and reconnects included).
+    pub full: u64,
+    /// Resumed handshakes completed.
+    pub resumed: u64,
+    /// `resumed / (full + resumed)`.
+    pub resumed_share: f64,
+    /// Handshakes that ended within the measured window.
+    pub in_window: u64,
+    /// `in_window / duration_s`: handshakes per second while the load ran.
+    pub per_sec: f64,
+    /// Full handshakes' times.
+    pub full_us: Percentiles,
+    /// Resumed handshakes' times.
+    pub resumed_us: Percentiles,
+    /// Full handshakes' histogram (microseconds), V2 deflate in base64.
+    #[serde(rename = "full_histogram", with = "base64_histogram")]
+    pub(super) full_hist: Histogram<u64>,
+    /// Resumed handshakes' histogram, the same way.
+    #[serde(rename = "resumed_histogram", with = "base64_histogram")]
+    pub(super) resumed_hist: Histogram<u64>,
+    /// What the handshakes agreed on (version, suite, key exchange group, ALPN), counted.
+    pub negotiated: BTreeMap<String, u64>,
+}
+
+impl TlsReport {
+    /// Figures derived from the counts and histograms, for a window `duration_s` long.
+    fn finish(&mut self, duration_s: f64) {
+        self.full = self.full_hist.len();
+        self.resumed = self.resumed_hist.len();
+        let all = self.full + self.resumed;
+        self.resumed_share = if all > 0 {
+            self.resumed as f64 / all as f64
+        } else {
+            0.0
+        };
+        self.per_sec = if duration_s > 0.0 {
+            self.in_window as f64 / duration_s
+        } else {
+            0.0
+        };
+        self.full_us = Percentiles::of(&self.full_hist);
+        self.resumed_us = Percentiles::of(&self.resumed_hist);
+    }
+
+    /// Adds `other`'s handshakes to these.
+    pub(super) fn add(&mut self, other: &TlsReport) -> Result<(), String> {
+        let err = |e| format!("cannot add its handshake histograms: {e:?}");
+        self.full_hist.add(&other.full_hist).map_err(err)?;
+        self.resumed_hist.add(&other.resumed_hist).map_err(err)?;
+        self.in_window += other.in_window;
+        for (what, n) in &other.negotiated {
+            *self.negotiated.entry(what.clone()).or_default() += n;
+        }
+        if self.resume != other.resume {
+            self.resume = MIXED.to_owned();
+        }
+        Ok(())
+    }
 }
 
 /// Measured replies by what they said: ok, error or miss. Error replies are also errors
@@ -325,7 +398,9 @@ impl Report {
             .rate
             .map(|rate| self.msgs_per_sec >= rate * RATE_REACHED);
         self.connect_us = Percentiles::of(&connect);
-        self.connected = connect.len() as usize;
+        if let Some(tls) = self.tls.as_mut() {
+            tls.finish(duration_s);
+        }
         self.latency = latency;
         self.connect = connect;
         self
@@ -372,6 +447,8 @@ impl Report {
             kinds: Vec::new(),
             reconnects: 0,
             kinds_left_out: false,
+            reconnect_every: None,
+            tls: None,
         }
     }
 }
@@ -574,6 +651,21 @@ pub(super) fn report(
         replies,
         kinds,
         reconnects: total.reconnects,
+        connected: total.connected as usize,
+        reconnect_every: options.reconnect_every,
+        tls: options.tls.as_ref().map(|tls| TlsReport {
+            resume: tls.resume.to_string(),
+            full: 0,
+            resumed: 0,
+            resumed_share: 0.0,
+            in_window: total.tls.in_window,
+            per_sec: 0.0,
+            full_us: Percentiles::default(),
+            resumed_us: Percentiles::default(),
+            full_hist: std::mem::replace(&mut total.tls.full, histogram()),
+            resumed_hist: std::mem::replace(&mut total.tls.resumed, histogram()),
+            negotiated: std::mem::take(&mut total.tls.negotiated),
+        }),
         ..Report::empty(options.addrs[0].to_string())
     };
     report.assemble(total.latency, total.connect)

@@ -58,11 +58,73 @@ pub(super) struct Second {
     pub(super) errors: u64,
 }
 
+/// TLS handshakes on one thread, each timed from its connect's end to its own.
+pub(super) struct Handshakes {
+    /// Full handshakes' times (microseconds).
+    pub(super) full: Histogram<u64>,
+    /// Resumed handshakes' times.
+    pub(super) resumed: Histogram<u64>,
+    /// Handshakes (of either kind) that ended within the measured window.
+    pub(super) in_window: u64,
+    /// What they agreed on, `TLSv1_3 TLS13_AES_256_GCM_SHA384 X25519MLKEM768 alpn=-`,
+    /// counted.
+    pub(super) negotiated: BTreeMap<String, u64>,
+}
+
+impl Handshakes {
+    fn new() -> Self {
+        Handshakes {
+            full: histogram(),
+            resumed: histogram(),
+            in_window: 0,
+            negotiated: BTreeMap::new(),
+        }
+    }
+
+    /// Counts a handshake that took `took` and ended `now`.
+    pub(super) fn record(
+        &mut self,
+        state: &rustls::CommonState,
+        took: Duration,
+        now: Instant,
+        schedule: Option<&Schedule>,
+    ) {
+        let resumed = state.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let histogram = if resumed {
+            &mut self.resumed
+        } else {
+            &mut self.full
+        };
+        histogram.saturating_record(micros(took).min(HISTOGRAM_MAX_US));
+        if schedule.is_some_and(|s| now >= s.measure_start && s.end.is_none_or(|end| now < end)) {
+            self.in_window += 1;
+        }
+        let (version, suite) = crate::tls::peer::version_and_suite(state);
+        let (group, alpn) = crate::tls::peer::group_and_alpn(state);
+        let key = format!("{version} {suite} {group} alpn={alpn}");
+        *self.negotiated.entry(key).or_default() += 1;
+    }
+
+    fn absorb(&mut self, other: Handshakes) {
+        self.full.add(&other.full).expect("same bounds");
+        self.resumed.add(&other.resumed).expect("same bounds");
+        self.in_window += other.in_window;
+        for (what, n) in other.negotiated {
+            *self.negotiated.entry(what).or_default() += n;
+        }
+    }
+}
+
 /// One thread's measurements; merged at the end.
 pub(super) struct Tally {
     /// Every measured reply's latency, late ones included.
     pub(super) latency: Histogram<u64>,
+    /// Every connect's time, reconnects included.
     pub(super) connect: Histogram<u64>,
+    /// Connections whose first connect succeeded.
+    pub(super) connected: u64,
+    /// `--tls`: the handshakes.
+    pub(super) tls: Handshakes,
     pub(super) errors: BTreeMap<ErrorKind, u64>,
     /// The first error of each kind, and when it happened.
     pub(super) first_errors: BTreeMap<ErrorKind, (Instant, FirstError)>,
@@ -84,7 +146,8 @@ pub(super) struct Tally {
     pub(super) error_prefixes: BTreeMap<String, u64>,
     /// A mix of requests: each kind's own counts (empty for a single kind).
     pub(super) kinds: Vec<Kind>,
-    /// Connections reopened after the server closed them cleanly (HTTP `Connection: close`).
+    /// Connections reopened: after the server closed them cleanly (HTTP `Connection:
+    /// close`), or after `--reconnect-every` replies.
     pub(super) reconnects: u64,
     /// The measured window second by second, except what `current` still holds.
     timeline: Vec<Second>,
@@ -98,6 +161,8 @@ impl Tally {
         Tally {
             latency: histogram(),
             connect: histogram(),
+            connected: 0,
+            tls: Handshakes::new(),
             errors: BTreeMap::new(),
             first_errors: BTreeMap::new(),
             sent: 0,
@@ -251,6 +316,8 @@ impl Tally {
         // Same bounds on both sides, and saturating records never exceed them.
         self.latency.add(&other.latency).expect("same bounds");
         self.connect.add(&other.connect).expect("same bounds");
+        self.connected += other.connected;
+        self.tls.absorb(other.tls);
         for (kind, n) in other.errors {
             *self.errors.entry(kind).or_default() += n;
         }

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use std::time::Duration;
 
 use super::error::{ErrorKind, clean, counts};
-use super::report::{MIXED, Report, Window};
+use super::report::{MIXED, Report, TlsReport, Window};
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -129,7 +129,7 @@ impl fmt::Display for Report {
         writeln!(f)?;
         replies(f, self)?;
         let c = &self.connect_us;
-        writeln!(
+        write!(
             f,
             "Connect     {} of {} in {:.2} s; p50 {}  p90 {}  p99 {}  max {}",
             self.connected,
@@ -140,6 +140,13 @@ impl fmt::Display for Report {
             human_us(c.p99 as f64),
             human_us(c.max as f64)
         )?;
+        if self.reconnects > 0 {
+            write!(f, " (of {} connects)", self.connect.len())?;
+        }
+        writeln!(f)?;
+        if let Some(tls) = &self.tls {
+            handshakes(f, tls)?;
+        }
         if self.errors == 0 {
             writeln!(f, "Errors      none")
         } else {
@@ -191,12 +198,52 @@ fn replies(f: &mut fmt::Formatter<'_>, report: &Report) -> fmt::Result {
         }
         writeln!(f)?;
     }
-    if report.reconnects > 0 {
-        writeln!(
+    match report.reconnect_every {
+        Some(n) => writeln!(
+            f,
+            "Reconnects  {} (a new connection every {n} repl{})",
+            report.reconnects,
+            if n == 1 { "y" } else { "ies" }
+        )?,
+        None if report.reconnects > 0 => writeln!(
             f,
             "Reconnects  {} (the server closed after a reply; each connection was opened again)",
             report.reconnects
+        )?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// The TLS handshakes: how many, how fast, how long each kind took, and what they agreed on.
+fn handshakes(f: &mut fmt::Formatter<'_>, tls: &TlsReport) -> fmt::Result {
+    writeln!(
+        f,
+        "Handshakes  {} ({:.1} % resumed, --tls-resume {}), {} in the window: {:.1}/s",
+        tls.full + tls.resumed,
+        tls.resumed_share * 100.0,
+        clean(&tls.resume),
+        tls.in_window,
+        tls.per_sec
+    )?;
+    for (kind, n, p) in [
+        ("full", tls.full, &tls.full_us),
+        ("resumed", tls.resumed, &tls.resumed_us),
+    ] {
+        if n == 0 {
+            continue;
+        }
+        writeln!(
+            f,
+            "  {kind:<9} {n:>9}  p50 {}  p90 {}  p99 {}  max {}",
+            human_us(p.p50 as f64),
+            human_us(p.p90 as f64),
+            human_us(p.p99 as f64),
+            human_us(p.max as f64)
         )?;
+    }
+    for (what, n) in &tls.negotiated {
+        writeln!(f, "  {} x{n}", clean(what))?;
     }
     Ok(())
 }

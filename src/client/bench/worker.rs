@@ -253,9 +253,11 @@ impl<'a> Worker<'a> {
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(match &self.plan.options.tls {
+            Ok(match &self.plan.tls {
                 Some(tls) => {
-                    let conn = rustls::ClientConnection::new(tls.config.clone(), tls.name.clone())
+                    let conn = &mut self.conns[i];
+                    let config = tls.pick(|| conn.draw_below(1_000_000));
+                    let conn = rustls::ClientConnection::new(config.clone(), tls.name.clone())
                         .map_err(io::Error::other)?;
                     Link::tls(stream, conn)
                 }
@@ -304,11 +306,12 @@ impl<'a> Worker<'a> {
         }
         // Small messages must not wait for Nagle's algorithm; if this fails they still go.
         let _ = stream.set_nodelay(true);
-        // A reopened connection's connect is not a connection of the run's.
+        self.tally
+            .connect
+            .saturating_record(micros(now.duration_since(since)));
+        // A reopened connection's connect is not another connection of the run's.
         if self.conns[i].reopens == 0 {
-            self.tally
-                .connect
-                .saturating_record(micros(now.duration_since(since)));
+            self.tally.connected += 1;
         }
         self.plan.live.open.fetch_add(1, Ordering::Relaxed);
         if self.plan.options.tls.is_some() {
@@ -321,11 +324,20 @@ impl<'a> Worker<'a> {
     /// A handshaking connection had an event (or just connected): the handshake goes on,
     /// ends, or failed.
     fn on_handshaking(&mut self, i: usize, now: Instant) {
-        let Some(link) = self.conns[i].stream.as_mut() else {
+        let conn = &mut self.conns[i];
+        let Some(link) = conn.stream.as_mut() else {
             return;
         };
         match link.handshake() {
-            Ok(true) => self.connected(i, now),
+            Ok(true) => {
+                if let (State::Handshaking(since), Some(state)) = (conn.state, link.conn()) {
+                    let took = now.saturating_duration_since(since);
+                    self.tally
+                        .tls
+                        .record(state, took, now, self.schedule.as_ref());
+                }
+                self.connected(i, now);
+            }
             Ok(false) => {}
             Err(e) => {
                 let why = crate::tls::error_text(&e);
@@ -469,6 +481,16 @@ impl<'a> Worker<'a> {
         self.open(i, 0, now);
     }
 
+    /// `--reconnect-every`: the connection carried all it may; it is closed, politely (TLS's
+    /// `close_notify`, then the end of stream), and opened again at once.
+    fn recycle(&mut self, i: usize, now: Instant) {
+        if let Some(link) = self.conns[i].stream.as_mut() {
+            // The new connection does not depend on the old one's goodbye.
+            let _ = link.shutdown_write();
+        }
+        self.reopen(i, now);
+    }
+
     /// Queues what the connection may send now, writes it, and ends the connection when it
     /// has nothing left to send or await.
     fn pump(&mut self, i: usize, now: Instant) {
@@ -508,6 +530,9 @@ impl<'a> Worker<'a> {
                     conn.scheduled = true;
                 }
             }
+        }
+        if conn.used_up() && conn.inflight.is_empty() && !self.draining {
+            return self.recycle(i, now);
         }
         // Open loop, a next send past the end: the connection stays open, idle, until the
         // end, so that the window is -d and not the time of the last reply.

@@ -105,6 +105,11 @@ pub fn merge(reports: &mut [(String, Report)]) -> Result<Merged, String> {
     } else {
         (MIXED.to_owned(), MIXED.to_owned())
     };
+    let reconnect_every = reports
+        .iter()
+        .all(|(_, r)| r.reconnect_every == first.reconnect_every)
+        .then_some(first.reconnect_every)
+        .flatten();
     let (size, eol, pipeline, warmup_s) = (
         first.size,
         first.eol.clone(),
@@ -168,6 +173,16 @@ pub fn merge(reports: &mut [(String, Report)]) -> Result<Merged, String> {
         merged.in_flight_at_end = add(merged.in_flight_at_end, r.in_flight_at_end, source)?;
         merged.late_replies = add(merged.late_replies, r.late_replies, source)?;
         merged.reconnects = add(merged.reconnects, r.reconnects, source)?;
+        merged.connected = merged
+            .connected
+            .checked_add(r.connected)
+            .ok_or_else(|| overflow(source))?;
+        if let Some(theirs) = &r.tls {
+            match merged.tls.as_mut() {
+                Some(ours) => ours.add(theirs).map_err(|e| format!("{source}: {e}"))?,
+                None => merged.tls = Some(theirs.clone()),
+            }
+        }
         if let Some(theirs) = &r.replies {
             let ours = merged.replies.get_or_insert_with(Replies::default);
             ours.ok = add(ours.ok, theirs.ok, source)?;
@@ -209,6 +224,7 @@ pub fn merge(reports: &mut [(String, Report)]) -> Result<Merged, String> {
     merged.eol = eol;
     merged.pipeline = pipeline;
     merged.warmup_s = warmup_s;
+    merged.reconnect_every = reconnect_every;
     merged.rate = rates;
     merged.window = Window { start, end };
     merged.runs = runs;

@@ -26,6 +26,7 @@ fn run(values: &[u64], window: (f64, f64), errors: u64) -> Report {
     }
     let mut connect = histogram();
     connect.record(100).unwrap();
+    r.connected = 1;
     r.assemble(h, connect)
 }
 
