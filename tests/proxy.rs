@@ -20,12 +20,17 @@ pub struct Haproxy {
 
 impl Haproxy {
     pub fn start(backend: SocketAddr, server_options: &str) -> Haproxy {
+        Haproxy::start_with("", backend, server_options)
+    }
+
+    /// [`Haproxy::start`] with `bind_options` on its listener (`accept-proxy`).
+    pub fn start_with(bind_options: &str, backend: SocketAddr, server_options: &str) -> Haproxy {
         let dir = TempDir::new("haproxy");
         let port = free_port();
         let config = format!(
             "global\n  maxconn 256\n\
              defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend front\n  bind 127.0.0.1:{port}\n  default_backend back\n\
+             frontend front\n  bind 127.0.0.1:{port} {bind_options}\n  default_backend back\n\
              backend back\n  server tcpool {backend} {server_options}\n"
         );
         let path = dir.path.join("haproxy.cfg");
@@ -291,4 +296,130 @@ fn a_client_that_closes_inside_its_header_is_dropped_at_once() {
     assert_eq!(registry.len(), 0);
     shutdown.trigger();
     assert_eq!(running.join().unwrap().unwrap().sessions, 0);
+}
+
+/// The local port of the one established TCP connection on this machine whose other end is
+/// `remote`'s port on 127.0.0.1, from `/proc/net/tcp`.
+fn client_port_towards(remote: SocketAddr) -> Option<u16> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let want = format!("0100007F:{:04X}", remote.port());
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // local, remote, state (01: established)
+        (fields.get(2) == Some(&want.as_str()) && fields.get(3) == Some(&"01"))
+            .then(|| u16::from_str_radix(fields[1].split(':').nth(1)?, 16).ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn talk_and_bench_send_a_header_that_haproxy_accepts_and_passes_on() {
+    let mut server = Binary::serve(&["--proxy-protocol", "v2"]);
+    let haproxy = Haproxy::start_with("accept-proxy", server.addr, "send-proxy-v2");
+    for version in ["v1", "v2"] {
+        // talk's header names its own address; HAProxy takes it and sends it on, so the
+        // server's /list shows talk's port, not HAProxy's.
+        let mut talk = Command::new(tcpool_bin())
+            .args(["talk", "--send-proxy", version, &haproxy.addr.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = talk.stdin.take().unwrap();
+        stdin.write_all(b"through\n").unwrap();
+        let mut out = std::io::BufReader::new(talk.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "server>> through\n", "{version}");
+        let port = client_port_towards(haproxy.addr).expect("talk's connection to HAProxy");
+        server.type_line("/list");
+        let row = server.wait_stdout("talk's row in /list", |l| {
+            l.contains(&format!("127.0.0.1:{port} "))
+        });
+        assert!(row.trim_start().starts_with('#'), "{version}: {row}");
+        drop(stdin);
+        assert!(talk.wait().unwrap().success(), "{version}");
+        // bench: every connection's header accepted, every echo right.
+        let out = Command::new(tcpool_bin())
+            .args([
+                "bench",
+                "--json",
+                "-c",
+                "4",
+                "-n",
+                "200",
+                "--send-proxy",
+                version,
+            ])
+            .arg(haproxy.addr.to_string())
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["messages"], 200, "{version}: {report}");
+        assert_eq!(report["errors"], 0, "{version}: {report}");
+    }
+    // Without a header HAProxy closes every connection: the flag is what made them work.
+    let out = Command::new(tcpool_bin())
+        .args(["bench", "--json", "-c", "2", "-n", "20", "--timeout", "2s"])
+        .arg(haproxy.addr.to_string())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["messages"], 0, "{report}");
+    assert_eq!(report["errors"], 2, "{report}");
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+#[test]
+fn the_header_goes_in_clear_before_the_tls_handshake() {
+    let dir = TempDir::new("send-proxy-tls");
+    let ca = dir.path.join("ca.pem");
+    let mut server = Binary::serve(&[
+        "--proxy-protocol",
+        "any",
+        "--tls",
+        "auto",
+        "--tls-ca-out",
+        ca.to_str().unwrap(),
+    ]);
+    let target = format!("localhost:{}", server.addr.port());
+    for version in ["v1", "v2"] {
+        let mut talk = Command::new(tcpool_bin())
+            .args(["talk", "--tls", "--tls-ca", ca.to_str().unwrap()])
+            .args(["--send-proxy", version, &target])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        talk.stdin.take().unwrap().write_all(b"secret\n").unwrap();
+        let out = talk.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "server>> secret\n",
+            "{version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(tcpool_bin())
+            .args([
+                "bench",
+                "--json",
+                "-c",
+                "2",
+                "-n",
+                "50",
+                "--send-proxy",
+                version,
+            ])
+            .args(["--tls", "--tls-ca", ca.to_str().unwrap(), &target])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["messages"], 50, "{version}: {report}");
+        assert_eq!(report["errors"], 0, "{version}: {report}");
+    }
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
 }

@@ -182,6 +182,11 @@ struct RunArgs {
     /// such as mix=0.3) [default: tickets].
     #[arg(long, value_name = "HOW", requires = "tls", value_parser = parse_resume)]
     tls_resume: Option<bench::Resume>,
+    /// Send a PROXY protocol header (v1 or v2) first on every connection, naming its own
+    /// addresses, to load a server or proxy that expects one; before TLS with --tls
+    /// [default: none].
+    #[arg(long, value_name = "VERSION")]
+    send_proxy: Option<tcpool::client::send_proxy::SendProxy>,
     /// Connect first, then start the warm-up at TIME: UNIX seconds (1767225600.5), or +TIME
     /// from now (+5s; bare = seconds), so that several generators measure the same window
     /// [default: at once].
@@ -451,6 +456,7 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
         greeting,
         connect_rate: args.connect_rate,
         reconnect_every: args.reconnect_every,
+        send_proxy: args.send_proxy,
         start_at: args.start_at,
         connections: args.connections as usize,
         limit: match (args.messages, args.duration) {

@@ -41,6 +41,10 @@ pub(crate) struct TalkArgs {
     connect_timeout: Duration,
     #[command(flatten)]
     tls: super::tls::TlsClientArgs,
+    /// Send a PROXY protocol header (v1 or v2) first, naming this connection's own addresses,
+    /// to talk to a server or proxy that expects one; before TLS with --tls [default: none].
+    #[arg(long, value_name = "VERSION")]
+    send_proxy: Option<tcpool::client::send_proxy::SendProxy>,
 }
 
 const EXAMPLES: &str = r"
@@ -62,6 +66,11 @@ pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
         .connect(args.connect_timeout)
         .with_context(|| format!("cannot connect to {}", args.addr))?;
     let _ = stream.set_nodelay(true);
+    if let Some(version) = args.send_proxy {
+        version
+            .send(&mut stream)
+            .with_context(|| format!("cannot send the PROXY header to {}", args.addr))?;
+    }
     let options = Options {
         // Unterminated lines sent back to back reach the server as one message.
         eol: args.eol.unwrap_or(if args.no_wait {

@@ -3,4 +3,5 @@
 
 pub mod addr;
 pub mod bench;
+pub mod send_proxy;
 pub mod talk;

@@ -85,6 +85,9 @@ pub struct Options {
     /// (`--reconnect-every`): with TLS, a handshake every N messages; `None`: connections
     /// stay open for the whole run.
     pub reconnect_every: Option<u64>,
+    /// Sends a PROXY protocol header first on every connection (`--send-proxy`), naming the
+    /// connection's own addresses; before TLS when both are asked for.
+    pub send_proxy: Option<crate::client::send_proxy::SendProxy>,
 }
 
 /// Which of bench's handshakes resume a session (`--tls-resume`). A connection's first
@@ -180,6 +183,7 @@ impl Default for Options {
             error_prefix: None,
             tls: None,
             reconnect_every: None,
+            send_proxy: None,
         }
     }
 }

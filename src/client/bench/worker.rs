@@ -306,6 +306,17 @@ impl<'a> Worker<'a> {
         }
         // Small messages must not wait for Nagle's algorithm; if this fails they still go.
         let _ = stream.set_nodelay(true);
+        if let Some(version) = self.plan.options.send_proxy {
+            let link = self.conns[i].stream.as_mut().expect("a connecting socket");
+            if let Err(e) = version.send(link.socket_mut()) {
+                let failure = Failure::new(
+                    ErrorKind::of_transfer(&e),
+                    0,
+                    format!("the PROXY header: {e}"),
+                );
+                return self.close(i, Some(failure), now);
+            }
+        }
         self.tally
             .connect
             .saturating_record(micros(now.duration_since(since)));
