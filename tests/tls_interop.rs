@@ -1,8 +1,9 @@
-//! TLS with real peers, both ways where the peer can be both: socat as a client of
-//! `tcpool serve` and as a TLS echo server for `talk` and `bench`, GnuTLS's `gnutls-cli`,
-//! ncat's TLS listener, and stunnel terminating TLS in front of a plaintext tcpool and
-//! wrapping a plaintext client's bytes for a TLS tcpool. Every peer listens on 127.0.0.1 at
-//! a free port, and is killed at the end of its test.
+//! TLS with real peers, both ways where the peer can be both: socat (client and server),
+//! GnuTLS's `gnutls-cli`, ncat's TLS listener, stunnel terminating TLS in front of a
+//! plaintext tcpool and wrapping a plaintext client's bytes for a TLS tcpool, and OpenSSL and
+//! socat showing client certificates to a mutual-TLS tcpool (and tcpool showing its own to
+//! socat). Every peer listens on 127.0.0.1 at a free port, and is killed at the end of its
+//! test.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::bench::bench;
 use crate::support::{
     Binary, IO_TIMEOUT, collect_lines, free_port, run_to_end, seed_dir, tcpool_bin, wait_child,
-    wait_line, wait_listening,
+    wait_line, wait_listening, wait_until,
 };
 use crate::tls::{Scratch, wait_output};
 
@@ -424,4 +425,128 @@ fn stunnel_as_a_client_carries_plaintext_clients_to_a_tls_tcpool() {
     seed.send("你好\nquit\n");
     seed.wait_stdout("the second echo", |l| l.ends_with("server>> 你好"));
     assert_eq!(seed.exit_code(), Some(0));
+}
+
+// --- Mutual TLS --------------------------------------------------------------------------------
+
+#[test]
+fn mutual_tls_lets_in_openssl_and_socat_with_a_certificate_and_refuses_them_without() {
+    let certs = Certs::make("mtls");
+    let (ca, cert, key) = (
+        certs.file("ca.pem"),
+        certs.file("client.pem"),
+        certs.file("client-key.pem"),
+    );
+    let mut server = certs.serve(&[
+        "--tls-client-ca",
+        &ca,
+        "--tls-client-auth",
+        "required",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let addr = server.addr.to_string();
+    // OpenSSL's client with the client certificate: served, and named in /list.
+    let mut s_client = Peer::start(
+        "openssl",
+        &[
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-verify_hostname",
+            "localhost",
+            "-CAfile",
+            &ca,
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+            "-connect",
+            &addr,
+        ],
+    );
+    s_client.echo("from openssl with a certificate");
+    server.type_line("/list");
+    let row = server.wait_stdout("the session's row", |l| l.contains("(tls "));
+    assert!(row.contains("client=tcpool client"), "{row}");
+    drop(s_client);
+    // socat with it.
+    let target = format!("OPENSSL:{addr},cafile={ca},cert={cert},key={key}");
+    let mut socat = Peer::start("socat", &["-", &target]);
+    socat.echo("from socat with a certificate");
+    socat.close_stdin();
+    assert_eq!(socat.exit_code(), Some(0));
+    // Without one, each is refused: the server says why, and so does the peer, which finished
+    // its side of the handshake (TLS 1.3) and gets the alert instead of a reply.
+    let (code, text) = finished(
+        "openssl",
+        &["s_client", "-quiet", "-CAfile", &ca, "-connect", &addr],
+    );
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("alert certificate required"), "{text}");
+    server.wait_stderr("the server's refusal", |l| {
+        l.contains("reason=tls error=peer sent no certificates")
+    });
+    // socat 1.7 reads the alert as an end of file: its line gets no answer, and it ends as
+    // if the server had closed.
+    let target = format!("OPENSSL:{addr},cafile={ca}");
+    let out = piped("socat", &["-", &target], "unanswered\n");
+    assert_eq!(out.stdout, b"", "{out:?}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A certificate signed by another CA of the same name (every `tls gen` CA is called
+    // `tcpool test CA`): its signature does not verify with this CA's key.
+    let other = Certs::make("mtls-other-ca");
+    let (code, text) = finished(
+        "openssl",
+        &[
+            "s_client",
+            "-quiet",
+            "-CAfile",
+            &ca,
+            "-cert",
+            &other.file("client.pem"),
+            "-key",
+            &other.file("client-key.pem"),
+            "-connect",
+            &addr,
+        ],
+    );
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("alert decrypt error"), "{text}");
+    // The server counted each: two handshakes done, three failed. (Its log says why once a
+    // second; the first, above.)
+    let admin = server.admin_addr();
+    let handshakes = |result: &str| {
+        let (status, text) = crate::admin::request(admin, "GET", "/metrics", b"");
+        assert_eq!(status, 200, "{text}");
+        let name = format!("tcpool_tls_handshakes_total{{result=\"{result}\"}} ");
+        let value = text.lines().find_map(|l| l.strip_prefix(&name));
+        value
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_owned()
+    };
+    wait_until("three failed handshakes", || handshakes("failed") == "3");
+    assert_eq!(handshakes("full"), "2");
+}
+
+#[test]
+fn talk_and_bench_show_their_certificate_to_a_socat_server_that_asks() {
+    let certs = Certs::make("mtls-socat-server");
+    let ca = certs.file("ca.pem");
+    let (cert, key) = (certs.file("client.pem"), certs.file("client-key.pem"));
+    let (socat, addr) = socat_tls_echo(&certs, &format!(",verify=1,cafile={ca}"));
+    let identity = ["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
+    let mut flags = vec!["--tls", "--tls-servername", "localhost"];
+    flags.extend_from_slice(&identity);
+    talk_and_check(addr, &flags);
+    bench_tls(addr, &identity);
+    // Without it, socat turns every connection away: each a `tls` error at the handshake or
+    // on the first read after it (TLS 1.3 finishes the client's side first).
+    let run = bench(addr, &["-c", "2", "-n", "10", "--tls", "--tls-ca", &ca]);
+    assert_eq!(run.code, 1, "{}", run.report);
+    assert_eq!(run.u64("messages"), 0, "{}", run.report);
+    assert_eq!(run.kind("tls"), 2, "{}", run.report);
+    socat.wait_stderr("socat's refusal", |l| {
+        l.contains("peer did not return a certificate")
+    });
 }
