@@ -1,9 +1,9 @@
 //! TLS with real peers, both ways where the peer can be both: socat (client and server),
 //! GnuTLS's `gnutls-cli`, ncat's TLS listener, stunnel terminating TLS in front of a
-//! plaintext tcpool and wrapping a plaintext client's bytes for a TLS tcpool, and OpenSSL and
+//! plaintext tcpool and wrapping a plaintext client's bytes for a TLS tcpool, OpenSSL and
 //! socat showing client certificates to a mutual-TLS tcpool (and tcpool showing its own to
-//! socat). Every peer listens on 127.0.0.1 at a free port, and is killed at the end of its
-//! test.
+//! socat), and `redis-server`'s TLS port under `bench --tls`. Every peer listens on
+//! 127.0.0.1 at a free port, and is killed at the end of its test.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -547,6 +547,129 @@ fn talk_and_bench_show_their_certificate_to_a_socat_server_that_asks() {
     assert_eq!(run.u64("messages"), 0, "{}", run.report);
     assert_eq!(run.kind("tls"), 2, "{}", run.report);
     socat.wait_stderr("socat's refusal", |l| {
+        l.contains("peer did not return a certificate")
+    });
+}
+
+// --- Redis -------------------------------------------------------------------------------------
+
+/// `redis-server` with TLS only, on a free loopback port, the server certificate of `certs`,
+/// nothing saved; `auth_clients` is `--tls-auth-clients`.
+fn redis_tls(certs: &Certs, auth_clients: &str) -> (Peer, SocketAddr) {
+    let port = free_port();
+    let redis = Peer::start(
+        "redis-server",
+        &[
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &certs.file("server.pem"),
+            "--tls-key-file",
+            &certs.file("server-key.pem"),
+            "--tls-ca-cert-file",
+            &certs.file("ca.pem"),
+            "--tls-auth-clients",
+            auth_clients,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+    );
+    wait_listening(port);
+    (redis, loopback(port))
+}
+
+#[test]
+fn bench_speaks_resp_to_redis_over_tls() {
+    let certs = Certs::make("redis");
+    let ca = certs.file("ca.pem");
+    let (_redis, addr) = redis_tls(&certs, "no");
+    let run = bench(
+        addr,
+        &[
+            "-c",
+            "4",
+            "-n",
+            "400",
+            "--pipeline",
+            "8",
+            "--tls",
+            "--tls-ca",
+            &ca,
+            "--reply",
+            "resp",
+            "--send",
+            r"SET key:{conn}:{seq} value\r\n",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    assert_eq!(run.u64("messages"), 400, "{}", run.report);
+    assert_eq!(run.report["replies"]["ok"], 400, "{}", run.report);
+    // Redis holds what was sent: 400 keys, read back over TLS by its own client.
+    let port = addr.port().to_string();
+    let (code, text) = finished(
+        "redis-cli",
+        &[
+            "--tls",
+            "--cacert",
+            &ca,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "DBSIZE",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(text.trim(), "400");
+    let run = bench(
+        addr,
+        &[
+            "-c",
+            "2",
+            "-n",
+            "200",
+            "--tls",
+            "--tls-ca",
+            &ca,
+            "--send",
+            r"PING\r\n",
+            "--expect",
+            r"+PONG\r\n",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    assert_eq!(run.u64("errors"), 0, "{}", run.report);
+    assert_eq!(run.u64("messages"), 200, "{}", run.report);
+    assert_eq!(run.u64("bytes"), 200 * 7, "{}", run.report);
+}
+
+#[test]
+fn bench_shows_its_certificate_to_a_redis_that_asks() {
+    let certs = Certs::make("redis-mtls");
+    let ca = certs.file("ca.pem");
+    let (redis, addr) = redis_tls(&certs, "yes");
+    let (cert, key) = (certs.file("client.pem"), certs.file("client-key.pem"));
+    let ping = |identity: &[&str]| {
+        let mut args = vec!["-c", "2", "-n", "100", "--reply", "resp", "--send"];
+        args.extend_from_slice(&[r"PING\r\n", "--tls", "--tls-ca", &ca]);
+        args.extend_from_slice(identity);
+        bench(addr, &args)
+    };
+    let run = ping(&["--tls-cert", &cert, "--tls-key", &key]);
+    assert_eq!(run.code, 0, "{}", run.report);
+    assert_eq!(run.report["replies"]["ok"], 100, "{}", run.report);
+    // Without it, Redis turns each connection away, and says why.
+    let run = ping(&[]);
+    assert_eq!(run.code, 1, "{}", run.report);
+    assert_eq!(run.u64("messages"), 0, "{}", run.report);
+    assert_eq!(run.kind("tls"), 2, "{}", run.report);
+    redis.wait_stdout("Redis's refusal", |l| {
         l.contains("peer did not return a certificate")
     });
 }
