@@ -1,8 +1,8 @@
 //! TLS with real peers, both ways where the peer can be both: socat (client and server),
-//! GnuTLS's `gnutls-cli`, ncat's TLS listener, stunnel terminating TLS in front of a
-//! plaintext tcpool and wrapping a plaintext client's bytes for a TLS tcpool, OpenSSL and
-//! socat showing client certificates to a mutual-TLS tcpool (and tcpool showing its own to
-//! socat), and `redis-server`'s TLS port under `bench --tls`. Every peer listens on
+//! GnuTLS's `gnutls-cli`, ncat (client and TLS listener), stunnel terminating TLS in front
+//! of a plaintext tcpool and wrapping a plaintext client's bytes for a TLS tcpool, OpenSSL
+//! and socat showing client certificates to a mutual-TLS tcpool (and tcpool showing its own
+//! to socat), and `redis-server`'s TLS port under `bench --tls`. Every peer listens on
 //! 127.0.0.1 at a free port, and is killed at the end of its test.
 
 use std::io::Write;
@@ -330,6 +330,47 @@ fn talk_and_bench_reach_ncat_tls_listener() {
     // And bench, over TLS 1.2: OpenSSL's other handshake and record layer.
     bench_tls(loopback(port), &["--tls-ca", &ca, "--tls-versions", "1.2"]);
     drop(ncat);
+}
+
+#[test]
+fn ncat_verifies_tcpool_by_name_and_gets_its_line_back() {
+    let certs = Certs::make("ncat-client");
+    let server = certs.serve(&[]);
+    let port = server.addr.port().to_string();
+    // By name: ncat 7.93 matches the names in a certificate, not its addresses, so it would
+    // refuse the same certificate reached as 127.0.0.1.
+    let mut ncat = Peer::start(
+        "ncat",
+        &[
+            "--ssl",
+            "--ssl-verify",
+            "--ssl-trustfile",
+            &certs.file("ca.pem"),
+            "localhost",
+            &port,
+        ],
+    );
+    ncat.echo("from ncat");
+    ncat.echo("and again");
+    ncat.close_stdin();
+    assert_eq!(ncat.exit_code(), Some(0));
+    // Trusting another CA, it refuses, and the server hears why.
+    let other = Certs::make("ncat-other-ca");
+    let (code, text) = finished(
+        "ncat",
+        &[
+            "--ssl",
+            "--ssl-verify",
+            "--ssl-trustfile",
+            &other.file("ca.pem"),
+            "localhost",
+            &port,
+        ],
+    );
+    assert_ne!(code, Some(0), "{text}");
+    server.wait_stderr("the refusal", |l| {
+        l.contains("reason=tls error=received fatal alert: UnknownCA")
+    });
 }
 
 // --- stunnel -----------------------------------------------------------------------------------
