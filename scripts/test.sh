@@ -24,6 +24,8 @@ peers=(
   "systemd-analyze systemd"
   "man man-db"
   "openssl openssl"
+  "gnutls-cli gnutls-bin"
+  "stunnel4 stunnel4"
 )
 
 missing=()

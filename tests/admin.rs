@@ -94,7 +94,7 @@ impl Drop for Served {
 }
 
 /// Sends one HTTP/1.1 request with `Connection: close`; returns the status and body.
-fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+pub(crate) fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()

@@ -45,4 +45,5 @@ mod seed;
 mod shutdown;
 mod talk;
 mod tls;
+mod tls_interop;
 mod wire;

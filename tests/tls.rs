@@ -20,17 +20,17 @@ use tcpool::{Config, Server, Shutdown};
 use crate::support::{IO_TIMEOUT, free_port, tcpool_bin};
 
 /// A scratch directory of this test's own, removed at the end.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
+    pub(crate) fn new(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("tcpool-tls-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -256,7 +256,7 @@ fn talk_tls(addr: SocketAddr, flags: &[&str], input: &str) -> std::process::Outp
     wait_output(child)
 }
 
-fn wait_output(mut child: std::process::Child) -> std::process::Output {
+pub(crate) fn wait_output(mut child: std::process::Child) -> std::process::Output {
     let deadline = Instant::now() + IO_TIMEOUT * 3;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
