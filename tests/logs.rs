@@ -109,3 +109,51 @@ fn audit_lines_carry_what_and_who_as_json_fields() {
     let shutdown = find("audit: shutdown");
     assert_eq!(shutdown["source"], "console");
 }
+
+/// A TLS handshake naming an IP address as the server (SNI), as OpenSSL's `s_client` does
+/// when told to: rustls warns about it once per handshake.
+fn handshake_naming_an_ip(server: &Binary, ca: &std::path::Path) {
+    let mut client = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-servername", "127.0.0.1", "-CAfile"])
+        .arg(ca)
+        .args(["-connect", &server.addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl (scripts/test.sh installs it)");
+    client.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let mut out = client.stdout.take().unwrap();
+    assert_eq!(read_line(&mut out), b"hi\n");
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
+#[test]
+fn a_peer_cannot_fill_the_log_through_rustls_unless_its_lines_are_asked_for() {
+    let dir = std::env::temp_dir().join(format!("tcpool-logs-rustls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    for (level, expect) in [("info", 0), ("info,rustls=warn", 3)] {
+        let mut server = Binary::serve(&[
+            "--tls",
+            "auto",
+            "--tls-ca-out",
+            ca.to_str().unwrap(),
+            "--log-level",
+            level,
+        ]);
+        for _ in 0..3 {
+            handshake_naming_an_ip(&server, &ca);
+        }
+        server.type_line("quit");
+        assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+        let warned = server
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains("Illegal SNI"))
+            .count();
+        assert_eq!(warned, expect, "--log-level {level}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

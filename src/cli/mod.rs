@@ -35,14 +35,19 @@ pub(crate) fn init_logging_as(
 ) {
     use std::io::IsTerminal;
     // The flag wins over the variable: with it, `RUST_LOG` is not read at all.
-    let mut builder = match level {
-        Some(level) => {
-            let mut builder = env_logger::Builder::new();
-            builder.parse_filters(&level.0);
-            builder
-        }
-        None => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")),
+    let filters = match level {
+        Some(level) => level.0.clone(),
+        None => std::env::var(env_logger::DEFAULT_FILTER_ENV).unwrap_or_else(|_| "info".into()),
     };
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&filters);
+    // rustls warns once per handshake about what a peer did (an IP address as the server
+    // name, say): any client could fill the log with it. tcpool logs its own line for a
+    // failed handshake, at most once a second; rustls's own lines only when named
+    // (`--log-level info,rustls=debug`).
+    if !filters.contains("rustls") {
+        builder.filter_module("rustls", log::LevelFilter::Error);
+    }
     let style = match &printer {
         None if io::stderr().is_terminal() => env_logger::WriteStyle::Always,
         _ => env_logger::WriteStyle::Never,
