@@ -45,5 +45,6 @@ mod seed;
 mod shutdown;
 mod talk;
 mod tls;
+mod tls_faults;
 mod tls_interop;
 mod wire;

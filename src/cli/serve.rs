@@ -117,7 +117,10 @@ pub(crate) struct ServeArgs {
     admin_public_metrics: bool,
     /// A fault for new sessions, `KIND[,key=value...][,p=P]` (repeatable; several combine):
     /// `latency,delay=20ms,jitter=5ms`, `bandwidth,rate=64KiB`, `slice,size=4,delay=10ms`,
-    /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`.
+    /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`; on TLS
+    /// connections `tls-delay,delay=2s`, `tls-abort[,at=mid-handshake]`,
+    /// `tls-alert,alert=protocol_version`, `tls-cert,cert=expired|wrong-name|self-signed`,
+    /// `tls-truncate,after=3`.
     /// `p` is the chance a new session gets it (default 1); a bare `after` counts replies
     /// [default: none].
     #[arg(long = "fault", value_name = "SPEC")]
@@ -515,7 +518,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         } else {
             tls_listeners.into_iter().fold(server, Server::also_on_tls)
         }
-        .tls(made.config);
+        .tls(made.config)
+        .tls_signer(made.signer);
     }
 
     // SIGINT, SIGTERM and Ctrl-C at the console prompt: the first shuts down gracefully,

@@ -109,6 +109,12 @@ pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: the TLS session failed: {why}{hint}");
             return Ok(ExitCode::from(1));
         }
+        if pump.closed_without_notify() {
+            eprintln!(
+                "warning: the server closed without TLS close_notify: what it sent may have \
+                 been cut short"
+            );
+        }
         return ended;
     }
     if interactive_here {

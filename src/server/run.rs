@@ -71,6 +71,8 @@ pub struct Server {
     listeners: Vec<(TcpListener, bool)>,
     /// What TLS listeners serve.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The CA that signs `tls-cert` faults' certificates (`--tls auto`'s).
+    tls_signer: Option<Arc<crate::tls::make::Signer>>,
     config: Config,
     handler: Option<Arc<dyn Handler>>,
     printer: Printer,
@@ -101,6 +103,7 @@ impl Server {
         Server {
             listeners: vec![(listener, false)],
             tls: None,
+            tls_signer: None,
             faults,
             config,
             handler: None,
@@ -138,6 +141,14 @@ impl Server {
     /// ([`crate::tls::server_config`] makes one).
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Signs the certificates of `tls-cert` faults with `signer`, the CA clients trust
+    /// (`--tls auto`'s, [`crate::tls::ServerTls::signer`]), so that a client sees exactly
+    /// what is wrong with them; without one they are signed by a CA made for the purpose.
+    pub fn tls_signer(mut self, signer: Option<Arc<crate::tls::make::Signer>>) -> Self {
+        self.tls_signer = signer;
         self
     }
 
@@ -255,6 +266,7 @@ impl Server {
         let Server {
             listeners,
             tls,
+            tls_signer,
             config,
             handler,
             printer,
@@ -281,6 +293,14 @@ impl Server {
             .filter(|(_, (_, tls))| *tls)
             .map(|(addr, _)| *addr)
             .collect();
+        let tls_bad = match &tls {
+            Some(config) => Some(
+                crate::tls::bad::BadCerts::new(config, tls_signer.as_deref()).map_err(|e| {
+                    io::Error::other(format!("the tls-cert faults' certificates: {e:#}"))
+                })?,
+            ),
+            None => None,
+        };
         let workers = metrics.worker_count();
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
@@ -297,6 +317,7 @@ impl Server {
             accepting_stopped: AtomicBool::new(false),
             balance: Balance::new(workers, config.balance == Balancing::Auto),
             tls,
+            tls_bad,
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {

@@ -31,4 +31,6 @@ pub(crate) struct Shared {
     pub(crate) balance: Balance,
     /// What the TLS listeners' sessions speak.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// What `tls-cert` faults serve instead.
+    pub(crate) tls_bad: Option<crate::tls::bad::BadCerts>,
 }

@@ -26,6 +26,8 @@ pub struct Link {
     tls: Option<Box<Connection>>,
     /// The socket said end of input; what rustls still holds may be read.
     eof: bool,
+    /// The input ended without TLS's `close_notify`.
+    cut: bool,
 }
 
 impl Link {
@@ -35,6 +37,7 @@ impl Link {
             socket,
             tls: None,
             eof: false,
+            cut: false,
         }
     }
 
@@ -46,7 +49,57 @@ impl Link {
             socket,
             tls: Some(conn),
             eof: false,
+            cut: false,
         }
+    }
+
+    /// Speaks TLS as `conn` instead, before anything was read or written (a `tls-cert`
+    /// fault's configuration).
+    pub fn replace_tls(&mut self, conn: impl Into<Connection>) {
+        let mut conn = Box::new(conn.into());
+        conn.set_buffer_limit(Some(BUFFER_LIMIT));
+        self.tls = Some(conn);
+    }
+
+    /// Whether the input ended without TLS's `close_notify`: a peer that just closed, or a
+    /// stream cut short by someone in the way. (Reads say end of input either way.)
+    pub fn closed_without_notify(&self) -> bool {
+        self.cut
+    }
+
+    /// `tls-abort,at=mid-handshake`: feeds rustls the client's hello, and once it has made
+    /// its answer, sends only the first half of it. `Ok(Some(n))`: `n` bytes went out and the
+    /// connection is to be closed; `Ok(None)`: the hello is not all here yet.
+    ///
+    /// # Errors
+    ///
+    /// What reading the socket or the hello failed with.
+    pub fn send_half_a_handshake(&mut self) -> io::Result<Option<usize>> {
+        let Link { socket, tls, .. } = self;
+        let Some(conn) = tls.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            match conn.read_tls(socket) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => conn
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+        }
+        if !conn.wants_write() {
+            return Ok(None);
+        }
+        let mut answer = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut answer)?;
+        }
+        let half = answer.len() / 2;
+        socket.write_all(&answer[..half])?;
+        Ok(Some(half))
     }
 
     /// The socket itself, for socket options and the poller.
@@ -118,7 +171,9 @@ impl Link {
     /// The handshake failed (`InvalidData`, after the alert went to the peer), or the peer
     /// closed during it (`UnexpectedEof`).
     pub fn handshake(&mut self) -> io::Result<bool> {
-        let Link { socket, tls, eof } = self;
+        let Link {
+            socket, tls, eof, ..
+        } = self;
         let Some(conn) = tls.as_mut() else {
             return Ok(true);
         };
@@ -138,7 +193,12 @@ impl Link {
     }
 
     fn read_tls(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Link { socket, tls, eof } = self;
+        let Link {
+            socket,
+            tls,
+            eof,
+            cut,
+        } = self;
         let conn = tls.as_mut().expect("a TLS link");
         loop {
             match conn.reader().read(buf) {
@@ -146,7 +206,10 @@ impl Link {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer closed the socket without `close_notify`: an end of input all
                 // the same, as most clients end.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    *cut = true;
+                    return Ok(0);
+                }
                 Err(e) => return Err(e),
             }
             if *eof {

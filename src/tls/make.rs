@@ -12,6 +12,86 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
+/// A CA that can sign more certificates: `--tls auto`'s, kept to sign the bad certificates
+/// of `tls-cert` faults so that a client sees exactly what is wrong with them.
+pub struct Signer(CertifiedIssuer<'static, KeyPair>);
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer")
+    }
+}
+
+/// What a bad certificate is wrong about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bad {
+    /// It expired a year ago.
+    Expired,
+    /// It is for `wrong.invalid` only.
+    WrongName,
+    /// It signed itself.
+    SelfSigned,
+}
+
+impl Bad {
+    /// Its name in `tls-cert,cert=NAME`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bad::Expired => "expired",
+            Bad::WrongName => "wrong-name",
+            Bad::SelfSigned => "self-signed",
+        }
+    }
+}
+
+/// A bad certificate for [`local_names`] (or, [`Bad::WrongName`], for `wrong.invalid`),
+/// with its key. Signed by `signer`, or by a CA made for the purpose (which no client
+/// trusts) when there is none; [`Bad::SelfSigned`] is always self-signed.
+pub fn bad(
+    kind: Bad,
+    signer: Option<&Signer>,
+) -> anyhow::Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
+    let now = OffsetDateTime::now_utc();
+    let pkcs8 = |key: &KeyPair| PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    if kind == Bad::SelfSigned {
+        let mut params = CertificateParams::new(local_names()).context("the names")?;
+        params.distinguished_name = named("tcpool self-signed");
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(365);
+        let key = KeyPair::generate().context("a key")?;
+        let cert = params
+            .self_signed(&key)
+            .context("a self-signed certificate")?;
+        return Ok((cert.der().clone(), pkcs8(&key)));
+    }
+    let made;
+    let ca = match signer {
+        Some(signer) => &signer.0,
+        None => {
+            made = ca("tcpool fault CA", now)?;
+            &made
+        }
+    };
+    let (cert, key) = match kind {
+        // Valid for a year from two years ago.
+        Bad::Expired => leaf(
+            ca,
+            "tcpool expired",
+            local_names(),
+            now - Duration::days(730),
+            Use::Server,
+        )?,
+        _ => leaf(
+            ca,
+            "tcpool wrong name",
+            vec!["wrong.invalid".to_owned()],
+            now,
+            Use::Server,
+        )?,
+    };
+    Ok((cert.der().clone(), pkcs8(&key)))
+}
+
 /// What `--tls auto` made: the CA's certificate (PEM, to write for clients), and the served
 /// certificate with its key.
 #[derive(Debug)]
@@ -22,6 +102,8 @@ pub struct Auto {
     pub leaf: CertificateDer<'static>,
     /// The server certificate's key.
     pub key: PrivateKeyDer<'static>,
+    /// The CA, to sign more.
+    pub signer: Signer,
 }
 
 /// The names a made server certificate is for: localhost, 127.0.0.1, ::1 and this host's
@@ -52,6 +134,7 @@ pub fn auto() -> anyhow::Result<Auto> {
         ca_pem: ca.pem(),
         leaf: leaf.der().clone(),
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        signer: Signer(ca),
     })
 }
 

@@ -6,11 +6,13 @@
 //!   ([`ServerCerts::Auto`]), with stateless session tickets.
 //! - [`client_config`]: the clients' side, verifying against a CA file or the system's roots
 //!   unless told not to.
+//! - [`bad`]: the configurations that serve `tls-cert` faults' bad certificates.
 //! - [`make`]: certificates made here: the auto CA, and `tcpool tls gen`'s set for tests.
 //! - [`peer`]: what a client shows of the server it reached.
 //! - [`pump`]: a TLS client connection behind a plain socket, for code written for one.
 //! - [`resume`]: the load generator's store of session tickets, as large as its run.
 
+pub mod bad;
 pub mod link;
 pub mod make;
 pub mod peer;
@@ -116,6 +118,8 @@ pub struct ServerTls {
     pub served: CertificateDer<'static>,
     /// With [`ServerCerts::Auto`]: the CA's certificate file, written.
     pub ca_file: Option<PathBuf>,
+    /// With [`ServerCerts::Auto`]: its CA, which signs `tls-cert` faults' certificates.
+    pub signer: Option<Arc<make::Signer>>,
 }
 
 /// Builds the server's TLS configuration: TLS 1.2 and 1.3, the provider's groups and suites,
@@ -131,6 +135,7 @@ pub fn server_config_with(
     clients: Option<&ClientAuth>,
     offer: &Offer,
 ) -> anyhow::Result<ServerTls> {
+    let mut signer = None;
     let (chain, key, ca_file) = match certs {
         ServerCerts::Files { chain, key } => (read_chain(chain)?, read_key(key)?, None),
         ServerCerts::Auto { ca_out } => {
@@ -138,6 +143,7 @@ pub fn server_config_with(
             std::fs::write(ca_out, &made.ca_pem).with_context(|| {
                 format!("cannot write the CA's certificate to {}", ca_out.display())
             })?;
+            signer = Some(Arc::new(made.signer));
             (vec![made.leaf], made.key, Some(ca_out.clone()))
         }
     };
@@ -173,6 +179,7 @@ pub fn server_config_with(
         config: Arc::new(config),
         served,
         ca_file,
+        signer,
     })
 }
 

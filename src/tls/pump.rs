@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,7 @@ const USER: Token = Token(1);
 #[derive(Debug)]
 pub struct Pump {
     done: crossbeam::channel::Receiver<Option<String>>,
+    cut: Arc<AtomicBool>,
 }
 
 impl Pump {
@@ -75,6 +77,12 @@ impl Pump {
     /// TLS 1.3 a server that refuses the client's certificate says so after the handshake).
     pub fn finish(&self, timeout: Duration) -> Option<String> {
         self.done.recv_timeout(timeout).ok().flatten()
+    }
+
+    /// Whether the server's end of input came without TLS's `close_notify`: what it sent may
+    /// have been cut short (after [`Pump::finish`]).
+    pub fn closed_without_notify(&self) -> bool {
+        self.cut.load(Ordering::Relaxed)
     }
 }
 
@@ -101,10 +109,14 @@ pub fn pump(stream: TcpStream, conn: ClientConnection) -> io::Result<(UnixStream
     poll.registry()
         .register(&mut user, USER, Interest::READABLE | Interest::WRITABLE)?;
     let (done_tx, done) = crossbeam::channel::bounded(1);
+    let cut = Arc::new(AtomicBool::new(false));
+    let seen_cut = Arc::clone(&cut);
     thread::Builder::new()
         .name("tcpool-tls".into())
         .spawn(move || {
-            let failed = carry(poll, &mut link, &mut user).err().map(|e| {
+            let carried = carry(poll, &mut link, &mut user);
+            seen_cut.store(link.closed_without_notify(), Ordering::Relaxed);
+            let failed = carried.err().map(|e| {
                 let why = super::error_text(&e);
                 log::debug!("TLS link to {peer:?} ended: {why}");
                 why
@@ -113,7 +125,7 @@ pub fn pump(stream: TcpStream, conn: ClientConnection) -> io::Result<(UnixStream
             let _ = user.shutdown(std::net::Shutdown::Both);
             let _ = done_tx.send(failed);
         })?;
-    Ok((theirs, Pump { done }))
+    Ok((theirs, Pump { done, cut }))
 }
 
 /// Moves plaintext both ways until both directions have ended.
@@ -159,7 +171,13 @@ fn carry(mut poll: Poll, link: &mut Link, user: &mut mio::net::UnixStream) -> io
                 match user.read(&mut buf) {
                     Ok(0) => {
                         user_done = true;
-                        link.shutdown_write()?;
+                        // A server that has already closed its side may have closed the
+                        // connection whole: its end is no failure of ours.
+                        if let Err(e) = link.shutdown_write()
+                            && !server_done
+                        {
+                            return Err(e);
+                        }
                     }
                     Ok(n) => {
                         to_server.extend_from_slice(&buf[..n]);
@@ -176,10 +194,17 @@ fn carry(mut poll: Poll, link: &mut Link, user: &mut mio::net::UnixStream) -> io
                         moved = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The server closed its side and then the connection: what the user
+                    // still had to say has nowhere to go, as without TLS.
+                    Err(_) if server_done => return Ok(()),
                     Err(e) => return Err(e),
                 }
             }
-            link.flush()?;
+            if let Err(e) = link.flush()
+                && !server_done
+            {
+                return Err(e);
+            }
         }
         if server_done && user_done {
             return Ok(());

@@ -46,6 +46,9 @@ pub enum ErrorKind {
     /// an alert from the server (one refusing a missing client certificate, say). Ends the
     /// connection.
     Tls,
+    /// The server closed a TLS connection without `close_notify` (`--tls`): what it sent may
+    /// have been cut short, by it or by someone in the way. Ends the connection.
+    Truncated,
 }
 
 impl ErrorKind {
@@ -65,6 +68,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::FirstReply => "first_reply",
             ErrorKind::Tls => "tls",
+            ErrorKind::Truncated => "truncated",
         }
     }
 
@@ -84,6 +88,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "got a reply that cannot be read",
             ErrorKind::FirstReply => "got a wrong reply to its first message",
             ErrorKind::Tls => "failed its TLS handshake",
+            ErrorKind::Truncated => "was closed without TLS close_notify",
         }
     }
 

@@ -432,6 +432,13 @@ impl<'a> Worker<'a> {
             reads += 1;
             let drains = stream.short_read_drains();
             match stream.read(&mut self.buf) {
+                Ok(0) if stream.closed_without_notify() => {
+                    break Err(Failure::new(
+                        ErrorKind::Truncated,
+                        conn.received,
+                        "the server closed the connection without TLS close_notify",
+                    ));
+                }
                 Ok(0) => {
                     break Err(Failure::new(
                         ErrorKind::Closed,

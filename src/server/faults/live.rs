@@ -12,7 +12,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::server::session::SessionId;
 use crate::server::session::outbox::Mailbox;
 
-use super::{FaultSpec, Pacing, Rng, random_seed};
+use super::{FaultSpec, HandshakeFaults, Pacing, Rng, random_seed};
+
+/// Mixed into the seed of the handshake faults' draws: a generator apart from the session's.
+const HANDSHAKE_SALT: u64 = 0x7C5A_11D0_2B3E_9F41;
 
 /// A fault's number in the live set: shown by `/fault`, taken by `/fault clear ID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -239,7 +242,10 @@ impl Faults {
     /// Draws the faults of a new session: one draw per active fault, in the order they were
     /// added, from the session's own generator, which then goes on to the jitter draws.
     /// `None` (and nothing held) for a session that got none.
-    pub(crate) fn draw(&self, session: SessionId, connected: Instant) -> Option<Pacing> {
+    ///
+    /// The faults of a TLS handshake are not drawn here, but as a TLS connection arrives
+    /// ([`Faults::draw_handshake`]); `tls-truncate` is drawn here for a TLS session only.
+    pub(crate) fn draw(&self, session: SessionId, connected: Instant, tls: bool) -> Option<Pacing> {
         let set = self.inner.set.read();
         if set.all.iter().all(|f| f.is_cleared()) {
             return None;
@@ -248,7 +254,8 @@ impl Faults {
         let drawn: Vec<Arc<Active>> = set
             .all
             .iter()
-            .filter(|f| !f.is_cleared())
+            .filter(|f| !f.is_cleared() && !f.spec.kind.is_handshake())
+            .filter(|f| tls || !f.spec.kind.is_tls())
             .filter(|f| rng.unit() < f.spec.p)
             .cloned()
             .collect();
@@ -260,5 +267,35 @@ impl Faults {
             fault.touched.fetch_add(1, Ordering::Relaxed);
         }
         Some(Pacing::new(session, drawn, rng, connected))
+    }
+
+    /// Draws the handshake faults of a TLS connection as it arrives, from a
+    /// generator of its own, so that adding one leaves the other faults' draws as they were.
+    /// `None` for a connection that got none.
+    pub(crate) fn draw_handshake(&self, session: SessionId) -> Option<HandshakeFaults> {
+        let set = self.inner.set.read();
+        if !set
+            .all
+            .iter()
+            .any(|f| !f.is_cleared() && f.spec.kind.is_handshake())
+        {
+            return None;
+        }
+        let mut rng = Rng::for_session(self.inner.seed ^ HANDSHAKE_SALT, session.0);
+        let drawn: Vec<Arc<Active>> = set
+            .all
+            .iter()
+            .filter(|f| !f.is_cleared() && f.spec.kind.is_handshake())
+            .filter(|f| rng.unit() < f.spec.p)
+            .cloned()
+            .collect();
+        drop(set);
+        if drawn.is_empty() {
+            return None;
+        }
+        for fault in &drawn {
+            fault.touched.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(HandshakeFaults::of(&drawn, &mut rng))
     }
 }

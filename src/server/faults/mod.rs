@@ -14,16 +14,18 @@
 //! The worker only holds a faulted session's replies there and acts on what comes out; an
 //! unfaulted session never touches any of it.
 
+mod handshake;
 mod live;
 mod pacing;
 mod spec;
 #[cfg(test)]
 mod tests;
 
+pub use handshake::HandshakeFaults;
 pub(crate) use live::Active;
 pub use live::{CLEARED_KEPT, FaultId, FaultInfo, Faults};
 pub(crate) use pacing::{End, Pacing};
-pub use spec::{After, FaultError, FaultKind, FaultSpec};
+pub use spec::{AbortAt, After, BadCert, FaultError, FaultKind, FaultSpec};
 
 /// A seed for a run without `--seed`: different each run.
 pub fn random_seed() -> u64 {

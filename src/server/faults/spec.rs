@@ -69,6 +69,83 @@ pub enum FaultKind {
         /// How much of each reply is kept.
         bytes: u64,
     },
+    /// TLS: the server's answer to the client's hello held for `delay` ± `jitter`: a slow
+    /// handshake.
+    TlsDelay {
+        /// How long the handshake is held.
+        delay: Duration,
+        /// The most a hold differs from `delay`, either way.
+        jitter: Duration,
+    },
+    /// TLS: the handshake cut off.
+    TlsAbort {
+        /// Where.
+        at: AbortAt,
+    },
+    /// TLS: a fatal alert instead of the server's hello, then a close.
+    TlsAlert {
+        /// The alert's number (RFC 8446 section 6): `handshake_failure` is 40.
+        alert: u8,
+    },
+    /// TLS: a bad certificate served in place of the real one.
+    TlsCert {
+        /// Which.
+        cert: BadCert,
+    },
+    /// TLS: the connection closed with a FIN and no `close_notify`, which a client cannot
+    /// tell from an attacker cutting the stream.
+    TlsTruncate {
+        /// When.
+        after: After,
+    },
+}
+
+/// Where `tls-abort` cuts the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortAt {
+    /// Once the client's hello has come, before any answer: a close.
+    AfterHello,
+    /// The server's first flight sent in part (half its bytes), then a close.
+    MidHandshake,
+}
+
+/// The certificate `tls-cert` serves.
+pub use crate::tls::make::Bad as BadCert;
+
+/// TLS alerts by their RFC 8446 names, for `tls-alert,alert=NAME`.
+const ALERTS: [(&str, u8); 24] = [
+    ("close_notify", 0),
+    ("unexpected_message", 10),
+    ("bad_record_mac", 20),
+    ("record_overflow", 22),
+    ("handshake_failure", 40),
+    ("bad_certificate", 42),
+    ("unsupported_certificate", 43),
+    ("certificate_revoked", 44),
+    ("certificate_expired", 45),
+    ("certificate_unknown", 46),
+    ("illegal_parameter", 47),
+    ("unknown_ca", 48),
+    ("access_denied", 49),
+    ("decode_error", 50),
+    ("decrypt_error", 51),
+    ("protocol_version", 70),
+    ("insufficient_security", 71),
+    ("internal_error", 80),
+    ("inappropriate_fallback", 86),
+    ("user_canceled", 90),
+    ("missing_extension", 109),
+    ("unsupported_extension", 110),
+    ("unrecognized_name", 112),
+    ("no_application_protocol", 120),
+];
+
+/// An alert's RFC name, or its number when it has none here.
+fn alert_name(alert: u8) -> String {
+    ALERTS
+        .iter()
+        .find(|&&(_, n)| n == alert)
+        .map_or_else(|| alert.to_string(), |&(name, _)| name.to_owned())
 }
 
 impl FaultKind {
@@ -82,7 +159,29 @@ impl FaultKind {
             FaultKind::Reset { .. } => "reset",
             FaultKind::Close { .. } => "close",
             FaultKind::Truncate { .. } => "truncate",
+            FaultKind::TlsDelay { .. } => "tls-delay",
+            FaultKind::TlsAbort { .. } => "tls-abort",
+            FaultKind::TlsAlert { .. } => "tls-alert",
+            FaultKind::TlsCert { .. } => "tls-cert",
+            FaultKind::TlsTruncate { .. } => "tls-truncate",
         }
+    }
+
+    /// A fault of the TLS handshake, drawn as a TLS connection arrives (before its
+    /// handshake, so before it is a session); plaintext connections never get one.
+    pub fn is_handshake(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::TlsDelay { .. }
+                | FaultKind::TlsAbort { .. }
+                | FaultKind::TlsAlert { .. }
+                | FaultKind::TlsCert { .. }
+        )
+    }
+
+    /// A fault for TLS sessions only.
+    pub fn is_tls(&self) -> bool {
+        self.is_handshake() || matches!(self, FaultKind::TlsTruncate { .. })
     }
 }
 
@@ -157,10 +256,24 @@ impl fmt::Display for FaultSpec {
                     write!(f, ",for={}", show_duration(d))?;
                 }
             }
-            FaultKind::Reset { after } | FaultKind::Close { after } => {
+            FaultKind::Reset { after }
+            | FaultKind::Close { after }
+            | FaultKind::TlsTruncate { after } => {
                 write!(f, ",after={after}")?;
             }
             FaultKind::Truncate { bytes } => write!(f, ",bytes={bytes}")?,
+            FaultKind::TlsDelay { delay, jitter } => {
+                write!(f, ",delay={}", show_duration(delay))?;
+                if !jitter.is_zero() {
+                    write!(f, ",jitter={}", show_duration(jitter))?;
+                }
+            }
+            FaultKind::TlsAbort { at } => f.write_str(match at {
+                AbortAt::AfterHello => ",at=after-hello",
+                AbortAt::MidHandshake => ",at=mid-handshake",
+            })?,
+            FaultKind::TlsAlert { alert } => write!(f, ",alert={}", alert_name(alert))?,
+            FaultKind::TlsCert { cert } => write!(f, ",cert={}", cert.name())?,
         }
         if self.p < 1.0 {
             write!(f, ",p={}", self.p)?;
@@ -193,7 +306,8 @@ impl fmt::Display for FaultError {
 
 impl std::error::Error for FaultError {}
 
-const KINDS: &str = "latency, bandwidth, slice, stall, reset, close or truncate";
+const KINDS: &str = "latency, bandwidth, slice, stall, reset, close, truncate, tls-delay, \
+                     tls-abort, tls-alert, tls-cert or tls-truncate";
 
 /// The keys each kind takes, besides `p`.
 fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
@@ -204,6 +318,11 @@ fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
         "stall" => &["after", "for"],
         "reset" | "close" => &["after"],
         "truncate" => &["bytes"],
+        "tls-delay" => &["delay", "jitter"],
+        "tls-abort" => &["at"],
+        "tls-alert" => &["alert"],
+        "tls-cert" => &["cert"],
+        "tls-truncate" => &["after"],
         _ => return None,
     })
 }
@@ -304,6 +423,50 @@ impl FromStr for FaultSpec {
             "truncate" => FaultKind::Truncate {
                 bytes: size("bytes")?.ok_or_else(|| required("bytes", "a size in bytes"))?,
             },
+            "tls-delay" => FaultKind::TlsDelay {
+                delay: duration("delay")?.ok_or_else(|| required("delay", "a duration"))?,
+                jitter: duration("jitter")?.unwrap_or_default(),
+            },
+            "tls-abort" => FaultKind::TlsAbort {
+                at: match get("at") {
+                    None | Some("after-hello") => AbortAt::AfterHello,
+                    Some("mid-handshake") => AbortAt::MidHandshake,
+                    Some(other) => {
+                        return Err(fail(format!(
+                            "at: {other:?} is not after-hello or mid-handshake"
+                        )));
+                    }
+                },
+            },
+            "tls-alert" => FaultKind::TlsAlert {
+                alert: match get("alert") {
+                    None => 40,
+                    Some(value) => match ALERTS.iter().find(|&&(name, _)| name == value) {
+                        Some(&(_, n)) => n,
+                        None => value.parse().map_err(|_| {
+                            fail(format!(
+                                "alert: {value:?} is not an alert's name (such as \
+                                 handshake_failure, protocol_version, internal_error) or \
+                                 number"
+                            ))
+                        })?,
+                    },
+                },
+            },
+            "tls-cert" => FaultKind::TlsCert {
+                cert: match get("cert") {
+                    Some("expired") => BadCert::Expired,
+                    Some("wrong-name") => BadCert::WrongName,
+                    Some("self-signed") => BadCert::SelfSigned,
+                    Some(other) => {
+                        return Err(fail(format!(
+                            "cert: {other:?} is not expired, wrong-name or self-signed"
+                        )));
+                    }
+                    None => return Err(required("cert", "expired, wrong-name or self-signed")),
+                },
+            },
+            "tls-truncate" => FaultKind::TlsTruncate { after: after()? },
             _ => unreachable!("keys_of knows every kind"),
         };
         let p = match get("p") {

@@ -77,6 +77,43 @@ fn every_kind_parses() {
         ),
         ("truncate,bytes=3", FaultKind::Truncate { bytes: 3 }),
         ("truncate,bytes=1KiB", FaultKind::Truncate { bytes: 1024 }),
+        (
+            "tls-delay,delay=2s,jitter=100ms",
+            FaultKind::TlsDelay {
+                delay: ms(2000),
+                jitter: ms(100),
+            },
+        ),
+        (
+            "tls-abort",
+            FaultKind::TlsAbort {
+                at: AbortAt::AfterHello,
+            },
+        ),
+        (
+            "tls-abort,at=mid-handshake",
+            FaultKind::TlsAbort {
+                at: AbortAt::MidHandshake,
+            },
+        ),
+        ("tls-alert", FaultKind::TlsAlert { alert: 40 }),
+        (
+            "tls-alert,alert=unrecognized_name",
+            FaultKind::TlsAlert { alert: 112 },
+        ),
+        ("tls-alert,alert=77", FaultKind::TlsAlert { alert: 77 }),
+        (
+            "tls-cert,cert=wrong-name",
+            FaultKind::TlsCert {
+                cert: BadCert::WrongName,
+            },
+        ),
+        (
+            "tls-truncate,after=2s",
+            FaultKind::TlsTruncate {
+                after: After::Time(ms(2000)),
+            },
+        ),
     ];
     for (text, kind) in cases {
         assert_eq!(parse(text), Ok(FaultSpec { kind, p: 1.0 }), "{text}");
@@ -137,6 +174,21 @@ fn bad_specs_name_the_key() {
         ("close,bytes=3", "close takes no key \"bytes\""),
         ("truncate", "bytes: missing"),
         ("truncate,bytes=0.5", "bytes: \"0.5\" is not a whole number"),
+        (
+            "tls-abort,at=never",
+            "at: \"never\" is not after-hello or mid-handshake",
+        ),
+        (
+            "tls-alert,alert=rude",
+            "alert: \"rude\" is not an alert's name",
+        ),
+        (
+            "tls-alert,alert=300",
+            "alert: \"300\" is not an alert's name",
+        ),
+        ("tls-cert", "cert: missing"),
+        ("tls-cert,cert=stolen", "cert: \"stolen\" is not expired"),
+        ("tls-delay", "delay: missing"),
     ] {
         let error = parse(text).expect_err(text);
         assert!(error.contains(why), "{text:?}: {error}");
@@ -157,6 +209,12 @@ fn a_shown_spec_parses_back_to_itself() {
         "reset,after=0",
         "close,after=250ms,p=0.1",
         "truncate,bytes=3",
+        "tls-delay,delay=500ms,jitter=50ms,p=0.5",
+        "tls-abort,at=after-hello",
+        "tls-alert,alert=internal_error",
+        "tls-alert,alert=77",
+        "tls-cert,cert=self-signed",
+        "tls-truncate,after=3",
     ] {
         let spec = parse(text).unwrap();
         assert_eq!(spec.to_string(), text);
@@ -243,6 +301,18 @@ mod shown {
             after().prop_map(|after| FaultKind::Reset { after }),
             after().prop_map(|after| FaultKind::Close { after }),
             (0..=MAX_SIZE).prop_map(|bytes| FaultKind::Truncate { bytes }),
+            (duration(), duration())
+                .prop_map(|(delay, jitter)| FaultKind::TlsDelay { delay, jitter }),
+            prop_oneof![Just(AbortAt::AfterHello), Just(AbortAt::MidHandshake)]
+                .prop_map(|at| FaultKind::TlsAbort { at }),
+            any::<u8>().prop_map(|alert| FaultKind::TlsAlert { alert }),
+            prop_oneof![
+                Just(BadCert::Expired),
+                Just(BadCert::WrongName),
+                Just(BadCert::SelfSigned)
+            ]
+            .prop_map(|cert| FaultKind::TlsCert { cert }),
+            after().prop_map(|after| FaultKind::TlsTruncate { after }),
         ]
     }
 

@@ -86,7 +86,12 @@ impl Worker {
 
     pub(super) fn shut_write(&mut self, t: usize, reason: CloseReason) {
         let session = &mut self.sessions[t];
-        let _ = session.link.shutdown_write();
+        if session.truncate {
+            // `tls-truncate`: a FIN with no `close_notify` before it.
+            let _ = session.link.socket().shutdown(std::net::Shutdown::Write);
+        } else {
+            let _ = session.link.shutdown_write();
+        }
         let until = Instant::now() + DRAIN;
         session.phase = Phase::Draining { reason, until };
         self.drain_input(t);

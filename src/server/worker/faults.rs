@@ -35,7 +35,8 @@ impl Worker {
         let now = Instant::now();
         match pacing.advance(now, &mut session.pending, self.turn) {
             Some(End::Reset) => return self.reset(t),
-            Some(End::Close) => {
+            Some(end @ (End::Close | End::Truncate)) => {
+                session.truncate = end == End::Truncate;
                 session.handle.outbox().release(pacing.charged());
                 log::debug!(
                     target: LOG,
@@ -172,6 +173,11 @@ impl Worker {
             let Some(session) = self.sessions.get_mut(t) else {
                 continue;
             };
+            // `tls-delay`'s hold is over: the handshake goes on.
+            if session.handle.id() == id && session.handshake_deadline.is_some() {
+                self.shake(t);
+                continue;
+            }
             if session.handle.id() != id
                 || !session.fault.as_deref_mut().is_some_and(|p| p.fired(at))
             {

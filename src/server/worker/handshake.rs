@@ -13,8 +13,11 @@
 //! the others wait for the next turns, which come at once, after the events of the
 //! sessions already open.
 
+use std::io::{self, Read as _, Write as _};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::server::faults::AbortAt;
 use crate::server::operator::metrics::{Handshake, Rejection};
 use crate::server::protocol::escape;
 
@@ -34,10 +37,22 @@ impl Worker {
             return;
         };
         if session.link.is_tls() {
-            let deadline = Instant::now() + self.shared.config.tls_handshake_timeout;
+            let now = Instant::now();
+            let deadline = now + self.shared.config.tls_handshake_timeout;
             session.handshake_deadline = Some(deadline);
-            self.handshakes
-                .push_back((t, session.handle.id(), deadline));
+            let id = session.handle.id();
+            self.handshakes.push_back((t, id, deadline));
+            if self.stopping.is_none()
+                && let Some(faults) = self.shared.faults.draw_handshake(id)
+            {
+                log::debug!(target: LOG, "session {id} faulted: faults={}", faults.described);
+                if let (Some(bad), Some(configs)) = (faults.cert, self.shared.tls_bad.as_ref())
+                    && let Ok(conn) = rustls::ServerConnection::new(Arc::clone(configs.config(bad)))
+                {
+                    session.link.replace_tls(conn);
+                }
+                session.tls_fault = Some(Box::new(faults));
+            }
             if read_now {
                 self.shake(t);
             }
@@ -53,6 +68,9 @@ impl Worker {
     /// [`BUDGET`] (else in a later turn); once done, the session opens and reads what came
     /// after.
     pub(super) fn shake(&mut self, t: usize) {
+        if self.holding(t) {
+            return;
+        }
         if self.shaken >= BUDGET {
             if !self.shake_later.contains(&t) {
                 self.shake_later.push_back(t);
@@ -61,6 +79,37 @@ impl Worker {
         }
         self.shaken += 1;
         self.shake_now(t);
+    }
+
+    /// `tls-delay`: whether connection `t`'s handshake waits, for its client's hello or for
+    /// the hold that began when the hello came (a timer comes back at its end).
+    fn holding(&mut self, t: usize) -> bool {
+        let Some(session) = self.sessions.get_mut(t) else {
+            return false;
+        };
+        let Some(faults) = session.tls_fault.as_deref_mut() else {
+            return false;
+        };
+        let Some(hold) = faults.hold else {
+            return false;
+        };
+        let now = Instant::now();
+        if let Some(until) = faults.hold_until {
+            return until > now;
+        }
+        match session.link.socket().peek(&mut [0u8]) {
+            // The hello (its start) is here: the hold begins.
+            Ok(n) if n > 0 => {
+                let until = now + hold;
+                faults.hold_until = Some(until);
+                self.timers.push(until, t, session.handle.id());
+                true
+            }
+            // Nothing yet: wait for it. (An end of input or an error is for the handshake to
+            // find.)
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+            _ => false,
+        }
     }
 
     /// The handshakes put off by earlier turns, in order, within this turn's budget.
@@ -88,6 +137,20 @@ impl Worker {
             .handshake_deadline
             .map(|d| d - self.shared.config.tls_handshake_timeout);
         let took = began.map_or(Duration::ZERO, |b| b.elapsed());
+        if session.tls_fault.is_some() {
+            match self.handshake_fault(t) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(why) => {
+                    let metrics = self.shared.metrics.worker(self.index);
+                    metrics.handshake(Handshake::Failed, took);
+                    return self.drop_unshaken(t, &why);
+                }
+            }
+        }
+        let Some(session) = self.sessions.get_mut(t) else {
+            return;
+        };
         let metrics = self.shared.metrics.worker(self.index);
         let why = match session.link.handshake() {
             Ok(false) if session.read_closed => "closed during the handshake".to_owned(),
@@ -120,6 +183,61 @@ impl Worker {
         };
         metrics.handshake(Handshake::Failed, took);
         self.drop_unshaken(t, &why);
+    }
+
+    /// Carries out connection `t`'s `tls-abort` or `tls-alert` once the client's hello has
+    /// come. `Ok(true)`: the fault took this turn (the connection is gone, or waits for its
+    /// hello); `Ok(false)`: no such fault, the handshake goes on.
+    fn handshake_fault(&mut self, t: usize) -> Result<bool, String> {
+        let session = &mut self.sessions[t];
+        let Some(faults) = session.tls_fault.as_deref() else {
+            return Ok(false);
+        };
+        let (abort, alert) = (faults.abort, faults.alert);
+        let cut = match (abort, alert) {
+            (Some(AbortAt::MidHandshake), _) => match session.link.send_half_a_handshake() {
+                Ok(Some(_)) => true,
+                Ok(None) => return Ok(true),
+                Err(e) => return Err(crate::tls::error_text(&e)),
+            },
+            (Some(AbortAt::AfterHello), _) | (None, Some(_)) => {
+                // The hello is read and thrown away, so the close is a FIN: bytes left
+                // unread would make it a reset.
+                let mut got = 0;
+                loop {
+                    match session.link.socket_mut().read(&mut self.buf) {
+                        Ok(0) if got == 0 => return Err("closed during the handshake".into()),
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                if got == 0 {
+                    return Ok(true);
+                }
+                if let (None, Some(alert)) = (abort, alert) {
+                    // A fatal alert in a plaintext record: nothing is encrypted yet.
+                    let record = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, alert];
+                    let _ = session.link.socket_mut().write_all(&record);
+                }
+                true
+            }
+            (None, None) => false,
+        };
+        if cut {
+            let described = faults.described.clone();
+            log::debug!(
+                target: LOG,
+                "session {} closed by fault in its handshake: peer={} faults={described}",
+                session.handle.id(),
+                session.handle.peer()
+            );
+            let _ = session.link.socket().shutdown(std::net::Shutdown::Write);
+            self.discard(t);
+        }
+        Ok(cut)
     }
 
     /// Drops the connections whose handshake is overdue.

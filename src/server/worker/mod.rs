@@ -377,7 +377,10 @@ impl Worker {
             self.index
         );
         if self.stopping.is_none()
-            && let Some(pacing) = self.shared.faults.draw(id, session.handle.connected_at())
+            && let Some(pacing) =
+                self.shared
+                    .faults
+                    .draw(id, session.handle.connected_at(), session.link.is_tls())
         {
             log::debug!("session {id} faulted: faults={}", pacing.describe());
             session.fault = Some(Box::new(pacing));

@@ -101,6 +101,11 @@ pub(crate) struct Session {
     pub(crate) handshake_deadline: Option<Instant>,
     /// The CPU its packets arrived on at its worker's last look (`grouping`).
     pub(crate) arrives_on: Option<usize>,
+    /// The faults of its TLS handshake (`tls-delay`, `tls-abort`, `tls-alert`); `None` for
+    /// most sessions.
+    pub(crate) tls_fault: Option<Box<crate::server::faults::HandshakeFaults>>,
+    /// `tls-truncate`: its end is a FIN without TLS's `close_notify`.
+    pub(crate) truncate: bool,
 }
 
 impl Session {
@@ -121,6 +126,8 @@ impl Session {
             header_deadline: None,
             handshake_deadline: None,
             arrives_on: None,
+            tls_fault: None,
+            truncate: false,
         }
     }
 

@@ -42,6 +42,8 @@ pub(crate) enum End {
     Reset,
     /// FIN, no `quit`.
     Close,
+    /// FIN, no `quit`, and on a TLS session no `close_notify` either (`tls-truncate`).
+    Truncate,
 }
 
 /// The faults a session drew, folded into one plan; of two faults of one kind the later wins.
@@ -71,6 +73,12 @@ impl Plan {
                 FaultKind::Truncate { bytes } => {
                     plan.truncate = Some(usize::try_from(bytes).unwrap_or(usize::MAX));
                 }
+                FaultKind::TlsTruncate { after } => plan.end = Some((End::Truncate, after)),
+                // Carried out before the handshake, not on the session's replies.
+                FaultKind::TlsDelay { .. }
+                | FaultKind::TlsAbort { .. }
+                | FaultKind::TlsAlert { .. }
+                | FaultKind::TlsCert { .. } => {}
             }
         }
         plan
