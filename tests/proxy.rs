@@ -423,3 +423,62 @@ fn the_header_goes_in_clear_before_the_tls_handshake() {
     server.type_line("quit");
     assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
 }
+
+#[test]
+fn haproxy_ending_tls_names_the_version_and_the_verified_client_in_list() {
+    let dir = TempDir::new("ssl-cn");
+    tcpool::tls::make::set(&dir.path).unwrap();
+    let file = |name: &str| dir.path.join(name).to_str().unwrap().to_owned();
+    let combined = dir.path.join("combined.pem");
+    let pem = std::fs::read_to_string(file("server.pem")).unwrap()
+        + &std::fs::read_to_string(file("server-key.pem")).unwrap();
+    std::fs::write(&combined, pem).unwrap();
+    let mut server = Binary::serve(&["--proxy-protocol", "v2"]);
+    let bind = format!(
+        "ssl crt {} ca-file {} verify optional",
+        combined.display(),
+        file("ca.pem")
+    );
+    let haproxy = Haproxy::start_with(&bind, server.addr, "send-proxy-v2-ssl-cn");
+    let target = format!("localhost:{}", haproxy.addr.port());
+    let talk = |identity: &[&str]| {
+        let mut talk = Command::new(tcpool_bin())
+            .args(["talk", "--tls", "--tls-ca", &file("ca.pem")])
+            .args(identity)
+            .arg(&target)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = talk.stdin.take().unwrap();
+        stdin.write_all(b"hi\n").unwrap();
+        let mut out = std::io::BufReader::new(talk.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "server>> hi\n");
+        (talk, stdin)
+    };
+    let with_cert = talk(&[
+        "--tls-cert",
+        &file("client.pem"),
+        "--tls-key",
+        &file("client-key.pem"),
+    ]);
+    let without = talk(&[]);
+    server.type_line("/list");
+    let named = server.wait_stdout("the row of the client with a certificate", |l| {
+        l.contains("via-proxy client=tcpool client")
+    });
+    assert!(named.contains("TLSv1.3"), "{named}");
+    let anonymous = server.wait_stdout("the row of the client without one", |l| {
+        l.contains("via-proxy") && !l.contains("client=")
+    });
+    assert!(anonymous.contains("TLSv1.3"), "{anonymous}");
+    for (mut talk, stdin) in [with_cert, without] {
+        drop(stdin);
+        assert!(talk.wait().unwrap().success());
+    }
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}

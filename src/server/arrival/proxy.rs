@@ -65,9 +65,57 @@ pub enum Parsed {
         len: usize,
         /// The original client.
         source: Option<SocketAddr>,
+        /// Version 2's `PP2_TYPE_SSL`: the client spoke TLS to the balancer, which ended it
+        /// (HAProxy's `send-proxy-v2-ssl` and `-ssl-cn`).
+        tls: Option<ProxiedTls>,
     },
     /// Not a header this server accepts; why.
     Malformed(String),
+}
+
+/// What a balancer that ended the client's TLS says of it (`PP2_TYPE_SSL` and its sub-TLVs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxiedTls {
+    /// `PP2_SUBTYPE_SSL_VERSION`: `TLSv1.3`.
+    pub version: Option<String>,
+    /// `PP2_SUBTYPE_SSL_CIPHER`: `TLS_AES_256_GCM_SHA384`.
+    pub cipher: Option<String>,
+    /// `PP2_SUBTYPE_SSL_CN`: the client certificate's common name.
+    pub cn: Option<String>,
+    /// The client presented a certificate on this connection and the balancer verified it
+    /// (`PP2_CLIENT_CERT_CONN` set and `verify` 0).
+    pub verified: bool,
+}
+
+impl ProxiedTls {
+    /// Reads the value of a `PP2_TYPE_SSL` TLV: client flags (1 byte), verify (4), then
+    /// sub-TLVs. `None` if it is cut short.
+    fn read(value: &[u8]) -> Option<Self> {
+        const PP2_CLIENT_SSL: u8 = 0x01;
+        const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+        let (&client, rest) = value.split_first()?;
+        let verify = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        let mut tls = ProxiedTls {
+            verified: client & PP2_CLIENT_SSL != 0
+                && client & PP2_CLIENT_CERT_CONN != 0
+                && verify == 0,
+            ..ProxiedTls::default()
+        };
+        let mut sub = &rest[4..];
+        while !sub.is_empty() {
+            let kind = sub[0];
+            let len = usize::from(u16::from_be_bytes(sub.get(1..3)?.try_into().ok()?));
+            let text = String::from_utf8_lossy(sub.get(3..3 + len)?).into_owned();
+            match kind {
+                0x21 => tls.version = Some(text),
+                0x22 => tls.cn = Some(text),
+                0x23 => tls.cipher = Some(text),
+                _ => {}
+            }
+            sub = &sub[3 + len..];
+        }
+        Some(tls)
+    }
 }
 
 /// The first bytes of every version 2 header.
@@ -111,6 +159,7 @@ pub fn parse(expected: ProxyProtocol, input: &[u8]) -> Parsed {
     }
     match result {
         HeaderResult::V1(Ok(header)) => Parsed::Header {
+            tls: None,
             len: header.header.len(),
             source: match header.addresses {
                 v1::Addresses::Tcp4(a) => {
@@ -123,6 +172,11 @@ pub fn parse(expected: ProxyProtocol, input: &[u8]) -> Parsed {
             },
         },
         HeaderResult::V2(Ok(header)) => Parsed::Header {
+            tls: header
+                .tlvs()
+                .flatten()
+                .find(|tlv| tlv.kind == 0x20)
+                .and_then(|tlv| ProxiedTls::read(&tlv.value)),
             len: header.len(),
             source: match (header.command, header.addresses) {
                 (v2::Command::Local, _) => None,
@@ -145,8 +199,9 @@ pub fn parse(expected: ProxyProtocol, input: &[u8]) -> Parsed {
 pub(crate) enum Step {
     /// Not all of it has arrived; the poller reports the next bytes.
     Pending,
-    /// Read and consumed; the original client, if the header named one.
-    Done(Option<SocketAddr>),
+    /// Read and consumed; the original client, if the header named one, and what the
+    /// balancer says of the client's TLS, if it ended it.
+    Done(Option<SocketAddr>, Option<ProxiedTls>),
     /// Not a header this server accepts, or the peer closed first; why.
     Refused(String),
 }
@@ -173,7 +228,7 @@ pub(crate) fn read_header(
     match parse(expected, &scratch[..n]) {
         Parsed::Incomplete => Ok(Step::Pending),
         Parsed::Malformed(why) => Ok(Step::Refused(why)),
-        Parsed::Header { len, source } => {
+        Parsed::Header { len, source, tls } => {
             // The bytes are in the socket's buffer already: this read takes them at once.
             let mut taken = 0;
             while taken < len {
@@ -184,7 +239,7 @@ pub(crate) fn read_header(
                     Err(e) => return Err(e),
                 }
             }
-            Ok(Step::Done(source))
+            Ok(Step::Done(source, tls))
         }
     }
 }
@@ -210,6 +265,7 @@ mod tests {
         let want = Parsed::Header {
             len: line.len() - 5,
             source: Some("192.0.2.7:40000".parse().unwrap()),
+            tls: None,
         };
         assert_eq!(parse(ProxyProtocol::V1, line), want);
         assert_eq!(parse(ProxyProtocol::Any, line), want);
@@ -218,14 +274,16 @@ mod tests {
             parse(ProxyProtocol::V1, v6),
             Parsed::Header {
                 len: v6.len(),
-                source: Some("[2001:db8::7]:40000".parse().unwrap())
+                source: Some("[2001:db8::7]:40000".parse().unwrap()),
+                tls: None,
             }
         );
         assert_eq!(
             parse(ProxyProtocol::V1, b"PROXY UNKNOWN\r\n"),
             Parsed::Header {
                 len: 15,
-                source: None
+                source: None,
+                tls: None,
             }
         );
     }
@@ -266,12 +324,53 @@ mod tests {
         let want = Parsed::Header {
             len,
             source: Some("192.0.2.7:40000".parse().unwrap()),
+            tls: None,
         };
         assert_eq!(parse(ProxyProtocol::V2, &input), want);
         assert_eq!(parse(ProxyProtocol::Any, &input), want);
         assert_eq!(
             parse(ProxyProtocol::Any, &v2_header(true)),
-            Parsed::Header { len, source: None }
+            Parsed::Header {
+                len,
+                source: None,
+                tls: None
+            }
         );
+    }
+
+    #[test]
+    fn a_balancer_that_ended_tls_says_so_in_tlvs() {
+        // PP2_TYPE_SSL: client SSL | CERT_CONN | CERT_SESS, verify 0, version, CN, cipher.
+        let mut ssl = vec![0x07, 0, 0, 0, 0];
+        for (kind, text) in [
+            (0x21u8, &b"TLSv1.3"[..]),
+            (0x22, b"alice"),
+            (0x23, b"TLS_AES_256_GCM_SHA384"),
+        ] {
+            ssl.push(kind);
+            ssl.extend_from_slice(&(text.len() as u16).to_be_bytes());
+            ssl.extend_from_slice(text);
+        }
+        let mut header = v2_header(false);
+        let addresses = u16::from_be_bytes([header[14], header[15]]);
+        let tlv_len = 3 + ssl.len() as u16;
+        header[14..16].copy_from_slice(&(addresses + tlv_len).to_be_bytes());
+        header.push(0x20);
+        header.extend_from_slice(&(ssl.len() as u16).to_be_bytes());
+        header.extend_from_slice(&ssl);
+        let Parsed::Header { len, tls, .. } = parse(ProxyProtocol::V2, &header) else {
+            panic!("not read");
+        };
+        assert_eq!(len, header.len());
+        let tls = tls.expect("the SSL TLV");
+        assert_eq!(tls.version.as_deref(), Some("TLSv1.3"));
+        assert_eq!(tls.cn.as_deref(), Some("alice"));
+        assert_eq!(tls.cipher.as_deref(), Some("TLS_AES_256_GCM_SHA384"));
+        assert!(tls.verified);
+        // A value cut short is no TLS at all, and never a panic.
+        for cut in 0..ssl.len() {
+            let _ = ProxiedTls::read(&ssl[..cut]);
+        }
+        assert_eq!(ProxiedTls::read(&ssl[..3]), None);
     }
 }

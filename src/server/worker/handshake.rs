@@ -261,7 +261,7 @@ impl Worker {
         }
     }
 
-    fn drop_unshaken(&mut self, t: usize, why: &str) {
+    pub(super) fn drop_unshaken(&mut self, t: usize, why: &str) {
         if let Some(suppressed) = self.tls_warnings.ready() {
             log::info!(
                 target: LOG,

@@ -25,9 +25,35 @@ impl Worker {
             Ok(Step::Pending) => return,
             Ok(Step::Refused(why)) => why,
             Err(e) => e.to_string(),
-            Ok(Step::Done(client)) => {
+            Ok(Step::Done(client, tls)) => {
                 if let Some(client) = client {
                     session.handle.set_origin(client);
+                }
+                if let Some(tls) = tls {
+                    // The balancer ended the client's TLS: what it says shows in `/list`,
+                    // and a certificate it verified names the client, as with our own TLS.
+                    let name = tls
+                        .cn
+                        .as_deref()
+                        .filter(|_| tls.verified)
+                        .map(|cn| escape(cn.as_bytes()));
+                    session.handle.set_tls(format!(
+                        "{} {} via-proxy{}",
+                        escape(tls.version.as_deref().unwrap_or("?").as_bytes()),
+                        escape(tls.cipher.as_deref().unwrap_or("?").as_bytes()),
+                        name.as_ref()
+                            .map_or(String::new(), |n| format!(" client={n}"))
+                    ));
+                    if let Some(name) = name {
+                        if !self.shared.config.permits_cn(&name) {
+                            self.shared.metrics.rejected(Rejection::Denied);
+                            let why = format!(
+                                "certificate name {name} not allowed (--allow-cn, --deny-cn)"
+                            );
+                            return self.drop_unshaken(t, &why);
+                        }
+                        session.handle.set_identity(name);
+                    }
                 }
                 session.header_deadline = None;
                 let peer = session.handle.peer();
