@@ -37,13 +37,17 @@ impl Worker {
                         .as_deref()
                         .filter(|_| tls.verified)
                         .map(|cn| escape(cn.as_bytes()));
-                    session.handle.set_tls(format!(
-                        "{} {} via-proxy{}",
-                        escape(tls.version.as_deref().unwrap_or("?").as_bytes()),
-                        escape(tls.cipher.as_deref().unwrap_or("?").as_bytes()),
-                        name.as_ref()
-                            .map_or(String::new(), |n| format!(" client={n}"))
-                    ));
+                    // HAProxy sends the cipher only with `proxy-v2-options ssl-cipher`.
+                    let mut shown: Vec<String> = [&tls.version, &tls.cipher]
+                        .into_iter()
+                        .flatten()
+                        .map(|t| escape(t.as_bytes()))
+                        .collect();
+                    shown.push("via-proxy".into());
+                    if let Some(name) = &name {
+                        shown.push(format!("client={name}"));
+                    }
+                    session.handle.set_tls(shown.join(" "));
                     if let Some(name) = name {
                         if !self.shared.config.permits_cn(&name) {
                             self.shared.metrics.rejected(Rejection::Denied);
