@@ -998,3 +998,52 @@ fn a_hand_over_passes_the_tls_listener_on_as_tls() {
     drop((after, plain));
     assert!(new.stop());
 }
+
+#[test]
+fn key_exchange_groups_are_what_both_sides_allow() {
+    let scratch = Scratch::new("groups");
+    tcpool::tls::make::set(&scratch.0).unwrap();
+    let file = |name: &str| scratch.path(name).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (file("server.pem"), file("server-key.pem"), file("ca.pem"));
+    let mut server = crate::support::Binary::serve(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-groups",
+        "secp256r1,x25519",
+    ]);
+    // talk prefers P-384 then P-256: the one both allow is agreed.
+    let out = talk_tls(
+        server.addr,
+        &["--tls-ca", &ca, "--tls-groups", "P-384,secp256r1"],
+        "hi\nquit\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("group=secp256r1"), "{stderr}");
+    // OpenSSL, told to offer P-256 only, agrees on it too: the server's choice is real.
+    let out = Command::new("openssl")
+        .args(["s_client", "-groups", "P-256", "-CAfile", &ca, "-connect"])
+        .arg(server.addr.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is needed for this test (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Server Temp Key: ECDH, prime256v1"), "{text}");
+    // A client with no group in common is refused.
+    let out = talk_tls(
+        server.addr,
+        &["--tls-ca", &ca, "--tls-groups", "secp384r1"],
+        "hi\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // A group nobody knows is a usage error.
+    let out = Command::new(tcpool_bin())
+        .args(["talk", "--tls", "--tls-groups", "x448", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a key exchange group"));
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}

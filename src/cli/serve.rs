@@ -402,8 +402,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     {
         bad_value(
             "serve",
-            "--tls-port, --tls-ca-out, --tls-client-ca, --tls-versions and --tls-alpn need a \
-             certificate: --tls auto, or --tls-cert FILE --tls-key FILE",
+            "--tls-port, --tls-ca-out, --tls-client-ca, --tls-versions, --tls-alpn and \
+             --tls-groups need a certificate: --tls auto, or --tls-cert FILE --tls-key FILE",
         );
     }
     let client_auth = args

@@ -37,7 +37,7 @@ pub(crate) struct TlsClientArgs {
     offer: TlsOfferArgs,
 }
 
-/// The versions and ALPN protocols a server or a client offers.
+/// The versions, ALPN protocols and key exchange groups a server or a client offers.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TlsOfferArgs {
     /// TLS versions to allow, `1.2`, `1.3` or both, comma-separated [default: 1.2,1.3].
@@ -48,18 +48,24 @@ pub(crate) struct TlsOfferArgs {
     /// [default: none].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     tls_alpn: Vec<String>,
+    /// Key exchange groups to allow, in order of preference, comma-separated:
+    /// X25519MLKEM768, SecP256r1MLKEM768, MLKEM768, x25519, secp256r1 (P-256), secp384r1
+    /// (P-384) [default: X25519MLKEM768,secp384r1,x25519,secp256r1].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    tls_groups: Vec<tcpool::tls::Group>,
 }
 
 impl TlsOfferArgs {
     /// Whether any was given.
     pub(crate) fn given(&self) -> bool {
-        !(self.tls_versions.is_empty() && self.tls_alpn.is_empty())
+        !(self.tls_versions.is_empty() && self.tls_alpn.is_empty() && self.tls_groups.is_empty())
     }
 
     pub(crate) fn offer(&self) -> tcpool::tls::Offer {
         tcpool::tls::Offer {
             versions: self.tls_versions.clone(),
             alpn: self.tls_alpn.clone(),
+            groups: self.tls_groups.clone(),
         }
     }
 }
@@ -69,7 +75,10 @@ impl TlsClientArgs {
     /// without `--tls` is a usage error (exit 2), as the other TLS flags are.
     pub(crate) fn settings(&self, command: &str) -> Option<ClientTls> {
         if !self.tls && self.offer.given() {
-            super::bad_value(command, "--tls-versions and --tls-alpn need --tls");
+            super::bad_value(
+                command,
+                "--tls-versions, --tls-alpn and --tls-groups need --tls",
+            );
         }
         self.tls.then(|| ClientTls {
             ca: self.tls_ca.clone(),

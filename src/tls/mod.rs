@@ -74,6 +74,88 @@ impl std::str::FromStr for Version {
     }
 }
 
+/// A key exchange group tcpool offers (`--tls-groups`), by its IANA name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// The post-quantum hybrid rustls prefers: X25519 with ML-KEM-768.
+    X25519MlKem768,
+    /// P-256 with ML-KEM-768.
+    Secp256r1MlKem768,
+    /// ML-KEM-768 alone.
+    MlKem768,
+    /// X25519.
+    X25519,
+    /// P-256.
+    Secp256r1,
+    /// P-384.
+    Secp384r1,
+}
+
+impl Group {
+    /// Every group, with its name as `--tls-groups` takes it.
+    const ALL: [(Group, &'static str); 6] = [
+        (Group::X25519MlKem768, "X25519MLKEM768"),
+        (Group::Secp256r1MlKem768, "SecP256r1MLKEM768"),
+        (Group::MlKem768, "MLKEM768"),
+        (Group::X25519, "x25519"),
+        (Group::Secp256r1, "secp256r1"),
+        (Group::Secp384r1, "secp384r1"),
+    ];
+
+    fn kx(self) -> &'static dyn rustls::crypto::SupportedKxGroup {
+        use rustls::crypto::aws_lc_rs::kx_group;
+        match self {
+            Group::X25519MlKem768 => kx_group::X25519MLKEM768,
+            Group::Secp256r1MlKem768 => kx_group::SECP256R1MLKEM768,
+            Group::MlKem768 => kx_group::MLKEM768,
+            Group::X25519 => kx_group::X25519,
+            Group::Secp256r1 => kx_group::SECP256R1,
+            Group::Secp384r1 => kx_group::SECP384R1,
+        }
+    }
+}
+
+impl std::str::FromStr for Group {
+    type Err = String;
+
+    /// An IANA name, in any case; `P-256` and `P-384` too.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let alias = match text.to_ascii_lowercase().as_str() {
+            "p-256" | "prime256v1" => Some(Group::Secp256r1),
+            "p-384" => Some(Group::Secp384r1),
+            _ => None,
+        };
+        alias
+            .or_else(|| {
+                Group::ALL
+                    .iter()
+                    .find(|(_, name)| name.eq_ignore_ascii_case(text))
+                    .map(|&(g, _)| g)
+            })
+            .ok_or_else(|| {
+                let names: Vec<&str> = Group::ALL.iter().map(|&(_, n)| n).collect();
+                format!("{text:?} is not a key exchange group: {}", names.join(", "))
+            })
+    }
+}
+
+/// The crypto provider, offering only `groups` (in that order of preference) when any are
+/// named.
+fn provider_offering(groups: &[Group]) -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !groups.is_empty() {
+        let mut chosen: Vec<Group> = Vec::new();
+        for &g in groups {
+            if !chosen.contains(&g) {
+                chosen.push(g);
+            }
+        }
+        provider.kx_groups = chosen.into_iter().map(Group::kx).collect();
+    }
+    Arc::new(provider)
+}
+
 fn versions(chosen: &[Version]) -> Vec<&'static rustls::SupportedProtocolVersion> {
     let mut all = chosen.to_vec();
     if all.is_empty() {
@@ -97,6 +179,9 @@ pub struct Offer {
     pub versions: Vec<Version>,
     /// ALPN protocol names; a server with some refuses a client that offers none of them.
     pub alpn: Vec<String>,
+    /// Key exchange groups, in order of preference; empty: the provider's (X25519MLKEM768,
+    /// secp384r1, x25519, secp256r1).
+    pub groups: Vec<Group>,
 }
 
 /// Mutual TLS: the server asks clients for a certificate signed by `ca`.
@@ -148,7 +233,7 @@ pub fn server_config_with(
         }
     };
     let served = chain[0].clone();
-    let builder = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider_offering(&offer.groups))
         .with_protocol_versions(&versions(&offer.versions))
         .context("TLS versions")?;
     let builder = match clients {
@@ -200,7 +285,7 @@ pub struct ClientTls {
 
 /// Builds a client's TLS configuration from `tls`.
 pub fn client_config(tls: &ClientTls) -> anyhow::Result<Arc<ClientConfig>> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider_offering(&tls.offer.groups))
         .with_protocol_versions(&versions(&tls.offer.versions))
         .context("TLS versions")?;
     let builder = if tls.insecure {
