@@ -735,6 +735,29 @@ fn metrics_count_full_resumed_and_failed_handshakes() {
     assert_eq!(count("full"), 1.0);
     assert_eq!(count("resumed"), 1.0);
     assert_eq!(count("timeout"), 0.0);
+    // One that does not trust the certificate: it says so with an alert.
+    let other = Scratch::new("metrics-other-ca");
+    tcpool::tls::make::set(&other.0).unwrap();
+    let mut doubter = client(served.addr, &other.path("ca.pem"), "localhost");
+    assert!(
+        doubter
+            .write_all(b"hi\n")
+            .and_then(|()| doubter.flush())
+            .is_err()
+    );
+    crate::support::wait_until("the refused handshake counted", || count("failed") == 2.0);
+    let why = |reason: &str| {
+        served
+            .scrape()
+            .get(&format!(
+                "tcpool_tls_handshake_failures_total{{reason=\"{reason}\"}}"
+            ))
+            .copied()
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(why("not-tls"), 1.0);
+    assert_eq!(why("peer-alert"), 1.0);
+    assert_eq!(why("closed"), 0.0);
     // The histogram times the two that were done, as Python's prometheus_client reads it.
     let scraped = served.scrape();
     assert_eq!(

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::server::faults::AbortAt;
-use crate::server::operator::metrics::{Handshake, Rejection};
+use crate::server::operator::metrics::{Handshake, HandshakeFailure, Rejection};
 use crate::server::protocol::escape;
 
 use super::{LOG, Worker};
@@ -143,7 +143,7 @@ impl Worker {
                 Ok(false) => {}
                 Err(why) => {
                     let metrics = self.shared.metrics.worker(self.index);
-                    metrics.handshake(Handshake::Failed, took);
+                    metrics.handshake_failed(HandshakeFailure::Other);
                     return self.drop_unshaken(t, &why);
                 }
             }
@@ -152,10 +152,13 @@ impl Worker {
             return;
         };
         let metrics = self.shared.metrics.worker(self.index);
-        let why = match session.link.handshake() {
-            Ok(false) if session.read_closed => "closed during the handshake".to_owned(),
+        let (why, reason) = match session.link.handshake() {
+            Ok(false) if session.read_closed => (
+                "closed during the handshake".to_owned(),
+                HandshakeFailure::Closed,
+            ),
             Ok(false) => return,
-            Err(e) => crate::tls::error_text(&e),
+            Err(e) => (crate::tls::error_text(&e), HandshakeFailure::of(&e)),
             Ok(true) => {
                 session.handshake_deadline = None;
                 if let Some(conn) = session.link.conn() {
@@ -181,7 +184,7 @@ impl Worker {
                 return self.read_open(t);
             }
         };
-        metrics.handshake(Handshake::Failed, took);
+        metrics.handshake_failed(reason);
         self.drop_unshaken(t, &why);
     }
 

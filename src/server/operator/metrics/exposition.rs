@@ -13,8 +13,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::{
-    CLOSE_REASONS, HANDSHAKE_BOUNDS, Handshake, Histogram, Metrics, REPLY_BOUNDS, Rejection,
-    SESSION_BOUNDS, close_index, close_label,
+    CLOSE_REASONS, HANDSHAKE_BOUNDS, Handshake, HandshakeFailure, Histogram, Metrics, REPLY_BOUNDS,
+    Rejection, SESSION_BOUNDS, close_index, close_label,
 };
 use crate::server::faults::Faults;
 use crate::server::operator::audit::Audit;
@@ -155,9 +155,13 @@ impl Collector for Exposition {
         let mut durations = Merged::new(&SESSION_BOUNDS);
         let mut replies = Merged::new(&REPLY_BOUNDS);
         let mut handshakes = [0u64; Handshake::ALL.len()];
+        let mut failures = [0u64; HandshakeFailure::ALL.len()];
         let mut handshake_times = Merged::new(&HANDSHAKE_BOUNDS);
         for w in m.workers.iter() {
             for (total, count) in handshakes.iter_mut().zip(&w.handshakes) {
+                *total += count.load(Ordering::Relaxed);
+            }
+            for (total, count) in failures.iter_mut().zip(&w.handshake_failures) {
                 *total += count.load(Ordering::Relaxed);
             }
             handshake_times.add(&w.handshake_times);
@@ -304,6 +308,18 @@ impl Collector for Exposition {
                 "TLS handshakes, by how they ended: full, resumed, failed, timeout",
                 Counter,
                 Some("result"),
+                series,
+            )?;
+            let series = HandshakeFailure::ALL
+                .iter()
+                .map(|&f| (f.as_str().to_owned(), failures[f as usize]));
+            family(
+                &mut e,
+                "tcpool_tls_handshake_failures",
+                "Failed TLS handshakes, by why: not-tls, no-common-ground, client-certificate, \
+                 peer-alert, closed, other",
+                Counter,
+                Some("reason"),
                 series,
             )?;
             handshake_times.encode(

@@ -140,6 +140,68 @@ impl Handshake {
     }
 }
 
+/// Why a TLS handshake failed: the `reason` label of `tcpool_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client's bytes were not TLS (plaintext, HTTP, a scanner's probe).
+    NotTls,
+    /// No version, suite, group or ALPN protocol in common.
+    NoCommonGround,
+    /// Mutual TLS: no client certificate, or one that does not verify.
+    ClientCertificate,
+    /// The client sent an alert: it refused the server's certificate, most often.
+    PeerAlert,
+    /// The client closed (or reset) before the handshake was done.
+    Closed,
+    /// Anything else.
+    Other,
+}
+
+impl HandshakeFailure {
+    const ALL: [HandshakeFailure; 6] = [
+        HandshakeFailure::NotTls,
+        HandshakeFailure::NoCommonGround,
+        HandshakeFailure::ClientCertificate,
+        HandshakeFailure::PeerAlert,
+        HandshakeFailure::Closed,
+        HandshakeFailure::Other,
+    ];
+
+    /// The metric's label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::NotTls => "not-tls",
+            HandshakeFailure::NoCommonGround => "no-common-ground",
+            HandshakeFailure::ClientCertificate => "client-certificate",
+            HandshakeFailure::PeerAlert => "peer-alert",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::Other => "other",
+        }
+    }
+
+    /// Why the handshake that failed with `e` did.
+    pub fn of(e: &std::io::Error) -> Self {
+        use rustls::Error as E;
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) {
+            Some(E::InvalidMessage(_) | E::InappropriateMessage { .. })
+            | Some(E::InappropriateHandshakeMessage { .. }) => HandshakeFailure::NotTls,
+            Some(E::PeerIncompatible(_)) => HandshakeFailure::NoCommonGround,
+            Some(E::NoCertificatesPresented | E::InvalidCertificate(_)) => {
+                HandshakeFailure::ClientCertificate
+            }
+            Some(E::AlertReceived(_)) => HandshakeFailure::PeerAlert,
+            Some(_) => HandshakeFailure::Other,
+            None => match e.kind() {
+                std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe => HandshakeFailure::Closed,
+                _ => HandshakeFailure::Other,
+            },
+        }
+    }
+}
+
 /// Upper bounds of `tcpool_tls_handshake_seconds`' buckets: a handshake on loopback takes
 /// a millisecond or two of CPU; a slow client, or a loaded worker, more.
 const HANDSHAKE_BOUNDS: [f64; 12] = [
@@ -192,6 +254,7 @@ pub(crate) struct WorkerMetrics {
     durations: Histogram,
     replies: Histogram,
     handshakes: [AtomicU64; Handshake::ALL.len()],
+    handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     handshake_times: Histogram,
 }
 
@@ -204,6 +267,7 @@ impl WorkerMetrics {
             durations: Histogram::new(&SESSION_BOUNDS),
             replies: Histogram::new(&REPLY_BOUNDS),
             handshakes: Default::default(),
+            handshake_failures: Default::default(),
             handshake_times: Histogram::new(&HANDSHAKE_BOUNDS),
         }
     }
@@ -242,6 +306,12 @@ impl WorkerMetrics {
         if matches!(how, Handshake::Full | Handshake::Resumed) {
             self.handshake_times.observe(took);
         }
+    }
+
+    /// A TLS handshake failed, for `why`.
+    pub(crate) fn handshake_failed(&self, why: HandshakeFailure) {
+        self.handshakes[Handshake::Failed as usize].fetch_add(1, Ordering::Relaxed);
+        self.handshake_failures[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// `replies` replies to the messages of one read went out `took` after the read.
