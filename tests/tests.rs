@@ -44,4 +44,5 @@ mod seed;
 mod shutdown;
 mod talk;
 mod tls;
+mod tls_reload;
 mod wire;

@@ -102,9 +102,9 @@ pub(crate) struct ServeArgs {
     /// goodbye (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     shutdown_timeout: Duration,
-    /// Serve the admin HTTP endpoint (/metrics, /healthz, /sessions, /stats, /faults) on this
-    /// address, such as 127.0.0.1:9900 or localhost:9900. Any address but loopback needs
-    /// --admin-token-file [default: off].
+    /// Serve the admin HTTP endpoint (/metrics, /healthz, /sessions, /stats, /faults,
+    /// /tls/reload) on this address, such as 127.0.0.1:9900 or localhost:9900. Any address
+    /// but loopback needs --admin-token-file [default: off].
     #[arg(long, value_name = "ADDR", value_parser = parse_admin_addr)]
     admin: Option<SocketAddr>,
     /// A file holding the admin endpoint's bearer token: every route but /healthz then needs
@@ -497,6 +497,13 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             "TLS certificate: {}",
             tcpool::tls::peer::describe_cert(&made.served)
         );
+        let identity = made.certificates.identity();
+        if identity.expired_at(unix_now()) {
+            log::warn!(
+                "TLS certificate expired on {}: clients that check it will refuse it",
+                identity.expires
+            );
+        }
         if let Some(ca) = &made.ca_file {
             log::info!(
                 "TLS auto: clients verify with --tls-ca {} (the CA made at start)",
@@ -515,7 +522,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         } else {
             tls_listeners.into_iter().fold(server, Server::also_on_tls)
         }
-        .tls(made.config);
+        .tls(made.config)
+        .tls_certificates(made.certificates);
     }
 
     // SIGINT, SIGTERM and Ctrl-C at the console prompt: the first shuts down gracefully,
@@ -660,6 +668,13 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     let _ = Printer::stderr().flush_timeout(EXIT_FLUSH);
     let _ = stdout.flush_timeout(linger);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Seconds since the Unix epoch now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// SIGHUP with a terminal on stdin, stdout or stderr: the terminal hung up, so the server

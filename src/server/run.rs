@@ -28,6 +28,7 @@ use super::shutdown::Shutdown;
 use super::worker::Worker;
 use super::worker::balance::Balance;
 use crate::time::later;
+use crate::tls::Certificates;
 use crate::units::Millis;
 
 /// The target of the server's own lifecycle lines (listening, shutting down, stopped), so
@@ -71,6 +72,8 @@ pub struct Server {
     listeners: Vec<(TcpListener, bool)>,
     /// What TLS listeners serve.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The certificate behind `tls`, when it can be reloaded and watched.
+    certificates: Option<Certificates>,
     config: Config,
     handler: Option<Arc<dyn Handler>>,
     printer: Printer,
@@ -101,6 +104,7 @@ impl Server {
         Server {
             listeners: vec![(listener, false)],
             tls: None,
+            certificates: None,
             faults,
             config,
             handler: None,
@@ -141,6 +145,19 @@ impl Server {
         self
     }
 
+    /// The certificate behind [`Server::tls`]'s configuration
+    /// ([`crate::tls::ServerTls::certificates`]): `POST /tls/reload` and `/tls reload` reload
+    /// it, and the metrics show when it expires.
+    pub fn tls_certificates(mut self, certificates: Certificates) -> Self {
+        self.certificates = Some(certificates);
+        self
+    }
+
+    /// The certificate given to [`Server::tls_certificates`], if any.
+    pub fn certificates(&self) -> Option<Certificates> {
+        self.certificates.clone()
+    }
+
     /// Replies with `handler` instead of the mode's.
     pub fn handler(mut self, handler: impl Handler) -> Self {
         self.handler = Some(Arc::new(handler));
@@ -179,6 +196,10 @@ impl Server {
         )
         .with_faults(self.faults.clone())
         .with_audit(self.audit.clone());
+        let exposition = match &self.certificates {
+            Some(certificates) => exposition.with_certificates(certificates.clone()),
+            None => exposition,
+        };
         if self.tls.is_some() {
             exposition.with_tls()
         } else {
@@ -217,14 +238,18 @@ impl Server {
 
     /// An operator console for this server.
     pub fn console(&self) -> Console {
-        Console::new(
+        let console = Console::new(
             self.registry.clone(),
             self.shutdown.clone(),
             self.config.mode,
             self.printer.clone(),
         )
         .with_faults(self.faults.clone())
-        .with_audit(self.audit.clone())
+        .with_audit(self.audit.clone());
+        match &self.certificates {
+            Some(certificates) => console.with_tls(certificates.clone()),
+            None => console,
+        }
     }
 
     /// The live set of faults: what is added or cleared here applies at once.
@@ -255,6 +280,7 @@ impl Server {
         let Server {
             listeners,
             tls,
+            certificates: _,
             config,
             handler,
             printer,

@@ -4,6 +4,7 @@
 //!   and the load generator's event loops alike.
 //! - [`server_config`]: the server's side, from certificate and key files or made at start
 //!   ([`ServerCerts::Auto`]), with stateless session tickets.
+//! - [`live`]: the server's certificate of the moment, which a reload replaces.
 //! - [`client_config`]: the clients' side, verifying against a CA file or the system's roots
 //!   unless told not to.
 //! - [`make`]: certificates made here: the auto CA, and `tcpool tls gen`'s set for tests.
@@ -11,6 +12,7 @@
 //! - [`pump`]: a TLS client connection behind a plain socket, for code written for one.
 
 pub mod link;
+pub mod live;
 pub mod make;
 pub mod peer;
 pub mod pump;
@@ -19,12 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use link::Link;
+pub use live::{Certificates, ReloadError, Reloaded};
 
 /// The crypto provider every config here uses.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -114,6 +117,9 @@ pub struct ServerTls {
     pub served: CertificateDer<'static>,
     /// With [`ServerCerts::Auto`]: the CA's certificate file, written.
     pub ca_file: Option<PathBuf>,
+    /// The certificate of the moment, which a reload replaces (with [`ServerCerts::Files`]),
+    /// for [`crate::Server::tls_certificates`].
+    pub certificates: Certificates,
 }
 
 /// Builds the server's TLS configuration: TLS 1.2 and 1.3, the provider's groups and suites,
@@ -129,18 +135,35 @@ pub fn server_config_with(
     clients: Option<&ClientAuth>,
     offer: &Offer,
 ) -> anyhow::Result<ServerTls> {
-    let (chain, key, ca_file) = match certs {
-        ServerCerts::Files { chain, key } => (read_chain(chain)?, read_key(key)?, None),
+    let provider = provider();
+    let (key, identity, ca_file, files) = match certs {
+        ServerCerts::Files { chain, key } => {
+            let (certified, identity) =
+                live::certified_key(chain, key, &provider).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (
+                certified,
+                identity,
+                None,
+                Some((chain.clone(), key.clone())),
+            )
+        }
         ServerCerts::Auto { ca_out } => {
             let made = make::auto()?;
             std::fs::write(ca_out, &made.ca_pem).with_context(|| {
                 format!("cannot write the CA's certificate to {}", ca_out.display())
             })?;
-            (vec![made.leaf], made.key, Some(ca_out.clone()))
+            let signer = provider
+                .key_provider
+                .load_private_key(made.key)
+                .context("the key made at start")?;
+            let certified = CertifiedKey::new(vec![made.leaf], signer);
+            let identity =
+                peer::Identity::of(&certified.cert[0]).context("the certificate made at start")?;
+            (certified, identity, Some(ca_out.clone()), None)
         }
     };
-    let served = chain[0].clone();
-    let builder = ServerConfig::builder_with_provider(provider())
+    let served = key.cert[0].clone();
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&versions(&offer.versions))
         .context("TLS versions")?;
     let builder = match clients {
@@ -152,7 +175,8 @@ pub fn server_config_with(
                     .add(cert)
                     .with_context(|| format!("{}: not a CA certificate", auth.ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
             let verifier = if auth.required {
                 verifier
             } else {
@@ -161,16 +185,17 @@ pub fn server_config_with(
             builder.with_client_cert_verifier(verifier.build().context("the client CA")?)
         }
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .context("the certificate and the key do not go together")?;
+    let resolver = Arc::new(live::Resolver::new(key));
+    let mut config = builder.with_cert_resolver(Arc::clone(&resolver) as _);
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("TLS ticketer")?;
     config.key_log = Arc::new(rustls::KeyLogFile::new());
     config.alpn_protocols = offer.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let certificates = Certificates::new(resolver, provider, files, identity);
     Ok(ServerTls {
         config: Arc::new(config),
         served,
         ca_file,
+        certificates,
     })
 }
 
@@ -252,21 +277,15 @@ pub fn key_log_file() -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
-/// The certificates of a PEM file, in order; an error if it holds none.
+/// The certificates of a PEM file, in order; an error if it holds none (or the file is no
+/// regular file, or larger than [`live::MAX_PEM_FILE`]).
 pub fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let chain = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("cannot read certificates from {}", path.display()))?;
-    if chain.is_empty() {
-        bail!("{}: no certificate in it", path.display());
-    }
-    Ok(chain)
+    live::chain_of(path).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
 }
 
 /// The private key of a PEM file: PKCS#8, RSA (PKCS#1) or EC (SEC1).
 pub fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path)
-        .with_context(|| format!("cannot read a private key from {}", path.display()))
+    live::key_of(path).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
 }
 
 /// Why a TLS handshake or record failed, in the words of one log field: the rustls error
