@@ -1,6 +1,6 @@
-//! The TLS certificate reloaded while the server runs, through `POST /tls/reload` and the
-//! console's `/tls reload`: new handshakes get the new certificate, what was open goes on,
-//! and files that are refused change nothing.
+//! The TLS certificate reloaded while the server runs — through `POST /tls/reload`, the
+//! console's `/tls reload` and the watcher of the files: new handshakes get the new
+//! certificate, what was open goes on, and files that are refused change nothing.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -109,6 +109,14 @@ fn scrape(admin: SocketAddr) -> std::collections::HashMap<String, f64> {
     parse_with_prometheus_client(&answer.body)
 }
 
+fn reloads(server: &Binary) -> usize {
+    server
+        .stderr_lines()
+        .iter()
+        .filter(|l| l.contains("tls certificate reloaded"))
+        .count()
+}
+
 fn refusals(server: &Binary) -> Vec<String> {
     server
         .stderr_lines()
@@ -128,6 +136,8 @@ fn a_reload_serves_the_new_certificate_to_new_handshakes_and_keeps_what_was_open
         &scratch.text("key.pem"),
         "--admin",
         "127.0.0.1:0",
+        "--tls-watch",
+        "0",
     ]);
     let admin = server.admin_addr();
     let (a, b) = (
@@ -244,6 +254,56 @@ fn a_reload_serves_the_new_certificate_to_new_handshakes_and_keeps_what_was_open
     let answer = exchange_on(&mut connect(admin), "GET", "/tls/reload", "");
     assert_eq!(answer.status, 405);
     drop((before, after, again, fresh));
+    server.signal("TERM");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+#[test]
+fn the_watcher_reloads_files_that_changed_and_tries_a_refused_one_once() {
+    let scratch = Scratch::new("watch");
+    scratch.serve_files("a/server.pem", "a/server-key.pem");
+    let mut server = Binary::serve(&[
+        "--tls-cert",
+        &scratch.text("cert.pem"),
+        "--tls-key",
+        &scratch.text("key.pem"),
+        "--tls-watch",
+        "50ms",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = server.admin_addr();
+    let b = scratch.identity("b/server.pem");
+    scratch.serve_files("b/server.pem", "b/server-key.pem");
+    let line = server.wait_stderr("the watcher's reload", |l| {
+        l.contains("tls certificate reloaded") && l.contains("source=watch")
+    });
+    assert!(line.contains(&b.sha256), "{line}");
+    let check = session(server.addr, &client_config(&scratch.path("b/ca.pem"), &[]));
+    assert_eq!(served(&check), b.sha256);
+
+    // A key that is not the certificate's: refused once, not again at every look.
+    std::fs::copy(scratch.path("a/server-key.pem"), scratch.path("key.pem")).unwrap();
+    server.wait_stderr("the refusal", |l| l.contains("tls reload refused"));
+    // Some twenty looks at the unchanged files.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    // Put right, it is taken.
+    std::fs::copy(scratch.path("b/server-key.pem"), scratch.path("key.pem")).unwrap();
+    crate::support::wait_until("the second reload", || reloads(&server) == 2);
+    let refused = refusals(&server);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("source=watch"), "{}", refused[0]);
+    assert!(refused[0].contains("public keys differ"), "{}", refused[0]);
+    let m = scrape(admin);
+    assert_eq!(sample(&m, "tcpool_tls_reloads_total{result=\"ok\"}"), 2.0);
+    assert_eq!(
+        sample(&m, "tcpool_tls_reloads_total{result=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "tcpool_tls_certificate_expiry_seconds{}"),
+        b.not_after as f64
+    );
     server.signal("TERM");
     assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
 }

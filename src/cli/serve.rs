@@ -175,6 +175,11 @@ pub(crate) struct ServeArgs {
     deny_cn: Vec<String>,
     #[command(flatten)]
     tls_offer: super::tls::TlsOfferArgs,
+    /// With --tls-cert: how often the certificate and key files are looked at; once
+    /// changed, they are reloaded for new handshakes (POST /tls/reload and /tls reload do
+    /// it at once); 0 = never (such as 250ms, 5s, 2m; bare = seconds).
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "1s", value_parser = parse_seconds)]
+    tls_watch: Duration,
     /// Where `--tls auto` writes its CA's certificate [default: tcpool-ca-PID.pem in the
     /// temporary directory].
     #[arg(long, value_name = "FILE")]
@@ -386,6 +391,7 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         tls_handshake_timeout: args.tls_handshake_timeout,
         allow_cn: args.allow_cn.clone(),
         deny_cn: args.deny_cn.clone(),
+        tls_watch: Some(args.tls_watch).filter(|d| !d.is_zero()),
     };
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {

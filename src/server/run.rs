@@ -22,6 +22,7 @@ use super::operator::console::Console;
 use super::operator::metrics::{Exposition, Metrics};
 use super::operator::output::Printer;
 use super::operator::summary::Summary;
+use super::operator::watch;
 use super::session::registry::Registry;
 use super::shared::Shared;
 use super::shutdown::Shutdown;
@@ -147,7 +148,8 @@ impl Server {
 
     /// The certificate behind [`Server::tls`]'s configuration
     /// ([`crate::tls::ServerTls::certificates`]): `POST /tls/reload` and `/tls reload` reload
-    /// it, and the metrics show when it expires.
+    /// it, the watcher does when its files change ([`Config::tls_watch`]), and the metrics
+    /// show when it expires.
     pub fn tls_certificates(mut self, certificates: Certificates) -> Self {
         self.certificates = Some(certificates);
         self
@@ -280,7 +282,7 @@ impl Server {
         let Server {
             listeners,
             tls,
-            certificates: _,
+            certificates,
             config,
             handler,
             printer,
@@ -288,7 +290,7 @@ impl Server {
             shutdown,
             metrics,
             faults,
-            audit: _,
+            audit,
         } = self;
         config.validate()?;
         if tls.is_none() && listeners.iter().any(|&(_, tls)| tls) {
@@ -387,6 +389,18 @@ impl Server {
             }
         }
         drop((acceptor_done, closer));
+        let watcher = match (certificates, config.tls_watch) {
+            (Some(certificates), Some(period)) if certificates.reloadable() => {
+                match watch::spawn(certificates, audit, period, &shutdown) {
+                    Ok(thread) => Some(thread),
+                    Err(e) => {
+                        shutdown.trigger();
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
         log::info!(
             target: LOG,
             "listening on {} (mode={} workers={workers} balance={} worker-sched={} backlog={} max-conns={max_conns} overflow={})",
@@ -425,6 +439,7 @@ impl Server {
             acceptor_stopped,
             closer_thread,
             forced_closes,
+            watcher,
         })
     }
 }
@@ -445,6 +460,8 @@ pub struct Running {
     closer_thread: thread::JoinHandle<()>,
     /// [`Shared::forced_closes`].
     forced_closes: Arc<AtomicUsize>,
+    /// The watcher of the TLS files, which returns at the shutdown.
+    watcher: Option<thread::JoinHandle<()>>,
 }
 
 impl fmt::Debug for Running {
@@ -495,6 +512,7 @@ impl Running {
             acceptor_stopped,
             closer_thread,
             forced_closes,
+            watcher,
             ..
         } = self;
         shutdown.wait();
@@ -516,6 +534,10 @@ impl Running {
         if acceptor_done {
             // Its sender went with the acceptor: the closer drains what it has and returns.
             let _ = closer_thread.join();
+        }
+        if let Some(watcher) = watcher {
+            // Told at the trigger; at most a reload under way to finish.
+            let _ = watcher.join();
         }
         let forced_closes = forced_closes.load(Ordering::Relaxed);
         if forced_closes > 0 {

@@ -57,6 +57,20 @@ struct Files {
     key: PathBuf,
 }
 
+/// The state of the files, as `stat` sees them: a change in any tells the watcher to reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp(Vec<Option<FileStamp>>);
+
+/// One file's device, inode, modification time (seconds, nanoseconds) and size; `None` in a
+/// [`Stamp`] when it cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    size: u64,
+}
+
 /// Why a reload changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadError {
@@ -110,20 +124,22 @@ struct Inner {
     /// Reloads that put a certificate in place, and those refused.
     ok: AtomicU64,
     failed: AtomicU64,
-    /// Held through a reload, so that two do not interleave.
-    reloading: Mutex<()>,
+    /// Held through a reload, so that two do not interleave; holds the files' stamp as the
+    /// last reload (or the start) found it.
+    reloading: Mutex<Option<Stamp>>,
 }
 
 impl Certificates {
     /// The certificate `identity` that `resolver` hands out, read from `files` (none: made at
-    /// start).
+    /// start). The files' stamp is taken now, just after they were read: the watcher reloads
+    /// them once they change from it.
     pub(crate) fn new(
         resolver: Arc<Resolver>,
         provider: Arc<CryptoProvider>,
         files: Option<(PathBuf, PathBuf)>,
         identity: Identity,
     ) -> Certificates {
-        Certificates {
+        let certificates = Certificates {
             inner: Arc::new(Inner {
                 resolver,
                 provider,
@@ -131,9 +147,11 @@ impl Certificates {
                 identity: RwLock::new(identity),
                 ok: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
-                reloading: Mutex::new(()),
+                reloading: Mutex::new(None),
             }),
-        }
+        };
+        *certificates.inner.reloading.lock() = Some(certificates.stamp());
+        certificates
     }
 
     /// Whether there are files to reload (`--tls-cert`, `--tls-key`).
@@ -154,6 +172,42 @@ impl Certificates {
         )
     }
 
+    /// Every file a reload reads: the chain and the key.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files = Vec::new();
+        if let Some(f) = &self.inner.files {
+            files.push(f.chain.as_path());
+            files.push(f.key.as_path());
+        }
+        files
+    }
+
+    /// What `stat` says of the files now.
+    pub fn stamp(&self) -> Stamp {
+        stamp_of(&self.files())
+    }
+
+    /// Whether the watcher should reload now: the files differ from what the last reload
+    /// read, and they did the same at the last look (`pending`), so that a certificate and
+    /// its key written one after the other are read together. A refused reload is not tried
+    /// again until the files change again.
+    pub fn due(&self, pending: &mut Option<Stamp>) -> bool {
+        if !self.reloadable() {
+            return false;
+        }
+        let now = self.stamp();
+        if self.inner.reloading.lock().as_ref() == Some(&now) {
+            *pending = None;
+            return false;
+        }
+        if pending.as_ref() == Some(&now) {
+            *pending = None;
+            return true;
+        }
+        *pending = Some(now);
+        false
+    }
+
     /// Reads the files again and, if they are good, serves their certificate to every new
     /// handshake from now on. On any error nothing changes.
     ///
@@ -166,7 +220,9 @@ impl Certificates {
         let Some(files) = &self.inner.files else {
             return Err(ReloadError::NoFiles);
         };
-        let _reloading = self.inner.reloading.lock();
+        let mut last = self.inner.reloading.lock();
+        // Taken before the files are read: a change written meanwhile is seen next time.
+        *last = Some(self.stamp());
         let result = self.load(files);
         let counter = match result {
             Ok(_) => &self.inner.ok,
@@ -193,6 +249,25 @@ impl Certificates {
         *served = identity.clone();
         Ok(Reloaded { identity, changed })
     }
+}
+
+/// What `stat` says of each of `files` (following links): device, inode, modification time,
+/// size.
+fn stamp_of(files: &[&Path]) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    Stamp(
+        files
+            .iter()
+            .map(|f| {
+                std::fs::metadata(f).ok().map(|m| FileStamp {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    size: m.size(),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// A PEM file's bytes, at most [`MAX_PEM_FILE`] of them, from a regular file.

@@ -11,7 +11,7 @@
 //! audit: fault added: id=3 spec=latency,delay=20ms source=admin peer=127.0.0.1:5555
 //! audit: session kicked: id=7 source=console
 //! audit: shutdown: source=signal signal=SIGTERM
-//! audit: tls certificate reloaded: subject=CN=tcpool server serial=3A... expires=... sha256=... changed=true source=admin peer=127.0.0.1:5555
+//! audit: tls certificate reloaded: subject=CN=tcpool server serial=3A... expires=... sha256=... changed=true source=watch
 //! ```
 //!
 //! A request that changes nothing (a kick of an unknown session, a second shutdown, clearing
@@ -37,16 +37,19 @@ pub enum Source {
     Console,
     /// The admin endpoint, with the client's address.
     Admin(SocketAddr),
+    /// The watcher of the TLS certificate files, which saw them change.
+    Watch,
 }
 
 impl Source {
-    const LABELS: [&'static str; 3] = ["signal", "console", "admin"];
+    const LABELS: [&'static str; 4] = ["signal", "console", "admin", "watch"];
 
     fn index(self) -> usize {
         match self {
             Source::Signal(_) => 0,
             Source::Console => 1,
             Source::Admin(_) => 2,
+            Source::Watch => 3,
         }
     }
 }
@@ -58,6 +61,7 @@ impl fmt::Display for Source {
             Source::Signal(name) => write!(f, "source=signal signal={name}"),
             Source::Console => f.write_str("source=console"),
             Source::Admin(peer) => write!(f, "source=admin peer={peer}"),
+            Source::Watch => f.write_str("source=watch"),
         }
     }
 }
@@ -244,7 +248,7 @@ mod tests {
         assert_eq!(count("kick", "console"), 1);
         assert_eq!(count("shutdown", "signal"), 1);
         assert_eq!(count("shutdown", "admin"), 0);
-        assert_eq!(audit.counts().len(), 15);
+        assert_eq!(audit.counts().len(), 20);
         assert_eq!(
             Source::Admin(peer).to_string(),
             "source=admin peer=127.0.0.1:5555"
