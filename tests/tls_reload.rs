@@ -1,10 +1,12 @@
 //! The TLS certificate reloaded while the server runs — through `POST /tls/reload`, the
-//! console's `/tls reload` and the watcher of the files: new handshakes get the new
-//! certificate, what was open goes on, and files that are refused change nothing.
+//! console's `/tls reload` and the watcher of the files — and session tickets whose keys come
+//! from a file, so that another process resumes the sessions of the first: a second server
+//! given the same file, and the new process of a hand-over.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
@@ -13,7 +15,7 @@ use tcpool::tls::ClientTls;
 use tcpool::tls::peer::Identity;
 
 use crate::admin::{exchange_on, parse_with_prometheus_client, sample};
-use crate::support::{Binary, IO_TIMEOUT, connect};
+use crate::support::{Binary, IO_TIMEOUT, assert_serve_refuses, connect};
 
 /// A scratch directory of this test's own with two sets of certificates from `tcpool tls
 /// gen`, `a/` and `b/`, each from a CA of its own; removed at the end.
@@ -352,4 +354,161 @@ fn without_certificate_files_a_reload_is_refused_in_one_line() {
     assert!(answer.body.contains("speaks no TLS"), "{}", answer.body);
     plain.signal("TERM");
     assert_eq!(plain.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
+/// `tcpool serve` with certificate `a/server.pem` and `extra` flags.
+fn tls_server(scratch: &Scratch, extra: &[&str]) -> Binary {
+    let (cert, key) = (
+        scratch.text("a/server.pem"),
+        scratch.text("a/server-key.pem"),
+    );
+    let mut args = vec!["--workers", "1", "--tls-cert", &cert, "--tls-key", &key];
+    args.extend_from_slice(extra);
+    Binary::serve_with(&args, Stdio::null(), |_| {})
+}
+
+#[test]
+fn servers_given_one_ticket_key_file_resume_each_others_sessions() {
+    use tcpool::tls::Version;
+    let scratch = Scratch::new("tickets");
+    let file = scratch.text("tickets.key");
+    let ca = scratch.path("a/ca.pem");
+    let with_file = ["--tls-ticket-key-file", file.as_str()];
+    // The first makes the file, the second reads it.
+    let x = tls_server(&scratch, &with_file);
+    x.wait_stderr("the file made", |l| l.contains("made with a new key"));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let y = tls_server(&scratch, &with_file);
+    y.wait_stderr("the file read", |l| l.contains("TLS ticket keys: 1 from"));
+    for versions in [vec![Version::Tls12], vec![Version::Tls13]] {
+        let config = client_config(&ca, &versions);
+        let first = session(x.addr, &config);
+        assert!(!resumed(&first));
+        let second = session(y.addr, &config);
+        assert!(
+            resumed(&second),
+            "{versions:?}: resumed on the other process"
+        );
+    }
+
+    // Without the file each process has keys of its own: no resumption on the other.
+    let (p, q) = (tls_server(&scratch, &[]), tls_server(&scratch, &[]));
+    for versions in [vec![Version::Tls12], vec![Version::Tls13]] {
+        let config = client_config(&ca, &versions);
+        assert!(!resumed(&session(p.addr, &config)));
+        assert!(!resumed(&session(q.addr, &config)), "{versions:?}");
+        assert!(resumed(&session(q.addr, &config)), "{versions:?}: its own");
+    }
+
+    // A rotation: a new key first, the old one after it. A process started with both takes
+    // the old key's tickets and issues the new key's, which the old process cannot read.
+    let old = std::fs::read_to_string(&file).unwrap();
+    let new_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    std::fs::write(&file, format!("{new_key}\n{old}")).unwrap();
+    let z = tls_server(&scratch, &with_file);
+    z.wait_stderr("both keys", |l| l.contains("TLS ticket keys: 2 from"));
+    let config = client_config(&ca, &[]);
+    assert!(!resumed(&session(x.addr, &config)));
+    assert!(resumed(&session(z.addr, &config)), "the old key's ticket");
+    let config = client_config(&ca, &[]);
+    assert!(!resumed(&session(z.addr, &config)));
+    assert!(!resumed(&session(x.addr, &config)), "x has not the new key");
+    for server in [x, y, p, q, z] {
+        server.signal("TERM");
+    }
+}
+
+#[test]
+fn after_a_hand_over_the_new_process_resumes_the_old_ones_sessions() {
+    let scratch = Scratch::new("handover");
+    let file = scratch.text("tickets.key");
+    let mut old = tls_server(&scratch, &["--tls-ticket-key-file", &file]);
+    let config = client_config(&scratch.path("a/ca.pem"), &[]);
+    let mut before = session(old.addr, &config);
+    assert!(!resumed(&before));
+    old.signal("HUP");
+    let new = crate::handover::Adopted(crate::handover::successor_pid(&old));
+    let mut rest = Vec::new();
+    before.read_to_end(&mut rest).expect("a clean TLS close");
+    assert_eq!(rest, b"quit\n");
+    assert_eq!(old.wait_timeout(IO_TIMEOUT * 2), Some(0));
+    // Only the new process serves now, and it takes the ticket the old one issued.
+    let after = session(old.addr, &config);
+    assert!(resumed(&after), "resumed on the new process");
+    drop(after);
+    assert!(new.stop());
+}
+
+#[test]
+fn a_hostile_ticket_key_file_stops_the_start_with_one_clear_line() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let scratch = Scratch::new("hostile");
+    let (cert, key) = (
+        scratch.text("a/server.pem"),
+        scratch.text("a/server-key.pem"),
+    );
+    let file = scratch.path("tickets.key");
+    let key_line = "8acac6d42466ce6112c53ed5604b0b8e6e687eff653d216d20b43fa9e52bf431\n";
+    let refuses = |content: &[u8], mode: u32, says: &str| {
+        std::fs::write(&file, content).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let path = file.to_str().unwrap();
+        assert_serve_refuses(
+            &[
+                "--port",
+                "0",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-ticket-key-file",
+                path,
+            ],
+            &format!("{path}: {says}"),
+        );
+    };
+    refuses(b"", 0o600, "no key in it");
+    refuses(b"# a comment and nothing else\n", 0o600, "no key in it");
+    refuses(b"abc\n", 0o600, "line 1 is not a key");
+    refuses(&key_line.as_bytes()[..40], 0o600, "line 1 is not a key");
+    refuses(&[0xff, 0xfe, 0x00, 0x80, 0x10], 0o600, "not text");
+    refuses(&[b'0'; 64], 0o600, "line 1 is one byte repeated");
+    refuses(key_line.as_bytes(), 0o644, "mode 0644");
+    // A directory, and a device that never ends.
+    for path in [scratch.text("a"), "/dev/zero".to_owned()] {
+        assert_serve_refuses(
+            &[
+                "--port",
+                "0",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-ticket-key-file",
+                &path,
+            ],
+            &format!("{path}: not a regular file"),
+        );
+    }
+    // Its group may read it: a warning, and the server serves.
+    std::fs::write(&file, key_line).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let server = tls_server(&scratch, &["--tls-ticket-key-file", file.to_str().unwrap()]);
+    server.wait_stderr("the warning", |l| {
+        l.contains("WARN") && l.contains("its group may read")
+    });
+    let tls = session(server.addr, &client_config(&scratch.path("a/ca.pem"), &[]));
+    drop(tls);
+    server.signal("TERM");
+    // Without a certificate the flag is a usage error.
+    let out = std::process::Command::new(crate::support::tcpool_bin())
+        .args(["serve", "--port", "0", "--tls-ticket-key-file"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need a certificate"));
 }

@@ -175,9 +175,16 @@ pub(crate) struct ServeArgs {
     deny_cn: Vec<String>,
     #[command(flatten)]
     tls_offer: super::tls::TlsOfferArgs,
-    /// With --tls-cert: how often the certificate and key files are looked at; once
-    /// changed, they are reloaded for new handshakes (POST /tls/reload and /tls reload do
-    /// it at once); 0 = never (such as 250ms, 5s, 2m; bare = seconds).
+    /// Encrypt TLS session tickets with the keys of this file, made with a new key (mode
+    /// 0600) if it does not exist: every process given the same file (--reuse-port, the new
+    /// process of a hand-over) resumes the sessions of the others. One key a line, 64 hex
+    /// digits; the first encrypts, all decrypt [default: a key made at start, for this
+    /// process alone].
+    #[arg(long, value_name = "FILE")]
+    tls_ticket_key_file: Option<std::path::PathBuf>,
+    /// With --tls-cert: how often the certificate, key and ticket key files are looked at;
+    /// once changed, they are reloaded for new handshakes (POST /tls/reload and /tls reload
+    /// do it at once); 0 = never (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "1s", value_parser = parse_seconds)]
     tls_watch: Duration,
     /// Where `--tls auto` writes its CA's certificate [default: tcpool-ca-PID.pem in the
@@ -401,12 +408,13 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         && (args.tls_port.is_some()
             || args.tls_ca_out.is_some()
             || args.tls_client_ca.is_some()
+            || args.tls_ticket_key_file.is_some()
             || args.tls_offer.given())
     {
         bad_value(
             "serve",
-            "--tls-port, --tls-ca-out, --tls-client-ca, --tls-versions and --tls-alpn need a \
-             certificate: --tls auto, or --tls-cert FILE --tls-key FILE",
+            "--tls-port, --tls-ca-out, --tls-client-ca, --tls-ticket-key-file, --tls-versions \
+             and --tls-alpn need a certificate: --tls auto, or --tls-cert FILE --tls-key FILE",
         );
     }
     let client_auth = args
@@ -496,9 +504,12 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         .printer(printer.clone())
         .with_shutdown(shutdown.clone());
     if let Some(certs) = &tls_certs {
-        let made =
-            tcpool::tls::server_config_with(certs, client_auth.as_ref(), &args.tls_offer.offer())
-                .context("cannot set up TLS")?;
+        let options = tcpool::tls::ServerOptions {
+            clients: client_auth.clone(),
+            offer: args.tls_offer.offer(),
+            ticket_key_file: args.tls_ticket_key_file.clone(),
+        };
+        let made = tcpool::tls::server_config_opts(certs, &options).context("cannot set up TLS")?;
         log::info!(
             "TLS certificate: {}",
             tcpool::tls::peer::describe_cert(&made.served)
@@ -509,6 +520,22 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
                 "TLS certificate expired on {}: clients that check it will refuse it",
                 identity.expires
             );
+        }
+        if let Some((keys, opened)) = &made.ticket_keys {
+            let path = keys.path().display();
+            match opened {
+                tcpool::tls::Opened::Created => log::info!(
+                    "TLS ticket key file {path} made with a new key (mode 0600): give it to \
+                     every process that is to resume the others' sessions"
+                ),
+                tcpool::tls::Opened::Read => log::info!(
+                    "TLS ticket keys: {} from {path}, the first encrypts",
+                    keys.count()
+                ),
+            }
+            if let Some(why) = keys.loose_mode() {
+                log::warn!("TLS ticket key file {path}: {why}");
+            }
         }
         if let Some(ca) = &made.ca_file {
             log::info!(

@@ -147,9 +147,9 @@ pub struct Config {
     /// With mutual TLS: the client certificate names turned away (`--deny-cn`); wins over
     /// `allow_cn`.
     pub deny_cn: Vec<String>,
-    /// How often the TLS certificate and key files are looked at for a change, which reloads
-    /// them ([`Server::tls_certificates`](super::Server::tls_certificates)); `None`: never,
-    /// only when asked (1 s).
+    /// How often the TLS certificate, key and ticket key files are looked at for a change,
+    /// which reloads them ([`Server::tls_certificates`](super::Server::tls_certificates));
+    /// `None`: never, only when asked (1 s).
     pub tls_watch: Option<Duration>,
 }
 

@@ -26,6 +26,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::peer::Identity;
+use super::tickets::TicketKeys;
 
 /// The largest certificate or key file read: a chain of a few certificates is a few KiB.
 pub const MAX_PEM_FILE: u64 = 1024 * 1024;
@@ -106,6 +107,8 @@ pub struct Reloaded {
     pub identity: Identity,
     /// Whether it is another certificate than before (a reload may read the same files).
     pub changed: bool,
+    /// With a ticket key file: how many keys it holds now.
+    pub ticket_keys: Option<usize>,
 }
 
 /// The server's certificate of the moment: what [`Certificates::reload`] replaces and the
@@ -120,6 +123,7 @@ struct Inner {
     resolver: Arc<Resolver>,
     provider: Arc<CryptoProvider>,
     files: Option<Files>,
+    tickets: Option<Arc<TicketKeys>>,
     identity: RwLock<Identity>,
     /// Reloads that put a certificate in place, and those refused.
     ok: AtomicU64,
@@ -131,12 +135,13 @@ struct Inner {
 
 impl Certificates {
     /// The certificate `identity` that `resolver` hands out, read from `files` (none: made at
-    /// start). The files' stamp is taken now, just after they were read: the watcher reloads
-    /// them once they change from it.
+    /// start), with the ticket keys of `tickets`. The files' stamp is taken now, just after
+    /// they were read: the watcher reloads them once they change from it.
     pub(crate) fn new(
         resolver: Arc<Resolver>,
         provider: Arc<CryptoProvider>,
         files: Option<(PathBuf, PathBuf)>,
+        tickets: Option<Arc<TicketKeys>>,
         identity: Identity,
     ) -> Certificates {
         let certificates = Certificates {
@@ -144,6 +149,7 @@ impl Certificates {
                 resolver,
                 provider,
                 files: files.map(|(chain, key)| Files { chain, key }),
+                tickets,
                 identity: RwLock::new(identity),
                 ok: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
@@ -172,12 +178,15 @@ impl Certificates {
         )
     }
 
-    /// Every file a reload reads: the chain and the key.
+    /// Every file a reload reads: the chain, the key, and the ticket key file if there is one.
     pub fn files(&self) -> Vec<&Path> {
         let mut files = Vec::new();
         if let Some(f) = &self.inner.files {
             files.push(f.chain.as_path());
             files.push(f.key.as_path());
+        }
+        if let Some(t) = &self.inner.tickets {
+            files.push(t.path());
         }
         files
     }
@@ -209,13 +218,14 @@ impl Certificates {
     }
 
     /// Reads the files again and, if they are good, serves their certificate to every new
-    /// handshake from now on. On any error nothing changes.
+    /// handshake from now on (and uses the ticket key file's keys). On any error nothing
+    /// changes.
     ///
     /// # Errors
     ///
     /// [`ReloadError::NoFiles`] when the certificate was made at start; otherwise the file
     /// at fault and why: it cannot be read, holds no certificate or key, the key does not go
-    /// with the certificate, the certificate has expired.
+    /// with the certificate, the certificate has expired, the ticket key file is refused.
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         let Some(files) = &self.inner.files else {
             return Err(ReloadError::NoFiles);
@@ -243,11 +253,23 @@ impl Certificates {
                 why: format!("the certificate expired on {}", identity.expires),
             });
         }
+        // The ticket keys too, before anything is swapped: all or nothing.
+        let ticket_keys = match &self.inner.tickets {
+            Some(tickets) => Some(tickets.reread().map_err(|why| ReloadError::Refused {
+                file: tickets.path().to_owned(),
+                why,
+            })?),
+            None => None,
+        };
         *self.inner.resolver.current.write() = Arc::new(key);
         let mut served = self.inner.identity.write();
         let changed = served.sha256 != identity.sha256;
         *served = identity.clone();
-        Ok(Reloaded { identity, changed })
+        Ok(Reloaded {
+            identity,
+            changed,
+            ticket_keys,
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`server_config`]: the server's side, from certificate and key files or made at start
 //!   ([`ServerCerts::Auto`]), with stateless session tickets.
 //! - [`live`]: the server's certificate of the moment, which a reload replaces.
+//! - [`tickets`]: session ticket keys from a file, shared by every process given it.
 //! - [`client_config`]: the clients' side, verifying against a CA file or the system's roots
 //!   unless told not to.
 //! - [`make`]: certificates made here: the auto CA, and `tcpool tls gen`'s set for tests.
@@ -16,6 +17,7 @@ pub mod live;
 pub mod make;
 pub mod peer;
 pub mod pump;
+pub mod tickets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use link::Link;
 pub use live::{Certificates, ReloadError, Reloaded};
+pub use tickets::{Opened, TicketKeys};
 
 /// The crypto provider every config here uses.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -120,6 +123,21 @@ pub struct ServerTls {
     /// The certificate of the moment, which a reload replaces (with [`ServerCerts::Files`]),
     /// for [`crate::Server::tls_certificates`].
     pub certificates: Certificates,
+    /// With a ticket key file: its keys, and whether the file was made now.
+    pub ticket_keys: Option<(Arc<TicketKeys>, Opened)>,
+}
+
+/// What a server's TLS configuration holds beside its certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Mutual TLS: ask clients for a certificate.
+    pub clients: Option<ClientAuth>,
+    /// The versions and ALPN protocols agreed to.
+    pub offer: Offer,
+    /// Session tickets encrypted with the keys of this file ([`tickets`]), made if it does
+    /// not exist, instead of keys made at start: processes given the same file resume each
+    /// other's sessions.
+    pub ticket_key_file: Option<PathBuf>,
 }
 
 /// Builds the server's TLS configuration: TLS 1.2 and 1.3, the provider's groups and suites,
@@ -134,6 +152,21 @@ pub fn server_config_with(
     certs: &ServerCerts,
     clients: Option<&ClientAuth>,
     offer: &Offer,
+) -> anyhow::Result<ServerTls> {
+    server_config_opts(
+        certs,
+        &ServerOptions {
+            clients: clients.cloned(),
+            offer: offer.clone(),
+            ticket_key_file: None,
+        },
+    )
+}
+
+/// [`server_config`] with every option.
+pub fn server_config_opts(
+    certs: &ServerCerts,
+    options: &ServerOptions,
 ) -> anyhow::Result<ServerTls> {
     let provider = provider();
     let (key, identity, ca_file, files) = match certs {
@@ -164,9 +197,9 @@ pub fn server_config_with(
     };
     let served = key.cert[0].clone();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&versions(&offer.versions))
+        .with_protocol_versions(&versions(&options.offer.versions))
         .context("TLS versions")?;
-    let builder = match clients {
+    let builder = match &options.clients {
         None => builder.with_no_client_auth(),
         Some(auth) => {
             let mut roots = RootCertStore::empty();
@@ -187,15 +220,33 @@ pub fn server_config_with(
     };
     let resolver = Arc::new(live::Resolver::new(key));
     let mut config = builder.with_cert_resolver(Arc::clone(&resolver) as _);
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("TLS ticketer")?;
+    let ticket_keys = match &options.ticket_key_file {
+        Some(path) => {
+            let (keys, opened) = TicketKeys::open(path)?;
+            let keys = Arc::new(keys);
+            config.ticketer = Arc::clone(&keys) as _;
+            Some((keys, opened))
+        }
+        None => {
+            config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("TLS ticketer")?;
+            None
+        }
+    };
     config.key_log = Arc::new(rustls::KeyLogFile::new());
-    config.alpn_protocols = offer.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    let certificates = Certificates::new(resolver, provider, files, identity);
+    config.alpn_protocols = options
+        .offer
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    let tickets = ticket_keys.as_ref().map(|(keys, _)| Arc::clone(keys));
+    let certificates = Certificates::new(resolver, provider, files, tickets, identity);
     Ok(ServerTls {
         config: Arc::new(config),
         served,
         ca_file,
         certificates,
+        ticket_keys,
     })
 }
 

@@ -166,10 +166,10 @@ impl Audit {
         kick
     }
 
-    /// Reloads the TLS certificate from its files. A reload that puts a certificate in place
-    /// is a change: one info line naming the certificate, and a count; one refused is one
-    /// warning naming the file and why, and changes nothing. With no files to reload there is
-    /// nothing to say: the caller tells whoever asked.
+    /// Reloads the TLS certificate (and the ticket key file) from its files. A reload that
+    /// puts a certificate in place is a change: one info line naming the certificate, and a
+    /// count; one refused is one warning naming the file and why, and changes nothing. With
+    /// no files to reload there is nothing to say: the caller tells whoever asked.
     pub fn tls_reload(
         &self,
         certificates: &Certificates,
@@ -179,8 +179,11 @@ impl Audit {
         match &result {
             Ok(done) => {
                 self.note(Action::TlsReload, source);
+                let tickets = done
+                    .ticket_keys
+                    .map_or(String::new(), |n| format!(" ticket_keys={n}"));
                 log::info!(
-                    "audit: tls certificate reloaded: {} changed={} {source}",
+                    "audit: tls certificate reloaded: {} changed={}{tickets} {source}",
                     done.identity,
                     done.changed
                 );

@@ -1,8 +1,8 @@
 //! The watcher of the TLS files (`--tls-watch`): a thread of its own, `tcpool-tls-watch`,
-//! that looks at the certificate and key files every period (`stat`, nothing read) and
-//! reloads them once they changed and then held still for one period, so that a certificate
-//! and its key written one after the other are read together. A reload it makes is audited
-//! as `source=watch`; one refused is not tried again until the files change.
+//! that looks at the certificate, key and ticket key files every period (`stat`, nothing
+//! read) and reloads them once they changed and then held still for one period, so that a
+//! certificate and its key written one after the other are read together. A reload it makes
+//! is audited as `source=watch`; one refused is not tried again until the files change.
 //!
 //! Not on a worker (nothing may block one), and not on the control plane, which runs only
 //! with `--admin` and stops at a hand-over.

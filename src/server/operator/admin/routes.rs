@@ -230,6 +230,7 @@ fn tls_reload(control: &Control, source: Source) -> Reply {
                 "not_after": done.identity.not_after,
                 "expires": done.identity.expires,
                 "sha256": done.identity.sha256,
+                "ticket_keys": done.ticket_keys,
             }),
         ),
         Err(e @ ReloadError::NoFiles) => Reply::text(409, e.to_string()),
