@@ -1,7 +1,8 @@
 //! The TLS certificate reloaded while the server runs — through `POST /tls/reload`, the
 //! console's `/tls reload` and the watcher of the files — and session tickets whose keys come
 //! from a file, so that another process resumes the sessions of the first: a second server
-//! given the same file, and the new process of a hand-over.
+//! given the same file, and the new process of a hand-over. And the session cache, which
+//! holds more than rustls's default 256.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -511,4 +512,31 @@ fn a_hostile_ticket_key_file_stops_the_start_with_one_clear_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("need a certificate"));
+}
+
+#[test]
+fn a_tls_1_2_client_without_tickets_resumes_after_three_hundred_others() {
+    use rustls::client::{Resumption, Tls12Resumption};
+    use tcpool::tls::Version;
+    let scratch = Scratch::new("cache");
+    let ca = scratch.path("a/ca.pem");
+    let server = tls_server(&scratch, &[]);
+    // A client that resumes by session id only: the server keeps its session in its cache.
+    let without_tickets = || {
+        let mut config = (*client_config(&ca, &[Version::Tls12])).clone();
+        config.resumption =
+            Resumption::in_memory_sessions(4).tls12_resumption(Tls12Resumption::SessionIdOnly);
+        Arc::new(config)
+    };
+    let first = without_tickets();
+    assert!(!resumed(&session(server.addr, &first)));
+    // More sessions than rustls's default cache of 256 holds, each of a client of its own.
+    for _ in 0..300 {
+        assert!(!resumed(&session(server.addr, &without_tickets())));
+    }
+    assert!(
+        resumed(&session(server.addr, &first)),
+        "the first session is still in the cache"
+    );
+    server.signal("TERM");
 }
