@@ -47,4 +47,5 @@ mod talk;
 mod tls;
 mod tls_faults;
 mod tls_interop;
+mod tls_reload;
 mod wire;

@@ -102,9 +102,9 @@ pub(crate) struct ServeArgs {
     /// goodbye (such as 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_seconds)]
     shutdown_timeout: Duration,
-    /// Serve the admin HTTP endpoint (/metrics, /healthz, /sessions, /stats, /faults) on this
-    /// address, such as 127.0.0.1:9900 or localhost:9900. Any address but loopback needs
-    /// --admin-token-file [default: off].
+    /// Serve the admin HTTP endpoint (/metrics, /healthz, /sessions, /stats, /faults,
+    /// /tls/reload) on this address, such as 127.0.0.1:9900 or localhost:9900. Any address
+    /// but loopback needs --admin-token-file [default: off].
     #[arg(long, value_name = "ADDR", value_parser = parse_admin_addr)]
     admin: Option<SocketAddr>,
     /// A file holding the admin endpoint's bearer token: every route but /healthz then needs
@@ -178,6 +178,18 @@ pub(crate) struct ServeArgs {
     deny_cn: Vec<String>,
     #[command(flatten)]
     tls_offer: super::tls::TlsOfferArgs,
+    /// Encrypt TLS session tickets with the keys of this file, made with a new key (mode
+    /// 0600) if it does not exist: every process given the same file (--reuse-port, the new
+    /// process of a hand-over) resumes the sessions of the others. One key a line, 64 hex
+    /// digits; the first encrypts, all decrypt [default: a key made at start, for this
+    /// process alone].
+    #[arg(long, value_name = "FILE")]
+    tls_ticket_key_file: Option<std::path::PathBuf>,
+    /// With --tls-cert: how often the certificate, key and ticket key files are looked at;
+    /// once changed, they are reloaded for new handshakes (POST /tls/reload and /tls reload
+    /// do it at once); 0 = never (such as 250ms, 5s, 2m; bare = seconds).
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "1s", value_parser = parse_seconds)]
+    tls_watch: Duration,
     /// Where `--tls auto` writes its CA's certificate [default: tcpool-ca-PID.pem in the
     /// temporary directory].
     #[arg(long, value_name = "FILE")]
@@ -389,6 +401,7 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         tls_handshake_timeout: args.tls_handshake_timeout,
         allow_cn: args.allow_cn.clone(),
         deny_cn: args.deny_cn.clone(),
+        tls_watch: Some(args.tls_watch).filter(|d| !d.is_zero()),
     };
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {
@@ -398,12 +411,14 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         && (args.tls_port.is_some()
             || args.tls_ca_out.is_some()
             || args.tls_client_ca.is_some()
+            || args.tls_ticket_key_file.is_some()
             || args.tls_offer.given())
     {
         bad_value(
             "serve",
-            "--tls-port, --tls-ca-out, --tls-client-ca, --tls-versions, --tls-alpn and \
-             --tls-groups need a certificate: --tls auto, or --tls-cert FILE --tls-key FILE",
+            "--tls-port, --tls-ca-out, --tls-client-ca, --tls-ticket-key-file, --tls-versions, \
+             --tls-alpn and --tls-groups need a certificate: --tls auto, or --tls-cert FILE \
+             --tls-key FILE",
         );
     }
     let client_auth = args
@@ -493,13 +508,39 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         .printer(printer.clone())
         .with_shutdown(shutdown.clone());
     if let Some(certs) = &tls_certs {
-        let made =
-            tcpool::tls::server_config_with(certs, client_auth.as_ref(), &args.tls_offer.offer())
-                .context("cannot set up TLS")?;
+        let options = tcpool::tls::ServerOptions {
+            clients: client_auth.clone(),
+            offer: args.tls_offer.offer(),
+            ticket_key_file: args.tls_ticket_key_file.clone(),
+        };
+        let made = tcpool::tls::server_config_opts(certs, &options).context("cannot set up TLS")?;
         log::info!(
             "TLS certificate: {}",
             tcpool::tls::peer::describe_cert(&made.served)
         );
+        let identity = made.certificates.identity();
+        if identity.expired_at(unix_now()) {
+            log::warn!(
+                "TLS certificate expired on {}: clients that check it will refuse it",
+                identity.expires
+            );
+        }
+        if let Some((keys, opened)) = &made.ticket_keys {
+            let path = keys.path().display();
+            match opened {
+                tcpool::tls::Opened::Created => log::info!(
+                    "TLS ticket key file {path} made with a new key (mode 0600): give it to \
+                     every process that is to resume the others' sessions"
+                ),
+                tcpool::tls::Opened::Read => log::info!(
+                    "TLS ticket keys: {} from {path}, the first encrypts",
+                    keys.count()
+                ),
+            }
+            if let Some(why) = keys.loose_mode() {
+                log::warn!("TLS ticket key file {path}: {why}");
+            }
+        }
         if let Some(ca) = &made.ca_file {
             log::info!(
                 "TLS auto: clients verify with --tls-ca {} (the CA made at start)",
@@ -519,7 +560,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             tls_listeners.into_iter().fold(server, Server::also_on_tls)
         }
         .tls(made.config)
-        .tls_signer(made.signer);
+        .tls_signer(made.ca_signer)
+        .tls_certificates(made.certificates);
     }
 
     // SIGINT, SIGTERM and Ctrl-C at the console prompt: the first shuts down gracefully,
@@ -664,6 +706,13 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     let _ = Printer::stderr().flush_timeout(EXIT_FLUSH);
     let _ = stdout.flush_timeout(linger);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Seconds since the Unix epoch now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// SIGHUP with a terminal on stdin, stdout or stderr: the terminal hung up, so the server

@@ -147,6 +147,10 @@ pub struct Config {
     /// With mutual TLS: the client certificate names turned away (`--deny-cn`); wins over
     /// `allow_cn`.
     pub deny_cn: Vec<String>,
+    /// How often the TLS certificate, key and ticket key files are looked at for a change,
+    /// which reloads them ([`Server::tls_certificates`](super::Server::tls_certificates));
+    /// `None`: never, only when asked (1 s).
+    pub tls_watch: Option<Duration>,
 }
 
 impl Config {
@@ -160,6 +164,9 @@ impl Config {
 
 /// [`Config::tls_handshake_timeout`]'s default.
 pub(crate) const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`Config::tls_watch`]'s default.
+pub const DEFAULT_TLS_WATCH: Duration = Duration::from_secs(1);
 
 impl Default for Config {
     fn default() -> Self {
@@ -184,6 +191,7 @@ impl Default for Config {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             allow_cn: Vec::new(),
             deny_cn: Vec::new(),
+            tls_watch: Some(DEFAULT_TLS_WATCH),
         }
     }
 }
@@ -211,6 +219,9 @@ impl Config {
         let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         if self.backlog == 0 || self.max_line == 0 || self.max_conns == Some(0) {
             return invalid("--backlog, --max-line and --max-conns must be at least 1".into());
+        }
+        if self.tls_watch.is_some_and(|d| d < IDLE_TIMEOUT_RESOLUTION) {
+            return invalid("--tls-watch must be at least 1ms, or 0 for never".into());
         }
         if self.workers > MAX_WORKERS {
             return invalid(format!(

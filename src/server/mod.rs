@@ -11,9 +11,10 @@
 //!
 //! Threads: one acceptor per listener (blocking on its own poller), `--workers` workers, one
 //! closer for connections that never became sessions, the console on stdin, the control plane
-//! (`tcpool-control`, where the admin endpoint's connections are tasks) and the operator output
-//! writer. Queues: the bounded hand-off (the backlog), each session's
-//! bounded outbox, each worker's mailbox of sessions with news.
+//! (`tcpool-control`, where the admin endpoint's connections are tasks), the operator output
+//! writer, and with TLS certificate files the watcher of those files (`tcpool-tls-watch`).
+//! Queues: the bounded hand-off (the backlog), each session's bounded outbox, each worker's
+//! mailbox of sessions with news.
 //!
 //! | room | what it is |
 //! | --- | --- |
@@ -52,8 +53,8 @@ pub use arrival::descriptors::fit_max_conns;
 pub use arrival::listen::{BindOptions, LISTEN_BACKLOG, bind, bind_all, bind_all_with};
 pub use arrival::proxy::ProxyProtocol;
 pub use config::{
-    Balancing, Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, IDLE_TIMEOUT_RESOLUTION,
-    MAX_WORKERS, Overflow, WorkerSched, min_outbox_limit,
+    Balancing, Config, DEFAULT_MAX_CONNS, DEFAULT_OUTBOX_GRACE, DEFAULT_TLS_WATCH,
+    IDLE_TIMEOUT_RESOLUTION, MAX_WORKERS, Overflow, WorkerSched, min_outbox_limit,
 };
 pub use faults::{FaultSpec, Faults};
 pub use modes::{Context, Handler, Mode};

@@ -22,12 +22,14 @@ use super::operator::console::Console;
 use super::operator::metrics::{Exposition, Metrics};
 use super::operator::output::Printer;
 use super::operator::summary::Summary;
+use super::operator::watch;
 use super::session::registry::Registry;
 use super::shared::Shared;
 use super::shutdown::Shutdown;
 use super::worker::Worker;
 use super::worker::balance::Balance;
 use crate::time::later;
+use crate::tls::Certificates;
 use crate::units::Millis;
 
 /// The target of the server's own lifecycle lines (listening, shutting down, stopped), so
@@ -73,6 +75,8 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The CA that signs `tls-cert` faults' certificates (`--tls auto`'s).
     tls_signer: Option<Arc<crate::tls::make::Signer>>,
+    /// The certificate behind `tls`, when it can be reloaded and watched.
+    certificates: Option<Certificates>,
     config: Config,
     handler: Option<Arc<dyn Handler>>,
     printer: Printer,
@@ -104,6 +108,7 @@ impl Server {
             listeners: vec![(listener, false)],
             tls: None,
             tls_signer: None,
+            certificates: None,
             faults,
             config,
             handler: None,
@@ -152,6 +157,20 @@ impl Server {
         self
     }
 
+    /// The certificate behind [`Server::tls`]'s configuration
+    /// ([`crate::tls::ServerTls::certificates`]): `POST /tls/reload` and `/tls reload` reload
+    /// it, the watcher does when its files change ([`Config::tls_watch`]), and the metrics
+    /// show when it expires.
+    pub fn tls_certificates(mut self, certificates: Certificates) -> Self {
+        self.certificates = Some(certificates);
+        self
+    }
+
+    /// The certificate given to [`Server::tls_certificates`], if any.
+    pub fn certificates(&self) -> Option<Certificates> {
+        self.certificates.clone()
+    }
+
     /// Replies with `handler` instead of the mode's.
     pub fn handler(mut self, handler: impl Handler) -> Self {
         self.handler = Some(Arc::new(handler));
@@ -190,6 +209,10 @@ impl Server {
         )
         .with_faults(self.faults.clone())
         .with_audit(self.audit.clone());
+        let exposition = match &self.certificates {
+            Some(certificates) => exposition.with_certificates(certificates.clone()),
+            None => exposition,
+        };
         if self.tls.is_some() {
             exposition.with_tls()
         } else {
@@ -228,14 +251,18 @@ impl Server {
 
     /// An operator console for this server.
     pub fn console(&self) -> Console {
-        Console::new(
+        let console = Console::new(
             self.registry.clone(),
             self.shutdown.clone(),
             self.config.mode,
             self.printer.clone(),
         )
         .with_faults(self.faults.clone())
-        .with_audit(self.audit.clone())
+        .with_audit(self.audit.clone());
+        match &self.certificates {
+            Some(certificates) => console.with_tls(certificates.clone()),
+            None => console,
+        }
     }
 
     /// The live set of faults: what is added or cleared here applies at once.
@@ -267,6 +294,7 @@ impl Server {
             listeners,
             tls,
             tls_signer,
+            certificates,
             config,
             handler,
             printer,
@@ -274,7 +302,7 @@ impl Server {
             shutdown,
             metrics,
             faults,
-            audit: _,
+            audit,
         } = self;
         config.validate()?;
         if tls.is_none() && listeners.iter().any(|&(_, tls)| tls) {
@@ -382,6 +410,18 @@ impl Server {
             }
         }
         drop((acceptor_done, closer));
+        let watcher = match (certificates, config.tls_watch) {
+            (Some(certificates), Some(period)) if certificates.reloadable() => {
+                match watch::spawn(certificates, audit, period, &shutdown) {
+                    Ok(thread) => Some(thread),
+                    Err(e) => {
+                        shutdown.trigger();
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
         log::info!(
             target: LOG,
             "listening on {} (mode={} workers={workers} balance={} worker-sched={} backlog={} max-conns={max_conns} overflow={})",
@@ -420,6 +460,7 @@ impl Server {
             acceptor_stopped,
             closer_thread,
             forced_closes,
+            watcher,
         })
     }
 }
@@ -440,6 +481,8 @@ pub struct Running {
     closer_thread: thread::JoinHandle<()>,
     /// [`Shared::forced_closes`].
     forced_closes: Arc<AtomicUsize>,
+    /// The watcher of the TLS files, which returns at the shutdown.
+    watcher: Option<thread::JoinHandle<()>>,
 }
 
 impl fmt::Debug for Running {
@@ -490,6 +533,7 @@ impl Running {
             acceptor_stopped,
             closer_thread,
             forced_closes,
+            watcher,
             ..
         } = self;
         shutdown.wait();
@@ -511,6 +555,10 @@ impl Running {
         if acceptor_done {
             // Its sender went with the acceptor: the closer drains what it has and returns.
             let _ = closer_thread.join();
+        }
+        if let Some(watcher) = watcher {
+            // Told at the trigger; at most a reload under way to finish.
+            let _ = watcher.join();
         }
         let forced_closes = forced_closes.load(Ordering::Relaxed);
         if forced_closes > 0 {

@@ -4,6 +4,8 @@
 //!   and the load generator's event loops alike.
 //! - [`server_config`]: the server's side, from certificate and key files or made at start
 //!   ([`ServerCerts::Auto`]), with stateless session tickets.
+//! - [`live`]: the server's certificate of the moment, which a reload replaces.
+//! - [`tickets`]: session ticket keys from a file, shared by every process given it.
 //! - [`client_config`]: the clients' side, verifying against a CA file or the system's roots
 //!   unless told not to.
 //! - [`bad`]: the configurations that serve `tls-cert` faults' bad certificates.
@@ -14,21 +16,25 @@
 
 pub mod bad;
 pub mod link;
+pub mod live;
 pub mod make;
 pub mod peer;
 pub mod pump;
 pub mod resume;
+pub mod tickets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use link::Link;
+pub use live::{Certificates, ReloadError, Reloaded};
+pub use tickets::{Opened, TicketKeys};
 
 /// The crypto provider every config here uses.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -204,7 +210,32 @@ pub struct ServerTls {
     /// With [`ServerCerts::Auto`]: the CA's certificate file, written.
     pub ca_file: Option<PathBuf>,
     /// With [`ServerCerts::Auto`]: its CA, which signs `tls-cert` faults' certificates.
-    pub signer: Option<Arc<make::Signer>>,
+    pub ca_signer: Option<Arc<make::Signer>>,
+    /// The certificate of the moment, which a reload replaces (with [`ServerCerts::Files`]),
+    /// for [`crate::Server::tls_certificates`].
+    pub certificates: Certificates,
+    /// With a ticket key file: its keys, and whether the file was made now.
+    pub ticket_keys: Option<(Arc<TicketKeys>, Opened)>,
+}
+
+/// How many TLS sessions the server remembers for resumption by session id: those of TLS 1.2
+/// clients that take no tickets (the others resume by ticket, which the server does not
+/// store). rustls keeps 256 unless told. A session held costs some 400 bytes (measured: a
+/// full cache of 4096 held 1.4 MB more than one of 256), more with mutual TLS, where it keeps
+/// the client's certificate chain too.
+pub const SESSION_CACHE: usize = 4096;
+
+/// What a server's TLS configuration holds beside its certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Mutual TLS: ask clients for a certificate.
+    pub clients: Option<ClientAuth>,
+    /// The versions and ALPN protocols agreed to.
+    pub offer: Offer,
+    /// Session tickets encrypted with the keys of this file ([`tickets`]), made if it does
+    /// not exist, instead of keys made at start: processes given the same file resume each
+    /// other's sessions.
+    pub ticket_key_file: Option<PathBuf>,
 }
 
 /// Builds the server's TLS configuration: TLS 1.2 and 1.3, the provider's groups and suites,
@@ -220,23 +251,55 @@ pub fn server_config_with(
     clients: Option<&ClientAuth>,
     offer: &Offer,
 ) -> anyhow::Result<ServerTls> {
-    let mut signer = None;
-    let (chain, key, ca_file) = match certs {
-        ServerCerts::Files { chain, key } => (read_chain(chain)?, read_key(key)?, None),
+    server_config_opts(
+        certs,
+        &ServerOptions {
+            clients: clients.cloned(),
+            offer: offer.clone(),
+            ticket_key_file: None,
+        },
+    )
+}
+
+/// [`server_config`] with every option.
+pub fn server_config_opts(
+    certs: &ServerCerts,
+    options: &ServerOptions,
+) -> anyhow::Result<ServerTls> {
+    let provider = provider_offering(&options.offer.groups);
+    let mut ca_signer = None;
+    let (key, identity, ca_file, files) = match certs {
+        ServerCerts::Files { chain, key } => {
+            let (certified, identity) =
+                live::certified_key(chain, key, &provider).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (
+                certified,
+                identity,
+                None,
+                Some((chain.clone(), key.clone())),
+            )
+        }
         ServerCerts::Auto { ca_out } => {
             let made = make::auto()?;
             std::fs::write(ca_out, &made.ca_pem).with_context(|| {
                 format!("cannot write the CA's certificate to {}", ca_out.display())
             })?;
-            signer = Some(Arc::new(made.signer));
-            (vec![made.leaf], made.key, Some(ca_out.clone()))
+            ca_signer = Some(Arc::new(made.signer));
+            let signer = provider
+                .key_provider
+                .load_private_key(made.key)
+                .context("the key made at start")?;
+            let certified = CertifiedKey::new(vec![made.leaf], signer);
+            let identity =
+                peer::Identity::of(&certified.cert[0]).context("the certificate made at start")?;
+            (certified, identity, Some(ca_out.clone()), None)
         }
     };
-    let served = chain[0].clone();
-    let builder = ServerConfig::builder_with_provider(provider_offering(&offer.groups))
-        .with_protocol_versions(&versions(&offer.versions))
+    let served = key.cert[0].clone();
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&versions(&options.offer.versions))
         .context("TLS versions")?;
-    let builder = match clients {
+    let builder = match &options.clients {
         None => builder.with_no_client_auth(),
         Some(auth) => {
             let mut roots = RootCertStore::empty();
@@ -245,7 +308,8 @@ pub fn server_config_with(
                     .add(cert)
                     .with_context(|| format!("{}: not a CA certificate", auth.ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
             let verifier = if auth.required {
                 verifier
             } else {
@@ -254,17 +318,37 @@ pub fn server_config_with(
             builder.with_client_cert_verifier(verifier.build().context("the client CA")?)
         }
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .context("the certificate and the key do not go together")?;
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("TLS ticketer")?;
+    let resolver = Arc::new(live::Resolver::new(key));
+    let mut config = builder.with_cert_resolver(Arc::clone(&resolver) as _);
+    let ticket_keys = match &options.ticket_key_file {
+        Some(path) => {
+            let (keys, opened) = TicketKeys::open(path)?;
+            let keys = Arc::new(keys);
+            config.ticketer = Arc::clone(&keys) as _;
+            Some((keys, opened))
+        }
+        None => {
+            config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("TLS ticketer")?;
+            None
+        }
+    };
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
     config.key_log = Arc::new(rustls::KeyLogFile::new());
-    config.alpn_protocols = offer.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.alpn_protocols = options
+        .offer
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    let tickets = ticket_keys.as_ref().map(|(keys, _)| Arc::clone(keys));
+    let certificates = Certificates::new(resolver, provider, files, tickets, identity);
     Ok(ServerTls {
         config: Arc::new(config),
         served,
         ca_file,
-        signer,
+        ca_signer,
+        certificates,
+        ticket_keys,
     })
 }
 
@@ -346,21 +430,15 @@ pub fn key_log_file() -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
-/// The certificates of a PEM file, in order; an error if it holds none.
+/// The certificates of a PEM file, in order; an error if it holds none (or the file is no
+/// regular file, or larger than [`live::MAX_PEM_FILE`]).
 pub fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let chain = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("cannot read certificates from {}", path.display()))?;
-    if chain.is_empty() {
-        bail!("{}: no certificate in it", path.display());
-    }
-    Ok(chain)
+    live::chain_of(path).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
 }
 
 /// The private key of a PEM file: PKCS#8, RSA (PKCS#1) or EC (SEC1).
 pub fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path)
-        .with_context(|| format!("cannot read a private key from {}", path.display()))
+    live::key_of(path).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
 }
 
 /// Why a TLS handshake or record failed, in the words of one log field: the rustls error

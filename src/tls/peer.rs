@@ -1,6 +1,6 @@
 //! What a client shows of the TLS server it reached, and the verifier of `--tls-insecure`.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -64,6 +64,63 @@ pub fn describe_cert(cert: &CertificateDer<'_>) -> String {
             )
         }
         Err(_) => format!("subject=? (not X.509) sha256={fingerprint}"),
+    }
+}
+
+/// What an operator needs to tell one certificate from another: its subject, serial,
+/// expiry and fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The subject, as `CN=tcpool server`.
+    pub subject: String,
+    /// The serial number as `openssl x509 -serial` prints it: upper-case hex, two digits a
+    /// byte.
+    pub serial: String,
+    /// When it expires, in UNIX seconds.
+    pub not_after: i64,
+    /// When it expires, as text (`Dec  6 13:42:51 2027 +00:00`).
+    pub expires: String,
+    /// Its SHA-256 fingerprint ([`fingerprint`]).
+    pub sha256: String,
+}
+
+impl Identity {
+    /// The identity of `cert`; `None` if it is not X.509.
+    pub fn of(cert: &CertificateDer<'_>) -> Option<Identity> {
+        let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+        // The DER integer's sign byte is no part of the number, as OpenSSL shows it.
+        let raw = x509.raw_serial();
+        let digits = match raw.iter().position(|&b| b != 0) {
+            Some(first) => &raw[first..],
+            None => &raw[raw.len().saturating_sub(1)..],
+        };
+        let mut serial = String::with_capacity(digits.len() * 2);
+        for byte in digits {
+            let _ = write!(serial, "{byte:02X}");
+        }
+        Some(Identity {
+            subject: x509.subject().to_string(),
+            serial,
+            not_after: x509.validity().not_after.timestamp(),
+            expires: x509.validity().not_after.to_string(),
+            sha256: fingerprint(cert),
+        })
+    }
+
+    /// Whether it expired before `now` (UNIX seconds).
+    pub fn expired_at(&self, now: i64) -> bool {
+        self.not_after < now
+    }
+}
+
+impl fmt::Display for Identity {
+    /// `subject=... serial=... expires=... sha256=...`, for a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "subject={} serial={} expires={} sha256={}",
+            self.subject, self.serial, self.expires, self.sha256
+        )
     }
 }
 
@@ -155,5 +212,46 @@ impl ServerCertVerifier for AcceptAnything {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate with `serial`, expiring at `not_after` (UNIX seconds).
+    fn made(serial: &[u8], not_after: i64) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn an_identity_shows_the_serial_as_openssl_does_and_when_it_expires() {
+        // A serial with its high bit set is encoded with a leading zero byte, which is no
+        // part of the number.
+        let cert = made(&[0x8f, 0x01, 0x00], 1_900_000_000);
+        let identity = Identity::of(&cert).unwrap();
+        assert_eq!(identity.serial, "8F0100");
+        assert_eq!(identity.not_after, 1_900_000_000);
+        assert_eq!(identity.sha256, fingerprint(&cert));
+        assert!(!identity.expired_at(1_800_000_000));
+        assert!(identity.expired_at(1_900_000_001));
+        let line = identity.to_string();
+        assert!(
+            line.starts_with("subject=") && line.contains(" serial=8F0100 "),
+            "{line}"
+        );
+        assert!(
+            line.contains(" expires=") && line.ends_with(&identity.sha256),
+            "{line}"
+        );
+        assert_eq!(
+            Identity::of(&made(&[0x01], 1_900_000_000)).unwrap().serial,
+            "01"
+        );
+        assert_eq!(Identity::of(&CertificateDer::from(vec![0x30, 0x00])), None);
     }
 }

@@ -1,6 +1,6 @@
 //! The audit trail of changes made at run time: a fault added or cleared, a session kicked,
-//! a shutdown started — each one info-level log line saying what and who asked, and a count
-//! in `tcpool_changes_total{action,source}`.
+//! a shutdown started, the TLS certificate reloaded — each one info-level log line saying
+//! what and who asked, and a count in `tcpool_changes_total{action,source}`.
 //!
 //! The console, the admin endpoint and the binary's signal handling carry out these changes
 //! through [`Audit`]'s methods rather than on the registry, the faults or the shutdown
@@ -11,6 +11,7 @@
 //! audit: fault added: id=3 spec=latency,delay=20ms source=admin peer=127.0.0.1:5555
 //! audit: session kicked: id=7 source=console
 //! audit: shutdown: source=signal signal=SIGTERM
+//! audit: tls certificate reloaded: subject=CN=tcpool server serial=3A... expires=... sha256=... changed=true source=watch
 //! ```
 //!
 //! A request that changes nothing (a kick of an unknown session, a second shutdown, clearing
@@ -25,6 +26,7 @@ use crate::server::faults::{FaultId, FaultSpec, Faults};
 use crate::server::session::SessionId;
 use crate::server::session::registry::{Kick, Registry};
 use crate::server::shutdown::Shutdown;
+use crate::tls::{Certificates, ReloadError, Reloaded};
 
 /// Who asked for a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +37,19 @@ pub enum Source {
     Console,
     /// The admin endpoint, with the client's address.
     Admin(SocketAddr),
+    /// The watcher of the TLS certificate files, which saw them change.
+    Watch,
 }
 
 impl Source {
-    const LABELS: [&'static str; 3] = ["signal", "console", "admin"];
+    const LABELS: [&'static str; 4] = ["signal", "console", "admin", "watch"];
 
     fn index(self) -> usize {
         match self {
             Source::Signal(_) => 0,
             Source::Console => 1,
             Source::Admin(_) => 2,
+            Source::Watch => 3,
         }
     }
 }
@@ -56,6 +61,7 @@ impl fmt::Display for Source {
             Source::Signal(name) => write!(f, "source=signal signal={name}"),
             Source::Console => f.write_str("source=console"),
             Source::Admin(peer) => write!(f, "source=admin peer={peer}"),
+            Source::Watch => f.write_str("source=watch"),
         }
     }
 }
@@ -71,14 +77,17 @@ pub enum Action {
     Kick,
     /// A graceful shutdown was started.
     Shutdown,
+    /// The TLS certificate was reloaded.
+    TlsReload,
 }
 
 impl Action {
-    const ALL: [Action; 4] = [
+    const ALL: [Action; 5] = [
         Action::FaultAdd,
         Action::FaultClear,
         Action::Kick,
         Action::Shutdown,
+        Action::TlsReload,
     ];
 
     /// The label value.
@@ -88,6 +97,7 @@ impl Action {
             Action::FaultClear => "fault-clear",
             Action::Kick => "kick",
             Action::Shutdown => "shutdown",
+            Action::TlsReload => "tls-reload",
         }
     }
 }
@@ -156,6 +166,38 @@ impl Audit {
         kick
     }
 
+    /// Reloads the TLS certificate (and the ticket key file) from its files. A reload that
+    /// puts a certificate in place is a change: one info line naming the certificate, and a
+    /// count; one refused is one warning naming the file and why, and changes nothing. With
+    /// no files to reload there is nothing to say: the caller tells whoever asked.
+    pub fn tls_reload(
+        &self,
+        certificates: &Certificates,
+        source: Source,
+    ) -> Result<Reloaded, ReloadError> {
+        let result = certificates.reload();
+        match &result {
+            Ok(done) => {
+                self.note(Action::TlsReload, source);
+                let tickets = done
+                    .ticket_keys
+                    .map_or(String::new(), |n| format!(" ticket_keys={n}"));
+                log::info!(
+                    "audit: tls certificate reloaded: {} changed={}{tickets} {source}",
+                    done.identity,
+                    done.changed
+                );
+            }
+            Err(ReloadError::Refused { file, why }) => log::warn!(
+                "tls reload refused, the certificate in use stays: file={} error={} {source}",
+                file.display(),
+                why
+            ),
+            Err(ReloadError::NoFiles) => {}
+        }
+        result
+    }
+
     /// Starts a graceful shutdown; `false` if one was already under way.
     pub fn shutdown(&self, shutdown: &Shutdown, source: Source) -> bool {
         // Triggered first: on a terminal, a line logged before would wait for the editor.
@@ -209,7 +251,7 @@ mod tests {
         assert_eq!(count("kick", "console"), 1);
         assert_eq!(count("shutdown", "signal"), 1);
         assert_eq!(count("shutdown", "admin"), 0);
-        assert_eq!(audit.counts().len(), 12);
+        assert_eq!(audit.counts().len(), 20);
         assert_eq!(
             Source::Admin(peer).to_string(),
             "source=admin peer=127.0.0.1:5555"

@@ -34,6 +34,8 @@ pub enum Command {
     FaultList,
     /// `/fault clear [ID]`: end one fault, or all of them.
     FaultClear(Option<FaultId>),
+    /// `/tls reload`: read the TLS certificate and key files again.
+    TlsReload,
     /// A reply (manual mode): a plain line, `@ID text` or `@all text`.
     Reply {
         /// Whom it is for.
@@ -92,6 +94,8 @@ pub fn parse(line: &str) -> Command {
                 Err(_) => Command::Invalid(format!("not a session id: {id:?}; usage: /kick ID")),
             },
             ("kick", _, _) => Command::Invalid("usage: /kick ID".into()),
+            ("tls", Some("reload"), false) => Command::TlsReload,
+            ("tls", _, _) => Command::Invalid("usage: /tls reload".into()),
             ("list" | "stats" | "help", _, _) => {
                 Command::Invalid(format!("/{name} takes no argument"))
             }
@@ -233,6 +237,15 @@ mod tests {
         assert!(matches!(parse("/kick 1 2"), Command::Invalid(_)));
         assert!(matches!(parse("/list all"), Command::Invalid(_)));
         assert!(matches!(parse("/"), Command::Invalid(_)));
+        assert_eq!(parse("/tls reload"), Command::TlsReload);
+        assert_eq!(parse("/tls  reload \r\n"), Command::TlsReload);
+        for bad in ["/tls", "/tls reload now", "/tls restart"] {
+            assert_eq!(
+                parse(bad),
+                Command::Invalid("usage: /tls reload".into()),
+                "{bad}"
+            );
+        }
         assert_eq!(parse("  "), Command::Empty);
     }
 

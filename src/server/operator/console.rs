@@ -1,5 +1,6 @@
-//! The operator console on stdin: `quit`, `/list`, `/stats`, `/kick ID`, `/help`, and in
-//! manual mode the replies (`text`, `@ID text`, `@all text`, `@ID quit`).
+//! The operator console on stdin: `quit`, `/list`, `/stats`, `/kick ID`, `/fault`,
+//! `/tls reload`, `/help`, and in manual mode the replies (`text`, `@ID text`, `@all text`,
+//! `@ID quit`).
 //!
 //! [`parse`] (in [`command`](crate::server::operator::command)) turns a typed line into a [`Command`]; a [`Console`]
 //! carries commands out through the registry and the shutdown handle; [`Console::run_lines`]
@@ -18,6 +19,7 @@ use crate::server::operator::output::Printer;
 use crate::server::protocol::escape;
 use crate::server::session::registry::{Kick, Registry};
 use crate::server::shutdown::Shutdown;
+use crate::tls::{Certificates, ReloadError};
 use crate::units::human_duration;
 
 pub use crate::server::operator::command::{Command, Target, parse};
@@ -31,6 +33,7 @@ commands:
   /fault SPEC   add a fault for new sessions: KIND[,key=value...][,p=P], such as latency,delay=20ms
   /fault        the faults, their ids and how many sessions each touched
   /fault clear [ID]  end fault ID, or every fault
+  /tls reload   read the TLS certificate and key files again (new handshakes get them)
   /help         this text";
 
 /// The rest of `/help` in manual mode, the only mode with replies.
@@ -57,6 +60,7 @@ pub struct Console {
     printer: Printer,
     faults: Faults,
     audit: Audit,
+    tls: Option<Certificates>,
 }
 
 impl Console {
@@ -69,7 +73,16 @@ impl Console {
             printer,
             faults: Faults::default(),
             audit: Audit::new(),
+            tls: None,
         }
+    }
+
+    /// Reloads `certificates` on `/tls reload` (a server's: [`Server::tls_certificates`]).
+    ///
+    /// [`Server::tls_certificates`]: crate::server::Server::tls_certificates
+    pub fn with_tls(mut self, certificates: Certificates) -> Self {
+        self.tls = Some(certificates);
+        self
     }
 
     /// Logs and counts the changes it makes (faults, kicks, `quit`) in `audit` (a server's:
@@ -132,6 +145,7 @@ impl Console {
                 };
                 self.printer.print(&done);
             }
+            Command::TlsReload => self.printer.print(&self.tls_reload()),
             Command::Reply { to, text } => self.reply(to, &text),
             Command::Empty => {}
             Command::Invalid(hint) => self.printer.print(&hint),
@@ -250,6 +264,26 @@ impl Console {
             ));
         }
         out
+    }
+
+    /// `/tls reload`: what it did, in one line.
+    fn tls_reload(&self) -> String {
+        let Some(certificates) = &self.tls else {
+            return "this server speaks no TLS: there is no certificate to reload".to_owned();
+        };
+        match self.audit.tls_reload(certificates, Source::Console) {
+            Ok(done) => format!(
+                "TLS certificate reloaded{}: {}",
+                if done.changed {
+                    ""
+                } else {
+                    " (the same as before)"
+                },
+                done.identity
+            ),
+            Err(ReloadError::NoFiles) => ReloadError::NoFiles.to_string(),
+            Err(e) => format!("TLS reload refused, the certificate in use stays: {e}"),
+        }
     }
 
     /// The `/fault` text: one line per active fault.

@@ -1,6 +1,6 @@
 //! What a person or a program uses to watch and steer the server: the console and its
 //! commands, operator output, the admin endpoint, the audit trail of changes, metrics, the
-//! summary.
+//! summary, the watcher of the TLS files.
 
 pub mod admin;
 pub mod audit;
@@ -9,3 +9,4 @@ pub mod console;
 pub mod metrics;
 pub mod output;
 pub(crate) mod summary;
+pub(crate) mod watch;

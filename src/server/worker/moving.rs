@@ -2,7 +2,8 @@
 //!
 //! A session moves only while nothing of it is in flight inside its worker: open, nothing
 //! pending to write, nothing left to read from the last event, no faults or timers, no PROXY
-//! header awaited, not held up by chat's back-pressure and nothing queued in its outbox. Its
+//! header awaited, no TLS handshake under way (its deadline is in its worker's list), not
+//! held up by chat's back-pressure and nothing queued in its outbox. Its
 //! worker takes it off its poller and out of its slab, and hands the whole [`Session`] to the
 //! other worker, which registers it with its own poller (the kernel reports at once what
 //! arrived in between), points its outbox at itself and looks at the outbox once, for what
@@ -118,6 +119,7 @@ impl Worker {
     pub(super) fn movable(&self, t: usize, s: &Session) -> bool {
         s.phase == Phase::Open
             && s.header_deadline.is_none()
+            && s.handshake_deadline.is_none()
             && s.fault.is_none()
             && s.pending.is_empty()
             && !s.read_more

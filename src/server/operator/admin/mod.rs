@@ -17,6 +17,7 @@
 //! | `GET /faults` | the faults as a JSON list: id, spec, kind, p, sessions touched, active |
 //! | `POST /faults` | adds the fault whose SPEC is the body (plain text); 201 with its id, 400 for a bad SPEC |
 //! | `DELETE /faults/ID` | clears fault ID (200); 404 for an unknown or already cleared id |
+//! | `POST /tls/reload` | reads the TLS certificate and key files again: 200 with the certificate now served; 500 when a file is refused (the one in use stays); 409 without files to read (`--tls auto`, no TLS) |
 //!
 //! An unknown path is 404, a wrong method 405 (with `Allow`), a bad `limit` or `after` 400, a
 //! body over [`BODY_LIMIT`] 413, a body not sent within [`Limits::body_timeout`] 408; every
@@ -54,6 +55,7 @@ use crate::server::operator::audit::Audit;
 use crate::server::operator::metrics::Exposition;
 use crate::server::session::registry::Registry;
 use crate::server::shutdown::Shutdown;
+use crate::tls::Certificates;
 
 /// The largest request body read; a longer one is answered 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -128,6 +130,7 @@ struct Control {
     exposition: Exposition,
     faults: Faults,
     audit: Audit,
+    tls: Option<Certificates>,
 }
 
 /// A running admin endpoint. Dropping it (or [`Admin::stop`]) stops it.
@@ -222,6 +225,7 @@ impl Admin {
                 exposition: server.exposition(),
                 faults: server.faults(),
                 audit: server.audit(),
+                tls: server.certificates(),
             },
             access: server.access(),
             options,

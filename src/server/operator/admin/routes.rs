@@ -11,6 +11,7 @@ use crate::server::operator::audit::Source;
 use crate::server::operator::metrics;
 use crate::server::session::registry::{Kick, Registry};
 use crate::server::session::{SessionId, registry::SessionInfo};
+use crate::tls::ReloadError;
 
 /// What a route answers: a status, a text or JSON body and the headers that go with it.
 pub(super) struct Reply {
@@ -137,10 +138,11 @@ pub(super) fn route(
         ["faults"] if get => Reply::json(200, faults(&control.faults)),
         ["faults"] if post => add_fault(control, body, source),
         ["faults", id] if method == "DELETE" => clear_fault(control, id, source),
+        ["tls", "reload"] if post => tls_reload(control, source),
         ["faults"] => Reply::wrong_method("GET, POST"),
         ["faults", _] => Reply::wrong_method("DELETE"),
         ["metrics" | "healthz" | "sessions" | "stats"] => Reply::wrong_method("GET"),
-        ["sessions", _, "kick"] | ["shutdown"] => Reply::wrong_method("POST"),
+        ["sessions", _, "kick"] | ["shutdown"] | ["tls", "reload"] => Reply::wrong_method("POST"),
         _ => Reply::text(
             404,
             format!(
@@ -206,6 +208,36 @@ fn clear_fault(control: &Control, id: &str, source: Source) -> Reply {
     {
         0 => unknown(),
         _ => Reply::json(200, json!({ "cleared": id.0 })),
+    }
+}
+
+/// `POST /tls/reload`: the certificate now served, or why the one in use stays.
+fn tls_reload(control: &Control, source: Source) -> Reply {
+    let Some(certificates) = &control.tls else {
+        return Reply::text(
+            409,
+            "this server speaks no TLS: there is no certificate to reload",
+        );
+    };
+    match control.audit.tls_reload(certificates, source) {
+        Ok(done) => Reply::json(
+            200,
+            json!({
+                "reloaded": true,
+                "changed": done.changed,
+                "subject": done.identity.subject,
+                "serial": done.identity.serial,
+                "not_after": done.identity.not_after,
+                "expires": done.identity.expires,
+                "sha256": done.identity.sha256,
+                "ticket_keys": done.ticket_keys,
+            }),
+        ),
+        Err(e @ ReloadError::NoFiles) => Reply::text(409, e.to_string()),
+        Err(e) => Reply::text(
+            500,
+            format!("reload refused, the certificate in use stays: {e}").replace(['\n', '\r'], " "),
+        ),
     }
 }
 

@@ -19,6 +19,7 @@ use super::{
 use crate::server::faults::Faults;
 use crate::server::operator::audit::Audit;
 use crate::server::session::registry::Registry;
+use crate::tls::Certificates;
 
 /// Everything a scrape reads: the server's [`Metrics`], the registry's counts, the
 /// backlog's capacity and the faults.
@@ -31,6 +32,8 @@ pub struct Exposition {
     audit: Option<Audit>,
     /// The server speaks TLS: its handshakes are counted.
     tls: bool,
+    /// Its certificate of the moment: when it expires, and how its reloads went.
+    certificates: Option<Certificates>,
 }
 
 impl Exposition {
@@ -43,7 +46,16 @@ impl Exposition {
             faults: None,
             audit: None,
             tls: false,
+            certificates: None,
         }
+    }
+
+    /// Also exposes when the certificate in use expires
+    /// (`tcpool_tls_certificate_expiry_seconds`) and, when it comes from files, how many
+    /// reloads put one in place or were refused (`tcpool_tls_reloads_total{result="ok"}`).
+    pub fn with_certificates(mut self, certificates: Certificates) -> Self {
+        self.certificates = Some(certificates);
+        self
     }
 
     /// Also exposes the TLS handshakes (`tcpool_tls_handshakes_total{result="full"}`, the
@@ -327,6 +339,28 @@ impl Collector for Exposition {
                 "tcpool_tls_handshake_seconds",
                 "How long TLS handshakes that were done took, from their start",
             )?;
+        }
+        if let Some(certificates) = &self.certificates {
+            family(
+                &mut e,
+                "tcpool_tls_certificate_expiry_seconds",
+                "When the TLS certificate in use expires, in seconds since the Unix epoch",
+                Gauge,
+                None,
+                one(u64::try_from(certificates.identity().not_after).unwrap_or(0)),
+            )?;
+            if certificates.reloadable() {
+                let (ok, failed) = certificates.reloads();
+                family(
+                    &mut e,
+                    "tcpool_tls_reloads",
+                    "Reloads of the TLS certificate files: ok put a certificate in place, \
+                     failed kept the one in use",
+                    Counter,
+                    Some("result"),
+                    [("ok".to_owned(), ok), ("failed".to_owned(), failed)],
+                )?;
+            }
         }
         if let Some(faults) = &self.faults {
             // Active faults only: a cleared fault's series leaves, so that adding and
