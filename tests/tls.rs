@@ -1070,3 +1070,89 @@ fn key_exchange_groups_are_what_both_sides_allow() {
     server.type_line("quit");
     assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
 }
+
+#[test]
+fn several_certificates_each_client_gets_the_one_for_its_name() {
+    let scratch = Scratch::new("sni");
+    tcpool::tls::make::set(&scratch.0).unwrap();
+    let file = |name: &str| scratch.path(name).to_str().unwrap().to_owned();
+    let ca = file("ca.pem");
+    let mut server = crate::support::Binary::serve(&[
+        "--tls-cert",
+        &file("server.pem"),
+        "--tls-key",
+        &file("server-key.pem"),
+        "--tls-cert",
+        &file("wrong-name.pem"),
+        "--tls-key",
+        &file("wrong-name-key.pem"),
+    ]);
+    // Each name its own certificate, verified for it; the first for a name neither is for,
+    // and for a client that names none (an address).
+    let port = server.addr.port().to_string();
+    for (servername, subject) in [
+        ("wrong.invalid", "CN=tcpool wrong name"),
+        ("localhost", "CN=tcpool server"),
+        ("127.0.0.1", "CN=tcpool server"),
+    ] {
+        let mut child = Command::new(tcpool_bin())
+            .args([
+                "talk",
+                "--tls",
+                "--tls-ca",
+                &ca,
+                "--tls-servername",
+                servername,
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"hi\nquit\n")
+            .unwrap();
+        let out = wait_output(child);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("subject={subject}")),
+            "{servername}: {stderr}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("server>> hi"),
+            "{servername}: {stderr}"
+        );
+    }
+    // OpenSSL asking for another name gets the first certificate.
+    let out = Command::new("openssl")
+        .args(["s_client", "-servername", "other.invalid", "-connect"])
+        .arg(server.addr.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is needed for this test (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CN = tcpool server"), "{text}");
+    // A reload reads every pair again.
+    server.type_line("/tls reload");
+    let printed = server.wait_stdout("the console's answer", |l| l.contains("TLS certificate"));
+    assert!(printed.contains("tcpool server"), "{printed}");
+    // A certificate without its key is a usage error.
+    let out = Command::new(crate::support::tcpool_bin())
+        .args(["serve", "--port", "0", "--tls-cert", &file("server.pem")])
+        .args([
+            "--tls-key",
+            &file("server-key.pem"),
+            "--tls-cert",
+            &file("ca.pem"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a key for each certificate"));
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(IO_TIMEOUT), Some(0));
+}

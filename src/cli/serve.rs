@@ -140,12 +140,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_enum, value_name = "auto", conflicts_with_all = ["tls_cert", "tls_key"])]
     tls: Option<TlsArg>,
     /// Speak TLS with this certificate chain (PEM, the server's certificate first); with
-    /// --tls-key. Without --tls-port, every listener speaks TLS [default: none].
+    /// --tls-key. Given more than once, each with its --tls-key in the same order, a client
+    /// gets the certificate for the name it asks for (SNI), or the first. Without
+    /// --tls-port, every listener speaks TLS [default: none].
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC) [default: none].
+    tls_cert: Vec<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC), one for each [default: none].
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    tls_key: Vec<std::path::PathBuf>,
     /// Speak TLS on this port (on every --bind address), plaintext staying on --port
     /// [default: none, TLS on --port].
     #[arg(long, value_name = "PORT")]
@@ -343,17 +345,31 @@ enum TlsArg {
 
 /// Where the server's certificate comes from, if it speaks TLS.
 fn tls_certs(args: &ServeArgs) -> Option<tcpool::tls::ServerCerts> {
-    match (&args.tls, &args.tls_cert, &args.tls_key) {
+    if args.tls_cert.len() != args.tls_key.len() {
+        bad_value(
+            "serve",
+            format!(
+                "{} --tls-cert and {} --tls-key: give a key for each certificate, in the same \
+                 order",
+                args.tls_cert.len(),
+                args.tls_key.len()
+            ),
+        );
+    }
+    match (&args.tls, args.tls_cert.as_slice(), args.tls_key.as_slice()) {
         (Some(TlsArg::Auto), _, _) => Some(tcpool::tls::ServerCerts::Auto {
             ca_out: args.tls_ca_out.clone().unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("tcpool-ca-{}.pem", std::process::id()))
             }),
         }),
-        (None, Some(chain), Some(key)) => Some(tcpool::tls::ServerCerts::Files {
+        (None, [chain], [key]) => Some(tcpool::tls::ServerCerts::Files {
             chain: chain.clone(),
             key: key.clone(),
         }),
-        _ => None,
+        (None, [], []) => None,
+        (None, chains, keys) => Some(tcpool::tls::ServerCerts::Several(
+            chains.iter().cloned().zip(keys.iter().cloned()).collect(),
+        )),
     }
 }
 

@@ -31,23 +31,58 @@ use super::tickets::TicketKeys;
 /// The largest certificate or key file read: a chain of a few certificates is a few KiB.
 pub const MAX_PEM_FILE: u64 = 1024 * 1024;
 
-/// Hands every handshake the certified key in use.
+/// Hands every handshake the certified key in use: with several certificates, the one for
+/// the name the client asked for (SNI), or the first.
 #[derive(Debug)]
 pub(crate) struct Resolver {
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Arc<Served>>,
+}
+
+/// The certificates in use, each with the DNS names it is for; the first is for a client
+/// that names no server, or a name none of them is for.
+#[derive(Debug)]
+pub(crate) struct Served(Vec<(Vec<String>, Arc<CertifiedKey>)>);
+
+impl Served {
+    /// The certificates `keys`, in order; their names are read from them.
+    pub(crate) fn new(keys: Vec<CertifiedKey>) -> Served {
+        Served(
+            keys.into_iter()
+                .map(|key| (super::peer::dns_names(&key.cert[0]), Arc::new(key)))
+                .collect(),
+        )
+    }
+
+    /// The key for `name`: a certificate for it exactly, then one whose wildcard covers it
+    /// (`*.example.com` covers `a.example.com`), then the first.
+    fn pick(&self, name: Option<&str>) -> Arc<CertifiedKey> {
+        if let Some(name) = name.map(str::to_ascii_lowercase) {
+            let exact = self.0.iter().find(|(names, _)| names.contains(&name));
+            let parent = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+            let wild = || {
+                let parent = parent.as_ref()?;
+                self.0.iter().find(|(names, _)| names.contains(parent))
+            };
+            if let Some((_, key)) = exact.or_else(wild) {
+                return Arc::clone(key);
+            }
+        }
+        Arc::clone(&self.0[0].1)
+    }
 }
 
 impl Resolver {
-    pub(crate) fn new(key: CertifiedKey) -> Resolver {
+    pub(crate) fn new(served: Served) -> Resolver {
         Resolver {
-            current: RwLock::new(Arc::new(key)),
+            current: RwLock::new(Arc::new(served)),
         }
     }
 }
 
 impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.current.read()))
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let served = Arc::clone(&self.current.read());
+        Some(served.pick(hello.server_name()))
     }
 }
 
@@ -122,7 +157,8 @@ pub struct Certificates {
 struct Inner {
     resolver: Arc<Resolver>,
     provider: Arc<CryptoProvider>,
-    files: Option<Files>,
+    /// Each certificate's files, in order; none for one made at start.
+    files: Vec<Files>,
     tickets: Option<Arc<TicketKeys>>,
     identity: RwLock<Identity>,
     /// Reloads that put a certificate in place, and those refused.
@@ -134,13 +170,14 @@ struct Inner {
 }
 
 impl Certificates {
-    /// The certificate `identity` that `resolver` hands out, read from `files` (none: made at
-    /// start), with the ticket keys of `tickets`. The files' stamp is taken now, just after
-    /// they were read: the watcher reloads them once they change from it.
+    /// The certificates `resolver` hands out (the first of which is `identity`), read from
+    /// `files`, a chain and a key for each (none: made at start), with the ticket keys of
+    /// `tickets`. The files' stamp is taken now, just after they were read: the watcher
+    /// reloads them once they change from it.
     pub(crate) fn new(
         resolver: Arc<Resolver>,
         provider: Arc<CryptoProvider>,
-        files: Option<(PathBuf, PathBuf)>,
+        files: Vec<(PathBuf, PathBuf)>,
         tickets: Option<Arc<TicketKeys>>,
         identity: Identity,
     ) -> Certificates {
@@ -148,7 +185,10 @@ impl Certificates {
             inner: Arc::new(Inner {
                 resolver,
                 provider,
-                files: files.map(|(chain, key)| Files { chain, key }),
+                files: files
+                    .into_iter()
+                    .map(|(chain, key)| Files { chain, key })
+                    .collect(),
                 tickets,
                 identity: RwLock::new(identity),
                 ok: AtomicU64::new(0),
@@ -162,7 +202,7 @@ impl Certificates {
 
     /// Whether there are files to reload (`--tls-cert`, `--tls-key`).
     pub fn reloadable(&self) -> bool {
-        self.inner.files.is_some()
+        !self.inner.files.is_empty()
     }
 
     /// The certificate served now.
@@ -181,7 +221,7 @@ impl Certificates {
     /// Every file a reload reads: the chain, the key, and the ticket key file if there is one.
     pub fn files(&self) -> Vec<&Path> {
         let mut files = Vec::new();
-        if let Some(f) = &self.inner.files {
+        for f in &self.inner.files {
             files.push(f.chain.as_path());
             files.push(f.key.as_path());
         }
@@ -227,9 +267,10 @@ impl Certificates {
     /// at fault and why: it cannot be read, holds no certificate or key, the key does not go
     /// with the certificate, the certificate has expired, the ticket key file is refused.
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
-        let Some(files) = &self.inner.files else {
+        let files = &self.inner.files;
+        if files.is_empty() {
             return Err(ReloadError::NoFiles);
-        };
+        }
         let mut last = self.inner.reloading.lock();
         // Taken before the files are read: a change written meanwhile is seen next time.
         *last = Some(self.stamp());
@@ -242,17 +283,24 @@ impl Certificates {
         result
     }
 
-    fn load(&self, files: &Files) -> Result<Reloaded, ReloadError> {
-        let (key, identity) = certified_key(&files.chain, &files.key, &self.inner.provider)?;
+    fn load(&self, files: &[Files]) -> Result<Reloaded, ReloadError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        if identity.expired_at(now) {
-            return Err(ReloadError::Refused {
-                file: files.chain.clone(),
-                why: format!("the certificate expired on {}", identity.expires),
-            });
+        let mut keys = Vec::with_capacity(files.len());
+        let mut first = None;
+        for f in files {
+            let (key, identity) = certified_key(&f.chain, &f.key, &self.inner.provider)?;
+            if identity.expired_at(now) {
+                return Err(ReloadError::Refused {
+                    file: f.chain.clone(),
+                    why: format!("the certificate expired on {}", identity.expires),
+                });
+            }
+            first.get_or_insert(identity);
+            keys.push(key);
         }
+        let identity = first.expect("at least one certificate");
         // The ticket keys too, before anything is swapped: all or nothing.
         let ticket_keys = match &self.inner.tickets {
             Some(tickets) => Some(tickets.reread().map_err(|why| ReloadError::Refused {
@@ -261,7 +309,7 @@ impl Certificates {
             })?),
             None => None,
         };
-        *self.inner.resolver.current.write() = Arc::new(key);
+        *self.inner.resolver.current.write() = Arc::new(Served::new(keys));
         let mut served = self.inner.identity.write();
         let changed = served.sha256 != identity.sha256;
         *served = identity.clone();

@@ -51,6 +51,9 @@ pub enum ServerCerts {
         /// Its private key.
         key: PathBuf,
     },
+    /// Several certificate chains and their keys: each handshake gets the one for the name
+    /// its client asked for (SNI), or the first.
+    Several(Vec<(PathBuf, PathBuf)>),
     /// Made at start: an ECDSA P-256 certificate for localhost, 127.0.0.1, ::1 and the host
     /// name, signed by a CA made with it, whose certificate is written to `ca_out`.
     Auto {
@@ -268,16 +271,23 @@ pub fn server_config_opts(
 ) -> anyhow::Result<ServerTls> {
     let provider = provider_offering(&options.offer.groups);
     let mut ca_signer = None;
-    let (key, identity, ca_file, files) = match certs {
-        ServerCerts::Files { chain, key } => {
-            let (certified, identity) =
-                live::certified_key(chain, key, &provider).map_err(|e| anyhow::anyhow!("{e}"))?;
-            (
-                certified,
-                identity,
-                None,
-                Some((chain.clone(), key.clone())),
-            )
+    let pairs = match certs {
+        ServerCerts::Files { chain, key } => vec![(chain.clone(), key.clone())],
+        ServerCerts::Several(pairs) if pairs.is_empty() => bail!("no certificate given"),
+        ServerCerts::Several(pairs) => pairs.clone(),
+        ServerCerts::Auto { .. } => Vec::new(),
+    };
+    let (keys, identity, ca_file) = match certs {
+        ServerCerts::Files { .. } | ServerCerts::Several(_) => {
+            let mut keys = Vec::new();
+            let mut first = None;
+            for (chain, key) in &pairs {
+                let (certified, identity) = live::certified_key(chain, key, &provider)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                first.get_or_insert(identity);
+                keys.push(certified);
+            }
+            (keys, first.expect("at least one certificate"), None)
         }
         ServerCerts::Auto { ca_out } => {
             let made = make::auto()?;
@@ -292,10 +302,10 @@ pub fn server_config_opts(
             let certified = CertifiedKey::new(vec![made.leaf], signer);
             let identity =
                 peer::Identity::of(&certified.cert[0]).context("the certificate made at start")?;
-            (certified, identity, Some(ca_out.clone()), None)
+            (vec![certified], identity, Some(ca_out.clone()))
         }
     };
-    let served = key.cert[0].clone();
+    let served = keys[0].cert[0].clone();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&versions(&options.offer.versions))
         .context("TLS versions")?;
@@ -318,7 +328,7 @@ pub fn server_config_opts(
             builder.with_client_cert_verifier(verifier.build().context("the client CA")?)
         }
     };
-    let resolver = Arc::new(live::Resolver::new(key));
+    let resolver = Arc::new(live::Resolver::new(live::Served::new(keys)));
     let mut config = builder.with_cert_resolver(Arc::clone(&resolver) as _);
     let ticket_keys = match &options.ticket_key_file {
         Some(path) => {
@@ -341,7 +351,7 @@ pub fn server_config_opts(
         .map(|p| p.as_bytes().to_vec())
         .collect();
     let tickets = ticket_keys.as_ref().map(|(keys, _)| Arc::clone(keys));
-    let certificates = Certificates::new(resolver, provider, files, tickets, identity);
+    let certificates = Certificates::new(resolver, provider, pairs, tickets, identity);
     Ok(ServerTls {
         config: Arc::new(config),
         served,

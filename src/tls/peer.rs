@@ -30,6 +30,29 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     cn.as_str().ok().map(str::to_owned)
 }
 
+/// The DNS names a certificate is for (its subject alternative names), lower-case.
+pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, x509)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    x509.subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A certificate in one line: its subject, the names it is for, when it expires, and its
 /// fingerprint.
 pub fn describe_cert(cert: &CertificateDer<'_>) -> String {
