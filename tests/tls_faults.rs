@@ -65,6 +65,27 @@ fn probe(server: &Binary, ca: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `tcpool talk --tls` sending four lines; what it wrote to stdout and stderr.
+fn talk(server: &Binary, ca: &Path) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(tcpool_bin())
+        .args(["talk", "--tls", "--tls-servername", "localhost", "--tls-ca"])
+        .arg(ca)
+        .arg(server.addr.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\ntwo\nthree\nfour\n");
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 fn bench(server: &Binary, ca: &Path) -> Value {
     let out = Command::new(tcpool_bin())
         .args([
@@ -147,6 +168,14 @@ fn every_tls_fault_is_seen_by_openssl_and_by_bench_as_what_it_is() {
         let mut server = faulted(&dir, fault);
         let seen = probe(&server, &ca);
         assert!(seen.starts_with(openssl), "{fault}: Python saw {seen:?}");
+        // talk says what went wrong: the handshake's failure, or a close without
+        // close_notify after the replies that came.
+        let said = talk(&server, &ca);
+        let expect = match kind {
+            "truncated" => "warning: the server closed without TLS close_notify",
+            _ => "TLS handshake failed",
+        };
+        assert!(said.contains(expect), "{fault}: talk said {said}");
         let report = bench(&server, &ca);
         assert_eq!(report["errors_by_kind"][kind], 2, "{fault}: {report}");
         let message = report["first_errors"][kind]["message"].as_str().unwrap();
