@@ -8,6 +8,7 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CommonState, DigitallySignedStruct, HandshakeKind, SignatureScheme};
 use sha2::{Digest as _, Sha256};
+use x509_parser::extensions::GeneralName;
 
 /// The SHA-256 fingerprint of a certificate, as `openssl x509 -fingerprint -sha256` prints
 /// it: upper-case hex pairs joined by colons.
@@ -35,22 +36,21 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, x509)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
     };
+    alt_names(&x509)
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A certificate's subject alternative names.
+fn alt_names<'a>(x509: &'a x509_parser::certificate::X509Certificate<'_>) -> &'a [GeneralName<'a>] {
     x509.subject_alternative_name()
         .ok()
         .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|name| match name {
-                    x509_parser::extensions::GeneralName::DNSName(d) => {
-                        Some(d.to_ascii_lowercase())
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+        .map_or(&[], |san| san.value.general_names.as_slice())
 }
 
 /// A certificate in one line: its subject, the names it is for, when it expires, and its
@@ -59,22 +59,14 @@ pub fn describe_cert(cert: &CertificateDer<'_>) -> String {
     let fingerprint = fingerprint(cert);
     match x509_parser::parse_x509_certificate(cert.as_ref()) {
         Ok((_, x509)) => {
-            let names: Vec<String> = x509
-                .subject_alternative_name()
-                .ok()
-                .flatten()
-                .map(|san| {
-                    san.value
-                        .general_names
-                        .iter()
-                        .map(|name| match name {
-                            x509_parser::extensions::GeneralName::DNSName(d) => (*d).to_owned(),
-                            x509_parser::extensions::GeneralName::IPAddress(ip) => ip_text(ip),
-                            other => other.to_string(),
-                        })
-                        .collect()
+            let names: Vec<String> = alt_names(&x509)
+                .iter()
+                .map(|name| match name {
+                    GeneralName::DNSName(d) => (*d).to_owned(),
+                    GeneralName::IPAddress(ip) => ip_text(ip),
+                    other => other.to_string(),
                 })
-                .unwrap_or_default();
+                .collect();
             format!(
                 "subject={} names={} expires={} sha256={fingerprint}",
                 x509.subject(),

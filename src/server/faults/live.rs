@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::server::session::SessionId;
 use crate::server::session::outbox::Mailbox;
 
-use super::{FaultSpec, HandshakeFaults, Pacing, Rng, random_seed};
+use super::{FaultKind, FaultSpec, HandshakeFaults, Pacing, Rng, random_seed};
 
 /// Mixed into the seed of the handshake faults' draws: a generator apart from the session's.
 const HANDSHAKE_SALT: u64 = 0x7C5A_11D0_2B3E_9F41;
@@ -246,46 +246,43 @@ impl Faults {
     /// The faults of a TLS handshake are not drawn here, but as a TLS connection arrives
     /// ([`Faults::draw_handshake`]); `tls-truncate` is drawn here for a TLS session only.
     pub(crate) fn draw(&self, session: SessionId, connected: Instant, tls: bool) -> Option<Pacing> {
-        let set = self.inner.set.read();
-        if set.all.iter().all(|f| f.is_cleared()) {
-            return None;
-        }
-        let mut rng = Rng::for_session(self.inner.seed, session.0);
-        let drawn: Vec<Arc<Active>> = set
-            .all
-            .iter()
-            .filter(|f| !f.is_cleared() && !f.spec.kind.is_handshake())
-            .filter(|f| tls || !f.spec.kind.is_tls())
-            .filter(|f| rng.unit() < f.spec.p)
-            .cloned()
-            .collect();
-        drop(set);
-        if drawn.is_empty() {
-            return None;
-        }
-        for fault in &drawn {
-            fault.touched.fetch_add(1, Ordering::Relaxed);
-        }
+        let (drawn, rng) = self.draw_of(self.inner.seed, session, |kind| {
+            !kind.is_handshake() && (tls || !kind.is_tls())
+        })?;
         Some(Pacing::new(session, drawn, rng, connected))
     }
 
-    /// Draws the handshake faults of a TLS connection as it arrives, from a
-    /// generator of its own, so that adding one leaves the other faults' draws as they were.
-    /// `None` for a connection that got none.
+    /// Draws the handshake faults of a TLS connection as it arrives, from a generator of its
+    /// own, so that adding one leaves the other faults' draws as they were. `None` for a
+    /// connection that got none.
     pub(crate) fn draw_handshake(&self, session: SessionId) -> Option<HandshakeFaults> {
+        let seed = self.inner.seed ^ HANDSHAKE_SALT;
+        let (drawn, mut rng) = self.draw_of(seed, session, FaultKind::is_handshake)?;
+        Some(HandshakeFaults::of(&drawn, &mut rng))
+    }
+
+    /// One draw per active fault of the kinds `wanted` takes, in the order they were added,
+    /// from `session`'s generator for `seed`; the faults drawn (counted as touched) and the
+    /// generator, or `None` when none was.
+    fn draw_of(
+        &self,
+        seed: u64,
+        session: SessionId,
+        wanted: impl Fn(&FaultKind) -> bool,
+    ) -> Option<(Vec<Arc<Active>>, Rng)> {
         let set = self.inner.set.read();
         if !set
             .all
             .iter()
-            .any(|f| !f.is_cleared() && f.spec.kind.is_handshake())
+            .any(|f| !f.is_cleared() && wanted(&f.spec.kind))
         {
             return None;
         }
-        let mut rng = Rng::for_session(self.inner.seed ^ HANDSHAKE_SALT, session.0);
+        let mut rng = Rng::for_session(seed, session.0);
         let drawn: Vec<Arc<Active>> = set
             .all
             .iter()
-            .filter(|f| !f.is_cleared() && f.spec.kind.is_handshake())
+            .filter(|f| !f.is_cleared() && wanted(&f.spec.kind))
             .filter(|f| rng.unit() < f.spec.p)
             .cloned()
             .collect();
@@ -296,6 +293,6 @@ impl Faults {
         for fault in &drawn {
             fault.touched.fetch_add(1, Ordering::Relaxed);
         }
-        Some(HandshakeFaults::of(&drawn, &mut rng))
+        Some((drawn, rng))
     }
 }

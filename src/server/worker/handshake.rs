@@ -151,7 +151,6 @@ impl Worker {
         let Some(session) = self.sessions.get_mut(t) else {
             return;
         };
-        let metrics = self.shared.metrics.worker(self.index);
         let (why, reason) = match session.link.handshake() {
             Ok(false) if session.read_closed => (
                 "closed during the handshake".to_owned(),
@@ -161,29 +160,29 @@ impl Worker {
             Err(e) => (crate::tls::error_text(&e), HandshakeFailure::of(&e)),
             Ok(true) => {
                 session.handshake_deadline = None;
-                if let Some(conn) = session.link.conn() {
-                    session.handle.set_tls(agreed(conn));
-                    if let Some(name) = client_name(conn) {
-                        if !self.shared.config.permits_cn(&name) {
-                            self.shared.metrics.rejected(Rejection::Denied);
-                            let why = format!(
-                                "certificate name {name} not allowed (--allow-cn, --deny-cn)"
-                            );
-                            return self.drop_unshaken(t, &why);
-                        }
-                        session.handle.set_identity(name);
+                let (how, name) = match session.link.conn() {
+                    Some(conn) => {
+                        session.handle.set_tls(agreed(conn));
+                        let how = match conn.handshake_kind() {
+                            Some(rustls::HandshakeKind::Resumed) => Handshake::Resumed,
+                            _ => Handshake::Full,
+                        };
+                        (how, client_name(conn))
                     }
-                    let how = match conn.handshake_kind() {
-                        Some(rustls::HandshakeKind::Resumed) => Handshake::Resumed,
-                        _ => Handshake::Full,
-                    };
-                    metrics.handshake(how, took);
+                    None => (Handshake::Full, None),
+                };
+                if let Some(name) = name
+                    && !self.admit_name(t, name)
+                {
+                    return;
                 }
+                self.shared.metrics.worker(self.index).handshake(how, took);
                 self.handshakes.retain(|&(h, _, _)| h != t);
                 self.open(t);
                 return self.read_open(t);
             }
         };
+        let metrics = self.shared.metrics.worker(self.index);
         metrics.handshake_failed(reason);
         self.drop_unshaken(t, &why);
     }
@@ -241,6 +240,20 @@ impl Worker {
             self.discard(t);
         }
         Ok(cut)
+    }
+
+    /// Connection `t`'s client certificate, verified, names `name`: `--allow-cn` and
+    /// `--deny-cn` judge it, and an admitted name is the session's identity. `false`: the
+    /// connection was turned away, and is gone.
+    pub(super) fn admit_name(&mut self, t: usize, name: String) -> bool {
+        if !self.shared.config.permits_cn(&name) {
+            self.shared.metrics.rejected(Rejection::Denied);
+            let why = format!("certificate name {name} not allowed (--allow-cn, --deny-cn)");
+            self.drop_unshaken(t, &why);
+            return false;
+        }
+        self.sessions[t].handle.set_identity(name);
+        true
     }
 
     /// Drops the connections whose handshake is overdue.

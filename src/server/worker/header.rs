@@ -48,17 +48,13 @@ impl Worker {
                         shown.push(format!("client={name}"));
                     }
                     session.handle.set_tls(shown.join(" "));
-                    if let Some(name) = name {
-                        if !self.shared.config.permits_cn(&name) {
-                            self.shared.metrics.rejected(Rejection::Denied);
-                            let why = format!(
-                                "certificate name {name} not allowed (--allow-cn, --deny-cn)"
-                            );
-                            return self.drop_unshaken(t, &why);
-                        }
-                        session.handle.set_identity(name);
+                    if let Some(name) = name
+                        && !self.admit_name(t, name)
+                    {
+                        return;
                     }
                 }
+                let session = &mut self.sessions[t];
                 session.header_deadline = None;
                 let peer = session.handle.peer();
                 self.headers.retain(|&(h, _, _)| h != t);
