@@ -46,4 +46,5 @@ mod shutdown;
 mod talk;
 mod tls;
 mod tls_interop;
+mod tls_rate;
 mod wire;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
+use super::arrival::rate::HandshakeRate;
 use super::config::Config;
 use super::faults::Faults;
 use super::modes::Handler;
@@ -31,4 +32,6 @@ pub(crate) struct Shared {
     pub(crate) balance: Balance,
     /// What the TLS listeners' sessions speak.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--tls-max-handshake-rate`'s bucket, shared by every TLS acceptor.
+    pub(crate) tls_rate: Option<HandshakeRate>,
 }
