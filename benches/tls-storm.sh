@@ -10,14 +10,17 @@
 # second's p99 and max, and each storm's connect time. The storm's generator shares the
 # machine's cores with the server: on 2 cores its own handshakes take one of them.
 #
-# Settings: STORMS (3), CONNECTIONS per storm (1000). Everything is bounded by `timeout`
-# and killed on exit.
+# Settings: STORMS (3), CONNECTIONS per storm (1000), RATE (none: the server's
+# `--tls-max-handshake-rate`, which closes the TLS connections over it before their
+# handshake; the server's count of them is printed at the end). Everything is bounded by
+# `timeout` and killed on exit.
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STORMS=${STORMS:-3}
 CONNECTIONS=${CONNECTIONS:-1000}
+RATE=${RATE:-}
 
 work=$(mktemp -d)
 pids=()
@@ -33,13 +36,15 @@ cargo build --release --quiet --bin tcpool
 tcpool=target/release/tcpool
 "$tcpool" tls gen "$work/certs" >/dev/null
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-plain=$(free_port) tls=$(free_port)
+plain=$(free_port) tls=$(free_port) admin=$(free_port)
+rate=()
+[ -n "$RATE" ] && rate=(--tls-max-handshake-rate "$RATE")
 "$tcpool" serve --port "$plain" --tls-port "$tls" --max-conns $((CONNECTIONS * 2)) \
     --tls-cert "$work/certs/server.pem" --tls-key "$work/certs/server-key.pem" \
-    </dev/null >/dev/null 2>"$work/serve.log" &
+    --admin "127.0.0.1:$admin" "${rate[@]}" </dev/null >/dev/null 2>"$work/serve.log" &
 pids+=($!)
 for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$tls") 2>/dev/null && break
+    (exec 3<>"/dev/tcp/127.0.0.1/$plain") 2>/dev/null && break
     sleep 0.05
 done
 
@@ -52,9 +57,10 @@ for i in $(seq 1 "$STORMS"); do
 done
 wait "$bystander"
 
-python3 - "$work" "$STORMS" <<'EOF'
-import json, sys
-work, storms = sys.argv[1], int(sys.argv[2])
+python3 - "$work" "$STORMS" "$admin" "${RATE:-none}" <<'EOF'
+import json, sys, urllib.request
+work, storms, admin, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+print(f"--tls-max-handshake-rate: {rate}")
 b = json.load(open(f"{work}/bystander.json"))
 l = b["latency_us"]
 print(f"bystander: {b['messages']} round trips, errors {b['errors']}; "
@@ -65,4 +71,9 @@ for i in range(1, storms + 1):
     s = json.load(open(f"{work}/storm{i}.json"))
     print(f"storm {i}: {s['connected']} TLS clients connected in {s['connect_s']:.2f} s, "
           f"errors {s['errors']}")
+metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10).read().decode()
+for line in metrics.splitlines():
+    if line.startswith(('tcpool_sessions_rejected_total{reason="tls-rate"}',
+                        'tcpool_tls_handshakes_total{result="full"}')):
+        print("server:", line)
 EOF

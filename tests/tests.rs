@@ -47,5 +47,6 @@ mod talk;
 mod tls;
 mod tls_faults;
 mod tls_interop;
+mod tls_rate;
 mod tls_reload;
 mod wire;

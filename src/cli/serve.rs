@@ -156,6 +156,12 @@ pub(crate) struct ServeArgs {
     /// 250ms, 5s, 2m; bare = seconds).
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_seconds)]
     tls_handshake_timeout: Duration,
+    /// Most new TLS connections a second, server-wide (HAProxy's maxsslrate): beyond it a TLS
+    /// connection is closed at once, before its handshake, and counted as `tls-rate`. A
+    /// bucket of a tenth of a second's worth (at least 1), refilled continuously; plaintext
+    /// connections never count [default: no cap].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    tls_max_handshake_rate: Option<u32>,
     /// Ask TLS clients for a certificate signed by these CAs (PEM): mutual TLS. Each
     /// session's certificate name shows in /list [default: none asked].
     #[arg(long, value_name = "FILE")]
@@ -415,6 +421,7 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         }),
         proxy_timeout: args.proxy_timeout,
         tls_handshake_timeout: args.tls_handshake_timeout,
+        tls_max_handshake_rate: args.tls_max_handshake_rate,
         allow_cn: args.allow_cn.clone(),
         deny_cn: args.deny_cn.clone(),
         tls_watch: Some(args.tls_watch).filter(|d| !d.is_zero()),
@@ -428,13 +435,14 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             || args.tls_ca_out.is_some()
             || args.tls_client_ca.is_some()
             || args.tls_ticket_key_file.is_some()
+            || args.tls_max_handshake_rate.is_some()
             || args.tls_offer.given())
     {
         bad_value(
             "serve",
-            "--tls-port, --tls-ca-out, --tls-client-ca, --tls-ticket-key-file, --tls-versions, \
-             --tls-alpn and --tls-groups need a certificate: --tls auto, or --tls-cert FILE \
-             --tls-key FILE",
+            "--tls-port, --tls-ca-out, --tls-client-ca, --tls-ticket-key-file, \
+             --tls-max-handshake-rate, --tls-versions, --tls-alpn and --tls-groups need a \
+             certificate: --tls auto, or --tls-cert FILE --tls-key FILE",
         );
     }
     let client_auth = args

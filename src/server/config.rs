@@ -142,6 +142,11 @@ pub struct Config {
     /// How long a TLS connection's handshake may take, from its PROXY header or its
     /// adoption by a worker, before it is closed (10 s).
     pub tls_handshake_timeout: Duration,
+    /// The most new TLS connections a second, server-wide (`--tls-max-handshake-rate`): a
+    /// bucket of a tenth of a second's worth (at least one), refilled continuously. A TLS
+    /// connection beyond it is closed by the acceptor before its handshake, unread, and
+    /// counted as `tls-rate`; plaintext ones never count. `None`, the default: no cap.
+    pub tls_max_handshake_rate: Option<u32>,
     /// With mutual TLS: the client certificate names let in (`--allow-cn`); empty, any.
     pub allow_cn: Vec<String>,
     /// With mutual TLS: the client certificate names turned away (`--deny-cn`); wins over
@@ -189,6 +194,7 @@ impl Default for Config {
             proxy: None,
             proxy_timeout: proxy::DEFAULT_PROXY_TIMEOUT,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            tls_max_handshake_rate: None,
             allow_cn: Vec::new(),
             deny_cn: Vec::new(),
             tls_watch: Some(DEFAULT_TLS_WATCH),
@@ -212,7 +218,7 @@ impl Config {
     /// # Errors
     ///
     /// `InvalidInput` when `outbox_limit` is below [`min_outbox_limit`] of `max_line`, a
-    /// limit is zero, `workers` is above [`MAX_WORKERS`], or `idle_timeout` is below
+    /// limit (or the TLS handshake rate) is zero, `workers` is above [`MAX_WORKERS`], or `idle_timeout` is below
     /// [`IDLE_TIMEOUT_RESOLUTION`]. Checked before anything is allocated, so a value that
     /// would ask for more memory than a machine has is refused, never attempted.
     pub fn validate(&self) -> io::Result<()> {
@@ -222,6 +228,11 @@ impl Config {
         }
         if self.tls_watch.is_some_and(|d| d < IDLE_TIMEOUT_RESOLUTION) {
             return invalid("--tls-watch must be at least 1ms, or 0 for never".into());
+        }
+        if self.tls_max_handshake_rate == Some(0) {
+            return invalid(
+                "--tls-max-handshake-rate must be at least 1 (leave it out for no cap)".into(),
+            );
         }
         if self.workers > MAX_WORKERS {
             return invalid(format!(

@@ -14,6 +14,7 @@ use super::arrival::acceptor::{Acceptor, Acceptors, Closer, Conn};
 use super::arrival::access::Access;
 use super::arrival::descriptors::{fit_max_conns, spare_fds};
 use super::arrival::listen;
+use super::arrival::rate::HandshakeRate;
 use super::config::{Balancing, Config};
 use super::faults::{self, Faults};
 use super::modes::Handler;
@@ -346,6 +347,7 @@ impl Server {
             balance: Balance::new(workers, config.balance == Balancing::Auto),
             tls,
             tls_bad,
+            tls_rate: config.tls_max_handshake_rate.map(HandshakeRate::new),
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
@@ -434,6 +436,14 @@ impl Server {
         );
         if !tls_addrs.is_empty() {
             log::info!(target: LOG, "TLS on {}", listen::describe(&tls_addrs));
+            if let Some(rate) = &shared.tls_rate {
+                log::info!(
+                    target: LOG,
+                    "TLS handshakes at most {}/s (burst {}); the rest closed unread",
+                    rate.per_sec(),
+                    super::arrival::rate::burst(rate.per_sec())
+                );
+            }
         }
         if !faults.active().is_empty() {
             let specs: Vec<String> = faults

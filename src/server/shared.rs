@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
+use super::arrival::rate::HandshakeRate;
 use super::config::Config;
 use super::faults::Faults;
 use super::modes::Handler;
@@ -33,4 +34,6 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// What `tls-cert` faults serve instead.
     pub(crate) tls_bad: Option<crate::tls::bad::BadCerts>,
+    /// `--tls-max-handshake-rate`'s bucket, shared by every TLS acceptor.
+    pub(crate) tls_rate: Option<HandshakeRate>,
 }

@@ -5,7 +5,9 @@
 //! answered `busy` and passed to the closer thread, which closes it the careful way without
 //! holding up the accept loop. With `--overflow wait` a full backlog makes the acceptor wait,
 //! so new clients queue in the kernel as they did behind the seed's `listen(4)`. A client
-//! `--allow` / `--deny` turn away is closed at once, before it is registered.
+//! `--allow` / `--deny` turn away is closed at once, before it is registered, and so is a TLS
+//! connection over `--tls-max-handshake-rate` ([`rate`](super::rate)), before its handshake
+//! costs a worker any crypto.
 //!
 //! With `--overflow reject`, `busy` means the backlog stayed full for [`REJECT_GRACE`]: an
 //! idle server whose workers have not yet taken the last few connections does not turn a
@@ -39,6 +41,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::pool::{SubmitError, Submitter};
+use crate::server::arrival::rate::HandshakeRate;
 use crate::server::config::Overflow;
 use crate::server::operator::metrics::Rejection;
 use crate::server::protocol::LineEnding;
@@ -238,6 +241,13 @@ impl Acceptor {
             self.reject(stream, peer, Rejection::MaxConns, busy);
             return;
         }
+        if self.tls
+            && let Some(rate) = &self.shared.tls_rate
+            && !rate.admit()
+        {
+            shed(&self.shared, rate, stream, peer);
+            return;
+        }
         let handle = registry.register(peer);
         let id = handle.id();
         let mut conn = Conn {
@@ -300,6 +310,23 @@ impl Acceptor {
             );
         }
         self.closer.close_with(stream, BUSY);
+    }
+}
+
+/// Closes a TLS connection over `--tls-max-handshake-rate` at once, unread: no handshake, no
+/// reply (a plaintext `busy` would mean nothing to a TLS client). Its peer sees the close (or
+/// a reset, if its ClientHello had already arrived). Counted, and logged at most once a
+/// second across the acceptors.
+fn shed(shared: &Shared, rate: &HandshakeRate, stream: TcpStream, peer: SocketAddr) {
+    shared.metrics.rejected(Rejection::TlsRate);
+    drop(stream);
+    if let Some(suppressed) = rate.log_ready() {
+        log::warn!(
+            "connection rejected: peer={peer} reason={} rate={}/s sessions={} suppressed={suppressed}",
+            Rejection::TlsRate.as_str(),
+            rate.per_sec(),
+            shared.registry.len()
+        );
     }
 }
 

@@ -8,3 +8,4 @@ pub mod handover;
 pub mod listen;
 pub mod notify;
 pub mod proxy;
+pub mod rate;

@@ -79,14 +79,18 @@ pub enum Rejection {
     Denied,
     /// `--proxy-protocol`: the PROXY header was late, malformed or of the wrong version.
     ProxyHeader,
+    /// `--tls-max-handshake-rate`: more new TLS connections than the rate; closed before the
+    /// handshake.
+    TlsRate,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 4] = [
+    const ALL: [Rejection; 5] = [
         Rejection::MaxConns,
         Rejection::BacklogFull,
         Rejection::Denied,
         Rejection::ProxyHeader,
+        Rejection::TlsRate,
     ];
 
     /// The word used in log lines and the metric's label.
@@ -96,6 +100,7 @@ impl Rejection {
             Rejection::BacklogFull => "backlog-full",
             Rejection::Denied => "denied",
             Rejection::ProxyHeader => "proxy-header",
+            Rejection::TlsRate => "tls-rate",
         }
     }
 }
