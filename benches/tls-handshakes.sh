@@ -18,13 +18,12 @@
 # /proc/PID/stat, HAProxy's and its backend's both).
 #
 # Then s_time against each server, RUNS runs of DURATION seconds each way, beside
-# `tcpool bench -c 1 --threads 1 --reconnect-every 1` against the same server: both one
-# connection at a time, so their rates compare the generators (s_time sends nothing; bench
-# sends one 64-byte message and reads its echo on each connection).
+# `tcpool bench -c 1 --threads 1 --reconnect-every 0` against the same server: both one
+# connection at a time, a handshake and nothing sent, so their rates compare the generators.
 #
-# Settings: DURATION (3) seconds measured, WARMUP (0.5), RUNS (3), CONNS ("1 16 64"), THREADS
-# for bench (1), NICE (none; -19 as root puts other work behind). Every run is bounded by
-# `timeout`; whatever the script started is killed on exit.
+# Settings: DURATION (3) seconds measured, WARMUP (0.5), RUNS (3), CONNS ("1 16 64"; empty for
+# the s_time part alone), THREADS for bench (1), NICE (none; -19 as root puts other work
+# behind). Every run is bounded by `timeout`; whatever the script started is killed on exit.
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +32,7 @@ DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-0.5}
 RUNS=${RUNS:-3}
 THREADS=${THREADS:-1}
-CONNS=${CONNS:-"1 16 64"}
+CONNS=${CONNS-"1 16 64"}
 SERVERS=${SERVERS:-"tcpool tokio-tls haproxy"}
 # shellcheck source=benches/tls-servers.sh
 source benches/tls-servers.sh
@@ -42,7 +41,7 @@ bench() { # server connections resume duration [bench flags...] -> JSON report o
     local server=$1 c=$2 resume=$3 d=$4
     shift 4
     timeout --kill-after=5 $((${d%.*} + 30)) "${niced[@]}" "$tcpool" bench --json --tls --tls-ca "$ca" \
-        --tls-servername localhost -c "$c" --threads "$THREADS" -d "$d" --reconnect-every 1 \
+        --tls-servername localhost -c "$c" --threads "$THREADS" -d "$d" --reconnect-every "${EVERY:-1}" \
         --tls-resume "$resume" "$@" "127.0.0.1:${port[$server]}"
 }
 
@@ -112,10 +111,10 @@ for server in $SERVERS; do
         for run in $(seq 1 "$RUNS"); do
             if [ "$way" = full ]; then
                 s_runs+="$(stime "$server" -new) "
-                report=$(bench "$server" 1 off "$DURATION" || true)
+                report=$(EVERY=0 bench "$server" 1 off "$DURATION" || true)
             else
                 s_runs+="$(stime "$server" -reuse -tls1_2) "
-                report=$(bench "$server" 1 tickets "$DURATION" --tls-versions 1.2 || true)
+                report=$(EVERY=0 bench "$server" 1 tickets "$DURATION" --tls-versions 1.2 || true)
             fi
             b_runs+="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["tls"]["per_sec"])' "$report") "
         done

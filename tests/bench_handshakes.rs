@@ -242,7 +242,7 @@ fn a_plaintext_bench_reconnects_every_n_replies() {
 #[test]
 fn handshake_flags_that_make_no_sense_are_usage_errors() {
     for (args, says) in [
-        (&["--reconnect-every", "0"][..], "--reconnect-every"),
+        (&["--reconnect-every", "0"][..], "need a duration"),
         (&["--tls-resume", "tickets"][..], "--tls"),
         (
             &["--tls", "--tls-insecure", "--tls-resume", "mix=1.5"][..],
@@ -315,4 +315,64 @@ fn merged_reports_add_their_handshakes() {
     assert_eq!(tls["resumed"].as_u64().unwrap(), resumed, "{tls}");
     assert_eq!(merged["reconnect_every"], 2);
     assert_eq!(merged["connected"], 4);
+}
+
+#[test]
+fn connections_that_carry_no_message_are_handshakes_alone() {
+    let certs = Certs::new("bare");
+    let (cert, key, ca) = (
+        certs.path("server.pem"),
+        certs.path("server-key.pem"),
+        certs.path("ca.pem"),
+    );
+    for (resume, versions) in [("tickets", "1.3"), ("tickets", "1.2"), ("off", "1.3")] {
+        let server = PyEcho::start(Some((&cert, &key)));
+        let target = format!("127.0.0.1:{}", server.port);
+        let report = bench(&[
+            &target,
+            "-c",
+            "2",
+            "-d",
+            "0.5",
+            "--reconnect-every",
+            "0",
+            "--tls",
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--tls-servername",
+            "localhost",
+            "--tls-resume",
+            resume,
+            "--tls-versions",
+            versions,
+        ]);
+        let (connections, resumed) = server.counts();
+        let what = format!("{resume} {versions}: {report}");
+        assert_eq!(report["messages"], 0, "{what}");
+        assert_eq!(report["sent"], 0, "{what}");
+        assert_eq!(report["errors"], 0, "{what}");
+        let tls = &report["tls"];
+        let (full, mine) = (
+            tls["full"].as_u64().unwrap(),
+            tls["resumed"].as_u64().unwrap(),
+        );
+        assert!(full + mine > 10, "{what}");
+        // What OpenSSL counted, but for the two handshakes that may have been under way
+        // when the run ended.
+        assert!(
+            (full + mine).abs_diff(connections) <= 2,
+            "{what}: server saw {connections}"
+        );
+        assert!(
+            mine.abs_diff(resumed) <= 2,
+            "{what}: server resumed {resumed}"
+        );
+        if resume == "off" {
+            assert_eq!(mine, 0, "{what}");
+        } else {
+            // Every reconnect resumes (TLS 1.3's tickets were awaited before each close):
+            // only each connection's first handshake, and perhaps one that raced it, is full.
+            assert!(full <= 4, "{what}");
+        }
+    }
 }

@@ -173,9 +173,10 @@ struct RunArgs {
     #[arg(allow_hyphen_values = true, long, value_name = "R", value_parser = parse_rate)]
     connect_rate: Option<f64>,
     /// Close each connection after N replies and open a new one at once, within the window
-    /// (with --tls a handshake every N messages: 1 = one per request). Connects and
-    /// handshakes are timed apart from the messages [default: connections stay open].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// (with --tls a handshake every N messages: 1 = one per request; 0 = no message at all,
+    /// a connect and a handshake each, with -d). Connects and handshakes are timed apart
+    /// from the messages [default: connections stay open].
+    #[arg(long, value_name = "N")]
     reconnect_every: Option<u64>,
     /// Which TLS handshakes resume a session: off (every one full), tickets (each
     /// reconnect offers a ticket from an earlier handshake) or mix=P (that share offers one,

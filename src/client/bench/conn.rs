@@ -99,6 +99,10 @@ pub(super) struct Conn {
     queued_here: u64,
     /// `--reconnect-every`: how many it may queue before it is opened again.
     reconnect_every: Option<u64>,
+    /// This connection's TLS handshake asked for session tickets.
+    pub(super) wants_tickets: bool,
+    /// When its TLS handshake ended.
+    pub(super) shaken_at: Option<Instant>,
 }
 
 impl Conn {
@@ -114,6 +118,8 @@ impl Conn {
             reopens: 0,
             queued_here: 0,
             reconnect_every: plan.options.reconnect_every,
+            wants_tickets: false,
+            shaken_at: None,
             index,
             stream: None,
             state: State::Connecting(0, now),

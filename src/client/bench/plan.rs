@@ -82,8 +82,9 @@ pub struct Options {
     /// connection counts as open.
     pub tls: Option<BenchTls>,
     /// Closes each connection after this many replies and opens a new one
-    /// (`--reconnect-every`): with TLS, a handshake every N messages; `None`: connections
-    /// stay open for the whole run.
+    /// (`--reconnect-every`): with TLS, a handshake every N messages; 0: connections carry
+    /// no message, a connect and a handshake each (with [`Limit::Duration`] only); `None`:
+    /// connections stay open for the whole run.
     pub reconnect_every: Option<u64>,
     /// Sends a PROXY protocol header first on every connection (`--send-proxy`), naming the
     /// connection's own addresses; before TLS when both are asked for.
@@ -292,9 +293,11 @@ impl Options {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return invalid("timeouts must be more than 0 seconds".into());
         }
-        if self.reconnect_every == Some(0) {
+        if self.reconnect_every == Some(0) && !matches!(self.limit, Limit::Duration(_)) {
             return invalid(
-                "a connection must carry at least 1 message before it reconnects".into(),
+                "connections that carry no message (a reconnect every 0) need a duration, not \
+                 a message count"
+                    .into(),
             );
         }
         if let Some(BenchTls {
@@ -488,14 +491,15 @@ impl TlsConfigs {
         }
     }
 
-    /// The configuration for a handshake; `draw` gives a number below a million when asked.
-    pub(super) fn pick(&self, draw: impl FnOnce() -> u64) -> &Arc<rustls::ClientConfig> {
-        match self.resume {
-            Resume::Off => &self.full,
-            Resume::Tickets => &self.resuming,
-            Resume::Mix(share) if (draw() as f64) < share * 1e6 => &self.resuming,
-            Resume::Mix(_) => &self.full,
-        }
+    /// The configuration for a handshake, and whether it takes tickets; `draw` gives a
+    /// number below a million when asked.
+    pub(super) fn pick(&self, draw: impl FnOnce() -> u64) -> (&Arc<rustls::ClientConfig>, bool) {
+        let resumes = match self.resume {
+            Resume::Off => false,
+            Resume::Tickets => true,
+            Resume::Mix(share) => (draw() as f64) < share * 1e6,
+        };
+        (if resumes { &self.resuming } else { &self.full }, resumes)
     }
 }
 

@@ -47,7 +47,20 @@ impl fmt::Display for Report {
         } else {
             format!("\"{}\", reply {}", clean(&self.request), clean(&self.reply))
         };
-        writeln!(f, "Load        {what}, pipeline {}, {load}", self.pipeline)?;
+        let connects_only = self.reconnect_every == Some(0);
+        if connects_only {
+            writeln!(
+                f,
+                "Load        connects{} only, no message (--reconnect-every 0)",
+                if self.tls.is_some() {
+                    " and handshakes"
+                } else {
+                    ""
+                }
+            )?;
+        } else {
+            writeln!(f, "Load        {what}, pipeline {}, {load}", self.pipeline)?;
+        }
         write!(f, "Duration    {:.2} s", self.duration_s)?;
         if self.warmup_s > 0.0 {
             write!(f, " after {:.2} s of warm-up", self.warmup_s)?;
@@ -58,6 +71,10 @@ impl fmt::Display for Report {
         writeln!(f)?;
         if let Some(why) = &self.ended_early {
             writeln!(f, "            {}", clean(why))?;
+        }
+        if connects_only {
+            writeln!(f)?;
+            return connects(f, self);
         }
         let verb = if self.request == "echo" {
             "echoed and verified"
@@ -128,31 +145,43 @@ impl fmt::Display for Report {
         }
         writeln!(f)?;
         replies(f, self)?;
-        let c = &self.connect_us;
-        write!(
+        connects(f, self)
+    }
+}
+
+/// The connects, the handshakes and the errors: the report's last lines.
+fn connects(f: &mut fmt::Formatter<'_>, report: &Report) -> fmt::Result {
+    if report.reconnect_every == Some(0) {
+        writeln!(
             f,
-            "Connect     {} of {} in {:.2} s; p50 {}  p90 {}  p99 {}  max {}",
-            self.connected,
-            self.connections,
-            self.connect_s,
-            human_us(c.p50 as f64),
-            human_us(c.p90 as f64),
-            human_us(c.p99 as f64),
-            human_us(c.max as f64)
+            "Reconnects  {} (a new connection after each connect)",
+            report.reconnects
         )?;
-        if self.reconnects > 0 {
-            write!(f, " (of {} connects)", self.connect.len())?;
-        }
-        writeln!(f)?;
-        if let Some(tls) = &self.tls {
-            handshakes(f, tls)?;
-        }
-        if self.errors == 0 {
-            writeln!(f, "Errors      none")
-        } else {
-            writeln!(f, "Errors      {} ({})", self.errors, kinds(self))?;
-            first_errors(f, self)
-        }
+    }
+    let c = &report.connect_us;
+    write!(
+        f,
+        "Connect     {} of {} in {:.2} s; p50 {}  p90 {}  p99 {}  max {}",
+        report.connected,
+        report.connections,
+        report.connect_s,
+        human_us(c.p50 as f64),
+        human_us(c.p90 as f64),
+        human_us(c.p99 as f64),
+        human_us(c.max as f64)
+    )?;
+    if report.reconnects > 0 {
+        write!(f, " (of {} connects)", report.connect.len())?;
+    }
+    writeln!(f)?;
+    if let Some(tls) = &report.tls {
+        handshakes(f, tls)?;
+    }
+    if report.errors == 0 {
+        writeln!(f, "Errors      none")
+    } else {
+        writeln!(f, "Errors      {} ({})", report.errors, kinds(report))?;
+        first_errors(f, report)
     }
 }
 

@@ -256,7 +256,9 @@ impl<'a> Worker<'a> {
             Ok(match &self.plan.tls {
                 Some(tls) => {
                     let conn = &mut self.conns[i];
-                    let config = tls.pick(|| conn.draw_below(1_000_000));
+                    let (config, resumes) = tls.pick(|| conn.draw_below(1_000_000));
+                    conn.wants_tickets = resumes;
+                    conn.shaken_at = None;
                     let conn = rustls::ClientConnection::new(config.clone(), tls.name.clone())
                         .map_err(io::Error::other)?;
                     Link::tls(stream, conn)
@@ -341,6 +343,7 @@ impl<'a> Worker<'a> {
         };
         match link.handshake() {
             Ok(true) => {
+                conn.shaken_at = Some(now);
                 if let (State::Handshaking(since), Some(state)) = (conn.state, link.conn()) {
                     let took = now.saturating_duration_since(since);
                     self.tally
@@ -550,6 +553,9 @@ impl<'a> Worker<'a> {
             }
         }
         if conn.used_up() && conn.inflight.is_empty() && !self.draining {
+            if !tickets_in(conn, now) {
+                return;
+            }
             return self.recycle(i, now);
         }
         // Open loop, a next send past the end: the connection stays open, idle, until the
@@ -601,6 +607,17 @@ impl<'a> Worker<'a> {
         let options = self.plan.options;
         for i in 0..self.conns.len() {
             let conn = &self.conns[i];
+            // A connection that carries no message and waited its time for tickets.
+            if conn.state == State::Open
+                && conn.used_up()
+                && conn.inflight.is_empty()
+                && !self.draining
+                && self.schedule.is_some()
+                && tickets_in(conn, now)
+            {
+                self.recycle(i, now);
+                continue;
+            }
             let failure = match conn.state {
                 State::Connecting(addr, since)
                     if now.duration_since(since) >= options.connect_timeout =>
@@ -692,4 +709,25 @@ impl<'a> Worker<'a> {
             .fetch_add(now.2 - self.published.2, Ordering::Relaxed);
         self.published = now;
     }
+}
+
+/// How long a connection that carries no message (`--reconnect-every 0`) waits for the TLS 1.3
+/// session tickets its handshake asked for, which come after the handshake, before it closes
+/// anyway (a server may send none).
+const TICKET_WAIT: Duration = Duration::from_millis(50);
+
+/// Whether `conn` may close as far as its tickets go: it asked for none, speaks TLS 1.2 (the
+/// ticket comes within the handshake), has one, or waited [`TICKET_WAIT`] for it.
+fn tickets_in(conn: &Conn, now: Instant) -> bool {
+    if !conn.wants_tickets {
+        return true;
+    }
+    let Some(rustls::Connection::Client(tls)) = conn.stream.as_ref().and_then(Link::conn) else {
+        return true;
+    };
+    tls.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3)
+        || tls.tls13_tickets_received() > 0
+        || conn
+            .shaken_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= TICKET_WAIT)
 }
