@@ -376,3 +376,39 @@ fn connections_that_carry_no_message_are_handshakes_alone() {
         }
     }
 }
+
+#[test]
+fn many_connections_reconnecting_together_all_find_a_ticket() {
+    let certs = Certs::new("many");
+    let (cert, key, ca) = (
+        certs.path("server.pem"),
+        certs.path("server-key.pem"),
+        certs.path("ca.pem"),
+    );
+    let server = PyEcho::start(Some((&cert, &key)));
+    let target = format!("127.0.0.1:{}", server.port);
+    // 64 connections, 5 messages each, a new connection for every one: 64 first handshakes,
+    // then 256 reconnects, many at once. rustls's own store keeps 8 tickets per server, so
+    // most of those would find none and be full; bench's keeps two per connection.
+    let report = bench(&[
+        &target,
+        "-c",
+        "64",
+        "-n",
+        "320",
+        "--reconnect-every",
+        "1",
+        "--tls",
+        "--tls-ca",
+        ca.to_str().unwrap(),
+        "--tls-servername",
+        "localhost",
+    ]);
+    let (connections, resumed) = server.counts();
+    assert_eq!(report["errors"], 0, "{report}");
+    let tls = &report["tls"];
+    assert_eq!(connections, 320, "{tls}");
+    assert_eq!(tls["resumed"].as_u64(), Some(resumed), "{tls}");
+    assert_eq!(tls["full"], 64, "{tls}");
+    assert_eq!(resumed, 256, "{tls}");
+}
