@@ -1,0 +1,277 @@
+//! The TLS server against hostile clients: garbage after a good handshake, ClientHellos a
+//! byte at a time and half-open handshakes, a storm of TLS 1.3 key updates, PROXY headers
+//! whose TLS fields lie or hold terminal escapes, and a ticket key file that is a FIFO. In
+//! each, the server goes on serving a plaintext bystander, closes the hostile connection,
+//! and says so in a bounded number of log lines.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use tcpool::tls::ClientTls;
+
+use crate::support::{Binary, IO_TIMEOUT, connect, read_to_close, round_trip};
+use crate::tls::Scratch;
+
+/// A scratch directory with the certificates of `tcpool tls gen`.
+fn certs(name: &str) -> Scratch {
+    let scratch = Scratch::new(&format!("probe-{name}"));
+    tcpool::tls::make::set(&scratch.0).unwrap();
+    scratch
+}
+
+fn text(path: PathBuf) -> String {
+    path.to_str().unwrap().to_owned()
+}
+
+fn client_config(scratch: &Scratch, with_certificate: bool) -> Arc<ClientConfig> {
+    tcpool::tls::client_config(&ClientTls {
+        ca: Some(scratch.path("ca.pem")),
+        identity: with_certificate
+            .then(|| (scratch.path("client.pem"), scratch.path("client-key.pem"))),
+        ..ClientTls::default()
+    })
+    .unwrap()
+}
+
+/// A TLS client on `sock`, its handshake done.
+fn handshake(
+    config: &Arc<ClientConfig>,
+    mut sock: TcpStream,
+) -> StreamOwned<ClientConnection, TcpStream> {
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(Arc::clone(config), name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    StreamOwned::new(conn, sock)
+}
+
+/// The address in a server's `TLS on ADDR` log line.
+fn tls_addr(server: &Binary) -> SocketAddr {
+    let line = server.wait_stderr("the TLS line", |l| l.contains("TLS on "));
+    line.split("TLS on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn count(server: &Binary, needle: &str) -> usize {
+    server
+        .stderr_lines()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// A PROXY v2 header from 192.0.2.7:40000 with a `PP2_TYPE_SSL` TLV whose value is `ssl`.
+fn proxy_header(ssl: &[u8]) -> Vec<u8> {
+    let mut body = vec![192, 0, 2, 7, 127, 0, 0, 1];
+    body.extend_from_slice(&40000u16.to_be_bytes());
+    body.extend_from_slice(&8900u16.to_be_bytes());
+    body.push(0x20);
+    body.extend_from_slice(&(ssl.len() as u16).to_be_bytes());
+    body.extend_from_slice(ssl);
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    header.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    header.extend_from_slice(&body);
+    header
+}
+
+/// A `PP2_TYPE_SSL` value: a client certificate verified (flags 0x07, verify 0), then
+/// sub-TLVs `(kind, declared length, bytes)`.
+fn ssl_value(subs: &[(u8, usize, &[u8])]) -> Vec<u8> {
+    let mut value = vec![0x07, 0, 0, 0, 0];
+    for (kind, len, bytes) in subs {
+        value.push(*kind);
+        value.extend_from_slice(&(*len as u16).to_be_bytes());
+        value.extend_from_slice(bytes);
+    }
+    value
+}
+
+#[test]
+fn hostile_proxy_tls_fields_reach_list_escaped_and_bounded() {
+    let server = Binary::serve(&["--proxy-protocol", "v2"]);
+    let escapes: &[u8] = b"al\x1b]0;owned\x07ice\r\n\0\x7f\xc2\x9b\x1b[2J";
+    let long = vec![b'A'; 4000];
+    let cases = [
+        ssl_value(&[(0x21, 7, b"TLSv1.3"), (0x22, escapes.len(), escapes)]),
+        ssl_value(&[(0x23, escapes.len(), escapes)]),
+        ssl_value(&[(0x22, long.len(), &long)]),
+        // A sub-TLV longer than what follows, and one whose header is cut short.
+        ssl_value(&[(0x22, 200, b"bob")]),
+        ssl_value(&[]).into_iter().chain([0x22, 0x00]).collect(),
+        vec![0x07, 0x00],
+    ];
+    let mut held = Vec::new();
+    for ssl in &cases {
+        let mut sock = connect(server.addr);
+        sock.write_all(&proxy_header(ssl)).unwrap();
+        assert_eq!(round_trip(&mut sock, b"hi\n"), b"hi\n");
+        held.push(sock);
+    }
+    // Past the header's 4 KiB: refused, never read whole.
+    let huge = vec![b'B'; 64 * 1024 - 64];
+    let mut sock = connect(server.addr);
+    let _ = sock.write_all(&proxy_header(&ssl_value(&[(0x22, huge.len(), &huge)])));
+    read_to_close(&mut sock);
+    let mut server = server;
+    server.type_line("/list");
+    server.wait_stdout("the listing", |l| l.contains("client=AAAA"));
+    thread::sleep(Duration::from_millis(200));
+    let lines = server.stdout_lines();
+    let listed: Vec<&String> = lines.iter().filter(|l| l.contains("192.0.2.7")).collect();
+    assert_eq!(listed.len(), cases.len(), "{lines:#?}");
+    for line in &listed {
+        assert!(
+            !line.chars().any(|c| c.is_control()),
+            "a control character reached the console: {line:?}"
+        );
+        assert!(line.len() < 4400, "{} bytes: {line}", line.len());
+    }
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.contains(r"client=al\x1b]0;owned\x07ice\r\n\x00\x7f")),
+        "{listed:#?}"
+    );
+}
+
+/// The first records a rustls client sends: its ClientHello.
+fn client_hello(scratch: &Scratch) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(client_config(scratch, false), name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+#[test]
+fn slow_and_half_open_handshakes_are_closed_at_the_timeout_while_a_bystander_echoes() {
+    let scratch = certs("slowloris");
+    let server = Binary::serve(&[
+        "--workers",
+        "1",
+        "--tls",
+        "auto",
+        "--tls-port",
+        "0",
+        "--tls-handshake-timeout",
+        "1s",
+    ]);
+    let tls = tls_addr(&server);
+    let hello = client_hello(&scratch);
+    const EACH: usize = 20;
+    let began = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..EACH).map(|_| connect(tls)).collect();
+    let mut half: Vec<TcpStream> = (0..EACH).map(|_| connect(tls)).collect();
+    for sock in &mut half {
+        sock.write_all(&hello[..hello.len() / 2]).unwrap();
+    }
+    let mut bystander = connect(server.addr);
+    // One byte of the hello every 100 ms on each slow connection until the server closes
+    // it (a write fails), and a round trip of the bystander's between: at most 5 s.
+    let mut open = vec![true; EACH];
+    let mut at = 0;
+    while open.iter().any(|&o| o) && began.elapsed() < Duration::from_secs(5) {
+        for (sock, open) in slow.iter_mut().zip(&mut open) {
+            if *open && sock.write_all(&hello[at % hello.len()..][..1]).is_err() {
+                *open = false;
+            }
+        }
+        at += 1;
+        assert_eq!(round_trip(&mut bystander, b"ping\n"), b"ping\n");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        open.iter().all(|&o| !o),
+        "slow handshakes still open after {:?}",
+        began.elapsed()
+    );
+    for sock in half.iter_mut().chain(&mut slow) {
+        read_to_close(sock);
+    }
+    assert!(
+        began.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
+    let elapsed = began.elapsed().as_secs() as usize;
+    server.wait_stderr("a timeout", |l| l.contains("no handshake within 1s"));
+    let lines = count(&server, "reason=tls");
+    assert!(
+        lines <= elapsed + 2,
+        "{lines} lines: {:#?}",
+        server.stderr_lines()
+    );
+}
+
+#[test]
+fn a_key_update_storm_is_echoed_and_one_without_data_is_refused_cleanly() {
+    let scratch = certs("keyupdate");
+    let server = Binary::serve(&[
+        "--workers",
+        "1",
+        "--tls-cert",
+        &text(scratch.path("server.pem")),
+        "--tls-key",
+        &text(scratch.path("server-key.pem")),
+        "--tls-port",
+        "0",
+    ]);
+    let tls = tls_addr(&server);
+    let config = client_config(&scratch, false);
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).unwrap();
+        crate::support::stat_field(&stat, 14) + crate::support::stat_field(&stat, 15)
+    };
+    let cpu_before = cpu();
+    // A key update before every byte: each is allowed, data between them.
+    let mut client = handshake(&config, TcpStream::connect(tls).unwrap());
+    const UPDATES: usize = 500;
+    for _ in 0..UPDATES {
+        client.conn.refresh_traffic_keys().unwrap();
+        client.write_all(b"k").unwrap();
+    }
+    client.write_all(b"\n").unwrap();
+    let mut echo = vec![0u8; UPDATES + 1];
+    client.read_exact(&mut echo).unwrap();
+    assert!(echo[..UPDATES].iter().all(|&b| b == b'k'));
+    // Key updates alone, with no data between: rustls refuses past 32, and the session
+    // ends with an alert, not a hang.
+    let mut storm = handshake(&config, TcpStream::connect(tls).unwrap());
+    for _ in 0..64 {
+        storm.conn.refresh_traffic_keys().unwrap();
+    }
+    while storm.conn.wants_write() {
+        if storm.conn.write_tls(&mut storm.sock).is_err() {
+            break;
+        }
+    }
+    let mut buf = [0u8; 64];
+    let ended = loop {
+        match storm.read(&mut buf) {
+            Ok(0) => break "end of input".to_owned(),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => panic!("no close: {e}"),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => panic!("no close: {e}"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    let mut bystander = connect(server.addr);
+    assert_eq!(round_trip(&mut bystander, b"ping\n"), b"ping\n");
+    server.wait_stderr("the refusal", |l| l.contains("TooManyKeyUpdateRequests"));
+    // Clock ticks of 10 ms: the storm costs the server microseconds an update.
+    let ticks = cpu() - cpu_before;
+    assert!(ticks < 500, "{ticks} ticks of CPU; ended: {ended}");
+}
