@@ -72,6 +72,61 @@ fn count(server: &Binary, needle: &str) -> usize {
         .count()
 }
 
+#[test]
+fn garbage_after_the_handshake_is_closed_and_logged_at_most_once_a_second() {
+    let scratch = certs("garbage");
+    let server = Binary::serve(&[
+        "--workers",
+        "1",
+        "--tls-cert",
+        &text(scratch.path("server.pem")),
+        "--tls-key",
+        &text(scratch.path("server-key.pem")),
+        "--tls-port",
+        "0",
+    ]);
+    let tls = tls_addr(&server);
+    let config = client_config(&scratch, false);
+    let mut bystander = connect(server.addr);
+    assert_eq!(round_trip(&mut bystander, b"before\n"), b"before\n");
+    // Records that do not decrypt, a length past any record's, a ChangeCipherSpec after the
+    // handshake, a record of 18 KiB: each a fatal error for the session that sent it.
+    let mut junk = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    junk.extend((0..0x40u8).map(|i| i.wrapping_mul(37)));
+    let mut big = vec![0x17, 0x03, 0x03, 0x48, 0x00];
+    big.resize(5 + 0x4800, 0xa5);
+    let garbage: [&[u8]; 4] = [
+        &junk,
+        &[0x17, 0x03, 0x03, 0xff, 0xff, 1, 2, 3],
+        &[0x14, 0x03, 0x03, 0x00, 0x01, 0x01],
+        &big,
+    ];
+    const CLIENTS: usize = 40;
+    let began = Instant::now();
+    for i in 0..CLIENTS {
+        let mut client = handshake(&config, TcpStream::connect(tls).unwrap());
+        client.write_all(b"hi\n").unwrap();
+        let mut echo = [0u8; 3];
+        client.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo, b"hi\n");
+        // Bytes of no TLS session, straight to the socket, under rustls.
+        let _ = client.sock.write_all(garbage[i % garbage.len()]);
+        // Closed: after an alert, or reset when some of the garbage was left unread.
+        read_to_close(&mut client.sock);
+    }
+    assert_eq!(round_trip(&mut bystander, b"after\n"), b"after\n");
+    let elapsed = began.elapsed().as_secs() as usize;
+    server.wait_stderr("a TLS failure", |l| l.contains("TLS failed"));
+    thread::sleep(Duration::from_millis(200));
+    let lines = count(&server, "TLS failed");
+    // One worker says it at most once a second, whatever the number of clients.
+    assert!(
+        lines <= elapsed + 2 && lines < CLIENTS,
+        "{lines} lines for {CLIENTS} clients in {elapsed} s: {:#?}",
+        server.stderr_lines()
+    );
+}
+
 /// A PROXY v2 header from 192.0.2.7:40000 with a `PP2_TYPE_SSL` TLV whose value is `ssl`.
 fn proxy_header(ssl: &[u8]) -> Vec<u8> {
     let mut body = vec![192, 0, 2, 7, 127, 0, 0, 1];
