@@ -7,6 +7,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,7 +16,8 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use tcpool::tls::ClientTls;
 
-use crate::support::{Binary, IO_TIMEOUT, connect, read_to_close, round_trip};
+use crate::admin::exchange_on;
+use crate::support::{Binary, IO_TIMEOUT, connect, read_to_close, round_trip, tcpool_bin};
 use crate::tls::Scratch;
 
 /// A scratch directory with the certificates of `tcpool tls gen`.
@@ -125,6 +127,87 @@ fn garbage_after_the_handshake_is_closed_and_logged_at_most_once_a_second() {
         "{lines} lines for {CLIENTS} clients in {elapsed} s: {:#?}",
         server.stderr_lines()
     );
+}
+
+#[test]
+fn a_ticket_key_file_that_is_a_fifo_is_refused_not_waited_for() {
+    let scratch = certs("fifo");
+    let tickets = scratch.path("tickets.key");
+    let server = Binary::serve(&[
+        "--tls-cert",
+        &text(scratch.path("server.pem")),
+        "--tls-key",
+        &text(scratch.path("server-key.pem")),
+        "--tls-ticket-key-file",
+        &text(tickets.clone()),
+        "--tls-watch",
+        "0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = server.admin_addr();
+    // The file becomes a FIFO nobody writes to: opening it to read would wait for a writer,
+    // holding every reload after this one, and the admin endpoint with it.
+    std::fs::remove_file(&tickets).unwrap();
+    mkfifo(&tickets);
+    let answer = exchange_on(&mut connect(admin), "POST", "/tls/reload", "");
+    assert_eq!(answer.status, 500, "{}", answer.body);
+    assert!(
+        answer.body.contains("not a regular file"),
+        "{}",
+        answer.body
+    );
+    let answer = exchange_on(&mut connect(admin), "GET", "/metrics", "");
+    assert_eq!(answer.status, 200);
+    // The certificate in use stays: a client still gets its handshake.
+    let config = client_config(&scratch, false);
+    let mut client = handshake(&config, TcpStream::connect(server.addr).unwrap());
+    client.write_all(b"still\n").unwrap();
+    let mut echo = [0u8; 6];
+    client.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"still\n");
+
+    // At start, the same FIFO stops the server at once, with that said.
+    let mut child = Command::new(tcpool_bin())
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--tls",
+            "auto",
+            "--tls-ticket-key-file",
+        ])
+        .arg(&tickets)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve still waits on a FIFO ticket key file after {IO_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
 }
 
 /// A PROXY v2 header from 192.0.2.7:40000 with a `PP2_TYPE_SSL` TLV whose value is `ssl`.
