@@ -237,6 +237,36 @@ fn ssl_value(subs: &[(u8, usize, &[u8])]) -> Vec<u8> {
 }
 
 #[test]
+fn a_proxy_header_does_not_name_the_client_of_our_own_mutual_tls() {
+    let scratch = certs("spoof");
+    let server = Binary::serve(&[
+        "--tls-cert",
+        &text(scratch.path("server.pem")),
+        "--tls-key",
+        &text(scratch.path("server-key.pem")),
+        "--tls-client-ca",
+        &text(scratch.path("ca.pem")),
+        "--proxy-protocol",
+        "v2",
+        "--mode",
+        "chat",
+    ]);
+    let mut sock = TcpStream::connect(server.addr).unwrap();
+    let cn = b"alice";
+    sock.write_all(&proxy_header(&ssl_value(&[(0x22, cn.len(), cn)])))
+        .unwrap();
+    // The client's TLS ends here, with the certificate of `tcpool client`: that is its name,
+    // whatever the header says a balancer verified.
+    let mut client = handshake(&client_config(&scratch, true), sock);
+    let greeting = crate::support::read_line(&mut client);
+    let greeting = String::from_utf8_lossy(&greeting);
+    assert!(
+        greeting.starts_with("* you are tcpool client;"),
+        "{greeting}"
+    );
+}
+
+#[test]
 fn hostile_proxy_tls_fields_reach_list_escaped_and_bounded() {
     let server = Binary::serve(&["--proxy-protocol", "v2"]);
     let escapes: &[u8] = b"al\x1b]0;owned\x07ice\r\n\0\x7f\xc2\x9b\x1b[2J";
