@@ -443,3 +443,72 @@ fn a_key_update_storm_is_echoed_and_one_without_data_is_refused_cleanly() {
     let ticks = cpu() - cpu_before;
     assert!(ticks < 500, "{ticks} ticks of CPU; ended: {ended}");
 }
+
+#[test]
+fn clients_that_upload_and_never_read_hold_the_server_to_its_outbox_limit_with_tls() {
+    let scratch = certs("noread");
+    let server = Binary::serve(&[
+        "--workers",
+        "1",
+        "--tls-cert",
+        &text(scratch.path("server.pem")),
+        "--tls-key",
+        &text(scratch.path("server-key.pem")),
+        "--tls-port",
+        "0",
+    ]);
+    let tls = tls_addr(&server);
+    let config = client_config(&scratch, false);
+    let fds =
+        || std::fs::read_dir(format!("/proc/{}/fd", server.child.id())).map_or(0, |d| d.count());
+    let (rss_before, fds_before) = (server.rss_kib(), fds());
+    const CLIENTS: usize = 8;
+    let mut clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let client = handshake(&config, TcpStream::connect(tls).unwrap());
+            client.sock.set_nonblocking(true).unwrap();
+            client
+        })
+        .collect();
+    // Lines to echo, written as fast as the server takes them, never a byte read back: the
+    // server's echoes pile up until its outbox is full, and then it stops reading.
+    let line = [b"x".repeat(1023), b"\n".to_vec()].concat();
+    let mut sent = 0usize;
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        let mut moved = false;
+        for client in &mut clients {
+            if client.conn.wants_write() {
+                match client.conn.write_tls(&mut client.sock) {
+                    Ok(n) => {
+                        sent += n;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("the server closed a client that only wrote: {e}"),
+                }
+            } else {
+                client.conn.writer().write_all(&line).unwrap();
+                moved = true;
+            }
+        }
+        if !moved {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let grown = server.rss_kib().saturating_sub(rss_before);
+    let mut bystander = connect(server.addr);
+    assert_eq!(round_trip(&mut bystander, b"ping\n"), b"ping\n");
+    // Each holds at most its outbox (1 MiB) and what rustls buffers (64 KiB each way); the
+    // rest waits in the sockets. 40 MiB leaves the allocator room.
+    assert!(
+        grown < 40 * 1024,
+        "grew by {grown} KiB with {CLIENTS} clients that sent {} MiB",
+        sent >> 20
+    );
+    assert!(sent > CLIENTS << 20, "only {sent} bytes went out");
+    drop(clients);
+    crate::support::wait_until("the sessions' descriptors closed", || {
+        fds() <= fds_before + 1
+    });
+}
