@@ -47,6 +47,7 @@ mod talk;
 mod tls;
 mod tls_faults;
 mod tls_interop;
+mod tls_probe;
 mod tls_rate;
 mod tls_reload;
 mod wire;

@@ -11,7 +11,7 @@ use crate::server::session::{CloseReason, DRAIN, Speech};
 use crate::server::worker::session::Phase;
 use crate::units::Millis;
 
-use crate::server::protocol::LineEnding;
+use crate::server::protocol::{LineEnding, escape};
 
 use super::{LOG, READ_BUDGET, Worker, chunk_len, idle_scan_interval};
 
@@ -127,13 +127,17 @@ impl Worker {
         {
             // A handshake that failed, a record that did not decrypt: the operator of a
             // TLS server looks for these (a client that does not trust the certificate).
-            log::info!(
-                target: LOG,
-                "session {} TLS failed: peer={} error={}",
-                session.handle.id(),
-                session.handle.peer(),
-                crate::tls::error_text(error)
-            );
+            // Any client can make one at will (garbage after its handshake), so at most one
+            // line a second, as for the handshakes that fail.
+            if let Some(suppressed) = self.tls_warnings.ready() {
+                log::info!(
+                    target: LOG,
+                    "session {} TLS failed: peer={} error={} suppressed={suppressed}",
+                    session.handle.id(),
+                    session.handle.peer(),
+                    escape(crate::tls::error_text(error).as_bytes())
+                );
+            }
         } else if let Some(session) = self.sessions.get(t) {
             log::debug!(
                 target: LOG,

@@ -29,6 +29,11 @@ impl Worker {
                 if let Some(client) = client {
                     session.handle.set_origin(client);
                 }
+                // On a listener of our own TLS the client's TLS ends here, not at the
+                // balancer: what a header says of TLS is nonsense there, and a name in it
+                // would come before, and so stand instead of, the one of the certificate
+                // the handshake verifies (a session's TLS and identity are set once).
+                let tls = tls.filter(|_| !session.link.is_tls());
                 if let Some(tls) = tls {
                     // The balancer ended the client's TLS: what it says shows in `/list`,
                     // and a certificate it verified names the client, as with our own TLS.
