@@ -21,7 +21,7 @@ use crate::server::faults::AbortAt;
 use crate::server::operator::metrics::{Handshake, HandshakeFailure, Rejection};
 use crate::server::protocol::escape;
 
-use super::{LOG, Worker};
+use super::{LOG, READ_BUDGET, Worker};
 
 /// Handshake steps a worker takes in one turn at most.
 pub(super) const BUDGET: usize = 2;
@@ -206,7 +206,9 @@ impl Worker {
                 // The hello is read and thrown away, so the close is a FIN: bytes left
                 // unread would make it a reset.
                 let mut got = 0;
-                loop {
+                // A few reads at most: a client that floods after its hello is closed all the
+                // same (with a reset, if bytes are left unread).
+                for _ in 0..READ_BUDGET {
                     match session.link.socket_mut().read(&mut self.buf) {
                         Ok(0) if got == 0 => return Err("closed during the handshake".into()),
                         Ok(0) => break,
