@@ -337,3 +337,39 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut answer).unwrap();
     answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
 }
+
+#[test]
+fn bad_cluster_flags_are_refused_before_serving() {
+    for (args, message) in [
+        (
+            &["--cluster", "nats://127.0.0.1:1"][..],
+            "--cluster is for --mode chat",
+        ),
+        (
+            &["--mode", "chat", "--cluster", "http://x"],
+            "expected nats://HOST:PORT",
+        ),
+        (&["--mode", "chat", "--node", "a"], "go with --cluster"),
+        (
+            &[
+                "--mode",
+                "chat",
+                "--cluster",
+                "nats://127.0.0.1:1",
+                "--node",
+                "a b",
+            ],
+            "--node \"a b\"",
+        ),
+    ] {
+        let out = Command::new(tcpool_bin())
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}

@@ -456,6 +456,9 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         if !matches!(args.mode, ModeArg::Chat) {
             bad_value("serve", "--cluster is for --mode chat");
         }
+        if let Err(e) = server::cluster::check_url(&options.url) {
+            bad_value("serve", format!("--cluster {:?}: {e}", options.url));
+        }
         if let Err(e) = server::cluster::check_name(&options.node, true) {
             bad_value("serve", format!("--node {:?}: {e}", options.node));
         }

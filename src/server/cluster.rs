@@ -50,6 +50,9 @@ pub const MAX_NAME: usize = 64;
 /// The longest wait between two attempts to reach the broker.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
+/// How long the first connection may take before the log says the broker is unreachable.
+const FIRST_CONNECT_WARNING: Duration = Duration::from_secs(2);
+
 /// How long a stopping link may take to flush what it published.
 const STOP_FLUSH: Duration = Duration::from_secs(1);
 
@@ -125,6 +128,35 @@ pub fn check_name(name: &str, dots: bool) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Checks a broker URL: `nats://HOST[:PORT]`.
+///
+/// # Errors
+///
+/// What is wrong with it.
+///
+/// ```
+/// use tcpool::server::cluster::check_url;
+///
+/// assert!(check_url("nats://127.0.0.1:4222").is_ok());
+/// assert!(check_url("nats://broker").is_ok());
+/// assert!(check_url("http://127.0.0.1:4222").is_err());
+/// assert!(check_url("nats://a b").is_err());
+/// ```
+pub fn check_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("nats://") else {
+        return Err("expected nats://HOST:PORT".into());
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(host, _)| host);
+    if host.is_empty()
+        || rest.contains(|c: char| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'))
+    {
+        return Err("expected nats://HOST:PORT".into());
+    }
+    url.parse::<async_nats::ServerAddr>()
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// What happened to a local session, for the other nodes.
@@ -273,10 +305,7 @@ impl Link {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
         check_name(&options.node, true).map_err(|e| invalid(format!("--node: {e}")))?;
         check_name(&options.name, false).map_err(|e| invalid(format!("--cluster-name: {e}")))?;
-        options
-            .url
-            .parse::<async_nats::ServerAddr>()
-            .map_err(|e| invalid(format!("--cluster {}: {e}", options.url)))?;
+        check_url(&options.url).map_err(|e| invalid(format!("--cluster {}: {e}", options.url)))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -486,6 +515,21 @@ impl Link {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        // A broker that is not there at the start is said once; the link keeps trying.
+        tokio::spawn({
+            let link = Arc::clone(&self);
+            async move {
+                tokio::time::sleep(FIRST_CONNECT_WARNING).await;
+                if link.state() == LinkState::Connecting {
+                    log::warn!(
+                        target: LOG,
+                        "cluster link not up yet: {} unreachable; local chat goes on, lines for \
+                         other nodes are dropped and counted until it is",
+                        link.options.url
+                    );
                 }
             }
         });
