@@ -773,6 +773,56 @@ mod tests {
     }
 
     #[test]
+    fn gaps_and_duplicates_are_counted_per_origin_and_epoch() {
+        let (queue, _taken) = channel::bounded(1);
+        let link = Link {
+            options: ClusterOptions::new("nats://127.0.0.1:4222"),
+            epoch: 1,
+            queue,
+            wake: tokio::sync::Notify::new(),
+            skipped: AtomicU64::new(0),
+            state: std::sync::atomic::AtomicU8::new(UP),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            done: Mutex::new(None),
+        };
+        let registry = Registry::new(1024);
+        let mut receiving = Receiving::new("a".into());
+        let mut send = |node: &str, epoch: u64, seq: u64| {
+            let mut e = envelope(Kind::Join);
+            (e.node, e.epoch, e.seq) = (node.into(), epoch, seq);
+            receiving.take(&link, &serde_json::to_vec(&e).unwrap(), &registry);
+        };
+        for seq in [1, 2, 5, 5, 3, 6] {
+            send("b", 1, seq);
+        }
+        // A restart is a new epoch: its sequence starts over without a gap.
+        send("b", 2, 1);
+        send("c", 1, 10);
+        // Its own envelopes a node ignores.
+        send("a", 1, 7);
+        let c = link.counts();
+        assert_eq!((c.received, c.gaps, c.duplicates), (8, 2, 2), "{c:?}");
+        // A full queue drops and counts, never waits.
+        link.publish(Event {
+            kind: Kind::Line,
+            id: SessionId(1),
+            nick: None,
+            old: None,
+            text: "one".into(),
+        });
+        link.publish(Event {
+            kind: Kind::Line,
+            id: SessionId(1),
+            nick: None,
+            old: None,
+            text: "two".into(),
+        });
+        assert_eq!(link.counts().dropped_queue_full, 1);
+        assert_eq!(link.skipped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn names() {
         assert!(check_name(&default_node(), true).is_ok());
         assert!(check_name("", true).is_err());
