@@ -16,6 +16,7 @@ peers=(
   "kill procps"
   "tmux tmux"
   "redis-server redis-server"
+  "nats-server nats-server"
   "redis-cli redis-tools"
   "redis-benchmark redis-tools"
   "memcached memcached"

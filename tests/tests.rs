@@ -26,6 +26,7 @@ mod book;
 mod chat;
 mod chat_pressure;
 mod cli;
+mod cluster;
 mod concurrency;
 mod console;
 mod faults;

@@ -115,6 +115,18 @@ pub(crate) struct ServeArgs {
     /// Let /metrics answer without the admin token (for a Prometheus without it).
     #[arg(long)]
     admin_public_metrics: bool,
+    /// Chat mode: share the room with the other nodes of a cluster through the NATS broker at
+    /// this URL, such as nats://127.0.0.1:4222 (core NATS: at most once; losses are counted)
+    /// [default: off, one room per process].
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// With --cluster: the cluster's name; nodes with the same name share a room.
+    #[arg(long, value_name = "NAME", default_value = "tcpool")]
+    cluster_name: String,
+    /// With --cluster: this node's name, shown to the other nodes' clients as `<#ID@NODE>`
+    /// [default: the host name and the process id].
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
     /// A fault for new sessions, `KIND[,key=value...][,p=P]` (repeatable; several combine):
     /// `latency,delay=20ms,jitter=5ms`, `bandwidth,rate=64KiB`, `slice,size=4,delay=10ms`,
     /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`; on TLS
@@ -231,6 +243,8 @@ const EXAMPLES: &str = "
   tcpool serve
   # A chat room on port 9000 for 100 people at most; idle ones leave after 5 minutes
   tcpool serve --mode chat --port 9000 --max-conns 100 --idle-timeout 5m
+  # One chat room over this process and others, through a NATS broker
+  tcpool serve --mode chat --port 9000 --cluster nats://127.0.0.1:4222 --node eu-1
   # Metrics and health on 127.0.0.1:9900, and a JSON log line for each session
   tcpool serve --admin 127.0.0.1:9900 --log-format json --log-level debug
   # A slow server: half the sessions get every reply 20 ms (± 5 ms) late
@@ -429,6 +443,33 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     // A bad combination of values is a usage error, like a bad value: exit 2, before binding.
     if let Err(e) = config.validate() {
         bad_value("serve", e);
+    }
+    let cluster = args.cluster.as_ref().map(|url| {
+        let mut options = server::cluster::ClusterOptions::new(url.clone());
+        options.name = args.cluster_name.clone();
+        if let Some(node) = &args.node {
+            options.node = node.clone();
+        }
+        options
+    });
+    if let Some(options) = &cluster {
+        if !matches!(args.mode, ModeArg::Chat) {
+            bad_value("serve", "--cluster is for --mode chat");
+        }
+        if let Err(e) = server::cluster::check_url(&options.url) {
+            bad_value("serve", format!("--cluster {:?}: {e}", options.url));
+        }
+        if let Err(e) = server::cluster::check_name(&options.node, true) {
+            bad_value("serve", format!("--node {:?}: {e}", options.node));
+        }
+        if let Err(e) = server::cluster::check_name(&options.name, false) {
+            bad_value("serve", format!("--cluster-name {:?}: {e}", options.name));
+        }
+    } else if args.node.is_some() || args.cluster_name != "tcpool" {
+        bad_value(
+            "serve",
+            "--node and --cluster-name go with --cluster nats://HOST:PORT",
+        );
     }
     if tls_certs.is_none()
         && (args.tls_port.is_some()
@@ -635,6 +676,15 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             }
         }
     });
+    let link = match cluster {
+        Some(options) => {
+            let link = server::cluster::Link::start(options, server.registry())
+                .context("cannot start the cluster link")?;
+            server = server.cluster(std::sync::Arc::clone(&link));
+            Some(link)
+        }
+        None => None,
+    };
     let admin = match admin_listener {
         Some(listener) => {
             let options = server::operator::admin::Options {
@@ -695,6 +745,9 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         .context("cannot start the console")?;
 
     let summary = running.wait().context("server failed")?;
+    if let Some(link) = &link {
+        link.stop();
+    }
     // A hand-over begun just before a stop is told to stop the new process too: this one
     // waits for that, rather than leave it serving on after the stop it was asked for.
     handing_over.wait_done(args.handover_timeout + shutdown_timeout + EXIT_FLUSH);

@@ -35,6 +35,7 @@
 //! shutdown deadline passed), with a [`Summary`] of what was served.
 
 pub mod arrival;
+pub mod cluster;
 mod config;
 pub mod control;
 pub mod faults;

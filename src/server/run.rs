@@ -15,9 +15,11 @@ use super::arrival::access::Access;
 use super::arrival::descriptors::{fit_max_conns, spare_fds};
 use super::arrival::listen;
 use super::arrival::rate::HandshakeRate;
+use super::cluster::Link;
 use super::config::{Balancing, Config};
 use super::faults::{self, Faults};
 use super::modes::Handler;
+use super::modes::chat::Chat;
 use super::operator::audit::Audit;
 use super::operator::console::Console;
 use super::operator::metrics::{Exposition, Metrics};
@@ -86,6 +88,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     faults: Faults,
     audit: Audit,
+    /// The cluster link of a chat room over several nodes.
+    cluster: Option<Arc<Link>>,
 }
 
 impl fmt::Debug for Server {
@@ -118,7 +122,17 @@ impl Server {
             shutdown: Shutdown::new(),
             metrics,
             audit: Audit::new(),
+            cluster: None,
         }
+    }
+
+    /// Serves a chat room that spans the nodes of `link`'s cluster ([`Link::start`] it with
+    /// [`Server::registry`]): the handler is [`Chat::clustered`], and the console's
+    /// `/cluster` and the metrics show the link.
+    pub fn cluster(mut self, link: Arc<Link>) -> Self {
+        self.handler = Some(Arc::new(Chat::clustered(Arc::clone(&link))));
+        self.cluster = Some(link);
+        self
     }
 
     /// Serves `listener` too, with an acceptor of its own handing off to the same workers
@@ -214,6 +228,10 @@ impl Server {
             Some(certificates) => exposition.with_certificates(certificates.clone()),
             None => exposition,
         };
+        let exposition = match &self.cluster {
+            Some(link) => exposition.with_cluster(Arc::clone(link)),
+            None => exposition,
+        };
         if self.tls.is_some() {
             exposition.with_tls()
         } else {
@@ -260,6 +278,10 @@ impl Server {
         )
         .with_faults(self.faults.clone())
         .with_audit(self.audit.clone());
+        let console = match &self.cluster {
+            Some(link) => console.with_cluster(Arc::clone(link)),
+            None => console,
+        };
         match &self.certificates {
             Some(certificates) => console.with_tls(certificates.clone()),
             None => console,
@@ -304,6 +326,7 @@ impl Server {
             metrics,
             faults,
             audit,
+            cluster: _,
         } = self;
         config.validate()?;
         if tls.is_none() && listeners.iter().any(|&(_, tls)| tls) {

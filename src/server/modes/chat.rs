@@ -16,12 +16,14 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::{GeneralSecurityProfile, MixedScript};
 
 use super::handler::{Context, Handler};
+use crate::server::cluster::{Event, Kind, Link};
 use crate::server::protocol::{LineEnding, Message, escape};
 use crate::server::session::SessionId;
 
@@ -35,7 +37,7 @@ const JOIN_NAMES: usize = 20;
 pub const WHO_MAX: usize = 500;
 
 /// The most bytes of escaped text one relayed line carries; the rest is cut with a note.
-const MAX_RELAYED: usize = 64 * 1024;
+pub const MAX_RELAYED: usize = 64 * 1024;
 
 /// Punctuation a nickname may use besides letters and digits.
 const NICK_PUNCTUATION: &str = "-_.'";
@@ -48,6 +50,9 @@ const COMMANDS: &str = "* commands: /nick NAME (choose a name), /who (who is her
 pub struct Chat {
     /// Each taken nickname's keys ([`nick_keys`]) and who holds it.
     nicks: Mutex<HashMap<String, SessionId>>,
+    /// The cluster link, when the room spans several nodes: every local line, nickname
+    /// change, join and leave is handed to it too.
+    cluster: Option<Arc<Link>>,
 }
 
 /// Why `/nick NAME` was refused.
@@ -163,6 +168,28 @@ pub fn nick_keys(name: &str) -> Vec<String> {
 }
 
 impl Chat {
+    /// A room that also spans the other nodes of `link`'s cluster.
+    pub fn clustered(link: Arc<Link>) -> Self {
+        Chat {
+            nicks: Mutex::default(),
+            cluster: Some(link),
+        }
+    }
+
+    /// Hands an event of the session being handled to the cluster link, if there is one
+    /// (never blocks: see [`Link::publish`]).
+    fn tell_cluster(&self, ctx: &Context<'_>, kind: Kind, old: Option<String>, text: String) {
+        if let Some(link) = &self.cluster {
+            link.publish(Event {
+                kind,
+                id: ctx.id(),
+                nick: ctx.session().nick(),
+                old,
+                text,
+            });
+        }
+    }
+
     /// Takes `name` for session `me`, giving up its old one.
     fn claim(&self, me: SessionId, name: &str) -> Result<(), NickError> {
         let keys = nick_keys(name);
@@ -233,10 +260,12 @@ impl Chat {
         match checked {
             Ok(name) => {
                 let old = ctx.session().display_name();
+                let old_nick = ctx.session().nick();
                 ctx.session().set_nick(Some(name.clone()));
                 ctx.send_line(&format!("* you are now {name}"));
                 if old != name {
                     ctx.relay_line(&format!("* {old} is now {name}"), |_| true);
+                    self.tell_cluster(ctx, Kind::Nick, old_nick, String::new());
                 }
             }
             Err(why) => ctx.send_line(&format!("* nick refused: {why}")),
@@ -281,6 +310,7 @@ impl Handler for Chat {
         }
         let name = ctx.session().display_name();
         ctx.relay_line(&format!("* {name} joined"), |h| h.id() < me);
+        self.tell_cluster(ctx, Kind::Join, None, String::new());
         let mut here = Chat::roll_call(ctx, JOIN_NAMES, true);
         if here.contains(" more") {
             here.push_str(" (/who lists them)");
@@ -322,6 +352,7 @@ impl Handler for Chat {
         };
         let line = format!("<{}> {shown}", ctx.session().display_name());
         ctx.relay_line(&line, |_| true);
+        self.tell_cluster(ctx, Kind::Line, None, shown);
     }
 
     fn on_close(&self, ctx: &mut Context<'_>) {
@@ -329,13 +360,14 @@ impl Handler for Chat {
         if !ctx.shutting_down() {
             let notice = format!("* {} left", ctx.session().display_name());
             ctx.relay_line(&notice, |_| true);
+            self.tell_cluster(ctx, Kind::Left, None, String::new());
         }
     }
 }
 
 /// `body` escaped for relaying, cut after at most `max` bytes of escaped text, never inside
 /// an escape; the note counts the body's bytes that were left out.
-fn relayed(body: &[u8], max: usize) -> String {
+pub(crate) fn relayed(body: &[u8], max: usize) -> String {
     let whole = escape(body);
     if whole.len() <= max {
         return whole;

@@ -7,7 +7,8 @@
 //! | `manual` | [`Manual`]: the operator reads and answers on the console |
 //! | [`chat`] | [`chat::Chat`]: the relay, nicknames, notices |
 //!
-//! The cluster link will sit beside chat.
+//! The cluster link that lets a chat room span several nodes is
+//! [`cluster`](crate::server::cluster).
 
 pub mod chat;
 mod echo;

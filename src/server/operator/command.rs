@@ -36,6 +36,8 @@ pub enum Command {
     FaultClear(Option<FaultId>),
     /// `/tls reload`: read the TLS certificate and key files again.
     TlsReload,
+    /// `/cluster`: the cluster link's state, this node's name, the counts.
+    Cluster,
     /// A reply (manual mode): a plain line, `@ID text` or `@all text`.
     Reply {
         /// Whom it is for.
@@ -88,6 +90,7 @@ pub fn parse(line: &str) -> Command {
         return match (name, arg, extra) {
             ("list", None, false) => Command::List,
             ("stats", None, false) => Command::Stats,
+            ("cluster", None, false) => Command::Cluster,
             ("help", None, false) => Command::Help,
             ("kick", Some(id), false) => match id.parse() {
                 Ok(id) => Command::Kick(id),
@@ -96,7 +99,7 @@ pub fn parse(line: &str) -> Command {
             ("kick", _, _) => Command::Invalid("usage: /kick ID".into()),
             ("tls", Some("reload"), false) => Command::TlsReload,
             ("tls", _, _) => Command::Invalid("usage: /tls reload".into()),
-            ("list" | "stats" | "help", _, _) => {
+            ("list" | "stats" | "help" | "cluster", _, _) => {
                 Command::Invalid(format!("/{name} takes no argument"))
             }
             _ => Command::Invalid(format!("unknown command /{name}; type /help for the list")),

@@ -1,5 +1,5 @@
 //! The operator console on stdin: `quit`, `/list`, `/stats`, `/kick ID`, `/fault`,
-//! `/tls reload`, `/help`, and in manual mode the replies (`text`, `@ID text`, `@all text`,
+//! `/tls reload`, `/cluster`, `/help`, and in manual mode the replies (`text`, `@ID text`, `@all text`,
 //! `@ID quit`).
 //!
 //! [`parse`] (in [`command`](crate::server::operator::command)) turns a typed line into a [`Command`]; a [`Console`]
@@ -11,7 +11,9 @@
 //! console off; it never shuts the server down.
 
 use std::io::{self, BufRead};
+use std::sync::Arc;
 
+use crate::server::cluster::Link;
 use crate::server::faults::Faults;
 use crate::server::modes::Mode;
 use crate::server::operator::audit::{Audit, Source};
@@ -34,6 +36,7 @@ commands:
   /fault        the faults, their ids and how many sessions each touched
   /fault clear [ID]  end fault ID, or every fault
   /tls reload   read the TLS certificate and key files again (new handshakes get them)
+  /cluster      the cluster link (--cluster): its state, this node's name, lines published, dropped, received, lost
   /help         this text";
 
 /// The rest of `/help` in manual mode, the only mode with replies.
@@ -61,6 +64,7 @@ pub struct Console {
     faults: Faults,
     audit: Audit,
     tls: Option<Certificates>,
+    cluster: Option<Arc<Link>>,
 }
 
 impl Console {
@@ -74,7 +78,16 @@ impl Console {
             faults: Faults::default(),
             audit: Audit::new(),
             tls: None,
+            cluster: None,
         }
+    }
+
+    /// Shows `link` on `/cluster` (a clustered server's: [`Server::cluster`]).
+    ///
+    /// [`Server::cluster`]: crate::server::Server::cluster
+    pub fn with_cluster(mut self, link: Arc<Link>) -> Self {
+        self.cluster = Some(link);
+        self
     }
 
     /// Reloads `certificates` on `/tls reload` (a server's: [`Server::tls_certificates`]).
@@ -146,6 +159,12 @@ impl Console {
                 self.printer.print(&done);
             }
             Command::TlsReload => self.printer.print(&self.tls_reload()),
+            Command::Cluster => match &self.cluster {
+                Some(link) => self.printer.print(&link.describe()),
+                None => self
+                    .printer
+                    .print("not in a cluster: serve --mode chat --cluster nats://HOST:PORT"),
+            },
             Command::Reply { to, text } => self.reply(to, &text),
             Command::Empty => {}
             Command::Invalid(hint) => self.printer.print(&hint),

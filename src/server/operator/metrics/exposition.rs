@@ -16,6 +16,7 @@ use super::{
     CLOSE_REASONS, HANDSHAKE_BOUNDS, Handshake, HandshakeFailure, Histogram, Metrics, REPLY_BOUNDS,
     Rejection, SESSION_BOUNDS, close_index, close_label,
 };
+use crate::server::cluster::{Link, LinkState};
 use crate::server::faults::Faults;
 use crate::server::operator::audit::Audit;
 use crate::server::session::registry::Registry;
@@ -34,6 +35,8 @@ pub struct Exposition {
     tls: bool,
     /// Its certificate of the moment: when it expires, and how its reloads went.
     certificates: Option<Certificates>,
+    /// The cluster link's counts.
+    cluster: Option<Arc<Link>>,
 }
 
 impl Exposition {
@@ -47,7 +50,17 @@ impl Exposition {
             audit: None,
             tls: false,
             certificates: None,
+            cluster: None,
         }
+    }
+
+    /// Also exposes the cluster link: whether it is up (`tcpool_cluster_up`), envelopes
+    /// published and received, events dropped by reason
+    /// (`tcpool_cluster_dropped_total{reason="queue-full"}`), sequence gaps, duplicates and
+    /// malformed envelopes.
+    pub fn with_cluster(mut self, link: Arc<Link>) -> Self {
+        self.cluster = Some(link);
+        self
     }
 
     /// Also exposes when the certificate in use expires
@@ -390,6 +403,58 @@ impl Collector for Exposition {
                 let labels = [("action", action), ("source", source)];
                 ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
             }
+        }
+        if let Some(link) = &self.cluster {
+            let c = link.counts();
+            family(
+                &mut e,
+                "tcpool_cluster_up",
+                "Whether the cluster link reaches the broker now (1) or not (0)",
+                Gauge,
+                None,
+                one(u64::from(link.state() == LinkState::Up)),
+            )?;
+            let counters: [(&str, &str, u64); 5] = [
+                (
+                    "tcpool_cluster_published",
+                    "Envelopes of local sessions handed to the broker",
+                    c.published,
+                ),
+                (
+                    "tcpool_cluster_received",
+                    "Envelopes from other nodes received (duplicates included)",
+                    c.received,
+                ),
+                (
+                    "tcpool_cluster_gaps",
+                    "Sequence numbers of other nodes never received: lines lost on the way",
+                    c.gaps,
+                ),
+                (
+                    "tcpool_cluster_duplicates",
+                    "Envelopes from other nodes received again, not relayed",
+                    c.duplicates,
+                ),
+                (
+                    "tcpool_cluster_malformed",
+                    "Envelopes from the broker that could not be read or broke a rule, not relayed",
+                    c.malformed,
+                ),
+            ];
+            for (name, help, value) in counters {
+                family(&mut e, name, help, Counter, None, one(value))?;
+            }
+            family(
+                &mut e,
+                "tcpool_cluster_dropped",
+                "Events of local sessions not published, by reason",
+                Counter,
+                Some("reason"),
+                [
+                    ("queue-full".to_owned(), c.dropped_queue_full),
+                    ("broker-down".to_owned(), c.dropped_broker_down),
+                ],
+            )?;
         }
         let version = [(env!("CARGO_PKG_VERSION").to_owned(), 1u64)];
         family(

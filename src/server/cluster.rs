@@ -1,0 +1,831 @@
+//! The cluster link: one chat room over several `tcpool serve --mode chat` processes, through
+//! a NATS broker (core publish/subscribe, at most once).
+//!
+//! The link lives on one thread of its own, `tcpool-cluster`, running a current-thread tokio
+//! runtime with the `async-nats` client. Workers never touch the network for it: the chat
+//! handler hands each event of a local session (a line, a nickname change, a join, a leave)
+//! to [`Link::publish`], which puts it in a bounded queue and returns at once; when the queue
+//! is full the event is dropped and counted. The link thread numbers what it takes from the
+//! queue (a per-node sequence, with the node's epoch) and publishes it, or drops and counts
+//! it while the broker is unreachable. What other nodes publish comes back on the same thread
+//! and goes to local sessions through the registry's relay, the path local lines take, so the
+//! outbox limits apply: a local reader that does not keep up is dropped, the link never
+//! waits for it.
+//!
+//! Receivers keep the last sequence number of each (node, epoch) they hear from, and count
+//! the numbers they never saw (gaps) and the ones they saw twice (duplicates, not relayed).
+//! Envelopes that cannot be read, or that break a rule a local session is held to, are
+//! dropped, counted and logged at most once a second.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam::channel::{self, Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::server::modes::chat::{MAX_RELAYED, check_nick, relayed};
+use crate::server::session::SessionId;
+use crate::server::session::registry::Registry;
+use crate::time::Throttle;
+
+/// The target of the link's log lines.
+const LOG: &str = "tcpool::cluster";
+
+/// Events a worker may hand the link before it has published them; past this they are
+/// dropped and counted (`queue-full`).
+pub const QUEUE_CAPACITY: usize = 8192;
+
+/// The largest envelope read from the broker; a larger one is dropped as malformed.
+pub const MAX_ENVELOPE: usize = MAX_RELAYED + 4096;
+
+/// The longest node or cluster name.
+pub const MAX_NAME: usize = 64;
+
+/// The longest wait between two attempts to reach the broker.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+
+/// How long the first connection may take before the log says the broker is unreachable.
+const FIRST_CONNECT_WARNING: Duration = Duration::from_secs(2);
+
+/// How long a stopping link may take to flush what it published.
+const STOP_FLUSH: Duration = Duration::from_secs(1);
+
+/// What `--cluster`, `--cluster-name` and `--node` ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// The broker, `nats://HOST:PORT`.
+    pub url: String,
+    /// The cluster's name: nodes with the same one share a room.
+    pub name: String,
+    /// This node's name, as other nodes show it (`<#7@NODE>`).
+    pub node: String,
+}
+
+impl ClusterOptions {
+    /// The options for `url`, with the cluster named `tcpool` and the node named after the
+    /// host and the process ([`default_node`]).
+    pub fn new(url: impl Into<String>) -> Self {
+        ClusterOptions {
+            url: url.into(),
+            name: "tcpool".into(),
+            node: default_node(),
+        }
+    }
+
+    /// The subject the nodes of this cluster publish on.
+    pub fn subject(&self) -> String {
+        format!("tcpool.{}.chat", self.name)
+    }
+}
+
+/// `HOST-PID`, the host name cut to what a node name may hold.
+pub fn default_node() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .map(|c| if name_char(c) { c } else { '-' })
+        .take(MAX_NAME - 12)
+        .collect();
+    let host = if host.is_empty() { "node".into() } else { host };
+    format!("{host}-{}", std::process::id())
+}
+
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+/// Checks a node or cluster name: 1 to [`MAX_NAME`] ASCII letters, digits, `-`, `_` or `.`
+/// (a cluster name goes into a NATS subject, where `.` separates tokens: it takes no dot).
+///
+/// # Errors
+///
+/// What is wrong with it.
+///
+/// ```
+/// use tcpool::server::cluster::check_name;
+///
+/// assert!(check_name("node-1.eu", true).is_ok());
+/// assert!(check_name("a b", true).is_err());
+/// assert!(check_name("prod.eu", false).is_err());
+/// ```
+pub fn check_name(name: &str, dots: bool) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!("a name is 1 to {MAX_NAME} characters"));
+    }
+    if let Some(c) = name.chars().find(|&c| !name_char(c) || (!dots && c == '.')) {
+        let allowed = if dots { "-, _ and ." } else { "- and _" };
+        return Err(format!(
+            "{c:?} is not allowed: use ASCII letters, digits, {allowed}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a broker URL: `nats://HOST[:PORT]`.
+///
+/// # Errors
+///
+/// What is wrong with it.
+///
+/// ```
+/// use tcpool::server::cluster::check_url;
+///
+/// assert!(check_url("nats://127.0.0.1:4222").is_ok());
+/// assert!(check_url("nats://broker").is_ok());
+/// assert!(check_url("http://127.0.0.1:4222").is_err());
+/// assert!(check_url("nats://a b").is_err());
+/// ```
+pub fn check_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("nats://") else {
+        return Err("expected nats://HOST:PORT".into());
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(host, _)| host);
+    if host.is_empty()
+        || rest.contains(|c: char| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'))
+    {
+        return Err("expected nats://HOST:PORT".into());
+    }
+    url.parse::<async_nats::ServerAddr>()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// What happened to a local session, for the other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// It sent a chat line (`text`).
+    Line,
+    /// It chose a nickname (`nick`; `old` is the one it had, if any).
+    Nick,
+    /// It joined the room.
+    Join,
+    /// It left.
+    Left,
+}
+
+/// One event of a local session, as a worker hands it to the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: Kind,
+    /// The session.
+    pub id: SessionId,
+    /// Its nickname now, if it chose one.
+    pub nick: Option<String>,
+    /// For [`Kind::Nick`], the nickname it had before.
+    pub old: Option<String>,
+    /// For [`Kind::Line`], the line as relayed locally (escaped, cut).
+    pub text: String,
+}
+
+/// What goes over the broker: an [`Event`] with its origin and its place in the origin's
+/// sequence. JSON, one object per message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Envelope {
+    v: u8,
+    node: String,
+    epoch: u64,
+    seq: u64,
+    kind: Kind,
+    id: u64,
+    #[serde(default)]
+    nick: Option<String>,
+    #[serde(default)]
+    old: Option<String>,
+    #[serde(default)]
+    text: String,
+}
+
+const VERSION: u8 = 1;
+
+/// Whether the broker is reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected yet since the start.
+    Connecting,
+    /// Connected: events are published.
+    Up,
+    /// Lost: events are dropped and counted until the client is connected again.
+    Down,
+    /// Stopped with the server.
+    Stopped,
+}
+
+impl fmt::Display for LinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LinkState::Connecting => "connecting",
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+            LinkState::Stopped => "stopped",
+        })
+    }
+}
+
+/// The link's counts, for `/cluster` and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Envelopes handed to the broker.
+    pub published: u64,
+    /// Events dropped because the queue to the link was full.
+    pub dropped_queue_full: u64,
+    /// Events dropped because the broker was unreachable.
+    pub dropped_broker_down: u64,
+    /// Envelopes from other nodes taken (duplicates included).
+    pub received: u64,
+    /// Sequence numbers of other nodes never received.
+    pub gaps: u64,
+    /// Envelopes from other nodes received a second time (not relayed).
+    pub duplicates: u64,
+    /// Envelopes that could not be read or broke a rule (not relayed).
+    pub malformed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_broker_down: AtomicU64,
+    received: AtomicU64,
+    gaps: AtomicU64,
+    duplicates: AtomicU64,
+    malformed: AtomicU64,
+}
+
+const CONNECTING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+const STOPPED: u8 = 3;
+
+/// A node's end of the cluster: what workers hand events to, and what `/cluster` and the
+/// metrics read. Made by [`Link::start`].
+pub struct Link {
+    options: ClusterOptions,
+    epoch: u64,
+    queue: Sender<Event>,
+    /// Wakes the link thread when the queue was empty.
+    wake: tokio::sync::Notify,
+    /// Events dropped on a full queue and not yet given their sequence numbers: the link
+    /// skips as many, so receivers see the loss as a gap.
+    skipped: AtomicU64,
+    state: std::sync::atomic::AtomicU8,
+    stop: AtomicBool,
+    counters: Counters,
+    done: Mutex<Option<Receiver<()>>>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("options", &self.options)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Link {
+    /// Starts the link thread: it connects to the broker in the background (a broker that is
+    /// down is not an error: local chat starts anyway, and the link keeps trying) and relays
+    /// what other nodes publish to the sessions of `registry`.
+    ///
+    /// # Errors
+    ///
+    /// A bad node or cluster name or URL, or a thread or runtime that cannot be made.
+    pub fn start(options: ClusterOptions, registry: Registry) -> io::Result<Arc<Link>> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        check_name(&options.node, true).map_err(|e| invalid(format!("--node: {e}")))?;
+        check_name(&options.name, false).map_err(|e| invalid(format!("--cluster-name: {e}")))?;
+        check_url(&options.url).map_err(|e| invalid(format!("--cluster {}: {e}", options.url)))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (queue, taken) = channel::bounded(QUEUE_CAPACITY);
+        let (done_tx, done) = channel::bounded::<()>(0);
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let link = Arc::new(Link {
+            options,
+            epoch,
+            queue,
+            wake: tokio::sync::Notify::new(),
+            skipped: AtomicU64::new(0),
+            state: std::sync::atomic::AtomicU8::new(CONNECTING),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            done: Mutex::new(Some(done)),
+        });
+        log::info!(
+            target: LOG,
+            "cluster {} through {} as node {} (connecting)",
+            link.options.name,
+            link.options.url,
+            link.options.node
+        );
+        let running = Arc::clone(&link);
+        thread::Builder::new()
+            .name("tcpool-cluster".into())
+            .spawn(move || {
+                let _done = done_tx;
+                runtime.block_on(running.run(taken, registry));
+            })?;
+        Ok(link)
+    }
+
+    /// Hands `event` to the link; never blocks. On a full queue it is dropped and counted.
+    pub fn publish(&self, event: Event) {
+        match self.queue.try_send(event) {
+            Ok(()) => self.wake.notify_one(),
+            Err(TrySendError::Full(_)) => {
+                self.counters
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters
+                    .dropped_broker_down
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops the link: what is queued is published (within a second), then the thread ends.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        if let Some(done) = self.done.lock().take() {
+            let _ = done.recv_timeout(STOP_FLUSH + Duration::from_secs(1));
+        }
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// Whether the broker is reachable now.
+    pub fn state(&self) -> LinkState {
+        match self.state.load(Ordering::Relaxed) {
+            CONNECTING => LinkState::Connecting,
+            UP => LinkState::Up,
+            DOWN => LinkState::Down,
+            _ => LinkState::Stopped,
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            published: load(&c.published),
+            dropped_queue_full: load(&c.dropped_queue_full),
+            dropped_broker_down: load(&c.dropped_broker_down),
+            received: load(&c.received),
+            gaps: load(&c.gaps),
+            duplicates: load(&c.duplicates),
+            malformed: load(&c.malformed),
+        }
+    }
+
+    /// What `/cluster` prints.
+    pub fn describe(&self) -> String {
+        let c = self.counts();
+        format!(
+            "cluster {} through {}: link {}, node {} (epoch {})\n\
+             published {}, dropped {} (queue-full {}, broker-down {})\n\
+             received {}, gaps {}, duplicates {}, malformed {}",
+            self.options.name,
+            self.options.url,
+            self.state(),
+            self.options.node,
+            self.epoch,
+            c.published,
+            c.dropped_queue_full + c.dropped_broker_down,
+            c.dropped_queue_full,
+            c.dropped_broker_down,
+            c.received,
+            c.gaps,
+            c.duplicates,
+            c.malformed
+        )
+    }
+
+    /// Records a change of the connection; logs only real changes, once each.
+    fn set_state(&self, up: bool) {
+        let new = if up { UP } else { DOWN };
+        let old = self.state.swap(new, Ordering::SeqCst);
+        if old == STOPPED {
+            self.state.store(STOPPED, Ordering::SeqCst);
+            return;
+        }
+        match (old, new) {
+            (UP, DOWN) => log::warn!(
+                target: LOG,
+                "cluster link down: {} unreachable; local chat goes on, lines for other nodes \
+                 are dropped and counted until it is back",
+                self.options.url
+            ),
+            (CONNECTING | DOWN, UP) => log::info!(
+                target: LOG,
+                "cluster link up: {} (cluster {}, node {})",
+                self.options.url,
+                self.options.name,
+                self.options.node
+            ),
+            _ => {}
+        }
+    }
+
+    async fn run(self: Arc<Self>, taken: Receiver<Event>, registry: Registry) {
+        let events = Arc::clone(&self);
+        let connect = async_nats::ConnectOptions::new()
+            .name(format!("tcpool {}", self.options.node))
+            .no_echo()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                let base = Duration::from_millis(100)
+                    .saturating_mul(1 << attempts.min(5))
+                    .min(MAX_RECONNECT_DELAY);
+                // Up to a quarter more, so that nodes restarted together do not retry in step.
+                let jitter = u64::from(SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos()))
+                    % (base.as_millis() as u64 / 4 + 1);
+                base + Duration::from_millis(jitter)
+            })
+            .event_callback(move |event| {
+                let link = Arc::clone(&events);
+                async move {
+                    match event {
+                        // The first time, the link is up once its subscription is (below).
+                        async_nats::Event::Connected if link.state() != LinkState::Connecting => {
+                            link.set_state(true);
+                        }
+                        async_nats::Event::Connected => {}
+                        async_nats::Event::Disconnected => link.set_state(false),
+                        async_nats::Event::SlowConsumer(_) => {
+                            log::warn!(target: LOG, "cluster: the broker's lines came faster than this node took them; some were lost");
+                        }
+                        other => log::debug!(target: LOG, "cluster: {other}"),
+                    }
+                }
+            })
+            .connect(self.options.url.as_str())
+            .await;
+        let client = match connect {
+            Ok(client) => client,
+            Err(e) => {
+                log::error!(target: LOG, "cluster link cannot start: {e}; local chat only");
+                self.state.store(STOPPED, Ordering::SeqCst);
+                return;
+            }
+        };
+        let subject = self.options.subject();
+        let mut subscriber = match client.subscribe(subject.clone()).await {
+            Ok(subscriber) => subscriber,
+            Err(e) => {
+                log::error!(target: LOG, "cluster link cannot subscribe to {subject}: {e}; local chat only");
+                self.state.store(STOPPED, Ordering::SeqCst);
+                return;
+            }
+        };
+        // Up once the broker has answered after the subscription: from then on what the
+        // other nodes publish reaches this one.
+        tokio::spawn({
+            let (link, client) = (Arc::clone(&self), client.clone());
+            async move {
+                while link.state() == LinkState::Connecting && !link.stop.load(Ordering::SeqCst) {
+                    if client.flush().await.is_ok() {
+                        if link.state() == LinkState::Connecting {
+                            link.set_state(true);
+                        }
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        // A broker that is not there at the start is said once; the link keeps trying.
+        tokio::spawn({
+            let link = Arc::clone(&self);
+            async move {
+                tokio::time::sleep(FIRST_CONNECT_WARNING).await;
+                if link.state() == LinkState::Connecting {
+                    log::warn!(
+                        target: LOG,
+                        "cluster link not up yet: {} unreachable; local chat goes on, lines for \
+                         other nodes are dropped and counted until it is",
+                        link.options.url
+                    );
+                }
+            }
+        });
+        let mut receiving = Receiving::new(self.options.node.clone());
+        let mut seq = 0u64;
+        loop {
+            // Publish everything queued, then wait for more or for a message.
+            while let Ok(event) = taken.try_recv() {
+                seq += 1 + self.skipped.swap(0, Ordering::Relaxed);
+                self.send(&client, &subject, seq, event).await;
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                message = futures_next(&mut subscriber) => match message {
+                    Some(message) => receiving.take(&self, &message.payload, &registry),
+                    None => break,
+                },
+            }
+        }
+        let _ = tokio::time::timeout(STOP_FLUSH, client.flush()).await;
+        self.state.store(STOPPED, Ordering::SeqCst);
+    }
+
+    async fn send(&self, client: &async_nats::Client, subject: &str, seq: u64, event: Event) {
+        let down = || {
+            self.counters
+                .dropped_broker_down
+                .fetch_add(1, Ordering::Relaxed);
+        };
+        if client.connection_state() != async_nats::connection::State::Connected {
+            down();
+            return;
+        }
+        let envelope = Envelope {
+            v: VERSION,
+            node: self.options.node.clone(),
+            epoch: self.epoch,
+            seq,
+            kind: event.kind,
+            id: event.id.0,
+            nick: event.nick,
+            old: event.old,
+            text: event.text,
+        };
+        let Ok(payload) = serde_json::to_vec(&envelope) else {
+            down();
+            return;
+        };
+        match client.publish(subject.to_owned(), payload.into()).await {
+            Ok(()) => {
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => down(),
+        }
+    }
+}
+
+/// The next message of `subscriber` (its `Stream` implementation, without a futures crate).
+async fn futures_next(subscriber: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
+    std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut *subscriber), cx)
+    })
+    .await
+}
+
+/// Sequence numbers seen from the other nodes; bounded.
+struct Receiving {
+    own: String,
+    last: HashMap<(String, u64), u64>,
+    malformed_log: Throttle,
+    gap_log: Throttle,
+}
+
+/// Origins remembered at most; past this the map starts over (a restart of every node
+/// costs one uncounted gap each, no memory).
+const MAX_ORIGINS: usize = 4096;
+
+impl Receiving {
+    fn new(own: String) -> Self {
+        Receiving {
+            own,
+            last: HashMap::new(),
+            malformed_log: Throttle::new(Duration::from_secs(1)),
+            gap_log: Throttle::new(Duration::from_secs(1)),
+        }
+    }
+
+    fn take(&mut self, link: &Link, payload: &[u8], registry: &Registry) {
+        let envelope = match read_envelope(payload) {
+            Ok(envelope) => envelope,
+            Err(why) => {
+                link.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                if let Some(held) = self.malformed_log.ready() {
+                    log::warn!(
+                        target: LOG,
+                        "cluster: envelope dropped: {why} (bytes={}, {held} more not logged)",
+                        payload.len()
+                    );
+                }
+                return;
+            }
+        };
+        if envelope.node == self.own {
+            return;
+        }
+        link.counters.received.fetch_add(1, Ordering::Relaxed);
+        let key = (envelope.node.clone(), envelope.epoch);
+        if !self.last.contains_key(&key) && self.last.len() >= MAX_ORIGINS {
+            self.last.clear();
+        }
+        match self.last.get_mut(&key) {
+            None => {
+                self.last.insert(key, envelope.seq);
+            }
+            Some(last) if envelope.seq <= *last => {
+                link.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Some(last) => {
+                let missed = envelope.seq - *last - 1;
+                if missed > 0 {
+                    link.counters.gaps.fetch_add(missed, Ordering::Relaxed);
+                    if let Some(held) = self.gap_log.ready() {
+                        log::warn!(
+                            target: LOG,
+                            "cluster: {missed} line(s) from node {} lost (sequence {} to {}; \
+                             {held} other gap(s) not logged)",
+                            envelope.node,
+                            *last + 1,
+                            envelope.seq - 1
+                        );
+                    }
+                }
+                *last = envelope.seq;
+            }
+        }
+        let line = shown(&envelope);
+        let mut pressed = Vec::new();
+        registry.relay_line(line.as_bytes(), |_| true, &mut pressed);
+    }
+}
+
+/// Reads and checks an envelope from the broker.
+fn read_envelope(payload: &[u8]) -> Result<Envelope, String> {
+    if payload.len() > MAX_ENVELOPE {
+        return Err(format!("larger than {MAX_ENVELOPE} bytes"));
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(payload).map_err(|e| format!("not an envelope: {e}"))?;
+    if envelope.v != VERSION {
+        return Err(format!(
+            "version {} (this node reads {VERSION})",
+            envelope.v
+        ));
+    }
+    check_name(&envelope.node, true).map_err(|e| format!("node name: {e}"))?;
+    if envelope.seq == 0 {
+        return Err("sequence 0".into());
+    }
+    for nick in [&envelope.nick, &envelope.old].into_iter().flatten() {
+        if check_nick(nick).as_deref() != Ok(nick.as_str()) {
+            return Err("a nickname no session could choose".into());
+        }
+    }
+    if envelope.kind == Kind::Nick && envelope.nick.is_none() {
+        return Err("a nickname change without a nickname".into());
+    }
+    Ok(envelope)
+}
+
+/// The line local sessions are shown for an envelope: as a local relay, with the origin.
+fn shown(envelope: &Envelope) -> String {
+    let name = |nick: &Option<String>| {
+        nick.clone()
+            .unwrap_or_else(|| format!("#{}@{}", envelope.id, envelope.node))
+    };
+    let who = name(&envelope.nick);
+    match envelope.kind {
+        // Escaping is idempotent on escaped text: a line from a tcpool node passes as it is,
+        // anything else is escaped and cut here.
+        Kind::Line => format!(
+            "<{who}> {}",
+            relayed(envelope.text.as_bytes(), MAX_RELAYED + 64)
+        ),
+        Kind::Nick => format!("* {} is now {who}", name(&envelope.old)),
+        Kind::Join => format!("* {who} joined"),
+        Kind::Left => format!("* {who} left"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(kind: Kind) -> Envelope {
+        Envelope {
+            v: VERSION,
+            node: "b".into(),
+            epoch: 1,
+            seq: 1,
+            kind,
+            id: 7,
+            nick: None,
+            old: None,
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn lines_show_the_origin_until_a_nickname() {
+        let mut e = envelope(Kind::Line);
+        e.text = "hi".into();
+        assert_eq!(shown(&e), "<#7@b> hi");
+        e.nick = Some("ann".into());
+        assert_eq!(shown(&e), "<ann> hi");
+        e.text = "\x1b[2J".into();
+        assert_eq!(shown(&e), r"<ann> \x1b[2J");
+        let mut n = envelope(Kind::Nick);
+        n.nick = Some("ann".into());
+        assert_eq!(shown(&n), "* #7@b is now ann");
+        assert_eq!(shown(&envelope(Kind::Join)), "* #7@b joined");
+        assert_eq!(shown(&envelope(Kind::Left)), "* #7@b left");
+    }
+
+    #[test]
+    fn bad_envelopes_are_refused() {
+        assert!(read_envelope(b"{").is_err());
+        assert!(read_envelope(b"null").is_err());
+        let good = serde_json::to_vec(&envelope(Kind::Join)).unwrap();
+        assert!(read_envelope(&good).is_ok());
+        let mut forged = envelope(Kind::Line);
+        forged.nick = Some("*admin".into());
+        assert!(read_envelope(&serde_json::to_vec(&forged).unwrap()).is_err());
+        let mut node = envelope(Kind::Line);
+        node.node = "a b\n".into();
+        assert!(read_envelope(&serde_json::to_vec(&node).unwrap()).is_err());
+        assert!(read_envelope(&vec![b' '; MAX_ENVELOPE + 1]).is_err());
+    }
+
+    #[test]
+    fn gaps_and_duplicates_are_counted_per_origin_and_epoch() {
+        let (queue, _taken) = channel::bounded(1);
+        let link = Link {
+            options: ClusterOptions::new("nats://127.0.0.1:4222"),
+            epoch: 1,
+            queue,
+            wake: tokio::sync::Notify::new(),
+            skipped: AtomicU64::new(0),
+            state: std::sync::atomic::AtomicU8::new(UP),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            done: Mutex::new(None),
+        };
+        let registry = Registry::new(1024);
+        let mut receiving = Receiving::new("a".into());
+        let mut send = |node: &str, epoch: u64, seq: u64| {
+            let mut e = envelope(Kind::Join);
+            (e.node, e.epoch, e.seq) = (node.into(), epoch, seq);
+            receiving.take(&link, &serde_json::to_vec(&e).unwrap(), &registry);
+        };
+        for seq in [1, 2, 5, 5, 3, 6] {
+            send("b", 1, seq);
+        }
+        // A restart is a new epoch: its sequence starts over without a gap.
+        send("b", 2, 1);
+        send("c", 1, 10);
+        // Its own envelopes a node ignores.
+        send("a", 1, 7);
+        let c = link.counts();
+        assert_eq!((c.received, c.gaps, c.duplicates), (8, 2, 2), "{c:?}");
+        // A full queue drops and counts, never waits.
+        link.publish(Event {
+            kind: Kind::Line,
+            id: SessionId(1),
+            nick: None,
+            old: None,
+            text: "one".into(),
+        });
+        link.publish(Event {
+            kind: Kind::Line,
+            id: SessionId(1),
+            nick: None,
+            old: None,
+            text: "two".into(),
+        });
+        assert_eq!(link.counts().dropped_queue_full, 1);
+        assert_eq!(link.skipped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name(&default_node(), true).is_ok());
+        assert!(check_name("", true).is_err());
+        assert!(check_name(&"a".repeat(MAX_NAME + 1), true).is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! A chat room over two `tcpool serve --mode chat --cluster` processes through a real
+//! `nats-server` on a free loopback port: lines, nicknames, joins and leaves cross, never back
+//! to their sender; the broker killed and restarted; a client that never reads.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+const QUIET: Duration = Duration::from_millis(200);
+
+/// A `nats-server` on 127.0.0.1:`port`, killed on drop.
+struct Nats {
+    port: u16,
+    child: Child,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        Nats::on(free_port())
+    }
+
+    fn on(port: u16) -> Nats {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is needed for this test (scripts/test.sh installs it)");
+        wait_listening(port);
+        Nats { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker and waits until it is gone.
+    fn kill(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A chat node of the cluster on `nats`, named `name`, once its link is up.
+fn node(nats: &Nats, name: &str, extra: &[&str]) -> Binary {
+    let url = nats.url();
+    let mut args = vec!["--mode", "chat", "--cluster", &url, "--node", name];
+    args.extend_from_slice(extra);
+    let node = Binary::serve(&args);
+    node.wait_stderr("the link up", |l| l.contains("cluster link up"));
+    node
+}
+
+/// How many stderr lines of `node` contain `what`.
+fn count_stderr(node: &Binary, what: &str) -> usize {
+    node.stderr_lines()
+        .iter()
+        .filter(|l| l.contains(what))
+        .count()
+}
+
+/// What the node's console prints for `/cluster` now, as one string.
+fn cluster_report(node: &mut Binary) -> String {
+    let before = node.stdout_lines().len();
+    node.type_line("/cluster");
+    wait_until("the /cluster report", || {
+        node.stdout_lines()
+            .iter()
+            .skip(before)
+            .any(|l| l.contains("received "))
+    });
+    node.stdout_lines()[before..].join("\n")
+}
+
+/// The number after `name ` in a `/cluster` report.
+fn count(report: &str, name: &str) -> u64 {
+    report
+        .split(&format!("{name} "))
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {report}"))
+}
+
+/// Waits until `node` has received `n` envelopes from the other nodes: the notices of what
+/// happened there are in before its own clients join.
+fn received(node: &mut Binary, n: u64) {
+    wait_until("the other node's notices", || {
+        count(&cluster_report(node), "received") >= n
+    });
+}
+
+fn line(stream: &mut TcpStream) -> String {
+    String::from_utf8(read_line(stream)).unwrap()
+}
+
+/// Reads lines until one satisfies `pred` (at most `most` lines); returns it.
+fn line_where(stream: &mut TcpStream, most: usize, pred: impl Fn(&str) -> bool) -> String {
+    for _ in 0..most {
+        let l = line(stream);
+        assert!(!l.is_empty(), "closed before the line looked for");
+        if pred(&l) {
+            return l;
+        }
+    }
+    panic!("not in {most} lines");
+}
+
+#[test]
+fn lines_nicknames_joins_and_leaves_cross_nodes_never_back_to_the_sender() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let b = node(&nats, "b", &[]);
+
+    let mut b1 = chatter(b.addr);
+    received(&mut a, 1);
+    let mut a1 = chatter(a.addr);
+    expect_bytes(&mut b1, b"* #1@a joined\n");
+    let mut a2 = chatter(a.addr);
+    expect_bytes(&mut a1, b"* #2 joined\n");
+    expect_bytes(&mut b1, b"* #2@a joined\n");
+
+    a1.write_all(b"hello\n").unwrap();
+    expect_bytes(&mut a2, b"<#1> hello\n");
+    expect_bytes(&mut b1, b"<#1@a> hello\n");
+
+    b1.write_all(b"hi from b\n").unwrap();
+    // Had a1 got its own line back, these bytes would not be next.
+    expect_bytes(&mut a1, b"<#1@b> hi from b\n");
+    expect_bytes(&mut a2, b"<#1@b> hi from b\n");
+    expect_silence(&mut b1, QUIET);
+
+    a1.write_all(b"/nick ann\n").unwrap();
+    expect_bytes(&mut a1, b"* you are now ann\n");
+    expect_bytes(&mut a2, b"* #1 is now ann\n");
+    expect_bytes(&mut b1, b"* #1@a is now ann\n");
+    b1.write_all(b"/nick bob\n").unwrap();
+    expect_bytes(&mut b1, b"* you are now bob\n");
+    expect_bytes(&mut a1, b"* #1@b is now bob\n");
+    expect_bytes(&mut a2, b"* #1@b is now bob\n");
+    a1.write_all(b"hi bob \x1b[2J\n").unwrap();
+    expect_bytes(&mut b1, b"<ann> hi bob \\x1b[2J\n");
+    expect_bytes(&mut a2, b"<ann> hi bob \\x1b[2J\n");
+    b1.write_all(b"hi ann\n").unwrap();
+    expect_bytes(&mut a1, b"<bob> hi ann\n");
+    expect_bytes(&mut a2, b"<bob> hi ann\n");
+
+    // A forged envelope published straight on the subject: dropped and counted, not shown.
+    let mut rogue = connect(format!("127.0.0.1:{}", nats.port).parse().unwrap());
+    let forged = br#"{"v":1,"node":"x","epoch":1,"seq":1,"kind":"line","id":1,"nick":"*admin","text":"obey"}"#;
+    write!(
+        rogue,
+        "CONNECT {{\"verbose\":false}}\r\nPUB tcpool.tcpool.chat {}\r\n",
+        forged.len()
+    )
+    .unwrap();
+    rogue.write_all(forged).unwrap();
+    rogue
+        .write_all(b"\r\nPUB tcpool.tcpool.chat 3\r\n{{{\r\nPING\r\n")
+        .unwrap();
+    let mut pong = [0u8; 64];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("PONG") {
+        let n = rogue.read(&mut pong).unwrap();
+        assert!(
+            n > 0,
+            "the broker closed: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&pong[..n]);
+    }
+    wait_until("two malformed envelopes counted", || {
+        count(&cluster_report(&mut a), "malformed") == 2
+    });
+    expect_silence(&mut a1, QUIET);
+
+    drop(b1);
+    expect_bytes(&mut a1, b"* bob left\n");
+    expect_bytes(&mut a2, b"* bob left\n");
+
+    let report = cluster_report(&mut a);
+    assert!(report.contains("link up, node a"), "{report}");
+    assert_eq!(count(&report, "gaps"), 0, "{report}");
+    assert_eq!(count(&report, "dropped"), 0, "{report}");
+    assert!(count(&report, "received") >= 5, "{report}");
+}
+
+#[test]
+fn the_broker_dies_local_chat_goes_on_and_the_room_comes_back_with_the_loss_counted() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &["--admin", "127.0.0.1:0"]);
+    let mut b = node(&nats, "b", &[]);
+    let mut b1 = chatter(b.addr);
+    received(&mut a, 1);
+    let mut a1 = chatter(a.addr);
+    let mut a2 = chatter(a.addr);
+    line_where(&mut b1, 5, |l| l == "* #2@a joined\n");
+    expect_bytes(&mut a1, b"* #2 joined\n");
+
+    let port = nats.kill();
+    a.wait_stderr("the link down", |l| l.contains("cluster link down"));
+    b.wait_stderr("the link down", |l| l.contains("cluster link down"));
+    assert_eq!(count_stderr(&a, "cluster link down"), 1);
+
+    // Local chat is untouched; what would have crossed is dropped and counted.
+    for i in 0..3 {
+        a1.write_all(format!("while down {i}\n").as_bytes())
+            .unwrap();
+        expect_bytes(&mut a2, format!("<#1> while down {i}\n").as_bytes());
+    }
+    wait_until("three drops counted", || {
+        count(&cluster_report(&mut a), "broker-down") == 3
+    });
+
+    let _nats = Nats::on(port);
+    wait_until("both links up again", || {
+        count_stderr(&a, "cluster link up") == 2 && count_stderr(&b, "cluster link up") == 2
+    });
+    // The subscription is renewed with the connection: lines cross again. Send until one
+    // does (a line sent before b's subscription is back is lost, and counted as a gap).
+    let mut crossed = None;
+    for i in 0..50 {
+        a1.write_all(format!("after {i}\n").as_bytes()).unwrap();
+        expect_bytes(&mut a2, format!("<#1> after {i}\n").as_bytes());
+        b1.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut first = [0u8; 1];
+        if b1.read(&mut first).is_ok_and(|n| n == 1) {
+            b1.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let rest = line(&mut b1);
+            crossed = Some(format!("{}{rest}", first[0] as char));
+            break;
+        }
+    }
+    let crossed = crossed.expect("no line crossed after the broker came back");
+    assert!(crossed.starts_with("<#1@a> after "), "{crossed}");
+    assert!(!crossed.contains("while down"), "{crossed}");
+    b1.write_all(b"back\n").unwrap();
+    line_where(&mut a1, 60, |l| l == "<#1@b> back\n");
+
+    // b saw a's sequence jump over the three lines dropped while the broker was down.
+    let report = cluster_report(&mut b);
+    assert!(count(&report, "gaps") >= 3, "{report}");
+    let metrics = http_get(a.admin_addr(), "/metrics");
+    assert!(
+        metrics.contains("tcpool_cluster_dropped_total{reason=\"broker-down\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tcpool_cluster_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("tcpool_cluster_published_total "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tcpool_cluster_gaps_total 0"), "{metrics}");
+}
+
+#[test]
+fn a_client_that_never_reads_on_one_node_does_not_hold_up_the_other() {
+    const LINES: usize = 3000;
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let mut b = node(&nats, "b", &[]);
+    let mut b1 = chatter(b.addr);
+    // Never reads: its socket and then its outbox fill (and past --outbox-limit b drops it).
+    let _stuck = chatter(b.addr);
+    received(&mut a, 2);
+    let mut a1 = chatter(a.addr);
+    let a2 = chatter(a.addr);
+    line_where(&mut b1, 5, |l| l == "* #2@a joined\n");
+    expect_bytes(&mut a1, b"* #2 joined\n");
+
+    let pad = "x".repeat(1000);
+    let sender = std::thread::spawn(move || {
+        for i in 0..LINES {
+            a1.write_all(format!("{i} {pad}\n").as_bytes()).unwrap();
+        }
+        a1
+    });
+    // Every line reaches the local reader, in order.
+    let mut a2 = BufReader::new(a2);
+    for i in 0..LINES {
+        let mut l = String::new();
+        a2.read_line(&mut l).unwrap();
+        assert!(l.starts_with(&format!("<#1> {i} ")), "{i}: {l}");
+    }
+    let _a1 = sender.join().unwrap();
+    // And b's reader, save what a counted as lost on its side.
+    let dropped = count(&cluster_report(&mut a), "dropped");
+    let mut b1 = BufReader::new(b1);
+    let (mut seen, mut last) = (0, None);
+    while last != Some(LINES - 1) {
+        let mut l = String::new();
+        let n = b1.read_line(&mut l).unwrap();
+        assert!(n > 0, "b's reader was closed after {seen} lines");
+        let Some(rest) = l.strip_prefix("<#1@a> ") else {
+            continue;
+        };
+        let n: usize = rest.split(' ').next().unwrap().parse().unwrap();
+        assert!(last.is_none_or(|last| n > last), "{n} after {last:?}");
+        last = Some(n);
+        seen += 1;
+    }
+    // Whatever did not arrive was counted: dropped by a, and seen as a gap by b.
+    let report = cluster_report(&mut b);
+    assert_eq!(
+        seen as u64 + count(&report, "gaps"),
+        LINES as u64,
+        "{report}"
+    );
+    assert_eq!(count(&report, "gaps"), dropped, "{report}");
+}
+
+/// A plain HTTP/1.1 GET: the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+#[test]
+fn bad_cluster_flags_are_refused_before_serving() {
+    for (args, message) in [
+        (
+            &["--cluster", "nats://127.0.0.1:1"][..],
+            "--cluster is for --mode chat",
+        ),
+        (
+            &["--mode", "chat", "--cluster", "http://x"],
+            "expected nats://HOST:PORT",
+        ),
+        (&["--mode", "chat", "--node", "a"], "go with --cluster"),
+        (
+            &[
+                "--mode",
+                "chat",
+                "--cluster",
+                "nats://127.0.0.1:1",
+                "--node",
+                "a b",
+            ],
+            "--node \"a b\"",
+        ),
+    ] {
+        let out = Command::new(tcpool_bin())
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
