@@ -241,10 +241,8 @@ pub(crate) struct ServeArgs {
 const EXAMPLES: &str = "
   # Echo on 127.0.0.1:8900 until Ctrl-C, or `quit` typed on its console
   tcpool serve
-  # A chat room on port 9000 for 100 people at most; idle ones leave after 5 minutes
-  tcpool serve --mode chat --port 9000 --max-conns 100 --idle-timeout 5m
-  # One chat room over this process and others, through a NATS broker
-  tcpool serve --mode chat --port 9000 --cluster nats://127.0.0.1:4222 --node eu-1
+  # A chat room on port 9000 for 100 people at most, shared with other nodes through NATS
+  tcpool serve --mode chat --port 9000 --max-conns 100 --cluster nats://127.0.0.1:4222
   # Metrics and health on 127.0.0.1:9900, and a JSON log line for each session
   tcpool serve --admin 127.0.0.1:9900 --log-format json --log-level debug
   # A slow server: half the sessions get every reply 20 ms (± 5 ms) late

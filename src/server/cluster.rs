@@ -29,8 +29,7 @@ use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::server::modes::chat::{MAX_RELAYED, check_nick, relayed};
-use crate::server::session::SessionId;
+use crate::server::modes::chat::{Beyond, Event, Kind, MAX_RELAYED, check_nick, relayed};
 use crate::server::session::registry::Registry;
 use crate::time::Throttle;
 
@@ -157,35 +156,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
     url.parse::<async_nats::ServerAddr>()
         .map(drop)
         .map_err(|e| e.to_string())
-}
-
-/// What happened to a local session, for the other nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// It sent a chat line (`text`).
-    Line,
-    /// It chose a nickname (`nick`; `old` is the one it had, if any).
-    Nick,
-    /// It joined the room.
-    Join,
-    /// It left.
-    Left,
-}
-
-/// One event of a local session, as a worker hands it to the link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// What happened.
-    pub kind: Kind,
-    /// The session.
-    pub id: SessionId,
-    /// Its nickname now, if it chose one.
-    pub nick: Option<String>,
-    /// For [`Kind::Nick`], the nickname it had before.
-    pub old: Option<String>,
-    /// For [`Kind::Line`], the line as relayed locally (escaped, cut).
-    pub text: String,
 }
 
 /// What goes over the broker: an [`Event`] with its origin and its place in the origin's
@@ -723,9 +693,16 @@ fn shown(envelope: &Envelope) -> String {
     }
 }
 
+impl Beyond for Link {
+    fn publish(&self, event: Event) {
+        Link::publish(self, event);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::session::SessionId;
 
     fn envelope(kind: Kind) -> Envelope {
         Envelope {

@@ -130,7 +130,8 @@ impl Server {
     /// [`Server::registry`]): the handler is [`Chat::clustered`], and the console's
     /// `/cluster` and the metrics show the link.
     pub fn cluster(mut self, link: Arc<Link>) -> Self {
-        self.handler = Some(Arc::new(Chat::clustered(Arc::clone(&link))));
+        let beyond: Arc<dyn crate::server::modes::chat::Beyond> = Arc::clone(&link) as _;
+        self.handler = Some(Arc::new(Chat::clustered(beyond)));
         self.cluster = Some(link);
         self
     }

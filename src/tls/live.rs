@@ -340,21 +340,9 @@ fn stamp_of(files: &[&Path]) -> Stamp {
     )
 }
 
-/// Opens `path` to read it without waiting for anyone: a FIFO with no writer would block
-/// `open(2)` until one came (forever, for the server's start or a reload, and every reload
-/// after it, which waits for that one). The caller refuses whatever is not a regular file,
-/// where the flag changes nothing.
-pub(crate) fn open_unblocked(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-}
-
 /// A PEM file's bytes, at most [`MAX_PEM_FILE`] of them, from a regular file.
 pub(crate) fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
-    let file = open_unblocked(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let file = super::files::open_unblocked(path).map_err(|e| format!("cannot read it: {e}"))?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read it: {e}"))?;

@@ -15,6 +15,7 @@
 //! - [`resume`]: the load generator's store of session tickets, as large as its run.
 
 pub mod bad;
+mod files;
 pub mod link;
 pub mod live;
 pub mod make;

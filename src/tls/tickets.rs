@@ -267,7 +267,7 @@ fn create(path: &Path) -> anyhow::Result<Opened> {
 
 /// The keys of `path`, and a note when its group may read or write it.
 fn read(path: &Path) -> Result<(Arc<[Key]>, Option<String>), String> {
-    let file = super::live::open_unblocked(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let file = super::files::open_unblocked(path).map_err(|e| format!("cannot read it: {e}"))?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read it: {e}"))?;

@@ -23,7 +23,6 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_security::{GeneralSecurityProfile, MixedScript};
 
 use super::handler::{Context, Handler};
-use crate::server::cluster::{Event, Kind, Link};
 use crate::server::protocol::{LineEnding, Message, escape};
 use crate::server::session::SessionId;
 
@@ -45,6 +44,43 @@ const NICK_PUNCTUATION: &str = "-_.'";
 const COMMANDS: &str = "* commands: /nick NAME (choose a name), /who (who is here), /help; \
                         start a line with // to send one that begins with /";
 
+/// What happened to a local session, for a room beyond this process (the other nodes of a
+/// cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// It sent a chat line (`text`).
+    Line,
+    /// It chose a nickname (`nick`; `old` is the one it had, if any).
+    Nick,
+    /// It joined the room.
+    Join,
+    /// It left.
+    Left,
+}
+
+/// One event of a local session, as a worker hands it beyond the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: Kind,
+    /// The session.
+    pub id: SessionId,
+    /// Its nickname now, if it chose one.
+    pub nick: Option<String>,
+    /// For [`Kind::Nick`], the nickname it had before.
+    pub old: Option<String>,
+    /// For [`Kind::Line`], the line as relayed locally (escaped, cut).
+    pub text: String,
+}
+
+/// Where a room's events go beyond this process: the cluster link
+/// ([`crate::server::cluster::Link`]). Called on a worker: it must never block.
+pub trait Beyond: Send + Sync + std::fmt::Debug {
+    /// Hands `event` on, or drops and counts it.
+    fn publish(&self, event: Event);
+}
+
 /// The chat relay. One per server; it knows which nicknames are taken.
 #[derive(Debug, Default)]
 pub struct Chat {
@@ -52,7 +88,7 @@ pub struct Chat {
     nicks: Mutex<HashMap<String, SessionId>>,
     /// The cluster link, when the room spans several nodes: every local line, nickname
     /// change, join and leave is handed to it too.
-    cluster: Option<Arc<Link>>,
+    cluster: Option<Arc<dyn Beyond>>,
 }
 
 /// Why `/nick NAME` was refused.
@@ -169,7 +205,7 @@ pub fn nick_keys(name: &str) -> Vec<String> {
 
 impl Chat {
     /// A room that also spans the other nodes of `link`'s cluster.
-    pub fn clustered(link: Arc<Link>) -> Self {
+    pub fn clustered(link: Arc<dyn Beyond>) -> Self {
         Chat {
             nicks: Mutex::default(),
             cluster: Some(link),
@@ -177,7 +213,7 @@ impl Chat {
     }
 
     /// Hands an event of the session being handled to the cluster link, if there is one
-    /// (never blocks: see [`Link::publish`]).
+    /// (never blocks: see [`Beyond::publish`]).
     fn tell_cluster(&self, ctx: &Context<'_>, kind: Kind, old: Option<String>, text: String) {
         if let Some(link) = &self.cluster {
             link.publish(Event {
