@@ -166,7 +166,7 @@ impl Server {
     }
 
     /// Signs the certificates of `tls-cert` faults with `signer`, the CA clients trust
-    /// (`--tls auto`'s, [`crate::tls::ServerTls::signer`]), so that a client sees exactly
+    /// (`--tls auto`'s, [`crate::tls::ServerTls::ca_signer`]), so that a client sees exactly
     /// what is wrong with them; without one they are signed by a CA made for the purpose.
     pub fn tls_signer(mut self, signer: Option<Arc<crate::tls::make::Signer>>) -> Self {
         self.tls_signer = signer;

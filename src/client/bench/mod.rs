@@ -75,12 +75,14 @@ mod report;
 mod server;
 mod tally;
 mod text;
+mod tls;
 mod worker;
 
 pub use error::ErrorKind;
 pub use histogram::Percentiles;
-pub use plan::{BenchTls, Limit, Options, Resume};
+pub use plan::{Limit, Options};
 pub use report::Report;
+pub use tls::{BenchTls, Resume};
 
 pub use error::FirstError;
 pub use framing::{Draw, Greeting, MAX_RAND, Protocol, Reply, Request, Template};
@@ -102,7 +104,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam::channel;
 
 use framing::Delimiter;
-use plan::{Framing, Live, Plan, TlsConfigs};
+use plan::{Framing, Live, Plan};
+use tls::TlsConfigs;
 use worker::{Outcome, Worker};
 
 /// The default number of connections (`-c`).
