@@ -325,6 +325,143 @@ fn a_client_that_never_reads_on_one_node_does_not_hold_up_the_other() {
     assert_eq!(count(&report, "gaps"), dropped, "{report}");
 }
 
+/// Reads one line, waiting at most `most`; how long it took.
+fn line_within(stream: &mut TcpStream, most: Duration) -> (String, Duration) {
+    let start = std::time::Instant::now();
+    stream.set_read_timeout(Some(most)).unwrap();
+    let l = line(stream);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    (l, start.elapsed())
+}
+
+/// What the node's console prints for `/who` now, once it has a line containing `until`.
+fn who_report(node: &mut Binary, until: &str) -> String {
+    let mut report = String::new();
+    wait_until("the /who report", || {
+        let before = node.stdout_lines().len();
+        node.type_line("/who");
+        let mut tries = 0;
+        while !node
+            .stdout_lines()
+            .iter()
+            .skip(before)
+            .any(|l| l.contains(" in the room on "))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            tries += 1;
+            assert!(tries < 250, "no /who report");
+        }
+        report = node.stdout_lines()[before..].join("\n");
+        report.contains(until)
+    });
+    report
+}
+
+#[test]
+fn who_lists_the_members_of_every_node() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let b = node(&nats, "b", &[]);
+    let mut b1 = chatter(b.addr);
+    b1.write_all(b"/nick bob\n").unwrap();
+    expect_bytes(&mut b1, b"* you are now bob\n");
+    let _b2 = chatter(b.addr);
+    received(&mut a, 3);
+    let mut a1 = chatter(a.addr);
+    a1.write_all(b"/who\n").unwrap();
+    expect_bytes(
+        &mut a1,
+        b"* 3 here (1 on this node, 2 on b): #1 (you), bob@b, #2@b\n",
+    );
+    let report = who_report(&mut a, "a (this node): #1");
+    assert!(
+        report.contains("3 in the room on 2 node(s): 1 on a (this node), 2 on b"),
+        "{report}"
+    );
+    assert!(report.contains("b: bob@b, #2@b"), "{report}");
+    // The heartbeats carry the same members.
+    wait_until("a heartbeat from b", || {
+        count(&cluster_report(&mut a), "heartbeats") >= 1
+    });
+    let report = cluster_report(&mut a);
+    assert!(
+        report.contains("presence: 1 other node(s), 2 member(s) there"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_node_killed_has_its_members_shown_as_left_once_the_ttl_passes() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let mut b = node(&nats, "b", &[]);
+    let _b1 = chatter(b.addr);
+    received(&mut a, 1);
+    let mut a1 = chatter(a.addr);
+    b.signal("KILL");
+    let _ = b.wait_timeout(IO_TIMEOUT);
+    // Three heartbeats (6 s) after the last one heard, and a sweep.
+    let (l, took) = line_within(&mut a1, Duration::from_secs(9));
+    assert_eq!(l, "* #1@b left (node lost)\n", "after {took:?}");
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    expect_silence(&mut a1, Duration::from_millis(500));
+    let report = who_report(&mut a, "1 in the room on 1 node(s)");
+    assert!(report.contains("a (this node): #1"), "{report}");
+}
+
+#[test]
+fn a_node_stopped_gracefully_says_its_members_left_at_once() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let mut b = node(&nats, "b", &[]);
+    let mut b1 = chatter(b.addr);
+    b1.write_all(b"/nick bob\n").unwrap();
+    expect_bytes(&mut b1, b"* you are now bob\n");
+    let _b2 = chatter(b.addr);
+    received(&mut a, 3);
+    let mut a1 = chatter(a.addr);
+    b.type_line("quit");
+    let (first, took) = line_within(&mut a1, Duration::from_secs(5));
+    let (second, _) = line_within(&mut a1, Duration::from_secs(1));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(
+        [first.as_str(), second.as_str()],
+        [
+            "* bob left (node stopped)\n",
+            "* #2@b left (node stopped)\n"
+        ]
+    );
+    assert_eq!(b.wait_timeout(IO_TIMEOUT), Some(0));
+    expect_silence(&mut a1, Duration::from_millis(500));
+}
+
+#[test]
+fn a_second_node_with_the_same_name_is_logged_and_counted() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &["--admin", "127.0.0.1:0"]);
+    let twin = node(&nats, "a", &[]);
+    a.wait_stderr("the conflict", |l| {
+        l.contains("another node is named a (epoch ")
+    });
+    twin.wait_stderr("the conflict", |l| {
+        l.contains("another node is named a (epoch ")
+    });
+    let report = cluster_report(&mut a);
+    assert_eq!(count(&report, "name conflicts"), 1, "{report}");
+    assert!(
+        report.contains("(another node is named a: epoch "),
+        "{report}"
+    );
+    let metrics = http_get(a.admin_addr(), "/metrics");
+    assert!(
+        metrics.contains("tcpool_cluster_name_conflicts_total 1"),
+        "{metrics}"
+    );
+    // Logged once per 10 s, however many heartbeats.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(count_stderr(&a, "another node is named a"), 1);
+}
+
 /// A plain HTTP/1.1 GET: the body.
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = connect(addr);

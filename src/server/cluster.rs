@@ -16,6 +16,13 @@
 //! the numbers they never saw (gaps) and the ones they saw twice (duplicates, not relayed).
 //! Envelopes that cannot be read, or that break a rule a local session is held to, are
 //! dropped, counted and logged at most once a second.
+//!
+//! Presence: every [`HEARTBEAT`] the link publishes this node's members on
+//! a second subject, and keeps what the other nodes announce, so that `/who` lists the
+//! whole room; a node silent for [`TTL`] has its members shown as left (node lost), and a
+//! stopping node's last word shows its members as left at once. A word with this node's
+//! name and another epoch is another node with the same `--node`: logged (at most once per
+//! 10 s), counted and shown in `/cluster`; each node goes on ignoring the other's lines.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,15 +30,22 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::server::modes::chat::{Beyond, Event, Kind, MAX_RELAYED, check_nick, relayed};
+use crate::server::modes::chat::{
+    Beyond, Elsewhere, Event, Kind, MAX_RELAYED, check_nick, relayed,
+};
 use crate::server::session::registry::Registry;
 use crate::time::Throttle;
+
+mod presence;
+
+pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, TTL};
+use presence::{Roster, read_beat};
 
 /// The target of the link's log lines.
 const LOG: &str = "tcpool::cluster";
@@ -54,6 +68,15 @@ const FIRST_CONNECT_WARNING: Duration = Duration::from_secs(2);
 
 /// How long a stopping link may take to flush what it published.
 const STOP_FLUSH: Duration = Duration::from_secs(1);
+
+/// How often the nodes not heard of are looked for.
+const SWEEP: Duration = Duration::from_millis(250);
+
+/// At most one line per this long says another node has this node's name.
+const CONFLICT_LOG: Duration = Duration::from_secs(10);
+
+/// Other epochs of this node's name remembered (each is counted once).
+const MAX_CONFLICTS: usize = 64;
 
 /// What `--cluster`, `--cluster-name` and `--node` ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +103,11 @@ impl ClusterOptions {
     /// The subject the nodes of this cluster publish on.
     pub fn subject(&self) -> String {
         format!("tcpool.{}.chat", self.name)
+    }
+
+    /// The subject the nodes of this cluster publish their heartbeats on.
+    pub fn presence_subject(&self) -> String {
+        format!("tcpool.{}.presence", self.name)
     }
 }
 
@@ -219,6 +247,12 @@ pub struct Counts {
     pub duplicates: u64,
     /// Envelopes that could not be read or broke a rule (not relayed).
     pub malformed: u64,
+    /// Heartbeats from other nodes taken.
+    pub heartbeats: u64,
+    /// Other nodes (distinct epochs) heard of with this node's name.
+    pub name_conflicts: u64,
+    /// Remote nodes or members refused at the presence bounds.
+    pub presence_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -230,6 +264,8 @@ struct Counters {
     gaps: AtomicU64,
     duplicates: AtomicU64,
     malformed: AtomicU64,
+    heartbeats: AtomicU64,
+    name_conflicts: AtomicU64,
 }
 
 const CONNECTING: u8 = 0;
@@ -252,6 +288,10 @@ pub struct Link {
     stop: AtomicBool,
     counters: Counters,
     done: Mutex<Option<Receiver<()>>>,
+    /// Who is in the room on the other nodes: written by the link thread, read by `/who`.
+    presence: Mutex<Presence>,
+    /// The other epochs heard of with this node's name, the last one last.
+    conflicts: Mutex<Vec<u64>>,
 }
 
 impl fmt::Debug for Link {
@@ -294,6 +334,8 @@ impl Link {
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             done: Mutex::new(Some(done)),
+            presence: Mutex::default(),
+            conflicts: Mutex::default(),
         });
         log::info!(
             target: LOG,
@@ -366,16 +408,33 @@ impl Link {
             gaps: load(&c.gaps),
             duplicates: load(&c.duplicates),
             malformed: load(&c.malformed),
+            heartbeats: load(&c.heartbeats),
+            name_conflicts: load(&c.name_conflicts),
+            presence_refused: self.presence.lock().refused(),
         }
+    }
+
+    /// This node's epoch: when it started, in nanoseconds since 1970.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The room's members on the other nodes, as last heard: counts per node and at most
+    /// `most` names.
+    pub fn elsewhere(&self, most: usize) -> Elsewhere {
+        self.presence.lock().elsewhere(most)
     }
 
     /// What `/cluster` prints.
     pub fn describe(&self) -> String {
         let c = self.counts();
+        let others = self.elsewhere(0);
         format!(
             "cluster {} through {}: link {}, node {} (epoch {})\n\
              published {}, dropped {} (queue-full {}, broker-down {})\n\
-             received {}, gaps {}, duplicates {}, malformed {}",
+             received {}, gaps {}, duplicates {}, malformed {}\n\
+             presence: {} other node(s), {} member(s) there, heartbeats {}, refused {}\n\
+             name conflicts {}{}",
             self.options.name,
             self.options.url,
             self.state(),
@@ -388,7 +447,19 @@ impl Link {
             c.received,
             c.gaps,
             c.duplicates,
-            c.malformed
+            c.malformed,
+            others.nodes.len(),
+            others.nodes.iter().map(|(_, n)| n).sum::<usize>(),
+            c.heartbeats,
+            c.presence_refused,
+            c.name_conflicts,
+            match self.conflicts.lock().last() {
+                Some(epoch) => format!(
+                    " (another node is named {}: epoch {epoch})",
+                    self.options.node
+                ),
+                None => String::new(),
+            }
         )
     }
 
@@ -472,6 +543,15 @@ impl Link {
                 return;
             }
         };
+        let beats_subject = self.options.presence_subject();
+        let mut beats = match client.subscribe(beats_subject.clone()).await {
+            Ok(subscriber) => subscriber,
+            Err(e) => {
+                log::error!(target: LOG, "cluster link cannot subscribe to {beats_subject}: {e}; local chat only");
+                self.state.store(STOPPED, Ordering::SeqCst);
+                return;
+            }
+        };
         // Up once the broker has answered after the subscription: from then on what the
         // other nodes publish reaches this one.
         tokio::spawn({
@@ -504,11 +584,17 @@ impl Link {
             }
         });
         let mut receiving = Receiving::new(self.options.node.clone());
+        let mut roster = Roster::default();
         let mut seq = 0u64;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Publish everything queued, then wait for more or for a message.
             while let Ok(event) = taken.try_recv() {
                 seq += 1 + self.skipped.swap(0, Ordering::Relaxed);
+                roster.follow(event.kind, event.id.0, &event.nick);
                 self.send(&client, &subject, seq, event).await;
             }
             if self.stop.load(Ordering::SeqCst) {
@@ -516,14 +602,41 @@ impl Link {
             }
             tokio::select! {
                 () = self.wake.notified() => {}
+                _ = heartbeat.tick() => {
+                    self.announce(&client, &beats_subject, &roster, false).await;
+                }
+                _ = sweep.tick() => receiving.sweep(&self, &registry),
                 message = futures_next(&mut subscriber) => match message {
                     Some(message) => receiving.take(&self, &message.payload, &registry),
                     None => break,
                 },
+                message = futures_next(&mut beats) => match message {
+                    Some(message) => receiving.take_beat(&self, &message.payload, &registry),
+                    None => break,
+                },
             }
         }
+        // The last word: this node's members are leaving with it.
+        self.announce(&client, &beats_subject, &roster, true).await;
         let _ = tokio::time::timeout(STOP_FLUSH, client.flush()).await;
         self.state.store(STOPPED, Ordering::SeqCst);
+    }
+
+    /// Publishes this node's members (a heartbeat), or says it is leaving with them.
+    async fn announce(
+        &self,
+        client: &async_nats::Client,
+        subject: &str,
+        roster: &Roster,
+        leaving: bool,
+    ) {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        let beat = roster.beat(&self.options.node, self.epoch, leaving);
+        if let Ok(payload) = serde_json::to_vec(&beat) {
+            let _ = client.publish(subject.to_owned(), payload.into()).await;
+        }
     }
 
     async fn send(&self, client: &async_nats::Client, subject: &str, seq: u64, event: Event) {
@@ -574,6 +687,7 @@ struct Receiving {
     last: HashMap<(String, u64), u64>,
     malformed_log: Throttle,
     gap_log: Throttle,
+    conflict_log: Throttle,
 }
 
 /// Origins remembered at most; past this the map starts over (a restart of every node
@@ -587,25 +701,95 @@ impl Receiving {
             last: HashMap::new(),
             malformed_log: Throttle::new(Duration::from_secs(1)),
             gap_log: Throttle::new(Duration::from_secs(1)),
+            conflict_log: Throttle::new(CONFLICT_LOG),
         }
+    }
+
+    fn malformed(&mut self, link: &Link, why: &str, bytes: usize) {
+        link.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        if let Some(held) = self.malformed_log.ready() {
+            log::warn!(
+                target: LOG,
+                "cluster: envelope dropped: {why} (bytes={bytes}, {held} more not logged)"
+            );
+        }
+    }
+
+    /// Whether a word with this node's name is another node's (the broker does not echo
+    /// this node's own): counted once per epoch, logged at most once per [`CONFLICT_LOG`].
+    fn own_name(&mut self, link: &Link, node: &str, epoch: u64) -> bool {
+        if node != self.own {
+            return false;
+        }
+        if epoch != link.epoch {
+            let mut conflicts = link.conflicts.lock();
+            if !conflicts.contains(&epoch) {
+                link.counters.name_conflicts.fetch_add(1, Ordering::Relaxed);
+                if conflicts.len() >= MAX_CONFLICTS {
+                    conflicts.remove(0);
+                }
+                conflicts.push(epoch);
+            } else if conflicts.last() != Some(&epoch) {
+                conflicts.retain(|&e| e != epoch);
+                conflicts.push(epoch);
+            }
+            drop(conflicts);
+            if self.conflict_log.ready().is_some() {
+                log::error!(
+                    target: LOG,
+                    "cluster: another node is named {} (epoch {epoch}; this one is epoch {}): \
+                     each ignores the other's lines; give every node its own --node",
+                    self.own,
+                    link.epoch
+                );
+            }
+        }
+        true
+    }
+
+    /// Shows `lines` to every local session.
+    fn show(lines: &[String], registry: &Registry) {
+        let mut pressed = Vec::new();
+        for line in lines {
+            registry.relay_line(line.as_bytes(), |_| true, &mut pressed);
+        }
+    }
+
+    fn take_beat(&mut self, link: &Link, payload: &[u8], registry: &Registry) {
+        let beat = match read_beat(payload) {
+            Ok(beat) => beat,
+            Err(why) => return self.malformed(link, &why, payload.len()),
+        };
+        if self.own_name(link, &beat.node, beat.epoch) {
+            return;
+        }
+        link.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+        let mut lines = Vec::new();
+        link.presence.lock().beat(beat, Instant::now(), &mut lines);
+        Receiving::show(&lines, registry);
+    }
+
+    /// Shows the members of the nodes not heard of for [`TTL`] as left; while this node's
+    /// link is down, nobody's time runs out.
+    fn sweep(&mut self, link: &Link, registry: &Registry) {
+        let mut lines = Vec::new();
+        {
+            let mut presence = link.presence.lock();
+            if link.state() == LinkState::Up {
+                presence.expire(Instant::now(), TTL, &mut lines);
+            } else {
+                presence.pause(Instant::now());
+            }
+        }
+        Receiving::show(&lines, registry);
     }
 
     fn take(&mut self, link: &Link, payload: &[u8], registry: &Registry) {
         let envelope = match read_envelope(payload) {
             Ok(envelope) => envelope,
-            Err(why) => {
-                link.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                if let Some(held) = self.malformed_log.ready() {
-                    log::warn!(
-                        target: LOG,
-                        "cluster: envelope dropped: {why} (bytes={}, {held} more not logged)",
-                        payload.len()
-                    );
-                }
-                return;
-            }
+            Err(why) => return self.malformed(link, &why, payload.len()),
         };
-        if envelope.node == self.own {
+        if self.own_name(link, &envelope.node, envelope.epoch) {
             return;
         }
         link.counters.received.fetch_add(1, Ordering::Relaxed);
@@ -639,9 +823,20 @@ impl Receiving {
                 *last = envelope.seq;
             }
         }
-        let line = shown(&envelope);
-        let mut pressed = Vec::new();
-        registry.relay_line(line.as_bytes(), |_| true, &mut pressed);
+        // A restart of that node first shows its earlier members as left.
+        let mut lines = Vec::new();
+        let mut presence = link.presence.lock();
+        presence.event(
+            (&envelope.node, envelope.epoch),
+            envelope.kind,
+            envelope.id,
+            &envelope.nick,
+            Instant::now(),
+            &mut lines,
+        );
+        drop(presence);
+        lines.push(shown(&envelope));
+        Receiving::show(&lines, registry);
     }
 }
 
@@ -696,6 +891,10 @@ fn shown(envelope: &Envelope) -> String {
 impl Beyond for Link {
     fn publish(&self, event: Event) {
         Link::publish(self, event);
+    }
+
+    fn elsewhere(&self, most: usize) -> Elsewhere {
+        Link::elsewhere(self, most)
     }
 }
 
@@ -762,6 +961,8 @@ mod tests {
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             done: Mutex::new(None),
+            presence: Mutex::default(),
+            conflicts: Mutex::default(),
         };
         let registry = Registry::new(1024);
         let mut receiving = Receiving::new("a".into());

@@ -79,6 +79,21 @@ pub struct Event {
 pub trait Beyond: Send + Sync + std::fmt::Debug {
     /// Hands `event` on, or drops and counts it.
     fn publish(&self, event: Event);
+
+    /// The room's members on the other nodes, for `/who`: at most `most` names.
+    fn elsewhere(&self, most: usize) -> Elsewhere {
+        let _ = most;
+        Elsewhere::default()
+    }
+}
+
+/// The room's members on the other nodes, as last heard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elsewhere {
+    /// Each other node with members, and how many, by name.
+    pub nodes: Vec<(String, usize)>,
+    /// Their names as `/who` shows them, `ann@NODE` or `#ID@NODE`, up to the number asked.
+    pub names: Vec<String>,
 }
 
 /// The chat relay. One per server; it knows which nicknames are taken.
@@ -308,6 +323,43 @@ impl Chat {
         }
     }
 
+    /// `/who`: the room here, and on the other nodes when there are any:
+    /// `* 3 here (2 on this node, 1 on b): #1 (you), ann, #1@b`.
+    fn who(&self, ctx: &Context<'_>) -> String {
+        let elsewhere = self
+            .cluster
+            .as_ref()
+            .map(|link| link.elsewhere(WHO_MAX))
+            .unwrap_or_default();
+        let remote: usize = elsewhere.nodes.iter().map(|(_, n)| n).sum();
+        if remote == 0 {
+            return Chat::roll_call(ctx, WHO_MAX, false);
+        }
+        let me = ctx.id();
+        let handles = ctx.registry().handles();
+        let present: Vec<_> = handles.iter().filter(|h| !h.is_closing()).collect();
+        let mut names: Vec<String> = present
+            .iter()
+            .take(WHO_MAX)
+            .map(|h| match h.id() == me {
+                true => format!("{} (you)", h.display_name()),
+                false => h.display_name(),
+            })
+            .collect();
+        let room = WHO_MAX - names.len();
+        names.extend(elsewhere.names.into_iter().take(room));
+        let total = present.len() + remote;
+        let mut line = format!("* {total} here ({} on this node", present.len());
+        for (node, n) in elsewhere.nodes.iter().filter(|(_, n)| *n > 0) {
+            let _ = write!(line, ", {n} on {node}");
+        }
+        let _ = write!(line, "): {}", names.join(", "));
+        if total > names.len() {
+            let _ = write!(line, " and {} more", total - names.len());
+        }
+        line
+    }
+
     /// `* N here: a, b, c` with at most `most` names, then how many were left out.
     fn roll_call(ctx: &Context<'_>, most: usize, others_only: bool) -> String {
         let me = ctx.id();
@@ -366,7 +418,7 @@ impl Handler for Chat {
                 match command {
                     "nick" => self.nick(ctx, arg),
                     "who" => {
-                        let here = Chat::roll_call(ctx, WHO_MAX, false);
+                        let here = self.who(ctx);
                         ctx.send_line(&here);
                     }
                     "help" => ctx.send_line(COMMANDS),

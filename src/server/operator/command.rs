@@ -38,6 +38,8 @@ pub enum Command {
     TlsReload,
     /// `/cluster`: the cluster link's state, this node's name, the counts.
     Cluster,
+    /// `/who`: the chat room's members, on this node and on the other nodes of the cluster.
+    Who,
     /// A reply (manual mode): a plain line, `@ID text` or `@all text`.
     Reply {
         /// Whom it is for.
@@ -91,6 +93,7 @@ pub fn parse(line: &str) -> Command {
             ("list", None, false) => Command::List,
             ("stats", None, false) => Command::Stats,
             ("cluster", None, false) => Command::Cluster,
+            ("who", None, false) => Command::Who,
             ("help", None, false) => Command::Help,
             ("kick", Some(id), false) => match id.parse() {
                 Ok(id) => Command::Kick(id),
@@ -99,7 +102,7 @@ pub fn parse(line: &str) -> Command {
             ("kick", _, _) => Command::Invalid("usage: /kick ID".into()),
             ("tls", Some("reload"), false) => Command::TlsReload,
             ("tls", _, _) => Command::Invalid("usage: /tls reload".into()),
-            ("list" | "stats" | "help" | "cluster", _, _) => {
+            ("list" | "stats" | "help" | "cluster" | "who", _, _) => {
                 Command::Invalid(format!("/{name} takes no argument"))
             }
             _ => Command::Invalid(format!("unknown command /{name}; type /help for the list")),
@@ -233,6 +236,7 @@ mod tests {
     #[test]
     fn slash_commands() {
         assert_eq!(parse("/list"), Command::List);
+        assert_eq!(parse("/who"), Command::Who);
         assert_eq!(parse("/stats "), Command::Stats);
         assert_eq!(parse("/help"), Command::Help);
         assert!(matches!(parse("/kick"), Command::Invalid(_)));

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::server::cluster::Link;
 use crate::server::faults::Faults;
 use crate::server::modes::Mode;
+use crate::server::modes::chat::{Elsewhere, WHO_MAX};
 use crate::server::operator::audit::{Audit, Source};
 use crate::server::operator::output::Printer;
 use crate::server::protocol::escape;
@@ -37,6 +38,7 @@ commands:
   /fault clear [ID]  end fault ID, or every fault
   /tls reload   read the TLS certificate and key files again (new handshakes get them)
   /cluster      the cluster link (--cluster): its state, this node's name, lines published, dropped, received, lost
+  /who          the chat room's members: on this node, and on the other nodes of the cluster (@NODE)
   /help         this text";
 
 /// The rest of `/help` in manual mode, the only mode with replies.
@@ -165,6 +167,7 @@ impl Console {
                     .printer
                     .print("not in a cluster: serve --mode chat --cluster nats://HOST:PORT"),
             },
+            Command::Who => self.printer.print(&self.who()),
             Command::Reply { to, text } => self.reply(to, &text),
             Command::Empty => {}
             Command::Invalid(hint) => self.printer.print(&hint),
@@ -246,6 +249,56 @@ impl Console {
             "{who}: answer one with @ID text (connected: {}) or everyone with @all text",
             ids.join(", ")
         )
+    }
+
+    /// The `/who` text: a count line, then one line per node with its members' names
+    /// (at most [`WHO_MAX`] in all).
+    pub fn who(&self) -> String {
+        if self.mode != Mode::Chat {
+            return "/who lists a chat room: serve --mode chat".into();
+        }
+        let local: Vec<String> = self
+            .registry
+            .handles()
+            .iter()
+            .filter(|h| !h.is_closing())
+            .map(|h| escape(h.display_name().as_bytes()))
+            .collect();
+        let elsewhere = match &self.cluster {
+            Some(link) => link.elsewhere(WHO_MAX.saturating_sub(local.len())),
+            None => Elsewhere::default(),
+        };
+        let here = match &self.cluster {
+            Some(link) => format!("{} (this node)", link.options().node),
+            None => "this node".into(),
+        };
+        let total = local.len() + elsewhere.nodes.iter().map(|(_, n)| n).sum::<usize>();
+        let mut out = format!(
+            "{total} in the room on {} node(s): {} on {here}",
+            1 + elsewhere.nodes.len(),
+            local.len()
+        );
+        for (node, n) in &elsewhere.nodes {
+            out.push_str(&format!(", {n} on {node}"));
+        }
+        let mut listed = 0;
+        let names = |names: &[String]| match names.is_empty() {
+            true => "nobody".to_owned(),
+            false => names.join(", "),
+        };
+        let shown: Vec<String> = local.into_iter().take(WHO_MAX).collect();
+        listed += shown.len();
+        out.push_str(&format!("\n{here}: {}", names(&shown)));
+        let mut remote = elsewhere.names.iter();
+        for (node, n) in &elsewhere.nodes {
+            let theirs: Vec<String> = remote.by_ref().take(*n).cloned().collect();
+            listed += theirs.len();
+            out.push_str(&format!("\n{node}: {}", names(&theirs)));
+        }
+        if total > listed {
+            out.push_str(&format!("\n(and {} more not listed)", total - listed));
+        }
+        out
     }
 
     /// The `/list` text.

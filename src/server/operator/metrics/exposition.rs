@@ -56,8 +56,8 @@ impl Exposition {
 
     /// Also exposes the cluster link: whether it is up (`tcpool_cluster_up`), envelopes
     /// published and received, events dropped by reason
-    /// (`tcpool_cluster_dropped_total{reason="queue-full"}`), sequence gaps, duplicates and
-    /// malformed envelopes.
+    /// (`tcpool_cluster_dropped_total{reason="queue-full"}`), sequence gaps, duplicates,
+    /// malformed envelopes, heartbeats, name conflicts and presence refusals.
     pub fn with_cluster(mut self, link: Arc<Link>) -> Self {
         self.cluster = Some(link);
         self
@@ -414,7 +414,7 @@ impl Collector for Exposition {
                 None,
                 one(u64::from(link.state() == LinkState::Up)),
             )?;
-            let counters: [(&str, &str, u64); 5] = [
+            let counters: [(&str, &str, u64); 8] = [
                 (
                     "tcpool_cluster_published",
                     "Envelopes of local sessions handed to the broker",
@@ -439,6 +439,21 @@ impl Collector for Exposition {
                     "tcpool_cluster_malformed",
                     "Envelopes from the broker that could not be read or broke a rule, not relayed",
                     c.malformed,
+                ),
+                (
+                    "tcpool_cluster_heartbeats",
+                    "Presence heartbeats from other nodes received",
+                    c.heartbeats,
+                ),
+                (
+                    "tcpool_cluster_name_conflicts",
+                    "Other nodes (distinct epochs) heard of with this node's name",
+                    c.name_conflicts,
+                ),
+                (
+                    "tcpool_cluster_presence_refused",
+                    "Remote nodes or members not kept: past the presence bounds",
+                    c.presence_refused,
                 ),
             ];
             for (name, help, value) in counters {
