@@ -412,3 +412,38 @@ fn many_connections_reconnecting_together_all_find_a_ticket() {
     assert_eq!(tls["full"], 64, "{tls}");
     assert_eq!(resumed, 256, "{tls}");
 }
+
+#[test]
+fn a_connections_first_handshake_offers_no_ticket_of_another() {
+    let certs = Certs::new("first");
+    let (cert, key, ca) = (
+        certs.path("server.pem"),
+        certs.path("server-key.pem"),
+        certs.path("ca.pem"),
+    );
+    let server = PyEcho::start(Some((&cert, &key)));
+    let target = format!("127.0.0.1:{}", server.port);
+    // One connection every 100 ms: each earlier one has its tickets by the time the next
+    // connects. The clients a bench stands for are strangers to the server: each first
+    // handshake is full.
+    let report = bench(&[
+        &target,
+        "-c",
+        "4",
+        "-n",
+        "8",
+        "--threads",
+        "1",
+        "--connect-rate",
+        "10",
+        "--tls",
+        "--tls-ca",
+        ca.to_str().unwrap(),
+        "--tls-servername",
+        "localhost",
+    ]);
+    let (connections, resumed) = server.counts();
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!((connections, resumed), (4, 0), "{report}");
+    assert_eq!(report["tls"]["full"], 4, "{report}");
+}

@@ -6,6 +6,10 @@
 //! handshakes it was asked to resume, so the share of resumed handshakes would depend on how
 //! many connections happen to reconnect together. [`TicketStore`] keeps as many tickets as
 //! the run has connections (each used once, as TLS 1.3 asks), oldest dropped first.
+//!
+//! A connection's first handshake offers none ([`Keeping`]): the clients a bench stands for
+//! are strangers to the server until each has made a handshake of its own. It keeps what it
+//! is given for the reconnects.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -107,5 +111,40 @@ impl ClientSessionStore for TicketStore {
     fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
         // The newest first: it has the longest to live.
         self.with(name, |s| s.tls13.pop_back()).flatten()
+    }
+}
+
+/// A [`TicketStore`] seen by a first handshake: what the server gives is kept in it, nothing
+/// is taken from it.
+#[derive(Debug)]
+pub struct Keeping(pub Arc<TicketStore>);
+
+impl ClientSessionStore for Keeping {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: NamedGroup) {
+        self.0.set_kx_hint(name, group);
+    }
+
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.0.kx_hint(name)
+    }
+
+    fn set_tls12_session(&self, name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.0.set_tls12_session(name, value);
+    }
+
+    fn tls12_session(&self, _name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.0.remove_tls12_session(name);
+    }
+
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.0.insert_tls13_ticket(name, value);
+    }
+
+    fn take_tls13_ticket(&self, _name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        None
     }
 }

@@ -70,10 +70,14 @@ impl PartialEq for BenchTls {
     }
 }
 
-/// The two client configurations of a TLS run: one that offers and keeps session tickets
-/// (in a [`TicketStore`](crate::tls::resume::TicketStore) as large as the run), one that
-/// makes every handshake full.
+/// The client configurations of a TLS run: for a connection's first handshake, which offers
+/// no ticket but keeps those it is given (in a
+/// [`TicketStore`](crate::tls::resume::TicketStore) as large as the run); for a reconnect,
+/// which offers one from it; and one that makes every handshake full and asks for no ticket.
 pub(super) struct TlsConfigs {
+    /// A connection's first handshake: offers no ticket, keeps what it is given.
+    first: Arc<rustls::ClientConfig>,
+    /// A reconnect's: offers a ticket from the store when there is one.
     resuming: Arc<rustls::ClientConfig>,
     full: Arc<rustls::ClientConfig>,
     pub(super) name: rustls::pki_types::ServerName<'static>,
@@ -87,11 +91,16 @@ impl TlsConfigs {
     pub(super) fn new(tls: &BenchTls, connections: usize) -> Self {
         let store =
             crate::tls::resume::TicketStore::new(connections * Self::TICKETS_PER_CONNECTION);
+        let mut first = (*tls.config).clone();
+        first.resumption = rustls::client::Resumption::store(Arc::new(
+            crate::tls::resume::Keeping(Arc::clone(&store)),
+        ));
         let mut resuming = (*tls.config).clone();
         resuming.resumption = rustls::client::Resumption::store(store);
         let mut full = (*tls.config).clone();
         full.resumption = rustls::client::Resumption::disabled();
         TlsConfigs {
+            first: Arc::new(first),
             resuming: Arc::new(resuming),
             full: Arc::new(full),
             name: tls.name.clone(),
@@ -99,15 +108,24 @@ impl TlsConfigs {
         }
     }
 
-    /// The configuration for a handshake, and whether it takes tickets; `draw` gives a
-    /// number below a million when asked.
-    pub(super) fn pick(&self, draw: impl FnOnce() -> u64) -> (&Arc<rustls::ClientConfig>, bool) {
+    /// The configuration for a connection's handshake (its `first`, or a reconnect's), and
+    /// whether it takes tickets; `draw` gives a number below a million when asked.
+    pub(super) fn pick(
+        &self,
+        first: bool,
+        draw: impl FnOnce() -> u64,
+    ) -> (&Arc<rustls::ClientConfig>, bool) {
         let resumes = match self.resume {
             Resume::Off => false,
             Resume::Tickets => true,
             Resume::Mix(share) => (draw() as f64) < share * 1e6,
         };
-        (if resumes { &self.resuming } else { &self.full }, resumes)
+        let config = match (resumes, first) {
+            (false, _) => &self.full,
+            (true, true) => &self.first,
+            (true, false) => &self.resuming,
+        };
+        (config, resumes)
     }
 }
 

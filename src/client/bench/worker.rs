@@ -256,7 +256,8 @@ impl<'a> Worker<'a> {
             Ok(match &self.plan.tls {
                 Some(tls) => {
                     let conn = &mut self.conns[i];
-                    let (config, resumes) = tls.pick(|| conn.draw_below(1_000_000));
+                    let first = conn.reopens == 0;
+                    let (config, resumes) = tls.pick(first, || conn.draw_below(1_000_000));
                     conn.wants_tickets = resumes;
                     conn.shaken_at = None;
                     let conn = rustls::ClientConnection::new(config.clone(), tls.name.clone())
