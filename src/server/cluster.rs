@@ -24,28 +24,25 @@
 //! name and another epoch is another node with the same `--node`: logged (at most once per
 //! 10 s), counted and shown in `/cluster`; each node goes on ignoring the other's lines.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
-use crate::server::modes::chat::{
-    Beyond, Elsewhere, Event, Kind, MAX_RELAYED, check_nick, relayed,
-};
+use crate::server::modes::chat::{Beyond, Elsewhere, Event, MAX_RELAYED};
 use crate::server::session::registry::Registry;
-use crate::time::Throttle;
 
 mod presence;
+mod receiving;
 
+use presence::Roster;
 pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, TTL};
-use presence::{Roster, read_beat};
+use receiving::{Envelope, Receiving, VERSION};
 
 /// The target of the link's log lines.
 const LOG: &str = "tcpool::cluster";
@@ -185,26 +182,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
         .map(drop)
         .map_err(|e| e.to_string())
 }
-
-/// What goes over the broker: an [`Event`] with its origin and its place in the origin's
-/// sequence. JSON, one object per message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Envelope {
-    v: u8,
-    node: String,
-    epoch: u64,
-    seq: u64,
-    kind: Kind,
-    id: u64,
-    #[serde(default)]
-    nick: Option<String>,
-    #[serde(default)]
-    old: Option<String>,
-    #[serde(default)]
-    text: String,
-}
-
-const VERSION: u8 = 1;
 
 /// Whether the broker is reachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -681,213 +658,6 @@ async fn futures_next(subscriber: &mut async_nats::Subscriber) -> Option<async_n
     .await
 }
 
-/// Sequence numbers seen from the other nodes; bounded.
-struct Receiving {
-    own: String,
-    last: HashMap<(String, u64), u64>,
-    malformed_log: Throttle,
-    gap_log: Throttle,
-    conflict_log: Throttle,
-}
-
-/// Origins remembered at most; past this the map starts over (a restart of every node
-/// costs one uncounted gap each, no memory).
-const MAX_ORIGINS: usize = 4096;
-
-impl Receiving {
-    fn new(own: String) -> Self {
-        Receiving {
-            own,
-            last: HashMap::new(),
-            malformed_log: Throttle::new(Duration::from_secs(1)),
-            gap_log: Throttle::new(Duration::from_secs(1)),
-            conflict_log: Throttle::new(CONFLICT_LOG),
-        }
-    }
-
-    fn malformed(&mut self, link: &Link, why: &str, bytes: usize) {
-        link.counters.malformed.fetch_add(1, Ordering::Relaxed);
-        if let Some(held) = self.malformed_log.ready() {
-            log::warn!(
-                target: LOG,
-                "cluster: envelope dropped: {why} (bytes={bytes}, {held} more not logged)"
-            );
-        }
-    }
-
-    /// Whether a word with this node's name is another node's (the broker does not echo
-    /// this node's own): counted once per epoch, logged at most once per [`CONFLICT_LOG`].
-    fn own_name(&mut self, link: &Link, node: &str, epoch: u64) -> bool {
-        if node != self.own {
-            return false;
-        }
-        if epoch != link.epoch {
-            let mut conflicts = link.conflicts.lock();
-            if !conflicts.contains(&epoch) {
-                link.counters.name_conflicts.fetch_add(1, Ordering::Relaxed);
-                if conflicts.len() >= MAX_CONFLICTS {
-                    conflicts.remove(0);
-                }
-                conflicts.push(epoch);
-            } else if conflicts.last() != Some(&epoch) {
-                conflicts.retain(|&e| e != epoch);
-                conflicts.push(epoch);
-            }
-            drop(conflicts);
-            if self.conflict_log.ready().is_some() {
-                log::error!(
-                    target: LOG,
-                    "cluster: another node is named {} (epoch {epoch}; this one is epoch {}): \
-                     each ignores the other's lines; give every node its own --node",
-                    self.own,
-                    link.epoch
-                );
-            }
-        }
-        true
-    }
-
-    /// Shows `lines` to every local session.
-    fn show(lines: &[String], registry: &Registry) {
-        let mut pressed = Vec::new();
-        for line in lines {
-            registry.relay_line(line.as_bytes(), |_| true, &mut pressed);
-        }
-    }
-
-    fn take_beat(&mut self, link: &Link, payload: &[u8], registry: &Registry) {
-        let beat = match read_beat(payload) {
-            Ok(beat) => beat,
-            Err(why) => return self.malformed(link, &why, payload.len()),
-        };
-        if self.own_name(link, &beat.node, beat.epoch) {
-            return;
-        }
-        link.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
-        let mut lines = Vec::new();
-        link.presence.lock().beat(beat, Instant::now(), &mut lines);
-        Receiving::show(&lines, registry);
-    }
-
-    /// Shows the members of the nodes not heard of for [`TTL`] as left; while this node's
-    /// link is down, nobody's time runs out.
-    fn sweep(&mut self, link: &Link, registry: &Registry) {
-        let mut lines = Vec::new();
-        {
-            let mut presence = link.presence.lock();
-            if link.state() == LinkState::Up {
-                presence.expire(Instant::now(), TTL, &mut lines);
-            } else {
-                presence.pause(Instant::now());
-            }
-        }
-        Receiving::show(&lines, registry);
-    }
-
-    fn take(&mut self, link: &Link, payload: &[u8], registry: &Registry) {
-        let envelope = match read_envelope(payload) {
-            Ok(envelope) => envelope,
-            Err(why) => return self.malformed(link, &why, payload.len()),
-        };
-        if self.own_name(link, &envelope.node, envelope.epoch) {
-            return;
-        }
-        link.counters.received.fetch_add(1, Ordering::Relaxed);
-        let key = (envelope.node.clone(), envelope.epoch);
-        if !self.last.contains_key(&key) && self.last.len() >= MAX_ORIGINS {
-            self.last.clear();
-        }
-        match self.last.get_mut(&key) {
-            None => {
-                self.last.insert(key, envelope.seq);
-            }
-            Some(last) if envelope.seq <= *last => {
-                link.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Some(last) => {
-                let missed = envelope.seq - *last - 1;
-                if missed > 0 {
-                    link.counters.gaps.fetch_add(missed, Ordering::Relaxed);
-                    if let Some(held) = self.gap_log.ready() {
-                        log::warn!(
-                            target: LOG,
-                            "cluster: {missed} line(s) from node {} lost (sequence {} to {}; \
-                             {held} other gap(s) not logged)",
-                            envelope.node,
-                            *last + 1,
-                            envelope.seq - 1
-                        );
-                    }
-                }
-                *last = envelope.seq;
-            }
-        }
-        // A restart of that node first shows its earlier members as left.
-        let mut lines = Vec::new();
-        let mut presence = link.presence.lock();
-        presence.event(
-            (&envelope.node, envelope.epoch),
-            envelope.kind,
-            envelope.id,
-            &envelope.nick,
-            Instant::now(),
-            &mut lines,
-        );
-        drop(presence);
-        lines.push(shown(&envelope));
-        Receiving::show(&lines, registry);
-    }
-}
-
-/// Reads and checks an envelope from the broker.
-fn read_envelope(payload: &[u8]) -> Result<Envelope, String> {
-    if payload.len() > MAX_ENVELOPE {
-        return Err(format!("larger than {MAX_ENVELOPE} bytes"));
-    }
-    let envelope: Envelope =
-        serde_json::from_slice(payload).map_err(|e| format!("not an envelope: {e}"))?;
-    if envelope.v != VERSION {
-        return Err(format!(
-            "version {} (this node reads {VERSION})",
-            envelope.v
-        ));
-    }
-    check_name(&envelope.node, true).map_err(|e| format!("node name: {e}"))?;
-    if envelope.seq == 0 {
-        return Err("sequence 0".into());
-    }
-    for nick in [&envelope.nick, &envelope.old].into_iter().flatten() {
-        if check_nick(nick).as_deref() != Ok(nick.as_str()) {
-            return Err("a nickname no session could choose".into());
-        }
-    }
-    if envelope.kind == Kind::Nick && envelope.nick.is_none() {
-        return Err("a nickname change without a nickname".into());
-    }
-    Ok(envelope)
-}
-
-/// The line local sessions are shown for an envelope: as a local relay, with the origin.
-fn shown(envelope: &Envelope) -> String {
-    let name = |nick: &Option<String>| {
-        nick.clone()
-            .unwrap_or_else(|| format!("#{}@{}", envelope.id, envelope.node))
-    };
-    let who = name(&envelope.nick);
-    match envelope.kind {
-        // Escaping is idempotent on escaped text: a line from a tcpool node passes as it is,
-        // anything else is escaped and cut here.
-        Kind::Line => format!(
-            "<{who}> {}",
-            relayed(envelope.text.as_bytes(), MAX_RELAYED + 64)
-        ),
-        Kind::Nick => format!("* {} is now {who}", name(&envelope.old)),
-        Kind::Join => format!("* {who} joined"),
-        Kind::Left => format!("* {who} left"),
-    }
-}
-
 impl Beyond for Link {
     fn publish(&self, event: Event) {
         Link::publish(self, event);
@@ -900,7 +670,9 @@ impl Beyond for Link {
 
 #[cfg(test)]
 mod tests {
+    use super::receiving::{read_envelope, shown};
     use super::*;
+    use crate::server::modes::chat::Kind;
     use crate::server::session::SessionId;
 
     fn envelope(kind: Kind) -> Envelope {

@@ -1,0 +1,244 @@
+//! The receiving side of the cluster link: what goes over the broker ([`Envelope`]), how an
+//! envelope is read and checked, and the bookkeeping of what each other node sent: its
+//! sequence numbers (gaps and duplicates counted), its heartbeats, and a node with this
+//! node's name.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::presence::read_beat;
+use super::{CONFLICT_LOG, LOG, Link, LinkState, MAX_CONFLICTS, MAX_ENVELOPE, TTL, check_name};
+use crate::server::modes::chat::{Kind, MAX_RELAYED, check_nick, relayed};
+use crate::server::session::registry::Registry;
+use crate::time::Throttle;
+
+/// What goes over the broker: an [`Event`] with its origin and its place in the origin's
+/// sequence. JSON, one object per message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Envelope {
+    pub(super) v: u8,
+    pub(super) node: String,
+    pub(super) epoch: u64,
+    pub(super) seq: u64,
+    pub(super) kind: Kind,
+    pub(super) id: u64,
+    #[serde(default)]
+    pub(super) nick: Option<String>,
+    #[serde(default)]
+    pub(super) old: Option<String>,
+    #[serde(default)]
+    pub(super) text: String,
+}
+
+/// The envelope's version this node writes and reads.
+pub(super) const VERSION: u8 = 1;
+
+/// Sequence numbers seen from the other nodes; bounded.
+pub(super) struct Receiving {
+    own: String,
+    last: HashMap<(String, u64), u64>,
+    malformed_log: Throttle,
+    gap_log: Throttle,
+    conflict_log: Throttle,
+}
+
+/// Origins remembered at most; past this the map starts over (a restart of every node
+/// costs one uncounted gap each, no memory).
+const MAX_ORIGINS: usize = 4096;
+
+impl Receiving {
+    pub(super) fn new(own: String) -> Self {
+        Receiving {
+            own,
+            last: HashMap::new(),
+            malformed_log: Throttle::new(Duration::from_secs(1)),
+            gap_log: Throttle::new(Duration::from_secs(1)),
+            conflict_log: Throttle::new(CONFLICT_LOG),
+        }
+    }
+
+    fn malformed(&mut self, link: &Link, why: &str, bytes: usize) {
+        link.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        if let Some(held) = self.malformed_log.ready() {
+            log::warn!(
+                target: LOG,
+                "cluster: envelope dropped: {why} (bytes={bytes}, {held} more not logged)"
+            );
+        }
+    }
+
+    /// Whether a word with this node's name is another node's (the broker does not echo
+    /// this node's own): counted once per epoch, logged at most once per [`CONFLICT_LOG`].
+    fn own_name(&mut self, link: &Link, node: &str, epoch: u64) -> bool {
+        if node != self.own {
+            return false;
+        }
+        if epoch != link.epoch {
+            let mut conflicts = link.conflicts.lock();
+            if !conflicts.contains(&epoch) {
+                link.counters.name_conflicts.fetch_add(1, Ordering::Relaxed);
+                if conflicts.len() >= MAX_CONFLICTS {
+                    conflicts.remove(0);
+                }
+                conflicts.push(epoch);
+            } else if conflicts.last() != Some(&epoch) {
+                conflicts.retain(|&e| e != epoch);
+                conflicts.push(epoch);
+            }
+            drop(conflicts);
+            if self.conflict_log.ready().is_some() {
+                log::error!(
+                    target: LOG,
+                    "cluster: another node is named {} (epoch {epoch}; this one is epoch {}): \
+                     each ignores the other's lines; give every node its own --node",
+                    self.own,
+                    link.epoch
+                );
+            }
+        }
+        true
+    }
+
+    /// Shows `lines` to every local session.
+    fn show(lines: &[String], registry: &Registry) {
+        let mut pressed = Vec::new();
+        for line in lines {
+            registry.relay_line(line.as_bytes(), |_| true, &mut pressed);
+        }
+    }
+
+    pub(super) fn take_beat(&mut self, link: &Link, payload: &[u8], registry: &Registry) {
+        let beat = match read_beat(payload) {
+            Ok(beat) => beat,
+            Err(why) => return self.malformed(link, &why, payload.len()),
+        };
+        if self.own_name(link, &beat.node, beat.epoch) {
+            return;
+        }
+        link.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+        let mut lines = Vec::new();
+        link.presence.lock().beat(beat, Instant::now(), &mut lines);
+        Receiving::show(&lines, registry);
+    }
+
+    /// Shows the members of the nodes not heard of for [`TTL`] as left; while this node's
+    /// link is down, nobody's time runs out.
+    pub(super) fn sweep(&mut self, link: &Link, registry: &Registry) {
+        let mut lines = Vec::new();
+        {
+            let mut presence = link.presence.lock();
+            if link.state() == LinkState::Up {
+                presence.expire(Instant::now(), TTL, &mut lines);
+            } else {
+                presence.pause(Instant::now());
+            }
+        }
+        Receiving::show(&lines, registry);
+    }
+
+    pub(super) fn take(&mut self, link: &Link, payload: &[u8], registry: &Registry) {
+        let envelope = match read_envelope(payload) {
+            Ok(envelope) => envelope,
+            Err(why) => return self.malformed(link, &why, payload.len()),
+        };
+        if self.own_name(link, &envelope.node, envelope.epoch) {
+            return;
+        }
+        link.counters.received.fetch_add(1, Ordering::Relaxed);
+        let key = (envelope.node.clone(), envelope.epoch);
+        if !self.last.contains_key(&key) && self.last.len() >= MAX_ORIGINS {
+            self.last.clear();
+        }
+        match self.last.get_mut(&key) {
+            None => {
+                self.last.insert(key, envelope.seq);
+            }
+            Some(last) if envelope.seq <= *last => {
+                link.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Some(last) => {
+                let missed = envelope.seq - *last - 1;
+                if missed > 0 {
+                    link.counters.gaps.fetch_add(missed, Ordering::Relaxed);
+                    if let Some(held) = self.gap_log.ready() {
+                        log::warn!(
+                            target: LOG,
+                            "cluster: {missed} line(s) from node {} lost (sequence {} to {}; \
+                             {held} other gap(s) not logged)",
+                            envelope.node,
+                            *last + 1,
+                            envelope.seq - 1
+                        );
+                    }
+                }
+                *last = envelope.seq;
+            }
+        }
+        // A restart of that node first shows its earlier members as left.
+        let mut lines = Vec::new();
+        let mut presence = link.presence.lock();
+        presence.event(
+            (&envelope.node, envelope.epoch),
+            envelope.kind,
+            envelope.id,
+            &envelope.nick,
+            Instant::now(),
+            &mut lines,
+        );
+        drop(presence);
+        lines.push(shown(&envelope));
+        Receiving::show(&lines, registry);
+    }
+}
+
+/// Reads and checks an envelope from the broker.
+pub(super) fn read_envelope(payload: &[u8]) -> Result<Envelope, String> {
+    if payload.len() > MAX_ENVELOPE {
+        return Err(format!("larger than {MAX_ENVELOPE} bytes"));
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(payload).map_err(|e| format!("not an envelope: {e}"))?;
+    if envelope.v != VERSION {
+        return Err(format!(
+            "version {} (this node reads {VERSION})",
+            envelope.v
+        ));
+    }
+    check_name(&envelope.node, true).map_err(|e| format!("node name: {e}"))?;
+    if envelope.seq == 0 {
+        return Err("sequence 0".into());
+    }
+    for nick in [&envelope.nick, &envelope.old].into_iter().flatten() {
+        if check_nick(nick).as_deref() != Ok(nick.as_str()) {
+            return Err("a nickname no session could choose".into());
+        }
+    }
+    if envelope.kind == Kind::Nick && envelope.nick.is_none() {
+        return Err("a nickname change without a nickname".into());
+    }
+    Ok(envelope)
+}
+
+/// The line local sessions are shown for an envelope: as a local relay, with the origin.
+pub(super) fn shown(envelope: &Envelope) -> String {
+    let name = |nick: &Option<String>| {
+        nick.clone()
+            .unwrap_or_else(|| format!("#{}@{}", envelope.id, envelope.node))
+    };
+    let who = name(&envelope.nick);
+    match envelope.kind {
+        // Escaping is idempotent on escaped text: a line from a tcpool node passes as it is,
+        // anything else is escaped and cut here.
+        Kind::Line => format!(
+            "<{who}> {}",
+            relayed(envelope.text.as_bytes(), MAX_RELAYED + 64)
+        ),
+        Kind::Nick => format!("* {} is now {who}", name(&envelope.old)),
+        Kind::Join => format!("* {who} joined"),
+        Kind::Left => format!("* {who} left"),
+    }
+}
