@@ -156,6 +156,14 @@ fn bench(args: &[&str]) -> Value {
     report
 }
 
+/// [`bench`] over TLS, verifying with `ca` as `localhost`.
+fn bench_tls(ca: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--tls", "--tls-servername", "localhost", "--tls-ca"]);
+    all.push(ca.to_str().unwrap());
+    bench(&all)
+}
+
 #[test]
 fn full_and_resumed_handshakes_are_counted_as_openssl_counts_them() {
     let certs = Certs::new("resume");
@@ -169,22 +177,20 @@ fn full_and_resumed_handshakes_are_counted_as_openssl_counts_them() {
     for (resume, least, most) in runs {
         let server = PyEcho::start(Some((&cert, &key)));
         let target = format!("127.0.0.1:{}", server.port);
-        let report = bench(&[
-            &target,
-            "-c",
-            "4",
-            "-n",
-            "120",
-            "--reconnect-every",
-            "1",
-            "--tls",
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--tls-servername",
-            "localhost",
-            "--tls-resume",
-            resume,
-        ]);
+        let report = bench_tls(
+            &ca,
+            &[
+                &target,
+                "-c",
+                "4",
+                "-n",
+                "120",
+                "--reconnect-every",
+                "1",
+                "--tls-resume",
+                resume,
+            ],
+        );
         let (connections, resumed) = server.counts();
         assert_eq!(report["messages"], 120, "{resume}: {report}");
         assert_eq!(report["errors"], 0, "{resume}: {report}");
@@ -276,20 +282,10 @@ fn merged_reports_add_their_handshakes() {
     let target = format!("127.0.0.1:{}", server.port);
     let mut files = Vec::new();
     for (i, n) in ["20", "40"].into_iter().enumerate() {
-        let report = bench(&[
-            &target,
-            "-c",
-            "2",
-            "-n",
-            n,
-            "--reconnect-every",
-            "2",
-            "--tls",
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--tls-servername",
-            "localhost",
-        ]);
+        let report = bench_tls(
+            &ca,
+            &[&target, "-c", "2", "-n", n, "--reconnect-every", "2"],
+        );
         let file = certs.path(&format!("run{i}.json"));
         std::fs::File::create(&file)
             .unwrap()
@@ -328,24 +324,22 @@ fn connections_that_carry_no_message_are_handshakes_alone() {
     for (resume, versions) in [("tickets", "1.3"), ("tickets", "1.2"), ("off", "1.3")] {
         let server = PyEcho::start(Some((&cert, &key)));
         let target = format!("127.0.0.1:{}", server.port);
-        let report = bench(&[
-            &target,
-            "-c",
-            "2",
-            "-d",
-            "0.5",
-            "--reconnect-every",
-            "0",
-            "--tls",
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--tls-servername",
-            "localhost",
-            "--tls-resume",
-            resume,
-            "--tls-versions",
-            versions,
-        ]);
+        let report = bench_tls(
+            &ca,
+            &[
+                &target,
+                "-c",
+                "2",
+                "-d",
+                "0.5",
+                "--reconnect-every",
+                "0",
+                "--tls-resume",
+                resume,
+                "--tls-versions",
+                versions,
+            ],
+        );
         let (connections, resumed) = server.counts();
         let what = format!("{resume} {versions}: {report}");
         assert_eq!(report["messages"], 0, "{what}");
@@ -390,20 +384,10 @@ fn many_connections_reconnecting_together_all_find_a_ticket() {
     // 64 connections, 5 messages each, a new connection for every one: 64 first handshakes,
     // then 256 reconnects, many at once. rustls's own store keeps 8 tickets per server, so
     // most of those would find none and be full; bench's keeps two per connection.
-    let report = bench(&[
-        &target,
-        "-c",
-        "64",
-        "-n",
-        "320",
-        "--reconnect-every",
-        "1",
-        "--tls",
-        "--tls-ca",
-        ca.to_str().unwrap(),
-        "--tls-servername",
-        "localhost",
-    ]);
+    let report = bench_tls(
+        &ca,
+        &[&target, "-c", "64", "-n", "320", "--reconnect-every", "1"],
+    );
     let (connections, resumed) = server.counts();
     assert_eq!(report["errors"], 0, "{report}");
     let tls = &report["tls"];
@@ -426,22 +410,20 @@ fn a_connections_first_handshake_offers_no_ticket_of_another() {
     // One connection every 100 ms: each earlier one has its tickets by the time the next
     // connects. The clients a bench stands for are strangers to the server: each first
     // handshake is full.
-    let report = bench(&[
-        &target,
-        "-c",
-        "4",
-        "-n",
-        "8",
-        "--threads",
-        "1",
-        "--connect-rate",
-        "10",
-        "--tls",
-        "--tls-ca",
-        ca.to_str().unwrap(),
-        "--tls-servername",
-        "localhost",
-    ]);
+    let report = bench_tls(
+        &ca,
+        &[
+            &target,
+            "-c",
+            "4",
+            "-n",
+            "8",
+            "--threads",
+            "1",
+            "--connect-rate",
+            "10",
+        ],
+    );
     let (connections, resumed) = server.counts();
     assert_eq!(report["errors"], 0, "{report}");
     assert_eq!((connections, resumed), (4, 0), "{report}");
