@@ -27,6 +27,7 @@ mod chat;
 mod chat_pressure;
 mod cli;
 mod cluster;
+mod cluster_haproxy;
 mod concurrency;
 mod console;
 mod faults;
