@@ -60,29 +60,6 @@ impl Drop for Haproxy {
     }
 }
 
-/// A directory of its own under the system's temporary directory, removed on drop.
-struct TempDir {
-    path: std::path::PathBuf,
-}
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "tcpool-test-{what}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
 /// Through HAProxy with `option`, `/list` shows the client's own address, not HAProxy's.
 fn list_shows_the_client_behind(version: &str, option: &str) {
     let mut server = Binary::serve(&["--proxy-protocol", version]);

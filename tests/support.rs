@@ -597,3 +597,26 @@ pub fn wait_notification(socket: &std::os::unix::net::UnixDatagram, want: &str) 
     }
     panic!("no {want} notification; got {seen:?}");
 }
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "tcpool-test-{what}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -127,6 +127,14 @@ pub(crate) struct ServeArgs {
     /// [default: the host name and the process id].
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
+    /// With --cluster: connect to the broker with this NATS credentials file (a user JWT and
+    /// its nkey seed, as `nsc` writes them) [default: none].
+    #[arg(long, value_name = "FILE")]
+    cluster_creds: Option<std::path::PathBuf>,
+    /// With --cluster: TLS to the broker, its certificate checked against the CA
+    /// certificates (PEM) in this file [default: no TLS].
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_ca: Option<std::path::PathBuf>,
     /// A fault for new sessions, `KIND[,key=value...][,p=P]` (repeatable; several combine):
     /// `latency,delay=20ms,jitter=5ms`, `bandwidth,rate=64KiB`, `slice,size=4,delay=10ms`,
     /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`; on TLS
@@ -448,6 +456,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         if let Some(node) = &args.node {
             options.node = node.clone();
         }
+        options.creds.clone_from(&args.cluster_creds);
+        options.tls_ca.clone_from(&args.cluster_tls_ca);
         options
     });
     if let Some(options) = &cluster {
@@ -463,10 +473,18 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         if let Err(e) = server::cluster::check_name(&options.name, false) {
             bad_value("serve", format!("--cluster-name {:?}: {e}", options.name));
         }
-    } else if args.node.is_some() || args.cluster_name != "tcpool" {
+        if let Err(e) = server::cluster::check_files(options) {
+            bad_value("serve", e);
+        }
+    } else if args.node.is_some()
+        || args.cluster_name != "tcpool"
+        || args.cluster_creds.is_some()
+        || args.cluster_tls_ca.is_some()
+    {
         bad_value(
             "serve",
-            "--node and --cluster-name go with --cluster nats://HOST:PORT",
+            "--node, --cluster-name, --cluster-creds and --cluster-tls-ca go with --cluster \
+             nats://HOST:PORT",
         );
     }
     if tls_certs.is_none()

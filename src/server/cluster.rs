@@ -39,10 +39,12 @@ use crate::server::session::registry::Registry;
 
 mod presence;
 mod receiving;
+mod secure;
 
 use presence::Roster;
 pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, TTL};
 use receiving::{Envelope, Receiving, VERSION};
+pub use secure::check as check_files;
 
 /// The target of the link's log lines.
 const LOG: &str = "tcpool::cluster";
@@ -84,6 +86,10 @@ pub struct ClusterOptions {
     pub name: String,
     /// This node's name, as other nodes show it (`<#7@NODE>`).
     pub node: String,
+    /// A NATS credentials file (the user's JWT and nkey seed) to connect with.
+    pub creds: Option<std::path::PathBuf>,
+    /// TLS to the broker, its certificate checked against the CA certificates in this file.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ClusterOptions {
@@ -94,6 +100,8 @@ impl ClusterOptions {
             url: url.into(),
             name: "tcpool".into(),
             node: default_node(),
+            creds: None,
+            tls_ca: None,
         }
     }
 
@@ -269,6 +277,8 @@ pub struct Link {
     presence: Mutex<Presence>,
     /// The other epochs heard of with this node's name, the last one last.
     conflicts: Mutex<Vec<u64>>,
+    /// Why the last attempt to connect failed, until one succeeds.
+    failure: Mutex<Option<String>>,
 }
 
 impl fmt::Debug for Link {
@@ -293,6 +303,7 @@ impl Link {
         check_name(&options.node, true).map_err(|e| invalid(format!("--node: {e}")))?;
         check_name(&options.name, false).map_err(|e| invalid(format!("--cluster-name: {e}")))?;
         check_url(&options.url).map_err(|e| invalid(format!("--cluster {}: {e}", options.url)))?;
+        check_files(&options).map_err(invalid)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -313,13 +324,16 @@ impl Link {
             done: Mutex::new(Some(done)),
             presence: Mutex::default(),
             conflicts: Mutex::default(),
+            failure: Mutex::default(),
         });
         log::info!(
             target: LOG,
-            "cluster {} through {} as node {} (connecting)",
+            "cluster {} through {} as node {} (connecting{}{})",
             link.options.name,
             link.options.url,
-            link.options.node
+            link.options.node,
+            if link.options.tls_ca.is_some() { ", TLS" } else { "" },
+            if link.options.creds.is_some() { ", with credentials" } else { "" },
         );
         let running = Arc::clone(&link);
         thread::Builder::new()
@@ -440,6 +454,29 @@ impl Link {
         )
     }
 
+    /// Records why an attempt to connect failed. A broker that is down is logged as the link
+    /// going down or not coming up; one that turns the link away (credentials, TLS) is a
+    /// mistake of configuration, logged at once, and again only when the reason changes.
+    fn connect_failed(&self, why: String) {
+        let why = match why.as_str() {
+            "IO error" => "unreachable".to_owned(),
+            _ => why,
+        };
+        let mut last = self.failure.lock();
+        if last.as_deref() == Some(why.as_str()) {
+            return;
+        }
+        if why != "unreachable" && why != "timed out" {
+            log::error!(
+                target: LOG,
+                "cluster link refused by {}: {why}; check --cluster-creds and --cluster-tls-ca \
+                 (retrying)",
+                self.options.url
+            );
+        }
+        *last = Some(why);
+    }
+
     /// Records a change of the connection; logs only real changes, once each.
     fn set_state(&self, up: bool) {
         let new = if up { UP } else { DOWN };
@@ -468,7 +505,15 @@ impl Link {
 
     async fn run(self: Arc<Self>, taken: Receiver<Event>, registry: Registry) {
         let events = Arc::clone(&self);
-        let connect = async_nats::ConnectOptions::new()
+        let secured = match secure::apply(&self.options, async_nats::ConnectOptions::new()) {
+            Ok(secured) => secured,
+            Err(e) => {
+                log::error!(target: LOG, "cluster link cannot start: {e}; local chat only");
+                self.state.store(STOPPED, Ordering::SeqCst);
+                return;
+            }
+        };
+        let connect = secured
             .name(format!("tcpool {}", self.options.node))
             .no_echo()
             .retry_on_initial_connect()
@@ -490,9 +535,13 @@ impl Link {
                     match event {
                         // The first time, the link is up once its subscription is (below).
                         async_nats::Event::Connected if link.state() != LinkState::Connecting => {
+                            *link.failure.lock() = None;
                             link.set_state(true);
                         }
-                        async_nats::Event::Connected => {}
+                        async_nats::Event::Connected => *link.failure.lock() = None,
+                        async_nats::Event::ClientError(async_nats::ClientError::Other(why)) => {
+                            link.connect_failed(why);
+                        }
                         async_nats::Event::Disconnected => link.set_state(false),
                         async_nats::Event::SlowConsumer(_) => {
                             log::warn!(target: LOG, "cluster: the broker's lines came faster than this node took them; some were lost");
@@ -551,11 +600,16 @@ impl Link {
             async move {
                 tokio::time::sleep(FIRST_CONNECT_WARNING).await;
                 if link.state() == LinkState::Connecting {
+                    let failure = link.failure.lock().clone();
+                    let why = match failure {
+                        Some(why) if why != "unreachable" => why,
+                        _ => secure::probe(&link.options.url).await,
+                    };
                     log::warn!(
                         target: LOG,
-                        "cluster link not up yet: {} unreachable; local chat goes on, lines for \
+                        "cluster link not up yet: {} {why}; local chat goes on, lines for \
                          other nodes are dropped and counted until it is",
-                        link.options.url
+                        link.options.url,
                     );
                 }
             }
@@ -735,6 +789,7 @@ mod tests {
             done: Mutex::new(None),
             presence: Mutex::default(),
             conflicts: Mutex::default(),
+            failure: Mutex::default(),
         };
         let registry = Registry::new(1024);
         let mut receiving = Receiving::new("a".into());
