@@ -28,6 +28,7 @@ mod chat_pressure;
 mod cli;
 mod cluster;
 mod cluster_haproxy;
+mod cluster_history;
 mod cluster_secure;
 mod concurrency;
 mod console;

@@ -135,6 +135,12 @@ pub(crate) struct ServeArgs {
     /// certificates (PEM) in this file [default: no TLS].
     #[arg(long, value_name = "FILE")]
     cluster_tls_ca: Option<std::path::PathBuf>,
+    /// With --cluster: bring back what an outage loses, up to this many lines: lines typed
+    /// while the broker is away are held and sent when it is back, and the broker keeps the
+    /// room's last N lines (JetStream, `nats-server -js`) for a node whose link was down to
+    /// fetch [default: 0, none: core NATS, at most once].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    cluster_history: usize,
     /// A fault for new sessions, `KIND[,key=value...][,p=P]` (repeatable; several combine):
     /// `latency,delay=20ms,jitter=5ms`, `bandwidth,rate=64KiB`, `slice,size=4,delay=10ms`,
     /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`; on TLS
@@ -458,6 +464,7 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         }
         options.creds.clone_from(&args.cluster_creds);
         options.tls_ca.clone_from(&args.cluster_tls_ca);
+        options.history = args.cluster_history;
         options
     });
     if let Some(options) = &cluster {
@@ -476,15 +483,26 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         if let Err(e) = server::cluster::check_files(options) {
             bad_value("serve", e);
         }
+        if options.history > server::cluster::MAX_HISTORY {
+            bad_value(
+                "serve",
+                format!(
+                    "--cluster-history {}: at most {}",
+                    options.history,
+                    server::cluster::MAX_HISTORY
+                ),
+            );
+        }
     } else if args.node.is_some()
         || args.cluster_name != "tcpool"
         || args.cluster_creds.is_some()
         || args.cluster_tls_ca.is_some()
+        || args.cluster_history > 0
     {
         bad_value(
             "serve",
-            "--node, --cluster-name, --cluster-creds and --cluster-tls-ca go with --cluster \
-             nats://HOST:PORT",
+            "--node, --cluster-name, --cluster-creds, --cluster-tls-ca and --cluster-history go \
+             with --cluster nats://HOST:PORT",
         );
     }
     if tls_certs.is_none()

@@ -37,11 +37,13 @@ use parking_lot::Mutex;
 use crate::server::modes::chat::{Beyond, Elsewhere, Event, MAX_RELAYED};
 use crate::server::session::registry::Registry;
 
+mod history;
 mod link;
 mod presence;
 mod receiving;
 mod secure;
 
+pub use history::MAX_HISTORY;
 pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, TTL};
 use receiving::VERSION;
 pub use secure::check as check_files;
@@ -90,6 +92,8 @@ pub struct ClusterOptions {
     pub creds: Option<std::path::PathBuf>,
     /// TLS to the broker, its certificate checked against the CA certificates in this file.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Lines kept to bring back what an outage loses (`--cluster-history`); 0: none.
+    pub history: usize,
 }
 
 impl ClusterOptions {
@@ -102,6 +106,7 @@ impl ClusterOptions {
             node: default_node(),
             creds: None,
             tls_ca: None,
+            history: 0,
         }
     }
 
@@ -238,6 +243,11 @@ pub struct Counts {
     pub name_conflicts: u64,
     /// Remote nodes or members refused at the presence bounds.
     pub presence_refused: u64,
+    /// This node's lines held while the broker was away (`--cluster-history`).
+    pub held: u64,
+    /// Other nodes' lines missed, then fetched from the history after an outage of this
+    /// node's link or arrived late.
+    pub recovered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -251,6 +261,8 @@ struct Counters {
     malformed: AtomicU64,
     heartbeats: AtomicU64,
     name_conflicts: AtomicU64,
+    held: AtomicU64,
+    recovered: AtomicU64,
 }
 
 const CONNECTING: u8 = 0;
@@ -279,6 +291,8 @@ pub struct Link {
     conflicts: Mutex<Vec<u64>>,
     /// Why the last attempt to connect failed, until one succeeds.
     failure: Mutex<Option<String>>,
+    /// When the link went down, until the history has been fetched after it came back.
+    down_since: Mutex<Option<SystemTime>>,
 }
 
 impl fmt::Debug for Link {
@@ -325,6 +339,7 @@ impl Link {
             presence: Mutex::default(),
             conflicts: Mutex::default(),
             failure: Mutex::default(),
+            down_since: Mutex::default(),
         });
         log::info!(
             target: LOG,
@@ -402,6 +417,8 @@ impl Link {
             heartbeats: load(&c.heartbeats),
             name_conflicts: load(&c.name_conflicts),
             presence_refused: self.presence.lock().refused(),
+            held: load(&c.held),
+            recovered: load(&c.recovered),
         }
     }
 
@@ -423,7 +440,7 @@ impl Link {
         format!(
             "cluster {} through {}: link {}, node {} (epoch {})\n\
              published {}, dropped {} (queue-full {}, broker-down {})\n\
-             received {}, gaps {}, duplicates {}, malformed {}\n\
+             received {}, gaps {}, duplicates {}, malformed {}\n{}\
              presence: {} other node(s), {} member(s) there, heartbeats {}, refused {}\n\
              name conflicts {}{}",
             self.options.name,
@@ -439,6 +456,14 @@ impl Link {
             c.gaps,
             c.duplicates,
             c.malformed,
+            if self.options.history > 0 {
+                format!(
+                    "history: the last {} lines; held {}, recovered {}\n",
+                    self.options.history, c.held, c.recovered
+                )
+            } else {
+                String::new()
+            },
             others.nodes.len(),
             others.nodes.iter().map(|(_, n)| n).sum::<usize>(),
             c.heartbeats,
@@ -486,6 +511,16 @@ impl Link {
             return;
         }
         match (old, new) {
+            (UP, DOWN) if self.options.history > 0 => {
+                self.down_since.lock().get_or_insert_with(SystemTime::now);
+                log::warn!(
+                    target: LOG,
+                    "cluster link down: {} unreachable; local chat goes on, the last {} lines \
+                     for other nodes are held until it is back",
+                    self.options.url,
+                    self.options.history
+                );
+            }
             (UP, DOWN) => log::warn!(
                 target: LOG,
                 "cluster link down: {} unreachable; local chat goes on, lines for other nodes \

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::Receiver;
 
+use super::history::{History, Keeping};
 use super::presence::{HEARTBEAT, Roster};
 use super::receiving::{Envelope, Receiving, VERSION};
 use super::secure;
@@ -131,18 +132,34 @@ impl Link {
         let mut receiving = Receiving::new(self.options.node.clone());
         let mut roster = Roster::default();
         let mut seq = 0u64;
+        let mut keeping =
+            (self.options.history > 0).then(|| Keeping::new(self.options.history, &client));
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if let Some(keeping) = keeping.as_mut()
+                && self.state() == LinkState::Up
+            {
+                keeping
+                    .catch_up(&self, &client, &subject, &mut receiving, &registry)
+                    .await;
+            }
             // Publish everything queued, then wait for more or for a message.
             while let Ok(event) = taken.try_recv() {
                 seq += 1 + self.skipped.swap(0, Ordering::Relaxed);
                 roster.follow(event.kind, event.id.0, &event.nick);
-                self.send(&client, &subject, seq, event).await;
+                let history = keeping.as_mut().map(|k| &mut k.history);
+                self.send(&client, &subject, seq, event, history).await;
             }
             if self.stop.load(Ordering::SeqCst) {
+                if let Some(keeping) = keeping.as_mut() {
+                    let left = keeping.history.release().len() as u64;
+                    self.counters
+                        .dropped_broker_down
+                        .fetch_add(left, Ordering::Relaxed);
+                }
                 break;
             }
             tokio::select! {
@@ -184,13 +201,23 @@ impl Link {
         }
     }
 
-    async fn send(&self, client: &async_nats::Client, subject: &str, seq: u64, event: Event) {
+    /// Publishes `event` as envelope `seq`; while the broker is away, holds it in `history`
+    /// if there is one, else drops and counts it.
+    async fn send(
+        &self,
+        client: &async_nats::Client,
+        subject: &str,
+        seq: u64,
+        event: Event,
+        history: Option<&mut History>,
+    ) {
         let down = || {
             self.counters
                 .dropped_broker_down
                 .fetch_add(1, Ordering::Relaxed);
         };
-        if client.connection_state() != async_nats::connection::State::Connected {
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        if !connected && history.is_none() {
             down();
             return;
         }
@@ -209,6 +236,16 @@ impl Link {
             down();
             return;
         };
+        if let Some(history) = history
+            && (!connected || history.holding())
+        {
+            // Behind what is held already, so that the other nodes get them in order.
+            self.counters.held.fetch_add(1, Ordering::Relaxed);
+            if history.hold(payload.into()) {
+                down();
+            }
+            return;
+        }
         match client.publish(subject.to_owned(), payload.into()).await {
             Ok(()) => {
                 self.counters.published.fetch_add(1, Ordering::Relaxed);

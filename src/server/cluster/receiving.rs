@@ -3,7 +3,7 @@
 //! sequence numbers (gaps and duplicates counted), its heartbeats, and a node with this
 //! node's name.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ pub(super) const VERSION: u8 = 1;
 /// Sequence numbers seen from the other nodes; bounded.
 pub(super) struct Receiving {
     own: String,
-    last: HashMap<(String, u64), u64>,
+    seen: HashMap<(String, u64), Seen>,
     malformed_log: Throttle,
     gap_log: Throttle,
     conflict_log: Throttle,
@@ -49,11 +49,43 @@ pub(super) struct Receiving {
 /// costs one uncounted gap each, no memory).
 const MAX_ORIGINS: usize = 4096;
 
+/// Of an origin's missed sequence numbers, how many are remembered (the newest), so that a
+/// replay from the history can fill them.
+const MAX_MISSING: usize = 1024;
+
+/// What one origin (a node in one epoch) has sent so far.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The highest sequence number taken.
+    last: u64,
+    /// Numbers below `last` never taken (the newest [`MAX_MISSING`]).
+    missing: BTreeSet<u64>,
+}
+
+impl Seen {
+    /// Records `seq` as taken. Returns whether it is new (to be shown) and how many numbers
+    /// it shows were missed.
+    fn take(&mut self, seq: u64) -> (bool, u64) {
+        if seq > self.last {
+            let missed = seq - self.last - 1;
+            let remember = missed.min(MAX_MISSING as u64);
+            self.missing.extend(seq - remember..seq);
+            while self.missing.len() > MAX_MISSING {
+                self.missing.pop_first();
+            }
+            self.last = seq;
+            (true, missed)
+        } else {
+            (self.missing.remove(&seq), 0)
+        }
+    }
+}
+
 impl Receiving {
     pub(super) fn new(own: String) -> Self {
         Receiving {
             own,
-            last: HashMap::new(),
+            seen: HashMap::new(),
             malformed_log: Throttle::new(Duration::from_secs(1)),
             gap_log: Throttle::new(Duration::from_secs(1)),
             conflict_log: Throttle::new(CONFLICT_LOG),
@@ -139,7 +171,19 @@ impl Receiving {
         Receiving::show(&lines, registry);
     }
 
+    /// Takes an envelope that arrived live.
     pub(super) fn take(&mut self, link: &Link, payload: &[u8], registry: &Registry) {
+        self.take_as(link, payload, registry, false);
+    }
+
+    /// Takes an envelope fetched from the history after an outage: one already taken is
+    /// skipped quietly (the fetch starts a little early on purpose), one that was missed fills
+    /// its gap.
+    pub(super) fn take_replayed(&mut self, link: &Link, payload: &[u8], registry: &Registry) {
+        self.take_as(link, payload, registry, true);
+    }
+
+    fn take_as(&mut self, link: &Link, payload: &[u8], registry: &Registry, replayed: bool) {
         let envelope = match read_envelope(payload) {
             Ok(envelope) => envelope,
             Err(why) => return self.malformed(link, &why, payload.len()),
@@ -147,35 +191,44 @@ impl Receiving {
         if self.own_name(link, &envelope.node, envelope.epoch) {
             return;
         }
-        link.counters.received.fetch_add(1, Ordering::Relaxed);
         let key = (envelope.node.clone(), envelope.epoch);
-        if !self.last.contains_key(&key) && self.last.len() >= MAX_ORIGINS {
-            self.last.clear();
+        if !self.seen.contains_key(&key) && self.seen.len() >= MAX_ORIGINS {
+            self.seen.clear();
         }
-        match self.last.get_mut(&key) {
-            None => {
-                self.last.insert(key, envelope.seq);
-            }
-            Some(last) if envelope.seq <= *last => {
+        // An origin first heard of (in a replay too: one that spoke only during the outage)
+        // is shown and followed from there on.
+        let first = !self.seen.contains_key(&key);
+        let seen = self.seen.entry(key).or_default();
+        let (new, missed) = if first {
+            seen.last = envelope.seq;
+            (true, 0)
+        } else {
+            seen.take(envelope.seq)
+        };
+        if !replayed {
+            link.counters.received.fetch_add(1, Ordering::Relaxed);
+        }
+        if !new {
+            if !replayed {
                 link.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                return;
             }
-            Some(last) => {
-                let missed = envelope.seq - *last - 1;
-                if missed > 0 {
-                    link.counters.gaps.fetch_add(missed, Ordering::Relaxed);
-                    if let Some(held) = self.gap_log.ready() {
-                        log::warn!(
-                            target: LOG,
-                            "cluster: {missed} line(s) from node {} lost (sequence {} to {}; \
-                             {held} other gap(s) not logged)",
-                            envelope.node,
-                            *last + 1,
-                            envelope.seq - 1
-                        );
-                    }
-                }
-                *last = envelope.seq;
+            return;
+        }
+        // Fetched from the history, or a missed number arriving late: brought back.
+        if replayed || envelope.seq < seen.last {
+            link.counters.recovered.fetch_add(1, Ordering::Relaxed);
+        }
+        if missed > 0 {
+            link.counters.gaps.fetch_add(missed, Ordering::Relaxed);
+            if let Some(held) = self.gap_log.ready() {
+                log::warn!(
+                    target: LOG,
+                    "cluster: {missed} line(s) from node {} lost (sequence {} to {}; \
+                     {held} other gap(s) not logged)",
+                    envelope.node,
+                    envelope.seq - missed,
+                    envelope.seq - 1
+                );
             }
         }
         // A restart of that node first shows its earlier members as left.

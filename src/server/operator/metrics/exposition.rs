@@ -414,7 +414,7 @@ impl Collector for Exposition {
                 None,
                 one(u64::from(link.state() == LinkState::Up)),
             )?;
-            let counters: [(&str, &str, u64); 8] = [
+            let counters: [(&str, &str, u64); 10] = [
                 (
                     "tcpool_cluster_published",
                     "Envelopes of local sessions handed to the broker",
@@ -454,6 +454,16 @@ impl Collector for Exposition {
                     "tcpool_cluster_presence_refused",
                     "Remote nodes or members not kept: past the presence bounds",
                     c.presence_refused,
+                ),
+                (
+                    "tcpool_cluster_held",
+                    "Envelopes of local sessions held while the broker was away (--cluster-history)",
+                    c.held,
+                ),
+                (
+                    "tcpool_cluster_recovered",
+                    "Envelopes of other nodes fetched from the history after this link's outage",
+                    c.recovered,
                 ),
             ];
             for (name, help, value) in counters {
