@@ -37,11 +37,13 @@ use parking_lot::Mutex;
 use crate::server::modes::chat::{Beyond, Elsewhere, Event, MAX_RELAYED};
 use crate::server::session::registry::Registry;
 
+mod lag;
 mod presence;
 mod receiving;
 
+pub use lag::{LAG_BOUNDS, LagView, MAX_LAG};
 use presence::Roster;
-pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, TTL};
+pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, RemoteNode, TTL};
 use receiving::{Envelope, Receiving, VERSION};
 
 /// The target of the link's log lines.
@@ -216,6 +218,9 @@ pub struct Counts {
     pub dropped_queue_full: u64,
     /// Events dropped because the broker was unreachable.
     pub dropped_broker_down: u64,
+    /// Envelopes from other nodes the client library dropped because this node did not take
+    /// them fast enough (one per slow-consumer event it reported: a lower bound).
+    pub dropped_slow_consumer: u64,
     /// Envelopes from other nodes taken (duplicates included).
     pub received: u64,
     /// Sequence numbers of other nodes never received.
@@ -232,17 +237,46 @@ pub struct Counts {
     pub presence_refused: u64,
 }
 
+impl Counts {
+    /// Dropped for every reason: events of local sessions not published, and envelopes of
+    /// other nodes the client library let go.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full + self.dropped_slow_consumer + self.dropped_broker_down
+    }
+}
+
+/// `p50 0.12ms p99 2.1ms (n 40)`, with the clamped ones when there are some.
+fn lag_summary(lag: &LagView) -> String {
+    if lag.count == 0 {
+        return "none yet".into();
+    }
+    let shown = |s: f64| crate::units::Millis(Duration::from_secs_f64(s));
+    let clamped = match lag.clamped {
+        0 => String::new(),
+        n => format!(", {n} clamped (clock skew)"),
+    };
+    format!(
+        "p50 {}ms p99 {}ms (n {}{clamped})",
+        shown(lag.p50_seconds),
+        shown(lag.p99_seconds),
+        lag.count
+    )
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     published: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_broker_down: AtomicU64,
+    dropped_slow_consumer: AtomicU64,
     received: AtomicU64,
     gaps: AtomicU64,
     duplicates: AtomicU64,
     malformed: AtomicU64,
     heartbeats: AtomicU64,
     name_conflicts: AtomicU64,
+    /// Publish-to-delivery lag of what other nodes sent: recorded by the link thread only.
+    lag: lag::Lag,
 }
 
 const CONNECTING: u8 = 0;
@@ -381,6 +415,7 @@ impl Link {
             published: load(&c.published),
             dropped_queue_full: load(&c.dropped_queue_full),
             dropped_broker_down: load(&c.dropped_broker_down),
+            dropped_slow_consumer: load(&c.dropped_slow_consumer),
             received: load(&c.received),
             gaps: load(&c.gaps),
             duplicates: load(&c.duplicates),
@@ -402,14 +437,43 @@ impl Link {
         self.presence.lock().elsewhere(most)
     }
 
+    /// The publish-to-delivery lag of what other nodes sent.
+    pub fn lag(&self) -> LagView {
+        self.counters.lag.view()
+    }
+
+    /// The other nodes as last heard, with up to `most` of their members in all; whether
+    /// some were left out.
+    pub fn remote_nodes(&self, most: usize) -> (Vec<RemoteNode>, bool) {
+        self.presence.lock().nodes(most)
+    }
+
+    /// The cluster line of `/stats`: the link's state and its counts in one line.
+    pub fn stats_line(&self) -> String {
+        let c = self.counts();
+        format!(
+            "cluster: link {}  published {}  received {}  dropped {} \
+             (queue-full {}, slow-consumer {}, broker-down {})  lag {}",
+            self.state(),
+            c.published,
+            c.received,
+            c.dropped(),
+            c.dropped_queue_full,
+            c.dropped_slow_consumer,
+            c.dropped_broker_down,
+            lag_summary(&self.lag()),
+        )
+    }
+
     /// What `/cluster` prints.
     pub fn describe(&self) -> String {
         let c = self.counts();
         let others = self.elsewhere(0);
         format!(
             "cluster {} through {}: link {}, node {} (epoch {})\n\
-             published {}, dropped {} (queue-full {}, broker-down {})\n\
+             published {}, dropped {} (queue-full {}, slow-consumer {}, broker-down {})\n\
              received {}, gaps {}, duplicates {}, malformed {}\n\
+             delivery lag {}\n\
              presence: {} other node(s), {} member(s) there, heartbeats {}, refused {}\n\
              name conflicts {}{}",
             self.options.name,
@@ -418,13 +482,15 @@ impl Link {
             self.options.node,
             self.epoch,
             c.published,
-            c.dropped_queue_full + c.dropped_broker_down,
+            c.dropped(),
             c.dropped_queue_full,
+            c.dropped_slow_consumer,
             c.dropped_broker_down,
             c.received,
             c.gaps,
             c.duplicates,
             c.malformed,
+            lag_summary(&self.lag()),
             others.nodes.len(),
             others.nodes.iter().map(|(_, n)| n).sum::<usize>(),
             c.heartbeats,
@@ -495,6 +561,9 @@ impl Link {
                         async_nats::Event::Connected => {}
                         async_nats::Event::Disconnected => link.set_state(false),
                         async_nats::Event::SlowConsumer(_) => {
+                            link.counters
+                                .dropped_slow_consumer
+                                .fetch_add(1, Ordering::Relaxed);
                             log::warn!(target: LOG, "cluster: the broker's lines came faster than this node took them; some were lost");
                         }
                         other => log::debug!(target: LOG, "cluster: {other}"),
@@ -636,6 +705,7 @@ impl Link {
             nick: event.nick,
             old: event.old,
             text: event.text,
+            sent_us: Some(lag::now_us()),
         };
         let Ok(payload) = serde_json::to_vec(&envelope) else {
             down();
@@ -686,6 +756,7 @@ mod tests {
             nick: None,
             old: None,
             text: String::new(),
+            sent_us: None,
         }
     }
 
@@ -711,6 +782,9 @@ mod tests {
         assert!(read_envelope(b"null").is_err());
         let good = serde_json::to_vec(&envelope(Kind::Join)).unwrap();
         assert!(read_envelope(&good).is_ok());
+        // An older node's envelope, without the publish time, still reads.
+        let older = br#"{"v":1,"node":"b","epoch":1,"seq":1,"kind":"join","id":7}"#;
+        assert_eq!(read_envelope(older).unwrap().sent_us, None);
         let mut forged = envelope(Kind::Line);
         forged.nick = Some("*admin".into());
         assert!(read_envelope(&serde_json::to_vec(&forged).unwrap()).is_err());
@@ -753,6 +827,14 @@ mod tests {
         send("a", 1, 7);
         let c = link.counts();
         assert_eq!((c.received, c.gaps, c.duplicates), (8, 2, 2), "{c:?}");
+        // Envelopes without the publish time record no lag; with it, one each.
+        assert_eq!(link.lag().count, 0);
+        let mut timed = envelope(Kind::Line);
+        (timed.node, timed.seq, timed.sent_us) = ("c".into(), 11, Some(lag::now_us()));
+        receiving.take(&link, &serde_json::to_vec(&timed).unwrap(), &registry);
+        let lag = link.lag();
+        assert_eq!((lag.count, lag.clamped), (1, 0), "{lag:?}");
+        assert!(lag.sum_seconds < 1.0, "{lag:?}");
         // A full queue drops and counts, never waits.
         link.publish(Event {
             kind: Kind::Line,

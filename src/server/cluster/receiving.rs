@@ -31,6 +31,10 @@ pub(super) struct Envelope {
     pub(super) old: Option<String>,
     #[serde(default)]
     pub(super) text: String,
+    /// When the origin's link published it: microseconds since the Unix epoch by the
+    /// origin's clock (absent from the envelopes of older nodes: no lag is recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) sent_us: Option<u64>,
 }
 
 /// The envelope's version this node writes and reads.
@@ -152,6 +156,7 @@ impl Receiving {
         if !self.last.contains_key(&key) && self.last.len() >= MAX_ORIGINS {
             self.last.clear();
         }
+        let mut missed = 0;
         match self.last.get_mut(&key) {
             None => {
                 self.last.insert(key, envelope.seq);
@@ -161,7 +166,7 @@ impl Receiving {
                 return;
             }
             Some(last) => {
-                let missed = envelope.seq - *last - 1;
+                missed = envelope.seq - *last - 1;
                 if missed > 0 {
                     link.counters.gaps.fetch_add(missed, Ordering::Relaxed);
                     if let Some(held) = self.gap_log.ready() {
@@ -189,9 +194,13 @@ impl Receiving {
             Instant::now(),
             &mut lines,
         );
+        presence.tally(&envelope.node, envelope.epoch, missed);
         drop(presence);
         lines.push(shown(&envelope));
         Receiving::show(&lines, registry);
+        if let Some(sent) = envelope.sent_us {
+            link.counters.lag.record(sent, super::lag::now_us());
+        }
     }
 }
 
