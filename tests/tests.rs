@@ -27,6 +27,7 @@ mod chat;
 mod chat_pressure;
 mod cli;
 mod cluster;
+mod cluster_view;
 mod concurrency;
 mod console;
 mod faults;
