@@ -12,17 +12,17 @@ use crate::support::*;
 const QUIET: Duration = Duration::from_millis(200);
 
 /// A `nats-server` on 127.0.0.1:`port`, killed on drop.
-struct Nats {
+pub struct Nats {
     port: u16,
     child: Child,
 }
 
 impl Nats {
-    fn start() -> Nats {
+    pub fn start() -> Nats {
         Nats::on(free_port())
     }
 
-    fn on(port: u16) -> Nats {
+    pub fn on(port: u16) -> Nats {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
@@ -34,12 +34,12 @@ impl Nats {
         Nats { port, child }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// Kills the broker and waits until it is gone.
-    fn kill(mut self) -> u16 {
+    pub fn kill(mut self) -> u16 {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.port
@@ -54,7 +54,7 @@ impl Drop for Nats {
 }
 
 /// A chat node of the cluster on `nats`, named `name`, once its link is up.
-fn node(nats: &Nats, name: &str, extra: &[&str]) -> Binary {
+pub fn node(nats: &Nats, name: &str, extra: &[&str]) -> Binary {
     let url = nats.url();
     let mut args = vec!["--mode", "chat", "--cluster", &url, "--node", name];
     args.extend_from_slice(extra);
@@ -72,7 +72,7 @@ fn count_stderr(node: &Binary, what: &str) -> usize {
 }
 
 /// What the node's console prints for `/cluster` now, as one string.
-fn cluster_report(node: &mut Binary) -> String {
+pub fn cluster_report(node: &mut Binary) -> String {
     let before = node.stdout_lines().len();
     node.type_line("/cluster");
     wait_until("the /cluster report", || {
@@ -85,7 +85,7 @@ fn cluster_report(node: &mut Binary) -> String {
 }
 
 /// The number after `name ` in a `/cluster` report.
-fn count(report: &str, name: &str) -> u64 {
+pub fn count(report: &str, name: &str) -> u64 {
     report
         .split(&format!("{name} "))
         .nth(1)
@@ -99,7 +99,7 @@ fn count(report: &str, name: &str) -> u64 {
 
 /// Waits until `node` has received `n` envelopes from the other nodes: the notices of what
 /// happened there are in before its own clients join.
-fn received(node: &mut Binary, n: u64) {
+pub fn received(node: &mut Binary, n: u64) {
     wait_until("the other node's notices", || {
         count(&cluster_report(node), "received") >= n
     });
@@ -110,7 +110,7 @@ fn line(stream: &mut TcpStream) -> String {
 }
 
 /// Reads lines until one satisfies `pred` (at most `most` lines); returns it.
-fn line_where(stream: &mut TcpStream, most: usize, pred: impl Fn(&str) -> bool) -> String {
+pub fn line_where(stream: &mut TcpStream, most: usize, pred: impl Fn(&str) -> bool) -> String {
     for _ in 0..most {
         let l = line(stream);
         assert!(!l.is_empty(), "closed before the line looked for");

@@ -38,13 +38,15 @@ use crate::server::modes::chat::{Beyond, Elsewhere, Event, MAX_RELAYED};
 use crate::server::session::registry::Registry;
 
 mod history;
+mod lag;
 mod link;
 mod presence;
 mod receiving;
 mod secure;
 
 pub use history::MAX_HISTORY;
-pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, TTL};
+pub use lag::{LAG_BOUNDS, LagView, MAX_LAG};
+pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, RemoteNode, TTL};
 use receiving::VERSION;
 pub use secure::check as check_files;
 
@@ -229,6 +231,9 @@ pub struct Counts {
     pub dropped_queue_full: u64,
     /// Events dropped because the broker was unreachable.
     pub dropped_broker_down: u64,
+    /// Envelopes from other nodes the client library dropped because this node did not take
+    /// them fast enough (one per slow-consumer event it reported: a lower bound).
+    pub dropped_slow_consumer: u64,
     /// Envelopes from other nodes taken (duplicates included).
     pub received: u64,
     /// Sequence numbers of other nodes never received.
@@ -250,11 +255,38 @@ pub struct Counts {
     pub recovered: u64,
 }
 
+impl Counts {
+    /// Dropped for every reason: events of local sessions not published, and envelopes of
+    /// other nodes the client library let go.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full + self.dropped_slow_consumer + self.dropped_broker_down
+    }
+}
+
+/// `p50 0.12ms p99 2.1ms (n 40)`, with the clamped ones when there are some.
+fn lag_summary(lag: &LagView) -> String {
+    if lag.count == 0 {
+        return "none yet".into();
+    }
+    let shown = |s: f64| crate::units::Millis(Duration::from_secs_f64(s));
+    let clamped = match lag.clamped {
+        0 => String::new(),
+        n => format!(", {n} clamped (clock skew)"),
+    };
+    format!(
+        "p50 {}ms p99 {}ms (n {}{clamped})",
+        shown(lag.p50_seconds),
+        shown(lag.p99_seconds),
+        lag.count
+    )
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     published: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_broker_down: AtomicU64,
+    dropped_slow_consumer: AtomicU64,
     received: AtomicU64,
     gaps: AtomicU64,
     duplicates: AtomicU64,
@@ -263,6 +295,8 @@ struct Counters {
     name_conflicts: AtomicU64,
     held: AtomicU64,
     recovered: AtomicU64,
+    /// Publish-to-delivery lag of what other nodes sent: recorded by the link thread only.
+    lag: lag::Lag,
 }
 
 const CONNECTING: u8 = 0;
@@ -410,6 +444,7 @@ impl Link {
             published: load(&c.published),
             dropped_queue_full: load(&c.dropped_queue_full),
             dropped_broker_down: load(&c.dropped_broker_down),
+            dropped_slow_consumer: load(&c.dropped_slow_consumer),
             received: load(&c.received),
             gaps: load(&c.gaps),
             duplicates: load(&c.duplicates),
@@ -433,14 +468,43 @@ impl Link {
         self.presence.lock().elsewhere(most)
     }
 
+    /// The publish-to-delivery lag of what other nodes sent.
+    pub fn lag(&self) -> LagView {
+        self.counters.lag.view()
+    }
+
+    /// The other nodes as last heard, with up to `most` of their members in all; whether
+    /// some were left out.
+    pub fn remote_nodes(&self, most: usize) -> (Vec<RemoteNode>, bool) {
+        self.presence.lock().nodes(most)
+    }
+
+    /// The cluster line of `/stats`: the link's state and its counts in one line.
+    pub fn stats_line(&self) -> String {
+        let c = self.counts();
+        format!(
+            "cluster: link {}  published {}  received {}  dropped {} \
+             (queue-full {}, slow-consumer {}, broker-down {})  lag {}",
+            self.state(),
+            c.published,
+            c.received,
+            c.dropped(),
+            c.dropped_queue_full,
+            c.dropped_slow_consumer,
+            c.dropped_broker_down,
+            lag_summary(&self.lag()),
+        )
+    }
+
     /// What `/cluster` prints.
     pub fn describe(&self) -> String {
         let c = self.counts();
         let others = self.elsewhere(0);
         format!(
             "cluster {} through {}: link {}, node {} (epoch {})\n\
-             published {}, dropped {} (queue-full {}, broker-down {})\n\
-             received {}, gaps {}, duplicates {}, malformed {}\n{}\
+             published {}, dropped {} (queue-full {}, slow-consumer {}, broker-down {})\n\
+             received {}, gaps {}, duplicates {}, malformed {}\n\
+             delivery lag {}\n{}\
              presence: {} other node(s), {} member(s) there, heartbeats {}, refused {}\n\
              name conflicts {}{}",
             self.options.name,
@@ -449,13 +513,15 @@ impl Link {
             self.options.node,
             self.epoch,
             c.published,
-            c.dropped_queue_full + c.dropped_broker_down,
+            c.dropped(),
             c.dropped_queue_full,
+            c.dropped_slow_consumer,
             c.dropped_broker_down,
             c.received,
             c.gaps,
             c.duplicates,
             c.malformed,
+            lag_summary(&self.lag()),
             if self.options.history > 0 {
                 format!(
                     "history: the last {} lines; held {}, recovered {}\n",

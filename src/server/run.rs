@@ -136,6 +136,11 @@ impl Server {
         self
     }
 
+    /// The cluster link given to [`Server::cluster`], if any.
+    pub fn cluster_link(&self) -> Option<Arc<Link>> {
+        self.cluster.clone()
+    }
+
     /// Serves `listener` too, with an acceptor of its own handing off to the same workers
     /// (several `--bind` addresses, inherited sockets).
     pub fn also_on(mut self, listener: TcpListener) -> Self {

@@ -59,6 +59,9 @@ impl Link {
                         }
                         async_nats::Event::Disconnected => link.set_state(false),
                         async_nats::Event::SlowConsumer(_) => {
+                            link.counters
+                                .dropped_slow_consumer
+                                .fetch_add(1, Ordering::Relaxed);
                             log::warn!(target: LOG, "cluster: the broker's lines came faster than this node took them; some were lost");
                         }
                         other => log::debug!(target: LOG, "cluster: {other}"),
@@ -231,6 +234,7 @@ impl Link {
             nick: event.nick,
             old: event.old,
             text: event.text,
+            sent_us: Some(super::lag::now_us()),
         };
         let Ok(payload) = serde_json::to_vec(&envelope) else {
             down();

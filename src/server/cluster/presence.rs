@@ -120,6 +120,29 @@ struct Remote {
     epoch: u64,
     members: BTreeMap<u64, Option<String>>,
     heard: Instant,
+    /// Envelopes taken from it (duplicates not included) and its sequence numbers never
+    /// received, since it was first heard of.
+    received: u64,
+    gaps: u64,
+}
+
+/// Another node as last heard, for `GET /cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteNode {
+    /// Its `--node`.
+    pub name: String,
+    /// Its epoch (when it started, in nanoseconds since 1970).
+    pub epoch: u64,
+    /// How long ago it was last heard of.
+    pub heard: Duration,
+    /// How many members it has.
+    pub member_count: usize,
+    /// Some of them, by session id: (id, nickname).
+    pub members: Vec<(u64, Option<String>)>,
+    /// Envelopes taken from it (duplicates not included).
+    pub received: u64,
+    /// Its sequence numbers never received.
+    pub gaps: u64,
 }
 
 /// Why a node's members are shown as left without a word from each.
@@ -196,6 +219,8 @@ impl Presence {
                         epoch,
                         members: BTreeMap::new(),
                         heard: now,
+                        received: 0,
+                        gaps: 0,
                     },
                 );
                 Some(())
@@ -263,6 +288,48 @@ impl Presence {
             }
             remote.members.insert(id, nick);
         }
+    }
+
+    /// Counts an envelope taken from `node` (epoch `epoch`) and the `missed` sequence
+    /// numbers before it.
+    pub(super) fn tally(&mut self, node: &str, epoch: u64, missed: u64) {
+        if let Some(remote) = self.nodes.get_mut(node).filter(|r| r.epoch == epoch) {
+            remote.received += 1;
+            remote.gaps += missed;
+        }
+    }
+
+    /// The other nodes by name, with `most` of their members in all; whether some members
+    /// were left out.
+    pub fn nodes(&self, most: usize) -> (Vec<RemoteNode>, bool) {
+        let now = Instant::now();
+        let mut nodes: Vec<(&String, &Remote)> = self.nodes.iter().collect();
+        nodes.sort_by(|a, b| a.0.cmp(b.0));
+        let mut left = most;
+        let mut truncated = false;
+        let list = nodes
+            .into_iter()
+            .map(|(name, remote)| {
+                let members: Vec<(u64, Option<String>)> = remote
+                    .members
+                    .iter()
+                    .take(left)
+                    .map(|(id, nick)| (*id, nick.clone()))
+                    .collect();
+                left -= members.len();
+                truncated |= members.len() < remote.members.len();
+                RemoteNode {
+                    name: name.clone(),
+                    epoch: remote.epoch,
+                    heard: now.saturating_duration_since(remote.heard),
+                    member_count: remote.members.len(),
+                    members,
+                    received: remote.received,
+                    gaps: remote.gaps,
+                }
+            })
+            .collect();
+        (list, truncated)
     }
 
     /// Forgets the nodes not heard of for `ttl`: their members are shown as left (node lost).
@@ -336,6 +403,16 @@ mod tests {
         assert!(lines.is_empty());
         let who = p.elsewhere(10);
         assert_eq!(who.nodes, vec![("b".to_owned(), 2)]);
+        p.tally("b", 1, 2);
+        p.tally("b", 0, 5);
+        let (nodes, truncated) = p.nodes(1);
+        assert!(truncated);
+        assert_eq!(nodes[0].members, vec![(2, Some("bob".to_owned()))]);
+        assert_eq!(
+            (nodes[0].member_count, nodes[0].received, nodes[0].gaps),
+            (2, 1, 2)
+        );
+        assert!(!p.nodes(2).1);
         assert_eq!(who.names, vec!["bob@b", "#3@b"]);
         p.expire(t0 + TTL - Duration::from_millis(1), TTL, &mut lines);
         assert!(lines.is_empty());

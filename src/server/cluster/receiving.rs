@@ -31,6 +31,10 @@ pub(super) struct Envelope {
     pub(super) old: Option<String>,
     #[serde(default)]
     pub(super) text: String,
+    /// When the origin's link published it: microseconds since the Unix epoch by the
+    /// origin's clock (absent from the envelopes of older nodes: no lag is recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) sent_us: Option<u64>,
 }
 
 /// The envelope's version this node writes and reads.
@@ -242,9 +246,16 @@ impl Receiving {
             Instant::now(),
             &mut lines,
         );
+        presence.tally(&envelope.node, envelope.epoch, missed);
         drop(presence);
         lines.push(shown(&envelope));
         Receiving::show(&lines, registry);
+        // The lag is that of live delivery: a line fetched after an outage is late on purpose.
+        if let Some(sent) = envelope.sent_us
+            && !replayed
+        {
+            link.counters.lag.record(sent, super::lag::now_us());
+        }
     }
 }
 

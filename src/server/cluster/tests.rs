@@ -16,6 +16,7 @@ fn envelope(kind: Kind) -> Envelope {
         nick: None,
         old: None,
         text: String::new(),
+        sent_us: None,
     }
 }
 
@@ -41,6 +42,9 @@ fn bad_envelopes_are_refused() {
     assert!(read_envelope(b"null").is_err());
     let good = serde_json::to_vec(&envelope(Kind::Join)).unwrap();
     assert!(read_envelope(&good).is_ok());
+    // An older node's envelope, without the publish time, still reads.
+    let older = br#"{"v":1,"node":"b","epoch":1,"seq":1,"kind":"join","id":7}"#;
+    assert_eq!(read_envelope(older).unwrap().sent_us, None);
     let mut forged = envelope(Kind::Line);
     forged.nick = Some("*admin".into());
     assert!(read_envelope(&serde_json::to_vec(&forged).unwrap()).is_err());
@@ -90,6 +94,14 @@ fn gaps_and_duplicates_are_counted_per_origin_and_epoch() {
         (8, 2, 1, 1),
         "{c:?}"
     );
+    // Envelopes without the publish time record no lag; with it, one each.
+    assert_eq!(link.lag().count, 0);
+    let mut timed = envelope(Kind::Line);
+    (timed.node, timed.seq, timed.sent_us) = ("c".into(), 11, Some(super::lag::now_us()));
+    receiving.take(&link, &serde_json::to_vec(&timed).unwrap(), &registry);
+    let lag = link.lag();
+    assert_eq!((lag.count, lag.clamped), (1, 0), "{lag:?}");
+    assert!(lag.sum_seconds < 1.0, "{lag:?}");
     // A full queue drops and counts, never waits.
     link.publish(Event {
         kind: Kind::Line,

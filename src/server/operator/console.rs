@@ -31,7 +31,7 @@ const HELP: &str = "\
 commands:
   quit, /quit   shut the server down gracefully (every client is told quit); also /exit
   /list         one line per session: id, peer, connected for, messages and bytes in/out
-  /stats        uptime, sessions now/peak/total, rejected, traffic, backlog depth
+  /stats        uptime, sessions now/peak/total, rejected, traffic, backlog depth, the cluster link
   /kick ID      end session ID (it is told quit)
   /fault SPEC   add a fault for new sessions: KIND[,key=value...][,p=P], such as latency,delay=20ms
   /fault        the faults, their ids and how many sessions each touched
@@ -379,6 +379,10 @@ impl Console {
             true => String::new(),
             false => format!("\nfaults: {faults}"),
         };
+        let cluster = match &self.cluster {
+            Some(link) => format!("\n{}", link.stats_line()),
+            None => String::new(),
+        };
         format!(
             "uptime {}  sessions {} now / {} peak / {} total  rejected {}  backlog {}\n\
              in: {} messages, {} bytes  out: {} messages, {} bytes",
@@ -393,6 +397,7 @@ impl Console {
             s.traffic.messages_out,
             s.traffic.bytes_out,
         ) + &faults
+            + &cluster
     }
 
     /// Reads commands line by line from `input` (piped stdin: no prompt) until `quit` or end

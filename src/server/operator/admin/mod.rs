@@ -9,10 +9,11 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /metrics` | the Prometheus text exposition |
-//! | `GET /healthz` | 200 `ok` while serving, 503 once shutdown began |
+//! | `GET /healthz` | 200 `ok` while serving (`ok cluster=up`, or `ok cluster=degraded` while the cluster link is not up), 503 once shutdown began |
 //! | `GET /sessions[?limit=N&after=ID]` | the `/list` data as a JSON list, a page of at most `N` sessions (1000 by default, 10000 at most) with ids above `ID`; a `Link: <...>; rel="next"` header when more remain |
 //! | `POST /sessions/ID/kick` | ends session ID with `quit`; 409 if it is already closing, 404 for an unknown id |
-//! | `GET /stats` | the `/stats` data as a JSON object |
+//! | `GET /stats` | the `/stats` data as a JSON object (with a `cluster` object when clustered) |
+//! | `GET /cluster[?members=N]` | the cluster as JSON: this node (state, counts, delivery lag) and the other nodes with at most `N` of their members (1000 by default); 404 when not clustered |
 //! | `POST /shutdown` | starts a graceful shutdown (202) |
 //! | `GET /faults` | the faults as a JSON list: id, spec, kind, p, sessions touched, active |
 //! | `POST /faults` | adds the fault whose SPEC is the body (plain text); 201 with its id, 400 for a bad SPEC |
@@ -75,6 +76,12 @@ pub const SESSIONS_PAGE: usize = 1000;
 /// The largest `limit` of `GET /sessions`.
 pub const SESSIONS_PAGE_MAX: usize = 10_000;
 
+/// `GET /cluster`: the members listed in all unless `members` says otherwise.
+pub const CLUSTER_MEMBERS: usize = 1000;
+
+/// The largest `members` of `GET /cluster`.
+pub const CLUSTER_MEMBERS_MAX: usize = 10_000;
+
 /// How long and how much an admin connection may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -131,6 +138,7 @@ struct Control {
     faults: Faults,
     audit: Audit,
     tls: Option<Certificates>,
+    cluster: Option<Arc<crate::server::cluster::Link>>,
 }
 
 /// A running admin endpoint. Dropping it (or [`Admin::stop`]) stops it.
@@ -226,6 +234,7 @@ impl Admin {
                 faults: server.faults(),
                 audit: server.audit(),
                 tls: server.certificates(),
+                cluster: server.cluster_link(),
             },
             access: server.access(),
             options,

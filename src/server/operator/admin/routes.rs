@@ -2,10 +2,12 @@
 //! stats and faults. The HTTP around them is `serve`'s.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Control, SESSIONS_PAGE, SESSIONS_PAGE_MAX};
+use super::{CLUSTER_MEMBERS, CLUSTER_MEMBERS_MAX, Control, SESSIONS_PAGE, SESSIONS_PAGE_MAX};
+use crate::server::cluster::{Link, LinkState};
 use crate::server::faults::{FaultId, FaultSpec, Faults};
 use crate::server::operator::audit::Source;
 use crate::server::operator::metrics;
@@ -125,11 +127,23 @@ pub(super) fn route(
             if control.shutdown.is_triggered() {
                 Reply::text(503, "shutting down")
             } else {
-                Reply::text(200, "ok")
+                // A node whose link is down still serves its own clients: 200 either way.
+                match control.cluster.as_ref().map(|link| link.state()) {
+                    None => Reply::text(200, "ok"),
+                    Some(LinkState::Up) => Reply::text(200, "ok cluster=up"),
+                    Some(_) => Reply::text(200, "ok cluster=degraded"),
+                }
             }
         }
         ["sessions"] if get => sessions(&control.registry, query),
-        ["stats"] if get => Reply::json(200, stats(&control.registry)),
+        ["stats"] if get => Reply::json(200, stats(&control.registry, control.cluster.as_ref())),
+        ["cluster"] if get => match &control.cluster {
+            Some(link) => cluster(link, &control.registry, query),
+            None => Reply::text(
+                404,
+                "not in a cluster: serve --mode chat --cluster nats://HOST:PORT",
+            ),
+        },
         ["sessions", id, "kick"] if post => kick(control, id, source),
         ["shutdown"] if post => {
             control.audit.shutdown(&control.shutdown, source);
@@ -141,7 +155,7 @@ pub(super) fn route(
         ["tls", "reload"] if post => tls_reload(control, source),
         ["faults"] => Reply::wrong_method("GET, POST"),
         ["faults", _] => Reply::wrong_method("DELETE"),
-        ["metrics" | "healthz" | "sessions" | "stats"] => Reply::wrong_method("GET"),
+        ["metrics" | "healthz" | "sessions" | "stats" | "cluster"] => Reply::wrong_method("GET"),
         ["sessions", _, "kick"] | ["shutdown"] | ["tls", "reload"] => Reply::wrong_method("POST"),
         _ => Reply::text(
             404,
@@ -311,10 +325,101 @@ fn session(s: &SessionInfo) -> Value {
     })
 }
 
-/// `/stats` as JSON.
-fn stats(registry: &Registry) -> Value {
-    let s = registry.stats();
+/// `members` of `GET /cluster`: how many members are listed at most, in all.
+fn members_query(query: Option<&str>) -> Result<usize, String> {
+    let mut most = CLUSTER_MEMBERS;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        if let Some(("members", value)) = pair.split_once('=') {
+            most = value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= CLUSTER_MEMBERS_MAX)
+                .ok_or_else(|| {
+                    format!(
+                        "members must be a number from 0 to {CLUSTER_MEMBERS_MAX}, not {:?}",
+                        value.escape_debug().to_string()
+                    )
+                })?;
+        }
+    }
+    Ok(most)
+}
+
+/// The link's state and counts, for `/stats` and `/cluster`.
+fn link_json(link: &Link) -> Value {
+    let c = link.counts();
+    let lag = link.lag();
     json!({
+        "link": link.state().to_string(),
+        "published": c.published,
+        "received": c.received,
+        "dropped": {
+            "queue-full": c.dropped_queue_full,
+            "slow-consumer": c.dropped_slow_consumer,
+            "broker-down": c.dropped_broker_down,
+        },
+        "gaps": c.gaps,
+        "duplicates": c.duplicates,
+        "malformed": c.malformed,
+        "heartbeats": c.heartbeats,
+        "name_conflicts": c.name_conflicts,
+        "presence_refused": c.presence_refused,
+        "lag": {
+            "count": lag.count,
+            "sum_seconds": lag.sum_seconds,
+            "p50_seconds": lag.p50_seconds,
+            "p99_seconds": lag.p99_seconds,
+            "clamped": lag.clamped,
+        },
+    })
+}
+
+/// `GET /cluster`: this node, then the others as last heard, with at most `members`
+/// members listed in all (this node's first) and `truncated` when some were left out.
+fn cluster(link: &Arc<Link>, registry: &Registry, query: Option<&str>) -> Reply {
+    let most = match members_query(query) {
+        Ok(most) => most,
+        Err(e) => return Reply::text(400, format!("bad request: {e}")),
+    };
+    let options = link.options();
+    let (here, more_here) = registry.page(None, most);
+    let member = |id: u64, nick: &Option<String>| json!({ "id": id, "nick": nick });
+    let mut this = link_json(link);
+    this["name"] = json!(options.node);
+    this["epoch"] = json!(link.epoch());
+    this["member_count"] = json!(registry.len());
+    this["members"] = here.iter().map(|s| member(s.id.0, &s.nick)).collect();
+    let (nodes, more_there) = link.remote_nodes(most - here.len());
+    let nodes: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n.name,
+                "epoch": n.epoch,
+                "heard_seconds_ago": n.heard.as_secs_f64(),
+                "member_count": n.member_count,
+                "members": n.members.iter().map(|(id, nick)| member(*id, nick)).collect::<Vec<_>>(),
+                "received": n.received,
+                "gaps": n.gaps,
+            })
+        })
+        .collect();
+    Reply::json(
+        200,
+        json!({
+            "cluster": options.name,
+            "broker": options.url,
+            "node": this,
+            "nodes": nodes,
+            "truncated": more_here || more_there,
+        }),
+    )
+}
+
+/// `/stats` as JSON, with the cluster link's state and counts when there is one.
+fn stats(registry: &Registry, cluster: Option<&Arc<Link>>) -> Value {
+    let s = registry.stats();
+    let mut out = json!({
         "uptime_seconds": s.uptime.as_secs_f64(),
         "sessions": s.sessions,
         "peak": s.peak,
@@ -325,7 +430,11 @@ fn stats(registry: &Registry) -> Value {
         "messages_out": s.traffic.messages_out,
         "bytes_in": s.traffic.bytes_in,
         "bytes_out": s.traffic.bytes_out,
-    })
+    });
+    if let Some(link) = cluster {
+        out["cluster"] = link_json(link);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -352,5 +461,11 @@ mod tests {
         assert_eq!(openness("/healthz/"), Open::Health);
         assert_eq!(openness("/metrics"), Open::Metrics);
         assert_eq!(openness("/stats"), Open::Guarded);
+        assert_eq!(openness("/cluster"), Open::Guarded);
+        assert_eq!(members_query(None), Ok(CLUSTER_MEMBERS));
+        assert_eq!(members_query(Some("members=0&x=1")), Ok(0));
+        for bad in ["members=-1", "members=x", "members=", "members=10001"] {
+            assert!(members_query(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -472,13 +472,39 @@ impl Collector for Exposition {
             family(
                 &mut e,
                 "tcpool_cluster_dropped",
-                "Events of local sessions not published, by reason",
+                "Lines dropped on the way between nodes, by reason: queue-full and broker-down \
+                 (local events not published), slow-consumer (other nodes' envelopes the \
+                 client library let go)",
                 Counter,
                 Some("reason"),
                 [
                     ("queue-full".to_owned(), c.dropped_queue_full),
+                    ("slow-consumer".to_owned(), c.dropped_slow_consumer),
                     ("broker-down".to_owned(), c.dropped_broker_down),
                 ],
+            )?;
+            let lag = link.lag();
+            family(
+                &mut e,
+                "tcpool_cluster_delivery_lag_clamped",
+                "Delivery lags below zero or above a minute (clock skew between nodes), \
+                 clamped into range and recorded",
+                Counter,
+                None,
+                one(lag.clamped),
+            )?;
+            e.encode_descriptor(
+                "tcpool_cluster_delivery_lag_seconds",
+                "Time from another node's publish to this node's hand-off to local sessions \
+                 (wall clocks of both nodes)",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                lag.sum_seconds,
+                lag.count,
+                &lag.buckets,
+                None,
             )?;
         }
         let version = [(env!("CARGO_PKG_VERSION").to_owned(), 1u64)];
