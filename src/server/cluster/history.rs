@@ -165,8 +165,14 @@ impl Keeping {
                         receiving.take_replayed(link, payload, registry);
                     }
                     let recovered = link.counts().recovered - before;
-                    log::info!(
+                    let level = if recovered > 0 {
+                        log::Level::Info
+                    } else {
+                        log::Level::Debug
+                    };
+                    log::log!(
                         target: LOG,
+                        level,
                         "cluster history: {recovered} line(s) the other nodes sent while the link \
                          was down fetched ({} looked at)",
                         missed.len()
