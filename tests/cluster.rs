@@ -23,8 +23,14 @@ impl Nats {
     }
 
     pub fn on(port: u16) -> Nats {
+        Nats::on_with(port, &[])
+    }
+
+    /// [`Nats::on`] with more of `nats-server`'s flags: `-js`, `--tls`, `-c FILE`.
+    pub fn on_with(port: u16, extra: &[&str]) -> Nats {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

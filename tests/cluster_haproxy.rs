@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
+use crate::cluster::Nats;
 use crate::support::*;
 
 /// A process killed on drop.
@@ -66,13 +67,8 @@ fn first_client_seen_by(node: &mut Binary) -> String {
 
 #[test]
 fn clients_landing_on_different_nodes_behind_haproxy_talk_to_each_other() {
-    let nats_port = free_port();
-    let _nats = spawn_quiet(
-        Command::new("nats-server").args(["-a", "127.0.0.1", "-p", &nats_port.to_string()]),
-        "nats-server",
-    );
-    wait_listening(nats_port);
-    let url = format!("nats://127.0.0.1:{nats_port}");
+    let nats = Nats::start();
+    let url = nats.url();
     let start = |name: &str| {
         let node = Binary::serve(&[
             "--mode",
@@ -89,11 +85,8 @@ fn clients_landing_on_different_nodes_behind_haproxy_talk_to_each_other() {
     };
     let mut one = start("one");
     let mut two = start("two");
-    let config = std::env::temp_dir().join(format!(
-        "tcpool-test-cluster-haproxy-{}-{nats_port}.cfg",
-        std::process::id()
-    ));
-    let (_haproxy, front) = haproxy(&[one.addr, two.addr], &config);
+    let dir = TempDir::new("cluster-haproxy");
+    let (_haproxy, front) = haproxy(&[one.addr, two.addr], &dir.path.join("haproxy.cfg"));
 
     // Round robin: the first client lands on one node, the second on the other.
     let mut ann = chatter(front);
@@ -104,7 +97,6 @@ fn clients_landing_on_different_nodes_behind_haproxy_talk_to_each_other() {
         first_client_seen_by(&mut one),
         first_client_seen_by(&mut two),
     );
-    let _ = std::fs::remove_file(&config);
     // Each node names its own client's address (PROXY v2), and they are different clients.
     let mut seen = [seen_one.clone(), seen_two.clone()];
     seen.sort();

@@ -4,45 +4,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::KeyPair;
 
+use crate::cluster::Nats;
 use crate::support::*;
-
-/// `nats-server` with `args`, killed on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start(port: u16, args: &[&str]) -> Broker {
-        let child = Command::new("nats-server")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server is needed for this test (scripts/test.sh installs it)");
-        wait_listening(port);
-        Broker { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn chat_node(url: &str, name: &str, extra: &[&str]) -> Binary {
     let mut args = vec!["--mode", "chat", "--cluster", url, "--node", name];
@@ -103,13 +73,9 @@ fn over_tls_the_broker_is_checked_against_the_ca_and_lines_cross() {
     assert!(made.status.success(), "{made:?}");
     let port = free_port();
     let file = |dir: &TempDir, name: &str| dir.path.join(name).display().to_string();
-    let broker = Broker::start(
+    let broker = Nats::on_with(
         port,
         &[
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
             "--tls",
             "--tlscert",
             &file(&certs, "server.pem"),
@@ -221,7 +187,7 @@ fn with_credentials_the_nodes_sign_in_and_without_them_the_broker_keeps_them_out
     let dir = TempDir::new("cluster-creds");
     let port = free_port();
     let (config, creds) = operator_mode(&dir.path, port);
-    let broker = Broker::start(port, &["-c", &config.display().to_string()]);
+    let broker = Nats::on_with(port, &["-c", &config.display().to_string()]);
     let creds = creds.display().to_string();
     let a = chat_node(&broker.url(), "a", &["--cluster-creds", &creds]);
     let b = chat_node(&broker.url(), "b", &["--cluster-creds", &creds]);

@@ -30,6 +30,7 @@ mod cluster;
 mod cluster_haproxy;
 mod cluster_history;
 mod cluster_secure;
+mod cluster_three;
 mod cluster_view;
 mod concurrency;
 mod console;
