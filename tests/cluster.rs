@@ -462,6 +462,47 @@ fn a_second_node_with_the_same_name_is_logged_and_counted() {
     assert_eq!(count_stderr(&a, "another node is named a"), 1);
 }
 
+/// The names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let comm = task.unwrap().path().join("comm");
+        if let Ok(name) = std::fs::read_to_string(comm) {
+            names.push(name.trim_end().to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_link_and_the_admin_endpoint_share_one_control_thread() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &["--admin", "127.0.0.1:0"]);
+    let names = thread_names(a.child.id());
+    let control = names.iter().filter(|n| *n == "tcpool-control").count();
+    assert_eq!(control, 1, "{names:?}");
+    assert!(!names.iter().any(|n| n == "tcpool-cluster"), "{names:?}");
+
+    // The broker gone, the endpoint on the same thread still answers, at once.
+    drop(nats);
+    a.wait_stderr("the link down", |l| l.contains("cluster link down"));
+    for _ in 0..3 {
+        let asked = std::time::Instant::now();
+        let health = http_get(a.admin_addr(), "/healthz");
+        assert!(health.starts_with("ok"), "{health}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    let metrics = http_get(a.admin_addr(), "/metrics");
+    assert!(metrics.contains("tcpool_cluster_up 0"), "{metrics}");
+    // And it still stops promptly, link and endpoint with it.
+    a.type_line("quit");
+    assert_eq!(a.wait_timeout(IO_TIMEOUT), Some(0));
+}
+
 /// A plain HTTP/1.1 GET: the body.
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = connect(addr);

@@ -1,11 +1,12 @@
 //! The cluster link: one chat room over several `tcpool serve --mode chat` processes, through
 //! a NATS broker (core publish/subscribe, at most once).
 //!
-//! The link lives on one thread of its own, `tcpool-cluster`, running a current-thread tokio
-//! runtime with the `async-nats` client. Workers never touch the network for it: the chat
+//! The link runs as tasks on the server's control plane ([`ControlPlane`], the
+//! `tcpool-control` thread and its current-thread tokio runtime, which the admin endpoint
+//! shares), with the `async-nats` client. Workers never touch the network for it: the chat
 //! handler hands each event of a local session (a line, a nickname change, a join, a leave)
 //! to [`Link::publish`], which puts it in a bounded queue and returns at once; when the queue
-//! is full the event is dropped and counted. The link thread numbers what it takes from the
+//! is full the event is dropped and counted. The link numbers what it takes from the
 //! queue (a per-node sequence, with the node's epoch) and publishes it, or drops and counts
 //! it while the broker is unreachable. What other nodes publish comes back on the same thread
 //! and goes to local sessions through the registry's relay, the path local lines take, so the
@@ -28,12 +29,12 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
+use crate::server::control::ControlPlane;
 use crate::server::modes::chat::{Beyond, Elsewhere, Event, MAX_RELAYED};
 use crate::server::session::registry::Registry;
 
@@ -256,7 +257,7 @@ pub struct Link {
     options: ClusterOptions,
     epoch: u64,
     queue: Sender<Event>,
-    /// Wakes the link thread when the queue was empty.
+    /// Wakes the link when the queue was empty.
     wake: tokio::sync::Notify,
     /// Events dropped on a full queue and not yet given their sequence numbers: the link
     /// skips as many, so receivers see the loss as a gap.
@@ -265,7 +266,7 @@ pub struct Link {
     stop: AtomicBool,
     counters: Counters,
     done: Mutex<Option<Receiver<()>>>,
-    /// Who is in the room on the other nodes: written by the link thread, read by `/who`.
+    /// Who is in the room on the other nodes: written by the link, read by `/who`.
     presence: Mutex<Presence>,
     /// The other epochs heard of with this node's name, the last one last.
     conflicts: Mutex<Vec<u64>>,
@@ -281,21 +282,23 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
-    /// Starts the link thread: it connects to the broker in the background (a broker that is
-    /// down is not an error: local chat starts anyway, and the link keeps trying) and relays
-    /// what other nodes publish to the sessions of `registry`.
+    /// Starts the link as tasks on `control`, the server's control plane: it connects to the
+    /// broker in the background (a broker that is down is not an error: local chat starts
+    /// anyway, and the link keeps trying) and relays what other nodes publish to the sessions
+    /// of `registry`. Stop it ([`Link::stop`]) before the control plane.
     ///
     /// # Errors
     ///
-    /// A bad node or cluster name or URL, or a thread or runtime that cannot be made.
-    pub fn start(options: ClusterOptions, registry: Registry) -> io::Result<Arc<Link>> {
+    /// A bad node or cluster name or URL.
+    pub fn start(
+        options: ClusterOptions,
+        registry: Registry,
+        control: &ControlPlane,
+    ) -> io::Result<Arc<Link>> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
         check_name(&options.node, true).map_err(|e| invalid(format!("--node: {e}")))?;
         check_name(&options.name, false).map_err(|e| invalid(format!("--cluster-name: {e}")))?;
         check_url(&options.url).map_err(|e| invalid(format!("--cluster {}: {e}", options.url)))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let (queue, taken) = channel::bounded(QUEUE_CAPACITY);
         let (done_tx, done) = channel::bounded::<()>(0);
         let epoch = SystemTime::now()
@@ -322,12 +325,10 @@ impl Link {
             link.options.node
         );
         let running = Arc::clone(&link);
-        thread::Builder::new()
-            .name("tcpool-cluster".into())
-            .spawn(move || {
-                let _done = done_tx;
-                runtime.block_on(running.run(taken, registry));
-            })?;
+        control.spawn(async move {
+            let _done = done_tx;
+            running.run(taken, registry).await;
+        });
         Ok(link)
     }
 
@@ -349,7 +350,8 @@ impl Link {
         }
     }
 
-    /// Stops the link: what is queued is published (within a second), then the thread ends.
+    /// Stops the link: what is queued is published and the last heartbeat sent (within a
+    /// second), then its tasks end. Called off the control plane (it waits for them).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.wake.notify_one();

@@ -77,7 +77,7 @@ pub(super) fn read_beat(payload: &[u8]) -> Result<Beat, String> {
     Ok(beat)
 }
 
-/// This node's own members, as the link has published them (kept on the link thread).
+/// This node's own members, as the link has published them (kept by the link).
 #[derive(Debug, Default)]
 pub(super) struct Roster {
     members: BTreeMap<u64, Option<String>>,
