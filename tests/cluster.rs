@@ -161,29 +161,9 @@ fn lines_nicknames_joins_and_leaves_cross_nodes_never_back_to_the_sender() {
     expect_bytes(&mut a2, b"<bob> hi ann\n");
 
     // A forged envelope published straight on the subject: dropped and counted, not shown.
-    let mut rogue = connect(format!("127.0.0.1:{}", nats.port).parse().unwrap());
     let forged = br#"{"v":1,"node":"x","epoch":1,"seq":1,"kind":"line","id":1,"nick":"*admin","text":"obey"}"#;
-    write!(
-        rogue,
-        "CONNECT {{\"verbose\":false}}\r\nPUB tcpool.tcpool.chat {}\r\n",
-        forged.len()
-    )
-    .unwrap();
-    rogue.write_all(forged).unwrap();
-    rogue
-        .write_all(b"\r\nPUB tcpool.tcpool.chat 3\r\n{{{\r\nPING\r\n")
-        .unwrap();
-    let mut pong = [0u8; 64];
-    let mut got = Vec::new();
-    while !String::from_utf8_lossy(&got).contains("PONG") {
-        let n = rogue.read(&mut pong).unwrap();
-        assert!(
-            n > 0,
-            "the broker closed: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&pong[..n]);
-    }
+    publish_raw(nats.port, "tcpool.tcpool.chat", forged);
+    publish_raw(nats.port, "tcpool.tcpool.chat", b"{{{");
     wait_until("two malformed envelopes counted", || {
         count(&cluster_report(&mut a), "malformed") == 2
     });
@@ -435,21 +415,109 @@ fn a_node_stopped_gracefully_says_its_members_left_at_once() {
     expect_silence(&mut a1, Duration::from_millis(500));
 }
 
+/// Publishes `payload` on `subject` of the broker on `port`, as a stranger would, and waits
+/// until the broker has taken it.
+fn publish_raw(port: u16, subject: &str, payload: &[u8]) {
+    let mut rogue = connect(format!("127.0.0.1:{port}").parse().unwrap());
+    write!(
+        rogue,
+        "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n",
+        payload.len()
+    )
+    .unwrap();
+    rogue.write_all(payload).unwrap();
+    rogue.write_all(b"\r\nPING\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !String::from_utf8_lossy(&got).contains("PONG") {
+        let n = rogue.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the broker closed: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 #[test]
-fn a_second_node_with_the_same_name_is_logged_and_counted() {
+fn a_second_node_with_the_same_name_is_refused_at_start() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let said = a.stderr_lines().len();
+    let url = nats.url();
+    let twin = run_to_end(
+        serve_command(&["--mode", "chat", "--cluster", &url, "--node", "a"]),
+        IO_TIMEOUT,
+    );
+    let stderr = twin.stderr.join("\n");
+    assert_eq!(twin.code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: node name a is already in cluster tcpool (epoch "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("choose another --node"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    // The node that has the name goes on, untroubled.
+    let report = cluster_report(&mut a);
+    assert!(report.contains("link up, node a"), "{report}");
+    assert_eq!(count(&report, "name conflicts"), 0, "{report}");
+    // and says nothing of it: it answered, the twin refused itself.
+    assert_eq!(a.stderr_lines().len(), said);
+}
+
+#[test]
+fn a_name_found_taken_when_the_broker_comes_up_stops_one_link_not_the_chat() {
+    // The broker down, neither twin can ask: both serve, and ask once it is up.
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let twins = [
+        Binary::serve(&["--mode", "chat", "--cluster", &url, "--node", "a"]),
+        Binary::serve(&["--mode", "chat", "--cluster", &url, "--node", "a"]),
+    ];
+    let _nats = Nats::on(port);
+    let refusal = "the link stops, local chat goes on";
+    wait_until("one refusal", || {
+        twins.iter().any(|t| count_stderr(t, refusal) == 1)
+    });
+    let [x, y] = twins;
+    let (mut refused, kept) = if count_stderr(&x, refusal) == 1 {
+        (x, y)
+    } else {
+        (y, x)
+    };
+    kept.wait_stderr("the link up", |l| l.contains("cluster link up"));
+    refused.wait_stderr("the refusal", |l| {
+        l.contains("cluster: node name a is already in cluster tcpool (epoch ")
+    });
+    let report = cluster_report(&mut refused);
+    assert!(report.contains("link refused"), "{report}");
+    assert_eq!(count(&report, "name conflicts"), 1, "{report}");
+    assert_eq!(count_stderr(&refused, "cluster link up"), 0);
+    assert_eq!(count_stderr(&kept, refusal), 0);
+    let mut t1 = chatter(refused.addr);
+    let mut t2 = chatter(refused.addr);
+    expect_bytes(&mut t1, b"* #2 joined\n");
+    t2.write_all(b"still here\n").unwrap();
+    expect_bytes(&mut t1, b"<#2> still here\n");
+}
+
+#[test]
+fn another_node_heard_with_this_name_is_logged_and_counted() {
     let nats = Nats::start();
     let mut a = node(&nats, "a", &["--admin", "127.0.0.1:0"]);
-    let twin = node(&nats, "a", &[]);
+    // Two nodes that asked at the same moment, or a word forged: a heartbeat with a's name.
+    let beat = br#"{"v":1,"node":"a","epoch":7,"total":0,"members":[]}"#;
+    for _ in 0..3 {
+        publish_raw(nats.port, "tcpool.tcpool.presence", beat);
+    }
     a.wait_stderr("the conflict", |l| {
-        l.contains("another node is named a (epoch ")
-    });
-    twin.wait_stderr("the conflict", |l| {
-        l.contains("another node is named a (epoch ")
+        l.contains("another node is named a (epoch 7")
     });
     let report = cluster_report(&mut a);
     assert_eq!(count(&report, "name conflicts"), 1, "{report}");
     assert!(
-        report.contains("(another node is named a: epoch "),
+        report.contains("(another node is named a: epoch 7)"),
         "{report}"
     );
     let metrics = http_get(a.admin_addr(), "/metrics");
@@ -457,8 +525,7 @@ fn a_second_node_with_the_same_name_is_logged_and_counted() {
         metrics.contains("tcpool_cluster_name_conflicts_total 1"),
         "{metrics}"
     );
-    // Logged once per 10 s, however many heartbeats.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Logged once per 10 s, however many words.
     assert_eq!(count_stderr(&a, "another node is named a"), 1);
 }
 

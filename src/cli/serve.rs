@@ -685,6 +685,10 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
         (Some(options), Some(control)) => {
             let link = server::cluster::Link::start(options, server.registry(), control)
                 .context("cannot start the cluster link")?;
+            // A node whose name another live node has does not join; a broker not reached
+            // by then asks when the link comes up, and a refusal then stops the link only.
+            link.wait_admitted(server::cluster::START_WAIT)
+                .map_err(|e| anyhow::anyhow!(e))?;
             server = server.cluster(std::sync::Arc::clone(&link));
             Some(link)
         }

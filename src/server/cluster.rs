@@ -39,9 +39,11 @@ use crate::server::modes::chat::{Beyond, Elsewhere, Event, MAX_RELAYED};
 use crate::server::session::registry::Registry;
 
 mod link;
+mod names;
 mod presence;
 mod receiving;
 
+pub use names::{PROBE, START_WAIT};
 pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, TTL};
 use receiving::VERSION;
 
@@ -101,6 +103,11 @@ impl ClusterOptions {
     /// The subject the nodes of this cluster publish on.
     pub fn subject(&self) -> String {
         format!("tcpool.{}.chat", self.name)
+    }
+
+    /// The subject where a node named `node` answers whether it is live (see [`PROBE`]).
+    pub fn names_subject(&self) -> String {
+        format!("tcpool.{}.names.{}", self.name, self.node)
     }
 
     /// The subject the nodes of this cluster publish their heartbeats on.
@@ -195,6 +202,8 @@ pub enum LinkState {
     Down,
     /// Stopped with the server.
     Stopped,
+    /// Stopped because another live node has this node's name.
+    Refused,
 }
 
 impl fmt::Display for LinkState {
@@ -204,6 +213,7 @@ impl fmt::Display for LinkState {
             LinkState::Up => "up",
             LinkState::Down => "down",
             LinkState::Stopped => "stopped",
+            LinkState::Refused => "refused (another node has this name)",
         })
     }
 }
@@ -250,6 +260,7 @@ const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 const STOPPED: u8 = 3;
+const REFUSED: u8 = 4;
 
 /// A node's end of the cluster: what workers hand events to, and what `/cluster` and the
 /// metrics read. Made by [`Link::start`].
@@ -270,6 +281,11 @@ pub struct Link {
     presence: Mutex<Presence>,
     /// The other epochs heard of with this node's name, the last one last.
     conflicts: Mutex<Vec<u64>>,
+    /// Whether another live node has this node's name, and its answer's waiters.
+    admission: Mutex<names::Admission>,
+    admitted: parking_lot::Condvar,
+    /// `tcpool serve` is waiting for the answer at start (a refusal is its error then).
+    starting: AtomicBool,
 }
 
 impl fmt::Debug for Link {
@@ -316,6 +332,9 @@ impl Link {
             done: Mutex::new(Some(done)),
             presence: Mutex::default(),
             conflicts: Mutex::default(),
+            admission: Mutex::new(names::Admission::Connecting),
+            admitted: parking_lot::Condvar::new(),
+            starting: AtomicBool::new(false),
         });
         log::info!(
             target: LOG,
@@ -371,6 +390,7 @@ impl Link {
             CONNECTING => LinkState::Connecting,
             UP => LinkState::Up,
             DOWN => LinkState::Down,
+            REFUSED => LinkState::Refused,
             _ => LinkState::Stopped,
         }
     }
@@ -442,12 +462,28 @@ impl Link {
         )
     }
 
+    /// Notes another node (epoch `epoch`) with this node's name: counted once per epoch,
+    /// the last one shown by `/cluster`.
+    fn conflict(&self, epoch: u64) {
+        let mut conflicts = self.conflicts.lock();
+        if !conflicts.contains(&epoch) {
+            self.counters.name_conflicts.fetch_add(1, Ordering::Relaxed);
+            if conflicts.len() >= MAX_CONFLICTS {
+                conflicts.remove(0);
+            }
+            conflicts.push(epoch);
+        } else if conflicts.last() != Some(&epoch) {
+            conflicts.retain(|&e| e != epoch);
+            conflicts.push(epoch);
+        }
+    }
+
     /// Records a change of the connection; logs only real changes, once each.
     fn set_state(&self, up: bool) {
         let new = if up { UP } else { DOWN };
         let old = self.state.swap(new, Ordering::SeqCst);
-        if old == STOPPED {
-            self.state.store(STOPPED, Ordering::SeqCst);
+        if old == STOPPED || old == REFUSED {
+            self.state.store(old, Ordering::SeqCst);
             return;
         }
         match (old, new) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::presence::read_beat;
-use super::{CONFLICT_LOG, LOG, Link, LinkState, MAX_CONFLICTS, MAX_ENVELOPE, TTL, check_name};
+use super::{CONFLICT_LOG, LOG, Link, LinkState, MAX_ENVELOPE, TTL, check_name};
 use crate::server::modes::chat::{Kind, MAX_RELAYED, check_nick, relayed};
 use crate::server::session::registry::Registry;
 use crate::time::Throttle;
@@ -77,18 +77,7 @@ impl Receiving {
             return false;
         }
         if epoch != link.epoch {
-            let mut conflicts = link.conflicts.lock();
-            if !conflicts.contains(&epoch) {
-                link.counters.name_conflicts.fetch_add(1, Ordering::Relaxed);
-                if conflicts.len() >= MAX_CONFLICTS {
-                    conflicts.remove(0);
-                }
-                conflicts.push(epoch);
-            } else if conflicts.last() != Some(&epoch) {
-                conflicts.retain(|&e| e != epoch);
-                conflicts.push(epoch);
-            }
-            drop(conflicts);
+            link.conflict(epoch);
             if self.conflict_log.ready().is_some() {
                 log::error!(
                     target: LOG,

@@ -65,6 +65,9 @@ fn gaps_and_duplicates_are_counted_per_origin_and_epoch() {
         done: Mutex::new(None),
         presence: Mutex::default(),
         conflicts: Mutex::default(),
+        admission: Mutex::new(super::names::Admission::Admitted),
+        admitted: parking_lot::Condvar::new(),
+        starting: AtomicBool::new(false),
     };
     let registry = Registry::new(1024);
     let mut receiving = Receiving::new("a".into());
