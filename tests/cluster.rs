@@ -529,6 +529,84 @@ fn another_node_heard_with_this_name_is_logged_and_counted() {
     assert_eq!(count_stderr(&a, "another node is named a"), 1);
 }
 
+#[test]
+fn a_nickname_taken_on_one_node_is_refused_on_another() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let mut c = node(&nats, "c", &[]);
+    let mut c1 = chatter(c.addr);
+    received(&mut a, 1);
+    let mut a1 = chatter(a.addr);
+    line_where(&mut c1, 5, |l| l == "* #1@a joined\n");
+    a1.write_all(b"/nick ann\n").unwrap();
+    expect_bytes(&mut a1, b"* you are now ann\n");
+    expect_bytes(&mut c1, b"* #1@a is now ann\n");
+    // The same name, or one that looks the same, is refused as a local duplicate is.
+    for name in ["ann", "ANN", "\u{430}nn"] {
+        c1.write_all(format!("/nick {name}\n").as_bytes()).unwrap();
+        let refusal = line(&mut c1);
+        assert!(
+            refusal == "* nick refused: that name (or one that looks the same) is taken\n"
+                || (name != "ann" && refusal.starts_with("* nick refused: ")),
+            "{name}: {refusal}"
+        );
+    }
+    c1.write_all(b"/nick cat\n").unwrap();
+    expect_bytes(&mut c1, b"* you are now cat\n");
+    expect_bytes(&mut a1, b"* #1@c is now cat\n");
+    // Given up on a, the name is free on c.
+    drop(a1);
+    line_where(&mut c1, 5, |l| l == "* ann left\n");
+    c1.write_all(b"/nick ann\n").unwrap();
+    expect_bytes(&mut c1, b"* you are now ann\n");
+    assert_eq!(count(&cluster_report(&mut c), "malformed"), 0);
+}
+
+/// The client's name, as `/nick` without a name says it.
+fn name_of(stream: &mut TcpStream) -> String {
+    stream.write_all(b"/nick\n").unwrap();
+    let l = line_where(stream, 20, |l| {
+        l.starts_with("* you are ") && l.contains("usage")
+    });
+    l["* you are ".len()..l.find(';').unwrap()].to_owned()
+}
+
+#[test]
+fn two_nodes_granting_one_nickname_at_once_settle_on_one_holder() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let b = node(&nats, "b", &[]);
+    for round in 0..3 {
+        let name = format!("zed{round}");
+        let mut b1 = chatter(b.addr);
+        received(&mut a, 1 + 2 * round as u64);
+        let mut a1 = chatter(a.addr);
+        line_where(&mut b1, 5, |l| l.ends_with("@a joined\n"));
+        let ask = format!("/nick {name}\n");
+        let (a_ask, b_ask) = (ask.clone(), ask);
+        let mut a2 = a1.try_clone().unwrap();
+        let mut b2 = b1.try_clone().unwrap();
+        let at_a = std::thread::spawn(move || a2.write_all(a_ask.as_bytes()).unwrap());
+        b2.write_all(b_ask.as_bytes()).unwrap();
+        at_a.join().unwrap();
+        // Let the claims, their answers and any crossed change settle.
+        std::thread::sleep(Duration::from_millis(1500));
+        let holders: Vec<String> = [&mut a1, &mut b1].into_iter().map(name_of).collect();
+        assert_eq!(
+            holders.iter().filter(|n| **n == name).count(),
+            1,
+            "round {round}: {holders:?}"
+        );
+        // Both nodes see the one holder.
+        for (who, stream) in [("a", &mut a1), ("b", &mut b1)] {
+            stream.write_all(b"/who\n").unwrap();
+            let l = line_where(stream, 20, |l| l.starts_with("* 2 here"));
+            assert_eq!(l.matches(name.as_str()).count(), 1, "{who}: {l}");
+        }
+        drop((a1, b1));
+    }
+}
+
 /// The names of the threads of process `pid`.
 fn thread_names(pid: u32) -> Vec<String> {
     let mut names = Vec::new();

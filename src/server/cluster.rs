@@ -25,25 +25,29 @@
 //! name and another epoch is another node with the same `--node`: logged (at most once per
 //! 10 s), counted and shown in `/cluster`; each node goes on ignoring the other's lines.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::server::control::ControlPlane;
-use crate::server::modes::chat::{Beyond, Elsewhere, Event, MAX_RELAYED};
+use crate::server::modes::chat::{Beyond, Chat, Elsewhere, Event, MAX_RELAYED};
+use crate::server::session::SessionId;
 use crate::server::session::registry::Registry;
 
 mod link;
 mod names;
+mod nicks;
 mod presence;
 mod receiving;
 
 pub use names::{PROBE, START_WAIT};
+pub use nicks::NICK_WAIT;
 pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, TTL};
 use receiving::VERSION;
 
@@ -108,6 +112,11 @@ impl ClusterOptions {
     /// The subject where a node named `node` answers whether it is live (see [`PROBE`]).
     pub fn names_subject(&self) -> String {
         format!("tcpool.{}.names.{}", self.name, self.node)
+    }
+
+    /// The subject where the nodes ask each other about a nickname (see [`NICK_WAIT`]).
+    pub fn nick_subject(&self) -> String {
+        format!("tcpool.{}.nick", self.name)
     }
 
     /// The subject the nodes of this cluster publish their heartbeats on.
@@ -189,6 +198,26 @@ pub fn check_url(url: &str) -> Result<(), String> {
     url.parse::<async_nats::ServerAddr>()
         .map(drop)
         .map_err(|e| e.to_string())
+}
+
+/// Reads one JSON message of at most `max` bytes, `what` it should be.
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    max: usize,
+    what: &str,
+) -> Result<T, String> {
+    if payload.len() > max {
+        return Err(format!("{what} larger than {max} bytes"));
+    }
+    serde_json::from_slice(payload).map_err(|e| format!("not {what}: {e}"))
+}
+
+/// Checks a message's version and the node name it gives.
+pub(super) fn check_origin(v: u8, node: &str) -> Result<(), String> {
+    if v != VERSION {
+        return Err(format!("version {v} (this node reads {VERSION})"));
+    }
+    check_name(node, true).map_err(|e| format!("node name: {e}"))
 }
 
 /// Whether the broker is reachable.
@@ -286,6 +315,12 @@ pub struct Link {
     admitted: parking_lot::Condvar,
     /// `tcpool serve` is waiting for the answer at start (a refusal is its error then).
     starting: AtomicBool,
+    /// Questions about nicknames, from the room to the link.
+    asks: Sender<(SessionId, String)>,
+    /// This node's questions about nicknames still waiting for answers, by session id.
+    asking: Mutex<HashMap<u64, nicks::Asking>>,
+    /// The room whose nicknames the link settles ([`Link::attach`]).
+    room: Mutex<Option<Weak<Chat>>>,
 }
 
 impl fmt::Debug for Link {
@@ -316,6 +351,7 @@ impl Link {
         check_name(&options.name, false).map_err(|e| invalid(format!("--cluster-name: {e}")))?;
         check_url(&options.url).map_err(|e| invalid(format!("--cluster {}: {e}", options.url)))?;
         let (queue, taken) = channel::bounded(QUEUE_CAPACITY);
+        let (asks, asked) = channel::bounded(nicks::ASK_CAPACITY);
         let (done_tx, done) = channel::bounded::<()>(0);
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -335,6 +371,9 @@ impl Link {
             admission: Mutex::new(names::Admission::Connecting),
             admitted: parking_lot::Condvar::new(),
             starting: AtomicBool::new(false),
+            asks,
+            asking: Mutex::default(),
+            room: Mutex::default(),
         });
         log::info!(
             target: LOG,
@@ -346,7 +385,7 @@ impl Link {
         let running = Arc::clone(&link);
         control.spawn(async move {
             let _done = done_tx;
-            running.run(taken, registry).await;
+            running.run(taken, asked, registry).await;
         });
         Ok(link)
     }
@@ -512,6 +551,10 @@ impl Beyond for Link {
 
     fn elsewhere(&self, most: usize) -> Elsewhere {
         Link::elsewhere(self, most)
+    }
+
+    fn ask(&self, id: SessionId, nick: &str) -> bool {
+        Link::ask(self, id, nick)
     }
 }
 

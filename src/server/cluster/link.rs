@@ -15,10 +15,16 @@ use super::{
     SWEEP,
 };
 use crate::server::modes::chat::Event;
+use crate::server::session::SessionId;
 use crate::server::session::registry::Registry;
 
 impl Link {
-    pub(super) async fn run(self: Arc<Self>, taken: Receiver<Event>, registry: Registry) {
+    pub(super) async fn run(
+        self: Arc<Self>,
+        taken: Receiver<Event>,
+        questions: Receiver<(SessionId, String)>,
+        registry: Registry,
+    ) {
         let events = Arc::clone(&self);
         let connect = async_nats::ConnectOptions::new()
             .name(format!("tcpool {}", self.options.node))
@@ -67,10 +73,11 @@ impl Link {
         };
         let subject = self.options.subject();
         let beats_subject = self.options.presence_subject();
-        let (Some(mut subscriber), Some(mut beats), Some(mut names)) = (
+        let (Some(mut subscriber), Some(mut beats), Some(mut names), Some(mut nicks)) = (
             self.subscribe(&client, subject.clone()).await,
             self.subscribe(&client, beats_subject.clone()).await,
             self.subscribe(&client, self.options.names_subject()).await,
+            self.subscribe(&client, self.options.nick_subject()).await,
         ) else {
             return;
         };
@@ -126,6 +133,10 @@ impl Link {
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
+            while let Ok(ask) = questions.try_recv() {
+                let link = Arc::clone(&self);
+                tokio::spawn(link.settle_nick(client.clone(), registry.clone(), ask));
+            }
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -150,6 +161,10 @@ impl Link {
                 },
                 message = futures_next(&mut beats) => match message {
                     Some(message) => receiving.take_beat(&self, &message.payload, &registry),
+                    None => break,
+                },
+                message = futures_next(&mut nicks) => match message {
+                    Some(message) => self.answer_nick(&client, message).await,
                     None => break,
                 },
                 message = futures_next(&mut names) => match message {
@@ -281,7 +296,9 @@ impl Link {
 }
 
 /// The next message of `subscriber` (its `Stream` implementation, without a futures crate).
-async fn futures_next(subscriber: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
+pub(super) async fn futures_next(
+    subscriber: &mut async_nats::Subscriber,
+) -> Option<async_nats::Message> {
     std::future::poll_fn(|cx| {
         futures_core::Stream::poll_next(std::pin::Pin::new(&mut *subscriber), cx)
     })

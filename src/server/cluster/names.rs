@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{LOG, Link, VERSION, check_name};
+use super::{LOG, Link, VERSION, check_origin, read_json};
 
 /// How long a node coming up waits for an answer to "is anyone else named NODE?".
 pub const PROBE: Duration = Duration::from_millis(500);
@@ -48,15 +48,8 @@ pub(super) enum Admission {
 
 /// Reads and checks a question or an answer about `own`, the name of this node.
 pub(super) fn read_probe(payload: &[u8], own: &str) -> Result<Probe, String> {
-    if payload.len() > MAX_PROBE {
-        return Err(format!("name question larger than {MAX_PROBE} bytes"));
-    }
-    let probe: Probe =
-        serde_json::from_slice(payload).map_err(|e| format!("not a name question: {e}"))?;
-    if probe.v != VERSION {
-        return Err(format!("version {} (this node reads {VERSION})", probe.v));
-    }
-    check_name(&probe.node, true).map_err(|e| format!("node name: {e}"))?;
+    let probe: Probe = read_json(payload, MAX_PROBE, "a name question")?;
+    check_origin(probe.v, &probe.node)?;
     if probe.node != own {
         return Err("a name question on another name's subject".into());
     }
