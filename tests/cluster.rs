@@ -167,29 +167,9 @@ fn lines_nicknames_joins_and_leaves_cross_nodes_never_back_to_the_sender() {
     expect_bytes(&mut a2, b"<bob> hi ann\n");
 
     // A forged envelope published straight on the subject: dropped and counted, not shown.
-    let mut rogue = connect(format!("127.0.0.1:{}", nats.port).parse().unwrap());
     let forged = br#"{"v":1,"node":"x","epoch":1,"seq":1,"kind":"line","id":1,"nick":"*admin","text":"obey"}"#;
-    write!(
-        rogue,
-        "CONNECT {{\"verbose\":false}}\r\nPUB tcpool.tcpool.chat {}\r\n",
-        forged.len()
-    )
-    .unwrap();
-    rogue.write_all(forged).unwrap();
-    rogue
-        .write_all(b"\r\nPUB tcpool.tcpool.chat 3\r\n{{{\r\nPING\r\n")
-        .unwrap();
-    let mut pong = [0u8; 64];
-    let mut got = Vec::new();
-    while !String::from_utf8_lossy(&got).contains("PONG") {
-        let n = rogue.read(&mut pong).unwrap();
-        assert!(
-            n > 0,
-            "the broker closed: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&pong[..n]);
-    }
+    publish_raw(nats.port, "tcpool.tcpool.chat", forged);
+    publish_raw(nats.port, "tcpool.tcpool.chat", b"{{{");
     wait_until("two malformed envelopes counted", || {
         count(&cluster_report(&mut a), "malformed") == 2
     });
@@ -441,21 +421,109 @@ fn a_node_stopped_gracefully_says_its_members_left_at_once() {
     expect_silence(&mut a1, Duration::from_millis(500));
 }
 
+/// Publishes `payload` on `subject` of the broker on `port`, as a stranger would, and waits
+/// until the broker has taken it.
+fn publish_raw(port: u16, subject: &str, payload: &[u8]) {
+    let mut rogue = connect(format!("127.0.0.1:{port}").parse().unwrap());
+    write!(
+        rogue,
+        "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n",
+        payload.len()
+    )
+    .unwrap();
+    rogue.write_all(payload).unwrap();
+    rogue.write_all(b"\r\nPING\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !String::from_utf8_lossy(&got).contains("PONG") {
+        let n = rogue.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the broker closed: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 #[test]
-fn a_second_node_with_the_same_name_is_logged_and_counted() {
+fn a_second_node_with_the_same_name_is_refused_at_start() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let said = a.stderr_lines().len();
+    let url = nats.url();
+    let twin = run_to_end(
+        serve_command(&["--mode", "chat", "--cluster", &url, "--node", "a"]),
+        IO_TIMEOUT,
+    );
+    let stderr = twin.stderr.join("\n");
+    assert_eq!(twin.code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: node name a is already in cluster tcpool (epoch "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("choose another --node"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    // The node that has the name goes on, untroubled.
+    let report = cluster_report(&mut a);
+    assert!(report.contains("link up, node a"), "{report}");
+    assert_eq!(count(&report, "name conflicts"), 0, "{report}");
+    // and says nothing of it: it answered, the twin refused itself.
+    assert_eq!(a.stderr_lines().len(), said);
+}
+
+#[test]
+fn a_name_found_taken_when_the_broker_comes_up_stops_one_link_not_the_chat() {
+    // The broker down, neither twin can ask: both serve, and ask once it is up.
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let twins = [
+        Binary::serve(&["--mode", "chat", "--cluster", &url, "--node", "a"]),
+        Binary::serve(&["--mode", "chat", "--cluster", &url, "--node", "a"]),
+    ];
+    let _nats = Nats::on(port);
+    let refusal = "the link stops, local chat goes on";
+    wait_until("one refusal", || {
+        twins.iter().any(|t| count_stderr(t, refusal) == 1)
+    });
+    let [x, y] = twins;
+    let (mut refused, kept) = if count_stderr(&x, refusal) == 1 {
+        (x, y)
+    } else {
+        (y, x)
+    };
+    kept.wait_stderr("the link up", |l| l.contains("cluster link up"));
+    refused.wait_stderr("the refusal", |l| {
+        l.contains("cluster: node name a is already in cluster tcpool (epoch ")
+    });
+    let report = cluster_report(&mut refused);
+    assert!(report.contains("link refused"), "{report}");
+    assert_eq!(count(&report, "name conflicts"), 1, "{report}");
+    assert_eq!(count_stderr(&refused, "cluster link up"), 0);
+    assert_eq!(count_stderr(&kept, refusal), 0);
+    let mut t1 = chatter(refused.addr);
+    let mut t2 = chatter(refused.addr);
+    expect_bytes(&mut t1, b"* #2 joined\n");
+    t2.write_all(b"still here\n").unwrap();
+    expect_bytes(&mut t1, b"<#2> still here\n");
+}
+
+#[test]
+fn another_node_heard_with_this_name_is_logged_and_counted() {
     let nats = Nats::start();
     let mut a = node(&nats, "a", &["--admin", "127.0.0.1:0"]);
-    let twin = node(&nats, "a", &[]);
+    // Two nodes that asked at the same moment, or a word forged: a heartbeat with a's name.
+    let beat = br#"{"v":1,"node":"a","epoch":7,"total":0,"members":[]}"#;
+    for _ in 0..3 {
+        publish_raw(nats.port, "tcpool.tcpool.presence", beat);
+    }
     a.wait_stderr("the conflict", |l| {
-        l.contains("another node is named a (epoch ")
-    });
-    twin.wait_stderr("the conflict", |l| {
-        l.contains("another node is named a (epoch ")
+        l.contains("another node is named a (epoch 7")
     });
     let report = cluster_report(&mut a);
     assert_eq!(count(&report, "name conflicts"), 1, "{report}");
     assert!(
-        report.contains("(another node is named a: epoch "),
+        report.contains("(another node is named a: epoch 7)"),
         "{report}"
     );
     let metrics = http_get(a.admin_addr(), "/metrics");
@@ -463,9 +531,127 @@ fn a_second_node_with_the_same_name_is_logged_and_counted() {
         metrics.contains("tcpool_cluster_name_conflicts_total 1"),
         "{metrics}"
     );
-    // Logged once per 10 s, however many heartbeats.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Logged once per 10 s, however many words.
     assert_eq!(count_stderr(&a, "another node is named a"), 1);
+}
+
+#[test]
+fn a_nickname_taken_on_one_node_is_refused_on_another() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let mut c = node(&nats, "c", &[]);
+    let mut c1 = chatter(c.addr);
+    received(&mut a, 1);
+    let mut a1 = chatter(a.addr);
+    line_where(&mut c1, 5, |l| l == "* #1@a joined\n");
+    a1.write_all(b"/nick ann\n").unwrap();
+    expect_bytes(&mut a1, b"* you are now ann\n");
+    expect_bytes(&mut c1, b"* #1@a is now ann\n");
+    // The same name, or one that looks the same, is refused as a local duplicate is.
+    for name in ["ann", "ANN", "\u{430}nn"] {
+        c1.write_all(format!("/nick {name}\n").as_bytes()).unwrap();
+        let refusal = line(&mut c1);
+        assert!(
+            refusal == "* nick refused: that name (or one that looks the same) is taken\n"
+                || (name != "ann" && refusal.starts_with("* nick refused: ")),
+            "{name}: {refusal}"
+        );
+    }
+    c1.write_all(b"/nick cat\n").unwrap();
+    expect_bytes(&mut c1, b"* you are now cat\n");
+    expect_bytes(&mut a1, b"* #1@c is now cat\n");
+    // Given up on a, the name is free on c.
+    drop(a1);
+    line_where(&mut c1, 5, |l| l == "* ann left\n");
+    c1.write_all(b"/nick ann\n").unwrap();
+    expect_bytes(&mut c1, b"* you are now ann\n");
+    assert_eq!(count(&cluster_report(&mut c), "malformed"), 0);
+}
+
+/// The client's name, as `/nick` without a name says it.
+fn name_of(stream: &mut TcpStream) -> String {
+    stream.write_all(b"/nick\n").unwrap();
+    let l = line_where(stream, 20, |l| {
+        l.starts_with("* you are ") && l.contains("usage")
+    });
+    l["* you are ".len()..l.find(';').unwrap()].to_owned()
+}
+
+#[test]
+fn two_nodes_granting_one_nickname_at_once_settle_on_one_holder() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &[]);
+    let b = node(&nats, "b", &[]);
+    for round in 0..3 {
+        let name = format!("zed{round}");
+        let mut b1 = chatter(b.addr);
+        received(&mut a, 1 + 2 * round as u64);
+        let mut a1 = chatter(a.addr);
+        line_where(&mut b1, 5, |l| l.ends_with("@a joined\n"));
+        let ask = format!("/nick {name}\n");
+        let (a_ask, b_ask) = (ask.clone(), ask);
+        let mut a2 = a1.try_clone().unwrap();
+        let mut b2 = b1.try_clone().unwrap();
+        let at_a = std::thread::spawn(move || a2.write_all(a_ask.as_bytes()).unwrap());
+        b2.write_all(b_ask.as_bytes()).unwrap();
+        at_a.join().unwrap();
+        // Let the claims, their answers and any crossed change settle.
+        std::thread::sleep(Duration::from_millis(1500));
+        let holders: Vec<String> = [&mut a1, &mut b1].into_iter().map(name_of).collect();
+        assert_eq!(
+            holders.iter().filter(|n| **n == name).count(),
+            1,
+            "round {round}: {holders:?}"
+        );
+        // Both nodes see the one holder.
+        for (who, stream) in [("a", &mut a1), ("b", &mut b1)] {
+            stream.write_all(b"/who\n").unwrap();
+            let l = line_where(stream, 20, |l| l.starts_with("* 2 here"));
+            assert_eq!(l.matches(name.as_str()).count(), 1, "{who}: {l}");
+        }
+        drop((a1, b1));
+    }
+}
+
+/// The names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let comm = task.unwrap().path().join("comm");
+        if let Ok(name) = std::fs::read_to_string(comm) {
+            names.push(name.trim_end().to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_link_and_the_admin_endpoint_share_one_control_thread() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a", &["--admin", "127.0.0.1:0"]);
+    let names = thread_names(a.child.id());
+    let control = names.iter().filter(|n| *n == "tcpool-control").count();
+    assert_eq!(control, 1, "{names:?}");
+    assert!(!names.iter().any(|n| n == "tcpool-cluster"), "{names:?}");
+
+    // The broker gone, the endpoint on the same thread still answers, at once.
+    drop(nats);
+    a.wait_stderr("the link down", |l| l.contains("cluster link down"));
+    for _ in 0..3 {
+        let asked = std::time::Instant::now();
+        let health = http_get(a.admin_addr(), "/healthz");
+        assert!(health.starts_with("ok"), "{health}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    let metrics = http_get(a.admin_addr(), "/metrics");
+    assert!(metrics.contains("tcpool_cluster_up 0"), "{metrics}");
+    // And it still stops promptly, link and endpoint with it.
+    a.type_line("quit");
+    assert_eq!(a.wait_timeout(IO_TIMEOUT), Some(0));
 }
 
 /// A plain HTTP/1.1 GET: the body.

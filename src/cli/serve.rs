@@ -25,7 +25,7 @@ use tcpool::server::arrival::handover::{self, Sockets};
 use tcpool::server::arrival::notify::Notify;
 use tcpool::server::{
     self, Balancing, Config, FaultSpec, Mode, Overflow, Printer, Server, WorkerSched,
-    operator::admin::Admin, operator::audit::Source,
+    control::ControlPlane, operator::admin::Admin, operator::audit::Source,
 };
 
 use super::LogLevel;
@@ -710,28 +710,39 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             }
         }
     });
-    let link = match cluster {
-        Some(options) => {
-            let link = server::cluster::Link::start(options, server.registry())
+    // One control plane for what steers the server from outside: the cluster link and the
+    // admin endpoint run as tasks on its thread, never on a worker.
+    let control = if cluster.is_some() || admin_listener.is_some() {
+        Some(ControlPlane::start().context("cannot start the control plane")?)
+    } else {
+        None
+    };
+    let link = match (cluster, &control) {
+        (Some(options), Some(control)) => {
+            let link = server::cluster::Link::start(options, server.registry(), control)
                 .context("cannot start the cluster link")?;
+            // A node whose name another live node has does not join; a broker not reached
+            // by then asks when the link comes up, and a refusal then stops the link only.
+            link.wait_admitted(server::cluster::START_WAIT)
+                .map_err(|e| anyhow::anyhow!(e))?;
             server = server.cluster(std::sync::Arc::clone(&link));
             Some(link)
         }
-        None => None,
+        _ => None,
     };
-    let admin = match admin_listener {
-        Some(listener) => {
+    let admin = match (admin_listener, &control) {
+        (Some(listener), Some(control)) => {
             let options = server::operator::admin::Options {
                 token: admin_token,
                 public_metrics: args.admin_public_metrics,
                 ..Default::default()
             };
             Some(
-                Admin::start_with(listener, &server, options)
+                Admin::start_on(control, listener, &server, options)
                     .context("cannot start the admin endpoint")?,
             )
         }
-        None => None,
+        _ => None,
     };
     let admin = Arc::new(Mutex::new(admin));
     let console = server.console();
@@ -787,6 +798,9 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     handing_over.wait_done(args.handover_timeout + shutdown_timeout + EXIT_FLUSH);
     // It answered through the shutdown (`/healthz` 503); now the server is gone.
     drop(admin.lock().take());
+    if let Some(control) = control {
+        control.stop();
+    }
     if summary.forced {
         log::warn!("shutdown deadline passed; some sessions were closed without a goodbye");
     }

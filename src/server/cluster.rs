@@ -1,11 +1,12 @@
 //! The cluster link: one chat room over several `tcpool serve --mode chat` processes, through
 //! a NATS broker (core publish/subscribe, at most once).
 //!
-//! The link lives on one thread of its own, `tcpool-cluster`, running a current-thread tokio
-//! runtime with the `async-nats` client. Workers never touch the network for it: the chat
+//! The link runs as tasks on the server's control plane ([`ControlPlane`], the
+//! `tcpool-control` thread and its current-thread tokio runtime, which the admin endpoint
+//! shares), with the `async-nats` client. Workers never touch the network for it: the chat
 //! handler hands each event of a local session (a line, a nickname change, a join, a leave)
 //! to [`Link::publish`], which puts it in a bounded queue and returns at once; when the queue
-//! is full the event is dropped and counted. The link thread numbers what it takes from the
+//! is full the event is dropped and counted. The link numbers what it takes from the
 //! queue (a per-node sequence, with the node's epoch) and publishes it, or drops and counts
 //! it while the broker is unreachable. What other nodes publish comes back on the same thread
 //! and goes to local sessions through the registry's relay, the path local lines take, so the
@@ -24,28 +25,34 @@
 //! name and another epoch is another node with the same `--node`: logged (at most once per
 //! 10 s), counted and shown in `/cluster`; each node goes on ignoring the other's lines.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
-use crate::server::modes::chat::{Beyond, Elsewhere, Event, MAX_RELAYED};
+use crate::server::control::ControlPlane;
+use crate::server::modes::chat::{Beyond, Chat, Elsewhere, Event, MAX_RELAYED};
+use crate::server::session::SessionId;
 use crate::server::session::registry::Registry;
 
 mod history;
 mod lag;
 mod link;
+mod names;
+mod nicks;
 mod presence;
 mod receiving;
 mod secure;
 
 pub use history::MAX_HISTORY;
 pub use lag::{LAG_BOUNDS, LagView, MAX_LAG};
+pub use names::{PROBE, START_WAIT};
+pub use nicks::NICK_WAIT;
 pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, RemoteNode, TTL};
 use receiving::VERSION;
 pub use secure::check as check_files;
@@ -115,6 +122,16 @@ impl ClusterOptions {
     /// The subject the nodes of this cluster publish on.
     pub fn subject(&self) -> String {
         format!("tcpool.{}.chat", self.name)
+    }
+
+    /// The subject where a node named `node` answers whether it is live (see [`PROBE`]).
+    pub fn names_subject(&self) -> String {
+        format!("tcpool.{}.names.{}", self.name, self.node)
+    }
+
+    /// The subject where the nodes ask each other about a nickname (see [`NICK_WAIT`]).
+    pub fn nick_subject(&self) -> String {
+        format!("tcpool.{}.nick", self.name)
     }
 
     /// The subject the nodes of this cluster publish their heartbeats on.
@@ -198,6 +215,26 @@ pub fn check_url(url: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Reads one JSON message of at most `max` bytes, `what` it should be.
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    max: usize,
+    what: &str,
+) -> Result<T, String> {
+    if payload.len() > max {
+        return Err(format!("{what} larger than {max} bytes"));
+    }
+    serde_json::from_slice(payload).map_err(|e| format!("not {what}: {e}"))
+}
+
+/// Checks a message's version and the node name it gives.
+pub(super) fn check_origin(v: u8, node: &str) -> Result<(), String> {
+    if v != VERSION {
+        return Err(format!("version {v} (this node reads {VERSION})"));
+    }
+    check_name(node, true).map_err(|e| format!("node name: {e}"))
+}
+
 /// Whether the broker is reachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -209,6 +246,8 @@ pub enum LinkState {
     Down,
     /// Stopped with the server.
     Stopped,
+    /// Stopped because another live node has this node's name.
+    Refused,
 }
 
 impl fmt::Display for LinkState {
@@ -218,6 +257,7 @@ impl fmt::Display for LinkState {
             LinkState::Up => "up",
             LinkState::Down => "down",
             LinkState::Stopped => "stopped",
+            LinkState::Refused => "refused (another node has this name)",
         })
     }
 }
@@ -303,6 +343,7 @@ const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 const STOPPED: u8 = 3;
+const REFUSED: u8 = 4;
 
 /// A node's end of the cluster: what workers hand events to, and what `/cluster` and the
 /// metrics read. Made by [`Link::start`].
@@ -310,7 +351,7 @@ pub struct Link {
     options: ClusterOptions,
     epoch: u64,
     queue: Sender<Event>,
-    /// Wakes the link thread when the queue was empty.
+    /// Wakes the link when the queue was empty.
     wake: tokio::sync::Notify,
     /// Events dropped on a full queue and not yet given their sequence numbers: the link
     /// skips as many, so receivers see the loss as a gap.
@@ -319,7 +360,7 @@ pub struct Link {
     stop: AtomicBool,
     counters: Counters,
     done: Mutex<Option<Receiver<()>>>,
-    /// Who is in the room on the other nodes: written by the link thread, read by `/who`.
+    /// Who is in the room on the other nodes: written by the link, read by `/who`.
     presence: Mutex<Presence>,
     /// The other epochs heard of with this node's name, the last one last.
     conflicts: Mutex<Vec<u64>>,
@@ -327,6 +368,17 @@ pub struct Link {
     failure: Mutex<Option<String>>,
     /// When the link went down, until the history has been fetched after it came back.
     down_since: Mutex<Option<SystemTime>>,
+    /// Whether another live node has this node's name, and its answer's waiters.
+    admission: Mutex<names::Admission>,
+    admitted: parking_lot::Condvar,
+    /// `tcpool serve` is waiting for the answer at start (a refusal is its error then).
+    starting: AtomicBool,
+    /// Questions about nicknames, from the room to the link.
+    asks: Sender<(SessionId, String)>,
+    /// This node's questions about nicknames still waiting for answers, by session id.
+    asking: Mutex<HashMap<u64, nicks::Asking>>,
+    /// The room whose nicknames the link settles ([`Link::attach`]).
+    room: Mutex<Option<Weak<Chat>>>,
 }
 
 impl fmt::Debug for Link {
@@ -339,23 +391,26 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
-    /// Starts the link thread: it connects to the broker in the background (a broker that is
-    /// down is not an error: local chat starts anyway, and the link keeps trying) and relays
-    /// what other nodes publish to the sessions of `registry`.
+    /// Starts the link as tasks on `control`, the server's control plane: it connects to the
+    /// broker in the background (a broker that is down is not an error: local chat starts
+    /// anyway, and the link keeps trying) and relays what other nodes publish to the sessions
+    /// of `registry`. Stop it ([`Link::stop`]) before the control plane.
     ///
     /// # Errors
     ///
-    /// A bad node or cluster name or URL, or a thread or runtime that cannot be made.
-    pub fn start(options: ClusterOptions, registry: Registry) -> io::Result<Arc<Link>> {
+    /// A bad node or cluster name or URL.
+    pub fn start(
+        options: ClusterOptions,
+        registry: Registry,
+        control: &ControlPlane,
+    ) -> io::Result<Arc<Link>> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
         check_name(&options.node, true).map_err(|e| invalid(format!("--node: {e}")))?;
         check_name(&options.name, false).map_err(|e| invalid(format!("--cluster-name: {e}")))?;
         check_url(&options.url).map_err(|e| invalid(format!("--cluster {}: {e}", options.url)))?;
         check_files(&options).map_err(invalid)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let (queue, taken) = channel::bounded(QUEUE_CAPACITY);
+        let (asks, asked) = channel::bounded(nicks::ASK_CAPACITY);
         let (done_tx, done) = channel::bounded::<()>(0);
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -374,6 +429,12 @@ impl Link {
             conflicts: Mutex::default(),
             failure: Mutex::default(),
             down_since: Mutex::default(),
+            admission: Mutex::new(names::Admission::Connecting),
+            admitted: parking_lot::Condvar::new(),
+            starting: AtomicBool::new(false),
+            asks,
+            asking: Mutex::default(),
+            room: Mutex::default(),
         });
         log::info!(
             target: LOG,
@@ -385,12 +446,10 @@ impl Link {
             if link.options.creds.is_some() { ", with credentials" } else { "" },
         );
         let running = Arc::clone(&link);
-        thread::Builder::new()
-            .name("tcpool-cluster".into())
-            .spawn(move || {
-                let _done = done_tx;
-                runtime.block_on(running.run(taken, registry));
-            })?;
+        control.spawn(async move {
+            let _done = done_tx;
+            running.run(taken, asked, registry).await;
+        });
         Ok(link)
     }
 
@@ -412,7 +471,8 @@ impl Link {
         }
     }
 
-    /// Stops the link: what is queued is published (within a second), then the thread ends.
+    /// Stops the link: what is queued is published and the last heartbeat sent (within a
+    /// second), then its tasks end. Called off the control plane (it waits for them).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.wake.notify_one();
@@ -432,6 +492,7 @@ impl Link {
             CONNECTING => LinkState::Connecting,
             UP => LinkState::Up,
             DOWN => LinkState::Down,
+            REFUSED => LinkState::Refused,
             _ => LinkState::Stopped,
         }
     }
@@ -568,12 +629,28 @@ impl Link {
         *last = Some(why);
     }
 
+    /// Notes another node (epoch `epoch`) with this node's name: counted once per epoch,
+    /// the last one shown by `/cluster`.
+    fn conflict(&self, epoch: u64) {
+        let mut conflicts = self.conflicts.lock();
+        if !conflicts.contains(&epoch) {
+            self.counters.name_conflicts.fetch_add(1, Ordering::Relaxed);
+            if conflicts.len() >= MAX_CONFLICTS {
+                conflicts.remove(0);
+            }
+            conflicts.push(epoch);
+        } else if conflicts.last() != Some(&epoch) {
+            conflicts.retain(|&e| e != epoch);
+            conflicts.push(epoch);
+        }
+    }
+
     /// Records a change of the connection; logs only real changes, once each.
     fn set_state(&self, up: bool) {
         let new = if up { UP } else { DOWN };
         let old = self.state.swap(new, Ordering::SeqCst);
-        if old == STOPPED {
-            self.state.store(STOPPED, Ordering::SeqCst);
+        if old == STOPPED || old == REFUSED {
+            self.state.store(old, Ordering::SeqCst);
             return;
         }
         match (old, new) {
@@ -612,6 +689,10 @@ impl Beyond for Link {
 
     fn elsewhere(&self, most: usize) -> Elsewhere {
         Link::elsewhere(self, most)
+    }
+
+    fn ask(&self, id: SessionId, nick: &str) -> bool {
+        Link::ask(self, id, nick)
     }
 }
 

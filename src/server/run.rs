@@ -131,7 +131,9 @@ impl Server {
     /// `/cluster` and the metrics show the link.
     pub fn cluster(mut self, link: Arc<Link>) -> Self {
         let beyond: Arc<dyn crate::server::modes::chat::Beyond> = Arc::clone(&link) as _;
-        self.handler = Some(Arc::new(Chat::clustered(beyond)));
+        let chat = Arc::new(Chat::clustered(beyond));
+        link.attach(&chat);
+        self.handler = Some(chat);
         self.cluster = Some(link);
         self
     }

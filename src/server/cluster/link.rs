@@ -8,17 +8,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam::channel::Receiver;
 
 use super::history::{History, Keeping};
+use super::names::{Admission, read_probe};
 use super::presence::{HEARTBEAT, Roster};
 use super::receiving::{Envelope, Receiving, VERSION};
 use super::secure;
 use super::{
-    FIRST_CONNECT_WARNING, LOG, Link, LinkState, MAX_RECONNECT_DELAY, STOP_FLUSH, STOPPED, SWEEP,
+    FIRST_CONNECT_WARNING, LOG, Link, LinkState, MAX_RECONNECT_DELAY, REFUSED, STOP_FLUSH, STOPPED,
+    SWEEP,
 };
 use crate::server::modes::chat::Event;
+use crate::server::session::SessionId;
 use crate::server::session::registry::Registry;
 
 impl Link {
-    pub(super) async fn run(self: Arc<Self>, taken: Receiver<Event>, registry: Registry) {
+    pub(super) async fn run(
+        self: Arc<Self>,
+        taken: Receiver<Event>,
+        questions: Receiver<(SessionId, String)>,
+        registry: Registry,
+    ) {
         let events = Arc::clone(&self);
         let secured = match secure::apply(&self.options, async_nats::ConnectOptions::new()) {
             Ok(secured) => secured,
@@ -48,8 +56,10 @@ impl Link {
                 let link = Arc::clone(&events);
                 async move {
                     match event {
-                        // The first time, the link is up once its subscription is (below).
-                        async_nats::Event::Connected if link.state() != LinkState::Connecting => {
+                        // The first time, the link is up once the node is admitted (below).
+                        async_nats::Event::Connected
+                            if link.admission() == Admission::Admitted =>
+                        {
                             *link.failure.lock() = None;
                             link.set_state(true);
                         }
@@ -79,33 +89,24 @@ impl Link {
             }
         };
         let subject = self.options.subject();
-        let mut subscriber = match client.subscribe(subject.clone()).await {
-            Ok(subscriber) => subscriber,
-            Err(e) => {
-                log::error!(target: LOG, "cluster link cannot subscribe to {subject}: {e}; local chat only");
-                self.state.store(STOPPED, Ordering::SeqCst);
-                return;
-            }
-        };
         let beats_subject = self.options.presence_subject();
-        let mut beats = match client.subscribe(beats_subject.clone()).await {
-            Ok(subscriber) => subscriber,
-            Err(e) => {
-                log::error!(target: LOG, "cluster link cannot subscribe to {beats_subject}: {e}; local chat only");
-                self.state.store(STOPPED, Ordering::SeqCst);
-                return;
-            }
+        let (Some(mut subscriber), Some(mut beats), Some(mut names), Some(mut nicks)) = (
+            self.subscribe(&client, subject.clone()).await,
+            self.subscribe(&client, beats_subject.clone()).await,
+            self.subscribe(&client, self.options.names_subject()).await,
+            self.subscribe(&client, self.options.nick_subject()).await,
+        ) else {
+            return;
         };
-        // Up once the broker has answered after the subscription: from then on what the
-        // other nodes publish reaches this one.
+        // Once the broker answers after the subscriptions, the node asks whether another has
+        // its name; until the answer it neither announces itself nor publishes.
+        let (answered, mut answer) = tokio::sync::oneshot::channel();
         tokio::spawn({
             let (link, client) = (Arc::clone(&self), client.clone());
             async move {
-                while link.state() == LinkState::Connecting && !link.stop.load(Ordering::SeqCst) {
+                while !link.stop.load(Ordering::SeqCst) {
                     if client.flush().await.is_ok() {
-                        if link.state() == LinkState::Connecting {
-                            link.set_state(true);
-                        }
+                        let _ = answered.send(link.probe(&client).await);
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -141,6 +142,7 @@ impl Link {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut asked = true;
         loop {
             if let Some(keeping) = keeping.as_mut()
                 && self.state() == LinkState::Up
@@ -150,11 +152,22 @@ impl Link {
                     .await;
             }
             // Publish everything queued, then wait for more or for a message.
+            let admitted = self.admission() == Admission::Admitted;
             while let Ok(event) = taken.try_recv() {
                 seq += 1 + self.skipped.swap(0, Ordering::Relaxed);
                 roster.follow(event.kind, event.id.0, &event.nick);
-                let history = keeping.as_mut().map(|k| &mut k.history);
-                self.send(&client, &subject, seq, event, history).await;
+                if admitted {
+                    let history = keeping.as_mut().map(|k| &mut k.history);
+                    self.send(&client, &subject, seq, event, history).await;
+                } else {
+                    self.counters
+                        .dropped_broker_down
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            while let Ok(ask) = questions.try_recv() {
+                let link = Arc::clone(&self);
+                tokio::spawn(link.settle_nick(client.clone(), registry.clone(), ask));
             }
             if self.stop.load(Ordering::SeqCst) {
                 if let Some(keeping) = keeping.as_mut() {
@@ -167,7 +180,16 @@ impl Link {
             }
             tokio::select! {
                 () = self.wake.notified() => {}
-                _ = heartbeat.tick() => {
+                other = &mut answer, if asked => {
+                    asked = false;
+                    if let Ok(Some(other)) = other {
+                        return self.refuse(other);
+                    }
+                    let _ = self.admit(Admission::Admitted);
+                    self.set_state(true);
+                    self.announce(&client, &beats_subject, &roster, false).await;
+                }
+                _ = heartbeat.tick(), if admitted => {
                     self.announce(&client, &beats_subject, &roster, false).await;
                 }
                 _ = sweep.tick() => receiving.sweep(&self, &registry),
@@ -179,12 +201,85 @@ impl Link {
                     Some(message) => receiving.take_beat(&self, &message.payload, &registry),
                     None => break,
                 },
+                message = futures_next(&mut nicks) => match message {
+                    Some(message) => self.answer_nick(&client, message).await,
+                    None => break,
+                },
+                message = futures_next(&mut names) => match message {
+                    Some(message) => {
+                        if let Some(other) = self.answer(&client, message, admitted).await {
+                            return self.refuse(other);
+                        }
+                    }
+                    None => break,
+                },
             }
         }
-        // The last word: this node's members are leaving with it.
-        self.announce(&client, &beats_subject, &roster, true).await;
+        if self.admission() == Admission::Admitted {
+            // The last word: this node's members are leaving with it.
+            self.announce(&client, &beats_subject, &roster, true).await;
+        }
         let _ = tokio::time::timeout(STOP_FLUSH, client.flush()).await;
         self.state.store(STOPPED, Ordering::SeqCst);
+    }
+
+    /// Subscribes to `subject`; on failure the link stops (local chat goes on).
+    async fn subscribe(
+        &self,
+        client: &async_nats::Client,
+        subject: String,
+    ) -> Option<async_nats::Subscriber> {
+        match client.subscribe(subject.clone()).await {
+            Ok(subscriber) => Some(subscriber),
+            Err(e) => {
+                log::error!(target: LOG, "cluster link cannot subscribe to {subject}: {e}; local chat only");
+                self.state.store(STOPPED, Ordering::SeqCst);
+                None
+            }
+        }
+    }
+
+    /// Another live node (epoch `other`) has this node's name: the link stops, local chat
+    /// goes on (at start, `tcpool serve` exits instead: see [`Link::wait_admitted`]).
+    fn refuse(&self, other: u64) {
+        self.conflict(other);
+        self.state.store(REFUSED, Ordering::SeqCst);
+        if self.admit(Admission::Refused(other)) {
+            return;
+        }
+        log::error!(
+            target: LOG,
+            "cluster: {}; the link stops, local chat goes on",
+            self.refusal(other)
+        );
+    }
+
+    /// Answers a question about this node's name with its epoch. Asked while this node is
+    /// still asking its own, the older epoch keeps the name: the other's, if it is older.
+    async fn answer(
+        &self,
+        client: &async_nats::Client,
+        message: async_nats::Message,
+        admitted: bool,
+    ) -> Option<u64> {
+        let asker = match read_probe(&message.payload, &self.options.node) {
+            Ok(asker) => asker,
+            Err(why) => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                log::warn!(target: LOG, "cluster: name question dropped: {why}");
+                return None;
+            }
+        };
+        if asker.epoch == self.epoch {
+            return None;
+        }
+        if !admitted && asker.epoch < self.epoch {
+            return Some(asker.epoch);
+        }
+        if let Some(reply) = message.reply {
+            let _ = client.publish(reply, self.probe_payload().into()).await;
+        }
+        None
     }
 
     /// Publishes this node's members (a heartbeat), or says it is leaving with them.
@@ -260,7 +355,9 @@ impl Link {
 }
 
 /// The next message of `subscriber` (its `Stream` implementation, without a futures crate).
-async fn futures_next(subscriber: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
+pub(super) async fn futures_next(
+    subscriber: &mut async_nats::Subscriber,
+) -> Option<async_nats::Message> {
     std::future::poll_fn(|cx| {
         futures_core::Stream::poll_next(std::pin::Pin::new(&mut *subscriber), cx)
     })

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::server::modes::chat::{Elsewhere, Kind, check_nick};
+use crate::server::modes::chat::{Elsewhere, Kind, check_nick, nick_keys};
 
-use super::{MAX_NAME, VERSION, check_name};
+use super::{MAX_NAME, VERSION, check_origin, read_json};
 
 /// How often a node publishes its members.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -57,15 +57,8 @@ pub(super) struct Beat {
 
 /// Reads and checks a heartbeat from the broker.
 pub(super) fn read_beat(payload: &[u8]) -> Result<Beat, String> {
-    if payload.len() > MAX_BEAT {
-        return Err(format!("heartbeat larger than {MAX_BEAT} bytes"));
-    }
-    let beat: Beat =
-        serde_json::from_slice(payload).map_err(|e| format!("not a heartbeat: {e}"))?;
-    if beat.v != VERSION {
-        return Err(format!("version {} (this node reads {VERSION})", beat.v));
-    }
-    check_name(&beat.node, true).map_err(|e| format!("node name: {e}"))?;
+    let beat: Beat = read_json(payload, MAX_BEAT, "a heartbeat")?;
+    check_origin(beat.v, &beat.node)?;
     if beat.members.len() > MAX_LISTED || (beat.members.len() as u64) > beat.total {
         return Err("a heartbeat listing more members than allowed or announced".into());
     }
@@ -77,7 +70,7 @@ pub(super) fn read_beat(payload: &[u8]) -> Result<Beat, String> {
     Ok(beat)
 }
 
-/// This node's own members, as the link has published them (kept on the link thread).
+/// This node's own members, as the link has published them (kept by the link).
 #[derive(Debug, Default)]
 pub(super) struct Roster {
     members: BTreeMap<u64, Option<String>>,
@@ -352,6 +345,17 @@ impl Presence {
         for remote in self.nodes.values_mut() {
             remote.heard = now;
         }
+    }
+
+    /// Whether a member of another node has a nickname with one of `keys` ([`nick_keys`]).
+    pub(super) fn holds(&self, keys: &[String]) -> bool {
+        self.nodes.values().any(|remote| {
+            remote
+                .members
+                .values()
+                .flatten()
+                .any(|nick| nick_keys(nick).iter().any(|key| keys.contains(key)))
+        })
     }
 
     /// The other nodes' members: counts per node, and up to `most` names (`ann@b`, `#1@b`).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::presence::read_beat;
-use super::{CONFLICT_LOG, LOG, Link, LinkState, MAX_CONFLICTS, MAX_ENVELOPE, TTL, check_name};
+use super::{CONFLICT_LOG, LOG, Link, LinkState, MAX_ENVELOPE, TTL, check_origin, read_json};
 use crate::server::modes::chat::{Kind, MAX_RELAYED, check_nick, relayed};
 use crate::server::session::registry::Registry;
 use crate::time::Throttle;
@@ -113,18 +113,7 @@ impl Receiving {
             return false;
         }
         if epoch != link.epoch {
-            let mut conflicts = link.conflicts.lock();
-            if !conflicts.contains(&epoch) {
-                link.counters.name_conflicts.fetch_add(1, Ordering::Relaxed);
-                if conflicts.len() >= MAX_CONFLICTS {
-                    conflicts.remove(0);
-                }
-                conflicts.push(epoch);
-            } else if conflicts.last() != Some(&epoch) {
-                conflicts.retain(|&e| e != epoch);
-                conflicts.push(epoch);
-            }
-            drop(conflicts);
+            link.conflict(epoch);
             if self.conflict_log.ready().is_some() {
                 log::error!(
                     target: LOG,
@@ -256,23 +245,16 @@ impl Receiving {
         {
             link.counters.lag.record(sent, super::lag::now_us());
         }
+        if envelope.kind == Kind::Nick {
+            link.contest(&envelope, registry);
+        }
     }
 }
 
 /// Reads and checks an envelope from the broker.
 pub(super) fn read_envelope(payload: &[u8]) -> Result<Envelope, String> {
-    if payload.len() > MAX_ENVELOPE {
-        return Err(format!("larger than {MAX_ENVELOPE} bytes"));
-    }
-    let envelope: Envelope =
-        serde_json::from_slice(payload).map_err(|e| format!("not an envelope: {e}"))?;
-    if envelope.v != VERSION {
-        return Err(format!(
-            "version {} (this node reads {VERSION})",
-            envelope.v
-        ));
-    }
-    check_name(&envelope.node, true).map_err(|e| format!("node name: {e}"))?;
+    let envelope: Envelope = read_json(payload, MAX_ENVELOPE, "an envelope")?;
+    check_origin(envelope.v, &envelope.node)?;
     if envelope.seq == 0 {
         return Err("sequence 0".into());
     }
@@ -281,7 +263,8 @@ pub(super) fn read_envelope(payload: &[u8]) -> Result<Envelope, String> {
             return Err("a nickname no session could choose".into());
         }
     }
-    if envelope.kind == Kind::Nick && envelope.nick.is_none() {
+    // A session gives a nickname up (back to `#ID`) only when it lost it to a crossed claim.
+    if envelope.kind == Kind::Nick && envelope.nick.is_none() && envelope.old.is_none() {
         return Err("a nickname change without a nickname".into());
     }
     Ok(envelope)

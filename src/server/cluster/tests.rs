@@ -57,6 +57,7 @@ fn bad_envelopes_are_refused() {
 #[test]
 fn gaps_and_duplicates_are_counted_per_origin_and_epoch() {
     let (queue, _taken) = channel::bounded(1);
+    let (asks, _asked) = channel::bounded(1);
     let link = Link {
         options: ClusterOptions::new("nats://127.0.0.1:4222"),
         epoch: 1,
@@ -71,6 +72,12 @@ fn gaps_and_duplicates_are_counted_per_origin_and_epoch() {
         conflicts: Mutex::default(),
         failure: Mutex::default(),
         down_since: Mutex::default(),
+        admission: Mutex::new(super::names::Admission::Admitted),
+        admitted: parking_lot::Condvar::new(),
+        starting: AtomicBool::new(false),
+        asks,
+        asking: Mutex::default(),
+        room: Mutex::default(),
     };
     let registry = Registry::new(1024);
     let mut receiving = Receiving::new("a".into());

@@ -24,7 +24,8 @@ use unicode_security::{GeneralSecurityProfile, MixedScript};
 
 use super::handler::{Context, Handler};
 use crate::server::protocol::{LineEnding, Message, escape};
-use crate::server::session::SessionId;
+use crate::server::session::registry::Registry;
+use crate::server::session::{SessionHandle, SessionId};
 
 /// The longest nickname `/nick` accepts, in characters.
 pub const MAX_NICK: usize = 32;
@@ -85,6 +86,14 @@ pub trait Beyond: Send + Sync + std::fmt::Debug {
         let _ = most;
         Elsewhere::default()
     }
+
+    /// Asks the other nodes whether `nick` is free for session `id`; never blocks. The answer
+    /// comes back later, through [`Chat::settle`]. False when it cannot ask (the broker is
+    /// down): the room then grants the name on its own word.
+    fn ask(&self, id: SessionId, nick: &str) -> bool {
+        let _ = (id, nick);
+        false
+    }
 }
 
 /// The room's members on the other nodes, as last heard.
@@ -101,6 +110,8 @@ pub struct Elsewhere {
 pub struct Chat {
     /// Each taken nickname's keys ([`nick_keys`]) and who holds it.
     nicks: Mutex<HashMap<String, SessionId>>,
+    /// The keys of the nicknames asked of the other nodes, and who asked.
+    asking: Mutex<HashMap<String, SessionId>>,
     /// The cluster link, when the room spans several nodes: every local line, nickname
     /// change, join and leave is handed to it too.
     cluster: Option<Arc<dyn Beyond>>,
@@ -120,6 +131,8 @@ pub enum NickError {
     Reserved,
     /// Someone here has this name or one that looks the same.
     Taken,
+    /// The other nodes are still being asked about this session's last `/nick`.
+    Asking,
 }
 
 impl std::fmt::Display for NickError {
@@ -134,6 +147,7 @@ impl std::fmt::Display for NickError {
             NickError::MixedScripts => f.write_str("a nickname uses letters of one script"),
             NickError::Reserved => f.write_str("a nickname does not start with # * < @ or /"),
             NickError::Taken => f.write_str("that name (or one that looks the same) is taken"),
+            NickError::Asking => f.write_str("the other nodes are still asked about your last one"),
         }
     }
 }
@@ -218,11 +232,18 @@ pub fn nick_keys(name: &str) -> Vec<String> {
     }
 }
 
+/// Whether one of `keys` is held in `map` by another session than `me`.
+fn held_by_other(keys: &[String], map: &HashMap<String, SessionId>, me: SessionId) -> bool {
+    keys.iter()
+        .any(|key| map.get(key).is_some_and(|&holder| holder != me))
+}
+
 impl Chat {
     /// A room that also spans the other nodes of `link`'s cluster.
     pub fn clustered(link: Arc<dyn Beyond>) -> Self {
         Chat {
             nicks: Mutex::default(),
+            asking: Mutex::default(),
             cluster: Some(link),
         }
     }
@@ -245,10 +266,7 @@ impl Chat {
     fn claim(&self, me: SessionId, name: &str) -> Result<(), NickError> {
         let keys = nick_keys(name);
         let mut nicks = self.nicks.lock();
-        if keys
-            .iter()
-            .any(|key| nicks.get(key).is_some_and(|&holder| holder != me))
-        {
+        if held_by_other(&keys, &nicks, me) || held_by_other(&keys, &self.asking.lock(), me) {
             return Err(NickError::Taken);
         }
         nicks.retain(|_, holder| *holder != me);
@@ -260,6 +278,89 @@ impl Chat {
 
     fn release(&self, me: SessionId) {
         self.nicks.lock().retain(|_, holder| *holder != me);
+        self.asking.lock().retain(|_, holder| *holder != me);
+    }
+
+    /// Holds `name`'s keys for `me` while the other nodes are asked (one question at a time).
+    fn reserve(&self, me: SessionId, name: &str) -> Result<(), NickError> {
+        if self.asking.lock().values().any(|&holder| holder == me) {
+            return Err(NickError::Asking);
+        }
+        let keys = nick_keys(name);
+        let nicks = self.nicks.lock();
+        let mut asking = self.asking.lock();
+        if held_by_other(&keys, &nicks, me) || held_by_other(&keys, &asking, me) {
+            return Err(NickError::Taken);
+        }
+        for key in keys {
+            asking.insert(key, me);
+        }
+        Ok(())
+    }
+
+    /// The local session that holds `name` (or one that looks the same), if any.
+    pub fn holder(&self, name: &str) -> Option<SessionId> {
+        let nicks = self.nicks.lock();
+        nick_keys(name)
+            .iter()
+            .find_map(|key| nicks.get(key).copied())
+    }
+
+    /// The other nodes' answer about session `id`'s `/nick name` (see [`Beyond::ask`]):
+    /// granted, the session takes it as a local claim would; refused, it is told why, as for
+    /// a name taken here. Runs off the workers: what it says goes through the outboxes.
+    pub fn settle(&self, registry: &Registry, id: SessionId, name: &str, granted: bool) {
+        self.asking.lock().retain(|_, holder| *holder != id);
+        let Some(session) = registry.get(id) else {
+            return;
+        };
+        let mut pressed = Vec::new();
+        let mut tell = |line: &str, to: &dyn Fn(&SessionHandle) -> bool| {
+            registry.relay_line(line.as_bytes(), to, &mut pressed);
+        };
+        if !granted || self.claim(id, name).is_err() {
+            tell(&format!("* nick refused: {}", NickError::Taken), &|h| {
+                h.id() == id
+            });
+            return;
+        }
+        let old = session.display_name();
+        let old_nick = session.nick();
+        session.set_nick(Some(name.to_owned()));
+        tell(&format!("* you are now {name}"), &|h| h.id() == id);
+        if old != name {
+            tell(&format!("* {old} is now {name}"), &|h| h.id() != id);
+            self.publish_nick(id, Some(name.to_owned()), old_nick);
+        }
+    }
+
+    /// Session `id` lost `name` to a claim made on another node at the same moment (settled
+    /// the same way on every node): it is `#ID` again, and told why.
+    pub fn evict(&self, registry: &Registry, id: SessionId, name: &str) {
+        self.nicks.lock().retain(|_, holder| *holder != id);
+        let Some(session) = registry.get(id) else {
+            return;
+        };
+        session.set_nick(None);
+        let mut pressed = Vec::new();
+        let notice =
+            format!("* {name} was taken on another node at the same moment: you are #{id} again");
+        registry.relay_line(notice.as_bytes(), |h| h.id() == id, &mut pressed);
+        let line = format!("* {name} is now #{id}");
+        registry.relay_line(line.as_bytes(), |h| h.id() != id, &mut pressed);
+        self.publish_nick(id, None, Some(name.to_owned()));
+    }
+
+    fn publish_nick(&self, id: SessionId, nick: Option<String>, old: Option<String>) {
+        if let Some(link) = &self.cluster {
+            link.publish(Event {
+                kind: Kind::Nick,
+                id,
+                nick,
+                old,
+                text: String::new(),
+            });
+        }
     }
 
     /// A member whose client certificate names it (mutual TLS) takes that name, from anyone
@@ -303,6 +404,19 @@ impl Chat {
             let now = ctx.session().display_name();
             ctx.send_line(&format!("* you are {now}; usage: /nick NAME"));
             return;
+        }
+        // In a cluster, the other nodes are asked first: the answer comes through settle.
+        if let Some(link) = &self.cluster
+            && let Ok(name) = check_nick(arg)
+        {
+            match self.reserve(ctx.id(), &name) {
+                Ok(()) if link.ask(ctx.id(), &name) => return,
+                Ok(()) => self.asking.lock().retain(|_, holder| *holder != ctx.id()),
+                Err(why) => {
+                    ctx.send_line(&format!("* nick refused: {why}"));
+                    return;
+                }
+            }
         }
         let checked = check_nick(arg).and_then(|name| {
             self.claim(ctx.id(), &name)?;
