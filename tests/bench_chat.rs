@@ -234,3 +234,40 @@ fn a_line_the_server_repeats_is_a_duplicate_for_every_reader() {
     assert_eq!(n(&r, "missing"), 0, "{r}");
     assert_eq!(n(&r, "delivered"), n(&r, "deliveries_expected"), "{r}");
 }
+
+#[test]
+fn two_chat_reports_merge_into_their_sum() {
+    let server = Binary::serve(&["--mode", "chat"]);
+    let dir = std::env::temp_dir().join(format!("tcpool-chat-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    let mut reports = Vec::new();
+    for name in ["a.json", "b.json"] {
+        let (code, r) = chat_bench(&[server.addr], &[]);
+        assert_clean(code, &r);
+        let path = dir.join(name);
+        std::fs::write(&path, r.to_string()).unwrap();
+        files.push(path);
+        reports.push(r);
+    }
+    let mut command = Command::new(tcpool_bin());
+    command.args(["bench", "merge", "--json"]).args(&files);
+    let done = run_to_end(command, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(done.code, Some(0), "{:?}", done.stderr);
+    let merged: Value = serde_json::from_str(&done.stdout[0]).unwrap();
+    for key in [
+        "lines_sent",
+        "delivered",
+        "deliveries_expected",
+        "local_deliveries",
+    ] {
+        assert_eq!(
+            n(&merged, key),
+            n(&reports[0], key) + n(&reports[1], key),
+            "{key}: {merged}"
+        );
+    }
+    assert_eq!(n(&merged, "generators"), 2);
+    assert_eq!(n(&merged, "missing"), 0);
+}
