@@ -16,6 +16,7 @@ mod balance_modes;
 
 mod bench;
 mod bench_accounting;
+mod bench_chat;
 mod bench_faults;
 mod bench_fleet;
 mod bench_framings;

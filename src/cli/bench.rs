@@ -53,9 +53,13 @@ enum BenchCommand {
 struct RunArgs {
     /// The server: PORT (on 127.0.0.1), HOST, HOST:PORT or [IPv6]:PORT; a name is tried at
     /// each of its addresses in turn. A host called `merge` or `plot` is written with its
-    /// port.
-    #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:8900", value_parser = parse_target)]
-    target: Target,
+    /// port. With --chat, several: the clients are spread over them round robin (each at its
+    /// first address).
+    #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:8900", value_parser = parse_target,
+          num_args = 1..)]
+    targets: Vec<Target>,
+    #[command(flatten)]
+    chat: super::bench_chat::ChatArgs,
     /// Connections to open, all before the load starts; one that fails is not reopened.
     #[arg(short = 'c', long, value_name = "N", default_value_t = bench::DEFAULT_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -211,14 +215,14 @@ struct RunArgs {
 }
 
 const EXAMPLES: &str = r"
-  # Echo load on 127.0.0.1:8900: 64 connections for 10 s
-  tcpool bench
   # 200 connections at 20,000 msg/s in all, for 30 s after a 2 s warm-up
   tcpool bench 127.0.0.1:8900 -c 200 --rate 20000 -d 30s --warmup 2s
   # Redis PING on port 6379, 16 in flight per connection, the report saved as JSON
   tcpool bench 6379 --send 'PING\r\n' --expect '+PONG\r\n' --pipeline 16 --json > ping.json
-  # With the server's own counts (tcpool serve --admin 127.0.0.1:9900)
-  tcpool bench -d 5s --server-metrics 127.0.0.1:9900";
+  # A chat room's fan-out over three nodes: 30 senders at 10 lines/s each, 270 readers
+  tcpool bench --chat --senders 30 --readers 270 --rate 10 -d 5s 9000 9001 9002
+  # The same fan-out through Redis pub/sub
+  tcpool bench --chat --chat-protocol redis --senders 30 --readers 270 --rate 10 -d 5s 6379";
 
 /// `--reply`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -243,11 +247,17 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         None => {}
     }
     let args = *args.run;
+    if args.targets.len() > 1 && !args.chat.chat {
+        super::bad_value(
+            "bench",
+            "several targets are for --chat; a run loads one server",
+        );
+    }
+    let target = &args.targets[0];
     // Failing to resolve is failing to start (exit 1), not a usage error.
-    let addrs = args
-        .target
+    let addrs = target
         .resolve()
-        .with_context(|| format!("cannot resolve {}", args.target))?;
+        .with_context(|| format!("cannot resolve {target}"))?;
     let options =
         options(&args, addrs).unwrap_or_else(|e| super::bad_value("bench", format!("{e:#}")));
     if let Some(n) = args.messages
@@ -283,11 +293,28 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .spawn(move || terms.forever().for_each(|_| on_interrupt()))
         .context("cannot start the signal thread")?;
 
+    if args.chat.chat {
+        let common = super::bench_chat::Common {
+            targets: &args.targets,
+            rate: args.rate,
+            duration: args.duration.unwrap_or(bench::DEFAULT_DURATION),
+            timeout: args.timeout,
+            threads: args.threads.map_or(0, usize::from),
+            json: args.json,
+        };
+        let code = super::bench_chat::run(&args.chat, &common, &STOP)?;
+        return Ok(if STOP.load(Ordering::SeqCst) {
+            ExitCode::from(130)
+        } else {
+            code
+        });
+    }
+
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
         // A Ctrl-C echoed as `^C` would push the bar onto a second line that clearing it
         // does not reach: the terminal stops echoing control characters until the end.
         quiet_control_chars();
-        progress_bar(&args.target)
+        progress_bar(target)
     });
     let show = |p: &Progress| {
         if let Some(bar) = &bar {
@@ -329,7 +356,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         restore_control_chars();
     }
-    let report = result.with_context(|| format!("benchmark against {} failed", args.target))?;
+    let report = result.with_context(|| format!("benchmark against {target} failed"))?;
     if let (Some(path), Some(file)) = (&args.hdr_log, hdr_log) {
         let mut file = std::io::BufWriter::new(file);
         bench::write_interval_log(&report, &mut file)
@@ -337,7 +364,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let (Some(path), Some(mut file)) = (&args.plot, plot) {
-        let svg = bench::plot(&[(args.target.to_string(), &report)]).map_err(anyhow::Error::msg)?;
+        let svg = bench::plot(&[(target.to_string(), &report)]).map_err(anyhow::Error::msg)?;
         file.write_all(svg.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -445,7 +472,7 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
     let tls = match args.tls.settings("bench") {
         Some(settings) => Some(bench::BenchTls {
             config: tcpool::tls::client_config(&settings)?,
-            name: tcpool::tls::server_name(&settings, &args.target.host())?,
+            name: tcpool::tls::server_name(&settings, &args.targets[0].host())?,
             resume: args.tls_resume.unwrap_or_default(),
         }),
         None => None,

@@ -73,6 +73,22 @@ pub(crate) fn read_reports(files: &[PathBuf]) -> anyhow::Result<Vec<(String, Rep
 
 /// Merges the reports and prints the result; exit 1 when any generator had errors.
 pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(reports) = chat_reports(&args.files)? {
+        let merged = bench::chat::ChatReport::merge(&reports).map_err(anyhow::Error::msg)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&merged).context("cannot encode the report")?
+            );
+        } else {
+            print!("{merged}");
+        }
+        return Ok(if merged.clean() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let mut reports = read_reports(&args.files)?;
     let merged = bench::merge(&mut reports).map_err(anyhow::Error::msg)?;
     if let Some(note) = merged.note() {
@@ -82,6 +98,29 @@ pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
     super::report_out::print(&merged.report, args.json)
+}
+
+/// The reports, if they are all `bench --chat` reports (they carry `chat_protocol`); `None`
+/// if none is; an error for a mix of the two kinds.
+fn chat_reports(files: &[PathBuf]) -> anyhow::Result<Option<Vec<bench::chat::ChatReport>>> {
+    let mut chat = Vec::new();
+    for path in files {
+        let name = path.display();
+        let bytes = read_capped(path, MAX_REPORT)?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{name} is not a tcpool bench --json report"))?;
+        if value.get("chat_protocol").is_some() {
+            chat.push(
+                serde_json::from_value(value)
+                    .with_context(|| format!("{name} is not a tcpool bench --chat report"))?,
+            );
+        }
+    }
+    match chat.len() {
+        0 => Ok(None),
+        n if n == files.len() => Ok(Some(chat)),
+        _ => anyhow::bail!("chat reports and request/reply reports cannot be merged together"),
+    }
 }
 
 /// `tcpool bench plot` flags.

@@ -1,6 +1,7 @@
 //! The binary's subcommands, one file each; `main` only parses and dispatches.
 
 pub(crate) mod bench;
+pub(crate) mod bench_chat;
 pub(crate) mod bench_files;
 pub(crate) mod completions;
 pub(crate) mod log_format;

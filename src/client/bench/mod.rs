@@ -62,6 +62,7 @@
 //! `--server-metrics`).
 
 mod bytes;
+pub mod chat;
 mod conn;
 mod error;
 mod framing;
