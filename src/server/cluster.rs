@@ -40,19 +40,24 @@ use crate::server::modes::chat::{Beyond, Chat, Elsewhere, Event, MAX_RELAYED};
 use crate::server::session::SessionId;
 use crate::server::session::registry::Registry;
 
+mod counts;
 mod history;
 mod lag;
 mod link;
 mod names;
 mod nicks;
+mod options;
 mod presence;
 mod receiving;
 mod secure;
 
+pub use counts::Counts;
+use counts::{Counters, lag_summary};
 pub use history::MAX_HISTORY;
 pub use lag::{LAG_BOUNDS, LagView, MAX_LAG};
 pub use names::{PROBE, START_WAIT};
 pub use nicks::NICK_WAIT;
+pub use options::{ClusterOptions, check_name, check_url, default_node};
 pub use presence::{HEARTBEAT, MAX_MEMBERS, MAX_NODES, Presence, RemoteNode, TTL};
 use receiving::VERSION;
 pub use secure::check as check_files;
@@ -87,133 +92,6 @@ const CONFLICT_LOG: Duration = Duration::from_secs(10);
 
 /// Other epochs of this node's name remembered (each is counted once).
 const MAX_CONFLICTS: usize = 64;
-
-/// What `--cluster`, `--cluster-name` and `--node` ask for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterOptions {
-    /// The broker, `nats://HOST:PORT`.
-    pub url: String,
-    /// The cluster's name: nodes with the same one share a room.
-    pub name: String,
-    /// This node's name, as other nodes show it (`<#7@NODE>`).
-    pub node: String,
-    /// A NATS credentials file (the user's JWT and nkey seed) to connect with.
-    pub creds: Option<std::path::PathBuf>,
-    /// TLS to the broker, its certificate checked against the CA certificates in this file.
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// Lines kept to bring back what an outage loses (`--cluster-history`); 0: none.
-    pub history: usize,
-}
-
-impl ClusterOptions {
-    /// The options for `url`, with the cluster named `tcpool` and the node named after the
-    /// host and the process ([`default_node`]).
-    pub fn new(url: impl Into<String>) -> Self {
-        ClusterOptions {
-            url: url.into(),
-            name: "tcpool".into(),
-            node: default_node(),
-            creds: None,
-            tls_ca: None,
-            history: 0,
-        }
-    }
-
-    /// The subject the nodes of this cluster publish on.
-    pub fn subject(&self) -> String {
-        format!("tcpool.{}.chat", self.name)
-    }
-
-    /// The subject where a node named `node` answers whether it is live (see [`PROBE`]).
-    pub fn names_subject(&self) -> String {
-        format!("tcpool.{}.names.{}", self.name, self.node)
-    }
-
-    /// The subject where the nodes ask each other about a nickname (see [`NICK_WAIT`]).
-    pub fn nick_subject(&self) -> String {
-        format!("tcpool.{}.nick", self.name)
-    }
-
-    /// The subject the nodes of this cluster publish their heartbeats on.
-    pub fn presence_subject(&self) -> String {
-        format!("tcpool.{}.presence", self.name)
-    }
-}
-
-/// `HOST-PID`, the host name cut to what a node name may hold.
-pub fn default_node() -> String {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
-    let host: String = host
-        .chars()
-        .map(|c| if name_char(c) { c } else { '-' })
-        .take(MAX_NAME - 12)
-        .collect();
-    let host = if host.is_empty() { "node".into() } else { host };
-    format!("{host}-{}", std::process::id())
-}
-
-fn name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-}
-
-/// Checks a node or cluster name: 1 to [`MAX_NAME`] ASCII letters, digits, `-`, `_` or `.`
-/// (a cluster name goes into a NATS subject, where `.` separates tokens: it takes no dot).
-///
-/// # Errors
-///
-/// What is wrong with it.
-///
-/// ```
-/// use tcpool::server::cluster::check_name;
-///
-/// assert!(check_name("node-1.eu", true).is_ok());
-/// assert!(check_name("a b", true).is_err());
-/// assert!(check_name("prod.eu", false).is_err());
-/// ```
-pub fn check_name(name: &str, dots: bool) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_NAME {
-        return Err(format!("a name is 1 to {MAX_NAME} characters"));
-    }
-    if let Some(c) = name.chars().find(|&c| !name_char(c) || (!dots && c == '.')) {
-        let allowed = if dots { "-, _ and ." } else { "- and _" };
-        return Err(format!(
-            "{c:?} is not allowed: use ASCII letters, digits, {allowed}"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a broker URL: `nats://HOST[:PORT]`.
-///
-/// # Errors
-///
-/// What is wrong with it.
-///
-/// ```
-/// use tcpool::server::cluster::check_url;
-///
-/// assert!(check_url("nats://127.0.0.1:4222").is_ok());
-/// assert!(check_url("nats://broker").is_ok());
-/// assert!(check_url("http://127.0.0.1:4222").is_err());
-/// assert!(check_url("nats://a b").is_err());
-/// ```
-pub fn check_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("nats://") else {
-        return Err("expected nats://HOST:PORT".into());
-    };
-    let host = rest.rsplit_once(':').map_or(rest, |(host, _)| host);
-    if host.is_empty()
-        || rest.contains(|c: char| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'))
-    {
-        return Err("expected nats://HOST:PORT".into());
-    }
-    url.parse::<async_nats::ServerAddr>()
-        .map(drop)
-        .map_err(|e| e.to_string())
-}
 
 /// Reads one JSON message of at most `max` bytes, `what` it should be.
 pub(super) fn read_json<T: serde::de::DeserializeOwned>(
@@ -260,83 +138,6 @@ impl fmt::Display for LinkState {
             LinkState::Refused => "refused (another node has this name)",
         })
     }
-}
-
-/// The link's counts, for `/cluster` and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Counts {
-    /// Envelopes handed to the broker.
-    pub published: u64,
-    /// Events dropped because the queue to the link was full.
-    pub dropped_queue_full: u64,
-    /// Events dropped because the broker was unreachable.
-    pub dropped_broker_down: u64,
-    /// Envelopes from other nodes the client library dropped because this node did not take
-    /// them fast enough (one per slow-consumer event it reported: a lower bound).
-    pub dropped_slow_consumer: u64,
-    /// Envelopes from other nodes taken (duplicates included).
-    pub received: u64,
-    /// Sequence numbers of other nodes never received.
-    pub gaps: u64,
-    /// Envelopes from other nodes received a second time (not relayed).
-    pub duplicates: u64,
-    /// Envelopes that could not be read or broke a rule (not relayed).
-    pub malformed: u64,
-    /// Heartbeats from other nodes taken.
-    pub heartbeats: u64,
-    /// Other nodes (distinct epochs) heard of with this node's name.
-    pub name_conflicts: u64,
-    /// Remote nodes or members refused at the presence bounds.
-    pub presence_refused: u64,
-    /// This node's lines held while the broker was away (`--cluster-history`).
-    pub held: u64,
-    /// Other nodes' lines missed, then fetched from the history after an outage of this
-    /// node's link or arrived late.
-    pub recovered: u64,
-}
-
-impl Counts {
-    /// Dropped for every reason: events of local sessions not published, and envelopes of
-    /// other nodes the client library let go.
-    pub fn dropped(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_slow_consumer + self.dropped_broker_down
-    }
-}
-
-/// `p50 0.12ms p99 2.1ms (n 40)`, with the clamped ones when there are some.
-fn lag_summary(lag: &LagView) -> String {
-    if lag.count == 0 {
-        return "none yet".into();
-    }
-    let shown = |s: f64| crate::units::Millis(Duration::from_secs_f64(s));
-    let clamped = match lag.clamped {
-        0 => String::new(),
-        n => format!(", {n} clamped (clock skew)"),
-    };
-    format!(
-        "p50 {}ms p99 {}ms (n {}{clamped})",
-        shown(lag.p50_seconds),
-        shown(lag.p99_seconds),
-        lag.count
-    )
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    published: AtomicU64,
-    dropped_queue_full: AtomicU64,
-    dropped_broker_down: AtomicU64,
-    dropped_slow_consumer: AtomicU64,
-    received: AtomicU64,
-    gaps: AtomicU64,
-    duplicates: AtomicU64,
-    malformed: AtomicU64,
-    heartbeats: AtomicU64,
-    name_conflicts: AtomicU64,
-    held: AtomicU64,
-    recovered: AtomicU64,
-    /// Publish-to-delivery lag of what other nodes sent: recorded by the link thread only.
-    lag: lag::Lag,
 }
 
 const CONNECTING: u8 = 0;
