@@ -30,6 +30,11 @@ use crate::server::session::registry::Registry;
 /// How long a node waits for the other nodes' answers about a nickname.
 pub const NICK_WAIT: Duration = Duration::from_millis(250);
 
+/// How long the answers are waited for when no other node is known yet: one that has not sent
+/// its first heartbeat still answers within a round trip, and a lone node's `/nick` should not
+/// take a quarter of a second. A claim that crosses one is settled afterwards all the same.
+pub(super) const LONE_WAIT: Duration = Duration::from_millis(25);
+
 /// Questions waiting for the link at most; past this a name is granted locally.
 pub(super) const ASK_CAPACITY: usize = 1024;
 
@@ -159,7 +164,11 @@ impl Link {
             .map(|(n, _)| n)
             .collect();
         let mut heard = HashSet::new();
-        let deadline = tokio::time::sleep(NICK_WAIT);
+        let deadline = tokio::time::sleep(if known.is_empty() {
+            LONE_WAIT
+        } else {
+            NICK_WAIT
+        });
         tokio::pin!(deadline);
         loop {
             tokio::select! {
