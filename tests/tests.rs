@@ -18,6 +18,7 @@ mod bench;
 mod bench_accounting;
 mod bench_faults;
 mod bench_fleet;
+mod bench_fleet_nats;
 mod bench_framings;
 mod bench_handshakes;
 mod bench_protocols;
