@@ -571,6 +571,7 @@ fn man_writes_a_page_per_command_and_man_renders_each() {
         ("tcpool-bench", "--connections"),
         ("tcpool-bench-merge", "--json"),
         ("tcpool-bench-plot", "--output"),
+        ("tcpool-bench-agent", "--allow-target"),
         ("tcpool-tls", "gen"),
         ("tcpool-tls-gen", "DIR"),
         ("tcpool-completions", "--log-level"),

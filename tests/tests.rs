@@ -19,6 +19,7 @@ mod bench_accounting;
 mod bench_chat;
 mod bench_faults;
 mod bench_fleet;
+mod bench_fleet_nats;
 mod bench_framings;
 mod bench_handshakes;
 mod bench_protocols;

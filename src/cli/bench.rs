@@ -26,6 +26,8 @@ use tcpool::client::bench::{
 use tcpool::server::LineEnding;
 use tcpool::units;
 
+mod fleet;
+
 /// `tcpool bench` flags, or one of its subcommands.
 #[derive(Debug, Args)]
 #[command(
@@ -46,6 +48,8 @@ enum BenchCommand {
     Merge(super::bench_files::MergeArgs),
     /// Draw JSON reports (latency by percentile, throughput and p99 per second) as one SVG.
     Plot(super::bench_files::PlotArgs),
+    /// Wait on a NATS broker for a fleet's work (`tcpool bench --fleet`) and run it.
+    Agent(fleet::AgentArgs),
 }
 
 /// The flags of one run.
@@ -212,6 +216,8 @@ struct RunArgs {
     /// Also draw the run as an SVG picture here (see `tcpool bench plot`).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    #[command(flatten)]
+    fleet: fleet::FleetArgs,
 }
 
 const EXAMPLES: &str = r"
@@ -244,6 +250,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(BenchCommand::Merge(merge)) => return super::bench_files::merge(merge),
         Some(BenchCommand::Plot(plot)) => return super::bench_files::plot(plot),
+        Some(BenchCommand::Agent(agent)) => return fleet::agent(agent),
         None => {}
     }
     let args = *args.run;
@@ -252,6 +259,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "bench",
             "several targets are for --chat; a run loads one server",
         );
+    }
+    if args.chat.chat && args.fleet.fleet.is_some() {
+        super::bad_value("bench", "--chat runs from one machine, not with --fleet");
     }
     let target = &args.targets[0];
     // Failing to resolve is failing to start (exit 1), not a usage error.
@@ -270,28 +280,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    // The first Ctrl-C (or SIGTERM) stops the run and still prints the report; a second
-    // exits at once.
-    let interrupts = Arc::new(AtomicUsize::new(0));
-    let on_interrupt = move || {
-        if interrupts.fetch_add(1, Ordering::SeqCst) == 0 {
-            STOP.store(true, Ordering::SeqCst);
-        } else {
-            // No report follows: take the progress bar's line off the screen too.
-            if SAVED.lock().is_some() {
-                eprint!("\r\x1b[2K");
-            }
-            restore_control_chars();
-            std::process::exit(130);
-        }
-    };
-    ctrlc::set_handler(on_interrupt.clone()).context("cannot install the signal handler")?;
-    let mut terms = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
-        .context("cannot install the signal handler")?;
-    std::thread::Builder::new()
-        .name("tcpool-signals".into())
-        .spawn(move || terms.forever().for_each(|_| on_interrupt()))
-        .context("cannot start the signal thread")?;
+    signals()?;
+    if args.fleet.fleet.is_some() {
+        return fleet::coordinate(&args, &options);
+    }
 
     if args.chat.chat {
         let common = super::bench_chat::Common {
@@ -357,38 +349,95 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         restore_control_chars();
     }
     let report = result.with_context(|| format!("benchmark against {target} failed"))?;
-    if let (Some(path), Some(file)) = (&args.hdr_log, hdr_log) {
-        let mut file = std::io::BufWriter::new(file);
-        bench::write_interval_log(&report, &mut file)
-            .and_then(|()| file.flush())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if let (Some(path), Some(mut file)) = (&args.plot, plot) {
-        let svg = bench::plot(&[(target.to_string(), &report)]).map_err(anyhow::Error::msg)?;
-        file.write_all(svg.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    write_opened(&args, &report, hdr_log, plot)?;
     let server = match (&args.server_metrics, &before) {
-        (Some(url), Some(before)) => {
-            let after = url
-                .scrape_settled(before, report.connected, scrape_timeout)
-                .with_context(|| format!("cannot read the server's metrics at {url}"))?;
-            let view = ServerView::between(url, before, &after, &report);
-            for warning in &view.warnings {
-                eprintln!("warning: client and server disagree: {warning}");
-            }
-            Some(view)
-        }
+        (Some(url), Some(before)) => Some(server_view(url, before, &report, scrape_timeout)?),
         _ => None,
     };
 
     let code = super::report_out::print_with(&report, server.as_ref(), args.json)?;
+    let code = fleet::judge(&args, &report, code);
     // Stopped by Ctrl-C or SIGTERM: the report is out, and the exit code says how it ended.
     Ok(if STOP.load(Ordering::SeqCst) {
         ExitCode::from(130)
     } else {
         code
     })
+}
+
+/// Creates and writes `--hdr-log` and `--plot` for `report`.
+fn write_files(args: &RunArgs, report: &bench::Report) -> anyhow::Result<()> {
+    let create = |path: &std::path::Path| {
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
+    };
+    let hdr_log = args.hdr_log.as_deref().map(create).transpose()?;
+    let plot = args.plot.as_deref().map(create).transpose()?;
+    write_opened(args, report, hdr_log, plot)
+}
+
+/// Writes `--hdr-log` and `--plot` for `report` into the files opened for them.
+fn write_opened(
+    args: &RunArgs,
+    report: &bench::Report,
+    hdr_log: Option<std::fs::File>,
+    plot: Option<std::fs::File>,
+) -> anyhow::Result<()> {
+    if let (Some(path), Some(file)) = (&args.hdr_log, hdr_log) {
+        let mut file = std::io::BufWriter::new(file);
+        bench::write_interval_log(report, &mut file)
+            .and_then(|()| file.flush())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let (Some(path), Some(mut file)) = (&args.plot, plot) {
+        let svg =
+            bench::plot(&[(args.targets[0].to_string(), report)]).map_err(anyhow::Error::msg)?;
+        file.write_all(svg.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The server's view of the run (`--server-metrics`), read again after it.
+fn server_view(
+    url: &MetricsUrl,
+    before: &bench::Samples,
+    report: &bench::Report,
+    timeout: Duration,
+) -> anyhow::Result<ServerView> {
+    let after = url
+        .scrape_settled(before, report.connected, timeout)
+        .with_context(|| format!("cannot read the server's metrics at {url}"))?;
+    let view = ServerView::between(url, before, &after, report);
+    for warning in &view.warnings {
+        eprintln!("warning: client and server disagree: {warning}");
+    }
+    Ok(view)
+}
+
+/// The first Ctrl-C (or SIGTERM) stops the run (or the agent) and still prints the report; a
+/// second exits at once.
+fn signals() -> anyhow::Result<()> {
+    let interrupts = Arc::new(AtomicUsize::new(0));
+    let on_interrupt = move || {
+        if interrupts.fetch_add(1, Ordering::SeqCst) == 0 {
+            STOP.store(true, Ordering::SeqCst);
+        } else {
+            // No report follows: take the progress bar's line off the screen too.
+            if SAVED.lock().is_some() {
+                eprint!("\r\x1b[2K");
+            }
+            restore_control_chars();
+            std::process::exit(130);
+        }
+    };
+    ctrlc::set_handler(on_interrupt.clone()).context("cannot install the signal handler")?;
+    let mut terms = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
+        .context("cannot install the signal handler")?;
+    std::thread::Builder::new()
+        .name("tcpool-signals".into())
+        .spawn(move || terms.forever().for_each(|_| on_interrupt()))
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
 /// The library's options from the flags; an error is a usage error.
@@ -506,6 +555,7 @@ fn options(args: &RunArgs, addrs: Vec<SocketAddr>) -> anyhow::Result<Options> {
             Some(text) => Some(bytes("--error-prefix", text)?),
             None => None,
         },
+        conn_offset: 0,
     };
     options.validate().context("invalid options")?;
     Ok(options)

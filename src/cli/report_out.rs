@@ -20,12 +20,25 @@ pub(crate) fn print_with(
     server: Option<&ServerView>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    print_extra(report, server, json, None)
+}
+
+/// [`print_with`], and one more key in the JSON (`fleet`: the fleet's agents).
+pub(crate) fn print_extra(
+    report: &Report,
+    server: Option<&ServerView>,
+    json: bool,
+    extra: Option<(&str, serde_json::Value)>,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let printed = if json {
         let mut value = serde_json::to_value(report).context("cannot encode the report")?;
         if let (Some(server), Some(object)) = (server, value.as_object_mut()) {
             let server = serde_json::to_value(server).context("cannot encode the report")?;
             object.insert("server".into(), server);
+        }
+        if let (Some((key, extra)), Some(object)) = (extra, value.as_object_mut()) {
+            object.insert(key.into(), extra);
         }
         writeln!(out, "{value}")
     } else {

@@ -3,5 +3,6 @@
 
 pub mod addr;
 pub mod bench;
+pub mod fleet;
 pub mod send_proxy;
 pub mod talk;

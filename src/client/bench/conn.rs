@@ -60,8 +60,13 @@ pub(super) enum State {
 
 /// One connection's state on its thread.
 pub(super) struct Conn {
-    /// Global index: `{conn}`, the echo payload and the open-loop phase.
+    /// Global index: the open-loop phase and the connection's quota.
     pub(super) index: usize,
+    /// `{conn}` and the echo payload: the index plus [`Options::conn_offset`], unique across
+    /// the generators of a fleet.
+    ///
+    /// [`Options::conn_offset`]: super::Options::conn_offset
+    pub(super) label: usize,
     pub(super) stream: Option<Link>,
     pub(super) state: State,
     pub(super) inflight: VecDeque<Flight>,
@@ -108,7 +113,7 @@ pub(super) struct Conn {
 impl Conn {
     pub(super) fn new(index: usize, quota: Option<u64>, now: Instant, plan: &Plan<'_>) -> Self {
         Conn {
-            draw: Draw::new(plan.options.seed, index),
+            draw: Draw::new(plan.options.seed, index + plan.options.conn_offset),
             parser: plan
                 .framing
                 .framed()
@@ -121,6 +126,7 @@ impl Conn {
             wants_tickets: false,
             shaken_at: None,
             index,
+            label: index + plan.options.conn_offset,
             stream: None,
             state: State::Connecting(0, now),
             inflight: VecDeque::new(),
@@ -488,7 +494,7 @@ impl Conn {
             Some(greeting) => {
                 greeting
                     .message
-                    .render_drawn(self.index, 0, &mut self.draw, &mut self.out);
+                    .render_drawn(self.label, 0, &mut self.draw, &mut self.out);
                 self.state = State::Greeting(now);
             }
             None => self.state = State::Open,
@@ -517,7 +523,7 @@ impl Conn {
         let mut head = false;
         let reply_len = match &plan.framing {
             Framing::Echo(payloads) => {
-                let payload = &payloads[self.index % payloads.len()];
+                let payload = &payloads[self.label % payloads.len()];
                 self.out.extend_from_slice(payload);
                 self.expect.extend_from_slice(payload);
                 payload.len()
@@ -533,11 +539,11 @@ impl Conn {
                     kind = self.draw.pick(weights, *total);
                 }
                 head = heads[kind];
-                send[kind].render_drawn(self.index, self.seq, &mut self.draw, &mut self.out);
+                send[kind].render_drawn(self.label, self.seq, &mut self.draw, &mut self.out);
                 match reply {
                     ReplyEnd::Exact(t) => {
                         let before = self.expect.len();
-                        t.render_drawn(self.index, self.seq, &mut self.draw, &mut self.expect);
+                        t.render_drawn(self.label, self.seq, &mut self.draw, &mut self.expect);
                         self.expect.len() - before
                     }
                     ReplyEnd::Until(_) | ReplyEnd::Size(_) | ReplyEnd::Framed(_) => 0,

@@ -76,6 +76,7 @@ mod report;
 mod server;
 mod tally;
 mod text;
+pub mod thresholds;
 mod tls;
 mod worker;
 
@@ -198,6 +199,35 @@ pub fn run(
     stop: &AtomicBool,
     progress: Option<&dyn Fn(&Progress)>,
 ) -> io::Result<Report> {
+    run_with(options, stop, progress, None)
+}
+
+/// The latencies recorded since the last call, by second of the measured window (0: the
+/// first), each a histogram of the run's own buckets; a second may come in several parts.
+pub type Seconds<'a> = &'a dyn Fn(Vec<(u64, SparseHistogram)>);
+
+/// [`run`], also passing on the latencies as they are recorded (on the calling thread, every
+/// few hundred milliseconds): a fleet's generator streams them to its coordinator. Added
+/// together, what `seconds` was given is the report's timeline.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_streaming(
+    options: &Options,
+    stop: &AtomicBool,
+    progress: Option<&dyn Fn(&Progress)>,
+    seconds: Seconds<'_>,
+) -> io::Result<Report> {
+    run_with(options, stop, progress, Some(seconds))
+}
+
+fn run_with(
+    options: &Options,
+    stop: &AtomicBool,
+    progress: Option<&dyn Fn(&Progress)>,
+    seconds: Option<Seconds<'_>>,
+) -> io::Result<Report> {
     options.validate()?;
     let connections = options.connections_used();
     let threads = options.threads_used();
@@ -249,7 +279,10 @@ pub fn run(
             .as_ref()
             .map(|tls| TlsConfigs::new(tls, connections)),
         abort: AtomicBool::new(false),
-        live: Live::default(),
+        live: Live {
+            deltas: seconds.map(|_| Default::default()),
+            ..Live::default()
+        },
     };
     log::debug!(
         "bench starting: target={} connections={connections} threads={threads}",
@@ -283,7 +316,7 @@ pub fn run(
             }
         }
         drop(done_tx);
-        watch(&plan, start, &done_rx, progress);
+        watch(&plan, start, &done_rx, progress, seconds);
         handles
             .into_iter()
             .map(|h| {
@@ -292,6 +325,7 @@ pub fn run(
             })
             .collect::<io::Result<Vec<Outcome>>>()
     })?;
+    pass_on(&plan, seconds);
     Ok(report::report(options, &plan, clock, outcomes))
 }
 
@@ -302,9 +336,11 @@ fn watch(
     start: Instant,
     done: &channel::Receiver<()>,
     progress: Option<&dyn Fn(&Progress)>,
+    seconds: Option<Seconds<'_>>,
 ) {
     let mut last = (start, 0u64);
     while let Err(channel::RecvTimeoutError::Timeout) = done.recv_timeout(PROGRESS_EVERY) {
+        pass_on(plan, seconds);
         let Some(progress) = progress else { continue };
         let now = Instant::now();
         let completed = plan.live.completed.load(Ordering::Relaxed);
@@ -331,6 +367,16 @@ fn watch(
             done: done.clamp(0.0, 1.0),
         });
         last = (now, completed);
+    }
+}
+
+/// Gives `seconds` what the threads streamed since the last call, if anything.
+fn pass_on(plan: &Plan<'_>, seconds: Option<Seconds<'_>>) {
+    if let (Some(seconds), Some(deltas)) = (seconds, &plan.live.deltas) {
+        let taken = std::mem::take(&mut *deltas.lock());
+        if !taken.is_empty() {
+            seconds(taken);
+        }
     }
 }
 

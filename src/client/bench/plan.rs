@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::server::protocol::LineEnding;
 
 use super::framing::{Delimiter, Greeting, PAYLOAD_VARIANTS, Protocol, Reply, Template, payload};
+use super::histogram::SparseHistogram;
 use super::proto::Framed;
 use super::tls::{BenchTls, Resume, TlsConfigs};
 use super::{DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_SIZE, DEFAULT_TIMEOUT};
@@ -90,6 +91,10 @@ pub struct Options {
     /// Sends a PROXY protocol header first on every connection (`--send-proxy`), naming the
     /// connection's own addresses; before TLS when both are asked for.
     pub send_proxy: Option<crate::client::send_proxy::SendProxy>,
+    /// Added to each connection's index for `{conn}`, the echo payload and the draws of
+    /// `--seed` (0): a fleet's generators each take their own range, so that they send what
+    /// one run of all their connections would.
+    pub conn_offset: usize,
 }
 
 impl Default for Options {
@@ -119,6 +124,7 @@ impl Default for Options {
             tls: None,
             reconnect_every: None,
             send_proxy: None,
+            conn_offset: 0,
         }
     }
 }
@@ -403,6 +409,9 @@ pub(super) struct Live {
     pub(super) measured: AtomicU64,
     pub(super) errors: AtomicU64,
     pub(super) open: AtomicUsize,
+    /// Streaming runs ([`run_streaming`](super::run_streaming)): the latencies the threads
+    /// recorded since they last looked, by second of the window.
+    pub(super) deltas: Option<parking_lot::Mutex<Vec<(u64, SparseHistogram)>>>,
 }
 
 #[cfg(test)]

@@ -190,6 +190,19 @@ impl Tally {
         }
     }
 
+    /// Folds the current second, and returns its latencies recorded since the last fold: what a
+    /// streaming run passes on live.
+    pub(super) fn fold_live(&mut self) -> Option<(u64, SparseHistogram)> {
+        let (i, latency) = &self.current;
+        if latency.is_empty() {
+            return None;
+        }
+        let delta = SparseHistogram::of(latency).ok()?;
+        let i = *i as u64;
+        self.fold();
+        Some((i, delta))
+    }
+
     /// The measured window second by second; the tally's timeline is empty after.
     pub(super) fn take_timeline(&mut self) -> Vec<Second> {
         self.fold();

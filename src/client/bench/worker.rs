@@ -72,6 +72,8 @@ pub(super) struct Worker<'a> {
     tally: Tally,
     /// What this thread has added to `plan.live` so far: (completed, measured, errors).
     published: (u64, u64, u64),
+    /// Calls of `publish`, for [`STREAM_EVERY`].
+    ticks: u32,
     buf: Box<[u8]>,
     /// Connections not finished.
     active: usize,
@@ -109,6 +111,7 @@ impl<'a> Worker<'a> {
             due: BinaryHeap::new(),
             tally: Tally::with_kinds(plan.framing.kinds()),
             published: (0, 0, 0),
+            ticks: 0,
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
             draining: false,
             read_again: Vec::new(),
@@ -197,6 +200,7 @@ impl<'a> Worker<'a> {
             self.ready = true;
             self.plan.thread_ready(finished_at, START_MARGIN);
         }
+        self.stream();
         self.publish();
         Ok(Outcome {
             tally: self.tally,
@@ -699,6 +703,10 @@ impl<'a> Worker<'a> {
 
     /// Adds what changed since last time to the live counts.
     fn publish(&mut self) {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(STREAM_EVERY) {
+            self.stream();
+        }
         let errors: u64 = self.tally.errors.values().sum();
         let now = (self.tally.completed, self.tally.messages, errors);
         let live = &self.plan.live;
@@ -709,6 +717,20 @@ impl<'a> Worker<'a> {
         live.errors
             .fetch_add(now.2 - self.published.2, Ordering::Relaxed);
         self.published = now;
+    }
+}
+
+/// A streaming run's threads pass on their latencies every this many [`TICK`]s (200 ms).
+const STREAM_EVERY: u32 = 20;
+
+impl Worker<'_> {
+    /// A streaming run: hands the latencies recorded since the last call to the run.
+    fn stream(&mut self) {
+        if let Some(deltas) = &self.plan.live.deltas
+            && let Some(delta) = self.tally.fold_live()
+        {
+            deltas.lock().push(delta);
+        }
     }
 }
 
