@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::super::histogram::{HISTOGRAM_MAX_US, Percentiles, decode, encode, histogram};
 use super::{ChatOptions, Shared};
+use crate::client::bench::histogram::micros;
 
 /// Why a client failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,8 @@ pub(super) struct Tally {
     pub(super) duplicates: u64,
     pub(super) out_of_order: u64,
     pub(super) foreign: u64,
+    /// When the last delivery came, µs from the run's time zero.
+    pub(super) last_delivery_us: u64,
     local: Histogram<u64>,
     cross: Histogram<u64>,
     errors: ChatErrors,
@@ -86,6 +89,7 @@ impl Tally {
             duplicates: 0,
             out_of_order: 0,
             foreign: 0,
+            last_delivery_us: 0,
             local: histogram(),
             cross: histogram(),
             errors: ChatErrors::default(),
@@ -172,7 +176,11 @@ pub struct ChatReport {
     pub lines_per_sec: f64,
     /// Deliveries expected per second of the window.
     pub expected_per_sec: f64,
-    /// Deliveries received per second of the window.
+    /// From the first line due to the last delivery, in seconds (the window at least): a
+    /// server that falls behind delivers into the drain, and its rate is counted over that.
+    #[serde(default)]
+    pub delivery_span_s: f64,
+    /// Deliveries received per second of the delivery span.
     pub delivered_per_sec: f64,
     /// Delivery latency, µs, from each line's intended send time, of readers on the
     /// sender's target.
@@ -218,6 +226,17 @@ pub(super) fn report(
         out_of_order += t.out_of_order;
         foreign += t.foreign;
     }
+    let first_due = shared
+        .go
+        .get()
+        .map_or(0, |go| micros(go.saturating_duration_since(shared.epoch)));
+    let last = tallies
+        .iter()
+        .map(|t| t.last_delivery_us)
+        .max()
+        .unwrap_or(0);
+    let window = options.duration.as_secs_f64();
+    let delivery_span_s = window.max(last.saturating_sub(first_due) as f64 / 1e6);
     let lines_sent: u64 = shared
         .sent
         .iter()
@@ -242,6 +261,7 @@ pub(super) fn report(
         foreign,
         lines_per_sec: 0.0,
         expected_per_sec: 0.0,
+        delivery_span_s,
         delivered_per_sec: 0.0,
         local_us: Percentiles::of(&local),
         cross_node_us: Percentiles::of(&cross),
@@ -261,7 +281,8 @@ impl ChatReport {
         let secs = self.duration_s.max(1e-9);
         self.lines_per_sec = self.lines_sent as f64 / secs;
         self.expected_per_sec = self.deliveries_expected as f64 / secs;
-        self.delivered_per_sec = self.delivered as f64 / secs;
+        let span = self.delivery_span_s.max(secs);
+        self.delivered_per_sec = self.delivered as f64 / span;
     }
 
     /// Nothing lost, doubled or reordered, and no client failed.
@@ -309,6 +330,7 @@ impl ChatReport {
             out.senders_ready += r.senders_ready;
             out.readers_ready += r.readers_ready;
             out.duration_s = out.duration_s.max(r.duration_s);
+            out.delivery_span_s = out.delivery_span_s.max(r.delivery_span_s);
             out.lines_sent += r.lines_sent;
             out.lines_not_sent += r.lines_not_sent;
             out.deliveries_expected += r.deliveries_expected;
@@ -355,8 +377,12 @@ impl fmt::Display for ChatReport {
         )?;
         writeln!(
             f,
-            "  deliveries    {:>12}  {:>12.0}/s   expected {} ({:.0}/s)",
-            self.delivered, self.delivered_per_sec, self.deliveries_expected, self.expected_per_sec
+            "  deliveries    {:>12}  {:>12.0}/s   expected {} ({:.0}/s); the last {:.1} s after the first line was due",
+            self.delivered,
+            self.delivered_per_sec,
+            self.deliveries_expected,
+            self.expected_per_sec,
+            self.delivery_span_s
         )?;
         writeln!(
             f,

@@ -491,6 +491,7 @@ impl<'a> Worker<'a> {
                     self.tally.out_of_order += 1;
                 }
                 self.tally.delivered += 1;
+                self.tally.last_delivery_us = self.tally.last_delivery_us.max(now);
                 self.tally.record(local, now.saturating_sub(got.micros));
             }
         }
