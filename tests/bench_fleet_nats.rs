@@ -9,13 +9,15 @@ use serde_json::Value;
 use tcpool::Config;
 
 use crate::bench_fleet::{Scratch, merge};
+use crate::cluster::Nats;
 use crate::support::*;
 
 const TOKEN: &str = "fleet-test-token-0123456789abcdef";
 
 /// A broker, a token file and agents, each a process, all killed on drop.
 struct Fleet {
-    broker: Child,
+    /// Kept for its drop: the broker lives as long as the fleet.
+    _broker: Nats,
     url: String,
     agents: Vec<(String, Child)>,
     dir: Scratch,
@@ -23,20 +25,12 @@ struct Fleet {
 
 impl Fleet {
     fn new(name: &str) -> Fleet {
-        let port = free_port();
-        let broker = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server is needed for this test (scripts/test.sh installs it)");
-        wait_listening(port);
+        let broker = Nats::start();
         let dir = Scratch::new(name);
         std::fs::write(dir.0.join("token"), TOKEN).unwrap();
         Fleet {
-            broker,
-            url: format!("nats://127.0.0.1:{port}"),
+            url: broker.url(),
+            _broker: broker,
             agents: Vec::new(),
             dir,
         }
@@ -122,8 +116,6 @@ impl Drop for Fleet {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = self.broker.kill();
-        let _ = self.broker.wait();
     }
 }
 

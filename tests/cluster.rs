@@ -85,7 +85,7 @@ pub fn cluster_report(node: &mut Binary) -> String {
         node.stdout_lines()
             .iter()
             .skip(before)
-            .any(|l| l.contains("received "))
+            .any(|l| l.starts_with("name conflicts"))
     });
     node.stdout_lines()[before..].join("\n")
 }

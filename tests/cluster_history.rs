@@ -8,6 +8,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
+use crate::cluster::{cluster_report, count};
 use crate::support::*;
 
 /// A process started in a process group of its own, the whole group killed on drop.
@@ -84,21 +85,7 @@ fn say(stream: &mut TcpStream, line: &str) {
 
 /// The number after `name ` in the `/cluster` report of `node`.
 fn cluster_count(node: &mut Binary, name: &str) -> u64 {
-    let before = node.stdout_lines().len();
-    node.type_line("/cluster");
-    wait_until("the /cluster report", || {
-        node.stdout_lines()
-            .iter()
-            .skip(before)
-            .any(|l| l.starts_with("name conflicts"))
-    });
-    let report = node.stdout_lines()[before..].join("\n");
-    report
-        .split(&format!("{name} "))
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {report}"))
+    count(&cluster_report(node), name)
 }
 
 #[test]

@@ -197,17 +197,8 @@ pub(super) fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let broker = args.broker.broker(&args.nats)?;
     let name = match args.name {
         Some(name) => name,
-        None => {
-            let host = nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default();
-            let host: String = host
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect();
-            format!("{host}-{}", std::process::id())
-        }
+        // HOST-PID, as a cluster node names itself, without the dots a subject would split at.
+        None => tcpool::server::cluster::default_node().replace('.', "-"),
     };
     let clock_offset = std::env::var(CLOCK_OFFSET_ENV)
         .ok()
