@@ -301,18 +301,16 @@ fn hdr_log_has_one_interval_a_second_readable_by_hdrhistogram() {
 }
 
 #[test]
-fn the_fleet_script_runs_generators_on_one_window_and_merges_them() {
+fn the_fleet_script_drives_agents_over_nats_on_one_window_and_merges_them() {
     let server = TestServer::start(Config::default());
     let scratch = Scratch::new("fleet");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench-fleet.sh");
     let mut command = Command::new("bash");
     command
         .arg(script)
-        .args(["3", &server.addr.to_string(), "-c", "2", "-d", "0.5"])
+        // -c is the fleet's total: two connections an agent.
+        .args(["3", &server.addr.to_string(), "-c", "6", "-d", "0.5"])
         .env("TCPOOL", tcpool_bin())
-        // The script's own lead: every generator must be up and connected by the start
-        // time, which a loaded machine missed with one second (the windows then differ).
-        .env("LEAD", "3")
         .env("OUT", &scratch.0)
         .stdin(Stdio::null());
     let finished = run_to_end(command, Duration::from_secs(30));
@@ -331,7 +329,16 @@ fn the_fleet_script_runs_generators_on_one_window_and_merges_them() {
         "{finished:?}"
     );
     assert!(
-        finished.stdout.iter().any(|l| l.contains("gen-3.json")),
+        finished
+            .stdout
+            .iter()
+            .any(|l| l.contains("agent-gen-3.json")),
         "{finished:?}"
     );
+    // The coordinator's own report agrees with the merge of the agents' reports.
+    let fleet: Value =
+        serde_json::from_str(&std::fs::read_to_string(scratch.0.join("fleet.json")).unwrap())
+            .unwrap();
+    assert_eq!(fleet["messages"], merged["messages"], "{fleet}");
+    assert_eq!(fleet["latency_us"], merged["latency_us"], "{fleet}");
 }

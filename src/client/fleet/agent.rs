@@ -17,6 +17,9 @@ use super::wire::{self, Message, Share, Tick, Work};
 use super::{Broker, Cidr, next, now_unix};
 use crate::client::bench::{self, Limit, Options, Progress, Report, SparseHistogram};
 
+/// How long a flush of what is sent may wait for the broker before the agent goes on.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
 /// Work issued longer ago than this (in the agent's clock) is refused as stale.
 const MAX_AGE_S: f64 = 600.0;
 
@@ -182,7 +185,8 @@ impl Agent {
                 },
             }
         }
-        let _ = client.flush().await;
+        // A broker that is gone never answers a flush: what is not out by then is lost.
+        let _ = tokio::time::timeout(FLUSH_WAIT, client.flush()).await;
         Ok(())
     }
 
@@ -361,7 +365,7 @@ impl Agent {
             };
             self.send(client, events.clone(), &part).await;
         }
-        let _ = client.flush().await;
+        let _ = tokio::time::timeout(FLUSH_WAIT, client.flush()).await;
         log::info!(
             "bench agent {}: run {run} done: {} messages, {} errors",
             self.name,
