@@ -281,8 +281,17 @@ fn a_killed_agent_leaves_a_partial_report_naming_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Finding the agents, two seconds of lead, then a second or two of the window.
-    std::thread::sleep(Duration::from_millis(5000));
+    // Once c has its work: two seconds of lead, then a second and a half of the 4 s window.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fleet.log("c").contains("connection(s) from #") {
+        assert!(
+            Instant::now() < deadline,
+            "c got no work: {}",
+            fleet.log("c")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(3500));
     fleet.kill("c");
     let out = coordinator.wait_with_output().unwrap();
     assert_eq!(
