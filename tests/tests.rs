@@ -58,4 +58,5 @@ mod tls_interop;
 mod tls_probe;
 mod tls_rate;
 mod tls_reload;
+mod udp;
 mod wire;

@@ -159,6 +159,14 @@ pub(crate) struct ServeArgs {
     /// kernel spreads new connections over them.
     #[arg(long)]
     reuse_port: bool,
+    /// Also echo UDP datagrams, on the same port number as the first listener (each echoed
+    /// to its sender, never larger than it) [default: off, TCP only].
+    #[arg(long)]
+    udp: bool,
+    /// With --udp: its port, if not the first listener's (implies --udp) [default: the
+    /// first listener's port number].
+    #[arg(long, value_name = "PORT")]
+    udp_port: Option<u16>,
     /// Speak TLS with a certificate made at start (`auto`): ECDSA P-256, for localhost,
     /// 127.0.0.1, ::1 and the host name, signed by a CA whose certificate goes to
     /// --tls-ca-out for clients to verify with. Without --tls-port, every listener speaks
@@ -409,6 +417,11 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     let manual = matches!(args.mode, ModeArg::Manual);
     let tls_certs = tls_certs(&args);
     let config = Config {
+        udp: match (args.udp, args.udp_port) {
+            (_, Some(port)) => Some(port),
+            (true, None) => Some(0),
+            (false, None) => None,
+        },
         workers: args.workers.map_or(0, usize::from),
         balance: match args.balance {
             BalanceArg::Auto => Balancing::Auto,

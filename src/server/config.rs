@@ -156,6 +156,9 @@ pub struct Config {
     /// which reloads them ([`Server::tls_certificates`](super::Server::tls_certificates));
     /// `None`: never, only when asked (1 s).
     pub tls_watch: Option<Duration>,
+    /// UDP echo on this port of the first listener's address (`--udp`, `--udp-port`); 0:
+    /// the same port number as that TCP listener; `None`: no UDP.
+    pub udp: Option<u16>,
 }
 
 impl Config {
@@ -198,6 +201,7 @@ impl Default for Config {
             allow_cn: Vec::new(),
             deny_cn: Vec::new(),
             tls_watch: Some(DEFAULT_TLS_WATCH),
+            udp: None,
         }
     }
 }

@@ -46,6 +46,7 @@ mod run;
 pub mod session;
 mod shared;
 pub mod shutdown;
+pub mod udp;
 mod worker;
 
 pub use arrival::acceptor::Acceptors;

@@ -362,6 +362,28 @@ impl Server {
             None => None,
         };
         let workers = metrics.worker_count();
+        let udp_sockets = match config.udp {
+            Some(port) => {
+                let first = addrs[0];
+                let at = SocketAddr::new(first.ip(), if port == 0 { first.port() } else { port });
+                crate::server::udp::bind(at, workers).map_err(|e| {
+                    io::Error::new(e.kind(), format!("--udp: cannot bind {at}: {e}"))
+                })?
+            }
+            None => Vec::new(),
+        };
+        let udp_addr = match udp_sockets.first() {
+            Some(socket) => Some(socket.local_addr()?),
+            None => None,
+        };
+        if let Some(at) = udp_addr {
+            log::info!(
+                target: LOG,
+                "udp echo on {at} ({} socket(s), one a worker, SO_REUSEPORT)",
+                udp_sockets.len()
+            );
+        }
+        let udp_counts = Arc::new(crate::server::udp::UdpCounts::default());
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
         let forced_closes = Arc::new(AtomicUsize::new(0));
@@ -379,6 +401,11 @@ impl Server {
             tls,
             tls_bad,
             tls_rate: config.tls_max_handshake_rate.map(HandshakeRate::new),
+            udp: udp_sockets
+                .into_iter()
+                .map(|s| parking_lot::Mutex::new(Some(s)))
+                .collect(),
+            udp_counts: Arc::clone(&udp_counts),
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {
@@ -491,6 +518,8 @@ impl Server {
         };
         Ok(Running {
             addrs,
+            udp_addr,
+            udp_counts,
             acceptors,
             faults,
             registry,
@@ -510,6 +539,9 @@ impl Server {
 /// returns the [`Summary`].
 pub struct Running {
     addrs: Vec<SocketAddr>,
+    /// Where the UDP echo listens (`--udp`).
+    udp_addr: Option<SocketAddr>,
+    udp_counts: Arc<crate::server::udp::UdpCounts>,
     acceptors: Acceptors,
     faults: Faults,
     registry: Registry,
@@ -544,6 +576,16 @@ impl Running {
     /// Every address the server listens on.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where the UDP echo listens, with `--udp` ([`Config::udp`]).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
+    }
+
+    /// What the UDP echo counted so far.
+    pub fn udp_counts(&self) -> &crate::server::udp::UdpCounts {
+        &self.udp_counts
     }
 
     /// The live set of faults: a fault added here touches the sessions that connect from

@@ -36,4 +36,8 @@ pub(crate) struct Shared {
     pub(crate) tls_bad: Option<crate::tls::bad::BadCerts>,
     /// `--tls-max-handshake-rate`'s bucket, shared by every TLS acceptor.
     pub(crate) tls_rate: Option<HandshakeRate>,
+    /// `--udp`: each worker's UDP socket, taken by the worker when it starts.
+    pub(crate) udp: Vec<parking_lot::Mutex<Option<std::net::UdpSocket>>>,
+    /// What the UDP sockets counted.
+    pub(crate) udp_counts: Arc<crate::server::udp::UdpCounts>,
 }

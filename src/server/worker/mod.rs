@@ -91,6 +91,9 @@ const PRESSED_TICK: Duration = Duration::from_millis(50);
 
 const WAKE: Token = Token(usize::MAX);
 
+/// The worker's UDP socket (`--udp`).
+const UDP: Token = Token(usize::MAX - 1);
+
 impl Notify for Mailbox {
     fn notify(&self) {
         self.wake();
@@ -160,6 +163,9 @@ pub(crate) struct Worker {
     grouped_for: usize,
     /// Its last window said it is not spare: sessions wait for it now and then.
     loaded: bool,
+    /// Its UDP socket (`--udp`), and whether a full batch left datagrams to read this turn.
+    udp: Option<crate::server::udp::Echo>,
+    udp_again: bool,
 }
 
 impl Worker {
@@ -170,6 +176,15 @@ impl Worker {
             .config
             .idle_timeout
             .map(|t| Instant::now() + idle_scan_interval(t));
+        let mut udp = shared
+            .udp
+            .get(index)
+            .and_then(|slot| slot.lock().take())
+            .map(crate::server::udp::Echo::new);
+        if let Some(echo) = udp.as_mut() {
+            poll.registry()
+                .register(echo.socket(), UDP, mio::Interest::READABLE)?;
+        }
         let mailbox = Arc::new(Mailbox::new(waker));
         shared.faults.watch(Arc::clone(&mailbox));
         shared.balance.dock(index, Arc::clone(&mailbox));
@@ -206,6 +221,8 @@ impl Worker {
             quick_looks: 0,
             grouped_for: 0,
             loaded: false,
+            udp,
+            udp_again: false,
         })
     }
 
@@ -226,6 +243,10 @@ impl Worker {
             let stepping = !self.stepping.is_empty();
             for event in events.iter() {
                 if event.token() == WAKE {
+                    continue;
+                }
+                if event.token() == UDP {
+                    self.serve_udp();
                     continue;
                 }
                 let t = event.token().0;
@@ -258,6 +279,9 @@ impl Worker {
                     Err(_closed) => inbox_open = false,
                 }
             }
+            if self.udp_again {
+                self.serve_udp();
+            }
             self.deliver_posted();
             self.balance_pass();
             self.fire_timers();
@@ -284,8 +308,21 @@ impl Worker {
         }
     }
 
+    /// Reads and answers a batch of datagrams; a full batch comes back later this turn.
+    fn serve_udp(&mut self) {
+        let Some(echo) = self.udp.as_mut() else {
+            return;
+        };
+        let access = &self.shared.config.access;
+        self.udp_again = echo.serve(&self.shared.udp_counts, |peer| access.permits(peer.ip()));
+    }
+
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() || !self.stepping.is_empty() || !self.shake_later.is_empty() {
+        if !self.again.is_empty()
+            || !self.stepping.is_empty()
+            || !self.shake_later.is_empty()
+            || self.udp_again
+        {
             return Some(Duration::ZERO);
         }
         let mut timeout = None;
