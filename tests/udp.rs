@@ -7,29 +7,30 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tcpool::server::{Config, Server, bind};
+use tcpool::server::{Config, Exposition, Server, bind};
 
+use crate::admin::parse_with_prometheus_client;
 use crate::support::*;
 
-/// A server with `--udp` in process, and its UDP address.
-fn udp_server() -> (tcpool::server::Running, SocketAddr) {
+/// A server with `--udp` in process, its UDP address and its metrics.
+fn udp_server() -> (tcpool::server::Running, SocketAddr, Exposition) {
     let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let running = Server::new(
+    let server = Server::new(
         listener,
         Config {
             udp: Some(0),
             ..Config::default()
         },
-    )
-    .start()
-    .unwrap();
+    );
+    let exposition = server.exposition();
+    let running = server.start().unwrap();
     let udp = running.udp_addr().expect("a UDP address");
-    (running, udp)
+    (running, udp, exposition)
 }
 
 #[test]
 fn the_udp_echo_shares_the_tcp_port_number_and_tcp_goes_on() {
-    let (running, udp) = udp_server();
+    let (running, udp, exposition) = udp_server();
     assert_eq!(udp, running.local_addr());
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -52,11 +53,24 @@ fn the_udp_echo_shares_the_tcp_port_number_and_tcp_goes_on() {
             .load(std::sync::atomic::Ordering::Relaxed),
         2
     );
+    // The same counts on /metrics, read by Prometheus' own parser.
+    let m = parse_with_prometheus_client(&exposition.encode());
+    let bytes = (8 + 65_507) as f64;
+    for (key, want) in [
+        (r#"tcpool_udp_datagrams_total{direction="in"}"#, 2.0),
+        (r#"tcpool_udp_datagrams_total{direction="out"}"#, 2.0),
+        (r#"tcpool_udp_bytes_total{direction="in"}"#, bytes),
+        (r#"tcpool_udp_bytes_total{direction="out"}"#, bytes),
+        (r#"tcpool_udp_unanswered_total{reason="dropped"}"#, 0.0),
+        (r#"tcpool_udp_unanswered_total{reason="refused"}"#, 0.0),
+    ] {
+        assert_eq!(m.get(key), Some(&want), "{key}: {m:?}");
+    }
 }
 
 #[test]
 fn two_hundred_peers_each_get_their_own_datagrams_back_and_none_other() {
-    let (_running, udp) = udp_server();
+    let (_running, udp, _) = udp_server();
     let peers: Vec<UdpSocket> = (0..200)
         .map(|_| {
             let p = UdpSocket::bind("127.0.0.1:0").unwrap();

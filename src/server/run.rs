@@ -90,6 +90,8 @@ pub struct Server {
     audit: Audit,
     /// The cluster link of a chat room over several nodes.
     cluster: Option<Arc<Link>>,
+    /// What the UDP echo counts (`--udp`), made here so that the metrics can show it.
+    udp_counts: Arc<crate::server::udp::UdpCounts>,
 }
 
 impl fmt::Debug for Server {
@@ -123,6 +125,7 @@ impl Server {
             metrics,
             audit: Audit::new(),
             cluster: None,
+            udp_counts: Arc::default(),
         }
     }
 
@@ -240,6 +243,11 @@ impl Server {
             Some(link) => exposition.with_cluster(Arc::clone(link)),
             None => exposition,
         };
+        let exposition = if self.config.udp.is_some() {
+            exposition.with_udp(Arc::clone(&self.udp_counts))
+        } else {
+            exposition
+        };
         if self.tls.is_some() {
             exposition.with_tls()
         } else {
@@ -335,6 +343,7 @@ impl Server {
             faults,
             audit,
             cluster: _,
+            udp_counts,
         } = self;
         config.validate()?;
         if tls.is_none() && listeners.iter().any(|&(_, tls)| tls) {
@@ -383,7 +392,6 @@ impl Server {
                 udp_sockets.len()
             );
         }
-        let udp_counts = Arc::new(crate::server::udp::UdpCounts::default());
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
         let forced_closes = Arc::new(AtomicUsize::new(0));

@@ -37,6 +37,8 @@ pub struct Exposition {
     certificates: Option<Certificates>,
     /// The cluster link's counts.
     cluster: Option<Arc<Link>>,
+    /// The UDP echo's counts.
+    udp: Option<Arc<crate::server::udp::UdpCounts>>,
 }
 
 impl Exposition {
@@ -51,7 +53,16 @@ impl Exposition {
             tls: false,
             certificates: None,
             cluster: None,
+            udp: None,
         }
+    }
+
+    /// Also exposes the UDP echo's counts (`--udp`): datagrams and bytes in and out
+    /// (`tcpool_udp_datagrams_total{direction}`, `tcpool_udp_bytes_total{direction}`) and
+    /// datagrams not answered, by reason (`tcpool_udp_unanswered_total{reason}`).
+    pub fn with_udp(mut self, counts: Arc<crate::server::udp::UdpCounts>) -> Self {
+        self.udp = Some(counts);
+        self
     }
 
     /// Also exposes the cluster link: whether it is up (`tcpool_cluster_up`), envelopes
@@ -505,6 +516,42 @@ impl Collector for Exposition {
                 lag.count,
                 &lag.buckets,
                 None,
+            )?;
+        }
+        if let Some(udp) = &self.udp {
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            family(
+                &mut e,
+                "tcpool_udp_datagrams",
+                "UDP datagrams read (in) and echoes sent (out)",
+                Counter,
+                Some("direction"),
+                [
+                    ("in".to_owned(), load(&udp.datagrams_in)),
+                    ("out".to_owned(), load(&udp.datagrams_out)),
+                ],
+            )?;
+            family(
+                &mut e,
+                "tcpool_udp_bytes",
+                "UDP payload bytes read (in) and sent (out)",
+                Counter,
+                Some("direction"),
+                [
+                    ("in".to_owned(), load(&udp.bytes_in)),
+                    ("out".to_owned(), load(&udp.bytes_out)),
+                ],
+            )?;
+            family(
+                &mut e,
+                "tcpool_udp_unanswered",
+                "UDP datagrams not echoed, by reason: refused by --allow/--deny, or the echo dropped by the kernel",
+                Counter,
+                Some("reason"),
+                [
+                    ("refused".to_owned(), load(&udp.refused)),
+                    ("dropped".to_owned(), load(&udp.dropped)),
+                ],
             )?;
         }
         let version = [(env!("CARGO_PKG_VERSION").to_owned(), 1u64)];
