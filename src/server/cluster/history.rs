@@ -46,31 +46,46 @@ pub(super) fn stream_name(options: &ClusterOptions) -> String {
 pub(super) struct History {
     limit: usize,
     held: VecDeque<Bytes>,
+    /// The bytes held, at most [`MAX_HELD_BYTES`].
+    bytes: usize,
 }
+
+/// What the held lines may take in memory, whatever `--cluster-history` says: 100,000 lines
+/// of 64 KiB would be 6 GiB.
+pub(super) const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 
 impl History {
     pub(super) fn new(limit: usize) -> Self {
         History {
             limit,
             held: VecDeque::new(),
+            bytes: 0,
         }
     }
 
-    /// Holds an envelope (its bytes) until the broker is back; returns whether an older one
-    /// had to be dropped to make room.
-    pub(super) fn hold(&mut self, payload: Bytes) -> bool {
-        let full = self.held.len() >= self.limit;
-        if full {
-            self.held.pop_front();
+    /// Holds an envelope (its bytes) until the broker is back; returns how many older ones
+    /// were dropped to make room (past the limit of lines, or of [`MAX_HELD_BYTES`]).
+    pub(super) fn hold(&mut self, payload: Bytes) -> usize {
+        if self.limit == 0 {
+            return 1;
         }
-        if self.limit > 0 {
-            self.held.push_back(payload);
+        let mut dropped = 0;
+        while !self.held.is_empty()
+            && (self.held.len() >= self.limit || self.bytes + payload.len() > MAX_HELD_BYTES)
+        {
+            if let Some(old) = self.held.pop_front() {
+                self.bytes -= old.len();
+            }
+            dropped += 1;
         }
-        full
+        self.bytes += payload.len();
+        self.held.push_back(payload);
+        dropped
     }
 
     /// The envelopes held, oldest first, handed over to be published.
     pub(super) fn release(&mut self) -> VecDeque<Bytes> {
+        self.bytes = 0;
         std::mem::take(&mut self.held)
     }
 
@@ -277,12 +292,25 @@ mod tests {
         assert!(!history.holding());
         let mut dropped = 0;
         for i in 0..5u8 {
-            dropped += usize::from(history.hold(Bytes::from(vec![i])));
+            dropped += history.hold(Bytes::from(vec![i]));
         }
         assert_eq!(dropped, 2);
         let held: Vec<u8> = history.release().iter().map(|b| b[0]).collect();
         assert_eq!(held, [2, 3, 4]);
         assert!(!history.holding());
+    }
+
+    #[test]
+    fn holding_keeps_within_its_bytes_whatever_the_limit_of_lines() {
+        let mut history = History::new(MAX_HISTORY);
+        let line = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut dropped = 0;
+        for _ in 0..1100 {
+            dropped += history.hold(line.clone());
+        }
+        let held = history.release();
+        assert_eq!(held.len(), MAX_HELD_BYTES / line.len());
+        assert_eq!(dropped, 1100 - held.len());
     }
 
     #[test]

@@ -340,9 +340,10 @@ impl Link {
         {
             // Behind what is held already, so that the other nodes get them in order.
             self.counters.held.fetch_add(1, Ordering::Relaxed);
-            if history.hold(payload.into()) {
-                down();
-            }
+            let dropped = history.hold(payload.into()) as u64;
+            self.counters
+                .dropped_broker_down
+                .fetch_add(dropped, Ordering::Relaxed);
             return;
         }
         match client.publish(subject.to_owned(), payload.into()).await {
