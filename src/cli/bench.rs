@@ -64,6 +64,8 @@ struct RunArgs {
     targets: Vec<Target>,
     #[command(flatten)]
     chat: super::bench_chat::ChatArgs,
+    #[command(flatten)]
+    udp: super::bench_udp::UdpArgs,
     /// Connections to open, all before the load starts; one that fails is not reopened.
     #[arg(short = 'c', long, value_name = "N", default_value_t = bench::DEFAULT_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -264,6 +266,29 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         super::bad_value("bench", "--chat runs from one machine, not with --fleet");
     }
     let target = &args.targets[0];
+    if args.udp.udp {
+        signals()?;
+        let common = super::bench_udp::Common {
+            target,
+            sockets: args.connections as usize,
+            messages: args.messages,
+            duration: args.duration.unwrap_or(bench::DEFAULT_DURATION),
+            size: args.size,
+            pipeline: args.pipeline as usize,
+            rate: args.rate,
+            threads: args.threads.map_or(0, usize::from),
+            send: &args.send,
+            expect: args.expect.as_deref(),
+            reply_size: args.reply_size,
+            json: args.json,
+        };
+        let code = super::bench_udp::run(&args.udp, &common, &STOP)?;
+        return Ok(if STOP.load(Ordering::SeqCst) {
+            ExitCode::from(130)
+        } else {
+            code
+        });
+    }
     // Failing to resolve is failing to start (exit 1), not a usage error.
     let addrs = target
         .resolve()

@@ -3,6 +3,7 @@
 pub(crate) mod bench;
 pub(crate) mod bench_chat;
 pub(crate) mod bench_files;
+pub(crate) mod bench_udp;
 pub(crate) mod completions;
 pub(crate) mod log_format;
 pub(crate) mod man;

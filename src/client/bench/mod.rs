@@ -78,6 +78,7 @@ mod tally;
 mod text;
 pub mod thresholds;
 mod tls;
+pub mod udp;
 mod worker;
 
 pub use error::ErrorKind;

@@ -1,0 +1,352 @@
+//! One socket's bookkeeping ([`Flow`]): which datagrams are out, which were answered, lost,
+//! answered twice, late or wrong; and what a thread's sockets measured together ([`Tally`]).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::payload::Payload;
+use crate::client::bench::histogram::{HISTOGRAM_MAX_US, SparseHistogram, histogram, micros};
+
+/// A datagram's fate, one byte per sequence number.
+const PENDING: u8 = 0;
+const ANSWERED: u8 = 1;
+const CORRUPT: u8 = 2;
+const LOST: u8 = 3;
+/// Lost, then its reply came after all.
+const LATE: u8 = 4;
+
+/// A datagram out and not yet answered.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    /// What its round trip counts from: its intended send time in an open loop, else when
+    /// it was sent.
+    origin: Instant,
+    /// When it went out: the reply timeout and the jitter count from here.
+    sent: Instant,
+}
+
+/// One second of the run.
+#[derive(Debug, Default)]
+pub(super) struct SecondTally {
+    /// Round trips of the replies that came in this second.
+    pub(super) rtt: SparseHistogram,
+    /// Datagrams sent in this second and never answered in time.
+    pub(super) lost: u64,
+}
+
+/// What a thread's sockets measured.
+#[derive(Debug)]
+pub(super) struct Tally {
+    pub(super) sent: u64,
+    pub(super) bytes_sent: u64,
+    pub(super) datagrams_in: u64,
+    pub(super) bytes_in: u64,
+    pub(super) answered: u64,
+    pub(super) corrupt: u64,
+    pub(super) lost: u64,
+    pub(super) late: u64,
+    pub(super) duplicates: u64,
+    pub(super) reordered: u64,
+    pub(super) foreign: u64,
+    pub(super) skipped: u64,
+    pub(super) send_errors: u64,
+    pub(super) refused: u64,
+    pub(super) unresolved: u64,
+    pub(super) stamped: u64,
+    pub(super) request_loss: u64,
+    pub(super) reply_loss: u64,
+    pub(super) rtt: Histogram<u64>,
+    /// |D| of RFC 3550 over consecutive replies of a socket, µs.
+    pub(super) delta: Histogram<u64>,
+    /// The sum of each socket's final jitter estimate (µs), and how many sockets have one.
+    pub(super) jitter_sum: f64,
+    pub(super) jitter_sockets: u64,
+    pub(super) seconds: Vec<SecondTally>,
+    /// The current second's round trips, folded into `seconds` when the second changes.
+    current: (usize, Histogram<u64>),
+    /// The last datagram sent or answered.
+    pub(super) last_activity: Option<Instant>,
+    pub(super) first_error: Option<String>,
+}
+
+impl Tally {
+    pub(super) fn new() -> Tally {
+        Tally {
+            sent: 0,
+            bytes_sent: 0,
+            datagrams_in: 0,
+            bytes_in: 0,
+            answered: 0,
+            corrupt: 0,
+            lost: 0,
+            late: 0,
+            duplicates: 0,
+            reordered: 0,
+            foreign: 0,
+            skipped: 0,
+            send_errors: 0,
+            refused: 0,
+            unresolved: 0,
+            stamped: 0,
+            request_loss: 0,
+            reply_loss: 0,
+            rtt: histogram(),
+            delta: histogram(),
+            jitter_sum: 0.0,
+            jitter_sockets: 0,
+            seconds: Vec::new(),
+            current: (0, histogram()),
+            last_activity: None,
+            first_error: None,
+        }
+    }
+
+    pub(super) fn error(&mut self, what: String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(what);
+        }
+    }
+
+    fn second(&mut self, second: usize) -> &mut SecondTally {
+        if self.seconds.len() <= second {
+            self.seconds.resize_with(second + 1, SecondTally::default);
+        }
+        &mut self.seconds[second]
+    }
+
+    fn record_rtt(&mut self, second: usize, us: u64) {
+        let us = us.clamp(1, HISTOGRAM_MAX_US);
+        self.rtt.saturating_record(us);
+        if self.current.0 != second {
+            self.fold();
+            self.current.0 = second;
+        }
+        self.current.1.saturating_record(us);
+    }
+
+    /// Moves the current second's round trips into its [`SecondTally`].
+    pub(super) fn fold(&mut self) {
+        if self.current.1.is_empty() {
+            return;
+        }
+        let (second, mut h) = std::mem::replace(&mut self.current, (0, histogram()));
+        self.second(second).rtt.add_full(&h);
+        h.reset();
+        self.current = (second, h);
+    }
+
+    /// Adds another thread's tally into this one.
+    pub(super) fn absorb(&mut self, mut other: Tally) {
+        other.fold();
+        self.fold();
+        for (a, b) in [
+            (&mut self.sent, other.sent),
+            (&mut self.bytes_sent, other.bytes_sent),
+            (&mut self.datagrams_in, other.datagrams_in),
+            (&mut self.bytes_in, other.bytes_in),
+            (&mut self.answered, other.answered),
+            (&mut self.corrupt, other.corrupt),
+            (&mut self.lost, other.lost),
+            (&mut self.late, other.late),
+            (&mut self.duplicates, other.duplicates),
+            (&mut self.reordered, other.reordered),
+            (&mut self.foreign, other.foreign),
+            (&mut self.skipped, other.skipped),
+            (&mut self.send_errors, other.send_errors),
+            (&mut self.refused, other.refused),
+            (&mut self.unresolved, other.unresolved),
+            (&mut self.stamped, other.stamped),
+            (&mut self.request_loss, other.request_loss),
+            (&mut self.reply_loss, other.reply_loss),
+            (&mut self.jitter_sockets, other.jitter_sockets),
+        ] {
+            *a += b;
+        }
+        self.jitter_sum += other.jitter_sum;
+        // Histograms of the same bounds always add.
+        let _ = self.rtt.add(&other.rtt);
+        let _ = self.delta.add(&other.delta);
+        for (i, s) in other.seconds.into_iter().enumerate() {
+            let mine = self.second(i);
+            mine.rtt.add(&s.rtt);
+            mine.lost += s.lost;
+        }
+        self.last_activity = self.last_activity.max(other.last_activity);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// One socket's datagrams.
+#[derive(Debug)]
+pub(super) struct Flow {
+    /// The socket's number in the run (it picks the payload's filler).
+    pub(super) index: usize,
+    /// The next sequence number.
+    pub(super) next_seq: u64,
+    /// Open loop: schedule slots used (sent or skipped).
+    pub(super) slots: u64,
+    out: BTreeMap<u64, Out>,
+    fate: Vec<u8>,
+    highest_answered: Option<u64>,
+    /// The previous reply's transit time (ns) and the RFC 3550 jitter estimate (ns).
+    last_transit: Option<i128>,
+    jitter: f64,
+    /// The stamped reply of the highest sequence number: (seq, stamp).
+    last_stamp: Option<(u64, u64)>,
+}
+
+impl Flow {
+    pub(super) fn new(index: usize) -> Flow {
+        Flow {
+            index,
+            next_seq: 0,
+            slots: 0,
+            out: BTreeMap::new(),
+            fate: Vec::new(),
+            highest_answered: None,
+            last_transit: None,
+            jitter: 0.0,
+            last_stamp: None,
+        }
+    }
+
+    /// Datagrams out and not answered.
+    pub(super) fn in_flight(&self) -> usize {
+        self.out.len()
+    }
+
+    /// When the oldest datagram out times out.
+    pub(super) fn next_expiry(&self, timeout: Duration) -> Option<Instant> {
+        self.out.values().next().map(|o| o.sent + timeout)
+    }
+
+    /// Notes datagram `next_seq` as sent and moves on to the next.
+    pub(super) fn sent(&mut self, origin: Instant, now: Instant) -> u64 {
+        let seq = self.next_seq;
+        self.out.insert(seq, Out { origin, sent: now });
+        self.fate.push(PENDING);
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Every datagram out for `timeout` or longer is lost.
+    pub(super) fn expire(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        start: Instant,
+        t: &mut Tally,
+    ) {
+        while let Some((&seq, out)) = self.out.first_key_value() {
+            if out.sent + timeout > now {
+                break;
+            }
+            let sent_second = out.sent.saturating_duration_since(start).as_secs() as usize;
+            self.out.remove(&seq);
+            self.fate[seq as usize] = LOST;
+            t.lost += 1;
+            t.second(sent_second).lost += 1;
+        }
+    }
+
+    /// A datagram from the server.
+    pub(super) fn reply(
+        &mut self,
+        reply: &[u8],
+        now: Instant,
+        start: Instant,
+        payload: &Payload,
+        scratch: &mut Vec<u8>,
+        t: &mut Tally,
+    ) {
+        t.datagrams_in += 1;
+        t.bytes_in += reply.len() as u64;
+        let seq = payload
+            .id
+            .read(reply)
+            .zip(self.next_seq.checked_sub(1))
+            .and_then(|(id, highest)| payload.id.unwrap(id, highest));
+        let Some(seq) = seq else {
+            t.foreign += 1;
+            t.error(format!(
+                "socket {}: a reply of {} bytes answering no datagram sent",
+                self.index,
+                reply.len()
+            ));
+            return;
+        };
+        match self.fate[seq as usize] {
+            PENDING => {}
+            ANSWERED | CORRUPT | LATE => {
+                t.duplicates += 1;
+                return;
+            }
+            _ => {
+                self.fate[seq as usize] = LATE;
+                t.late += 1;
+                return;
+            }
+        }
+        let out = self.out.remove(&seq).expect("a pending datagram is out");
+        t.last_activity = Some(now);
+        if !payload.right(self.index, seq, reply, scratch) {
+            self.fate[seq as usize] = CORRUPT;
+            t.corrupt += 1;
+            t.error(format!(
+                "socket {}: the reply to datagram {seq} is not what was expected ({} bytes)",
+                self.index,
+                reply.len()
+            ));
+            return;
+        }
+        self.fate[seq as usize] = ANSWERED;
+        t.answered += 1;
+        match self.highest_answered {
+            Some(h) if h > seq => t.reordered += 1,
+            _ => self.highest_answered = Some(seq),
+        }
+        if let Some(stamp) = payload.stamp(reply) {
+            t.stamped += 1;
+            if self.last_stamp.is_none_or(|(s, _)| s < seq) {
+                self.last_stamp = Some((seq, stamp));
+            }
+        }
+        let second = now.saturating_duration_since(start).as_secs() as usize;
+        t.record_rtt(second, micros(now.saturating_duration_since(out.origin)));
+        // RFC 3550, 6.4.1: D is the difference of two consecutive replies' transit times;
+        // J += (|D| - J) / 16.
+        let transit = now.saturating_duration_since(out.sent).as_nanos() as i128;
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).unsigned_abs() as f64;
+            self.jitter += (d - self.jitter) / 16.0;
+            t.delta
+                .saturating_record(((d / 1000.0).round() as u64).min(HISTOGRAM_MAX_US));
+        }
+        self.last_transit = Some(transit);
+    }
+
+    /// The end of the run: what is still out is unresolved, and the loss is split by the
+    /// stamps into the requests the server never got and the replies that never came.
+    pub(super) fn finish(&mut self, t: &mut Tally) {
+        t.unresolved += self.out.len() as u64;
+        self.out.clear();
+        if self.last_transit.is_some() && self.fate.iter().filter(|f| **f == ANSWERED).count() > 1 {
+            t.jitter_sum += self.jitter / 1000.0;
+            t.jitter_sockets += 1;
+        }
+        if let Some((seq, stamp)) = self.last_stamp {
+            // Up to `seq`, `seq + 1` datagrams were sent and the server counted `stamp`.
+            let covered = self.fate[..=seq as usize]
+                .iter()
+                .filter(|f| matches!(**f, LOST | LATE))
+                .count() as u64;
+            let request = (seq + 1).saturating_sub(stamp).min(covered);
+            t.request_loss += request;
+            t.reply_loss += covered - request;
+        }
+    }
+}
