@@ -20,6 +20,7 @@ peers=(
   "redis-cli redis-tools"
   "redis-benchmark redis-tools"
   "memcached memcached"
+  "dnsmasq dnsmasq-base"
   "haproxy haproxy"
   "systemd-socket-activate systemd"
   "systemd-analyze systemd"

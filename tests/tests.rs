@@ -24,6 +24,7 @@ mod bench_framings;
 mod bench_handshakes;
 mod bench_protocols;
 mod bench_timeline;
+mod bench_udp;
 mod book;
 mod chat;
 mod chat_pressure;
