@@ -144,7 +144,7 @@ fn bench_udp_open_loop_uses_every_slot_of_its_schedule_once() {
 
 /// A UDP echo in Python, behaving as `mode` says; it prints its port first.
 const PY_ECHO: &str = r#"
-import socket, struct, sys
+import socket, struct, sys, threading
 mode = sys.argv[1]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
@@ -169,6 +169,15 @@ while True:
             s.sendto(data, peer)
             s.sendto(held[0], held[1])
             held = None
+    elif mode == "late3":
+        if n in (10, 20, 30):
+            threading.Timer(0.4, s.sendto, (data, peer)).start()
+        else:
+            s.sendto(data, peer)
+    elif mode == "corrupt10":
+        if n % 10 == 0:
+            data = data[:-1] + bytes([data[-1] ^ 1])
+        s.sendto(data, peer)
     elif mode in ("stamp-request", "stamp-reply"):
         if mode == "stamp-request" and n % 10 == 0:
             continue
@@ -212,6 +221,36 @@ fn an_echo_that_drops_every_tenth_datagram_shows_ten_percent_loss() {
         .map(|s| n(s, "errors"))
         .sum();
     assert_eq!(lost_by_second, 10, "{r}");
+}
+
+#[test]
+fn late_and_corrupt_replies_are_counted_apart_from_the_answers() {
+    // The 10th, 20th and 30th replies 400 ms late against a 200 ms timeout: lost, then
+    // late. Open loop, 50 ms apart for 2.5 s: the last late one comes long before the end.
+    let (_echo, target) = py_echo("late3");
+    let (code, r) = bench_udp(&[
+        &target,
+        "-c",
+        "1",
+        "-n",
+        "50",
+        "--rate",
+        "20",
+        "--reply-timeout",
+        "200ms",
+    ]);
+    assert_eq!(code, Some(1), "{r}");
+    assert_eq!(n(&r, "sent") + n(&r, "skipped"), 50, "{r}");
+    assert_eq!(n(&r, "lost"), 3, "{r}");
+    assert_eq!(n(&r, "late"), 3, "{r}");
+    assert_eq!(n(&r, "answered"), n(&r, "sent") - 3, "{r}");
+    // Every tenth reply with its last byte flipped: matched, and wrong.
+    let (_echo, target) = py_echo("corrupt10");
+    let (code, r) = bench_udp(&[&target, "-c", "1", "-n", "100"]);
+    assert_eq!(code, Some(1), "{r}");
+    assert_eq!(n(&r, "corrupt"), 10, "{r}");
+    assert_eq!(n(&r, "answered"), 90, "{r}");
+    assert_eq!(n(&r, "lost"), 0, "{r}");
 }
 
 #[test]
