@@ -53,6 +53,7 @@ mod scripts;
 mod seed;
 mod shutdown;
 mod talk;
+mod talk_udp;
 mod tls;
 mod tls_faults;
 mod tls_interop;

@@ -45,6 +45,11 @@ pub(crate) struct TalkArgs {
     /// to talk to a server or proxy that expects one; before TLS with --tls [default: none].
     #[arg(long, value_name = "VERSION")]
     send_proxy: Option<tcpool::client::send_proxy::SendProxy>,
+    /// Talk UDP: each line is one datagram to HOST:PORT, and every datagram that comes back
+    /// is printed with the address that sent it; after each line, wait up to
+    /// --reply-timeout for a reply, and say when none came [default: off, TCP].
+    #[arg(long, conflicts_with_all = ["no_wait", "tls", "send_proxy"])]
+    udp: bool,
 }
 
 const EXAMPLES: &str = r"
@@ -59,6 +64,9 @@ const EXAMPLES: &str = r"
 
 /// Talks to the server; exit code 0 whenever the conversation ended normally.
 pub(crate) fn run(args: TalkArgs) -> anyhow::Result<ExitCode> {
+    if args.udp {
+        return udp(&args);
+    }
     // Flags that do not go together are a usage error before anything is tried.
     let tls = args.tls.settings("talk");
     let (mut stream, _) = args
@@ -232,4 +240,68 @@ fn interactive(mut stream: impl talk::Stream, options: Options) -> anyhow::Resul
     let _ = stream.shutdown(std::net::Shutdown::Both);
     terminal::restore();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `talk --udp`: a datagram a line, with a prompt on a terminal.
+fn udp(args: &TalkArgs) -> anyhow::Result<ExitCode> {
+    let target = *args
+        .addr
+        .resolve()
+        .with_context(|| format!("cannot resolve {}", args.addr))?
+        .first()
+        .with_context(|| format!("{} has no address", args.addr))?;
+    let socket = talk::udp::socket(target).context("cannot open a UDP socket")?;
+    let eol = args.eol.unwrap_or(LineEnding::None);
+    let print = |line: &str| {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
+    let warn = |warning: &str| eprintln!("warning: {warning}");
+    if !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
+        terminal::take_stop_signal();
+        talk::udp::run_piped(
+            &socket,
+            target,
+            io::BufReader::new(io::stdin()),
+            eol,
+            args.reply_timeout,
+            print,
+            warn,
+        )
+        .with_context(|| format!("cannot talk to udp {target}"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    use rustyline::error::ReadlineError;
+    terminal::save();
+    let mut editor = rustyline::DefaultEditor::new().context("cannot start the line editor")?;
+    terminal::take_stop_signal();
+    eprintln!("talking udp to {target}: a datagram a line, Ctrl-D leaves");
+    let ended = loop {
+        match editor.readline("udp>> ") {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                if let Err(e) = talk::udp::exchange(
+                    &socket,
+                    target,
+                    &line,
+                    eol,
+                    args.reply_timeout,
+                    &print,
+                    &warn,
+                ) {
+                    break Err(e).with_context(|| format!("cannot talk to udp {target}"));
+                }
+            }
+            Err(ReadlineError::Interrupted) => {
+                terminal::restore();
+                return Ok(ExitCode::from(130));
+            }
+            Err(ReadlineError::Eof) => break Ok(ExitCode::SUCCESS),
+            Err(e) => break Err(e).context("cannot read the terminal"),
+        }
+    };
+    terminal::restore();
+    ended
 }

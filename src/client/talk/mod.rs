@@ -20,6 +20,8 @@ use crossbeam::channel::{self, Receiver, RecvTimeoutError};
 
 use crate::server::protocol::{Flow, LineEnding, Splitter, escape};
 
+pub mod udp;
+
 /// A connection to talk over: a TCP socket, or the plaintext end of a TLS link
 /// ([`crate::tls::pump`]).
 pub trait Stream: Read + Write + Send + Sized + 'static {
