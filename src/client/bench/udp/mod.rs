@@ -9,8 +9,11 @@
 //!   out, and sends the next when one is answered or lost. With [`UdpOptions::rate`] the
 //!   load is open loop: the rate is split evenly over the sockets (their schedules
 //!   staggered), each datagram has an intended send time and its round trip counts from it.
-//!   A datagram whose time passed by more than one interval (the generator stalled) is
-//!   *skipped*, counted and never sent: no burst of catch-up datagrams follows a stall.
+//!   A datagram whose time passed by more than one interval (or 2 ms, for shorter
+//!   intervals: the poller wakes in whole milliseconds) is *skipped*, counted and never
+//!   sent: no burst of catch-up datagrams follows a stall. The open loop does not wait for
+//!   replies: [`UdpOptions::pipeline`] does not cap it, and what is out is bounded by the
+//!   rate times the reply timeout.
 //! - **Match**: a reply to a datagram still out is answered (its round trip recorded) or,
 //!   when its bytes are not what was expected, corrupt; a reply to one already answered is a
 //!   duplicate; one to a datagram given up on after [`UdpOptions::reply_timeout`] is late
@@ -59,7 +62,7 @@ pub struct UdpOptions {
     pub target: SocketAddr,
     /// Sockets, each with its own source port.
     pub sockets: usize,
-    /// Datagrams out per socket at most (closed loop).
+    /// Datagrams out per socket at most, in a closed loop (the open loop sends on schedule).
     pub pipeline: usize,
     /// Datagrams per second over all sockets (open loop); `None`: closed loop.
     pub rate: Option<f64>,
