@@ -374,6 +374,11 @@ fn memcached_udp_answers_every_get_matched_by_its_request_id() {
         assert_eq!(n(&r, key), 0, "{key}: {r}");
     }
     assert_eq!(r["id_field"], "0:2", "{r}");
+    assert_eq!(r["reply"], "exact", "{r}");
+    assert_eq!(
+        r["request"], r"\x00\x00\x00\x00\x00\x01\x00\x00get k\r\n",
+        "{r}"
+    );
 }
 
 /// dnsmasq on PATH, or where Debian puts it.

@@ -122,8 +122,11 @@ pub(crate) fn run(
             options.sockets, options.target
         );
     }
-    let report = udp::run(&options, stop)
+    let mut report = udp::run(&options, stop)
         .with_context(|| format!("benchmark against udp {} failed", options.target))?;
+    if let [text] = common.send {
+        text.clone_into(&mut report.request);
+    }
     let mut out = std::io::stdout().lock();
     let printed = if common.json {
         let json = serde_json::to_string(&report).context("cannot encode the report")?;

@@ -26,8 +26,11 @@ pub struct UdpReport {
     pub pipeline: usize,
     /// Datagrams per second asked for (open loop); `None`: closed loop.
     pub rate: Option<f64>,
-    /// `own` (bench's payload of `size` bytes) or the request template, escaped.
+    /// `own` (bench's payload of `size` bytes) or the request (--send) as written.
     pub request: String,
+    /// How replies were judged: `own` (the request back, the stamp slot aside), `exact`
+    /// (--expect), `size N` (--reply-size) or `any` (only matched by the id).
+    pub reply: String,
     /// Bench's own payload's size in bytes (with --send, 0).
     pub size: usize,
     /// The id field as `OFFSET:LEN`.
@@ -138,6 +141,12 @@ pub(super) fn report(
             None => "own".into(),
             Some(_) => "template".into(),
         },
+        reply: match &payload.check {
+            Check::Own => "own".into(),
+            Check::Exact(_) => "exact".into(),
+            Check::Size(n) => format!("size {n}"),
+            Check::Any => "any".into(),
+        },
         size: if payload.send.is_none() {
             payload.size
         } else {
@@ -188,17 +197,9 @@ pub(super) fn report(
         timeline,
         first_error: t.first_error,
     }
-    .with_check(&payload.check)
 }
 
 impl UdpReport {
-    fn with_check(mut self, check: &Check) -> UdpReport {
-        if let Check::Size(n) = check {
-            self.request = format!("template, replies of {n} bytes");
-        }
-        self
-    }
-
     /// Every datagram answered rightly, once, and nothing failed.
     pub fn clean(&self) -> bool {
         self.lost == 0
@@ -228,7 +229,12 @@ impl fmt::Display for UdpReport {
         let what = if self.size > 0 {
             format!("{}-byte datagrams of bench's payload", self.size)
         } else {
-            format!("{} (id at {})", self.request, self.id_field)
+            format!(
+                "\"{}\" (id at {}), replies {}",
+                clean(&self.request),
+                self.id_field,
+                self.reply
+            )
         };
         writeln!(
             f,
