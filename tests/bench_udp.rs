@@ -146,8 +146,9 @@ fn bench_udp_open_loop_uses_every_slot_of_its_schedule_once() {
 const PY_ECHO: &str = r#"
 import socket, struct, sys, threading
 mode = sys.argv[1]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
+v6 = len(sys.argv) > 2
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("::1" if v6 else "127.0.0.1", 0))
 print(s.getsockname()[1], flush=True)
 n = 0
 counts = {}
@@ -169,6 +170,8 @@ while True:
             s.sendto(data, peer)
             s.sendto(held[0], held[1])
             held = None
+    elif mode == "echo":
+        s.sendto(data, peer)
     elif mode == "late3":
         if n in (10, 20, 30):
             threading.Timer(0.4, s.sendto, (data, peer)).start()
@@ -187,10 +190,16 @@ while True:
         s.sendto(struct.pack(">Q", counts[peer]) + data[8:], peer)
 "#;
 
-/// Starts [`PY_ECHO`] in `mode`; the guard and its address.
+/// Starts [`PY_ECHO`] in `mode` on 127.0.0.1; the guard and its address.
 fn py_echo(mode: &str) -> (External, String) {
+    py_echo_on(mode, false)
+}
+
+/// Starts [`PY_ECHO`] in `mode`, on ::1 if `v6`; the guard and its address.
+fn py_echo_on(mode: &str, v6: bool) -> (External, String) {
     let mut child = Command::new("python3")
         .args(["-c", PY_ECHO, mode])
+        .args(v6.then_some("6"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -201,7 +210,16 @@ fn py_echo(mode: &str) -> (External, String) {
         .read_line(&mut line)
         .unwrap();
     let port: u16 = line.trim().parse().expect("the echo's port");
-    (External(child), format!("127.0.0.1:{port}"))
+    let host = if v6 { "[::1]" } else { "127.0.0.1" };
+    (External(child), format!("{host}:{port}"))
+}
+
+#[test]
+fn bench_udp_over_ipv6_gets_every_datagram_back() {
+    let (_echo, target) = py_echo_on("echo", true);
+    let (code, r) = bench_udp(&[&target, "-c", "3", "-n", "300", "--pipeline", "2"]);
+    assert_clean(code, &r, 300);
+    assert_eq!(r["target"], target, "{r}");
 }
 
 #[test]
