@@ -483,3 +483,17 @@ fn bench_udp_refuses_what_cannot_work() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_port_where_nothing_listens_refuses_and_every_datagram_is_lost() {
+    let port = free_udp_port().to_string();
+    let (code, r) = bench_udp(&[&port, "-c", "1", "-n", "3", "--reply-timeout", "100ms"]);
+    assert_eq!(code, Some(1), "{r}");
+    assert_eq!(n(&r, "sent"), 3, "{r}");
+    assert_eq!(n(&r, "lost"), 3, "{r}");
+    assert_eq!(n(&r, "answered"), 0, "{r}");
+    // Linux reports each ICMP port unreachable on the connected socket.
+    assert!(n(&r, "refused") >= 1, "{r}");
+    let first = r["first_error"].as_str().unwrap_or_default();
+    assert!(first.contains("refused"), "{r}");
+}
