@@ -471,6 +471,8 @@ fn bench_udp_refuses_what_cannot_work() {
         (&["--send", "x"][..], "--id-field"),
         (&["--id-field", "0:2"][..], "--id-field goes with --send"),
         (&["--id-field", "0:9", "--send", "x"][..], "1 to 8 bytes"),
+        // The TCP reply timeout is not the datagrams' one (--reply-timeout).
+        (&["--timeout", "1s"][..], "cannot be used with '--timeout"),
     ] {
         let out = Command::new(tcpool_bin())
             .args(["bench", "--udp", "-n", "1", "127.0.0.1:9"])

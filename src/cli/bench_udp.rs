@@ -23,7 +23,7 @@ pub(crate) struct UdpArgs {
     #[arg(long, conflicts_with_all = [
         "chat", "tls", "reply", "until", "first_message", "connect_rate", "reconnect_every",
         "requests", "send_file", "weight", "start_at", "server_metrics", "hdr_log", "plot",
-        "send_proxy", "fleet", "eol",
+        "send_proxy", "fleet", "eol", "warmup", "timeout", "connect_timeout", "seed",
     ])]
     pub(crate) udp: bool,
     /// --udp: how long a datagram's reply may take before the datagram counts as lost
