@@ -143,9 +143,12 @@ impl Console {
             Command::Help => self.printer.print(&self.help()),
             Command::FaultAdd(spec) => {
                 let id = self.audit.add_fault(&self.faults, spec, Source::Console);
-                self.printer.print(&format!(
-                    "fault #{id} added: {spec} (sessions that connect from now on)"
-                ));
+                let whom = match spec.kind.is_udp() {
+                    true => "every UDP datagram from now on",
+                    false => "sessions that connect from now on",
+                };
+                self.printer
+                    .print(&format!("fault #{id} added: {spec} ({whom})"));
             }
             Command::FaultList => self.printer.print(&self.fault_list()),
             Command::FaultClear(id) => {
@@ -366,7 +369,7 @@ impl Console {
         }
         let lines: Vec<String> = active
             .iter()
-            .map(|f| format!("#{} {}  sessions {}", f.id, f.spec, f.sessions))
+            .map(|f| format!("#{} {}  {} {}", f.id, f.spec, f.spec.touches(), f.sessions))
             .collect();
         lines.join("\n")
     }
