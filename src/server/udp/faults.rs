@@ -213,12 +213,12 @@ impl Shaper {
 
     /// Once a batch, after its last datagram: adds what it counted to the shared counts.
     pub(crate) fn end(&mut self) {
+        for fault in &mut self.faults {
+            fault.active.touch(std::mem::take(&mut fault.touched));
+        }
         if self.tally.iter().any(|&n| n > 0) {
             self.live.add_udp_faulted(&self.tally);
             self.tally = [0; Faulted::COUNT];
-        }
-        for fault in &mut self.faults {
-            fault.active.touch(std::mem::take(&mut fault.touched));
         }
     }
 
