@@ -230,20 +230,18 @@ impl Shaper {
         }
         let source = self.sources.entry(peer).or_default();
         source.arrived += 1;
-        let arrived = source.arrived;
         for fault in &mut self.faults {
             if let UdpFault::Drop {
                 p,
                 dir: Dir::Request,
             } = fault.kind
-                && fault.rng(arrived).unit() < p
+                && fault.rng(source.arrived).unit() < p
             {
                 fault.touched += 1;
                 self.tally[Faulted::DropRequest as usize] += 1;
                 return None;
             }
         }
-        let source = self.sources.get_mut(&peer).expect("counted above");
         source.counted += 1;
         Some(source.counted)
     }
@@ -320,7 +318,7 @@ impl Shaper {
         let mut hold = Duration::ZERO;
         let mut delayed = false;
         let mut depth = None;
-        for fault in &mut self.faults {
+        for fault in &self.faults {
             match fault.kind {
                 UdpFault::Delay { delay, jitter } => {
                     let spread = jitter.mul_f64(2.0 * fault.rng(number).unit());
@@ -330,9 +328,8 @@ impl Shaper {
                 UdpFault::Reorder { depth: d } => {
                     depth = Some(depth.map_or(d, |was: u32| was.min(d)));
                 }
-                _ => continue,
+                _ => {}
             }
-            fault.touched += 1;
         }
         if !delayed && depth.is_none() {
             return out;
@@ -341,6 +338,14 @@ impl Shaper {
         if self.held() >= MAX_HELD || self.held_bytes + bytes > MAX_HELD_BYTES {
             self.tally[Faulted::Overflow as usize] += 1;
             return Out { copies: 0, len: 0 };
+        }
+        for fault in &mut self.faults {
+            if matches!(
+                fault.kind,
+                UdpFault::Delay { .. } | UdpFault::Reorder { .. }
+            ) {
+                fault.touched += 1;
+            }
         }
         self.held_bytes += bytes;
         let held = Held {

@@ -150,6 +150,11 @@ fn what_is_held_is_bounded_and_a_clear_lets_it_out_at_once() {
     shaper.end();
     assert_eq!(faulted(&faults, "overflow"), 10);
     assert_eq!(faulted(&faults, "delay"), MAX_HELD as u64);
+    assert_eq!(
+        faults.list()[0].sessions,
+        MAX_HELD as u64,
+        "an overflow is no delay"
+    );
     assert_eq!(shaper.due(now).count(), 0);
     faults.clear(None);
     shaper.begin();
