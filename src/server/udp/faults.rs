@@ -105,7 +105,9 @@ impl Fault {
 }
 
 /// A source's datagrams so far: every one that arrived, and those counted (not dropped as
-/// requests). The request's draw is keyed by the first, the reply's by the second.
+/// requests). The request's draw is keyed by the first, the reply's by the second: keyed by
+/// the count, a request dropped would leave the next one its number, so its draw, and be
+/// dropped again for good.
 #[derive(Debug, Default, Clone, Copy)]
 struct Source {
     arrived: u64,

@@ -9,6 +9,10 @@
 //! (a datagram larger than the buffer arrives cut, and its echo is the cut part), and an echo
 //! the kernel will not take now (a full send buffer) is dropped and counted: UDP promises no
 //! delivery, and a worker never waits on one peer.
+//!
+//! The datagram faults (`--fault udp-drop=0.1`, ...) are each worker's `faults::Shaper`: asked
+//! about each request and each reply, it says what to send now and holds what is late, which
+//! the worker sends when `Echo::next_due` comes (`Echo::release`).
 
 mod faults;
 
