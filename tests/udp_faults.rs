@@ -12,7 +12,7 @@ use tcpool::server::operator::admin::{Admin, Options, Token};
 use tcpool::server::{Config, Running, Server, bind};
 
 use crate::admin::parse_with_prometheus_client;
-use crate::support::{IO_TIMEOUT, init_logger};
+use crate::support::{IO_TIMEOUT, connect, init_logger, round_trip};
 
 const TOKEN: &str = "udp-faults-token";
 
@@ -363,6 +363,9 @@ fn a_fault_added_and_cleared_over_http_changes_what_a_running_client_sees() {
     let seen = closed_loop(&socket, served.udp, 200, 16, wait);
     assert_eq!(seen.lost.len(), 200);
     served.expect_faulted("drop-reply", 200.0);
+    // A TCP session never gets a datagram fault.
+    let tcp = served.running.as_ref().unwrap().local_addr();
+    assert_eq!(round_trip(&mut connect(tcp), b"over tcp\n"), b"over tcp\n");
     let (_, listed) = served.admin("GET", "/faults", "");
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["kind"], "udp-drop");
