@@ -27,7 +27,7 @@ fn answered(shaper: &mut Shaper, from: SocketAddr, count: u64) -> Vec<u64> {
             continue;
         };
         let mut reply = *b"0123456789abcdef";
-        if shaper.reply(from, number, &mut reply, now).copies > 0 {
+        if shaper.reply_at(from, number, &mut reply, now).copies > 0 {
             sent.push(number);
         }
     }
@@ -70,7 +70,7 @@ fn a_reply_is_cut_flipped_or_doubled_and_never_grows() {
         let number = shaper.request(peer(9)).unwrap();
         let request = *b"0123456789abcdef";
         let mut reply = request;
-        let out = shaper.reply(peer(9), number, &mut reply, now);
+        let out = shaper.reply_at(peer(9), number, &mut reply, now);
         assert_eq!(out.len, 8);
         let flipped: u32 = (0..8).map(|i| (reply[i] ^ request[i]).count_ones()).sum();
         assert_eq!(flipped, 1, "one bit of one byte");
@@ -90,7 +90,7 @@ fn a_delayed_reply_is_due_no_sooner_than_its_delay() {
     let now = Instant::now();
     let mut reply = *b"held";
     let number = shaper.request(peer(1)).unwrap();
-    let out = shaper.reply(peer(1), number, &mut reply, now);
+    let out = shaper.reply_at(peer(1), number, &mut reply, now);
     assert_eq!(out.copies, 0);
     let due = shaper.next_due().unwrap();
     assert!(due >= now + Duration::from_millis(40) && due <= now + Duration::from_millis(60));
@@ -112,7 +112,7 @@ fn a_reorder_group_comes_out_shuffled_and_whole() {
     for _ in 0..64 {
         let number = shaper.request(peer(1)).unwrap();
         let mut reply = number.to_be_bytes();
-        assert_eq!(shaper.reply(peer(1), number, &mut reply, now).copies, 0);
+        assert_eq!(shaper.reply_at(peer(1), number, &mut reply, now).copies, 0);
         order.extend(
             shaper
                 .due(now)
@@ -132,7 +132,7 @@ fn a_reorder_group_comes_out_shuffled_and_whole() {
     }
     // A group that does not fill goes out after a short wait.
     let number = shaper.request(peer(1)).unwrap();
-    shaper.reply(peer(1), number, &mut [0; 4], now);
+    shaper.reply_at(peer(1), number, &mut [0; 4], now);
     assert_eq!(shaper.due(now).count(), 0);
     assert_eq!(shaper.next_due(), Some(now + REORDER_WAIT));
     assert_eq!(shaper.due(now + REORDER_WAIT).count(), 1);
@@ -145,7 +145,7 @@ fn what_is_held_is_bounded_and_a_clear_lets_it_out_at_once() {
     shaper.begin();
     for _ in 0..MAX_HELD + 10 {
         let number = shaper.request(peer(1)).unwrap();
-        shaper.reply(peer(1), number, &mut [0; 16], now);
+        shaper.reply_at(peer(1), number, &mut [0; 16], now);
     }
     shaper.end();
     assert_eq!(faulted(&faults, "overflow"), 10);
@@ -163,7 +163,7 @@ fn what_is_held_is_bounded_and_a_clear_lets_it_out_at_once() {
     assert_eq!(shaper.next_due(), None);
     // Nothing active: every reply goes at once, untouched.
     let number = shaper.request(peer(1)).unwrap();
-    let out = shaper.reply(peer(1), number, &mut [7; 16], now);
+    let out = shaper.reply_at(peer(1), number, &mut [7; 16], now);
     assert_eq!((out.copies, out.len), (1, 16));
 }
 
@@ -173,7 +173,7 @@ fn the_rate_lets_a_seconds_worth_through_then_one_per_interval() {
     let now = Instant::now() + Duration::from_millis(1);
     let mut send = |at| {
         let number = shaper.request(peer(1)).unwrap();
-        shaper.reply(peer(1), number, &mut [0; 4], at).copies
+        shaper.reply_at(peer(1), number, &mut [0; 4], at).copies
     };
     let burst: Vec<u8> = (0..12).map(|_| send(now)).collect();
     assert_eq!(burst, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]);

@@ -146,7 +146,6 @@ impl Echo {
         let [inn, bytes_in, out, bytes_out, refused, dropped] = &mut tally;
         let mut more = true;
         self.faults.begin();
-        let now = Instant::now();
         for _ in 0..BATCH {
             let (n, peer) = match self.socket.recv_from(&mut self.buf) {
                 Ok(got) => got,
@@ -168,7 +167,7 @@ impl Echo {
             let Some(number) = self.faults.request(peer) else {
                 continue;
             };
-            let send = self.faults.reply(peer, number, &mut self.buf[..n], now);
+            let send = self.faults.reply(peer, number, &mut self.buf[..n]);
             for _ in 0..send.copies {
                 match self.socket.send_to(&self.buf[..send.len], peer) {
                     Ok(sent) => {
