@@ -61,4 +61,5 @@ mod tls_probe;
 mod tls_rate;
 mod tls_reload;
 mod udp;
+mod udp_faults;
 mod wire;

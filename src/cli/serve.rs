@@ -146,13 +146,16 @@ pub(crate) struct ServeArgs {
     /// `stall,after=3,for=2s`, `reset,after=5`, `close,after=2s`, `truncate,bytes=3`; on TLS
     /// connections `tls-delay,delay=2s`, `tls-abort[,at=mid-handshake]`,
     /// `tls-alert,alert=protocol_version`, `tls-cert,cert=expired|wrong-name|self-signed`,
-    /// `tls-truncate,after=3`.
+    /// `tls-truncate,after=3`; on --udp datagrams, each one, with no `p`: `udp-drop=0.1`
+    /// (`,dir=request`), `udp-dup=0.2`, `udp-reorder=8`, `udp-delay=50ms±10ms`,
+    /// `udp-corrupt=0.01`, `udp-truncate=8`, `udp-rate=1000`.
     /// `p` is the chance a new session gets it (default 1); a bare `after` counts replies
     /// [default: none].
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<FaultSpec>,
     /// Seed of the per-session fault draws: the same seed and order of connections give the
-    /// same sessions the same faults and jitter [default: a new one each run, logged].
+    /// same sessions the same faults and jitter (and the same datagrams the same udp-* draws)
+    /// [default: a new one each run, logged].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
     /// Let other processes with --reuse-port listen on the same port (SO_REUSEPORT); the

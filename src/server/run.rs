@@ -518,6 +518,9 @@ impl Server {
                 .map(|f| format!("#{} {}", f.id, f.spec))
                 .collect();
             log::info!(target: LOG, "faults: {} seed={}", specs.join(" "), faults.seed());
+            if config.udp.is_none() && faults.active().iter().any(|f| f.spec.kind.is_udp()) {
+                log::warn!(target: LOG, "the udp-* faults act on --udp datagrams, and there are none without --udp");
+            }
         }
         let acceptors = Acceptors {
             shared: Arc::clone(&shared),

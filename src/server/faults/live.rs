@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::server::session::SessionId;
 use crate::server::session::outbox::Mailbox;
 
-use super::{FaultKind, FaultSpec, HandshakeFaults, Pacing, Rng, random_seed};
+use super::{FaultKind, FaultSpec, Faulted, HandshakeFaults, Pacing, Rng, random_seed};
 
 /// Mixed into the seed of the handshake faults' draws: a generator apart from the session's.
 const HANDSHAKE_SALT: u64 = 0x7C5A_11D0_2B3E_9F41;
@@ -42,7 +42,8 @@ pub struct FaultInfo {
     pub id: FaultId,
     /// What it does.
     pub spec: FaultSpec,
-    /// How many sessions it touched so far.
+    /// How many sessions it touched so far; for a datagram fault (`udp-*`), how many
+    /// datagrams ([`FaultSpec::touches`]).
     pub sessions: u64,
     /// Whether new sessions may still get it (`false` once cleared).
     pub active: bool,
@@ -55,11 +56,23 @@ pub(crate) struct Active {
     pub(crate) spec: FaultSpec,
     pub(super) touched: AtomicU64,
     pub(super) cleared: AtomicBool,
+    /// When it was added.
+    pub(crate) added: Instant,
+    /// `udp-rate`: the workers' shared bucket, as the time its next reply is due (GCRA), in
+    /// nanoseconds since `added`.
+    pub(crate) bucket: AtomicU64,
 }
 
 impl Active {
     pub(crate) fn is_cleared(&self) -> bool {
         self.cleared.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more sessions (or datagrams) touched.
+    pub(crate) fn touch(&self, n: u64) {
+        if n > 0 {
+            self.touched.fetch_add(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -102,6 +115,11 @@ struct Inner {
     set: RwLock<Set>,
     /// Bumped by every clear, so each worker looks at its faulted sessions once.
     generation: AtomicU64,
+    /// Bumped by every add and clear, so each worker's datagram faults look at the set once
+    /// a batch.
+    changes: AtomicU64,
+    /// What the datagram faults did, by [`Faulted`].
+    udp_faulted: [AtomicU64; Faulted::COUNT],
     /// The workers' doorbells, rung after a clear.
     mailboxes: Mutex<Vec<Arc<Mailbox>>>,
 }
@@ -144,6 +162,8 @@ impl Faults {
                 seed,
                 set: RwLock::new(Set::default()),
                 generation: AtomicU64::new(0),
+                changes: AtomicU64::new(0),
+                udp_faulted: Default::default(),
                 mailboxes: Mutex::new(Vec::new()),
             }),
         };
@@ -168,7 +188,10 @@ impl Faults {
             spec,
             touched: AtomicU64::new(0),
             cleared: AtomicBool::new(false),
+            added: Instant::now(),
+            bucket: AtomicU64::new(0),
         }));
+        self.inner.changes.fetch_add(1, Ordering::Release);
         id
     }
 
@@ -188,6 +211,7 @@ impl Faults {
         };
         if cleared > 0 {
             self.inner.generation.fetch_add(1, Ordering::Relaxed);
+            self.inner.changes.fetch_add(1, Ordering::Release);
             for mailbox in self.inner.mailboxes.lock().iter() {
                 mailbox.wake();
             }
@@ -218,7 +242,8 @@ impl Faults {
             .iter()
             .map(|f| {
                 let cleared = if f.active { "" } else { " (cleared)" };
-                format!("#{} {}{cleared}: {} sessions", f.id, f.spec, f.sessions)
+                let what = f.spec.touches();
+                format!("#{} {}{cleared}: {} {what}", f.id, f.spec, f.sessions)
             })
             .collect();
         parts.join(", ")
@@ -239,6 +264,43 @@ impl Faults {
         self.inner.generation.load(Ordering::Relaxed)
     }
 
+    /// UDP side: changes with every add and every clear.
+    pub(crate) fn changes(&self) -> u64 {
+        self.inner.changes.load(Ordering::Acquire)
+    }
+
+    /// UDP side: the active datagram faults, in the order they were added.
+    pub(crate) fn udp_active(&self) -> Vec<Arc<Active>> {
+        let set = self.inner.set.read();
+        set.all
+            .iter()
+            .filter(|f| !f.is_cleared() && f.spec.kind.is_udp())
+            .cloned()
+            .collect()
+    }
+
+    /// UDP side: adds a batch's counts, by [`Faulted`] index.
+    pub(crate) fn add_udp_faulted(&self, tally: &[u64; Faulted::COUNT]) {
+        for (count, &n) in self.inner.udp_faulted.iter().zip(tally) {
+            if n > 0 {
+                count.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// What the datagram faults did so far: how many datagrams each kind of effect touched
+    /// (`drop-request`, `drop-reply`, `dup`, `reorder`, `delay`, `corrupt`, `truncate`,
+    /// `rate`, and `overflow`: replies dropped because the hold was full).
+    pub fn udp_faulted(&self) -> Vec<(&'static str, u64)> {
+        Faulted::ALL
+            .iter()
+            .map(|&kind| {
+                let n = self.inner.udp_faulted[kind as usize].load(Ordering::Relaxed);
+                (kind.label(), n)
+            })
+            .collect()
+    }
+
     /// Draws the faults of a new session: one draw per active fault, in the order they were
     /// added, from the session's own generator, which then goes on to the jitter draws.
     /// `None` (and nothing held) for a session that got none.
@@ -247,7 +309,7 @@ impl Faults {
     /// ([`Faults::draw_handshake`]); `tls-truncate` is drawn here for a TLS session only.
     pub(crate) fn draw(&self, session: SessionId, connected: Instant, tls: bool) -> Option<Pacing> {
         let (drawn, rng) = self.draw_of(self.inner.seed, session, |kind| {
-            !kind.is_handshake() && (tls || !kind.is_tls())
+            !kind.is_handshake() && !kind.is_udp() && (tls || !kind.is_tls())
         })?;
         Some(Pacing::new(session, drawn, rng, connected))
     }

@@ -20,12 +20,17 @@ mod pacing;
 mod spec;
 #[cfg(test)]
 mod tests;
+mod udp_spec;
+#[cfg(test)]
+mod udp_tests;
 
 pub use handshake::HandshakeFaults;
 pub(crate) use live::Active;
 pub use live::{CLEARED_KEPT, FaultId, FaultInfo, Faults};
 pub(crate) use pacing::{End, Pacing};
 pub use spec::{AbortAt, After, BadCert, FaultError, FaultKind, FaultSpec};
+pub(crate) use udp_spec::Faulted;
+pub use udp_spec::{Dir, MAX_REORDER_DEPTH, UdpFault};
 
 /// A seed for a run without `--seed`: different each run.
 pub fn random_seed() -> u64 {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::units::{self, show_duration, show_size};
 
+use super::udp_spec::{self, UDP_KINDS, UdpFault};
+
 /// When a `stall`, `reset` or `close` acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
@@ -98,6 +100,9 @@ pub enum FaultKind {
         /// When.
         after: After,
     },
+    /// A datagram fault (`udp-drop=0.1`): for every `serve --udp` datagram while it is
+    /// active, never for a session.
+    Udp(UdpFault),
 }
 
 /// Where `tls-abort` cuts the handshake.
@@ -164,6 +169,7 @@ impl FaultKind {
             FaultKind::TlsAlert { .. } => "tls-alert",
             FaultKind::TlsCert { .. } => "tls-cert",
             FaultKind::TlsTruncate { .. } => "tls-truncate",
+            FaultKind::Udp(udp) => udp.name(),
         }
     }
 
@@ -209,7 +215,8 @@ impl FaultKind {
 pub struct FaultSpec {
     /// What the session gets.
     pub kind: FaultKind,
-    /// The chance, 0 to 1, that a new session gets it.
+    /// The chance, 0 to 1, that a new session gets it; 1 for a datagram fault
+    /// ([`FaultKind::Udp`]), whose own probability, if it has one, is per datagram.
     pub p: f64,
 }
 
@@ -223,6 +230,12 @@ impl FaultSpec {
     ///
     /// When `p` is not between 0 and 1.
     pub fn new(kind: FaultKind, p: f64) -> Result<Self, FaultError> {
+        if kind.is_udp() && p != 1.0 {
+            return Err(FaultError::new(
+                kind.name(),
+                format!("p: {p}: a datagram fault takes no p (it acts on every datagram)"),
+            ));
+        }
         if !(0.0..=1.0).contains(&p) {
             return Err(FaultError::new(
                 kind.name(),
@@ -235,6 +248,9 @@ impl FaultSpec {
 
 impl fmt::Display for FaultSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let FaultKind::Udp(udp) = self.kind {
+            return udp.fmt(f);
+        }
         f.write_str(self.kind.name())?;
         match self.kind {
             FaultKind::Latency { delay, jitter } => {
@@ -274,6 +290,7 @@ impl fmt::Display for FaultSpec {
             })?,
             FaultKind::TlsAlert { alert } => write!(f, ",alert={}", alert_name(alert))?,
             FaultKind::TlsCert { cert } => write!(f, ",cert={}", cert.name())?,
+            FaultKind::Udp(_) => unreachable!("shown above"),
         }
         if self.p < 1.0 {
             write!(f, ",p={}", self.p)?;
@@ -290,7 +307,7 @@ pub struct FaultError {
 }
 
 impl FaultError {
-    fn new(spec: &str, reason: String) -> Self {
+    pub(super) fn new(spec: &str, reason: String) -> Self {
         FaultError {
             spec: spec.to_owned(),
             reason,
@@ -307,7 +324,7 @@ impl fmt::Display for FaultError {
 impl std::error::Error for FaultError {}
 
 const KINDS: &str = "latency, bandwidth, slice, stall, reset, close, truncate, tls-delay, \
-                     tls-abort, tls-alert, tls-cert or tls-truncate";
+                     tls-abort, tls-alert, tls-cert or tls-truncate; for --udp datagrams";
 
 /// The keys each kind takes, besides `p`.
 fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
@@ -336,10 +353,18 @@ impl FromStr for FaultSpec {
         let mut parts = spec.split(',').map(str::trim);
         let kind = parts.next().unwrap_or_default();
         if kind.is_empty() {
-            return Err(fail(format!("it names no kind (one of {KINDS})")));
+            return Err(fail(format!(
+                "it names no kind (one of {KINDS} {UDP_KINDS})"
+            )));
+        }
+        if kind.starts_with("udp-") {
+            let kind = FaultKind::Udp(udp_spec::parse(spec)?);
+            return Ok(FaultSpec { kind, p: 1.0 });
         }
         let Some(allowed) = keys_of(kind) else {
-            return Err(fail(format!("unknown kind {kind:?} (one of {KINDS})")));
+            return Err(fail(format!(
+                "unknown kind {kind:?} (one of {KINDS} {UDP_KINDS})"
+            )));
         };
         let mut values: Vec<(&str, &str)> = Vec::new();
         for part in parts {

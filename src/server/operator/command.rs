@@ -30,7 +30,7 @@ pub enum Command {
     Help,
     /// `/fault SPEC`: add a fault for the sessions that connect from now on.
     FaultAdd(FaultSpec),
-    /// `/fault`: the faults, with their ids and how many sessions each touched.
+    /// `/fault`: the faults, with their ids and how many sessions (or datagrams) each touched.
     FaultList,
     /// `/fault clear [ID]`: end one fault, or all of them.
     FaultClear(Option<FaultId>),

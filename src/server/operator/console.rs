@@ -33,8 +33,9 @@ commands:
   /list         one line per session: id, peer, connected for, messages and bytes in/out
   /stats        uptime, sessions now/peak/total, rejected, traffic, backlog depth, the cluster link
   /kick ID      end session ID (it is told quit)
-  /fault SPEC   add a fault for new sessions: KIND[,key=value...][,p=P], such as latency,delay=20ms
-  /fault        the faults, their ids and how many sessions each touched
+  /fault SPEC   add a fault for new sessions: KIND[,key=value...][,p=P], such as latency,delay=20ms;
+                or for every --udp datagram: udp-KIND=VALUE, such as udp-drop=0.1
+  /fault        the faults, their ids and how many sessions (or datagrams) each touched
   /fault clear [ID]  end fault ID, or every fault
   /tls reload   read the TLS certificate and key files again (new handshakes get them)
   /cluster      the cluster link (--cluster): its state, this node's name, lines published, dropped, received, lost
@@ -143,9 +144,12 @@ impl Console {
             Command::Help => self.printer.print(&self.help()),
             Command::FaultAdd(spec) => {
                 let id = self.audit.add_fault(&self.faults, spec, Source::Console);
-                self.printer.print(&format!(
-                    "fault #{id} added: {spec} (sessions that connect from now on)"
-                ));
+                let whom = match spec.kind.is_udp() {
+                    true => "every UDP datagram from now on",
+                    false => "sessions that connect from now on",
+                };
+                self.printer
+                    .print(&format!("fault #{id} added: {spec} ({whom})"));
             }
             Command::FaultList => self.printer.print(&self.fault_list()),
             Command::FaultClear(id) => {
@@ -366,7 +370,7 @@ impl Console {
         }
         let lines: Vec<String> = active
             .iter()
-            .map(|f| format!("#{} {}  sessions {}", f.id, f.spec, f.sessions))
+            .map(|f| format!("#{} {}  {} {}", f.id, f.spec, f.spec.touches(), f.sessions))
             .collect();
         lines.join("\n")
     }

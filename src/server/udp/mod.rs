@@ -9,12 +9,21 @@
 //! (a datagram larger than the buffer arrives cut, and its echo is the cut part), and an echo
 //! the kernel will not take now (a full send buffer) is dropped and counted: UDP promises no
 //! delivery, and a worker never waits on one peer.
+//!
+//! The datagram faults (`--fault udp-drop=0.1`, ...) are each worker's `faults::Shaper`: asked
+//! about each request and each reply, it says what to send now and holds what is late, which
+//! the worker sends when `Echo::next_due` comes (`Echo::release`).
+
+mod faults;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use faults::Shaper;
 
 /// Datagrams read and answered at most in one turn of a worker's loop.
 pub(crate) const BATCH: usize = 256;
@@ -74,13 +83,49 @@ pub(crate) fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>>
 pub(crate) struct Echo {
     socket: mio::net::UdpSocket,
     buf: Box<[u8]>,
+    /// The datagram faults (`udp-drop`, ...) of the server's live set.
+    faults: Shaper,
 }
 
 impl Echo {
-    pub(crate) fn new(socket: UdpSocket) -> Self {
+    pub(crate) fn new(socket: UdpSocket, faults: crate::server::faults::Faults) -> Self {
         Echo {
             socket: mio::net::UdpSocket::from_std(socket),
             buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+            faults: Shaper::new(faults),
+        }
+    }
+
+    /// When a reply the faults hold is next due, for the worker's poll timeout.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.faults.next_due()
+    }
+
+    /// Sends the replies the faults held whose time has come (and takes on a change of the
+    /// faults: a cleared delay lets its replies out at once).
+    pub(crate) fn release(&mut self, now: Instant, counts: &UdpCounts) {
+        self.faults.begin();
+        let (mut out, mut bytes_out, mut dropped) = (0, 0, 0);
+        for held in self.faults.due(now) {
+            for _ in 0..held.copies {
+                match self.socket.send_to(&held.bytes, held.peer) {
+                    Ok(sent) => {
+                        out += 1;
+                        bytes_out += sent as u64;
+                    }
+                    Err(_) => dropped += 1,
+                }
+            }
+        }
+        self.faults.end();
+        for (count, add) in [
+            (&counts.datagrams_out, out),
+            (&counts.bytes_out, bytes_out),
+            (&counts.dropped, dropped),
+        ] {
+            if add > 0 {
+                count.fetch_add(add, Ordering::Relaxed);
+            }
         }
     }
 
@@ -100,6 +145,7 @@ impl Echo {
         let mut tally = [0u64; 6];
         let [inn, bytes_in, out, bytes_out, refused, dropped] = &mut tally;
         let mut more = true;
+        self.faults.begin();
         for _ in 0..BATCH {
             let (n, peer) = match self.socket.recv_from(&mut self.buf) {
                 Ok(got) => got,
@@ -118,14 +164,21 @@ impl Echo {
                 *refused += 1;
                 continue;
             }
-            match self.socket.send_to(&self.buf[..n], peer) {
-                Ok(sent) => {
-                    *out += 1;
-                    *bytes_out += sent as u64;
+            let Some(number) = self.faults.request(peer) else {
+                continue;
+            };
+            let send = self.faults.reply(peer, number, &mut self.buf[..n]);
+            for _ in 0..send.copies {
+                match self.socket.send_to(&self.buf[..send.len], peer) {
+                    Ok(sent) => {
+                        *out += 1;
+                        *bytes_out += sent as u64;
+                    }
+                    Err(_) => *dropped += 1,
                 }
-                Err(_) => *dropped += 1,
             }
         }
+        self.faults.end();
         let shared = [
             &counts.datagrams_in,
             &counts.bytes_in,
@@ -157,7 +210,11 @@ mod tests {
                 .all(|s| s.local_addr().unwrap().port() == port)
         );
         let counts = UdpCounts::default();
-        let mut echoes: Vec<Echo> = sockets.into_iter().map(Echo::new).collect();
+        let faults = crate::server::faults::Faults::new(1, &[]);
+        let mut echoes: Vec<Echo> = sockets
+            .into_iter()
+            .map(|s| Echo::new(s, faults.clone()))
+            .collect();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client.send_to(b"ping", ("127.0.0.1", port)).unwrap();
         // Whichever socket the kernel chose has it.

@@ -180,7 +180,7 @@ impl Worker {
             .udp
             .get(index)
             .and_then(|slot| slot.lock().take())
-            .map(crate::server::udp::Echo::new);
+            .map(|socket| crate::server::udp::Echo::new(socket, shared.faults.clone()));
         if let Some(echo) = udp.as_mut() {
             poll.registry()
                 .register(echo.socket(), UDP, mio::Interest::READABLE)?;
@@ -282,6 +282,9 @@ impl Worker {
             if self.udp_again {
                 self.serve_udp();
             }
+            if let Some(echo) = self.udp.as_mut() {
+                echo.release(self.now, &self.shared.udp_counts);
+            }
             self.deliver_posted();
             self.balance_pass();
             self.fire_timers();
@@ -338,6 +341,9 @@ impl Worker {
             self.timers.next(),
             header_due,
             handshake_due,
+            self.udp
+                .as_ref()
+                .and_then(crate::server::udp::Echo::next_due),
         ]
         .into_iter()
         .flatten()

@@ -79,6 +79,8 @@ impl Plan {
                 | FaultKind::TlsAbort { .. }
                 | FaultKind::TlsAlert { .. }
                 | FaultKind::TlsCert { .. } => {}
+                // Never drawn for a session.
+                FaultKind::Udp(_) => {}
             }
         }
         plan

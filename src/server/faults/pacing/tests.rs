@@ -14,6 +14,8 @@ fn pacing(specs: &[&str], at: Instant) -> Pacing {
                 spec: s.parse::<FaultSpec>().unwrap(),
                 touched: AtomicU64::new(0),
                 cleared: AtomicBool::new(false),
+                added: at,
+                bucket: AtomicU64::new(0),
             })
         })
         .collect();
@@ -67,6 +69,8 @@ fn the_same_seed_and_session_give_the_same_jitter() {
             spec,
             touched: AtomicU64::new(0),
             cleared: AtomicBool::new(false),
+            added: t0,
+            bucket: AtomicU64::new(0),
         });
         let rng = Rng::for_session(seed, session);
         let mut p = Pacing::new(SessionId(session), vec![fault], rng, t0);

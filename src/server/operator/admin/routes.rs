@@ -185,14 +185,20 @@ fn faults(faults: &Faults) -> Value {
         .list()
         .into_iter()
         .map(|f| {
-            json!({
+            let mut fault = json!({
                 "id": f.id.0,
                 "spec": f.spec.to_string(),
                 "kind": f.spec.kind.name(),
                 "p": f.spec.p,
                 "sessions": f.sessions,
                 "active": f.active,
-            })
+            });
+            // A datagram fault touches datagrams, never a session.
+            if f.spec.kind.is_udp() {
+                fault["sessions"] = json!(0);
+                fault["datagrams"] = json!(f.sessions);
+            }
+            fault
         })
         .collect();
     Value::Array(list)

@@ -389,19 +389,33 @@ impl Collector for Exposition {
         if let Some(faults) = &self.faults {
             // Active faults only: a cleared fault's series leaves, so that adding and
             // clearing faults for the life of a server does not grow the exposition.
-            let touched: Vec<(String, u64)> = faults
+            let (datagrams, sessions): (Vec<_>, Vec<_>) = faults
                 .active()
-                .iter()
-                .map(|f| (format!("#{} {}", f.id, f.spec), f.sessions))
-                .collect();
+                .into_iter()
+                .partition(|f| f.spec.kind.is_udp());
+            let touched = |list: Vec<crate::server::faults::FaultInfo>| {
+                list.into_iter()
+                    .map(|f| (format!("#{} {}", f.id, f.spec), f.sessions))
+                    .collect::<Vec<_>>()
+            };
             family(
                 &mut e,
                 "tcpool_fault_sessions",
                 "Sessions each active fault touched",
                 Counter,
                 Some("fault"),
-                touched,
+                touched(sessions),
             )?;
+            if !datagrams.is_empty() {
+                family(
+                    &mut e,
+                    "tcpool_fault_datagrams",
+                    "Datagrams each active datagram fault (udp-*) touched",
+                    Counter,
+                    Some("fault"),
+                    touched(datagrams),
+                )?;
+            }
         }
         if let Some(audit) = &self.audit {
             let mut metric = e.encode_descriptor(
@@ -553,6 +567,19 @@ impl Collector for Exposition {
                     ("dropped".to_owned(), load(&udp.dropped)),
                 ],
             )?;
+            if let Some(faults) = &self.faults {
+                family(
+                    &mut e,
+                    "tcpool_udp_faulted",
+                    "UDP datagrams the datagram faults (udp-*) acted on, by what they did",
+                    Counter,
+                    Some("kind"),
+                    faults
+                        .udp_faulted()
+                        .into_iter()
+                        .map(|(kind, n)| (kind.to_owned(), n)),
+                )?;
+            }
         }
         let version = [(env!("CARGO_PKG_VERSION").to_owned(), 1u64)];
         family(
