@@ -219,6 +219,18 @@ impl Flow {
         self.out.len()
     }
 
+    /// Datagrams out that hold a slot of the closed loop's pipeline: those after the
+    /// highest one answered. One that a later datagram's reply has passed is most likely
+    /// lost: it is still awaited for the reply timeout, and counted, but no longer holds
+    /// back the load (else every lost datagram would stall its slot for the whole timeout,
+    /// and a lossy path would be measured at a fraction of its rate).
+    pub(super) fn holding_slots(&self) -> usize {
+        match self.highest_answered {
+            Some(h) => self.out.range(h + 1..).count(),
+            None => self.out.len(),
+        }
+    }
+
     /// When the oldest datagram out times out.
     pub(super) fn next_expiry(&self, timeout: Duration) -> Option<Instant> {
         self.out.values().next().map(|o| o.sent + timeout)

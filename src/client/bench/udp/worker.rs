@@ -95,7 +95,7 @@ pub(super) fn run(shared: &Shared<'_>, sockets: Vec<(usize, UdpSocket)>) -> io::
             s.blocked = false;
             match shared.interval {
                 None => {
-                    while s.flow.in_flight() < options.pipeline
+                    while s.flow.holding_slots() < options.pipeline
                         && s.sending(now, end, open)
                         && !s.blocked
                     {
