@@ -1,7 +1,7 @@
 //! One socket's bookkeeping ([`Flow`]): which datagrams are out, which were answered, lost,
 //! answered twice, late or wrong; and what a thread's sockets measured together ([`Tally`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -16,6 +16,75 @@ const CORRUPT: u8 = 2;
 const LOST: u8 = 3;
 /// Lost, then its reply came after all.
 const LATE: u8 = 4;
+
+/// The most datagrams' fates a socket keeps: past this, the oldest settled ones are
+/// forgotten (their losses kept as a count), so that a long run's memory stays bounded.
+const FATES_KEPT: usize = 1 << 20;
+
+/// The fates of a socket's datagrams from `base` on, one byte each.
+#[derive(Debug, Default)]
+struct Fates {
+    base: u64,
+    kept: VecDeque<u8>,
+    /// Datagrams forgotten that were lost (or late).
+    forgotten_lost: u64,
+    /// Datagrams answered, forgotten or not.
+    answered: u64,
+}
+
+impl Fates {
+    fn push(&mut self) {
+        self.kept.push_back(PENDING);
+        if self.kept.len() > FATES_KEPT {
+            // Forgets the older half, up to the first datagram still out.
+            while self.kept.len() > FATES_KEPT / 2 {
+                match self.kept.front() {
+                    Some(&PENDING) | None => break,
+                    Some(&fate) => {
+                        if matches!(fate, LOST | LATE) {
+                            self.forgotten_lost += 1;
+                        }
+                        self.kept.pop_front();
+                        self.base += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Datagram `seq`'s fate; `None` once forgotten.
+    fn get(&self, seq: u64) -> Option<u8> {
+        let at = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.kept.get(at).copied()
+    }
+
+    fn set(&mut self, seq: u64, fate: u8) {
+        if let Some(at) = seq
+            .checked_sub(self.base)
+            .and_then(|at| usize::try_from(at).ok())
+            && let Some(slot) = self.kept.get_mut(at)
+        {
+            *slot = fate;
+            if fate == ANSWERED {
+                self.answered += 1;
+            }
+        }
+    }
+
+    /// Datagrams up to `seq` (included) lost or late.
+    fn lost_up_to(&self, seq: u64) -> u64 {
+        let kept = seq.checked_sub(self.base).map_or(0, |n| {
+            n.saturating_add(1).min(self.kept.len() as u64) as usize
+        });
+        self.forgotten_lost
+            + self
+                .kept
+                .iter()
+                .take(kept)
+                .filter(|f| matches!(**f, LOST | LATE))
+                .count() as u64
+    }
+}
 
 /// A datagram out and not yet answered.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +259,7 @@ pub(super) struct Flow {
     /// Open loop: schedule slots used (sent or skipped).
     pub(super) slots: u64,
     out: BTreeMap<u64, Out>,
-    fate: Vec<u8>,
+    fate: Fates,
     highest_answered: Option<u64>,
     /// The previous reply's transit time (ns) and the RFC 3550 jitter estimate (ns).
     last_transit: Option<i128>,
@@ -206,7 +275,7 @@ impl Flow {
             next_seq: 0,
             slots: 0,
             out: BTreeMap::new(),
-            fate: Vec::new(),
+            fate: Fates::default(),
             highest_answered: None,
             last_transit: None,
             jitter: 0.0,
@@ -240,7 +309,7 @@ impl Flow {
     pub(super) fn sent(&mut self, origin: Instant, now: Instant) -> u64 {
         let seq = self.next_seq;
         self.out.insert(seq, Out { origin, sent: now });
-        self.fate.push(PENDING);
+        self.fate.push();
         self.next_seq += 1;
         seq
     }
@@ -259,7 +328,7 @@ impl Flow {
             }
             let sent_second = out.sent.saturating_duration_since(start).as_secs() as usize;
             self.out.remove(&seq);
-            self.fate[seq as usize] = LOST;
+            self.fate.set(seq, LOST);
             t.lost += 1;
             t.second(sent_second).lost += 1;
         }
@@ -291,14 +360,20 @@ impl Flow {
             ));
             return;
         };
-        match self.fate[seq as usize] {
-            PENDING => {}
-            ANSWERED | CORRUPT | LATE => {
+        match self.fate.get(seq) {
+            Some(PENDING) => {}
+            // A reply to a datagram so far back that its fate is forgotten: settled long
+            // ago, answered or lost; it counts as late.
+            None => {
+                t.late += 1;
+                return;
+            }
+            Some(ANSWERED | CORRUPT | LATE) => {
                 t.duplicates += 1;
                 return;
             }
             _ => {
-                self.fate[seq as usize] = LATE;
+                self.fate.set(seq, LATE);
                 t.late += 1;
                 return;
             }
@@ -306,7 +381,7 @@ impl Flow {
         let out = self.out.remove(&seq).expect("a pending datagram is out");
         t.last_activity = Some(now);
         if !payload.right(self.index, seq, reply, scratch) {
-            self.fate[seq as usize] = CORRUPT;
+            self.fate.set(seq, CORRUPT);
             t.corrupt += 1;
             t.error(format!(
                 "socket {}: the reply to datagram {seq} is not what was expected ({} bytes)",
@@ -315,7 +390,7 @@ impl Flow {
             ));
             return;
         }
-        self.fate[seq as usize] = ANSWERED;
+        self.fate.set(seq, ANSWERED);
         t.answered += 1;
         match self.highest_answered {
             Some(h) if h > seq => t.reordered += 1,
@@ -346,19 +421,52 @@ impl Flow {
     pub(super) fn finish(&mut self, t: &mut Tally) {
         t.unresolved += self.out.len() as u64;
         self.out.clear();
-        if self.last_transit.is_some() && self.fate.iter().filter(|f| **f == ANSWERED).count() > 1 {
+        if self.last_transit.is_some() && self.fate.answered > 1 {
             t.jitter_sum += self.jitter / 1000.0;
             t.jitter_sockets += 1;
         }
         if let Some((seq, stamp)) = self.last_stamp {
             // Up to `seq`, `seq + 1` datagrams were sent and the server counted `stamp`.
-            let covered = self.fate[..=seq as usize]
-                .iter()
-                .filter(|f| matches!(**f, LOST | LATE))
-                .count() as u64;
+            let covered = self.fate.lost_up_to(seq);
             let request = (seq + 1).saturating_sub(stamp).min(covered);
             t.request_loss += request;
             t.reply_loss += covered - request;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_run_keeps_a_bounded_window_of_fates_and_every_loss_counted() {
+        let mut fates = Fates::default();
+        let total = 3 * FATES_KEPT as u64;
+        for seq in 0..total {
+            fates.push();
+            // Every tenth lost, the rest answered, each settled at once.
+            fates.set(seq, if seq % 10 == 0 { LOST } else { ANSWERED });
+            assert!(fates.kept.len() <= FATES_KEPT + 1);
+        }
+        assert!(fates.base > 0, "nothing was forgotten");
+        assert_eq!(fates.get(0), None);
+        assert_eq!(fates.get(total - 1), Some(ANSWERED));
+        let lost = total.div_ceil(10);
+        assert_eq!(fates.lost_up_to(total - 1), lost);
+        assert_eq!(fates.answered, total - lost);
+    }
+
+    #[test]
+    fn a_datagram_still_out_is_never_forgotten() {
+        let mut fates = Fates::default();
+        fates.push();
+        for seq in 1..=(2 * FATES_KEPT as u64) {
+            fates.push();
+            fates.set(seq, ANSWERED);
+        }
+        assert_eq!(fates.get(0), Some(PENDING));
+        fates.set(0, LOST);
+        assert_eq!(fates.lost_up_to(5), 1);
     }
 }
