@@ -59,4 +59,5 @@ mod tls_probe;
 mod tls_rate;
 mod tls_reload;
 mod udp;
+mod udp_serve;
 mod wire;

@@ -180,7 +180,14 @@ impl Worker {
             .udp
             .get(index)
             .and_then(|slot| slot.lock().take())
-            .map(crate::server::udp::Echo::new);
+            .map(|socket| {
+                crate::server::udp::Echo::new(
+                    socket,
+                    &shared.config.udp_options,
+                    shared.udp.len(),
+                    &shared.udp_counts,
+                )
+            });
         if let Some(echo) = udp.as_mut() {
             poll.registry()
                 .register(echo.socket(), UDP, mio::Interest::READABLE)?;
@@ -338,6 +345,7 @@ impl Worker {
             self.timers.next(),
             header_due,
             handshake_due,
+            self.udp.as_ref().and_then(|echo| echo.next_due()),
         ]
         .into_iter()
         .flatten()
