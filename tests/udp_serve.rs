@@ -1,13 +1,20 @@
 //! `serve --udp` beyond the plain echo: the per-source rate limit, the stamp, the bounded
-//! peer table, and the echo leaving from the address a wildcard-bound socket was sent to.
+//! peer table, the echo leaving from the address a wildcard-bound socket was sent to, and the
+//! hand-over of the UDP sockets to a new process.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::Duration;
 
 use tcpool::server::udp::{UdpCounts, UdpOptions};
 use tcpool::server::{Config, Exposition, Running, Server, bind};
 
 use crate::admin::parse_with_prometheus_client;
+use crate::handover::{Adopted, successor_pid};
 use crate::support::*;
 
 /// A server with `--udp` and `options` in process, bound to `at`.
@@ -199,4 +206,96 @@ fn ipv6_datagrams_larger_than_ipv4_allows_come_back_whole() {
     let (n, _) = p.recv_from(&mut back).unwrap();
     assert_eq!(&back[..n], &big[..]);
     assert_eq!(running.udp_counts().truncated.load(Relaxed), 0);
+}
+
+/// What a client sending one datagram at a time saw: echoes back, datagrams refused (an
+/// ICMP port unreachable: no socket on the port), and datagrams that got no echo in time.
+#[derive(Default)]
+struct Seen {
+    echoed: AtomicU64,
+    refused: AtomicU64,
+    unanswered: AtomicU64,
+}
+
+/// Sends numbered datagrams to `to`, one at a time, until `stop` (or a bound on rounds).
+fn keep_sending(
+    to: SocketAddr,
+    stop: &Arc<AtomicBool>,
+    seen: &Arc<Seen>,
+) -> thread::JoinHandle<()> {
+    let (stop, seen) = (Arc::clone(stop), Arc::clone(seen));
+    thread::spawn(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(to).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0; 64];
+        for round in 0..100_000u64 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let msg = round.to_be_bytes();
+            let result = socket.send(&msg).and_then(|_| socket.recv(&mut buf));
+            match result {
+                Ok(n) if buf[..n] == msg => seen.echoed.fetch_add(1, Ordering::SeqCst),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    seen.refused.fetch_add(1, Ordering::SeqCst)
+                }
+                _ => seen.unanswered.fetch_add(1, Ordering::SeqCst),
+            };
+        }
+    })
+}
+
+#[test]
+fn sighup_hands_the_udp_sockets_over_and_no_datagram_is_refused_or_lost() {
+    let mut old = Binary::serve_with(&["--udp", "--workers", "2"], Stdio::null(), |_| {});
+    old.wait_stderr("the udp line", |l| l.contains("udp echo on"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let clients: Vec<_> = (0..3)
+        .map(|_| keep_sending(old.addr, &stop, &seen))
+        .collect();
+    wait_until("echoes from the old process", || {
+        seen.echoed.load(Ordering::SeqCst) >= 200
+    });
+    old.signal("HUP");
+    let pid = successor_pid(&old);
+    let new = Adopted(pid);
+    assert_eq!(
+        old.wait_timeout(IO_TIMEOUT * 2),
+        Some(0),
+        "{:?}",
+        old.stderr_lines()
+    );
+    let after = seen.echoed.load(Ordering::SeqCst);
+    wait_until("echoes from the new process alone", || {
+        seen.echoed.load(Ordering::SeqCst) >= after + 200
+    });
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let counts = [&seen.echoed, &seen.refused, &seen.unanswered].map(|n| n.load(Ordering::SeqCst));
+    assert_eq!(
+        counts[1..],
+        [0, 0],
+        "echoed, refused, unanswered: {counts:?}"
+    );
+    assert!(
+        old.stderr_lines()
+            .iter()
+            .any(|l| l.contains("udp echo on") && l.contains("handed over")),
+        "{:?}",
+        old.stderr_lines()
+    );
+    // A shutdown that is not a hand-over closes the sockets: a late datagram is refused.
+    assert!(new.stop(), "the new process did not stop on SIGTERM");
+    let late = UdpSocket::bind("127.0.0.1:0").unwrap();
+    late.connect(old.addr).unwrap();
+    late.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    late.send(b"late").unwrap();
+    let refused = late.recv(&mut [0; 8]).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
 }

@@ -651,7 +651,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     let mut server = listeners
         .fold(Server::new(first, config), Server::also_on)
         .printer(printer.clone())
-        .with_shutdown(shutdown.clone());
+        .with_shutdown(shutdown.clone())
+        .udp_sockets(inherited.udp, Some(sockets.clone()));
     if let Some(certs) = &tls_certs {
         let options = tcpool::tls::ServerOptions {
             clients: client_auth.clone(),

@@ -166,3 +166,22 @@ pub(crate) fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>>
     }
     Ok(sockets)
 }
+
+/// The sockets a hand-over passed, made `count`: those beyond it closed (this process's
+/// handle only: the old process serves them until it exits), and more bound beside them
+/// when it passed fewer.
+///
+/// # Errors
+///
+/// When a socket's address cannot be read, or one more cannot be bound to it.
+pub(crate) fn fit(mut sockets: Vec<UdpSocket>, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let count = count.max(1);
+    sockets.truncate(count);
+    if let Some(first) = sockets.first()
+        && sockets.len() < count
+    {
+        let at = first.local_addr()?;
+        sockets.extend(bind(at, count - sockets.len())?);
+    }
+    Ok(sockets)
+}

@@ -303,6 +303,7 @@ impl Worker {
             }
             if self.stopping.is_none() && self.shared.shutdown.is_triggered() {
                 self.begin_shutdown();
+                self.stop_udp();
             }
             self.check_deadlines();
             if !inbox_open && self.sessions.is_empty() && self.may_stop() {
@@ -322,6 +323,18 @@ impl Worker {
         };
         let access = &self.shared.config.access;
         self.udp_again = echo.serve(&self.shared.udp_counts, |peer| access.permits(peer.ip()));
+    }
+
+    /// At a shutdown: what has arrived is answered, and this worker's handle on its UDP
+    /// socket closed. After a hand-over the new process serves the same socket on; otherwise
+    /// the socket closes with the last handle, and a late datagram is refused by the kernel
+    /// rather than queued for nobody.
+    fn stop_udp(&mut self) {
+        self.serve_udp();
+        if let Some(mut echo) = self.udp.take() {
+            let _ = self.poll.registry().deregister(echo.socket());
+        }
+        self.udp_again = false;
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
