@@ -8,7 +8,8 @@
 //! 2. on a reply, before it is queued: the replies to send now (0, 1 or 2, possibly changed:
 //!    changed bytes go to `self.extra`, a [`Part`] with `src: 1`) and those to hold;
 //! 3. `due(now)`: held replies whose time has come, queued at the start of [`Echo::flush`];
-//!    `next_due()` through [`Echo::next_due`], which the worker's poll timeout reads.
+//!    `next_due()` through [`Echo::next_due`], which the worker's poll timeout reads and
+//!    which makes the worker call [`Echo::serve`] when it has passed.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -167,6 +168,10 @@ impl Echo {
             }
             more = budget == 0;
         }
+        // Held replies fall due with no datagram arriving too.
+        if self.next_due().is_some_and(|at| at <= now) {
+            self.flush(&mut tally);
+        }
         self.stats
             .peers
             .store(self.peers.len() as u64, Ordering::Relaxed);
@@ -214,47 +219,46 @@ impl Echo {
         };
         let base = self.inbox.offset(i);
         let data = self.inbox.data_mut(i);
-        let mut at = 0;
-        loop {
-            let len = segment.min(arrival.len - at);
+        // One datagram, or a GRO run of them: a datagram each `segment` bytes (an empty
+        // datagram is one too).
+        let count = arrival.len.div_ceil(segment).max(1);
+        for k in 0..count {
+            let this = k * segment;
+            let len = segment.min(arrival.len - this);
             tally.inn += 1;
             tally.bytes_in += len as u64;
-            let datagram = &mut data[at..at + len];
-            let this = at;
-            at += len;
+            let datagram = &mut data[this..this + len];
+            if !permitted {
+                tally.refused += 1;
+                continue;
+            }
             // FAULTS HOOK 1 (request): a datagram dropped as a request is neither counted by
-            // the peer table nor answered.
-            if permitted {
-                match self.peers.arrive(peer, now, self.rate) {
-                    Verdict::Answer(n) => {
-                        if self.stamp && len >= 8 {
-                            datagram[..8].copy_from_slice(&n.to_be_bytes());
-                        }
-                        // FAULTS HOOK 2 (reply): the replies to send now, and those to hold.
-                        let part = Part {
-                            src: 0,
-                            at: base + this,
-                            len,
-                        };
-                        self.replies.push((peer, arrival.meta.local, part));
+            // the peer table nor answered (`continue` here); its number would be
+            // `self.peers.next_number(&peer)`.
+            match self.peers.arrive(peer, now, self.rate) {
+                Verdict::Answer(n) => {
+                    if self.stamp && len >= 8 {
+                        datagram[..8].copy_from_slice(&n.to_be_bytes());
                     }
-                    Verdict::Limited { first } => {
-                        tally.limited += 1;
-                        if first {
-                            log::info!(
-                                target: LOG,
-                                "udp: {peer} is over --udp-rate-per-source ({} a second): \
-                                 its datagrams are read and not answered until it slows down",
-                                self.rate.unwrap_or_default()
-                            );
-                        }
+                    // FAULTS HOOK 2 (reply): the replies to send now, and those to hold.
+                    let part = Part {
+                        src: 0,
+                        at: base + this,
+                        len,
+                    };
+                    self.replies.push((peer, arrival.meta.local, part));
+                }
+                Verdict::Limited { first } => {
+                    tally.limited += 1;
+                    if first {
+                        log::info!(
+                            target: LOG,
+                            "udp: {peer} is over --udp-rate-per-source ({} a second): \
+                             its datagrams are read and not answered until it slows down",
+                            self.rate.unwrap_or_default()
+                        );
                     }
                 }
-            } else {
-                tally.refused += 1;
-            }
-            if at >= arrival.len {
-                break;
             }
         }
     }

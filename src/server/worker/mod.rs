@@ -286,7 +286,8 @@ impl Worker {
                     Err(_closed) => inbox_open = false,
                 }
             }
-            if self.udp_again {
+            let udp_due = self.udp.as_ref().and_then(|echo| echo.next_due());
+            if self.udp_again || udp_due.is_some_and(|at| at <= Instant::now()) {
                 self.serve_udp();
             }
             self.deliver_posted();
