@@ -89,16 +89,22 @@ pub(crate) fn parse(hdr: &libc::msghdr) -> Meta {
                     meta.drops = Some(data.cast::<u32>().read_unaligned());
                 }
                 (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    // The local address the datagram was for: the one in its header, or for
+                    // a broadcast the receiving interface's own (an echo cannot leave from a
+                    // broadcast address).
                     let info = data.cast::<libc::in_pktinfo>().read_unaligned();
-                    meta.local = Some(Local {
-                        ip: IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))),
+                    let ip = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                    meta.local = (!ip.is_unspecified()).then_some(Local {
+                        ip: IpAddr::V4(ip),
                         ifindex: info.ipi_ifindex as u32,
                     });
                 }
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    // A datagram to a multicast group is answered from the routed address.
                     let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
-                    meta.local = Some(Local {
-                        ip: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+                    let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                    meta.local = (!ip.is_multicast()).then_some(Local {
+                        ip: IpAddr::V6(ip),
                         ifindex: info.ipi6_ifindex,
                     });
                 }
