@@ -299,3 +299,22 @@ fn sighup_hands_the_udp_sockets_over_and_no_datagram_is_refused_or_lost() {
     let refused = late.recv(&mut [0; 8]).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+#[test]
+fn udp_options_without_udp_are_refused_before_serving() {
+    for args in [
+        &["--udp-stamp"][..],
+        &["--udp-rate-per-source", "5"],
+        &["--udp-gso", "off"],
+    ] {
+        let out = std::process::Command::new(tcpool_bin())
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("go with --udp"), "{args:?}: {stderr}");
+    }
+}

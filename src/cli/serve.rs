@@ -551,6 +551,20 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
              with --cluster nats://HOST:PORT",
         );
     }
+    if !args.udp
+        && args.udp_port.is_none()
+        && (args.udp_peers as usize != tcpool::server::udp::DEFAULT_UDP_PEERS
+            || args.udp_rate_per_source.is_some()
+            || args.udp_stamp
+            || args.udp_gso == OnOff::Off
+            || args.udp_gro == OnOff::Off)
+    {
+        bad_value(
+            "serve",
+            "--udp-peers, --udp-rate-per-source, --udp-stamp, --udp-gso and --udp-gro go with \
+             --udp (or --udp-port PORT)",
+        );
+    }
     if tls_certs.is_none()
         && (args.tls_port.is_some()
             || args.tls_ca_out.is_some()
