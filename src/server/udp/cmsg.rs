@@ -7,11 +7,17 @@
 
 #![allow(unsafe_code)]
 
+#[cfg(target_os = "linux")]
 use std::io;
+#[cfg(target_os = "linux")]
 use std::mem;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+#[cfg(target_os = "linux")]
+use std::net::{Ipv4Addr, Ipv6Addr};
+#[cfg(target_os = "linux")]
 use std::os::fd::RawFd;
 
+#[cfg(target_os = "linux")]
 /// Room for the ancillary data of one message, either way (8-byte aligned).
 pub(crate) type Control = [u64; 16];
 
@@ -33,6 +39,7 @@ pub(crate) struct Meta {
     pub(crate) segment: Option<u16>,
 }
 
+#[cfg(target_os = "linux")]
 fn set(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: a c_int option of the size given, on a descriptor the caller owns.
     let r = unsafe {
@@ -51,6 +58,7 @@ fn set(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> 
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Asks for the address each datagram was sent to (`IP_PKTINFO`, `IPV6_RECVPKTINFO`).
 pub(crate) fn want_local(fd: RawFd, v6: bool) -> io::Result<()> {
     if v6 {
@@ -60,22 +68,26 @@ pub(crate) fn want_local(fd: RawFd, v6: bool) -> io::Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Asks for the socket's drop count with each datagram (`SO_RXQ_OVFL`).
 pub(crate) fn want_drops(fd: RawFd) -> io::Result<()> {
     set(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
 }
 
+#[cfg(target_os = "linux")]
 /// Lets the kernel hand over datagrams of one source coalesced (`UDP_GRO`).
 pub(crate) fn want_gro(fd: RawFd) -> io::Result<()> {
     set(fd, libc::SOL_UDP, libc::UDP_GRO, 1)
 }
 
+#[cfg(target_os = "linux")]
 /// Whether the kernel knows `UDP_SEGMENT` (asked with a segment size of 0, which sends as
 /// before).
 pub(crate) fn probe_gso(fd: RawFd) -> io::Result<()> {
     set(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0)
 }
 
+#[cfg(target_os = "linux")]
 /// Reads a received message's ancillary data.
 pub(crate) fn parse(hdr: &libc::msghdr) -> Meta {
     let mut meta = Meta::default();
@@ -120,6 +132,7 @@ pub(crate) fn parse(hdr: &libc::msghdr) -> Meta {
     meta
 }
 
+#[cfg(target_os = "linux")]
 /// Writes an echo's ancillary data into `control` and sets `hdr`'s control fields: the
 /// address it leaves from and GSO's segment size (`segment` 0: none).
 pub(crate) fn build(
@@ -182,6 +195,7 @@ pub(crate) fn build(
     }
 }
 
+#[cfg(target_os = "linux")]
 /// The bytes of a plain C struct.
 fn as_bytes<T: Copy>(value: &T) -> &[u8] {
     // SAFETY: `T` is a C struct of integers, read as the bytes it is made of.
