@@ -101,13 +101,28 @@ fn the_kernels_drops_of_a_full_receive_buffer_are_counted() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_gro_run_is_echoed_one_datagram_each_and_stamped_in_order() {
+    segments_echoed_one_by_one(UdpOptions {
+        stamp: true,
+        ..options()
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn with_gso_and_gro_off_the_same_datagrams_come_back_the_same() {
+    segments_echoed_one_by_one(UdpOptions {
+        stamp: true,
+        gso: false,
+        gro: false,
+        ..options()
+    });
+}
+
+#[cfg(target_os = "linux")]
+fn segments_echoed_one_by_one(stamped: UdpOptions) {
     let socket = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap().remove(0);
     let at = socket.local_addr().unwrap();
     let counts = UdpCounts::default();
-    let stamped = UdpOptions {
-        stamp: true,
-        ..options()
-    };
     let mut echo = [Echo::new(socket, &stamped, 1, &counts)];
     let client = client();
     // The client sends one 350-byte buffer which the kernel cuts into 100, 100, 100 and 50
