@@ -175,15 +175,16 @@ impl Echo {
         self.stats
             .peers
             .store(self.peers.len() as u64, Ordering::Relaxed);
+        // The echoes sent go last: who sees them counted sees the rest of the batch too.
         let shared = [
             (&counts.datagrams_in, tally.inn),
             (&counts.bytes_in, tally.bytes_in),
-            (&counts.datagrams_out, tally.out),
             (&counts.bytes_out, tally.bytes_out),
             (&counts.refused, tally.refused),
             (&counts.dropped, tally.dropped),
             (&counts.rate_limited, tally.limited),
             (&counts.truncated, tally.truncated),
+            (&counts.datagrams_out, tally.out),
         ];
         for (count, add) in shared {
             if add > 0 {
