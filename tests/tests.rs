@@ -62,4 +62,5 @@ mod tls_rate;
 mod tls_reload;
 mod udp;
 mod udp_faults;
+mod udp_serve;
 mod wire;

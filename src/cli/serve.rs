@@ -170,6 +170,26 @@ pub(crate) struct ServeArgs {
     /// first listener's port number].
     #[arg(long, value_name = "PORT")]
     udp_port: Option<u16>,
+    /// With --udp: the sources remembered at most (for the stamp and the rate limit), split
+    /// evenly over the workers; past it, the least recently seen is forgotten.
+    #[arg(long, value_name = "N", default_value_t = tcpool::server::udp::DEFAULT_UDP_PEERS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    udp_peers: u32,
+    /// With --udp: datagrams a second answered at most for one source (IP and port), with a
+    /// burst of as many; the rest are read and not answered [default: none, no limit].
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
+    udp_rate_per_source: Option<u32>,
+    /// With --udp: the first 8 bytes of each echo of 8 bytes or more become the number of
+    /// datagrams received from its source so far, big-endian [default: off].
+    #[arg(long)]
+    udp_stamp: bool,
+    /// With --udp: send runs of same-sized echoes to one peer as one UDP_SEGMENT message
+    /// (GSO); off if the kernel refuses it.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
+    udp_gso: OnOff,
+    /// With --udp: let the kernel hand over datagrams of one source coalesced (UDP_GRO),
+    /// each still echoed on its own.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
+    udp_gro: OnOff,
     /// Speak TLS with a certificate made at start (`auto`): ECDSA P-256, for localhost,
     /// 127.0.0.1, ::1 and the host name, signed by a CA whose certificate goes to
     /// --tls-ca-out for clients to verify with. Without --tls-port, every listener speaks
@@ -272,6 +292,12 @@ const EXAMPLES: &str = "
   tcpool serve --admin 127.0.0.1:9900 --log-format json --log-level debug
   # A slow server: half the sessions get every reply 20 ms (± 5 ms) late
   tcpool serve --fault latency,delay=20ms,jitter=5ms,p=0.5";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
@@ -425,6 +451,13 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             (true, None) => Some(0),
             (false, None) => None,
         },
+        udp_options: tcpool::server::udp::UdpOptions {
+            peers: args.udp_peers as usize,
+            rate_per_source: args.udp_rate_per_source,
+            stamp: args.udp_stamp,
+            gso: args.udp_gso == OnOff::On,
+            gro: args.udp_gro == OnOff::On,
+        },
         workers: args.workers.map_or(0, usize::from),
         balance: match args.balance {
             BalanceArg::Auto => Balancing::Auto,
@@ -519,6 +552,20 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             "serve",
             "--node, --cluster-name, --cluster-creds, --cluster-tls-ca and --cluster-history go \
              with --cluster nats://HOST:PORT",
+        );
+    }
+    if !args.udp
+        && args.udp_port.is_none()
+        && (args.udp_peers as usize != tcpool::server::udp::DEFAULT_UDP_PEERS
+            || args.udp_rate_per_source.is_some()
+            || args.udp_stamp
+            || args.udp_gso == OnOff::Off
+            || args.udp_gro == OnOff::Off)
+    {
+        bad_value(
+            "serve",
+            "--udp-peers, --udp-rate-per-source, --udp-stamp, --udp-gso and --udp-gro go with \
+             --udp (or --udp-port PORT)",
         );
     }
     if tls_certs.is_none()
@@ -621,7 +668,8 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
     let mut server = listeners
         .fold(Server::new(first, config), Server::also_on)
         .printer(printer.clone())
-        .with_shutdown(shutdown.clone());
+        .with_shutdown(shutdown.clone())
+        .udp_sockets(inherited.udp, Some(sockets.clone()));
     if let Some(certs) = &tls_certs {
         let options = tcpool::tls::ServerOptions {
             clients: client_auth.clone(),

@@ -159,6 +159,8 @@ pub struct Config {
     /// UDP echo on this port of the first listener's address (`--udp`, `--udp-port`); 0:
     /// the same port number as that TCP listener; `None`: no UDP.
     pub udp: Option<u16>,
+    /// The UDP echo's peer table, rate limit, stamp and offloads (`--udp-*`).
+    pub udp_options: crate::server::udp::UdpOptions,
 }
 
 impl Config {
@@ -202,6 +204,7 @@ impl Default for Config {
             deny_cn: Vec::new(),
             tls_watch: Some(DEFAULT_TLS_WATCH),
             udp: None,
+            udp_options: crate::server::udp::UdpOptions::default(),
         }
     }
 }

@@ -92,6 +92,10 @@ pub struct Server {
     cluster: Option<Arc<Link>>,
     /// What the UDP echo counts (`--udp`), made here so that the metrics can show it.
     udp_counts: Arc<crate::server::udp::UdpCounts>,
+    /// UDP sockets to serve rather than bind (a hand-over's), and the hand-over to give
+    /// second handles on the UDP sockets to.
+    udp_inherited: Vec<std::net::UdpSocket>,
+    udp_handover: Option<super::arrival::handover::Sockets>,
 }
 
 impl fmt::Debug for Server {
@@ -126,6 +130,8 @@ impl Server {
             audit: Audit::new(),
             cluster: None,
             udp_counts: Arc::default(),
+            udp_inherited: Vec::new(),
+            udp_handover: None,
         }
     }
 
@@ -206,6 +212,19 @@ impl Server {
     /// Prints operator output (manual mode's client lines) through `printer`.
     pub fn printer(mut self, printer: Printer) -> Self {
         self.printer = printer;
+        self
+    }
+
+    /// With `--udp`: serves `sockets` (those a hand-over passed,
+    /// [`Inherited::udp`](super::arrival::listen::Inherited::udp)) rather than binding new ones;
+    /// and keeps second handles on the UDP sockets in `handover` for the next one.
+    pub fn udp_sockets(
+        mut self,
+        sockets: Vec<std::net::UdpSocket>,
+        handover: Option<super::arrival::handover::Sockets>,
+    ) -> Self {
+        self.udp_inherited = sockets;
+        self.udp_handover = handover;
         self
     }
 
@@ -344,6 +363,8 @@ impl Server {
             audit,
             cluster: _,
             udp_counts,
+            udp_inherited,
+            udp_handover,
         } = self;
         config.validate()?;
         if tls.is_none() && listeners.iter().any(|&(_, tls)| tls) {
@@ -371,7 +392,9 @@ impl Server {
             None => None,
         };
         let workers = metrics.worker_count();
+        let inherited = udp_inherited.len();
         let udp_sockets = match config.udp {
+            Some(_) if inherited > 0 => crate::server::udp::fit(udp_inherited, workers)?,
             Some(port) => {
                 let first = addrs[0];
                 let at = SocketAddr::new(first.ip(), if port == 0 { first.port() } else { port });
@@ -388,9 +411,14 @@ impl Server {
         if let Some(at) = udp_addr {
             log::info!(
                 target: LOG,
-                "udp echo on {at} ({} socket(s), one a worker, SO_REUSEPORT)",
-                udp_sockets.len()
+                "udp echo on {at} ({} socket(s), one a worker, SO_REUSEPORT{})",
+                udp_sockets.len(),
+                if inherited > 0 { ", handed over" } else { "" }
             );
+        }
+        if let Some(handover) = &udp_handover {
+            let handles = udp_sockets.iter().map(std::net::UdpSocket::try_clone);
+            handover.hold_udp(handles.collect::<io::Result<_>>()?);
         }
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));

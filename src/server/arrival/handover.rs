@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use command_fds::{CommandFdExt, FdMapping};
 use parking_lot::Mutex;
 
-use crate::server::arrival::listen::{ADMIN_FDNAME, TLS_FDNAME};
+use crate::server::arrival::listen::{ADMIN_FDNAME, TLS_FDNAME, UDP_FDNAME};
 use crate::server::arrival::notify::{NOTIFY_SOCKET_VAR, SERVICE_SOCKET_VAR};
 
 /// How long the old process waits for the new one's `READY=1` unless told otherwise.
@@ -66,6 +66,8 @@ pub struct Sockets {
 struct Held {
     listeners: Vec<TcpListener>,
     tls: Vec<TcpListener>,
+    /// The UDP echo's sockets (`--udp`), once the server has them.
+    udp: Vec<std::net::UdpSocket>,
     admin: Option<TcpListener>,
 }
 
@@ -89,11 +91,21 @@ impl Sockets {
         let held = Held {
             listeners: clone(listeners)?,
             tls: clone(tls)?,
+            udp: Vec::new(),
             admin: admin.map(TcpListener::try_clone).transpose()?,
         };
         Ok(Sockets {
             held: Arc::new(Mutex::new(Some(held))),
         })
+    }
+
+    /// Keeps second handles on the UDP echo's sockets too (`--udp`), which the server binds
+    /// or inherits when it starts: a new process serves the same sockets, so that no
+    /// datagram is refused while the two change places.
+    pub fn hold_udp(&self, sockets: Vec<std::net::UdpSocket>) {
+        if let Some(held) = self.held.lock().as_mut() {
+            held.udp = sockets;
+        }
     }
 
     /// Closes the second handles: at a shutdown that is not a hand-over, so that the
@@ -113,14 +125,20 @@ impl Sockets {
         };
         let mut fds = Vec::new();
         let mut names = String::new();
+        let fd = |l: &TcpListener| l.try_clone().map(OwnedFd::from);
         let named = held
             .listeners
             .iter()
-            .map(|l| (l, LISTEN_FDNAME))
-            .chain(held.tls.iter().map(|l| (l, TLS_FDNAME)))
-            .chain(held.admin.iter().map(|l| (l, ADMIN_FDNAME)));
-        for (listener, name) in named {
-            fds.push(OwnedFd::from(listener.try_clone()?));
+            .map(|l| (fd(l), LISTEN_FDNAME))
+            .chain(held.tls.iter().map(|l| (fd(l), TLS_FDNAME)))
+            .chain(
+                held.udp
+                    .iter()
+                    .map(|u| (u.try_clone().map(OwnedFd::from), UDP_FDNAME)),
+            )
+            .chain(held.admin.iter().map(|l| (fd(l), ADMIN_FDNAME)));
+        for (cloned, name) in named {
+            fds.push(cloned?);
             if !names.is_empty() {
                 names.push(':');
             }
@@ -351,6 +369,11 @@ mod tests {
         let (fds, names) = sockets.passed().unwrap();
         assert_eq!(fds.len(), 3);
         assert_eq!(names, "listen:listen:admin");
+        let udp = crate::server::udp::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        sockets.hold_udp(udp);
+        let (fds, names) = sockets.passed().unwrap();
+        assert_eq!(fds.len(), 5);
+        assert_eq!(names, "listen:listen:udp:udp:admin");
         let without = Sockets::new(&[], &[], None).unwrap();
         assert_eq!(without.passed().unwrap().1, "");
     }

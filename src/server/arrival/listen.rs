@@ -120,6 +120,10 @@ pub const ADMIN_FDNAME: &str = "admin";
 /// (`serve --tls-port`).
 pub const TLS_FDNAME: &str = "tls";
 
+/// The name `LISTEN_FDNAMES` gives the UDP echo's sockets (`--udp`), which a hand-over passes
+/// on beside the listeners.
+pub const UDP_FDNAME: &str = "udp";
+
 /// Listening sockets a service manager passed (`LISTEN_FDS` for this process), in order.
 #[derive(Debug, Default)]
 pub struct Inherited {
@@ -129,6 +133,8 @@ pub struct Inherited {
     pub admin: Option<TcpListener>,
     /// Those named [`TLS_FDNAME`].
     pub tls: Vec<TcpListener>,
+    /// The UDP echo's sockets, named [`UDP_FDNAME`] (a hand-over's).
+    pub udp: Vec<std::net::UdpSocket>,
 }
 
 /// Takes the listening sockets passed by a service manager, if any; clears `LISTEN_FDS` and
@@ -144,6 +150,23 @@ pub fn inherited() -> io::Result<Inherited> {
     let mut fds = listenfd::ListenFd::from_env();
     let mut found = Inherited::default();
     for i in 0..fds.len() {
+        if names.get(i).is_some_and(|n| n == UDP_FDNAME) {
+            let socket = fds.take_udp_socket(i).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("inherited descriptor {} is not a UDP socket: {e}", i + 3),
+                )
+            })?;
+            if let Some(socket) = socket {
+                nix::fcntl::fcntl(
+                    &socket,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                )?;
+                socket.set_nonblocking(true)?;
+                found.udp.push(socket);
+            }
+            continue;
+        }
         let Some(listener) = fds.take_tcp_listener(i).map_err(|e| {
             io::Error::new(
                 e.kind(),

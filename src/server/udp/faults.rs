@@ -227,6 +227,10 @@ impl Shaper {
     /// A datagram from `peer` arrived: its number from that source (1 for the first), or
     /// `None` when `udp-drop=P,dir=request` drops it, in which case it is not counted.
     pub(crate) fn request(&mut self, peer: SocketAddr) -> Option<u64> {
+        // With no datagram fault, nothing needs the number: no lookup a datagram.
+        if self.faults.is_empty() {
+            return Some(0);
+        }
         if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&peer) {
             self.sources.clear();
         }
@@ -251,20 +255,8 @@ impl Shaper {
     /// The echo of datagram `number` (from [`Shaper::request`]) from `peer`, in `reply`,
     /// which it may change (cut, a bit flipped): what to send of it now. A reply that a delay
     /// or reorder holds is copied, and comes out of [`Shaper::due`]. With no datagram fault
-    /// active, one copy of the whole reply, at the cost of one branch.
-    pub(crate) fn reply(&mut self, peer: SocketAddr, number: u64, reply: &mut [u8]) -> Out {
-        if self.faults.is_empty() {
-            return Out {
-                copies: 1,
-                len: reply.len(),
-            };
-        }
-        // Read after the request was, so that no hold is shorter than asked.
-        self.reply_at(peer, number, reply, Instant::now())
-    }
-
-    /// [`Shaper::reply`] at `now`, which is no earlier than the request's arrival (a batch
-    /// read at once may take one time, read after the read).
+    /// active, one copy of the whole reply, at the cost of one branch. `now` is no earlier
+    /// than when the request was read, so that no hold is shorter than asked.
     pub(crate) fn reply_at(
         &mut self,
         peer: SocketAddr,

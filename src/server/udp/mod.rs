@@ -1,6 +1,6 @@
 //! UDP echo (`--udp`): no connection and no session; a datagram is a message, and its echo
-//! goes back to whoever sent it. (Bound to a wildcard address, the echo leaves from the
-//! address the kernel picks for the route, not necessarily the one the peer targeted.)
+//! goes back to whoever sent it, from the address it was sent to (also when the socket is
+//! bound to a wildcard address: `IP_PKTINFO`, `IPV6_PKTINFO`).
 //!
 //! Each worker owns one UDP socket, bound with `SO_REUSEPORT` to the same address, which it
 //! registers with its own poller: the kernel spreads the peers over the sockets, and no
@@ -10,20 +10,68 @@
 //! the kernel will not take now (a full send buffer) is dropped and counted: UDP promises no
 //! delivery, and a worker never waits on one peer.
 //!
-//! The datagram faults (`--fault udp-drop=0.1`, ...) are each worker's `faults::Shaper`: asked
-//! about each request and each reply, it says what to send now and holds what is late, which
-//! the worker sends when `Echo::next_due` comes (`Echo::release`).
-
-mod faults;
+//! | file | what |
+//! |---|---|
+//! | [`echo`] | the datapath: a batch read, each datagram judged, stamped and answered |
+//! | [`peers`] | each worker's bounded table of sources, with their counts and rate buckets |
+//! | [`mmsg`] | `recvmmsg`/`sendmmsg` (Linux), `recv_from`/`send_to` elsewhere |
+//! | [`cmsg`] | the ancillary data: local address, kernel drops, GRO and GSO segments |
+//! | `faults` | the datagram faults (`--fault udp-drop=0.1`, ...): each worker's `Shaper`, asked about each request and reply, holds what is late until `Echo::next_due` |
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use faults::Shaper;
+pub(crate) mod cmsg;
+mod echo;
+mod faults;
+pub(crate) mod mmsg;
+pub(crate) mod peers;
+
+pub(crate) use echo::Echo;
+
+/// How the UDP echo behaves beyond echoing (`serve --udp-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// Sources the server remembers at most (`--udp-peers`), split evenly over the workers'
+    /// tables (each holds at least one); past it, the least recently seen is forgotten.
+    pub peers: usize,
+    /// Datagrams a second answered at most for one source, and its burst
+    /// (`--udp-rate-per-source`); `None`: no limit.
+    pub rate_per_source: Option<u32>,
+    /// Replace the first 8 bytes of each echo of 8 bytes or more with the source's count of
+    /// datagrams, big-endian (`--udp-stamp`).
+    pub stamp: bool,
+    /// Send runs of same-sized echoes to one peer as one `UDP_SEGMENT` message (`--udp-gso`).
+    pub gso: bool,
+    /// Let the kernel hand over datagrams of one source coalesced (`UDP_GRO`, `--udp-gro`).
+    pub gro: bool,
+}
+
+/// `--udp-peers`' default, for the whole server.
+pub const DEFAULT_UDP_PEERS: usize = 4096;
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        UdpOptions {
+            peers: DEFAULT_UDP_PEERS,
+            rate_per_source: None,
+            stamp: false,
+            gso: true,
+            gro: true,
+        }
+    }
+}
+
+impl UdpOptions {
+    /// The size of one worker's table when `workers` share the server's.
+    pub(crate) fn peers_per_worker(&self, workers: usize) -> usize {
+        self.peers.div_ceil(workers.max(1)).max(1)
+    }
+}
 
 /// Datagrams read and answered at most in one turn of a worker's loop.
 pub(crate) const BATCH: usize = 256;
@@ -49,6 +97,48 @@ pub struct UdpCounts {
     pub dropped: AtomicU64,
     /// Datagrams from sources `--allow`/`--deny` turn away, read and not answered.
     pub refused: AtomicU64,
+    /// Datagrams over their source's `--udp-rate-per-source`, read and not answered.
+    pub rate_limited: AtomicU64,
+    /// Datagrams longer than the buffer, which arrived cut (`MSG_TRUNC`).
+    pub truncated: AtomicU64,
+    /// Each socket's own figures, which are levels rather than sums.
+    sockets: parking_lot::Mutex<Vec<Arc<SocketStats>>>,
+}
+
+/// What one socket knows that is not added up: the kernel's drop count (`SO_RXQ_OVFL`, the
+/// latest value it gave) and the size of its worker's peer table.
+#[derive(Debug, Default)]
+pub(crate) struct SocketStats {
+    pub(crate) kernel_drops: AtomicU64,
+    pub(crate) peers: AtomicU64,
+}
+
+impl UdpCounts {
+    /// Datagrams the kernel dropped before the echo read them (a full receive buffer),
+    /// over all the sockets.
+    pub fn kernel_drops(&self) -> u64 {
+        self.sum(|s| &s.kernel_drops)
+    }
+
+    /// Sources in the workers' peer tables now.
+    pub fn peers(&self) -> u64 {
+        self.sum(|s| &s.peers)
+    }
+
+    fn sum(&self, field: impl Fn(&SocketStats) -> &AtomicU64) -> u64 {
+        let sockets = self.sockets.lock();
+        sockets
+            .iter()
+            .map(|s| field(s).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// A socket's figures, counted from now on.
+    pub(crate) fn socket(&self) -> Arc<SocketStats> {
+        let stats = Arc::new(SocketStats::default());
+        self.sockets.lock().push(Arc::clone(&stats));
+        stats
+    }
 }
 
 /// Binds `count` UDP sockets to `addr` with `SO_REUSEPORT`, non-blocking: one for each
@@ -79,154 +169,21 @@ pub(crate) fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>>
     Ok(sockets)
 }
 
-/// One worker's UDP socket and its buffer.
-pub(crate) struct Echo {
-    socket: mio::net::UdpSocket,
-    buf: Box<[u8]>,
-    /// The datagram faults (`udp-drop`, ...) of the server's live set.
-    faults: Shaper,
-}
-
-impl Echo {
-    pub(crate) fn new(socket: UdpSocket, faults: crate::server::faults::Faults) -> Self {
-        Echo {
-            socket: mio::net::UdpSocket::from_std(socket),
-            buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
-            faults: Shaper::new(faults),
-        }
+/// The sockets a hand-over passed, made `count`: those beyond it closed (this process's
+/// handle only: the old process serves them until it exits), and more bound beside them
+/// when it passed fewer.
+///
+/// # Errors
+///
+/// When a socket's address cannot be read, or one more cannot be bound to it.
+pub(crate) fn fit(mut sockets: Vec<UdpSocket>, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let count = count.max(1);
+    sockets.truncate(count);
+    if let Some(first) = sockets.first()
+        && sockets.len() < count
+    {
+        let at = first.local_addr()?;
+        sockets.extend(bind(at, count - sockets.len())?);
     }
-
-    /// When a reply the faults hold is next due, for the worker's poll timeout.
-    pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.faults.next_due()
-    }
-
-    /// Sends the replies the faults held whose time has come (and takes on a change of the
-    /// faults: a cleared delay lets its replies out at once).
-    pub(crate) fn release(&mut self, now: Instant, counts: &UdpCounts) {
-        self.faults.begin();
-        let (mut out, mut bytes_out, mut dropped) = (0, 0, 0);
-        for held in self.faults.due(now) {
-            for _ in 0..held.copies {
-                match self.socket.send_to(&held.bytes, held.peer) {
-                    Ok(sent) => {
-                        out += 1;
-                        bytes_out += sent as u64;
-                    }
-                    Err(_) => dropped += 1,
-                }
-            }
-        }
-        self.faults.end();
-        for (count, add) in [
-            (&counts.datagrams_out, out),
-            (&counts.bytes_out, bytes_out),
-            (&counts.dropped, dropped),
-        ] {
-            if add > 0 {
-                count.fetch_add(add, Ordering::Relaxed);
-            }
-        }
-    }
-
-    pub(crate) fn socket(&mut self) -> &mut mio::net::UdpSocket {
-        &mut self.socket
-    }
-
-    /// Reads and answers what has arrived, [`BATCH`] datagrams at most. Returns whether more
-    /// may be waiting (the batch was full), for the worker to come back to it this turn.
-    pub(crate) fn serve(
-        &mut self,
-        counts: &UdpCounts,
-        permits: impl Fn(SocketAddr) -> bool,
-    ) -> bool {
-        // Counted here and added to the shared counts once a batch: the workers' sockets
-        // share them, and one atomic add a datagram each would bounce their cache line.
-        let mut tally = [0u64; 6];
-        let [inn, bytes_in, out, bytes_out, refused, dropped] = &mut tally;
-        let mut more = true;
-        self.faults.begin();
-        for _ in 0..BATCH {
-            let (n, peer) = match self.socket.recv_from(&mut self.buf) {
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    more = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // An ICMP error of an earlier send (port unreachable) shows here: not ours
-                // to stop on.
-                Err(_) => continue,
-            };
-            *inn += 1;
-            *bytes_in += n as u64;
-            if !permits(peer) {
-                *refused += 1;
-                continue;
-            }
-            let Some(number) = self.faults.request(peer) else {
-                continue;
-            };
-            let send = self.faults.reply(peer, number, &mut self.buf[..n]);
-            for _ in 0..send.copies {
-                match self.socket.send_to(&self.buf[..send.len], peer) {
-                    Ok(sent) => {
-                        *out += 1;
-                        *bytes_out += sent as u64;
-                    }
-                    Err(_) => *dropped += 1,
-                }
-            }
-        }
-        self.faults.end();
-        let shared = [
-            &counts.datagrams_in,
-            &counts.bytes_in,
-            &counts.datagrams_out,
-            &counts.bytes_out,
-            &counts.refused,
-            &counts.dropped,
-        ];
-        for (count, add) in shared.into_iter().zip(tally) {
-            if add > 0 {
-                count.fetch_add(add, Ordering::Relaxed);
-            }
-        }
-        more
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_worker_socket_shares_one_port_and_echoes() {
-        let sockets = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
-        let port = sockets[0].local_addr().unwrap().port();
-        assert!(
-            sockets
-                .iter()
-                .all(|s| s.local_addr().unwrap().port() == port)
-        );
-        let counts = UdpCounts::default();
-        let faults = crate::server::faults::Faults::new(1, &[]);
-        let mut echoes: Vec<Echo> = sockets
-            .into_iter()
-            .map(|s| Echo::new(s, faults.clone()))
-            .collect();
-        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client.send_to(b"ping", ("127.0.0.1", port)).unwrap();
-        // Whichever socket the kernel chose has it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while counts.datagrams_out.load(Ordering::Relaxed) == 0 {
-            assert!(std::time::Instant::now() < deadline, "no echo");
-            for echo in &mut echoes {
-                echo.serve(&counts, |_| true);
-            }
-        }
-        let mut buf = [0; 16];
-        let (n, from) = client.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..n], from.port()), (&b"ping"[..], port));
-    }
+    Ok(sockets)
 }

@@ -180,7 +180,15 @@ impl Worker {
             .udp
             .get(index)
             .and_then(|slot| slot.lock().take())
-            .map(|socket| crate::server::udp::Echo::new(socket, shared.faults.clone()));
+            .map(|socket| {
+                crate::server::udp::Echo::new(
+                    socket,
+                    &shared.config.udp_options,
+                    shared.udp.len(),
+                    &shared.udp_counts,
+                    shared.faults.clone(),
+                )
+            });
         if let Some(echo) = udp.as_mut() {
             poll.registry()
                 .register(echo.socket(), UDP, mio::Interest::READABLE)?;
@@ -279,11 +287,9 @@ impl Worker {
                     Err(_closed) => inbox_open = false,
                 }
             }
-            if self.udp_again {
+            let udp_due = self.udp.as_ref().and_then(|echo| echo.next_due());
+            if self.udp_again || udp_due.is_some_and(|at| at <= Instant::now()) {
                 self.serve_udp();
-            }
-            if let Some(echo) = self.udp.as_mut() {
-                echo.release(self.now, &self.shared.udp_counts);
             }
             self.deliver_posted();
             self.balance_pass();
@@ -299,6 +305,7 @@ impl Worker {
             }
             if self.stopping.is_none() && self.shared.shutdown.is_triggered() {
                 self.begin_shutdown();
+                self.stop_udp();
             }
             self.check_deadlines();
             if !inbox_open && self.sessions.is_empty() && self.may_stop() {
@@ -318,6 +325,18 @@ impl Worker {
         };
         let access = &self.shared.config.access;
         self.udp_again = echo.serve(&self.shared.udp_counts, |peer| access.permits(peer.ip()));
+    }
+
+    /// At a shutdown: what has arrived is answered, and this worker's handle on its UDP
+    /// socket closed. After a hand-over the new process serves the same socket on; otherwise
+    /// the socket closes with the last handle, and a late datagram is refused by the kernel
+    /// rather than queued for nobody.
+    fn stop_udp(&mut self) {
+        self.serve_udp();
+        if let Some(mut echo) = self.udp.take() {
+            let _ = self.poll.registry().deregister(echo.socket());
+        }
+        self.udp_again = false;
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -341,9 +360,7 @@ impl Worker {
             self.timers.next(),
             header_due,
             handshake_due,
-            self.udp
-                .as_ref()
-                .and_then(crate::server::udp::Echo::next_due),
+            self.udp.as_ref().and_then(|echo| echo.next_due()),
         ]
         .into_iter()
         .flatten()

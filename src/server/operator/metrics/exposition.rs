@@ -559,11 +559,12 @@ impl Collector for Exposition {
             family(
                 &mut e,
                 "tcpool_udp_unanswered",
-                "UDP datagrams not echoed, by reason: refused by --allow/--deny, or the echo dropped by the kernel",
+                "UDP datagrams not echoed, by reason: refused by --allow/--deny, over --udp-rate-per-source, or the echo dropped by the kernel",
                 Counter,
                 Some("reason"),
                 [
                     ("refused".to_owned(), load(&udp.refused)),
+                    ("rate-limited".to_owned(), load(&udp.rate_limited)),
                     ("dropped".to_owned(), load(&udp.dropped)),
                 ],
             )?;
@@ -580,6 +581,30 @@ impl Collector for Exposition {
                         .map(|(kind, n)| (kind.to_owned(), n)),
                 )?;
             }
+            family(
+                &mut e,
+                "tcpool_udp_truncated",
+                "UDP datagrams longer than the receive buffer, read and echoed cut",
+                Counter,
+                None,
+                [(String::new(), load(&udp.truncated))],
+            )?;
+            family(
+                &mut e,
+                "tcpool_udp_kernel_drops",
+                "UDP datagrams the kernel dropped before they were read (a full receive buffer, SO_RXQ_OVFL)",
+                Counter,
+                None,
+                [(String::new(), udp.kernel_drops())],
+            )?;
+            family(
+                &mut e,
+                "tcpool_udp_peers",
+                "UDP sources in the workers' peer tables now (at most --udp-peers)",
+                Gauge,
+                None,
+                [(String::new(), udp.peers())],
+            )?;
         }
         let version = [(env!("CARGO_PKG_VERSION").to_owned(), 1u64)];
         family(
