@@ -28,6 +28,7 @@ peers=(
   "openssl openssl"
   "gnutls-cli gnutls-bin"
   "stunnel4 stunnel4"
+  "sockperf sockperf"
 )
 
 missing=()

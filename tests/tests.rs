@@ -63,4 +63,5 @@ mod tls_reload;
 mod udp;
 mod udp_faults;
 mod udp_serve;
+mod udp_sockperf;
 mod wire;

@@ -190,6 +190,11 @@ pub(crate) struct ServeArgs {
     /// each still echoed on its own.
     #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
     udp_gro: OnOff,
+    /// With --udp: what a datagram gets back: `echo`, itself; `sockperf`, sockperf's answer
+    /// (only a message that asks for one, marked as the server's), so that `sockperf
+    /// ping-pong` and `under-load` can load this server as they load `sockperf server`.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = UdpReplyArg::Echo)]
+    udp_reply: UdpReplyArg,
     /// Speak TLS with a certificate made at start (`auto`): ECDSA P-256, for localhost,
     /// 127.0.0.1, ::1 and the host name, signed by a CA whose certificate goes to
     /// --tls-ca-out for clients to verify with. Without --tls-port, every listener speaks
@@ -292,6 +297,14 @@ const EXAMPLES: &str = "
   tcpool serve --admin 127.0.0.1:9900 --log-format json --log-level debug
   # A slow server: half the sessions get every reply 20 ms (± 5 ms) late
   tcpool serve --fault latency,delay=20ms,jitter=5ms,p=0.5";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum UdpReplyArg {
+    /// Every datagram back as it came.
+    Echo,
+    /// sockperf's protocol.
+    Sockperf,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OnOff {
@@ -457,6 +470,10 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             stamp: args.udp_stamp,
             gso: args.udp_gso == OnOff::On,
             gro: args.udp_gro == OnOff::On,
+            reply: match args.udp_reply {
+                UdpReplyArg::Echo => tcpool::server::udp::UdpReply::Echo,
+                UdpReplyArg::Sockperf => tcpool::server::udp::UdpReply::Sockperf,
+            },
         },
         workers: args.workers.map_or(0, usize::from),
         balance: match args.balance {
@@ -560,12 +577,21 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             || args.udp_rate_per_source.is_some()
             || args.udp_stamp
             || args.udp_gso == OnOff::Off
-            || args.udp_gro == OnOff::Off)
+            || args.udp_gro == OnOff::Off
+            || args.udp_reply != UdpReplyArg::Echo)
     {
         bad_value(
             "serve",
-            "--udp-peers, --udp-rate-per-source, --udp-stamp, --udp-gso and --udp-gro go with \
-             --udp (or --udp-port PORT)",
+            "--udp-peers, --udp-rate-per-source, --udp-stamp, --udp-gso, --udp-gro and \
+             --udp-reply go with --udp (or --udp-port PORT)",
+        );
+    }
+    if args.udp_stamp && args.udp_reply == UdpReplyArg::Sockperf {
+        // The stamp would overwrite sockperf's sequence number.
+        bad_value(
+            "serve",
+            "--udp-stamp and --udp-reply sockperf do not go together: the stamp would \
+             overwrite the sequence number in sockperf's header",
         );
     }
     if tls_certs.is_none()

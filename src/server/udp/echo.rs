@@ -22,7 +22,7 @@ use super::cmsg::{self, Local};
 use super::faults::Shaper;
 use super::mmsg::{self, Inbox, Msg, Part, SLOT, SLOTS};
 use super::peers::{Peers, Verdict};
-use super::{BATCH, MAX_DATAGRAM, SocketStats, UdpCounts, UdpOptions};
+use super::{BATCH, MAX_DATAGRAM, SocketStats, UdpCounts, UdpOptions, UdpReply};
 use crate::server::faults::Faults;
 
 const LOG: &str = "tcpool::server::udp";
@@ -37,6 +37,7 @@ pub(crate) struct Echo {
     peers: Peers,
     rate: Option<f64>,
     stamp: bool,
+    reply: UdpReply,
     /// Segments GSO may carry: smaller than this (0: GSO off).
     gso_below: usize,
     stats: Arc<SocketStats>,
@@ -61,6 +62,7 @@ struct Tally {
     dropped: u64,
     limited: u64,
     truncated: u64,
+    not_asked: u64,
 }
 
 impl Echo {
@@ -120,6 +122,7 @@ impl Echo {
             peers: Peers::new(options.peers_per_worker(workers)),
             rate: options.rate_per_source.map(f64::from),
             stamp: options.stamp,
+            reply: options.reply,
             gso_below: if gso { usize::MAX } else { 0 },
             stats: counts.socket(),
             replies: Vec::with_capacity(BATCH),
@@ -196,6 +199,7 @@ impl Echo {
             (&counts.dropped, tally.dropped),
             (&counts.rate_limited, tally.limited),
             (&counts.truncated, tally.truncated),
+            (&counts.not_asked, tally.not_asked),
             (&counts.datagrams_out, tally.out),
         ];
         for (count, add) in shared {
@@ -252,6 +256,10 @@ impl Echo {
             };
             match self.peers.arrive(peer, now, self.rate) {
                 Verdict::Answer(n) => {
+                    if !self.reply.answer(datagram) {
+                        tally.not_asked += 1;
+                        continue;
+                    }
                     if self.stamp && len >= 8 {
                         datagram[..8].copy_from_slice(&n.to_be_bytes());
                     }

@@ -16,6 +16,7 @@
 //! | [`peers`] | each worker's bounded table of sources, with their counts and rate buckets |
 //! | [`mmsg`] | `recvmmsg`/`sendmmsg` (Linux), `recv_from`/`send_to` elsewhere |
 //! | [`cmsg`] | the ancillary data: local address, kernel drops, GRO and GSO segments |
+//! | [`reply`] | what a datagram gets back: its echo, or sockperf's answer (`--udp-reply`) |
 //! | `faults` | the datagram faults (`--fault udp-drop=0.1`, ...): each worker's `Shaper`, asked about each request and reply, holds what is late until `Echo::next_due` |
 
 use std::io;
@@ -30,8 +31,10 @@ mod echo;
 mod faults;
 pub(crate) mod mmsg;
 pub(crate) mod peers;
+mod reply;
 
 pub(crate) use echo::Echo;
+pub use reply::UdpReply;
 
 /// How the UDP echo behaves beyond echoing (`serve --udp-*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,8 @@ pub struct UdpOptions {
     pub gso: bool,
     /// Let the kernel hand over datagrams of one source coalesced (`UDP_GRO`, `--udp-gro`).
     pub gro: bool,
+    /// What a datagram gets back (`--udp-reply`).
+    pub reply: UdpReply,
 }
 
 /// `--udp-peers`' default, for the whole server.
@@ -62,6 +67,7 @@ impl Default for UdpOptions {
             stamp: false,
             gso: true,
             gro: true,
+            reply: UdpReply::Echo,
         }
     }
 }
@@ -101,6 +107,9 @@ pub struct UdpCounts {
     pub rate_limited: AtomicU64,
     /// Datagrams longer than the buffer, which arrived cut (`MSG_TRUNC`).
     pub truncated: AtomicU64,
+    /// Datagrams that asked for no answer (`--udp-reply sockperf`: a message without its
+    /// request for one).
+    pub not_asked: AtomicU64,
     /// Each socket's own figures, which are levels rather than sums.
     sockets: parking_lot::Mutex<Vec<Arc<SocketStats>>>,
 }

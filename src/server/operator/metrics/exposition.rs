@@ -559,12 +559,13 @@ impl Collector for Exposition {
             family(
                 &mut e,
                 "tcpool_udp_unanswered",
-                "UDP datagrams not echoed, by reason: refused by --allow/--deny, over --udp-rate-per-source, or the echo dropped by the kernel",
+                "UDP datagrams not echoed, by reason: refused by --allow/--deny, over --udp-rate-per-source, asking for no answer (--udp-reply sockperf), or the echo dropped by the kernel",
                 Counter,
                 Some("reason"),
                 [
                     ("refused".to_owned(), load(&udp.refused)),
                     ("rate-limited".to_owned(), load(&udp.rate_limited)),
+                    ("not-asked".to_owned(), load(&udp.not_asked)),
                     ("dropped".to_owned(), load(&udp.dropped)),
                 ],
             )?;
