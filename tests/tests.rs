@@ -62,5 +62,6 @@ mod tls_rate;
 mod tls_reload;
 mod udp;
 mod udp_faults;
+mod udp_manual;
 mod udp_serve;
 mod wire;
