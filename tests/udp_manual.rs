@@ -80,6 +80,13 @@ fn a_datagram_shows_under_its_pseudo_id_and_the_reply_reaches_only_its_source() 
     server.type_line("to the last speaker");
     assert_eq!(next(&a), b"to the last speaker");
     silent(&b, Duration::from_millis(200));
+    // `@uN quit` tells the source and forgets it: it comes back under a new id.
+    server.type_line("@u2 quit");
+    assert_eq!(next(&b), b"quit\n");
+    server.type_line("@u2 still there?");
+    server.wait_stdout("the forgotten id", |l| l.starts_with("no udp#2: "));
+    b.send_to(b"back", server.addr).unwrap();
+    introduced(&server, 3, b.local_addr().unwrap());
     server.type_line("quit");
     assert_eq!(server.wait_timeout(Duration::from_secs(10)), Some(0));
 }

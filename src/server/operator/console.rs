@@ -53,7 +53,7 @@ replies:
   @ID text      answer client ID
   @all text     answer every client
   @ID quit      say goodbye to client ID
-  @uN text      answer UDP source udp#N (--udp): one datagram";
+  @uN text      answer UDP source udp#N (--udp): one datagram; @uN quit forgets it";
 
 /// Words a newcomer types for a command; outside manual mode they get a pointer to it.
 const COMMAND_WORDS: &[&str] = &["help", "list", "stats", "kick", "exit", "?"];

@@ -4,7 +4,8 @@
 use crate::server::operator::output::Printer;
 use crate::server::udp::manual::{Desk, ReplyError};
 
-/// Sends `text` to pseudo-session `id`, or prints why it did not go.
+/// Sends `text` to pseudo-session `id`, or prints why it did not go; after `quit` the source
+/// is forgotten.
 pub(super) fn reply(desk: Option<&Desk>, printer: &Printer, id: u64, text: &str) {
     let Some(desk) = desk else {
         printer.print(&format!(
@@ -13,6 +14,10 @@ pub(super) fn reply(desk: Option<&Desk>, printer: &Printer, id: u64, text: &str)
         return;
     };
     match desk.reply(id, text) {
+        // `@uN quit`, as `@ID quit` ends a session: the source is told and forgotten.
+        Ok(()) if text == "quit" => {
+            desk.forget(id);
+        }
         Ok(()) => {}
         Err(ReplyError::Gone) => printer.print(&format!(
             "no udp#{id}: not a recent UDP source (never heard from, or forgotten since); \

@@ -154,12 +154,28 @@ impl Desk {
         Ok(())
     }
 
+    /// Forgets pseudo-session `id` (after `@uN quit`): the source's next datagram gets a new
+    /// id. Whether it was there.
+    pub fn forget(&self, id: u64) -> bool {
+        let mut t = self.table.lock();
+        let Some(e) = t.by_id.remove(&id) else {
+            return false;
+        };
+        t.by_addr.remove(&e.addr);
+        t.order.remove(&e.heard);
+        true
+    }
+
     /// `/list`'s lines for the pseudo-sessions, in its columns (`width`: the peer column's).
     pub fn list_lines(&self, width: usize) -> Vec<String> {
-        let t = self.table.lock();
-        t.order
-            .values()
-            .filter_map(|id| t.by_id.get(id).map(|e| (id, e)))
+        // Copied out, and formatted with the lock released: a worker waits for a copy only.
+        let rows: Vec<(u64, Entry)> = {
+            let t = self.table.lock();
+            let ids = t.order.values();
+            ids.filter_map(|&id| t.by_id.get(&id).map(|e| (id, e.clone())))
+                .collect()
+        };
+        rows.into_iter()
             .map(|(id, e)| {
                 format!(
                     "{:>6}  {:<width$}  {:>9}  {:>9}  {:>11}  {:>9}  {:>11}  udp",
