@@ -116,6 +116,15 @@ fn a_tcp_client_and_a_udp_source_each_get_only_their_own_answer() {
     let udp_at = udp.local_addr().unwrap().to_string();
     let row = server.wait_stdout("the udp row", |l| l.trim_start().starts_with("u1 "));
     assert!(row.contains(&udp_at) && row.ends_with("udp"), "{row}");
+    // The TCP client speaks last and leaves: a plain line says whom else to answer.
+    tcp.write_all(b"bye\n").unwrap();
+    server.wait_stdout("the last tcp message", |l| l == "client#1>> bye");
+    drop(tcp);
+    server.wait_stdout("the tcp client leaving", |l| l == "* client#1 left");
+    server.type_line("anyone?");
+    let hint = server.wait_stdout("the hint", |l| l.starts_with("client#1, who spoke last"));
+    assert!(hint.contains("(connected: u1)"), "{hint}");
+    silent(&udp, Duration::from_millis(100));
     server.type_line("quit");
     assert_eq!(server.wait_timeout(Duration::from_secs(10)), Some(0));
 }
@@ -161,6 +170,24 @@ fn chat_mode_keeps_the_udp_echo() {
     let p = peer();
     p.send_to(b"ping", server.addr).unwrap();
     assert_eq!(next(&p), b"ping");
+    server.type_line("quit");
+    assert_eq!(server.wait_timeout(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn an_ipv6_source_is_a_pseudo_session_too() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: nothing to test");
+        return;
+    }
+    let mut server = manual(&["--bind", "::1"]);
+    let p = UdpSocket::bind("[::1]:0").unwrap();
+    p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    p.send_to("héllo six".as_bytes(), server.addr).unwrap();
+    introduced(&server, 1, p.local_addr().unwrap());
+    server.wait_stdout("the datagram", |l| l == "udp#1>> héllo six");
+    server.type_line("@u1 ça va");
+    assert_eq!(next(&p), "ça va".as_bytes());
     server.type_line("quit");
     assert_eq!(server.wait_timeout(Duration::from_secs(10)), Some(0));
 }

@@ -258,12 +258,15 @@ impl Console {
 
     /// Why a plain reply has nobody to go to, and how to address those who are there.
     fn no_last_speaker(&self) -> String {
-        let ids: Vec<String> = self
+        let mut ids: Vec<String> = self
             .registry
             .handles()
             .iter()
             .map(|h| format!("#{}", h.id()))
             .collect();
+        // Recent UDP sources can be answered too (`@uN text`).
+        let udp = self.udp.as_ref().map(|d| d.ids()).unwrap_or_default();
+        ids.extend(udp.iter().rev().take(8).map(|id| format!("u{id}")));
         if ids.is_empty() {
             return match self.registry.last_speaker_even_if_gone() {
                 Some(id) => {
