@@ -62,6 +62,7 @@ mod tls_rate;
 mod tls_reload;
 mod udp;
 mod udp_faults;
+mod udp_manual;
 mod udp_serve;
 mod udp_sockperf;
 mod wire;

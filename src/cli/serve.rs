@@ -163,7 +163,8 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     reuse_port: bool,
     /// Also echo UDP datagrams, on the same port number as the first listener (each echoed
-    /// to its sender, never larger than it) [default: off, TCP only].
+    /// to its sender, never larger than it; with --mode manual shown on the console as
+    /// `udp#N` and answered with `@uN text`) [default: off, TCP only].
     #[arg(long)]
     udp: bool,
     /// With --udp: its port, if not the first listener's (implies --udp) [default: the

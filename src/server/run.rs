@@ -18,8 +18,8 @@ use super::arrival::rate::HandshakeRate;
 use super::cluster::Link;
 use super::config::{Balancing, Config};
 use super::faults::{self, Faults};
-use super::modes::Handler;
 use super::modes::chat::Chat;
+use super::modes::{Handler, Mode};
 use super::operator::audit::Audit;
 use super::operator::console::Console;
 use super::operator::metrics::{Exposition, Metrics};
@@ -29,6 +29,7 @@ use super::operator::watch;
 use super::session::registry::Registry;
 use super::shared::Shared;
 use super::shutdown::Shutdown;
+use super::udp::manual::Desk;
 use super::worker::Worker;
 use super::worker::balance::Balance;
 use crate::time::later;
@@ -96,6 +97,8 @@ pub struct Server {
     /// second handles on the UDP sockets to.
     udp_inherited: Vec<std::net::UdpSocket>,
     udp_handover: Option<super::arrival::handover::Sockets>,
+    /// Manual mode's UDP pseudo-sessions, made with the console or at the start.
+    udp_desk: std::sync::OnceLock<Arc<Desk>>,
 }
 
 impl fmt::Debug for Server {
@@ -132,6 +135,7 @@ impl Server {
             udp_counts: Arc::default(),
             udp_inherited: Vec::new(),
             udp_handover: None,
+            udp_desk: std::sync::OnceLock::new(),
         }
     }
 
@@ -212,6 +216,7 @@ impl Server {
     /// Prints operator output (manual mode's client lines) through `printer`.
     pub fn printer(mut self, printer: Printer) -> Self {
         self.printer = printer;
+        self.udp_desk = std::sync::OnceLock::new();
         self
     }
 
@@ -303,6 +308,21 @@ impl Server {
         self.listeners.iter().map(|(l, _)| l.local_addr()).collect()
     }
 
+    /// Manual mode with `--udp`: the pseudo-sessions the console and the workers share.
+    fn udp_desk(&self) -> Option<Arc<Desk>> {
+        if self.config.udp.is_none() || self.config.mode != Mode::Manual {
+            return None;
+        }
+        let desk = self.udp_desk.get_or_init(|| {
+            Arc::new(Desk::new(
+                self.config.udp_options.peers,
+                self.printer.clone(),
+                self.registry.clone(),
+            ))
+        });
+        Some(Arc::clone(desk))
+    }
+
     /// An operator console for this server.
     pub fn console(&self) -> Console {
         let console = Console::new(
@@ -313,6 +333,10 @@ impl Server {
         )
         .with_faults(self.faults.clone())
         .with_audit(self.audit.clone());
+        let console = match self.udp_desk() {
+            Some(desk) => console.with_udp(desk),
+            None => console,
+        };
         let console = match &self.cluster {
             Some(link) => console.with_cluster(Arc::clone(link)),
             None => console,
@@ -348,6 +372,7 @@ impl Server {
     /// listener cannot be read, a poller or thread cannot be created. Once serving, errors
     /// concern single sessions and are logged.
     pub fn start(self) -> io::Result<Running> {
+        let udp_desk = self.udp_desk();
         let Server {
             listeners,
             tls,
@@ -365,6 +390,7 @@ impl Server {
             udp_counts,
             udp_inherited,
             udp_handover,
+            udp_desk: _,
         } = self;
         config.validate()?;
         if tls.is_none() && listeners.iter().any(|&(_, tls)| tls) {
@@ -411,7 +437,11 @@ impl Server {
         if let Some(at) = udp_addr {
             log::info!(
                 target: LOG,
-                "udp echo on {at} ({} socket(s), one a worker, SO_REUSEPORT{})",
+                "udp {} on {at} ({} socket(s), one a worker, SO_REUSEPORT{})",
+                match udp_desk {
+                    Some(_) => "manual (datagrams to the console, @uN answers)",
+                    None => "echo",
+                },
                 udp_sockets.len(),
                 if inherited > 0 { ", handed over" } else { "" }
             );
@@ -419,6 +449,10 @@ impl Server {
         if let Some(handover) = &udp_handover {
             let handles = udp_sockets.iter().map(std::net::UdpSocket::try_clone);
             handover.hold_udp(handles.collect::<io::Result<_>>()?);
+        }
+        if let Some(desk) = &udp_desk {
+            let handles = udp_sockets.iter().map(std::net::UdpSocket::try_clone);
+            desk.attach(handles.collect::<io::Result<_>>()?);
         }
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
@@ -442,6 +476,7 @@ impl Server {
                 .map(|s| parking_lot::Mutex::new(Some(s)))
                 .collect(),
             udp_counts: Arc::clone(&udp_counts),
+            udp_desk,
         });
 
         let pool = crate::pool::Pool::spawn("tcpool-worker", workers, config.backlog, |i| {

@@ -40,4 +40,6 @@ pub(crate) struct Shared {
     pub(crate) udp: Vec<parking_lot::Mutex<Option<std::net::UdpSocket>>>,
     /// What the UDP sockets counted.
     pub(crate) udp_counts: Arc<crate::server::udp::UdpCounts>,
+    /// Manual mode with `--udp`: the pseudo-sessions the datagrams go to instead of back.
+    pub(crate) udp_desk: Option<Arc<crate::server::udp::manual::Desk>>,
 }

@@ -21,6 +21,26 @@ impl Manual {
     }
 }
 
+/// What the console shows of a message `text` from `who` (`client#3`, `udp#2`): the text
+/// escaped; a long one cut, never inside a character, saying how much was left out; a short
+/// one whole, an incomplete character at its end as `\xNN` escapes.
+pub fn shown_line(who: &str, text: &[u8]) -> String {
+    let shown = if text.len() > MAX_SHOWN {
+        char_boundary_at_or_before(text, MAX_SHOWN)
+    } else {
+        text.len()
+    };
+    if shown < text.len() {
+        format!(
+            "{who}>> {} [... {} more bytes not shown]",
+            escape(&text[..shown]),
+            text.len() - shown
+        )
+    } else {
+        format!("{who}>> {}", escape(text))
+    }
+}
+
 impl Handler for Manual {
     fn on_open(&self, ctx: &mut Context<'_>) {
         let peer = ctx.session().peer();
@@ -30,24 +50,7 @@ impl Handler for Manual {
 
     fn on_message(&self, ctx: &mut Context<'_>, message: Message<'_>) {
         ctx.registry().set_last_speaker(ctx.id());
-        let text = message.text;
-        // A long message is cut, never inside a character, and says how much was left out; a
-        // short one is shown whole, an incomplete character at its end as `\xNN` escapes.
-        let shown = if text.len() > MAX_SHOWN {
-            char_boundary_at_or_before(text, MAX_SHOWN)
-        } else {
-            text.len()
-        };
-        let line = if shown < text.len() {
-            format!(
-                "client#{}>> {} [... {} more bytes not shown]",
-                ctx.id(),
-                escape(&text[..shown]),
-                text.len() - shown
-            )
-        } else {
-            format!("client#{}>> {}", ctx.id(), escape(text))
-        };
+        let line = shown_line(&format!("client#{}", ctx.id()), message.text);
         self.printer.print(&line);
     }
 

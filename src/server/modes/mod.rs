@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use echo::Echo;
 pub use handler::{Context, Handler};
-pub use manual::{MAX_SHOWN, Manual};
+pub use manual::{MAX_SHOWN, Manual, shown_line};
 
 use crate::server::operator::output::Printer;
 use chat::Chat;

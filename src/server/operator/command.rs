@@ -11,6 +11,8 @@ pub enum Target {
     Last,
     /// One session.
     Session(SessionId),
+    /// One UDP pseudo-session (`@u3`, `@udp#3`): a recent datagram source, manual mode.
+    Udp(u64),
     /// Every session.
     All,
 }
@@ -115,12 +117,14 @@ pub fn parse(line: &str) -> Command {
         }
         let to = if who == "all" {
             Target::All
+        } else if let Some(id) = crate::server::udp::manual::parse_id(who) {
+            Target::Udp(id)
         } else {
             match who.parse() {
                 Ok(id) => Target::Session(id),
                 Err(_) => {
                     return Command::Invalid(format!(
-                        "not a session id: {who:?}; usage: @ID text or @all text"
+                        "not a session id: {who:?}; usage: @ID text, @uN text or @all text"
                     ));
                 }
             }
@@ -229,6 +233,21 @@ mod tests {
                 text: "quit".into()
             }
         );
+        assert_eq!(
+            parse("@u3 hi"),
+            Command::Reply {
+                to: Target::Udp(3),
+                text: "hi".into()
+            }
+        );
+        assert_eq!(
+            parse("@udp#3 hi"),
+            Command::Reply {
+                to: Target::Udp(3),
+                text: "hi".into()
+            }
+        );
+        assert!(matches!(parse("@u0 hi"), Command::Invalid(_)));
         assert!(matches!(parse("@3"), Command::Invalid(_)));
         assert!(matches!(parse("@x hi"), Command::Invalid(_)));
     }

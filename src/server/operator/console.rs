@@ -11,6 +11,9 @@
 //! console off; it never shuts the server down.
 
 use std::io::{self, BufRead};
+
+use super::lines::{Line, read_bounded_line};
+use super::udp_replies;
 use std::sync::Arc;
 
 use crate::server::cluster::Link;
@@ -22,6 +25,7 @@ use crate::server::operator::output::Printer;
 use crate::server::protocol::escape;
 use crate::server::session::registry::{Kick, Registry};
 use crate::server::shutdown::Shutdown;
+use crate::server::udp::manual::Desk;
 use crate::tls::{Certificates, ReloadError};
 use crate::units::human_duration;
 
@@ -48,7 +52,8 @@ replies:
   text          answer the client that spoke last
   @ID text      answer client ID
   @all text     answer every client
-  @ID quit      say goodbye to client ID";
+  @ID quit      say goodbye to client ID
+  @uN text      answer UDP source udp#N (--udp): one datagram; @uN quit forgets it";
 
 /// Words a newcomer types for a command; outside manual mode they get a pointer to it.
 const COMMAND_WORDS: &[&str] = &["help", "list", "stats", "kick", "exit", "?"];
@@ -68,6 +73,8 @@ pub struct Console {
     audit: Audit,
     tls: Option<Certificates>,
     cluster: Option<Arc<Link>>,
+    /// Manual mode with `--udp`: the recent datagram sources, answered with `@uN text`.
+    udp: Option<Arc<Desk>>,
 }
 
 impl Console {
@@ -82,7 +89,15 @@ impl Console {
             audit: Audit::new(),
             tls: None,
             cluster: None,
+            udp: None,
         }
+    }
+
+    /// Shows and answers the UDP pseudo-sessions of `desk` (a manual-mode server's with
+    /// `--udp`).
+    pub fn with_udp(mut self, desk: Arc<Desk>) -> Self {
+        self.udp = Some(desk);
+        self
     }
 
     /// Shows `link` on `/cluster` (a clustered server's: [`Server::cluster`]).
@@ -207,11 +222,23 @@ impl Console {
             return;
         }
         let ids = match to {
+            Target::Udp(id) => {
+                return udp_replies::reply(self.udp.as_deref(), &self.printer, id, text);
+            }
             Target::Session(id) => vec![id],
-            Target::All => self.registry.handles().iter().map(|h| h.id()).collect(),
+            Target::All => {
+                udp_replies::reply_all(self.udp.as_deref(), &self.printer, text);
+                self.registry.handles().iter().map(|h| h.id()).collect()
+            }
             Target::Last => match self.registry.last_speaker() {
                 Some(id) => vec![id],
                 None => {
+                    // A datagram after every session's message: its source spoke last.
+                    if self.registry.last_speaker_even_if_gone().is_none()
+                        && let Some(id) = self.udp.as_ref().and_then(|d| d.last_speaker())
+                    {
+                        return udp_replies::reply(self.udp.as_deref(), &self.printer, id, text);
+                    }
                     self.printer.print(&self.no_last_speaker());
                     return;
                 }
@@ -231,12 +258,15 @@ impl Console {
 
     /// Why a plain reply has nobody to go to, and how to address those who are there.
     fn no_last_speaker(&self) -> String {
-        let ids: Vec<String> = self
+        let mut ids: Vec<String> = self
             .registry
             .handles()
             .iter()
             .map(|h| format!("#{}", h.id()))
             .collect();
+        // Recent UDP sources can be answered too (`@uN text`).
+        let udp = self.udp.as_ref().map(|d| d.ids()).unwrap_or_default();
+        ids.extend(udp.iter().rev().take(8).map(|id| format!("u{id}")));
         if ids.is_empty() {
             return match self.registry.last_speaker_even_if_gone() {
                 Some(id) => {
@@ -308,7 +338,8 @@ impl Console {
     /// The `/list` text.
     pub fn list(&self) -> String {
         let sessions = self.registry.list();
-        if sessions.is_empty() {
+        let udp_ids = self.udp.as_ref().map(|d| d.ids().len()).unwrap_or(0);
+        if sessions.is_empty() && udp_ids == 0 {
             return "no sessions".into();
         }
         // As wide as the longest peer (an IPv6 one can be 47 characters), so columns line up.
@@ -338,6 +369,12 @@ impl Console {
                     .map(|t| format!(" (tls {t})"))
                     .unwrap_or_default(),
             ));
+        }
+        if let Some(desk) = &self.udp {
+            for line in desk.list_lines(width) {
+                out.push('\n');
+                out.push_str(&line);
+            }
         }
         out
     }
@@ -485,56 +522,6 @@ impl Console {
     }
 }
 
-/// What [`read_bounded_line`] found.
-#[derive(Debug, PartialEq, Eq)]
-enum Line {
-    /// A line (or the last, unterminated one) is in the buffer.
-    Whole,
-    /// A line of this many bytes was longer than the bound: skipped, the buffer is empty.
-    TooLong(usize),
-    /// End of input.
-    End,
-}
-
-/// Reads one line into `line` (cleared first), holding at most `max` bytes of it: the rest
-/// of a longer line is consumed and dropped as it comes.
-fn read_bounded_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
-    line.clear();
-    let mut seen = 0usize;
-    loop {
-        let buf = match input.fill_buf() {
-            Ok(buf) => buf,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            return Ok(match seen {
-                0 => Line::End,
-                n if n > max => Line::TooLong(n),
-                _ => Line::Whole,
-            });
-        }
-        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        if seen + take <= max {
-            line.extend_from_slice(&buf[..take]);
-        } else {
-            line.clear();
-        }
-        seen += take;
-        input.consume(take);
-        if done {
-            return Ok(if seen > max {
-                Line::TooLong(seen)
-            } else {
-                Line::Whole
-            });
-        }
-    }
-}
-
 /// The line editor the console uses on a terminal.
 pub type Editor = rustyline::DefaultEditor;
 
@@ -565,35 +552,4 @@ pub fn terminal(shutdown: &Shutdown) -> Option<(Editor, Printer)> {
         }
     });
     Some((editor, printer))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn console_lines_are_bounded() {
-        let mut input = io::Cursor::new(b"short\n0123456789\nlast".to_vec());
-        let mut line = Vec::new();
-        let mut read = || read_bounded_line(&mut input, &mut line, 8).unwrap();
-        assert_eq!(read(), Line::Whole);
-        assert_eq!(read(), Line::TooLong(11));
-        assert_eq!(read(), Line::Whole);
-        assert_eq!(read(), Line::End);
-        let mut input = io::BufReader::with_capacity(4, &b"abcdefghijkl"[..]);
-        assert_eq!(
-            read_bounded_line(&mut input, &mut line, 8).unwrap(),
-            Line::TooLong(12)
-        );
-        assert!(line.is_empty());
-        let mut input = io::BufReader::with_capacity(2, &b"abc\n"[..]);
-        assert_eq!(
-            read_bounded_line(&mut input, &mut line, 8).unwrap(),
-            Line::Whole
-        );
-        assert_eq!(line, b"abc\n");
-    }
-
-    #[test]
-    fn durations_read_well() {}
 }

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use super::cmsg::{self, Local};
 use super::faults::Shaper;
+use super::manual::Desk;
 use super::mmsg::{self, Inbox, Msg, Part, SLOT, SLOTS};
 use super::peers::{Peers, Verdict};
 use super::{BATCH, MAX_DATAGRAM, SocketStats, UdpCounts, UdpOptions, UdpReply};
@@ -49,6 +50,9 @@ pub(crate) struct Echo {
     extra: Vec<u8>,
     /// The datagram faults (`udp-drop`, ...) of the server's live set.
     faults: Shaper,
+    /// Manual mode: datagrams go to the operator's console, not back, and this socket's
+    /// place among the workers' (where the console's replies leave from).
+    desk: Option<(Arc<Desk>, usize)>,
 }
 
 /// What a batch counted, added to the shared counts at its end.
@@ -130,7 +134,15 @@ impl Echo {
             msgs: Vec::with_capacity(BATCH),
             extra: Vec::new(),
             faults: Shaper::new(faults),
+            desk: None,
         }
+    }
+
+    /// Manual mode: shows each datagram on `desk`'s console instead of echoing it; this is
+    /// worker `index`'s socket.
+    pub(crate) fn with_desk(mut self, desk: Arc<Desk>, index: usize) -> Self {
+        self.desk = Some((desk, index));
+        self
     }
 
     pub(crate) fn socket(&mut self) -> &mut mio::net::UdpSocket {
@@ -255,6 +267,11 @@ impl Echo {
                 continue;
             };
             match self.peers.arrive(peer, now, self.rate) {
+                Verdict::Answer(_) if self.desk.is_some() => {
+                    if let Some((desk, index)) = &self.desk {
+                        desk.heard(peer, *index, datagram);
+                    }
+                }
                 Verdict::Answer(n) => {
                     if !self.reply.answer(datagram) {
                         tally.not_asked += 1;

@@ -187,3 +187,48 @@ fn echoes_of_one_size_to_one_peer_leave_as_gso_and_arrive_as_datagrams() {
     let n = client.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], &[99; 20]);
 }
+
+#[test]
+fn in_manual_mode_a_datagram_goes_to_the_console_and_is_not_echoed() {
+    use crate::server::operator::output::Printer;
+    use crate::server::session::registry::Registry;
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&seen);
+    let printer = Printer::new(move |line| sink.lock().push(line.to_owned()));
+    let desk = Arc::new(super::super::manual::Desk::new(
+        8,
+        printer.clone(),
+        Registry::new(1024),
+    ));
+    let socket = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap().remove(0);
+    let at = socket.local_addr().unwrap();
+    desk.attach(vec![socket.try_clone().unwrap()]);
+    let counts = UdpCounts::default();
+    let mut echoes =
+        [Echo::new(socket, &options(), 1, &counts, no_faults()).with_desk(Arc::clone(&desk), 0)];
+    let client = client();
+    client.send_to(b"hello desk\r\n", at).unwrap();
+    serve_until(&mut echoes, &counts, |c| {
+        c.datagrams_in.load(Ordering::Relaxed) == 1
+    });
+    assert!(printer.flush_timeout(Duration::from_secs(5)));
+    let from = client.local_addr().unwrap();
+    assert_eq!(
+        *seen.lock(),
+        [
+            format!("* udp#1 is {from} (answer with @u1 text)"),
+            "udp#1>> hello desk".to_owned()
+        ]
+    );
+    assert_eq!(out(&counts), 0, "manual mode echoes nothing");
+    assert_eq!(desk.last_speaker(), Some(1));
+    desk.reply(1, "hi").unwrap();
+    let mut buf = [0; 16];
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hi\r\n", "the first datagram back is the reply");
+    assert!(desk.forget(1));
+    assert!(matches!(
+        desk.reply(1, "again"),
+        Err(super::super::manual::ReplyError::Gone)
+    ));
+}

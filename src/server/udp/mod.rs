@@ -15,6 +15,7 @@
 //! | [`echo`] | the datapath: a batch read, each datagram judged, stamped and answered |
 //! | [`peers`] | each worker's bounded table of sources, with their counts and rate buckets |
 //! | [`mmsg`] | `recvmmsg`/`sendmmsg` (Linux), `recv_from`/`send_to` elsewhere |
+//! | [`manual`] | manual mode's pseudo-sessions: datagrams shown on the console, `@uN` replies |
 //! | [`cmsg`] | the ancillary data: local address, kernel drops, GRO and GSO segments |
 //! | [`reply`] | what a datagram gets back: its echo, or sockperf's answer (`--udp-reply`) |
 //! | `faults` | the datagram faults (`--fault udp-drop=0.1`, ...): each worker's `Shaper`, asked about each request and reply, holds what is late until `Echo::next_due` |
@@ -29,6 +30,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub(crate) mod cmsg;
 mod echo;
 mod faults;
+pub mod manual;
 pub(crate) mod mmsg;
 pub(crate) mod peers;
 mod reply;

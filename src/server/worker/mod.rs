@@ -188,6 +188,10 @@ impl Worker {
                     &shared.udp_counts,
                     shared.faults.clone(),
                 )
+            })
+            .map(|echo| match &shared.udp_desk {
+                Some(desk) => echo.with_desk(Arc::clone(desk), index),
+                None => echo,
             });
         if let Some(echo) = udp.as_mut() {
             poll.registry()

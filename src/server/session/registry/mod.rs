@@ -340,6 +340,11 @@ impl Registry {
         self.inner.last_speaker.store(id.0, Ordering::Relaxed);
     }
 
+    /// Nobody among the sessions spoke last (a UDP source did, in manual mode).
+    pub fn clear_last_speaker(&self) {
+        self.inner.last_speaker.store(0, Ordering::Relaxed);
+    }
+
     /// The session that spoke last, connected or not.
     pub fn last_speaker_even_if_gone(&self) -> Option<SessionId> {
         match self.inner.last_speaker.load(Ordering::Relaxed) {
