@@ -266,6 +266,9 @@ pub(super) struct Flow {
     jitter: f64,
     /// The stamped reply of the highest sequence number: (seq, stamp).
     last_stamp: Option<(u64, u64)>,
+    /// A right reply of bench's own payload came with its stamp slot zero: the server does
+    /// not stamp.
+    unstamped: bool,
 }
 
 impl Flow {
@@ -280,6 +283,7 @@ impl Flow {
             last_transit: None,
             jitter: 0.0,
             last_stamp: None,
+            unstamped: false,
         }
     }
 
@@ -346,11 +350,21 @@ impl Flow {
     ) {
         t.datagrams_in += 1;
         t.bytes_in += reply.len() as u64;
-        let seq = payload
+        let highest = self.next_seq.checked_sub(1);
+        let mut seq = payload
             .id
             .read(reply)
-            .zip(self.next_seq.checked_sub(1))
+            .zip(highest)
             .and_then(|(id, highest)| payload.id.unwrap(id, highest));
+        // Right: the datagram it names, back as sent. A server that does not stamp leaves the
+        // slot zero, so once a socket has had such a reply, a slot with a bit set is damage.
+        let right = seq.is_some_and(|seq| payload.right(self.index, seq, reply, scratch))
+            && !(self.unstamped && payload.stamp(reply).is_some());
+        if !right && let Some(found) = highest.and_then(|h| payload.recover(self.index, reply, h)) {
+            // Its number was hit on the way: it answers the datagram its filler names, and
+            // is corrupt, not a reply to another datagram (nor foreign).
+            seq = Some(found);
+        }
         let Some(seq) = seq else {
             t.foreign += 1;
             t.error(format!(
@@ -380,7 +394,7 @@ impl Flow {
         }
         let out = self.out.remove(&seq).expect("a pending datagram is out");
         t.last_activity = Some(now);
-        if !payload.right(self.index, seq, reply, scratch) {
+        if !right {
             self.fate.set(seq, CORRUPT);
             t.corrupt += 1;
             t.error(format!(
@@ -392,6 +406,9 @@ impl Flow {
         }
         self.fate.set(seq, ANSWERED);
         t.answered += 1;
+        if payload.send.is_none() && payload.stamp(reply).is_none() {
+            self.unstamped = true;
+        }
         match self.highest_answered {
             Some(h) if h > seq => t.reordered += 1,
             _ => self.highest_answered = Some(seq),
