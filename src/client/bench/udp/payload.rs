@@ -180,10 +180,11 @@ impl Payload {
     /// Bench's own payload: the datagram a reply answers when one bit of its number was
     /// flipped on the way: the number at most `highest` one bit away from the one it reads
     /// whose filler the reply carries. `None` for any other payload, a reply too short to
-    /// carry a filler, or none that fits. The filler repeats every 94 numbers, and no one-bit
-    /// change is a multiple of 94, so at most one number fits.
+    /// carry a filler, or none that fits. A reply cut short is judged by what it has left.
+    /// The filler repeats every 94 numbers, and no one-bit change is a multiple of 94, so at
+    /// most one number fits.
     pub(super) fn recover(&self, socket: usize, reply: &[u8], highest: u64) -> Option<u64> {
-        if self.send.is_some() || reply.len() != self.size || reply.len() <= MIN_OWN_SIZE {
+        if self.send.is_some() || reply.len() > self.size || reply.len() <= MIN_OWN_SIZE {
             return None;
         }
         let read = IdField::OWN.read(reply)?;
@@ -278,6 +279,10 @@ mod tests {
         p.request(2, 77, &mut d);
         d[20] ^= 1;
         assert_eq!(p.recover(2, &d, 2000), None);
+        // Cut short, told by what is left of the filler.
+        p.request(2, 77, &mut d);
+        d[12] ^= 4;
+        assert_eq!(p.recover(2, &d[..20], 2000), Some(77));
         // Too short for a filler: nothing to tell by.
         let short = Payload { size: 16, ..p };
         short.request(2, 77, &mut d);

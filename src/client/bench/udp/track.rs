@@ -261,6 +261,8 @@ pub(super) struct Flow {
     out: BTreeMap<u64, Out>,
     fate: Fates,
     highest_answered: Option<u64>,
+    /// The highest datagram with a reply matched to it, right or corrupt.
+    highest_replied: Option<u64>,
     /// The previous reply's transit time (ns) and the RFC 3550 jitter estimate (ns).
     last_transit: Option<i128>,
     jitter: f64,
@@ -280,6 +282,7 @@ impl Flow {
             out: BTreeMap::new(),
             fate: Fates::default(),
             highest_answered: None,
+            highest_replied: None,
             last_transit: None,
             jitter: 0.0,
             last_stamp: None,
@@ -293,12 +296,13 @@ impl Flow {
     }
 
     /// Datagrams out that hold a slot of the closed loop's pipeline: those after the
-    /// highest one answered. One that a later datagram's reply has passed is most likely
+    /// highest one with a reply (right or corrupt: a corrupt reply came back all the
+    /// same). One that a later datagram's reply has passed is most likely
     /// lost: it is still awaited for the reply timeout, and counted, but no longer holds
     /// back the load (else every lost datagram would stall its slot for the whole timeout,
     /// and a lossy path would be measured at a fraction of its rate).
     pub(super) fn holding_slots(&self) -> usize {
-        match self.highest_answered {
+        match self.highest_replied {
             Some(h) => self.out.range(h + 1..).count(),
             None => self.out.len(),
         }
@@ -394,6 +398,7 @@ impl Flow {
         }
         let out = self.out.remove(&seq).expect("a pending datagram is out");
         t.last_activity = Some(now);
+        self.highest_replied = self.highest_replied.max(Some(seq));
         if !right {
             self.fate.set(seq, CORRUPT);
             t.corrupt += 1;
