@@ -323,3 +323,40 @@ fn bench_udp_never_gets_more_bytes_back_than_every_fault_at_once_allows() {
     assert_eq!(n(&r, "answered"), 0, "{r}");
     assert_eq!(n(&r, "foreign"), 0, "{r}");
 }
+
+#[test]
+fn bench_udp_server_metrics_puts_the_loss_on_the_servers_faults() {
+    let server = serve(&["--admin", "127.0.0.1:0", "--fault", "udp-drop=0.1"]);
+    let url = format!("http://{}/metrics", server.admin_addr());
+    let (code, r) = bench_udp(&[
+        &server.addr.to_string(),
+        "-c",
+        "2",
+        "-n",
+        "10000",
+        "--pipeline",
+        "16",
+        "-s",
+        "32",
+        "--reply-timeout",
+        "200ms",
+        "--server-metrics",
+        &url,
+    ]);
+    assert_eq!(code, Some(1), "{r}");
+    assert_settled(&r);
+    let lost = n(&r, "lost");
+    assert_near("lost", lost, 1000.0, four_sigma(10_000, 0.1), &r);
+    let s = &r["server"];
+    assert_eq!(s["url"], url.as_str(), "{r}");
+    assert_eq!(n(s, "datagrams_in"), 10_000, "{r}");
+    assert_eq!(n(s, "datagrams_out"), n(&r, "answered"), "{r}");
+    // At most 32 datagrams out at once: the server's kernel drops none, and every datagram
+    // lost is one its fault dropped.
+    assert_eq!(n(s, "kernel_drops"), 0, "{r}");
+    assert_eq!(n(s, "faulted_drops"), lost, "{r}");
+    assert_eq!(n(&s["faulted"], "drop-reply"), lost, "{r}");
+    assert_eq!(n(s, "lost_elsewhere"), 0, "{r}");
+    assert_eq!(s["warnings"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(s["restarted"], false, "{r}");
+}
