@@ -3,6 +3,9 @@
 //! a count of them is binomial: the tolerances below are 4 standard deviations of it
 //! (`sqrt(n p (1 - p))`), which a right count misses about once in 16,000 runs.
 
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
 use crate::bench_udp::{bench_udp, n};
@@ -359,4 +362,61 @@ fn bench_udp_server_metrics_puts_the_loss_on_the_servers_faults() {
     assert_eq!(n(s, "lost_elsewhere"), 0, "{r}");
     assert_eq!(s["warnings"].as_array().map(Vec::len), Some(0), "{r}");
     assert_eq!(s["restarted"], false, "{r}");
+}
+
+#[test]
+fn no_reply_is_larger_than_its_request_under_every_fault_and_the_stamp() {
+    // Requests of many sizes, each filled with its own byte: a reply, whatever was flipped,
+    // cut, doubled, held or stamped, is told by the byte most of it carries (one bit of one
+    // byte flipped, 8 bytes stamped, of at least 20).
+    let server = serve(&[
+        "--udp-stamp",
+        "--fault",
+        "udp-dup=0.3",
+        "--fault",
+        "udp-reorder=4",
+        "--fault",
+        "udp-delay=2ms±1ms",
+        "--fault",
+        "udp-corrupt=0.5",
+        "--fault",
+        "udp-truncate=100",
+    ]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(server.addr).unwrap();
+    // Room for every reply while the requests go out.
+    socket2::SockRef::from(&socket)
+        .set_recv_buffer_size(1 << 20)
+        .unwrap();
+    let size = |i: usize| 20 + i * 37 % 230;
+    for i in 0..250 {
+        socket.send(&vec![i as u8; size(i)]).unwrap();
+    }
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 2048];
+    let mut replies = 0;
+    // At most two copies of each: the loop ends by then, on a quiet half second, or at the
+    // deadline.
+    while replies < 500 && Instant::now() < deadline {
+        let Ok(len) = socket.recv(&mut buf) else {
+            break;
+        };
+        let reply = &buf[..len];
+        let mut counts = [0usize; 256];
+        for &b in &reply[8..] {
+            counts[usize::from(b)] += 1;
+        }
+        let i = (0..250).max_by_key(|&i| counts[i]).unwrap();
+        assert!(
+            len <= size(i).min(100),
+            "reply of {len} bytes to request {i} of {} bytes",
+            size(i)
+        );
+        replies += 1;
+    }
+    // Nothing is dropped, and every request is answered at least once.
+    assert!(replies >= 250, "{replies} replies");
 }
