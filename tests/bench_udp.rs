@@ -16,7 +16,7 @@ use crate::bench::External;
 use crate::support::*;
 
 /// Runs `tcpool bench --udp --json ARGS...`; its exit code and report, decoded by serde_json.
-fn bench_udp(args: &[&str]) -> (Option<i32>, Value) {
+pub(crate) fn bench_udp(args: &[&str]) -> (Option<i32>, Value) {
     let mut command = Command::new(tcpool_bin());
     command
         .args(["bench", "--udp", "--json", "--threads", "2"])
@@ -34,7 +34,7 @@ fn bench_udp(args: &[&str]) -> (Option<i32>, Value) {
     )
 }
 
-fn n(report: &Value, key: &str) -> u64 {
+pub(crate) fn n(report: &Value, key: &str) -> u64 {
     report[key]
         .as_u64()
         .unwrap_or_else(|| panic!("{key} is not a count: {report}"))

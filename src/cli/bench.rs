@@ -281,6 +281,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             expect: args.expect.as_deref(),
             reply_size: args.reply_size,
             json: args.json,
+            server_metrics: args.server_metrics.as_ref(),
         };
         let code = super::bench_udp::run(&args.udp, &common, &STOP)?;
         return Ok(if STOP.load(Ordering::SeqCst) {

@@ -10,8 +10,11 @@ use anyhow::Context as _;
 use clap::Args;
 
 use tcpool::client::addr::Target;
-use tcpool::client::bench::Template;
 use tcpool::client::bench::udp::{self, Check, IdField, Payload, UdpLimit, UdpOptions};
+use tcpool::client::bench::{MetricsUrl, Template, UdpServerView};
+
+/// How long a scrape of `--server-metrics` may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The flags only `--udp` takes.
 #[derive(Debug, Args)]
@@ -22,7 +25,7 @@ pub(crate) struct UdpArgs {
     /// datagram's size (at least 16 bytes) [default: off, TCP].
     #[arg(long, conflicts_with_all = [
         "chat", "tls", "reply", "until", "first_message", "connect_rate", "reconnect_every",
-        "requests", "send_file", "weight", "start_at", "server_metrics", "hdr_log", "plot",
+        "requests", "send_file", "weight", "start_at", "hdr_log", "plot",
         "send_proxy", "fleet", "eol", "warmup", "timeout", "connect_timeout", "seed",
     ])]
     pub(crate) udp: bool,
@@ -52,6 +55,7 @@ pub(crate) struct Common<'a> {
     pub(crate) expect: Option<&'a str>,
     pub(crate) reply_size: Option<usize>,
     pub(crate) json: bool,
+    pub(crate) server_metrics: Option<&'a MetricsUrl>,
 }
 
 /// The library's options; an error is a usage error.
@@ -122,17 +126,39 @@ pub(crate) fn run(
             options.sockets, options.target
         );
     }
+    let scrape = |url: &MetricsUrl| {
+        url.scrape(SCRAPE_TIMEOUT)
+            .with_context(|| format!("cannot read the server's metrics at {url}"))
+    };
+    let before = common.server_metrics.map(scrape).transpose()?;
     let mut report = udp::run(&options, stop)
         .with_context(|| format!("benchmark against udp {} failed", options.target))?;
     if let [text] = common.send {
         text.clone_into(&mut report.request);
     }
+    let server = match (common.server_metrics, &before) {
+        (Some(url), Some(before)) => {
+            let view = UdpServerView::between(url, before, &scrape(url)?, report.lost);
+            for warning in &view.warnings {
+                eprintln!("warning: client and server disagree: {warning}");
+            }
+            Some(view)
+        }
+        _ => None,
+    };
     let mut out = std::io::stdout().lock();
     let printed = if common.json {
-        let json = serde_json::to_string(&report).context("cannot encode the report")?;
-        writeln!(out, "{json}")
+        let mut value = serde_json::to_value(&report).context("cannot encode the report")?;
+        if let (Some(server), Some(object)) = (&server, value.as_object_mut()) {
+            let server = serde_json::to_value(server).context("cannot encode the report")?;
+            object.insert("server".into(), server);
+        }
+        writeln!(out, "{value}")
     } else {
-        write!(out, "{report}")
+        match &server {
+            Some(server) => write!(out, "{report}\n{server}"),
+            None => write!(out, "{report}"),
+        }
     };
     match printed.and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}

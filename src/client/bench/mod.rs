@@ -96,7 +96,7 @@ pub use plan::{DEFAULT_MAX_REPLY, MAX_KINDS};
 pub use plot::plot;
 pub use proto::{Class, Framed};
 pub use report::{Generator, Replies, RequestKind, Second, TlsReport, Window};
-pub use server::{MetricsUrl, ReplyTimes, SETTLE, Samples, ServerView};
+pub use server::{MetricsUrl, ReplyTimes, SETTLE, Samples, ServerView, UdpServerView};
 
 use std::io;
 use std::sync::OnceLock;

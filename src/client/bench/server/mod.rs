@@ -520,5 +520,8 @@ impl fmt::Display for ServerView {
     }
 }
 
+mod udp;
+pub use udp::UdpServerView;
+
 #[cfg(test)]
 mod tests;

@@ -177,6 +177,28 @@ impl Payload {
         }
     }
 
+    /// Bench's own payload: the datagram a reply answers when one bit of its number was
+    /// flipped on the way: the number at most `highest` one bit away from the one it reads
+    /// whose filler the reply carries. `None` for any other payload, a reply too short to
+    /// carry a filler, or none that fits. A reply cut short is judged by what it has left.
+    /// The filler repeats every 94 numbers, and no one-bit change is a multiple of 94, so at
+    /// most one number fits.
+    pub(super) fn recover(&self, socket: usize, reply: &[u8], highest: u64) -> Option<u64> {
+        if self.send.is_some() || reply.len() > self.size || reply.len() <= MIN_OWN_SIZE {
+            return None;
+        }
+        let read = IdField::OWN.read(reply)?;
+        (0..64)
+            .map(|bit| read ^ (1u64 << bit))
+            .filter(|&seq| seq <= highest)
+            .find(|&seq| {
+                reply[MIN_OWN_SIZE..]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == filler(socket, seq, i + MIN_OWN_SIZE))
+            })
+    }
+
     /// The server's stamp in a reply to bench's own payload: its first 8 bytes when nonzero.
     pub(super) fn stamp(&self, reply: &[u8]) -> Option<u64> {
         if self.send.is_some() {
@@ -236,6 +258,36 @@ mod tests {
         d[30] ^= 1;
         assert!(!p.right(3, 77, &d, &mut scratch));
         assert!(!p.right(3, 77, &d[..39], &mut scratch));
+    }
+
+    #[test]
+    fn a_bit_flipped_in_the_number_still_names_the_datagram() {
+        let p = Payload {
+            send: None,
+            size: 32,
+            id: IdField::OWN,
+            check: Check::Own,
+        };
+        let mut d = Vec::new();
+        for (seq, bit) in [(77u64, 0), (77, 5), (1000, 9), (0, 3), (5, 63)] {
+            p.request(2, seq, &mut d);
+            d[8 + 7 - bit / 8] ^= 1 << (bit % 8);
+            let highest = 2000;
+            assert_eq!(p.recover(2, &d, highest), Some(seq), "{seq} bit {bit}");
+        }
+        // A flip in the filler is no flip of the number.
+        p.request(2, 77, &mut d);
+        d[20] ^= 1;
+        assert_eq!(p.recover(2, &d, 2000), None);
+        // Cut short, told by what is left of the filler.
+        p.request(2, 77, &mut d);
+        d[12] ^= 4;
+        assert_eq!(p.recover(2, &d[..20], 2000), Some(77));
+        // Too short for a filler: nothing to tell by.
+        let short = Payload { size: 16, ..p };
+        short.request(2, 77, &mut d);
+        d[15] ^= 1;
+        assert_eq!(short.recover(2, &d, 2000), None);
     }
 
     #[test]

@@ -261,11 +261,16 @@ pub(super) struct Flow {
     out: BTreeMap<u64, Out>,
     fate: Fates,
     highest_answered: Option<u64>,
+    /// The highest datagram with a reply matched to it, right or corrupt.
+    highest_replied: Option<u64>,
     /// The previous reply's transit time (ns) and the RFC 3550 jitter estimate (ns).
     last_transit: Option<i128>,
     jitter: f64,
     /// The stamped reply of the highest sequence number: (seq, stamp).
     last_stamp: Option<(u64, u64)>,
+    /// A right reply of bench's own payload came with its stamp slot zero: the server does
+    /// not stamp.
+    unstamped: bool,
 }
 
 impl Flow {
@@ -277,9 +282,11 @@ impl Flow {
             out: BTreeMap::new(),
             fate: Fates::default(),
             highest_answered: None,
+            highest_replied: None,
             last_transit: None,
             jitter: 0.0,
             last_stamp: None,
+            unstamped: false,
         }
     }
 
@@ -289,12 +296,13 @@ impl Flow {
     }
 
     /// Datagrams out that hold a slot of the closed loop's pipeline: those after the
-    /// highest one answered. One that a later datagram's reply has passed is most likely
+    /// highest one with a reply (right or corrupt: a corrupt reply came back all the
+    /// same). One that a later datagram's reply has passed is most likely
     /// lost: it is still awaited for the reply timeout, and counted, but no longer holds
     /// back the load (else every lost datagram would stall its slot for the whole timeout,
     /// and a lossy path would be measured at a fraction of its rate).
     pub(super) fn holding_slots(&self) -> usize {
-        match self.highest_answered {
+        match self.highest_replied {
             Some(h) => self.out.range(h + 1..).count(),
             None => self.out.len(),
         }
@@ -346,11 +354,21 @@ impl Flow {
     ) {
         t.datagrams_in += 1;
         t.bytes_in += reply.len() as u64;
-        let seq = payload
+        let highest = self.next_seq.checked_sub(1);
+        let mut seq = payload
             .id
             .read(reply)
-            .zip(self.next_seq.checked_sub(1))
+            .zip(highest)
             .and_then(|(id, highest)| payload.id.unwrap(id, highest));
+        // Right: the datagram it names, back as sent. A server that does not stamp leaves the
+        // slot zero, so once a socket has had such a reply, a slot with a bit set is damage.
+        let right = seq.is_some_and(|seq| payload.right(self.index, seq, reply, scratch))
+            && !(self.unstamped && payload.stamp(reply).is_some());
+        if !right && let Some(found) = highest.and_then(|h| payload.recover(self.index, reply, h)) {
+            // Its number was hit on the way: it answers the datagram its filler names, and
+            // is corrupt, not a reply to another datagram (nor foreign).
+            seq = Some(found);
+        }
         let Some(seq) = seq else {
             t.foreign += 1;
             t.error(format!(
@@ -380,7 +398,8 @@ impl Flow {
         }
         let out = self.out.remove(&seq).expect("a pending datagram is out");
         t.last_activity = Some(now);
-        if !payload.right(self.index, seq, reply, scratch) {
+        self.highest_replied = self.highest_replied.max(Some(seq));
+        if !right {
             self.fate.set(seq, CORRUPT);
             t.corrupt += 1;
             t.error(format!(
@@ -392,6 +411,9 @@ impl Flow {
         }
         self.fate.set(seq, ANSWERED);
         t.answered += 1;
+        if payload.send.is_none() && payload.stamp(reply).is_none() {
+            self.unstamped = true;
+        }
         match self.highest_answered {
             Some(h) if h > seq => t.reordered += 1,
             _ => self.highest_answered = Some(seq),
