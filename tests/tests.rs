@@ -25,6 +25,7 @@ mod bench_handshakes;
 mod bench_protocols;
 mod bench_timeline;
 mod bench_udp;
+mod bench_udp_files;
 mod book;
 mod chat;
 mod chat_pressure;

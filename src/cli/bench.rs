@@ -281,6 +281,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             expect: args.expect.as_deref(),
             reply_size: args.reply_size,
             json: args.json,
+            hdr_log: args.hdr_log.as_deref(),
+            plot: args.plot.as_deref(),
         };
         let code = super::bench_udp::run(&args.udp, &common, &STOP)?;
         return Ok(if STOP.load(Ordering::SeqCst) {

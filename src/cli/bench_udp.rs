@@ -2,6 +2,7 @@
 //! [`tcpool::client::bench::udp::run`].
 
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -10,8 +11,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use tcpool::client::addr::Target;
-use tcpool::client::bench::Template;
 use tcpool::client::bench::udp::{self, Check, IdField, Payload, UdpLimit, UdpOptions};
+use tcpool::client::bench::{self, Template};
 
 /// The flags only `--udp` takes.
 #[derive(Debug, Args)]
@@ -22,7 +23,7 @@ pub(crate) struct UdpArgs {
     /// datagram's size (at least 16 bytes) [default: off, TCP].
     #[arg(long, conflicts_with_all = [
         "chat", "tls", "reply", "until", "first_message", "connect_rate", "reconnect_every",
-        "requests", "send_file", "weight", "start_at", "server_metrics", "hdr_log", "plot",
+        "requests", "send_file", "weight", "start_at", "server_metrics",
         "send_proxy", "fleet", "eol", "warmup", "timeout", "connect_timeout", "seed",
     ])]
     pub(crate) udp: bool,
@@ -52,6 +53,10 @@ pub(crate) struct Common<'a> {
     pub(crate) expect: Option<&'a str>,
     pub(crate) reply_size: Option<usize>,
     pub(crate) json: bool,
+    /// `--hdr-log`: the round trips' interval log, one histogram a second.
+    pub(crate) hdr_log: Option<&'a Path>,
+    /// `--plot`: the run as an SVG.
+    pub(crate) plot: Option<&'a Path>,
 }
 
 /// The library's options; an error is a usage error.
@@ -122,10 +127,35 @@ pub(crate) fn run(
             options.sockets, options.target
         );
     }
+    // The files are created before the load: a path that cannot be written is said at once.
+    let create = |path: &Path| {
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
+    };
+    let hdr_log = common.hdr_log.map(create).transpose()?;
+    let plot = common.plot.map(create).transpose()?;
     let mut report = udp::run(&options, stop)
         .with_context(|| format!("benchmark against udp {} failed", options.target))?;
     if let [text] = common.send {
         text.clone_into(&mut report.request);
+    }
+    if let (Some(path), Some(file)) = (common.hdr_log, hdr_log) {
+        let mut file = std::io::BufWriter::new(file);
+        let target = format!("udp {}", report.target);
+        bench::write_seconds(
+            &target,
+            report.start,
+            report.duration_s,
+            &report.timeline,
+            &mut file,
+        )
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let (Some(path), Some(mut file)) = (common.plot, plot) {
+        let svg =
+            bench::plot_udp(&[(common.target.to_string(), &report)]).map_err(anyhow::Error::msg)?;
+        file.write_all(svg.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let mut out = std::io::stdout().lock();
     let printed = if common.json {
