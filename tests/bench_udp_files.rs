@@ -5,9 +5,12 @@
 use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine as _;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
 use serde_json::Value;
 
-use crate::bench_fleet::Scratch;
+use crate::bench_fleet::{Scratch, merge};
 use crate::bench_timeline::read_with_hdrh;
 use crate::support::*;
 
@@ -98,4 +101,102 @@ fn udp_hdr_log_reads_in_python_and_the_plot_draws_loss_and_round_trips() {
     ] {
         assert!(svg.contains(caption), "no {caption:?} in the plot");
     }
+}
+
+/// A histogram of the report, decoded by the hdrhistogram crate itself.
+fn decoded(report: &Value, key: &str) -> Histogram<u64> {
+    let text = report[key].as_str().expect("a histogram");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64");
+    Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .expect("an HdrHistogram")
+}
+
+#[test]
+fn udp_merge_adds_two_generators_run_at_once_and_refuses_a_tcp_report() {
+    let server = udp_server(&["--udp-stamp"]);
+    let target = server.addr.to_string();
+    let scratch = Scratch::new("udp-merge");
+    let other = {
+        let target = target.clone();
+        std::thread::spawn(move || run(&target, &["-c", "3", "-n", "4000", "--pipeline", "4"]))
+    };
+    let (code, a) = run(&target, &["-c", "2", "-n", "3001", "--pipeline", "2"]);
+    let (code_b, b) = other.join().unwrap();
+    assert_eq!((code, code_b), (Some(0), Some(0)), "{a} {b}");
+    let files = [scratch.write("a.json", &a), scratch.write("b.json", &b)];
+    let (code, out, err) = merge(&[&files[0], &files[1], "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let m: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(m["transport"], "udp", "{m}");
+    for key in [
+        "sent",
+        "answered",
+        "datagrams_received",
+        "bytes_sent",
+        "lost",
+        "stamped_replies",
+        "request_loss",
+        "reply_loss",
+        "sockets",
+    ] {
+        assert_eq!(n(&m, key), n(&a, key) + n(&b, key), "{key}: {m}");
+    }
+    assert_eq!(n(&m, "sent"), 7001, "{m}");
+    assert_eq!(m["loss_ratio"], 0.0, "{m}");
+
+    // The histograms are the inputs' added together, by the crate's own reader and adder.
+    for (key, summary) in [
+        ("rtt_histogram", "rtt_us"),
+        ("jitter_delta_histogram", "jitter_delta_us"),
+    ] {
+        let mut sum = decoded(&a, key);
+        sum.add(decoded(&b, key)).unwrap();
+        let merged = decoded(&m, key);
+        assert_eq!(merged.len(), sum.len(), "{key}");
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.value_at_quantile(q),
+                sum.value_at_quantile(q),
+                "{key} {q}"
+            );
+        }
+        assert_eq!(n(&m[summary], "p99"), sum.value_at_quantile(0.99), "{m}");
+    }
+    assert_eq!(merged_answered(&m), 7001, "{m}");
+    // The sockets' mean jitter, each input weighted by its sockets.
+    let weighted =
+        (a["jitter_us"].as_f64().unwrap() * 2.0 + b["jitter_us"].as_f64().unwrap() * 3.0) / 5.0;
+    assert!(
+        (m["jitter_us"].as_f64().unwrap() - weighted).abs() < 1e-6,
+        "{m}"
+    );
+
+    // A file given twice, and a TCP report beside a UDP one, are refused.
+    let (code, _, err) = merge(&[&files[0], &files[0]]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the same run"), "{err}");
+    let tcp = Command::new(tcpool_bin())
+        .args(["bench", &target, "-c", "1", "-n", "10", "--json"])
+        .output()
+        .unwrap();
+    assert!(tcp.status.success(), "{tcp:?}");
+    let tcp_file = scratch.0.join("tcp.json");
+    std::fs::write(&tcp_file, &tcp.stdout).unwrap();
+    let (code, _, err) = merge(&[&files[0], tcp_file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is a UDP report and"), "{err}");
+    assert!(err.contains("cannot be merged"), "{err}");
+}
+
+/// The replies in the merged timeline, second by second, added up.
+fn merged_answered(report: &Value) -> u64 {
+    report["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| n(s, "messages"))
+        .sum()
 }

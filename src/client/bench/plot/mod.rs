@@ -336,6 +336,11 @@ fn per_second(
     for (run, thick, curve) in curves {
         let c = color(run);
         if !thick {
+            chart.draw_series(
+                curve
+                    .iter()
+                    .map(|&p| Circle::new(p, 2, c.mix(0.8).filled())),
+            )?;
             chart.draw_series(LineSeries::new(curve, c.mix(0.8).stroke_width(1)))?;
             continue;
         }
