@@ -75,14 +75,12 @@ pub(crate) fn read_reports(files: &[PathBuf]) -> anyhow::Result<Vec<(String, Rep
 pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     if let Some(reports) = udp_reports(&args.files)? {
         let merged = bench::udp::UdpReport::merge(&reports).map_err(anyhow::Error::msg)?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&merged).context("cannot encode the report")?
-            );
+        let text = if args.json {
+            serde_json::to_string(&merged).context("cannot encode the report")? + "\n"
         } else {
-            print!("{merged}");
-        }
+            merged.to_string()
+        };
+        print_out(&text)?;
         return Ok(if merged.clean() {
             ExitCode::SUCCESS
         } else {
@@ -136,6 +134,18 @@ fn chat_reports(files: &[PathBuf]) -> anyhow::Result<Option<Vec<bench::chat::Cha
         0 => Ok(None),
         n if n == files.len() => Ok(Some(chat)),
         _ => anyhow::bail!("chat reports and request/reply reports cannot be merged together"),
+    }
+}
+
+/// Prints `text` on stdout; a reader that went away (`| head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the report to stdout")
+        }
+        _ => Ok(()),
     }
 }
 
