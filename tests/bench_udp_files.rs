@@ -11,6 +11,7 @@ use hdrhistogram::serialization::Deserializer;
 use serde_json::Value;
 
 use crate::bench_fleet::{Scratch, merge};
+use crate::bench_fleet_nats::{Fleet, json};
 use crate::bench_timeline::read_with_hdrh;
 use crate::support::*;
 
@@ -199,4 +200,63 @@ fn merged_answered(report: &Value) -> u64 {
         .iter()
         .map(|s| n(s, "messages"))
         .sum()
+}
+
+#[test]
+fn a_udp_fleet_splits_sockets_and_datagrams_and_merges_a_udp_report() {
+    let server = udp_server(&["--udp-stamp"]);
+    let target = server.addr.to_string();
+    let mut fleet = Fleet::new("udp-fleet");
+    fleet.agent("a", 0.0, &[]);
+    // A machine whose clock is 2 s ahead: its report comes back on the coordinator's clock.
+    fleet.agent("b", 2.0, &[]);
+    let out = fleet.bench(
+        &target,
+        &[
+            "--udp",
+            "-c",
+            "5",
+            "-n",
+            "3001",
+            "--pipeline",
+            "2",
+            "--agents",
+            "2",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    assert_eq!(report["transport"], "udp", "{report}");
+    assert_eq!(n(&report, "sockets"), 5, "{report}");
+    for key in ["sent", "answered", "datagrams_received", "stamped_replies"] {
+        assert_eq!(n(&report, key), 3001, "{key}: {report}");
+    }
+    assert_eq!(n(&report, "lost"), 0, "{report}");
+    assert_eq!(decoded(&report, "rtt_histogram").len(), 3001, "{report}");
+
+    // The split is one run's: 3 and 2 sockets, each with the datagrams of its sockets.
+    let agents = report["fleet"]["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 2, "{report}");
+    let shares: Vec<(u64, u64, u64)> = agents
+        .iter()
+        .map(|a| {
+            (
+                n(a, "connections"),
+                n(a, "messages_asked"),
+                n(a, "datagrams_sent"),
+            )
+        })
+        .collect();
+    assert_eq!(shares.iter().map(|s| s.0).sum::<u64>(), 5, "{report}");
+    assert_eq!(shares.iter().map(|s| s.1).sum::<u64>(), 3001, "{report}");
+    for (_, asked, sent) in &shares {
+        assert_eq!(asked, sent, "{report}");
+    }
+    // Both windows on one clock: the merged span is seconds, not the 2 s of b's offset.
+    assert!(report["duration_s"].as_f64().unwrap() < 1.9, "{report}");
 }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use tcpool::client::addr::Target;
-use tcpool::client::bench::udp::{self, Check, IdField, Payload, UdpLimit, UdpOptions};
+use tcpool::client::bench::udp::{self, Check, IdField, Payload, UdpLimit, UdpOptions, UdpReport};
 use tcpool::client::bench::{self, Template};
 
 /// The flags only `--udp` takes.
@@ -24,7 +24,7 @@ pub(crate) struct UdpArgs {
     #[arg(long, conflicts_with_all = [
         "chat", "tls", "reply", "until", "first_message", "connect_rate", "reconnect_every",
         "requests", "send_file", "weight", "start_at", "server_metrics",
-        "send_proxy", "fleet", "eol", "warmup", "timeout", "connect_timeout", "seed",
+        "send_proxy", "eol", "warmup", "timeout", "connect_timeout", "seed",
     ])]
     pub(crate) udp: bool,
     /// --udp: how long a datagram's reply may take before the datagram counts as lost
@@ -60,7 +60,7 @@ pub(crate) struct Common<'a> {
 }
 
 /// The library's options; an error is a usage error.
-fn options(args: &UdpArgs, common: &Common<'_>) -> anyhow::Result<UdpOptions> {
+pub(crate) fn options(args: &UdpArgs, common: &Common<'_>) -> anyhow::Result<UdpOptions> {
     let template = |flag: &str, text: &str| {
         Template::parse(text).map_err(|e| anyhow::anyhow!("invalid {flag} {text:?}: {e}"))
     };
@@ -138,25 +138,7 @@ pub(crate) fn run(
     if let [text] = common.send {
         text.clone_into(&mut report.request);
     }
-    if let (Some(path), Some(file)) = (common.hdr_log, hdr_log) {
-        let mut file = std::io::BufWriter::new(file);
-        let target = format!("udp {}", report.target);
-        bench::write_seconds(
-            &target,
-            report.start,
-            report.duration_s,
-            &report.timeline,
-            &mut file,
-        )
-        .and_then(|()| file.flush())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if let (Some(path), Some(mut file)) = (common.plot, plot) {
-        let svg =
-            bench::plot_udp(&[(common.target.to_string(), &report)]).map_err(anyhow::Error::msg)?;
-        file.write_all(svg.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    write_opened(common, &report, hdr_log, plot)?;
     let mut out = std::io::stdout().lock();
     let printed = if common.json {
         let json = serde_json::to_string(&report).context("cannot encode the report")?;
@@ -174,4 +156,43 @@ pub(crate) fn run(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Creates `--hdr-log` and `--plot`, and writes them for `report`.
+pub(crate) fn write_files(common: &Common<'_>, report: &UdpReport) -> anyhow::Result<()> {
+    let create = |path: &Path| {
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
+    };
+    let hdr_log = common.hdr_log.map(create).transpose()?;
+    let plot = common.plot.map(create).transpose()?;
+    write_opened(common, report, hdr_log, plot)
+}
+
+/// Writes `--hdr-log` and `--plot` for `report` into the files opened for them.
+fn write_opened(
+    common: &Common<'_>,
+    report: &UdpReport,
+    hdr_log: Option<std::fs::File>,
+    plot: Option<std::fs::File>,
+) -> anyhow::Result<()> {
+    if let (Some(path), Some(file)) = (common.hdr_log, hdr_log) {
+        let mut file = std::io::BufWriter::new(file);
+        let target = format!("udp {}", report.target);
+        bench::write_seconds(
+            &target,
+            report.start,
+            report.duration_s,
+            &report.timeline,
+            &mut file,
+        )
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let (Some(path), Some(mut file)) = (common.plot, plot) {
+        let svg =
+            bench::plot_udp(&[(common.target.to_string(), report)]).map_err(anyhow::Error::msg)?;
+        file.write_all(svg.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
