@@ -3,7 +3,8 @@
 //! percentile is that of all the datagrams together), the timelines aligned on the wall
 //! clock, the loss ratio and the rates taken again over the common span. The RFC 3550 jitter
 //! is an estimate per socket that cannot be added: the merge gives the mean over all sockets,
-//! each input's mean weighted by its sockets.
+//! each input's mean weighted by its sockets (exact when each of them had a jitter, that is
+//! two replies or more).
 
 use std::collections::BTreeMap;
 
