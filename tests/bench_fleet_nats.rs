@@ -15,7 +15,7 @@ use crate::support::*;
 const TOKEN: &str = "fleet-test-token-0123456789abcdef";
 
 /// A broker, a token file and agents, each a process, all killed on drop.
-struct Fleet {
+pub(crate) struct Fleet {
     /// Kept for its drop: the broker lives as long as the fleet.
     _broker: Nats,
     url: String,
@@ -24,7 +24,7 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn new(name: &str) -> Fleet {
+    pub(crate) fn new(name: &str) -> Fleet {
         let broker = Nats::start();
         let dir = Scratch::new(name);
         std::fs::write(dir.0.join("token"), TOKEN).unwrap();
@@ -41,7 +41,7 @@ impl Fleet {
     }
 
     /// Starts agent `name` (its clock offset by `offset` s) and waits until it waits for work.
-    fn agent(&mut self, name: &str, offset: f64, extra: &[&str]) {
+    pub(crate) fn agent(&mut self, name: &str, offset: f64, extra: &[&str]) {
         let log = self.dir.0.join(format!("{name}.log"));
         let child = Command::new(tcpool_bin())
             .args([
@@ -87,7 +87,7 @@ impl Fleet {
     }
 
     /// `tcpool bench TARGET --fleet URL --fleet-token-file T ARGS...`.
-    fn bench(&self, target: &str, args: &[&str]) -> Output {
+    pub(crate) fn bench(&self, target: &str, args: &[&str]) -> Output {
         Command::new(tcpool_bin())
             .args([
                 "bench",
@@ -119,7 +119,7 @@ impl Drop for Fleet {
     }
 }
 
-fn json(out: &Output) -> Value {
+pub(crate) fn json(out: &Output) -> Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(&text).unwrap_or_else(|e| {
         panic!(

@@ -200,7 +200,7 @@ while True:
 print(json.dumps(summary(union)))
 "#;
 
-fn read_with_hdrh(log: &std::path::Path) -> Vec<Value> {
+pub(crate) fn read_with_hdrh(log: &std::path::Path) -> Vec<Value> {
     let out = Command::new("python3")
         .args(["-c", HDRH_READER])
         .arg(log)

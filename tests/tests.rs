@@ -26,6 +26,7 @@ mod bench_protocols;
 mod bench_timeline;
 mod bench_udp;
 mod bench_udp_faults;
+mod bench_udp_files;
 mod book;
 mod chat;
 mod chat_pressure;

@@ -27,6 +27,7 @@ use tcpool::server::LineEnding;
 use tcpool::units;
 
 mod fleet;
+mod fleet_udp;
 
 /// `tcpool bench` flags, or one of its subcommands.
 #[derive(Debug, Args)]
@@ -268,22 +269,12 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let target = &args.targets[0];
     if args.udp.udp {
         signals()?;
-        let common = super::bench_udp::Common {
-            target,
-            sockets: args.connections as usize,
-            messages: args.messages,
-            duration: args.duration.unwrap_or(bench::DEFAULT_DURATION),
-            size: args.size,
-            pipeline: args.pipeline as usize,
-            rate: args.rate,
-            threads: args.threads.map_or(0, usize::from),
-            send: &args.send,
-            expect: args.expect.as_deref(),
-            reply_size: args.reply_size,
-            json: args.json,
-            server_metrics: args.server_metrics.as_ref(),
+        let common = udp_common(&args);
+        let code = if args.fleet.fleet.is_some() {
+            fleet_udp::coordinate(&args, &common)?
+        } else {
+            super::bench_udp::run(&args.udp, &common, &STOP)?
         };
-        let code = super::bench_udp::run(&args.udp, &common, &STOP)?;
         return Ok(if STOP.load(Ordering::SeqCst) {
             ExitCode::from(130)
         } else {
@@ -389,6 +380,27 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         code
     })
+}
+
+/// What the shared flags say to a `--udp` run.
+fn udp_common(args: &RunArgs) -> super::bench_udp::Common<'_> {
+    super::bench_udp::Common {
+        target: &args.targets[0],
+        sockets: args.connections as usize,
+        messages: args.messages,
+        duration: args.duration.unwrap_or(bench::DEFAULT_DURATION),
+        size: args.size,
+        pipeline: args.pipeline as usize,
+        rate: args.rate,
+        threads: args.threads.map_or(0, usize::from),
+        send: &args.send,
+        expect: args.expect.as_deref(),
+        reply_size: args.reply_size,
+        json: args.json,
+        server_metrics: args.server_metrics.as_ref(),
+        hdr_log: args.hdr_log.as_deref(),
+        plot: args.plot.as_deref(),
+    }
 }
 
 /// Creates and writes `--hdr-log` and `--plot` for `report`.

@@ -73,6 +73,20 @@ pub(crate) fn read_reports(files: &[PathBuf]) -> anyhow::Result<Vec<(String, Rep
 
 /// Merges the reports and prints the result; exit 1 when any generator had errors.
 pub(crate) fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(reports) = udp_reports(&args.files)? {
+        let merged = bench::udp::UdpReport::merge(&reports).map_err(anyhow::Error::msg)?;
+        let text = if args.json {
+            serde_json::to_string(&merged).context("cannot encode the report")? + "\n"
+        } else {
+            merged.to_string()
+        };
+        print_out(&text)?;
+        return Ok(if merged.clean() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     if let Some(reports) = chat_reports(&args.files)? {
         let merged = bench::chat::ChatReport::merge(&reports).map_err(anyhow::Error::msg)?;
         if args.json {
@@ -123,6 +137,45 @@ fn chat_reports(files: &[PathBuf]) -> anyhow::Result<Option<Vec<bench::chat::Cha
     }
 }
 
+/// Prints `text` on stdout; a reader that went away (`| head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the report to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The reports, each named by its file, if they are all `bench --udp` reports (`transport`
+/// `udp`); `None` if none is; an error naming both kinds for a mix.
+fn udp_reports(files: &[PathBuf]) -> anyhow::Result<Option<Vec<(String, bench::udp::UdpReport)>>> {
+    let (mut udp, mut other) = (Vec::new(), None);
+    for path in files {
+        let name = path.display().to_string();
+        let bytes = read_capped(path, MAX_REPORT)?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{name} is not a tcpool bench --json report"))?;
+        if value.get("transport").and_then(|t| t.as_str()) == Some("udp") {
+            let report = serde_json::from_value(value)
+                .with_context(|| format!("{name} is not a tcpool bench --udp report"))?;
+            udp.push((name, report));
+        } else if other.is_none() {
+            other = Some(name);
+        }
+    }
+    match (udp.first(), other) {
+        (None, _) => Ok(None),
+        (Some(_), None) => Ok(Some(udp)),
+        (Some((first, _)), Some(other)) => anyhow::bail!(
+            "{first} is a UDP report and {other} is not: datagrams and TCP messages cannot be \
+             merged or drawn together"
+        ),
+    }
+}
+
 /// `tcpool bench plot` flags.
 #[derive(Debug, Args)]
 #[command(after_help = super::examples(PLOT_EXAMPLES))]
@@ -147,6 +200,13 @@ const PLOT_EXAMPLES: &str = "
 
 /// Draws the reports, one curve each, into one SVG file.
 pub(crate) fn plot(args: PlotArgs) -> anyhow::Result<ExitCode> {
+    if let Some(reports) = udp_reports(&args.files)? {
+        let runs: Vec<_> = reports.iter().map(|(n, r)| (n.clone(), r)).collect();
+        let svg = bench::plot_udp(&runs).map_err(anyhow::Error::msg)?;
+        std::fs::write(&args.output, svg)
+            .with_context(|| format!("cannot write {}", args.output.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let reports = read_reports(&args.files)?;
     let runs: Vec<(String, &Report)> = reports.iter().map(|(n, r)| (n.clone(), r)).collect();
     write_plot(&runs, &args.output)?;

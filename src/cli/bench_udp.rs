@@ -2,6 +2,7 @@
 //! [`tcpool::client::bench::udp::run`].
 
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -10,8 +11,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use tcpool::client::addr::Target;
-use tcpool::client::bench::udp::{self, Check, IdField, Payload, UdpLimit, UdpOptions};
-use tcpool::client::bench::{MetricsUrl, Template, UdpServerView};
+use tcpool::client::bench::udp::{self, Check, IdField, Payload, UdpLimit, UdpOptions, UdpReport};
+use tcpool::client::bench::{self, MetricsUrl, Template, UdpServerView};
 
 /// How long a scrape of `--server-metrics` may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,8 +26,8 @@ pub(crate) struct UdpArgs {
     /// datagram's size (at least 16 bytes) [default: off, TCP].
     #[arg(long, conflicts_with_all = [
         "chat", "tls", "reply", "until", "first_message", "connect_rate", "reconnect_every",
-        "requests", "send_file", "weight", "start_at", "hdr_log", "plot",
-        "send_proxy", "fleet", "eol", "warmup", "timeout", "connect_timeout", "seed",
+        "requests", "send_file", "weight", "start_at",
+        "send_proxy", "eol", "warmup", "timeout", "connect_timeout", "seed",
     ])]
     pub(crate) udp: bool,
     /// --udp: how long a datagram's reply may take before the datagram counts as lost
@@ -56,10 +57,14 @@ pub(crate) struct Common<'a> {
     pub(crate) reply_size: Option<usize>,
     pub(crate) json: bool,
     pub(crate) server_metrics: Option<&'a MetricsUrl>,
+    /// `--hdr-log`: the round trips' interval log, one histogram a second.
+    pub(crate) hdr_log: Option<&'a Path>,
+    /// `--plot`: the run as an SVG.
+    pub(crate) plot: Option<&'a Path>,
 }
 
 /// The library's options; an error is a usage error.
-fn options(args: &UdpArgs, common: &Common<'_>) -> anyhow::Result<UdpOptions> {
+pub(crate) fn options(args: &UdpArgs, common: &Common<'_>) -> anyhow::Result<UdpOptions> {
     let template = |flag: &str, text: &str| {
         Template::parse(text).map_err(|e| anyhow::anyhow!("invalid {flag} {text:?}: {e}"))
     };
@@ -131,6 +136,12 @@ pub(crate) fn run(
             .with_context(|| format!("cannot read the server's metrics at {url}"))
     };
     let before = common.server_metrics.map(scrape).transpose()?;
+    // The files are created before the load: a path that cannot be written is said at once.
+    let create = |path: &Path| {
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
+    };
+    let hdr_log = common.hdr_log.map(create).transpose()?;
+    let plot = common.plot.map(create).transpose()?;
     let mut report = udp::run(&options, stop)
         .with_context(|| format!("benchmark against udp {} failed", options.target))?;
     if let [text] = common.send {
@@ -146,6 +157,7 @@ pub(crate) fn run(
         }
         _ => None,
     };
+    write_opened(common, &report, hdr_log, plot)?;
     let mut out = std::io::stdout().lock();
     let printed = if common.json {
         let mut value = serde_json::to_value(&report).context("cannot encode the report")?;
@@ -170,4 +182,43 @@ pub(crate) fn run(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Creates `--hdr-log` and `--plot`, and writes them for `report`.
+pub(crate) fn write_files(common: &Common<'_>, report: &UdpReport) -> anyhow::Result<()> {
+    let create = |path: &Path| {
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
+    };
+    let hdr_log = common.hdr_log.map(create).transpose()?;
+    let plot = common.plot.map(create).transpose()?;
+    write_opened(common, report, hdr_log, plot)
+}
+
+/// Writes `--hdr-log` and `--plot` for `report` into the files opened for them.
+fn write_opened(
+    common: &Common<'_>,
+    report: &UdpReport,
+    hdr_log: Option<std::fs::File>,
+    plot: Option<std::fs::File>,
+) -> anyhow::Result<()> {
+    if let (Some(path), Some(file)) = (common.hdr_log, hdr_log) {
+        let mut file = std::io::BufWriter::new(file);
+        let target = format!("udp {}", report.target);
+        bench::write_seconds(
+            &target,
+            report.start,
+            report.duration_s,
+            &report.timeline,
+            &mut file,
+        )
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let (Some(path), Some(mut file)) = (common.plot, plot) {
+        let svg =
+            bench::plot_udp(&[(common.target.to_string(), report)]).map_err(anyhow::Error::msg)?;
+        file.write_all(svg.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -12,7 +12,8 @@ use clap::{Args, Parser};
 
 use tcpool::client::bench::{self, Limit, Options, Report, thresholds};
 use tcpool::client::fleet::{
-    self, Agent, Broker, Cidr, Coordinator, FleetProgress, FleetRun, OnLoss, Wanted, wire::Token,
+    self, Agent, Broker, Cidr, Coordinator, FleetProgress, FleetRun, Load, OnLoss, Wanted,
+    wire::Token,
 };
 
 use super::{RunArgs, STOP};
@@ -45,7 +46,7 @@ pub(super) struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    fn broker(&self, url: &str) -> anyhow::Result<Broker> {
+    pub(super) fn broker(&self, url: &str) -> anyhow::Result<Broker> {
         let token = match &self.fleet_token_file {
             Some(path) => {
                 Some(Token::read(path).map_err(|e| anyhow::anyhow!("--fleet-token-file {e}"))?)
@@ -108,31 +109,31 @@ pub(super) struct FleetArgs {
     /// --fleet: how many agents (any idle ones, by name), or which (a,b,c), each with a
     /// weight for unequal machines (a:3,b:1) [default: 1].
     #[arg(long, value_name = "N|NAMES", requires = "fleet", value_parser = parse_agents)]
-    agents: Option<Wanted>,
+    pub(super) agents: Option<Wanted>,
     /// --fleet: when an agent stops ticking for 2 s: continue (the report is partial,
     /// naming it) or abort (every agent stops) [default: continue].
     #[arg(long, value_name = "WHAT", requires = "fleet", value_parser = parse_on_loss)]
-    on_agent_loss: Option<OnLoss>,
+    pub(super) on_agent_loss: Option<OnLoss>,
     /// --fleet: how long to look for the agents on the broker (such as 5s; bare = seconds).
     #[arg(long, value_name = "TIME", default_value = "10s", requires = "fleet", value_parser = super::super::parse_positive_seconds)]
-    agents_wait: Duration,
+    pub(super) agents_wait: Duration,
     /// --fleet: also write each agent's own report here, as agent-NAME.json (for `bench
     /// merge`, `bench plot`) [default: not kept].
     #[arg(long, value_name = "DIR", requires = "fleet")]
-    keep_reports: Option<PathBuf>,
+    pub(super) keep_reports: Option<PathBuf>,
     #[command(flatten)]
-    broker: BrokerArgs,
+    pub(super) broker: BrokerArgs,
     /// Thresholds judged on the (merged) report, such as 'p99<5ms,p999<20ms,errors<0.1%,rate>=0.95':
     /// p50 p90 p99 p999 max mean (a time), errors (a count, or % of messages), rate (the share
     /// of --rate reached) and throughput (msg/s), with <, <=, > or >=. Any failed: exit code 3,
     /// each named on stderr with how far off [default: none].
     #[arg(long, value_name = "LIST", value_parser = parse_fail_if)]
-    fail_if: Option<FailIf>,
+    pub(super) fail_if: Option<FailIf>,
 }
 
 /// `--fail-if`'s thresholds (one value holding a list, for clap).
 #[derive(Debug, Clone)]
-struct FailIf(Vec<thresholds::Threshold>);
+pub(super) struct FailIf(Vec<thresholds::Threshold>);
 
 fn parse_fail_if(s: &str) -> Result<FailIf, String> {
     thresholds::parse(s).map(FailIf)
@@ -221,24 +222,32 @@ pub(super) fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         clock_offset,
     };
     super::signals()?;
-    let build = |work: &fleet::wire::Work| -> Result<Options, String> {
+    let build = |work: &fleet::wire::Work| -> Result<Load, String> {
         let parsed =
             WorkArgs::try_parse_from(&work.args).map_err(|e| format!("flags: {}", e.kind()))?;
         if parsed.run.targets.len() != 1 || parsed.run.chat.chat {
             return Err("an agent runs one target, not --chat".into());
         }
+        if parsed.run.udp.udp {
+            let common = super::udp_common(&parsed.run);
+            return super::super::bench_udp::options(&parsed.run.udp, &common)
+                .map(|o| Load::Udp(Box::new(o)))
+                .map_err(|e| format!("{e:#}"));
+        }
         let target = &parsed.run.targets[0];
         let addrs = target
             .resolve()
             .map_err(|e| format!("cannot resolve {target}: {e}"))?;
-        super::options(&parsed.run, addrs).map_err(|e| format!("{e:#}"))
+        super::options(&parsed.run, addrs)
+            .map(|o| Load::Tcp(Box::new(o)))
+            .map_err(|e| format!("{e:#}"))
     };
     agent.serve(&build, &STOP).map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// The flags after `bench` on this command line: what the agents are sent.
-fn bench_args() -> Vec<String> {
+pub(super) fn bench_args() -> Vec<String> {
     std::env::args()
         .skip_while(|a| a != "bench")
         .skip(1)
@@ -332,7 +341,7 @@ pub(super) fn coordinate(args: &RunArgs, options: &Options) -> anyhow::Result<Ex
     })
 }
 
-fn agent_failures(run: &FleetRun) -> String {
+pub(super) fn agent_failures(run: &FleetRun) -> String {
     let mut why: Vec<String> = run
         .agents
         .iter()
@@ -342,7 +351,7 @@ fn agent_failures(run: &FleetRun) -> String {
     why.join("; ")
 }
 
-fn progress_line(p: &FleetProgress) -> String {
+pub(super) fn progress_line(p: &FleetProgress) -> String {
     let phase = if p.connecting { "connecting " } else { "" };
     let lost = if p.lost > 0 {
         format!("  {} LOST", p.lost)
@@ -357,7 +366,7 @@ fn progress_line(p: &FleetProgress) -> String {
 
 /// The fleet's part of the JSON report: the agents, their clocks and shares, and what was
 /// lost.
-fn fleet_json(run: &FleetRun) -> serde_json::Value {
+pub(super) fn fleet_json(run: &FleetRun) -> serde_json::Value {
     let agents: Vec<serde_json::Value> = run
         .agents
         .iter()
@@ -374,6 +383,9 @@ fn fleet_json(run: &FleetRun) -> serde_json::Value {
                 "messages": a.report.as_ref().map(|r| r.messages),
                 "errors": a.report.as_ref().map(|r| r.errors),
                 "latency_us": a.report.as_ref().map(|r| r.latency_us),
+                "datagrams_sent": a.udp.as_ref().map(|r| r.sent),
+                "datagrams_lost": a.udp.as_ref().map(|r| r.lost),
+                "rtt_us": a.udp.as_ref().map(|r| r.rtt_us),
                 "failed": a.failed,
             })
         })
@@ -388,13 +400,14 @@ fn fleet_json(run: &FleetRun) -> serde_json::Value {
         "agents": agents,
         "skew_s": run.skew_s(),
         "uncertainty_s": run.uncertainty_s,
-        "partial": !run.lost.is_empty() || run.agents.iter().any(|a| a.report.is_none()),
+        "partial": !run.lost.is_empty()
+            || run.agents.iter().any(|a| a.report.is_none() && a.udp.is_none()),
         "lost": lost,
         "stopped": run.stopped,
     })
 }
 
-fn print_fleet(run: &FleetRun) -> anyhow::Result<()> {
+pub(super) fn print_fleet(run: &FleetRun) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -408,6 +421,9 @@ fn print_fleet(run: &FleetRun) -> anyhow::Result<()> {
                 "{} msgs, {} err, p99 {} µs",
                 r.messages, r.errors, r.latency_us.p99
             ),
+            (None, _) if a.udp.is_some() => a.udp.as_ref().map_or_else(String::new, |r| {
+                format!("{} sent, {} lost, p99 {} µs", r.sent, r.lost, r.rtt_us.p99)
+            }),
             (None, Some(why)) => format!("no report: {why}"),
             (None, None) => "no report".into(),
         };

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::wire::{self, Message, Share, Tick, Work};
 use super::{Broker, Cidr, next, now_unix};
+use crate::client::bench::udp::{self, UdpLimit, UdpOptions, UdpReport};
 use crate::client::bench::{self, Limit, Options, Progress, Report, SparseHistogram};
 
 /// How long a flush of what is sent may wait for the broker before the agent goes on.
@@ -28,7 +29,22 @@ const REMEMBERED: usize = 1024;
 
 /// Turns work's flags into a run's options (the command line's parser); an error is why the
 /// work is refused.
-pub type Build = dyn Fn(&Work) -> Result<Options, String>;
+pub type Build = dyn Fn(&Work) -> Result<Load, String>;
+
+/// What a run's flags ask for: a TCP load, or a `--udp` one.
+#[derive(Debug, Clone)]
+pub enum Load {
+    /// Connections and messages.
+    Tcp(Box<Options>),
+    /// Sockets and datagrams.
+    Udp(Box<UdpOptions>),
+}
+
+/// What a run gave.
+enum Finished {
+    Tcp(Box<Report>),
+    Udp(Box<UdpReport>),
+}
 
 /// An agent's settings.
 #[derive(Debug, Clone)]
@@ -47,7 +63,7 @@ pub struct Agent {
 enum RunEvent {
     Progress(Progress),
     Seconds(Vec<(u64, SparseHistogram)>),
-    Done(Box<Result<Report, String>>),
+    Done(Box<Result<Finished, String>>),
 }
 
 struct Running {
@@ -204,7 +220,7 @@ impl Agent {
         running: &Option<Running>,
         seen: &mut VecDeque<String>,
         build: &Build,
-    ) -> Result<Options, String> {
+    ) -> Result<Load, String> {
         if work.agent != self.name {
             return Err(format!("this is agent {}, not {}", self.name, work.agent));
         }
@@ -225,10 +241,13 @@ impl Agent {
         }
         seen.push_back(work.run.clone());
         // A flag the parser cannot take is refused; even a bug in it does not end the agent.
-        let mut options = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(work)))
+        let load = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(work)))
             .map_err(|_| "the flags could not be parsed".to_owned())??;
-        if let Some(outside) = options
-            .addrs
+        let addrs = match &load {
+            Load::Tcp(options) => options.addrs.clone(),
+            Load::Udp(options) => vec![options.target],
+        };
+        if let Some(outside) = addrs
             .iter()
             .find(|a| !self.allow.iter().any(|c| c.contains(a.ip())))
         {
@@ -241,6 +260,16 @@ impl Agent {
                     .join(", ")
             ));
         }
+        let mut options = match load {
+            Load::Tcp(options) => options,
+            Load::Udp(mut options) => {
+                apply_udp(&mut options, &work.share);
+                options
+                    .validate()
+                    .map_err(|e| format!("invalid options: {e}"))?;
+                return Ok(Load::Udp(options));
+            }
+        };
         apply(&mut options, &work.share);
         let real = work.start_at - self.clock_offset;
         if real.is_finite() && real > 0.0 && real < 1e11 {
@@ -249,13 +278,13 @@ impl Agent {
         options
             .validate()
             .map_err(|e| format!("invalid options: {e}"))?;
-        Ok(options)
+        Ok(Load::Tcp(options))
     }
 
     fn start(
         &self,
         work: Work,
-        options: Options,
+        load: Load,
         stop_sub: async_nats::Subscriber,
         tx: &mpsc::UnboundedSender<RunEvent>,
     ) -> Running {
@@ -268,12 +297,24 @@ impl Agent {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, tx, failed) = (Arc::clone(&stop), tx.clone(), tx.clone());
+        // A UDP run starts at once: the agent waits for the start in its own clock first.
+        let start_in = work.start_at - self.clock();
         let spawned = std::thread::Builder::new()
             .name("tcpool-agent-run".into())
             .spawn(move || {
-                let progress = |p: &Progress| drop(tx.send(RunEvent::Progress(*p)));
-                let seconds = |s: Vec<(u64, SparseHistogram)>| drop(tx.send(RunEvent::Seconds(s)));
-                let result = bench::run_streaming(&options, &flag, Some(&progress), &seconds);
+                let result = match load {
+                    Load::Tcp(options) => {
+                        let progress = |p: &Progress| drop(tx.send(RunEvent::Progress(*p)));
+                        let seconds =
+                            |s: Vec<(u64, SparseHistogram)>| drop(tx.send(RunEvent::Seconds(s)));
+                        bench::run_streaming(&options, &flag, Some(&progress), &seconds)
+                            .map(|r| Finished::Tcp(Box::new(r)))
+                    }
+                    Load::Udp(options) => {
+                        wait_until(start_in, &flag);
+                        udp::run(&options, &flag).map(|r| Finished::Udp(Box::new(r)))
+                    }
+                };
                 drop(tx.send(RunEvent::Done(Box::new(result.map_err(|e| e.to_string())))));
             });
         if let Err(e) = spawned {
@@ -323,7 +364,12 @@ impl Agent {
     }
 
     /// Sends the final report, in pieces that fit the broker's payload limit.
-    async fn finish(&self, client: &async_nats::Client, run: &str, result: Result<Report, String>) {
+    async fn finish(
+        &self,
+        client: &async_nats::Client,
+        run: &str,
+        result: Result<Finished, String>,
+    ) {
         let events = wire::events_subject(run);
         let mut report = match result {
             Ok(report) => report,
@@ -339,9 +385,22 @@ impl Agent {
             }
         };
         // Its times in this agent's clock, as all it says.
-        report.window.start += self.clock_offset;
-        report.window.end += self.clock_offset;
-        let text = match serde_json::to_vec(&report) {
+        let (encoded, done) = match &mut report {
+            Finished::Tcp(r) => {
+                r.window.start += self.clock_offset;
+                r.window.end += self.clock_offset;
+                (
+                    serde_json::to_vec(r),
+                    format!("{} messages, {} errors", r.messages, r.errors),
+                )
+            }
+            Finished::Udp(r) => {
+                r.start += self.clock_offset;
+                let done = format!("{} datagrams sent, {} lost", r.sent, r.lost);
+                (serde_json::to_vec(r), done)
+            }
+        };
+        let text = match encoded {
             Ok(text) => text,
             Err(e) => {
                 let failed = Message::Failed {
@@ -366,12 +425,7 @@ impl Agent {
             self.send(client, events.clone(), &part).await;
         }
         let _ = tokio::time::timeout(FLUSH_WAIT, client.flush()).await;
-        log::info!(
-            "bench agent {}: run {run} done: {} messages, {} errors",
-            self.name,
-            report.messages,
-            report.errors
-        );
+        log::info!("bench agent {}: run {run} done: {done}", self.name);
     }
 }
 
@@ -382,6 +436,30 @@ fn apply(options: &mut Options, share: &Share) {
     options.rate = share.rate;
     if let Some(n) = share.messages {
         options.limit = Limit::Messages(n);
+    }
+}
+
+/// Puts an agent's share into a UDP run's options: its sockets, datagrams and rate.
+fn apply_udp(options: &mut UdpOptions, share: &Share) {
+    options.sockets = share.connections;
+    options.rate = share.rate;
+    if let Some(n) = share.messages {
+        options.limit = UdpLimit::Datagrams(n);
+    }
+}
+
+/// Sleeps `seconds` (at most 10 minutes), in steps, until then or until `stop` is set.
+fn wait_until(seconds: f64, stop: &AtomicBool) {
+    let Ok(wait) = Duration::try_from_secs_f64(seconds.clamp(0.0, 600.0)) else {
+        return;
+    };
+    let end = Instant::now() + wait;
+    while !stop.load(Ordering::SeqCst) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
     }
 }
 

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use super::next;
 use super::outcome::{AgentRow, FleetProgress, FleetRun, Lost, OnLoss};
 use super::wire::{self, Message, Tick, Token};
+use crate::client::bench::udp::UdpReport;
 use crate::client::bench::{self, Report, SparseHistogram};
 
 /// An agent silent this long is lost.
@@ -255,14 +256,24 @@ impl<'a> Collect<'a> {
         }
         let text: Vec<u8> = a.pieces.drain(..).flatten().flatten().collect();
         a.done = true;
-        match serde_json::from_slice::<Report>(&text) {
-            Ok(mut report) => {
-                // Its times, from the agent's clock to the coordinator's.
-                let offset = self.rows[i].clock.offset;
+        let offset = self.rows[i].clock.offset;
+        // Its times, from the agent's clock to the coordinator's.
+        let parsed = if is_udp(&text) {
+            serde_json::from_slice::<UdpReport>(&text).map(|mut report| {
+                report.start -= offset;
+                self.rows[i].start = Some(report.start);
+                self.rows[i].udp = Some(report);
+            })
+        } else {
+            serde_json::from_slice::<Report>(&text).map(|mut report| {
                 report.window.start -= offset;
                 report.window.end -= offset;
                 self.rows[i].start = Some(report.window.start);
                 self.rows[i].report = Some(report);
+            })
+        };
+        match parsed {
+            Ok(()) => {
                 if a.lost {
                     a.lost = false;
                     self.lost.retain(|l| l.agent != name);
@@ -305,4 +316,14 @@ impl<'a> Collect<'a> {
         }
         p
     }
+}
+
+/// Whether a report's JSON is a `--udp` run's (`"transport": "udp"`).
+fn is_udp(text: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Transport {
+        #[serde(default)]
+        transport: Option<String>,
+    }
+    serde_json::from_slice::<Transport>(text).is_ok_and(|t| t.transport.as_deref() == Some("udp"))
 }

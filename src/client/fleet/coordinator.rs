@@ -153,6 +153,7 @@ impl Coordinator {
                 clock,
                 start: None,
                 report: None,
+                udp: None,
                 failed: None,
             });
         }

@@ -17,7 +17,7 @@ mod outcome;
 pub mod split;
 pub mod wire;
 
-pub use agent::{Agent, Build};
+pub use agent::{Agent, Build, Load};
 pub use broker::Broker;
 pub use coordinator::{Coordinator, Wanted};
 pub use outcome::{AgentRow, FleetProgress, FleetRun, Lost, OnLoss};

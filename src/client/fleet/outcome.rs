@@ -4,6 +4,7 @@
 use super::clock::Clock;
 use super::wire::Share;
 use crate::client::bench::Report;
+use crate::client::bench::udp::UdpReport;
 
 /// `--on-agent-loss`: what a lost agent does to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +29,8 @@ pub struct AgentRow {
     pub start: Option<f64>,
     /// Its own report, its times in the coordinator's clock.
     pub report: Option<Report>,
+    /// Its own report of a `--udp` run, its start in the coordinator's clock.
+    pub udp: Option<UdpReport>,
     /// Why it has no report, if it has none.
     pub failed: Option<String>,
 }
@@ -92,6 +95,15 @@ impl FleetRun {
         self.agents
             .iter()
             .filter_map(|a| Some((format!("agent {}", a.name), a.report.clone()?)))
+            .collect()
+    }
+
+    /// The agents' reports of a `--udp` run, each named `agent NAME`, for
+    /// [`UdpReport::merge`].
+    pub fn udp_reports(&self) -> Vec<(String, UdpReport)> {
+        self.agents
+            .iter()
+            .filter_map(|a| Some((format!("agent {}", a.name), a.udp.clone()?)))
             .collect()
     }
 }

@@ -32,6 +32,7 @@
 //!   the reply timeout. Setting the stop flag ends at once: what is still out is
 //!   `unresolved`.
 
+mod merge;
 pub mod payload;
 mod report;
 mod track;

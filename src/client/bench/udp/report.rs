@@ -99,6 +99,9 @@ pub struct UdpReport {
     pub jitter_us: f64,
     /// |D|, the difference of consecutive replies' transit times, µs.
     pub jitter_delta_us: Percentiles,
+    /// The |D| histogram (HdrHistogram V2 deflate, base64): what `bench merge` adds up.
+    #[serde(default)]
+    pub jitter_delta_histogram: String,
     /// One entry a second: replies that came in it (their round trips), and datagrams sent in
     /// it that were lost (`errors`).
     pub timeline: Vec<Second>,
@@ -194,6 +197,7 @@ pub(super) fn report(
             t.jitter_sum / t.jitter_sockets as f64
         },
         jitter_delta_us: Percentiles::of(&t.delta),
+        jitter_delta_histogram: encode(&t.delta),
         timeline,
         first_error: t.first_error,
     }

@@ -8,7 +8,41 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::report::Report;
+use super::report::{Report, Second};
+
+mod udp;
+
+pub use udp::plot_udp;
+
+/// What a panel reads of a run: its title line, its whole histogram and its seconds.
+trait Run {
+    /// `NAME: TARGET, the load: what it measured`.
+    fn title(&self, name: &str) -> String;
+    /// Every latency (or round trip) of the run, in µs.
+    fn histogram(&self) -> hdrhistogram::Histogram<u64>;
+    /// One entry a second of the window.
+    fn timeline(&self) -> &[Second];
+    /// The measured span, in seconds.
+    fn duration_s(&self) -> f64;
+}
+
+impl Run for Report {
+    fn title(&self, name: &str) -> String {
+        title(name, self)
+    }
+    fn histogram(&self) -> hdrhistogram::Histogram<u64> {
+        self.latency_histogram().clone()
+    }
+    fn timeline(&self) -> &[Second] {
+        &self.timeline
+    }
+    fn duration_s(&self) -> f64 {
+        self.duration_s
+    }
+}
+
+/// A run as the panels take it.
+type Runs<'a> = [(String, &'a dyn Run)];
 
 /// The picture's width, and the height of its three panels, in pixels.
 const WIDTH: u32 = 960;
@@ -59,6 +93,38 @@ fn color(i: usize) -> RGBColor {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn plot(runs: &[(String, &Report)]) -> Result<String, String> {
+    let runs: Vec<(String, &dyn Run)> = runs
+        .iter()
+        .map(|(n, r)| (n.clone(), *r as &dyn Run))
+        .collect();
+    let throughput = |r: &dyn Run, i: usize| {
+        let len = second_length(r, i);
+        (len > 0.0).then(|| r.timeline()[i].messages as f64 / len)
+    };
+    let p99 = |r: &dyn Run, i: usize| {
+        let s = &r.timeline()[i];
+        (s.messages > 0).then_some(s.p99_us as f64)
+    };
+    draw(
+        &runs,
+        "Latency by percentile",
+        [
+            ("Throughput per second", Unit::Rate, &[&throughput]),
+            ("p99 latency per second", Unit::Micros, &[&p99]),
+        ],
+    )
+}
+
+/// A value of a run's second `i`, if that second has one.
+type Value<'a> = &'a dyn Fn(&dyn Run, usize) -> Option<f64>;
+
+/// The picture: title lines, the histogram by percentile under `caption`, and two panels of
+/// seconds, each with its caption, its unit and its curves (the first drawn thick).
+fn draw(
+    runs: &Runs<'_>,
+    caption: &str,
+    panels: [(&str, Unit, &[Value<'_>]); 2],
+) -> Result<String, String> {
     if runs.is_empty() {
         return Err("nothing to plot".into());
     }
@@ -69,30 +135,12 @@ pub fn plot(runs: &[(String, &Report)]) -> Result<String, String> {
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let (top, bottom) = root.split_vertically(header);
         titles(&top, runs).map_err(|e| format!("cannot draw: {e}"))?;
-        let panels = bottom.split_evenly((3, 1));
-        percentiles(&panels[0], runs).map_err(|e| format!("cannot draw: {e}"))?;
-        per_second(
-            &panels[1],
-            runs,
-            "Throughput per second",
-            Unit::Rate,
-            |r, i| {
-                let len = second_length(r, i);
-                (len > 0.0).then(|| r.timeline[i].messages as f64 / len)
-            },
-        )
-        .map_err(|e| format!("cannot draw: {e}"))?;
-        per_second(
-            &panels[2],
-            runs,
-            "p99 latency per second",
-            Unit::Micros,
-            |r, i| {
-                let s = &r.timeline[i];
-                (s.messages > 0).then_some(s.p99_us as f64)
-            },
-        )
-        .map_err(|e| format!("cannot draw: {e}"))?;
+        let areas = bottom.split_evenly((3, 1));
+        percentiles(&areas[0], runs, caption).map_err(|e| format!("cannot draw: {e}"))?;
+        for (area, (caption, unit, values)) in areas[1..].iter().zip(panels) {
+            per_second(area, runs, caption, unit, values)
+                .map_err(|e| format!("cannot draw: {e}"))?;
+        }
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
@@ -102,7 +150,7 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Drawn = Result<(), Box<dyn std::error::Error>>;
 
 /// One line per run, in its colour: its name, the target and the load, what it measured.
-fn titles(area: &Area<'_>, runs: &[(String, &Report)]) -> Drawn {
+fn titles(area: &Area<'_>, runs: &Runs<'_>) -> Drawn {
     for (i, (name, r)) in runs.iter().enumerate() {
         let y = 8 + LINE as i32 * i as i32;
         area.draw(&Rectangle::new(
@@ -110,7 +158,7 @@ fn titles(area: &Area<'_>, runs: &[(String, &Report)]) -> Drawn {
             color(i).filled(),
         ))?;
         area.draw(&Text::new(
-            title(name, r),
+            r.title(name),
             (42, y),
             ("sans-serif", 15).into_font().color(&BLACK),
         ))?;
@@ -142,8 +190,8 @@ fn title(name: &str, r: &Report) -> String {
 }
 
 /// How much of second `i` was inside the window (the last one may be partial).
-fn second_length(r: &Report, i: usize) -> f64 {
-    (r.duration_s - i as f64).clamp(0.0, 1.0)
+fn second_length(r: &dyn Run, i: usize) -> f64 {
+    (r.duration_s() - i as f64).clamp(0.0, 1.0)
 }
 
 /// `1 / (1 - q)`: 10 for p90, 100 for p99, ..., so that each nine is one decade.
@@ -154,11 +202,11 @@ fn nines(q: f64) -> f64 {
 /// The percentiles marked on each curve, with their names.
 const MARKED: [(f64, &str); 3] = [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")];
 
-fn percentiles(area: &Area<'_>, runs: &[(String, &Report)]) -> Drawn {
-    let curves: Vec<Vec<(f64, f64)>> = runs
+fn percentiles(area: &Area<'_>, runs: &Runs<'_>, caption: &str) -> Drawn {
+    let histograms: Vec<_> = runs.iter().map(|(_, r)| r.histogram()).collect();
+    let curves: Vec<Vec<(f64, f64)>> = histograms
         .iter()
-        .map(|(_, r)| {
-            let h = r.latency_histogram();
+        .map(|h| {
             h.iter_quantiles(5)
                 .map(|v| {
                     (
@@ -178,7 +226,7 @@ fn percentiles(area: &Area<'_>, runs: &[(String, &Report)]) -> Drawn {
         .ceil();
     let (y_min, y_max) = decades(curves.iter().flatten().map(|p| p.1));
     let mut chart = ChartBuilder::on(area)
-        .caption("Latency by percentile", ("sans-serif", 18))
+        .caption(caption, ("sans-serif", 18))
         .margin(10)
         .margin_right(40)
         .x_label_area_size(40)
@@ -194,10 +242,9 @@ fn percentiles(area: &Area<'_>, runs: &[(String, &Report)]) -> Drawn {
         .x_label_formatter(&|x| format!("{}%", trim(100.0 * (1.0 - 1.0 / x))))
         .y_label_formatter(&|v| micros(*v))
         .draw()?;
-    for (i, ((_, r), curve)) in runs.iter().zip(curves).enumerate() {
+    for (i, (h, curve)) in histograms.iter().zip(curves).enumerate() {
         let c = color(i);
         chart.draw_series(LineSeries::new(curve, c.stroke_width(2)))?;
-        let h = r.latency_histogram();
         if h.is_empty() {
             continue;
         }
@@ -226,30 +273,44 @@ enum Unit {
     Rate,
     /// A latency given in microseconds, shown in µs, ms or s.
     Micros,
+    /// A count of things (datagrams lost).
+    Count,
 }
+
+/// One curve of a panel of seconds: its run, whether it is drawn thick, its points.
+type Curve = (usize, bool, Vec<(f64, f64)>);
 
 fn per_second(
     area: &Area<'_>,
-    runs: &[(String, &Report)],
+    runs: &Runs<'_>,
     caption: &str,
     unit: Unit,
-    value: impl Fn(&Report, usize) -> Option<f64>,
+    values: &[Value<'_>],
 ) -> Drawn {
-    let curves: Vec<Vec<(f64, f64)>> = runs
+    let curves: Vec<Curve> = runs
         .iter()
-        .map(|(_, r)| {
-            (0..r.timeline.len())
-                .filter_map(|i| value(r, i).map(|v| (i as f64 + 0.5, v)))
-                .collect()
+        .enumerate()
+        .flat_map(|(run, (_, r))| {
+            values.iter().enumerate().map(move |(k, value)| {
+                let points = (0..r.timeline().len())
+                    .filter_map(|i| value(*r, i).map(|v| (i as f64 + 0.5, v)))
+                    .collect();
+                (run, k == 0, points)
+            })
         })
         .collect();
     let x_max = runs
         .iter()
-        .map(|(_, r)| r.timeline.len())
+        .map(|(_, r)| r.timeline().len())
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let y_max = curves.iter().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let y_max = curves
+        .iter()
+        .flat_map(|c| &c.2)
+        .map(|p| p.1)
+        .fold(1.0, f64::max)
+        * 1.1;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 18))
         .margin(10)
@@ -263,15 +324,26 @@ fn per_second(
         .y_desc(match unit {
             Unit::Rate => "messages per second",
             Unit::Micros => "latency",
+            Unit::Count => "datagrams",
         })
         .x_label_formatter(&|x| trim(*x))
         .y_label_formatter(&|v| match unit {
             Unit::Rate => thousands(*v),
             Unit::Micros => micros(*v),
+            Unit::Count => trim_to(*v, 1),
         })
         .draw()?;
-    for (i, ((_, r), curve)) in runs.iter().zip(curves).enumerate() {
-        let c = color(i);
+    for (run, thick, curve) in curves {
+        let c = color(run);
+        if !thick {
+            chart.draw_series(
+                curve
+                    .iter()
+                    .map(|&p| Circle::new(p, 2, c.mix(0.8).filled())),
+            )?;
+            chart.draw_series(LineSeries::new(curve, c.mix(0.8).stroke_width(1)))?;
+            continue;
+        }
         chart.draw_series(LineSeries::new(curve.clone(), c.stroke_width(2)))?;
         chart.draw_series(curve.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
         // Seconds with errors: a cross on the curve.
@@ -279,7 +351,7 @@ fn per_second(
             chart.draw_series(
                 curve
                     .iter()
-                    .zip(&r.timeline)
+                    .zip(runs[run].1.timeline())
                     .filter(|(_, s)| s.errors > 0)
                     .map(|(&p, _)| Cross::new(p, 7, c.stroke_width(2))),
             )?;

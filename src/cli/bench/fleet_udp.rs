@@ -1,0 +1,92 @@
+//! `tcpool bench --udp --fleet`: the agents share the sockets, datagrams and rate as they
+//! would connections, messages and rate, each runs its UDP load, and their reports are merged
+//! as `bench merge` merges UDP reports.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use tcpool::client::bench::udp::{UdpLimit, UdpReport};
+use tcpool::client::fleet::{Coordinator, FleetProgress, Wanted};
+
+use super::fleet::{
+    AGENT_LOST, agent_failures, bench_args, fleet_json, print_fleet, progress_line,
+};
+use super::{RunArgs, STOP};
+use crate::cli::bench_udp::{self, Common};
+
+/// Drives the fleet for a `--udp` run and prints the merged report.
+pub(super) fn coordinate(args: &RunArgs, common: &Common<'_>) -> anyhow::Result<ExitCode> {
+    let options = bench_udp::options(&args.udp, common)
+        .unwrap_or_else(|e| super::super::bad_value("bench", format!("{e:#}")));
+    if args.fleet.fail_if.is_some() {
+        super::super::bad_value("bench", "--fail-if judges TCP reports, not --udp ones");
+    }
+    let url = args.fleet.fleet.as_deref().unwrap_or_default();
+    let coordinator = Coordinator {
+        broker: args.fleet.broker.broker(url)?,
+        wanted: args.fleet.agents.clone().unwrap_or(Wanted::Count(1)),
+        args: bench_args(),
+        connections: options.sockets,
+        messages: match options.limit {
+            UdpLimit::Datagrams(n) => Some(n),
+            UdpLimit::Duration(_) => None,
+        },
+        rate: options.rate,
+        window: match options.limit {
+            UdpLimit::Duration(d) => Some(d),
+            UdpLimit::Datagrams(_) => None,
+        },
+        start_at: None,
+        lead: Duration::from_secs(2),
+        find_for: args.fleet.agents_wait,
+        on_loss: args.fleet.on_agent_loss.unwrap_or_default(),
+    };
+    let terminal = !args.json && std::io::stderr().is_terminal();
+    let show = |p: &FleetProgress| {
+        if terminal {
+            eprint!("\r\x1b[2K{}", progress_line(p));
+        }
+    };
+    let run = coordinator.run(&STOP, &show);
+    if terminal {
+        eprint!("\r\x1b[2K");
+    }
+    let run = run.map_err(anyhow::Error::msg)?;
+    let reports = run.udp_reports();
+    if reports.is_empty() {
+        anyhow::bail!("no agent sent a UDP report: {}", agent_failures(&run));
+    }
+    if let Some(dir) = &args.fleet.keep_reports {
+        for (a, report) in run.agents.iter().filter_map(|a| Some((a, a.udp.as_ref()?))) {
+            let path = dir.join(format!("agent-{}.json", a.name));
+            let text = serde_json::to_string(report).context("cannot encode a report")?;
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    let merged = UdpReport::merge(&reports).map_err(anyhow::Error::msg)?;
+    bench_udp::write_files(common, &merged)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let mut value = serde_json::to_value(&merged).context("cannot encode the report")?;
+        value["fleet"] = fleet_json(&run);
+        writeln!(out, "{value}")?;
+    } else {
+        write!(out, "{merged}")?;
+        drop(out);
+        print_fleet(&run)?;
+    }
+    Ok(if STOP.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else if !merged.clean() {
+        ExitCode::from(1)
+    } else if !run.lost.is_empty() {
+        ExitCode::from(AGENT_LOST)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
