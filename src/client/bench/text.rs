@@ -120,23 +120,7 @@ impl fmt::Display for Report {
             )?;
         }
         writeln!(f)?;
-        let l = &self.latency_us;
-        writeln!(
-            f,
-            "Latency     {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "min", "p50", "p90", "p99", "p99.9", "max", "mean"
-        )?;
-        writeln!(
-            f,
-            "            {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            human_us(l.min as f64),
-            human_us(l.p50 as f64),
-            human_us(l.p90 as f64),
-            human_us(l.p99 as f64),
-            human_us(l.p999 as f64),
-            human_us(l.max as f64),
-            human_us(l.mean),
-        )?;
+        percentile_rows(f, "Latency", &self.latency_us)?;
         let latency = self.latency_histogram();
         if !latency.is_empty() {
             writeln!(f)?;
@@ -323,6 +307,30 @@ fn human_time(unix: f64) -> String {
 }
 
 /// A duration given in microseconds, in the unit that reads best.
+/// The two rows of a latency summary: `label` and the column names, then the figures.
+pub(super) fn percentile_rows(
+    f: &mut fmt::Formatter<'_>,
+    label: &str,
+    l: &super::histogram::Percentiles,
+) -> fmt::Result {
+    writeln!(
+        f,
+        "{label:<11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "min", "p50", "p90", "p99", "p99.9", "max", "mean"
+    )?;
+    writeln!(
+        f,
+        "            {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        human_us(l.min as f64),
+        human_us(l.p50 as f64),
+        human_us(l.p90 as f64),
+        human_us(l.p99 as f64),
+        human_us(l.p999 as f64),
+        human_us(l.max as f64),
+        human_us(l.mean),
+    )
+}
+
 pub(super) fn human_us(us: f64) -> String {
     if us < 1_000.0 {
         format!("{us:.0}us")

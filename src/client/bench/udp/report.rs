@@ -10,7 +10,7 @@ use super::{Check, Shared, UdpLimit, UdpOptions};
 use crate::client::bench::error::clean;
 use crate::client::bench::histogram::{Percentiles, decode, encode};
 use crate::client::bench::report::Second;
-use crate::client::bench::text::{chart, human_us};
+use crate::client::bench::text::{chart, human_us, percentile_rows};
 
 /// A UDP run's result. Every datagram sent is, at the end, answered, corrupt, lost or
 /// unresolved: `sent = answered + corrupt + lost + unresolved`.
@@ -284,23 +284,7 @@ impl fmt::Display for UdpReport {
             writeln!(f, "            {} still out when stopped", self.unresolved)?;
         }
         writeln!(f)?;
-        let l = &self.rtt_us;
-        writeln!(
-            f,
-            "Round trip  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "min", "p50", "p90", "p99", "p99.9", "max", "mean"
-        )?;
-        writeln!(
-            f,
-            "            {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            human_us(l.min as f64),
-            human_us(l.p50 as f64),
-            human_us(l.p90 as f64),
-            human_us(l.p99 as f64),
-            human_us(l.p999 as f64),
-            human_us(l.max as f64),
-            human_us(l.mean),
-        )?;
+        percentile_rows(f, "Round trip", &self.rtt_us)?;
         let d = &self.jitter_delta_us;
         writeln!(
             f,
