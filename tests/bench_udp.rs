@@ -120,6 +120,17 @@ fn bench_udp_against_serve_answers_every_datagram_and_the_numbers_add_up() {
         .map(|s| n(s, "messages"))
         .sum();
     assert_eq!(timeline, 2000, "{r}");
+    // Each second's jitter, a mean of RFC 3550 estimates, is bounded as the run's is: an
+    // estimate never exceeds the largest |D| before it.
+    let max_delta = n(&r["jitter_delta_us"], "max") as f64 + 1.0;
+    for second in r["timeline"].as_array().unwrap() {
+        if n(second, "messages") > 1 {
+            let j = second["jitter_us"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{second}"));
+            assert!((0.0..=max_delta).contains(&j), "{second} {max_delta}");
+        }
+    }
     // Jitter: an average of |D|s, so never above the largest.
     let jitter = r["jitter_us"].as_f64().unwrap();
     assert!(

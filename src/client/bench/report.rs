@@ -286,6 +286,10 @@ pub struct Second {
     /// the whole run's.
     #[serde(with = "base64_sparse")]
     pub histogram: SparseHistogram,
+    /// UDP: the RFC 3550 interarrival jitter in this second (µs), the mean over its replies
+    /// of their socket's estimate just after each; absent for TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_us: Option<f64>,
 }
 
 impl Second {
@@ -305,7 +309,14 @@ impl Second {
             max_us,
             errors,
             histogram,
+            jitter_us: None,
         }
+    }
+
+    /// The same second with its jitter (UDP).
+    pub(crate) fn with_jitter(mut self, jitter_us: Option<f64>) -> Self {
+        self.jitter_us = jitter_us;
+        self
     }
 }
 

@@ -90,7 +90,9 @@ impl UdpReport {
         let mut m = first.clone();
         let mut rtt = histogram();
         let mut delta = histogram();
-        let mut seconds: BTreeMap<u64, (SparseHistogram, u64)> = BTreeMap::new();
+        // A second of the merge: its round trips, errors, and its jitter times the replies it
+        // is the mean of, and those replies.
+        let mut seconds: BTreeMap<u64, (SparseHistogram, u64, f64, u64)> = BTreeMap::new();
         let mut targets: Vec<String> = Vec::new();
         let (mut jitter_weighted, mut stamped) = (0.0, false);
         let counts = |r: &UdpReport| {
@@ -138,6 +140,11 @@ impl UdpReport {
                 let entry = seconds.entry(s.second + offset).or_default();
                 entry.0.add(&s.histogram);
                 entry.1 = entry.1.saturating_add(s.errors);
+                // The second's jitter, weighted by the replies it is the mean of.
+                if let Some(j) = s.jitter_us {
+                    entry.2 += j * s.messages as f64;
+                    entry.3 += s.messages;
+                }
             }
             if !targets.contains(&r.target) {
                 targets.push(r.target.clone());
@@ -217,8 +224,9 @@ impl UdpReport {
         m.timeline = match last {
             Some(last) => (0..=last)
                 .map(|i| {
-                    let (h, errors) = seconds.remove(&i).unwrap_or_default();
-                    Second::new(i, h, errors)
+                    let (h, errors, jitter, replies) = seconds.remove(&i).unwrap_or_default();
+                    let jitter = (replies > 0).then(|| jitter / replies as f64);
+                    Second::new(i, h, errors).with_jitter(jitter)
                 })
                 .collect(),
             None => Vec::new(),

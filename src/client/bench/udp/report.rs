@@ -132,7 +132,10 @@ pub(super) fn report(
         .seconds
         .into_iter()
         .enumerate()
-        .map(|(i, s)| Second::new(i as u64, s.rtt, s.lost))
+        .map(|(i, s)| {
+            let jitter = s.jitter_us();
+            Second::new(i as u64, s.rtt, s.lost).with_jitter(jitter)
+        })
         .collect();
     UdpReport {
         transport: "udp".into(),

@@ -103,6 +103,17 @@ pub(super) struct SecondTally {
     pub(super) rtt: SparseHistogram,
     /// Datagrams sent in this second and never answered in time.
     pub(super) lost: u64,
+    /// The sum of the sockets' RFC 3550 jitter estimates (µs) just after each reply of this
+    /// second that had one, and how many: their mean is the second's jitter.
+    pub(super) jitter_sum: f64,
+    pub(super) jitter_replies: u64,
+}
+
+impl SecondTally {
+    /// The second's jitter (µs): the mean of its replies' estimates.
+    pub(super) fn jitter_us(&self) -> Option<f64> {
+        (self.jitter_replies > 0).then(|| self.jitter_sum / self.jitter_replies as f64)
+    }
 }
 
 /// What a thread's sockets measured.
@@ -241,6 +252,8 @@ impl Tally {
             let mine = self.second(i);
             mine.rtt.add(&s.rtt);
             mine.lost += s.lost;
+            mine.jitter_sum += s.jitter_sum;
+            mine.jitter_replies += s.jitter_replies;
         }
         self.last_activity = self.last_activity.max(other.last_activity);
         if self.first_error.is_none() {
@@ -434,6 +447,9 @@ impl Flow {
             self.jitter += (d - self.jitter) / 16.0;
             t.delta
                 .saturating_record(((d / 1000.0).round() as u64).min(HISTOGRAM_MAX_US));
+            let this = t.second(second);
+            this.jitter_sum += self.jitter / 1000.0;
+            this.jitter_replies += 1;
         }
         self.last_transit = Some(transit);
     }
