@@ -161,6 +161,38 @@ fn bench_udp_round_trips_are_no_shorter_than_udp_delay() {
 }
 
 #[test]
+fn fail_if_judges_a_udp_run_on_its_round_trips_and_errors() {
+    let server = serve(&["--fault", "udp-delay=20ms", "--fault", "udp-drop=0.5"]);
+    let run = |fail_if: &str| {
+        let mut command = std::process::Command::new(tcpool_bin());
+        command
+            .args(["bench", "--udp", &server.addr.to_string(), "-n", "200"])
+            .args([
+                "--pipeline",
+                "8",
+                "--reply-timeout",
+                "300ms",
+                "--fail-if",
+                fail_if,
+            ])
+            .env("RUST_LOG", "warn");
+        run_to_end(command, Duration::from_secs(60))
+    };
+    // Half the replies dropped, each held 20 ms: p99 under 5 ms fails, and so does an error
+    // share under 10 %; exit 3, each failed threshold named.
+    let failed = run("p99<5ms,errors<10%,p50>=20ms");
+    assert_eq!(failed.code, Some(3), "{failed:?}");
+    let said = failed.stderr.join("\n");
+    assert!(said.contains("threshold p99<5ms: FAILED"), "{said}");
+    assert!(said.contains("threshold errors<10%: FAILED"), "{said}");
+    assert!(said.contains("threshold p50>=20ms: passed"), "{said}");
+    // Thresholds it meets leave the exit code as the loss makes it: 1.
+    let passed = run("p50>=20ms,errors<80%");
+    assert_eq!(passed.code, Some(1), "{passed:?}");
+    assert!(!passed.stderr.join("\n").contains("FAILED"), "{passed:?}");
+}
+
+#[test]
 fn bench_udp_counts_every_reply_udp_corrupt_flips() {
     let server = serve(&["--fault", "udp-corrupt=0.1"]);
     let (code, r) = bench_udp(&[

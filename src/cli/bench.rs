@@ -27,6 +27,7 @@ use tcpool::server::LineEnding;
 use tcpool::units;
 
 mod fleet;
+pub(crate) use fleet::judge_figures;
 mod fleet_udp;
 
 /// `tcpool bench` flags, or one of its subcommands.
@@ -386,6 +387,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 fn udp_common(args: &RunArgs) -> super::bench_udp::Common<'_> {
     super::bench_udp::Common {
         target: &args.targets[0],
+        fail_if: args.fleet.fail_if.as_ref().map(fleet::FailIf::list),
         sockets: args.connections as usize,
         messages: args.messages,
         duration: args.duration.unwrap_or(bench::DEFAULT_DURATION),

@@ -45,6 +45,8 @@ pub(crate) struct UdpArgs {
 /// What the shared `bench` flags say to a UDP run.
 pub(crate) struct Common<'a> {
     pub(crate) target: &'a Target,
+    /// `--fail-if`: thresholds the report must meet.
+    pub(crate) fail_if: Option<&'a [tcpool::client::bench::thresholds::Threshold]>,
     pub(crate) sockets: usize,
     pub(crate) messages: Option<u64>,
     pub(crate) duration: Duration,
@@ -177,11 +179,16 @@ pub(crate) fn run(
         Err(e) => return Err(e).context("cannot write the report to stdout"),
         Ok(()) => {}
     }
-    Ok(if report.clean() {
+    let code = if report.clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    };
+    Ok(super::bench::judge_figures(
+        common.fail_if,
+        (&report).into(),
+        code,
+    ))
 }
 
 /// Creates `--hdr-log` and `--plot`, and writes them for `report`.

@@ -125,8 +125,9 @@ pub(super) struct FleetArgs {
     pub(super) broker: BrokerArgs,
     /// Thresholds judged on the (merged) report, such as 'p99<5ms,p999<20ms,errors<0.1%,rate>=0.95':
     /// p50 p90 p99 p999 max mean (a time), errors (a count, or % of messages), rate (the share
-    /// of --rate reached) and throughput (msg/s), with <, <=, > or >=. Any failed: exit code 3,
-    /// each named on stderr with how far off [default: none].
+    /// of --rate reached) and throughput (msg/s), with <, <=, > or >=; with --udp a message is
+    /// a datagram answered and an error one lost or wrong. Any failed: exit code 3, each named
+    /// on stderr with how far off [default: none].
     #[arg(long, value_name = "LIST", value_parser = parse_fail_if)]
     pub(super) fail_if: Option<FailIf>,
 }
@@ -134,6 +135,12 @@ pub(super) struct FleetArgs {
 /// `--fail-if`'s thresholds (one value holding a list, for clap).
 #[derive(Debug, Clone)]
 pub(super) struct FailIf(Vec<thresholds::Threshold>);
+
+impl FailIf {
+    pub(super) fn list(&self) -> &[thresholds::Threshold] {
+        &self.0
+    }
+}
 
 fn parse_fail_if(s: &str) -> Result<FailIf, String> {
     thresholds::parse(s).map(FailIf)
@@ -458,11 +465,24 @@ pub(super) fn print_fleet(run: &FleetRun) -> anyhow::Result<()> {
 /// `--fail-if`: judges `report`, names each failed threshold on stderr, and turns `code`
 /// into [`THRESHOLD_FAILED`] if any failed.
 pub(super) fn judge(args: &RunArgs, report: &Report, code: ExitCode) -> ExitCode {
-    let Some(list) = &args.fleet.fail_if else {
+    judge_figures(
+        args.fleet.fail_if.as_ref().map(FailIf::list),
+        report.into(),
+        code,
+    )
+}
+
+/// `--fail-if` on any report's figures (a TCP or a UDP one).
+pub(crate) fn judge_figures(
+    list: Option<&[thresholds::Threshold]>,
+    figures: thresholds::Figures<'_>,
+    code: ExitCode,
+) -> ExitCode {
+    let Some(list) = list else {
         return code;
     };
     let mut failed = false;
-    for verdict in list.0.iter().map(|t| t.judge(report)) {
+    for verdict in list.iter().map(|t| t.judge(figures.clone())) {
         failed |= !verdict.passed;
         eprintln!("threshold {verdict}");
     }

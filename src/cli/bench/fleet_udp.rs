@@ -22,9 +22,6 @@ use crate::cli::bench_udp::{self, Common};
 pub(super) fn coordinate(args: &RunArgs, common: &Common<'_>) -> anyhow::Result<ExitCode> {
     let options = bench_udp::options(&args.udp, common)
         .unwrap_or_else(|e| super::super::bad_value("bench", format!("{e:#}")));
-    if args.fleet.fail_if.is_some() {
-        super::super::bad_value("bench", "--fail-if judges TCP reports, not --udp ones");
-    }
     let url = args.fleet.fleet.as_deref().unwrap_or_default();
     let coordinator = Coordinator {
         broker: args.fleet.broker.broker(url)?,
@@ -80,13 +77,17 @@ pub(super) fn coordinate(args: &RunArgs, common: &Common<'_>) -> anyhow::Result<
         drop(out);
         print_fleet(&run)?;
     }
-    Ok(if STOP.load(Ordering::SeqCst) {
-        ExitCode::from(130)
-    } else if !merged.clean() {
+    let code = if !merged.clean() {
         ExitCode::from(1)
     } else if !run.lost.is_empty() {
         ExitCode::from(AGENT_LOST)
     } else {
         ExitCode::SUCCESS
+    };
+    let code = super::fleet::judge_figures(common.fail_if, (&merged).into(), code);
+    Ok(if STOP.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else {
+        code
     })
 }

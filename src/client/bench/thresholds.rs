@@ -4,7 +4,49 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::histogram::Percentiles;
 use super::report::Report;
+use super::udp::UdpReport;
+
+/// What thresholds judge, from a TCP or a UDP report: for UDP a message is a datagram
+/// answered, its latency the round trip, and its errors the datagrams lost or answered
+/// wrong, the foreign replies and the failed sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures<'a> {
+    latency: &'a Percentiles,
+    messages: u64,
+    errors: u64,
+    msgs_per_sec: f64,
+    rate: Option<f64>,
+}
+
+impl<'a> From<&'a Report> for Figures<'a> {
+    fn from(r: &'a Report) -> Self {
+        Figures {
+            latency: &r.latency_us,
+            messages: r.messages,
+            errors: r.errors,
+            msgs_per_sec: r.msgs_per_sec,
+            rate: r.rate,
+        }
+    }
+}
+
+impl<'a> From<&'a UdpReport> for Figures<'a> {
+    fn from(r: &'a UdpReport) -> Self {
+        Figures {
+            latency: &r.rtt_us,
+            messages: r.answered,
+            errors: r.lost + r.corrupt + r.foreign + r.send_errors,
+            msgs_per_sec: if r.duration_s > 0.0 {
+                r.answered as f64 / r.duration_s
+            } else {
+                0.0
+            },
+            rate: r.rate,
+        }
+    }
+}
 
 /// One threshold: a figure of the report, a comparison and a bound.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,10 +200,11 @@ pub fn parse(s: &str) -> Result<Vec<Threshold>, String> {
 impl Threshold {
     /// Judges `report`. A `rate` threshold on a run without `--rate` fails, saying so by a
     /// value of 0.
-    pub fn judge(&self, report: &Report) -> Verdict {
+    pub fn judge<'a>(&self, report: impl Into<Figures<'a>>) -> Verdict {
+        let report: Figures<'a> = report.into();
         let (value, unit) = match self.figure {
             Figure::Latency(which) => {
-                let p = &report.latency_us;
+                let p = report.latency;
                 let us = match which {
                     "p50" => p.p50 as f64,
                     "p90" => p.p90 as f64,
