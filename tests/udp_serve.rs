@@ -186,6 +186,31 @@ fn bound_to_a_wildcard_each_echo_leaves_from_the_address_its_peer_targeted() {
 }
 
 #[test]
+fn a_reply_a_fault_holds_leaves_from_the_address_its_peer_targeted_too() {
+    let listener = bind("0.0.0.0:0".parse().unwrap()).unwrap();
+    let running = Server::new(
+        listener,
+        Config {
+            workers: 1,
+            udp: Some(0),
+            faults: vec!["udp-delay=5ms".parse().unwrap()],
+            ..Config::default()
+        },
+    )
+    .start()
+    .unwrap();
+    let port = running.udp_addr().expect("a UDP address").port();
+    for target in ["127.0.0.2", "127.0.0.3"] {
+        let to = SocketAddr::new(target.parse().unwrap(), port);
+        let p = peer();
+        p.send_to(target.as_bytes(), to).unwrap();
+        let mut buf = [0; 64];
+        let (n, from) = p.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (target.as_bytes(), to));
+    }
+}
+
+#[test]
 fn bound_to_the_ipv6_wildcard_the_echo_leaves_from_the_loopback_it_was_sent_to() {
     let (_running, udp, _) = udp_server("[::]:0", 1, UdpOptions::default());
     let to = SocketAddr::new("::1".parse().unwrap(), udp.port());

@@ -281,7 +281,9 @@ impl Echo {
                         datagram[..8].copy_from_slice(&n.to_be_bytes());
                     }
                     // The faults say how many copies go now (a held reply is theirs to keep).
-                    let out = self.faults.reply_at(peer, number, datagram, now);
+                    let out = self
+                        .faults
+                        .reply_to(peer, arrival.meta.local, number, datagram, now);
                     let part = Part {
                         src: 0,
                         at: base + this,
@@ -308,8 +310,8 @@ impl Echo {
 
     /// Sends the queued echoes, runs of same-sized ones to one peer as one GSO message.
     fn flush(&mut self, now: Instant, tally: &mut Tally) {
-        // Held replies whose time has come join the queue, their bytes in `extra`. (They
-        // leave from the address the kernel routes: a held reply keeps no local address.)
+        // Held replies whose time has come join the queue, their bytes in `extra`, each to
+        // leave from the address its request was sent to.
         self.extra.clear();
         for held in self.faults.due(now) {
             let part = Part {
@@ -319,7 +321,7 @@ impl Echo {
             };
             self.extra.extend_from_slice(&held.bytes);
             for _ in 0..held.copies {
-                self.replies.push((held.peer, None, part));
+                self.replies.push((held.peer, held.local, part));
             }
         }
         if self.replies.is_empty() {

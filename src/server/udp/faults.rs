@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::cmsg::Local;
 use crate::server::faults::{Active, Dir, FaultKind, Faulted, Faults, Rng, UdpFault};
 
 /// The most replies one worker holds (delayed or waiting for their reorder group).
@@ -52,10 +53,12 @@ pub(crate) struct Out {
     pub(crate) len: usize,
 }
 
-/// A reply held, handed back by [`Shaper::due`]: send `bytes` to `peer`, `copies` times.
+/// A reply held, handed back by [`Shaper::due`]: send `bytes` to `peer`, `copies` times,
+/// from `local` (the address its request was sent to, when the socket is bound to a wildcard).
 #[derive(Debug)]
 pub(crate) struct Held {
     pub(crate) peer: SocketAddr,
+    pub(crate) local: Option<Local>,
     pub(crate) bytes: Box<[u8]>,
     pub(crate) copies: u8,
 }
@@ -252,14 +255,28 @@ impl Shaper {
         Some(source.counted)
     }
 
+    /// [`Shaper::reply_to`] with no local address to keep.
+    #[cfg(test)]
+    pub(crate) fn reply_at(
+        &mut self,
+        peer: SocketAddr,
+        number: u64,
+        reply: &mut [u8],
+        now: Instant,
+    ) -> Out {
+        self.reply_to(peer, None, number, reply, now)
+    }
+
     /// The echo of datagram `number` (from [`Shaper::request`]) from `peer`, in `reply`,
     /// which it may change (cut, a bit flipped): what to send of it now. A reply that a delay
     /// or reorder holds is copied, and comes out of [`Shaper::due`]. With no datagram fault
     /// active, one copy of the whole reply, at the cost of one branch. `now` is no earlier
-    /// than when the request was read, so that no hold is shorter than asked.
-    pub(crate) fn reply_at(
+    /// than when the request was read, so that no hold is shorter than asked. A held reply
+    /// keeps `local`, to leave from it when its time comes.
+    pub(crate) fn reply_to(
         &mut self,
         peer: SocketAddr,
+        local: Option<Local>,
         number: u64,
         reply: &mut [u8],
         now: Instant,
@@ -358,6 +375,7 @@ impl Shaper {
         self.held_bytes += bytes;
         let held = Held {
             peer,
+            local,
             bytes: reply[..out.len].into(),
             copies: out.copies,
         };
