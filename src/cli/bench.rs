@@ -27,7 +27,6 @@ use tcpool::server::LineEnding;
 use tcpool::units;
 
 mod fleet;
-pub(crate) use fleet::judge_figures;
 mod fleet_udp;
 
 /// `tcpool bench` flags, or one of its subcommands.

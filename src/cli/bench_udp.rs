@@ -184,7 +184,7 @@ pub(crate) fn run(
     } else {
         ExitCode::from(1)
     };
-    Ok(super::bench::judge_figures(
+    Ok(super::report_out::judge_figures(
         common.fail_if,
         (&report).into(),
         code,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use tcpool::client::bench::thresholds::{Figures, Threshold};
 use tcpool::client::bench::{Report, ServerView};
 
 /// Prints `report` (as text, or one JSON line); exit code 1 when it counted any error.
@@ -61,4 +62,28 @@ pub(crate) fn print_extra(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The exit code of a run that failed a `--fail-if` threshold.
+pub(crate) const THRESHOLD_FAILED: u8 = 3;
+
+/// `--fail-if` on any report's figures (a TCP or a UDP one).
+pub(crate) fn judge_figures(
+    list: Option<&[Threshold]>,
+    figures: Figures<'_>,
+    code: ExitCode,
+) -> ExitCode {
+    let Some(list) = list else {
+        return code;
+    };
+    let mut failed = false;
+    for verdict in list.iter().map(|t| t.judge(figures.clone())) {
+        failed |= !verdict.passed;
+        eprintln!("threshold {verdict}");
+    }
+    if failed {
+        ExitCode::from(THRESHOLD_FAILED)
+    } else {
+        code
+    }
 }

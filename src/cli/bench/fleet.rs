@@ -18,8 +18,7 @@ use tcpool::client::fleet::{
 
 use super::{RunArgs, STOP};
 
-/// The exit code of a run that failed a `--fail-if` threshold.
-pub(super) const THRESHOLD_FAILED: u8 = 3;
+use crate::cli::report_out::judge_figures;
 
 /// The exit code of a fleet run that lost an agent (its report is partial).
 pub(super) const AGENT_LOST: u8 = 4;
@@ -463,32 +462,11 @@ pub(super) fn print_fleet(run: &FleetRun) -> anyhow::Result<()> {
 }
 
 /// `--fail-if`: judges `report`, names each failed threshold on stderr, and turns `code`
-/// into [`THRESHOLD_FAILED`] if any failed.
+/// into exit code 3 if any failed.
 pub(super) fn judge(args: &RunArgs, report: &Report, code: ExitCode) -> ExitCode {
     judge_figures(
         args.fleet.fail_if.as_ref().map(FailIf::list),
         report.into(),
         code,
     )
-}
-
-/// `--fail-if` on any report's figures (a TCP or a UDP one).
-pub(crate) fn judge_figures(
-    list: Option<&[thresholds::Threshold]>,
-    figures: thresholds::Figures<'_>,
-    code: ExitCode,
-) -> ExitCode {
-    let Some(list) = list else {
-        return code;
-    };
-    let mut failed = false;
-    for verdict in list.iter().map(|t| t.judge(figures.clone())) {
-        failed |= !verdict.passed;
-        eprintln!("threshold {verdict}");
-    }
-    if failed {
-        ExitCode::from(THRESHOLD_FAILED)
-    } else {
-        code
-    }
 }

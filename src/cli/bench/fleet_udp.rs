@@ -84,7 +84,7 @@ pub(super) fn coordinate(args: &RunArgs, common: &Common<'_>) -> anyhow::Result<
     } else {
         ExitCode::SUCCESS
     };
-    let code = super::fleet::judge_figures(common.fail_if, (&merged).into(), code);
+    let code = crate::cli::report_out::judge_figures(common.fail_if, (&merged).into(), code);
     Ok(if STOP.load(Ordering::SeqCst) {
         ExitCode::from(130)
     } else {
