@@ -29,7 +29,8 @@
 //! | [`control`] | the control plane: one thread with a current-thread tokio runtime, where the admin endpoint runs |
 //! | [`shutdown`] | the idempotent shutdown trigger |
 //! | `shared` | what the acceptors and every worker read for the whole run |
-//! | `run` | [`Server`], [`Running`] and [`serve`]: starting the threads, waiting for them |
+//! | `run` | [`Server`] and [`serve`]: starting the threads |
+//! | `running` | [`Running`]: a started server, waiting for its threads to end |
 //!
 //! [`Server::run`] returns once a shutdown was triggered and every session was closed (or the
 //! shutdown deadline passed), with a [`Summary`] of what was served.
@@ -43,6 +44,7 @@ pub mod modes;
 pub mod operator;
 pub mod protocol;
 mod run;
+mod running;
 pub mod session;
 mod shared;
 pub mod shutdown;
@@ -66,7 +68,8 @@ pub use operator::metrics::{Exposition, Metrics};
 pub use operator::output::Printer;
 pub use operator::summary::Summary;
 pub use protocol::{LineEnding, Message};
-pub use run::{Running, Server, serve};
+pub use run::{Server, serve};
+pub use running::Running;
 pub use session::outbox::MESSAGE_OVERHEAD;
 pub use session::registry::{Fanout, Kick, Registry, Stats};
 pub use session::{SessionHandle, SessionId, Traffic};

@@ -4,13 +4,12 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 
-use super::arrival::acceptor::{Acceptor, Acceptors, Closer, Conn};
+use super::arrival::acceptor::{Acceptor, Acceptors, Closer};
 use super::arrival::access::Access;
 use super::arrival::descriptors::{fit_max_conns, spare_fds};
 use super::arrival::listen;
@@ -26,13 +25,13 @@ use super::operator::metrics::{Exposition, Metrics};
 use super::operator::output::Printer;
 use super::operator::summary::Summary;
 use super::operator::watch;
+use super::running::Running;
 use super::session::registry::Registry;
 use super::shared::Shared;
 use super::shutdown::Shutdown;
 use super::udp::manual::Desk;
 use super::worker::Worker;
 use super::worker::balance::Balance;
-use crate::time::later;
 use crate::tls::Certificates;
 use crate::units::Millis;
 
@@ -418,42 +417,18 @@ impl Server {
             None => None,
         };
         let workers = metrics.worker_count();
-        let inherited = udp_inherited.len();
-        let udp_sockets = match config.udp {
-            Some(_) if inherited > 0 => crate::server::udp::fit(udp_inherited, workers)?,
-            Some(port) => {
-                let first = addrs[0];
-                let at = SocketAddr::new(first.ip(), if port == 0 { first.port() } else { port });
-                crate::server::udp::bind(at, workers).map_err(|e| {
-                    io::Error::new(e.kind(), format!("--udp: cannot bind {at}: {e}"))
-                })?
-            }
-            None => Vec::new(),
-        };
+        let udp_sockets = crate::server::udp::open(
+            config.udp,
+            addrs[0],
+            workers,
+            udp_inherited,
+            udp_handover.as_ref(),
+            udp_desk.as_deref(),
+        )?;
         let udp_addr = match udp_sockets.first() {
             Some(socket) => Some(socket.local_addr()?),
             None => None,
         };
-        if let Some(at) = udp_addr {
-            log::info!(
-                target: LOG,
-                "udp {} on {at} ({} socket(s), one a worker, SO_REUSEPORT{})",
-                match udp_desk {
-                    Some(_) => "manual (datagrams to the console, @uN answers)",
-                    None => "echo",
-                },
-                udp_sockets.len(),
-                if inherited > 0 { ", handed over" } else { "" }
-            );
-        }
-        if let Some(handover) = &udp_handover {
-            let handles = udp_sockets.iter().map(std::net::UdpSocket::try_clone);
-            handover.hold_udp(handles.collect::<io::Result<_>>()?);
-        }
-        if let Some(desk) = &udp_desk {
-            let handles = udp_sockets.iter().map(std::net::UdpSocket::try_clone);
-            desk.attach(handles.collect::<io::Result<_>>()?);
-        }
         let max_conns = fit_max_conns(config.max_conns, workers);
         let handler = handler.unwrap_or_else(|| config.mode.handler(printer));
         let forced_closes = Arc::new(AtomicUsize::new(0));
@@ -605,135 +580,6 @@ impl Server {
             closer_thread,
             forced_closes,
             watcher,
-        })
-    }
-}
-
-/// A started server: it serves until its shutdown is triggered; [`Running::wait`] then
-/// returns the [`Summary`].
-pub struct Running {
-    addrs: Vec<SocketAddr>,
-    /// Where the UDP echo listens (`--udp`).
-    udp_addr: Option<SocketAddr>,
-    udp_counts: Arc<crate::server::udp::UdpCounts>,
-    acceptors: Acceptors,
-    faults: Faults,
-    registry: Registry,
-    shutdown: Shutdown,
-    shutdown_timeout: Duration,
-    pool: crate::pool::Pool<Conn>,
-    acceptor_threads: Vec<thread::JoinHandle<()>>,
-    /// Disconnects when every acceptor thread has returned (nobody ever sends on it).
-    acceptor_stopped: channel::Receiver<()>,
-    closer_thread: thread::JoinHandle<()>,
-    /// [`Shared::forced_closes`].
-    forced_closes: Arc<AtomicUsize>,
-    /// The watcher of the TLS files, which returns at the shutdown.
-    watcher: Option<thread::JoinHandle<()>>,
-}
-
-impl fmt::Debug for Running {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Running")
-            .field("addrs", &self.addrs)
-            .field("sessions", &self.registry.len())
-            .finish()
-    }
-}
-
-impl Running {
-    /// The address the server listens on (the first, when it listens on several).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addrs[0]
-    }
-
-    /// Every address the server listens on.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
-    }
-
-    /// Where the UDP echo listens, with `--udp` ([`Config::udp`]).
-    pub fn udp_addr(&self) -> Option<SocketAddr> {
-        self.udp_addr
-    }
-
-    /// What the UDP echo counted so far.
-    pub fn udp_counts(&self) -> &crate::server::udp::UdpCounts {
-        &self.udp_counts
-    }
-
-    /// The live set of faults: a fault added here touches the sessions that connect from
-    /// now on; one cleared here ends for everyone at once.
-    pub fn faults(&self) -> Faults {
-        self.faults.clone()
-    }
-
-    /// What stops the acceptors alone, while the sessions are still served (a hand-over).
-    pub fn acceptors(&self) -> Acceptors {
-        self.acceptors.clone()
-    }
-
-    /// Blocks until the shutdown is triggered, then waits (at most the shutdown timeout) for
-    /// every session to be closed and every thread to stop, and returns what was served.
-    ///
-    /// # Errors
-    ///
-    /// None at present: a deadline that passed is reported in [`Summary::forced`]. The
-    /// `Result` leaves room for failures a future version may report.
-    pub fn wait(self) -> io::Result<Summary> {
-        let Running {
-            registry,
-            shutdown,
-            shutdown_timeout,
-            pool,
-            acceptor_threads,
-            acceptor_stopped,
-            closer_thread,
-            forced_closes,
-            watcher,
-            ..
-        } = self;
-        shutdown.wait();
-        let started = shutdown.triggered_at().unwrap_or_else(Instant::now);
-        let deadline = later(started, shutdown_timeout);
-        let acceptor_done = acceptor_stopped.recv_deadline(deadline)
-            == Err(channel::RecvTimeoutError::Disconnected);
-        if acceptor_done {
-            for thread in acceptor_threads {
-                let _ = thread.join();
-            }
-        } else {
-            log::warn!(target: LOG, "acceptor did not stop before the shutdown deadline");
-        }
-        let joined = pool.join_timeout(deadline.saturating_duration_since(Instant::now()));
-        if let Err(e) = &joined {
-            log::warn!(target: LOG, "shutdown deadline passed: {e}; their sessions are dropped");
-        }
-        if acceptor_done {
-            // Its sender went with the acceptor: the closer drains what it has and returns.
-            let _ = closer_thread.join();
-        }
-        if let Some(watcher) = watcher {
-            // Told at the trigger; at most a reload under way to finish.
-            let _ = watcher.join();
-        }
-        let forced_closes = forced_closes.load(Ordering::Relaxed);
-        if forced_closes > 0 {
-            log::warn!(
-                target: LOG,
-                "shutdown: {forced_closes} session(s) closed before their goodbye was out \
-                 (their peers took nothing for 500 ms, or the deadline passed)"
-            );
-        }
-        let stats = registry.stats();
-        log::info!(target: LOG, "stopped: took_ms={}", Millis(started.elapsed()));
-        Ok(Summary {
-            sessions: stats.total,
-            peak: stats.peak,
-            rejected: stats.rejected,
-            traffic: stats.traffic,
-            uptime: stats.uptime,
-            forced: joined.is_err() || !acceptor_done,
         })
     }
 }

@@ -152,6 +152,59 @@ impl UdpCounts {
     }
 }
 
+/// The workers' UDP sockets at a start (`--udp` on `port`, 0: the first listener's, whose
+/// address is `first`): a hand-over's `inherited` ones fitted to the `workers`, or new ones
+/// bound. A `handover` to come gets second handles on them, and so does manual mode's `desk`,
+/// which answers from them. None without `--udp`.
+///
+/// # Errors
+///
+/// When the sockets cannot be bound, or their handles cloned.
+pub(crate) fn open(
+    port: Option<u16>,
+    first: SocketAddr,
+    workers: usize,
+    inherited: Vec<UdpSocket>,
+    handover: Option<&crate::server::arrival::handover::Sockets>,
+    desk: Option<&manual::Desk>,
+) -> io::Result<Vec<UdpSocket>> {
+    let handed = inherited.len();
+    let sockets = match port {
+        Some(_) if handed > 0 => fit(inherited, workers)?,
+        Some(port) => {
+            let at = SocketAddr::new(first.ip(), if port == 0 { first.port() } else { port });
+            bind(at, workers)
+                .map_err(|e| io::Error::new(e.kind(), format!("--udp: cannot bind {at}: {e}")))?
+        }
+        None => return Ok(Vec::new()),
+    };
+    if let Some(at) = sockets.first().map(UdpSocket::local_addr).transpose()? {
+        log::info!(
+            target: "tcpool::server",
+            "udp {} on {at} ({} socket(s), one a worker, SO_REUSEPORT{})",
+            match desk {
+                Some(_) => "manual (datagrams to the console, @uN answers)",
+                None => "echo",
+            },
+            sockets.len(),
+            if handed > 0 { ", handed over" } else { "" }
+        );
+    }
+    let handles = || {
+        sockets
+            .iter()
+            .map(UdpSocket::try_clone)
+            .collect::<io::Result<_>>()
+    };
+    if let Some(handover) = handover {
+        handover.hold_udp(handles()?);
+    }
+    if let Some(desk) = desk {
+        desk.attach(handles()?);
+    }
+    Ok(sockets)
+}
+
 /// Binds `count` UDP sockets to `addr` with `SO_REUSEPORT`, non-blocking: one for each
 /// worker. With port 0, the first gets a port and the others share it.
 ///
