@@ -260,24 +260,27 @@ pub(super) fn bench_args() -> Vec<String> {
         .collect()
 }
 
-/// Drives the fleet for `args` and prints the merged report.
-pub(super) fn coordinate(args: &RunArgs, options: &Options) -> anyhow::Result<ExitCode> {
+/// A fleet's share of a run: connections (or sockets), messages (or datagrams), the rate,
+/// and the window, as the run's own options say them.
+pub(super) struct Share {
+    pub(super) connections: usize,
+    pub(super) messages: Option<u64>,
+    pub(super) rate: Option<f64>,
+    pub(super) window: Option<Duration>,
+}
+
+/// Finds the agents, has them run `share` of the load and waits for their reports, showing
+/// progress on a terminal; `--keep-reports` gets each agent's report, TCP or UDP.
+pub(super) fn drive(args: &RunArgs, share: Share) -> anyhow::Result<FleetRun> {
     let url = args.fleet.fleet.as_deref().unwrap_or_default();
-    let broker = args.fleet.broker.broker(url)?;
     let coordinator = Coordinator {
-        broker,
+        broker: args.fleet.broker.broker(url)?,
         wanted: args.fleet.agents.clone().unwrap_or(Wanted::Count(1)),
         args: bench_args(),
-        connections: options.connections,
-        messages: match options.limit {
-            Limit::Messages(n) => Some(n),
-            Limit::Duration(_) => None,
-        },
-        rate: options.rate,
-        window: match options.limit {
-            Limit::Duration(d) => Some(d),
-            Limit::Messages(_) => None,
-        },
+        connections: share.connections,
+        messages: share.messages,
+        rate: share.rate,
+        window: share.window,
         start_at: args.start_at,
         lead: Duration::from_secs(2),
         find_for: args.fleet.agents_wait,
@@ -289,6 +292,28 @@ pub(super) fn coordinate(args: &RunArgs, options: &Options) -> anyhow::Result<Ex
             eprint!("\r\x1b[2K{}", progress_line(p));
         }
     };
+    let run = coordinator.run(&STOP, &show);
+    if terminal {
+        eprint!("\r\x1b[2K");
+    }
+    let run = run.map_err(anyhow::Error::msg)?;
+    if let Some(dir) = &args.fleet.keep_reports {
+        for a in &run.agents {
+            let text = match (&a.report, &a.udp) {
+                (Some(report), _) => serde_json::to_string(report),
+                (None, Some(report)) => serde_json::to_string(report),
+                (None, None) => continue,
+            };
+            let path = dir.join(format!("agent-{}.json", a.name));
+            std::fs::write(&path, text.context("cannot encode a report")?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(run)
+}
+
+/// Drives the fleet for `args` and prints the merged report.
+pub(super) fn coordinate(args: &RunArgs, options: &Options) -> anyhow::Result<ExitCode> {
     let before = match &args.server_metrics {
         Some(url) => Some(
             url.scrape(options.connect_timeout)
@@ -296,24 +321,24 @@ pub(super) fn coordinate(args: &RunArgs, options: &Options) -> anyhow::Result<Ex
         ),
         None => None,
     };
-    let run = coordinator.run(&STOP, &show);
-    if terminal {
-        eprint!("\r\x1b[2K");
-    }
-    let run = run.map_err(anyhow::Error::msg)?;
+    let run = drive(
+        args,
+        Share {
+            connections: options.connections,
+            messages: match options.limit {
+                Limit::Messages(n) => Some(n),
+                Limit::Duration(_) => None,
+            },
+            rate: options.rate,
+            window: match options.limit {
+                Limit::Duration(d) => Some(d),
+                Limit::Messages(_) => None,
+            },
+        },
+    )?;
     let mut reports = run.reports();
     if reports.is_empty() {
         anyhow::bail!("no agent sent a report: {}", agent_failures(&run));
-    }
-    if let Some(dir) = &args.fleet.keep_reports {
-        for a in &run.agents {
-            if let Some(report) = &a.report {
-                let path = dir.join(format!("agent-{}.json", a.name));
-                let text = serde_json::to_string(report).context("cannot encode a report")?;
-                std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-        }
     }
     let merged = bench::merge(&mut reports).map_err(anyhow::Error::msg)?;
     let report = merged.report;

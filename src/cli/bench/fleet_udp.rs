@@ -2,19 +2,15 @@
 //! would connections, messages and rate, each runs its UDP load, and their reports are merged
 //! as `bench merge` merges UDP reports.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
 use tcpool::client::bench::udp::{UdpLimit, UdpReport};
-use tcpool::client::fleet::{Coordinator, FleetProgress, Wanted};
 
-use super::fleet::{
-    AGENT_LOST, agent_failures, bench_args, fleet_json, print_fleet, progress_line,
-};
+use super::fleet::{AGENT_LOST, Share, agent_failures, drive, fleet_json, print_fleet};
 use super::{RunArgs, STOP};
 use crate::cli::bench_udp::{self, Common};
 
@@ -22,48 +18,24 @@ use crate::cli::bench_udp::{self, Common};
 pub(super) fn coordinate(args: &RunArgs, common: &Common<'_>) -> anyhow::Result<ExitCode> {
     let options = bench_udp::options(&args.udp, common)
         .unwrap_or_else(|e| super::super::bad_value("bench", format!("{e:#}")));
-    let url = args.fleet.fleet.as_deref().unwrap_or_default();
-    let coordinator = Coordinator {
-        broker: args.fleet.broker.broker(url)?,
-        wanted: args.fleet.agents.clone().unwrap_or(Wanted::Count(1)),
-        args: bench_args(),
-        connections: options.sockets,
-        messages: match options.limit {
-            UdpLimit::Datagrams(n) => Some(n),
-            UdpLimit::Duration(_) => None,
+    let run = drive(
+        args,
+        Share {
+            connections: options.sockets,
+            messages: match options.limit {
+                UdpLimit::Datagrams(n) => Some(n),
+                UdpLimit::Duration(_) => None,
+            },
+            rate: options.rate,
+            window: match options.limit {
+                UdpLimit::Duration(d) => Some(d),
+                UdpLimit::Datagrams(_) => None,
+            },
         },
-        rate: options.rate,
-        window: match options.limit {
-            UdpLimit::Duration(d) => Some(d),
-            UdpLimit::Datagrams(_) => None,
-        },
-        start_at: None,
-        lead: Duration::from_secs(2),
-        find_for: args.fleet.agents_wait,
-        on_loss: args.fleet.on_agent_loss.unwrap_or_default(),
-    };
-    let terminal = !args.json && std::io::stderr().is_terminal();
-    let show = |p: &FleetProgress| {
-        if terminal {
-            eprint!("\r\x1b[2K{}", progress_line(p));
-        }
-    };
-    let run = coordinator.run(&STOP, &show);
-    if terminal {
-        eprint!("\r\x1b[2K");
-    }
-    let run = run.map_err(anyhow::Error::msg)?;
+    )?;
     let reports = run.udp_reports();
     if reports.is_empty() {
         anyhow::bail!("no agent sent a UDP report: {}", agent_failures(&run));
-    }
-    if let Some(dir) = &args.fleet.keep_reports {
-        for (a, report) in run.agents.iter().filter_map(|a| Some((a, a.udp.as_ref()?))) {
-            let path = dir.join(format!("agent-{}.json", a.name));
-            let text = serde_json::to_string(report).context("cannot encode a report")?;
-            std::fs::write(&path, text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
     }
     let merged = UdpReport::merge(&reports).map_err(anyhow::Error::msg)?;
     bench_udp::write_files(common, &merged)?;

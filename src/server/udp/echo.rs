@@ -267,12 +267,12 @@ impl Echo {
                 continue;
             };
             match self.peers.arrive(peer, now, self.rate) {
-                Verdict::Answer(_) if self.desk.is_some() => {
+                Verdict::Answer(n) => {
+                    // Manual mode: the operator answers, not the echo.
                     if let Some((desk, index)) = &self.desk {
                         desk.heard(peer, *index, datagram);
+                        continue;
                     }
-                }
-                Verdict::Answer(n) => {
                     if !self.reply.answer(datagram) {
                         tally.not_asked += 1;
                         continue;

@@ -95,11 +95,11 @@ pub(super) fn run(shared: &Shared<'_>, sockets: Vec<(usize, UdpSocket)>) -> io::
             s.blocked = false;
             match shared.interval {
                 None => {
-                    while s.flow.holding_slots() < options.pipeline
-                        && s.sending(now, end, open)
-                        && !s.blocked
-                    {
+                    // Counted once a turn: each datagram sent takes one more slot.
+                    let mut holding = s.flow.holding_slots();
+                    while holding < options.pipeline && s.sending(now, end, open) && !s.blocked {
                         send(shared, s, now, now, &mut buf, &mut tally);
+                        holding += 1;
                     }
                 }
                 Some(every) => loop {
