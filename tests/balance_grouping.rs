@@ -12,8 +12,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -160,18 +160,25 @@ fn wait_grouped(groups: &[Vec<u16>; 2]) -> bool {
 /// Connections in all, half of them in each group.
 const CLIENTS: usize = 16;
 
+/// A server on two workers with `--balance auto`, if this machine has two CPUs for two
+/// client threads of their own.
+fn two_workers() -> Option<Served> {
+    let cpus = thread::available_parallelism().map_or(1, usize::from);
+    (cpus >= 2).then(|| {
+        Served::start(Config {
+            workers: 2,
+            balance: Balancing::Auto,
+            ..Config::default()
+        })
+    })
+}
+
 #[test]
 fn sessions_whose_packets_arrive_on_one_cpu_end_up_on_one_worker_and_stay() {
-    let cpus = thread::available_parallelism().map_or(1, usize::from);
-    if cpus < 2 {
+    let Some(served) = two_workers() else {
         eprintln!("skipped: one CPU, no two client threads on CPUs of their own");
         return;
-    }
-    let served = Served::start(Config {
-        workers: 2,
-        balance: Balancing::Auto,
-        ..Config::default()
-    });
+    };
     let stop = Arc::new(AtomicBool::new(false));
     // Placed in turn, group 0, 0, 1, 1, 0, 0, ...: each group starts split over both workers.
     let mut groups: [Vec<u16>; 2] = [Vec::new(), Vec::new()];
@@ -219,4 +226,93 @@ fn sessions_whose_packets_arrive_on_one_cpu_end_up_on_one_worker_and_stay() {
         moved_trading <= CLIENTS as f64,
         "{moved_trading} moves of {CLIENTS} sessions over {trades} trades of CPUs"
     );
+}
+
+/// A connection from a client thread pinned to `cpu` that echoes a line.
+fn connect_echo(cpu: usize, addr: std::net::SocketAddr, c: usize) -> TcpStream {
+    let mut stream = connect(addr);
+    let line = format!("cpu {cpu} connection {c}\n");
+    stream.write_all(line.as_bytes()).unwrap();
+    let mut back = vec![0; line.len()];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(back, line.as_bytes(), "the echo differs");
+    stream
+}
+
+/// A client thread pinned to `cpu` opens a first connection and closes it once the other
+/// thread has opened its own (at `both`), then opens `n` and returns them, still open.
+fn connect_from(
+    cpu: usize,
+    addr: std::net::SocketAddr,
+    n: usize,
+    both: Arc<Barrier>,
+) -> Vec<TcpStream> {
+    pin(cpu);
+    let first = connect_echo(cpu, addr, n);
+    both.wait();
+    drop(first);
+    (0..n).map(|c| connect_echo(cpu, addr, c)).collect()
+}
+
+#[test]
+fn connections_start_on_the_worker_of_the_cpu_they_came_from() {
+    let Some(served) = two_workers() else {
+        eprintln!("skipped: one CPU, no two client threads on CPUs of their own");
+        return;
+    };
+    // Both workers are in use from the start (an idle server gathers on one a second later
+    // at the earliest). Until connections have come from the CPUs of both workers, the
+    // server cannot tell two client threads from one, and places them in turn (the looks
+    // group those under load): each thread opens a first connection, not counted, and waits
+    // for the other's.
+    let addr = served.addr;
+    let both = Arc::new(Barrier::new(2));
+    let threads = [0, 1].map(|cpu| {
+        let both = both.clone();
+        thread::spawn(move || connect_from(cpu, addr, CLIENTS / 2, both))
+    });
+    let streams = threads.map(|t| t.join().unwrap());
+    let groups = streams.each_ref().map(|s| {
+        s.iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect::<Vec<_>>()
+    });
+    // One line each is no load: the grouping's looks, which wait for a loaded worker, never
+    // ran. Only the placement at arrival can have grouped them. It reads the CPU a session's
+    // packets last arrived on, and a socket that has received nothing but its handshake may
+    // tell the CPU of another connection's handshake, one that came at the same moment: so
+    // each group on a worker of its own, all of it, or all but one session.
+    let mostly = |peers: &HashSet<u16>, group: &[u16]| {
+        group.iter().filter(|p| peers.contains(p)).count() + 1 >= group.len()
+    };
+    let started = Instant::now();
+    let grouped = loop {
+        let pollers: Vec<HashSet<u16>> = peer_ports_by_poller()
+            .into_iter()
+            .filter(|peers| groups.iter().flatten().any(|p| peers.contains(p)))
+            .collect();
+        let home = |group: &[u16]| pollers.iter().position(|peers| mostly(peers, group));
+        if let (Some(a), Some(b)) = (home(&groups[0]), home(&groups[1]))
+            && a != b
+        {
+            break true;
+        }
+        if started.elapsed() > Duration::from_millis(500) {
+            eprintln!("pollers: {pollers:?}, groups: {groups:?}");
+            break false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        grouped,
+        "each client thread's connections on a worker of its own as they arrive"
+    );
+    // Each connection, the two first ones too, moved once at most, right after its arrival.
+    let moved = moved_in(&served.scrape());
+    let sessions = CLIENTS + 2;
+    assert!(
+        moved <= sessions as f64,
+        "{moved} moves of {sessions} sessions"
+    );
+    drop(streams);
 }

@@ -28,6 +28,7 @@
 use std::time::Duration;
 
 use super::Worker;
+use crate::server::session::SessionId;
 
 /// How often a worker in use looks at where its sessions' packets arrive.
 pub(super) const GROUP_EVERY: Duration = Duration::from_millis(250);
@@ -132,6 +133,42 @@ impl Worker {
         self.look_soon();
     }
 
+    /// While recent connections came from the CPUs of two workers' groups or more, a new
+    /// connection goes at once to the worker its CPU points to (`cpu % in use`), unless that
+    /// worker would hold more than twice this one's sessions and 8 more (client threads that
+    /// connect at their own pace fill their workers unevenly for a while). A load that
+    /// starts while two or more workers are in use then starts grouped, rather than split
+    /// over the workers until the looks have swapped its sessions (a second or two of a p99
+    /// ten times the grouped one's). Connections that all come from one CPU (a lone client
+    /// thread, or a NIC whose packets all arrive on one CPU) stay where they were placed in
+    /// turn: by CPU, they would all pile on one worker. Only a session that could move at
+    /// all, so not one awaiting its PROXY header or its TLS handshake (the looks group
+    /// those).
+    pub(super) fn place_arrival(&mut self, t: usize, id: SessionId) {
+        let balance = &self.shared.balance;
+        let in_use = balance.in_use();
+        if !balance.enabled() || in_use < 2 || self.index >= in_use {
+            return;
+        }
+        let Some(s) = self.sessions.get(t) else {
+            return;
+        };
+        let Some(home) = s.arrives_on.map(|cpu| cpu % in_use) else {
+            return;
+        };
+        if !balance.note_arrival(home)
+            || s.handle.id() != id
+            || home == self.index
+            || !self.movable(t, s)
+        {
+            return;
+        }
+        let mine = self.sessions.len();
+        if self.shared.metrics.worker(home).sessions() <= mine + mine.max(8) {
+            self.send_on(t, home);
+        }
+    }
+
     /// Makes the next [`QUICK_LOOKS`] looks come [`GROUP_SOON`] one after the other.
     fn look_soon(&mut self) {
         if self.quick_looks == 0 {
@@ -143,6 +180,6 @@ impl Worker {
 
 /// The CPU the socket's packets last arrived on (`SO_INCOMING_CPU`); for an accepted socket
 /// that has received nothing yet, the CPU its handshake arrived on.
-fn arrives_on(stream: &mio::net::TcpStream) -> Option<usize> {
+pub(super) fn arrives_on(stream: &mio::net::TcpStream) -> Option<usize> {
     socket2::SockRef::from(stream).cpu_affinity().ok()
 }

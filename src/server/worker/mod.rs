@@ -429,6 +429,7 @@ impl Worker {
         entry.insert(session);
         self.grouping_arrival(t);
         self.arrived_whole(t, false);
+        self.place_arrival(t, id);
     }
 
     /// Begins session `t`'s normal life: its faults, the handler's greeting, its outbox.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use mio::{Interest, Token};
 
 use super::Worker;
+use super::grouping::arrives_on;
 use crate::server::session::CloseReason;
 use crate::server::worker::balance::{Load, Meter, Step};
 use crate::server::worker::session::{Phase, Session};
@@ -66,21 +67,30 @@ impl Worker {
         }
     }
 
-    /// Hands up to `count` movable sessions on, to the workers in `to` in turn (never to
-    /// this one).
+    /// Hands up to `count` movable sessions on to the workers in `to` (never to this one),
+    /// `to.end` being the workers in use: each session whose packets last arrived on the CPU
+    /// of one of them (see `grouping`) to that one, and those first; the rest in turn.
     fn hand_on(&mut self, count: usize, to: std::ops::Range<usize>) {
-        let movable: Vec<usize> = self
+        let here = self.index;
+        let ready: Vec<usize> = self
             .sessions
             .iter()
             .filter(|&(t, s)| self.movable(t, s))
             .map(|(t, _)| t)
-            .take(count)
             .collect();
-        let here = self.index;
-        let mut targets = to.filter(move |&w| w != here).cycle();
+        let mut movable = Vec::with_capacity(ready.len());
+        for t in ready {
+            let s = &mut self.sessions[t];
+            s.arrives_on = arrives_on(s.link.socket());
+            let home = s.arrives_on.map(|cpu| cpu % to.end);
+            movable.push((t, home.filter(|w| to.contains(w) && *w != here)));
+        }
+        movable.sort_by_key(|&(_, home)| home.is_none());
+        movable.truncate(count);
+        let mut in_turn = to.filter(move |&w| w != here).cycle();
         let mut moved = 0;
-        for t in movable {
-            let Some(to) = targets.next() else {
+        for (t, home) in movable {
+            let Some(to) = home.or_else(|| in_turn.next()) else {
                 return;
             };
             if !self.send_on(t, to) {

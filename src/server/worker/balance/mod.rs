@@ -87,7 +87,14 @@ pub(crate) struct Balance {
     /// `belonging[from * workers + to]`: sessions worker `from` holds whose packets arrive
     /// on the CPU of worker `to`'s group, at `from`'s last look (`grouping`).
     belonging: Box<[AtomicUsize]>,
+    /// The workers (bit `w % 64`) that recent new connections' CPUs point to, and how many
+    /// connections arrived (the bits are forgotten every [`ARRIVALS_REMEMBERED`]).
+    arrival_homes: AtomicU64,
+    arrivals: AtomicUsize,
 }
+
+/// How many new connections' CPUs [`Balance::note_arrival`] remembers at most.
+const ARRIVALS_REMEMBERED: usize = 256;
 
 /// What a worker's last windows say of its load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +250,8 @@ impl Balance {
             belonging: (0..workers * workers)
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+            arrival_homes: AtomicU64::new(0),
+            arrivals: AtomicUsize::new(0),
         }
     }
 
@@ -381,6 +390,23 @@ impl Balance {
         }
         *arrivals = None;
         true
+    }
+
+    /// A new connection's packets come from the CPU of worker `home`'s group. Tells whether
+    /// recent new connections came from the CPUs of two workers' groups or more: then the
+    /// clients run on several CPUs, and placing each by its CPU groups them; otherwise (one
+    /// client thread, or a NIC whose packets all arrive on one CPU) that would pile them all
+    /// on one worker.
+    pub(crate) fn note_arrival(&self, home: usize) -> bool {
+        if self
+            .arrivals
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(ARRIVALS_REMEMBERED)
+        {
+            self.arrival_homes.store(0, Ordering::Relaxed);
+        }
+        let bit = 1u64 << (home % 64);
+        (self.arrival_homes.fetch_or(bit, Ordering::Relaxed) | bit).count_ones() >= 2
     }
 
     /// How many of worker `from`'s sessions belong with worker `to`, at `from`'s last look.

@@ -166,3 +166,16 @@ fn a_gathering_undone_at_once_doubles_the_hold_up_to_its_cap() {
     plan.note(Step::Spread, now + PROBE);
     assert_eq!(plan.hold, HOLD_MIN);
 }
+
+#[test]
+fn new_connections_from_two_workers_cpus_count_as_several_until_forgotten() {
+    let balance = Balance::new(2, true);
+    // One CPU's connections, however many: one client thread, or one NIC queue.
+    assert!((0..10).all(|_| !balance.note_arrival(0)));
+    // One from the other worker's CPU: several from now on, whichever comes.
+    assert!(balance.note_arrival(1));
+    assert!(balance.note_arrival(0));
+    // A mix long past is forgotten: after ARRIVALS_REMEMBERED more from one CPU, one.
+    let sames = (0..ARRIVALS_REMEMBERED).map(|_| balance.note_arrival(0));
+    assert!(!sames.last().unwrap());
+}
