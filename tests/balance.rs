@@ -33,10 +33,12 @@ fn moved_in(m: &HashMap<String, f64>, worker: usize) -> f64 {
     )
 }
 
+/// Two workers, both in use from the start, so that a light load has a gathering to show.
 fn two_workers(balance: Balancing) -> Config {
     Config {
         workers: 2,
         balance,
+        workers_at_start: 2,
         ..Config::default()
     }
 }
@@ -54,6 +56,20 @@ pub fn echo_round(clients: &mut [TcpStream], round: usize) {
         client.write_all(line.as_bytes()).unwrap();
         assert_eq!(read_line(client), line.as_bytes(), "client {i}");
     }
+}
+
+#[test]
+fn a_server_starts_on_one_worker_and_a_lone_client_threads_connections_share_it() {
+    let served = Served::start(Config {
+        workers: 2,
+        ..Config::default()
+    });
+    assert_eq!(sample(&served.scrape(), "tcpool_workers_in_use{}"), 1.0);
+    let mut clients: Vec<TcpStream> = (0..8).map(|_| connect(served.addr)).collect();
+    echo_round(&mut clients, 0);
+    let m = served.scrape();
+    assert_eq!(worker_sessions(&m), [8.0, 0.0], "one worker holds them all");
+    assert_eq!(moved_in(&m, 0) + moved_in(&m, 1), 0.0, "nothing moved");
 }
 
 #[test]

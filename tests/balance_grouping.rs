@@ -160,14 +160,15 @@ fn wait_grouped(groups: &[Vec<u16>; 2]) -> bool {
 /// Connections in all, half of them in each group.
 const CLIENTS: usize = 16;
 
-/// A server on two workers with `--balance auto`, if this machine has two CPUs for two
-/// client threads of their own.
+/// A server on two workers with `--balance auto`, both in use from the start, if this
+/// machine has two CPUs for two client threads of their own.
 fn two_workers() -> Option<Served> {
     let cpus = thread::available_parallelism().map_or(1, usize::from);
     (cpus >= 2).then(|| {
         Served::start(Config {
             workers: 2,
             balance: Balancing::Auto,
+            workers_at_start: 2,
             ..Config::default()
         })
     })
@@ -260,8 +261,8 @@ fn connections_start_on_the_worker_of_the_cpu_they_came_from() {
         eprintln!("skipped: one CPU, no two client threads on CPUs of their own");
         return;
     };
-    // Both workers are in use from the start (an idle server gathers on one a second later
-    // at the earliest). Until connections have come from the CPUs of both workers, the
+    // Both workers are in use from the start (`workers_at_start`; an idle server gathers on
+    // one a second later at the earliest). Until connections have come from the CPUs of both workers, the
     // server cannot tell two client threads from one, and places them in turn (the looks
     // group those under load): each thread opens a first connection, not counted, and waits
     // for the other's.

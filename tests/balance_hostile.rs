@@ -23,6 +23,7 @@ pub fn auto(config: Config) -> Config {
     Config {
         workers: 2,
         balance: Balancing::Auto,
+        workers_at_start: 2,
         ..config
     }
 }

@@ -55,8 +55,8 @@ pub(crate) struct ServeArgs {
     /// Worker threads, each serving many clients [default: the number of CPUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
-    /// How sessions are shared among the workers: gathered on as few as keep up (`auto`),
-    /// or each connection to the next worker in turn, for good.
+    /// How sessions are shared among the workers: gathered on as few as keep up, one at the
+    /// start (`auto`), or each connection to the next worker in turn, for good.
     #[arg(long, value_enum, default_value_t = BalanceArg::Auto)]
     balance: BalanceArg,
     /// How the worker threads are scheduled (Linux): the policy the process started with, a
@@ -481,6 +481,7 @@ pub(crate) fn run(args: ServeArgs, log_level: Option<&LogLevel>) -> anyhow::Resu
             BalanceArg::Auto => Balancing::Auto,
             BalanceArg::RoundRobin => Balancing::RoundRobin,
         },
+        workers_at_start: Config::default().workers_at_start,
         worker_sched: match args.worker_sched {
             SchedArg::Batch => WorkerSched::Batch,
             SchedArg::Normal => WorkerSched::Normal,

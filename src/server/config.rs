@@ -100,7 +100,11 @@ pub struct Config {
     pub workers: usize,
     /// How sessions are shared among the workers.
     pub balance: Balancing,
-    /// The scheduling policy of the worker threads (`SCHED_BATCH` by default).
+    /// With [`Balancing::Auto`], how many workers are in use when the server starts: 1 by
+    /// default, as an idle server ends up, and a load that needs more brings them into use;
+    /// 0 for every one.
+    pub workers_at_start: usize,
+    /// The scheduling policy of the worker threads (as the server's, `normal`, by default).
     pub worker_sched: WorkerSched,
     /// Connections accepted but not yet adopted by a worker (`--backlog`, default 4).
     pub backlog: usize,
@@ -183,6 +187,7 @@ impl Default for Config {
         Config {
             workers: 0,
             balance: Balancing::Auto,
+            workers_at_start: 1,
             worker_sched: WorkerSched::Normal,
             backlog: 4,
             max_conns: None,

@@ -458,7 +458,10 @@ impl Server {
             Worker::new(i, Arc::clone(&shared))
         })?;
         registry.watch_backlog(pool.depth());
-        shared.balance.attach(pool.spread());
+        shared
+            .balance
+            .attach(pool.spread(), config.workers_at_start);
+        shared.metrics.set_workers_in_use(shared.balance.in_use());
         let (counted, timeout) = (registry.clone(), config.shutdown_timeout);
         shutdown.on_trigger(move || {
             log::info!(

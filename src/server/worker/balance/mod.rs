@@ -260,8 +260,15 @@ impl Balance {
         self.enabled
     }
 
-    /// Gives the balance the pool's handle on how many workers take new connections.
-    pub(crate) fn attach(&self, spread: Spread) {
+    /// Gives the balance the pool's handle on how many workers take new connections, and
+    /// how many take them at the start (0: every one). By default a server starts as an
+    /// idle one ends up, on one worker, and a load that needs more brings them into use:
+    /// starting on all of them split a lone client thread's first connections over the
+    /// workers until the first gathering, a second or more later.
+    pub(crate) fn attach(&self, spread: Spread, at_start: usize) {
+        if self.enabled && at_start > 0 {
+            spread.set(at_start);
+        }
         let _ = self.spread.set(spread);
     }
 
