@@ -135,7 +135,7 @@ impl Worker {
 
     /// While recent connections came from the CPUs of two workers' groups or more, a new
     /// connection goes at once to the worker its CPU points to (`cpu % in use`), unless that
-    /// worker would hold more than twice this one's sessions and 8 more (client threads that
+    /// worker holds more than twice this one's sessions and 8 more (client threads that
     /// connect at their own pace fill their workers unevenly for a while). A load that
     /// starts while two or more workers are in use then starts grouped, rather than split
     /// over the workers until the looks have swapped its sessions (a second or two of a p99
@@ -164,7 +164,7 @@ impl Worker {
             return;
         }
         let mine = self.sessions.len();
-        if self.shared.metrics.worker(home).sessions() <= mine + mine.max(8) {
+        if self.shared.metrics.worker(home).sessions() <= 2 * mine + 8 {
             self.send_on(t, home);
         }
     }
