@@ -334,6 +334,39 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// dnsmasq answering `bench.test` on a free port of 127.0.0.1, and that port. It listens on
+/// TCP too, and a port free for UDP may be taken for TCP by another test's server: dnsmasq
+/// then exits at once, and another port is tried.
+fn start_dnsmasq() -> (u16, External) {
+    for _ in 0..10 {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let mut child = Command::new(dnsmasq())
+            .args([
+                "--no-daemon",
+                &format!("--port={port}"),
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--address=/bench.test/127.0.0.1",
+                "--conf-file=/dev/null",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (scripts/test.sh installs dnsmasq-base)");
+        std::thread::sleep(Duration::from_millis(200));
+        if child.try_wait().unwrap().is_none() {
+            return (port, External(child));
+        }
+    }
+    panic!("dnsmasq exited at once on 10 free ports in a row");
+}
+
 /// Sends `request` to 127.0.0.1:`port` until a reply comes (the server may still be
 /// starting); the reply.
 fn first_reply(port: u16, request: &[u8]) -> Vec<u8> {
@@ -427,25 +460,7 @@ fn dnsmasq() -> String {
 
 #[test]
 fn dnsmasq_answers_every_query_matched_by_its_dns_id() {
-    let port = free_udp_port();
-    let _dnsmasq = External(
-        Command::new(dnsmasq())
-            .args([
-                "--no-daemon",
-                &format!("--port={port}"),
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--address=/bench.test/127.0.0.1",
-                "--conf-file=/dev/null",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (scripts/test.sh installs dnsmasq-base)"),
-    );
+    let (port, _dnsmasq) = start_dnsmasq();
     // A query for bench.test A, recursion desired, id 0x0102.
     let query =
         b"\x01\x02\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05bench\x04test\x00\x00\x01\x00\x01";
