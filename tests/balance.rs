@@ -34,7 +34,10 @@ fn moved_in(m: &HashMap<String, f64>, worker: usize) -> f64 {
 }
 
 /// Two workers, both in use from the start, so that a light load has a gathering to show.
+/// The calling test thread stays on one CPU from here on: connections from two CPUs would be
+/// placed on their CPUs' workers as they arrive, not in turn as these tests expect.
 fn two_workers(balance: Balancing) -> Config {
+    crate::balance_grouping::pin(0);
     Config {
         workers: 2,
         balance,

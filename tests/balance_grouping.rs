@@ -120,7 +120,7 @@ fn hopping_client(
     })
 }
 
-fn pin(cpu: usize) {
+pub fn pin(cpu: usize) {
     let mut set = CpuSet::new();
     set.set(cpu).unwrap();
     sched_setaffinity(Pid::from_raw(0), &set).unwrap();

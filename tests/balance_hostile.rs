@@ -19,7 +19,10 @@ use crate::admin::{Served, sample};
 use crate::balance::{PATIENCE, connect, echo_round, worker_sessions};
 use crate::support::{self, read_to_close};
 
+/// The calling test thread stays on one CPU from here on: connections from two CPUs would be
+/// placed on their CPUs' workers as they arrive, not in turn as these tests expect.
 pub fn auto(config: Config) -> Config {
+    crate::balance_grouping::pin(0);
     Config {
         workers: 2,
         balance: Balancing::Auto,
